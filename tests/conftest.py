@@ -1,0 +1,29 @@
+"""Shared test fixtures: the repository on sys.path and the real-data folder.
+
+The real data lives in ``shared/data`` beside the clone (``<clone>/../shared/data``).
+Tests that need it use the ``shared_data_dir`` fixture: it skips when the files
+are missing locally, but fails loudly when the ``CI`` environment variable is set.
+"""
+import os
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+if str(REPO) not in sys.path:
+    sys.path.insert(0, str(REPO))
+
+SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+
+
+@pytest.fixture(scope="session")
+def shared_data_dir():
+    """Folder holding the real train.csv and test.csv (fails under CI if absent)."""
+    missing = [f for f in ("train.csv", "test.csv") if not (SHARED_DATA / f).is_file()]
+    if missing:
+        msg = f"real data missing: {', '.join(missing)} not in {SHARED_DATA}"
+        if os.environ.get("CI"):
+            pytest.fail(msg + " (CI is set, so this is an error)")
+        pytest.skip(msg)
+    return SHARED_DATA
