@@ -118,17 +118,15 @@ def find_data_dir(data_dir=None):
                 raise DataError(f"{fname} not found in {folder} (looked for {folder / fname}); "
                                 "put train.csv and test.csv there or pass another --data-dir")
         return folder
-    candidates = []
     env = os.environ.get(DATA_DIR_ENV)
     if env:
-        candidates.append(Path(env).expanduser())
-    candidates += [Path.cwd() / "data", REPO_DIR / "data", REPO_DIR.parent / "shared" / "data"]
-    for folder in candidates:
+        if _has_pair(Path(env).expanduser()):
+            return Path(env).expanduser()
+        warnings.warn(f"${DATA_DIR_ENV}={env} does not hold both {TRAIN_FILE} and {TEST_FILE}; "
+                      "ignoring it and searching ./data, <repo>/data, <repo>/../shared/data", stacklevel=2)
+    for folder in (Path.cwd() / "data", REPO_DIR / "data", REPO_DIR.parent / "shared" / "data"):
         if _has_pair(folder):
             return folder
-    if env:
-        warnings.warn(f"${DATA_DIR_ENV}={env} does not hold both {TRAIN_FILE} and {TEST_FILE}; "
-                      "ignoring it", stacklevel=2)
     return None
 
 

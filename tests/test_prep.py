@@ -1,0 +1,353 @@
+"""Tests for prep.py: finding/loading/validating data, synthetic data,
+leak-free preprocessing, split and encode. Small frames built here; one test
+reads the real data from ../shared/data."""
+import copy
+import warnings
+
+import numpy as np
+import pandas as pd
+import pytest
+from numpy.testing import assert_allclose, assert_array_equal
+from sklearn.linear_model import LogisticRegression
+from sklearn.tree import DecisionTreeClassifier
+
+import prep
+from prep import DataError, Preprocessor
+
+
+# ---------------------------------------------------------------- helpers
+def small_frame(n=40, seed=0, with_nan=True):
+    rng = np.random.default_rng(seed)
+    df = pd.DataFrame({
+        "a": rng.normal(10.0, 3.0, n),
+        "b": rng.integers(0, 50, n).astype(float),
+        "color": rng.choice(["red", "green", "blue"], n).astype(object),
+        "y": rng.integers(0, 3, n),
+    })
+    if with_nan:
+        df.loc[[1, 5, 9], "a"] = np.nan
+        df.loc[[2, 3], "color"] = np.nan
+    return df
+
+
+def write_pair(folder, train_text, test_text=None):
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "train.csv").write_text(train_text)
+    if test_text is not None:
+        (folder / "test.csv").write_text(test_text)
+    return folder
+
+
+def csv_text(rows, header="x,kind,price_class"):
+    return header + "\n" + "\n".join(rows) + "\n"
+
+
+GOOD_TRAIN = [f"{i}.5,{'ab'[i % 2]},{i % 3}" for i in range(12)]
+GOOD_TEST = ["1.0,a,0", "2.0,b,1", "3.0,a,2"]
+
+
+# ---------------------------------------------------------------- Preprocessor
+def test_scaler_statistics_are_the_fitting_rows_own():
+    df = small_frame()
+    pre = Preprocessor(["a", "b"], ["color"]).fit(df)
+    X = pre.transform(df)
+    for j, col in enumerate(["a", "b"]):
+        med = np.nanmedian(df[col])
+        filled = df[col].fillna(med).to_numpy()
+        st = pre.statistics_[col]
+        assert st["median"] == pytest.approx(med)
+        assert st["mean"] == pytest.approx(filled.mean())
+        assert st["scale"] == pytest.approx(filled.std(ddof=0))
+        assert_allclose(X[:, j], (filled - filled.mean()) / filled.std(ddof=0))
+    mode = df["color"].mode().iloc[0]
+    assert pre.statistics_["color"]["fill"] == mode
+    assert pre.statistics_["color"]["categories"] == sorted(df["color"].dropna().unique())
+    onehot = X[:, 2:]
+    assert set(np.unique(onehot)) <= {0.0, 1.0}
+    assert_array_equal(onehot.sum(axis=1), 1.0)
+    # missing colours are imputed with the training mode
+    assert onehot[2, pre.statistics_["color"]["categories"].index(mode)] == 1.0
+    assert pre.feature_names_ == ["a", "b", "color=blue", "color=green", "color=red"]
+    assert pre.feature_source_ == ["a", "b", "color", "color", "color"]
+
+
+def test_features_do_not_depend_on_the_label():
+    df = small_frame()
+    rng = np.random.default_rng(1)
+    permuted = df.assign(y=rng.permutation(df["y"].to_numpy()))
+    pre = Preprocessor(["a", "b"], ["color"], missing_indicators=True)
+    X1 = pre.fit_transform(df)
+    X2 = Preprocessor(["a", "b"], ["color"], missing_indicators=True).fit_transform(permuted)
+    X3 = Preprocessor(["a", "b"], ["color"], missing_indicators=True).fit_transform(df.drop(columns="y"))
+    assert_array_equal(X1, X2)
+    assert_array_equal(X1, X3)
+
+
+def test_transform_never_changes_fitted_statistics():
+    train = small_frame()
+    pre = Preprocessor(["a", "b"], ["color"], missing_indicators=True).fit(train)
+    before = copy.deepcopy(pre.statistics_)
+    X_before = pre.transform(train)
+    wild = pd.DataFrame({"a": [1e9, -1e9, np.nan, 0.0], "b": [np.nan] * 4,
+                         "color": ["purple", np.nan, "red", "purple"], "y": [0, 1, 2, 0]})
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", prep.UnseenCategoryWarning)
+        Xw = pre.transform(wild)
+    assert pre.statistics_ == before
+    assert_array_equal(pre.transform(train), X_before)
+    assert np.isfinite(Xw).all()
+    # an all-missing numeric column is imputed with the *training* median
+    assert_allclose(Xw[:, 1], (before["b"]["median"] - before["b"]["mean"]) / before["b"]["scale"])
+
+
+def test_unseen_category_is_all_zero_and_warns_with_count():
+    train = small_frame(with_nan=False)
+    pre = Preprocessor(["a"], ["color"]).fit(train)
+    test = pd.DataFrame({"a": [1.0, 2.0, 3.0], "color": ["purple", "red", "purple"]})
+    with pytest.warns(prep.UnseenCategoryWarning, match=r"'color': 2 rows \(e.g. 'purple'\)"):
+        X = pre.transform(test)
+    onehot = X[:, 1:]
+    assert_array_equal(onehot[[0, 2]], 0.0)
+    assert onehot[1].sum() == 1.0
+
+
+def test_missing_indicators_only_for_columns_with_missing_values():
+    df = small_frame()
+    pre = Preprocessor(["a", "b"], ["color"], missing_indicators=True).fit(df)
+    X = pre.transform(df)
+    assert pre.feature_names_[-2:] == ["a_missing", "color_missing"]
+    assert pre.feature_source_[-2:] == ["a", "color"]
+    assert_array_equal(X[:, -2], df["a"].isna().to_numpy(dtype=float))
+    assert_array_equal(X[:, -1], df["color"].isna().to_numpy(dtype=float))
+    assert len(pre.feature_names_) == len(pre.feature_source_) == X.shape[1]
+
+
+def test_preprocessor_rejects_bad_use():
+    with pytest.raises(ValueError, match="both numeric and categorical"):
+        Preprocessor(["a"], ["a"])
+    with pytest.raises(RuntimeError, match="not fitted"):
+        Preprocessor(["a"], []).transform(small_frame())
+    pre = Preprocessor(["a", "b"], ["color"]).fit(small_frame())
+    with pytest.raises(DataError, match="lacks feature columns 'b'"):
+        pre.transform(small_frame().drop(columns="b"))
+
+
+# ---------------------------------------------------------------- split and encode
+def test_train_val_split_is_stratified_seeded_and_validated():
+    df = small_frame(n=200)
+    tr, va = prep.train_val_split(df, "y", val_size=0.25, seed=3)
+    assert len(va) == 50 and len(tr) == 150
+    assert sorted(tr.index.tolist() + va.index.tolist()) == list(range(200))
+    share = df["y"].value_counts(normalize=True)
+    assert_allclose(va["y"].value_counts(normalize=True)[share.index], share, atol=0.02)
+    tr2, va2 = prep.train_val_split(df, "y", val_size=0.25, seed=3)
+    assert_array_equal(va.index, va2.index)
+    for bad in (0, 1, 1.5, -0.1):
+        with pytest.raises(ValueError, match="val_size"):
+            prep.train_val_split(df, "y", val_size=bad)
+
+
+def test_encode_fits_on_the_training_split_only():
+    df = small_frame(n=120).assign(y=lambda d: d["y"].map({0: 3, 1: 7, 2: 9}))
+    test = small_frame(n=30, seed=5, with_nan=False).assign(y=lambda d: d["y"].map({0: 3, 1: 7, 2: 9}))
+    ds = prep.validate_frames(df, test, target="y")
+    assert_array_equal(ds.classes, [3, 7, 9])
+    e = prep.encode(ds, val_size=0.25, seed=0)
+    tr = e["train_df"]
+    st = e["preprocessor"].statistics_["a"]
+    assert st["median"] == pytest.approx(np.nanmedian(tr["a"]))
+    assert st["median"] != pytest.approx(np.nanmedian(df["a"]))  # not the full train
+    assert e["X_train"].shape == (90, 5) and e["X_val"].shape == (30, 5) and e["X_test"].shape == (30, 5)
+    for part in ("train", "val"):
+        raw = e[f"{part}_df"]["y"].to_numpy()
+        assert e[f"y_{part}"].dtype == np.int64
+        assert_array_equal(ds.classes[e[f"y_{part}"]], raw)
+    assert_array_equal(ds.classes[e["y_test"]], test["y"].to_numpy())
+    assert e["feature_names"] == e["preprocessor"].feature_names_
+
+
+# ---------------------------------------------------------------- loading and validation
+def test_load_csv_pair_types_columns(tmp_path):
+    d = write_pair(tmp_path, csv_text(GOOD_TRAIN), csv_text(GOOD_TEST))
+    ds = prep.load_csv_pair(d)
+    assert ds.numeric == ["x"] and ds.categorical == ["kind"]
+    assert_array_equal(ds.classes, [0, 1, 2])
+    assert ds.train["price_class"].dtype == np.int64 and ds.train["x"].dtype == np.float64
+    assert ds.source == str(d) and not ds.synthetic
+    forced = prep.load_csv_pair(d, categorical=["x"])
+    assert forced.numeric == [] and forced.categorical == ["x", "kind"]
+    dropped = prep.load_csv_pair(d, drop=["kind"])
+    assert dropped.categorical == [] and "kind" not in dropped.test.columns
+
+
+def test_integer_valued_float_labels_are_fine(tmp_path):
+    rows = [f"{i},a,{i % 2}.0" for i in range(6)]
+    ds = prep.load_csv_pair(write_pair(tmp_path, csv_text(rows), csv_text(["1,a,1.0"])))
+    assert_array_equal(ds.classes, [0, 1])
+
+
+BAD_CASES = {
+    "duplicate columns": (csv_text(GOOD_TRAIN, "x,x,price_class"), csv_text(GOOD_TEST),
+                          r"duplicate column names \('x' in columns 1, 2\)"),
+    "no target": (csv_text(GOOD_TRAIN, "x,kind,label"), csv_text(GOOD_TEST),
+                  r"train.csv has no target column 'price_class'; columns are 'x', 'kind', 'label'; pass --target"),
+    "column mismatch": (csv_text(GOOD_TRAIN), csv_text(GOOD_TEST, "x,colour,price_class"),
+                        r"missing in .*test.csv: 'kind'; only in .*test.csv: 'colour'\); .*--drop kind,colour"),
+    "non-numeric": (csv_text(GOOD_TRAIN[:3] + ["abc,a,1"] + GOOD_TRAIN[3:]), csv_text(GOOD_TEST),
+                    r"train.csv: column 'x' has non-numeric values in line 5 \(e.g. 'abc'\); "
+                    r"fix the CSV or pass --categorical x"),
+    "non-numeric in test": (csv_text(GOOD_TRAIN), csv_text(GOOD_TEST + ["n/a?,a,1"]),
+                            r"test.csv: column 'x' has non-numeric values in line 5 \(e.g. 'n/a\?'\)"),
+    "many non-numeric": (csv_text(GOOD_TRAIN + [f"bad{i},a,1" for i in range(7)]), csv_text(GOOD_TEST),
+                         r"lines 14, 15, 16, 17, 18 and 2 more \(e.g. 'bad0'\)"),
+    "empty column": (csv_text([f"{i},,{i % 2}" for i in range(5)]), csv_text(["1,,0"]),
+                     r"column 'kind' is entirely empty; pass --drop kind"),
+    "label missing": (csv_text(GOOD_TRAIN[:1] + ["1,a,"] + GOOD_TRAIN[1:]), csv_text(GOOD_TEST),
+                      r"target 'price_class' is missing in line 3; fill in"),
+    "label text": (csv_text(GOOD_TRAIN + ["1,a,cheap"]), csv_text(GOOD_TEST),
+                   r"non-integer labels in line 14 \(e.g. 'cheap'\)"),
+    "label fraction": (csv_text(GOOD_TRAIN), csv_text(GOOD_TEST + ["1,a,2.5"]),
+                       r"test.csv: target 'price_class' has non-integer labels in line 5 \(e.g. '2.5'\)"),
+    "one class": (csv_text([f"{i},a,1" for i in range(5)]), csv_text(["1,a,1"]),
+                  r"has only one class \(1\); a classifier needs at least 2"),
+    "class unseen in train": (csv_text(GOOD_TRAIN), csv_text(GOOD_TEST + ["1,a,7"]),
+                              r"test.csv: classes 7 in line 5 never occur in .*train.csv \(classes there: 0, 1, 2\)"),
+    "header only": (csv_text([]).rstrip("\n") + "\n", csv_text(GOOD_TEST),
+                    r"train.csv has a header but no data rows"),
+    "zero bytes": ("", csv_text(GOOD_TEST), r"train.csv is empty \(0 bytes\)"),
+}
+
+
+@pytest.mark.parametrize("case", list(BAD_CASES))
+def test_bad_csv_raises_one_line_data_error(tmp_path, case):
+    train, test, pattern = BAD_CASES[case]
+    d = write_pair(tmp_path, train, test)
+    with pytest.raises(DataError, match=pattern) as info:
+        prep.load_csv_pair(d)
+    assert "\n" not in str(info.value)
+
+
+def test_missing_file(tmp_path):
+    d = write_pair(tmp_path, csv_text(GOOD_TRAIN))
+    with pytest.raises(DataError, match=r"test.csv not found"):
+        prep.load_csv_pair(d)
+    with pytest.raises(DataError, match=r"test.csv not found in .* \(looked for .*test.csv\)"):
+        prep.find_data_dir(d)
+    with pytest.raises(DataError, match=r"does not exist"):
+        prep.find_data_dir(tmp_path / "nope")
+
+
+def test_validate_frames_names_index_labels_and_unknown_options():
+    train = small_frame(with_nan=False)
+    test = small_frame(n=10, seed=2, with_nan=False)
+    train.index = train.index + 100
+    train["b"] = train["b"].astype(object)
+    train.loc[[103, 107], "b"] = "oops"
+    with pytest.raises(DataError, match=r"mine: column 'b' has non-numeric values in rows 103, 107"):
+        prep.validate_frames(train, test, target="y", names=("mine", "theirs"))
+    with pytest.raises(DataError, match=r"--drop names unknown columns 'zz'"):
+        prep.validate_frames(train, test, target="y", drop=["zz"])
+    with pytest.raises(DataError, match=r"--categorical names 'zz'"):
+        prep.validate_frames(train, test, target="y", categorical=["zz"])
+
+
+# ---------------------------------------------------------------- finding data
+def test_find_data_dir_search_order(tmp_path, monkeypatch):
+    repo = tmp_path / "repo"
+    env_dir, cwd = tmp_path / "env", tmp_path / "cwd"
+    dirs = [env_dir, cwd / "data", repo / "data", tmp_path / "shared" / "data"]
+    for d in dirs:
+        write_pair(d, csv_text(GOOD_TRAIN), csv_text(GOOD_TEST))
+    explicit = write_pair(tmp_path / "explicit", csv_text(GOOD_TRAIN), csv_text(GOOD_TEST))
+    monkeypatch.setattr(prep, "REPO_DIR", repo)
+    monkeypatch.chdir(cwd)
+    monkeypatch.setenv("MLP_DATA_DIR", str(env_dir))
+    assert prep.find_data_dir(explicit) == explicit
+    assert prep.find_data_dir() == env_dir
+    (env_dir / "test.csv").unlink()
+    with pytest.warns(UserWarning, match="MLP_DATA_DIR=.* does not hold both"):
+        assert prep.find_data_dir() == cwd / "data"
+    monkeypatch.delenv("MLP_DATA_DIR")
+    assert prep.find_data_dir() == cwd / "data"
+    monkeypatch.chdir(tmp_path)
+    assert prep.find_data_dir() == repo / "data"
+    (repo / "data" / "train.csv").unlink()
+    assert prep.find_data_dir() == tmp_path / "shared" / "data"
+    (tmp_path / "shared" / "data" / "train.csv").unlink()
+    assert prep.find_data_dir() is None
+    ds = prep.load_data(seed=1)
+    assert ds.synthetic and ds.source == "synthetic"
+    assert ds.numeric and ds.categorical and len(ds.classes) == 4
+
+
+# ---------------------------------------------------------------- synthetic data
+def test_make_synthetic_schema_determinism_and_missing_values():
+    tr, te = prep.make_synthetic(n_train=600, n_test=200, missing_rate=0.05, seed=4)
+    tr2, te2 = prep.make_synthetic(n_train=600, n_test=200, missing_rate=0.05, seed=4)
+    pd.testing.assert_frame_equal(tr, tr2)
+    pd.testing.assert_frame_equal(te, te2)
+    assert not tr.equals(prep.make_synthetic(n_train=600, n_test=200, missing_rate=0.05, seed=5)[0])
+    assert tr.shape == (600, 7) and te.shape == (200, 7)
+    features = [c for c in tr.columns if c != "price_class"]
+    assert (tr[features].isna().sum() > 0).all()
+    assert tr["price_class"].notna().all()
+    assert te.isna().sum().sum() == 0
+    ds = prep.validate_frames(tr, te)
+    assert len(ds.categorical) == 2 and len(ds.numeric) == 4
+    counts = np.bincount(ds.train["price_class"])
+    assert_array_equal(ds.classes, [0, 1, 2, 3])
+    assert (np.diff(counts) < 0).all()  # imbalanced, most common class 0
+
+
+def test_make_synthetic_label_depends_on_features():
+    tr, te = prep.make_synthetic(n_train=2000, n_test=600, seed=0)
+    e = prep.encode(prep.validate_frames(tr, te))
+    majority = np.bincount(e["y_test"]).max() / len(e["y_test"])
+    acc = LogisticRegression(max_iter=500).fit(e["X_train"], e["y_train"]).score(e["X_test"], e["y_test"])
+    assert acc > majority + 0.15
+
+
+@pytest.mark.parametrize("column", ["amenity_score", "room_type"])
+def test_make_synthetic_shortcut_holds_in_train_only(column):
+    tr, te = prep.make_synthetic(n_train=2000, n_test=800, shortcut=column, missing_rate=0.0, seed=2)
+    ds = prep.validate_frames(tr, te)
+    numeric = [column] if column in ds.numeric else []
+    pre = Preprocessor(numeric, [] if numeric else [column]).fit(ds.train)
+    y_tr, y_te = ds.train["price_class"], ds.test["price_class"]
+    model = DecisionTreeClassifier(max_depth=4, random_state=0).fit(pre.transform(ds.train), y_tr)
+    base_tr = y_tr.value_counts(normalize=True).max()
+    base_te = y_te.value_counts(normalize=True).max()
+    assert model.score(pre.transform(ds.train), y_tr) > base_tr + 0.35
+    assert model.score(pre.transform(ds.test), y_te) < base_te + 0.05
+    # same marginal in test: every test value of the shortcut occurs in train
+    assert set(ds.test[column].unique()) <= set(ds.train[column].unique())
+
+
+def test_make_synthetic_renamed_columns_and_target():
+    tr, te = prep.make_synthetic(n_train=300, n_test=100, seed=0, target="label",
+                                 columns={"room_type": "kind", "amenity_score": "score"}, shortcut="score")
+    assert {"kind", "score", "label"} <= set(tr.columns) and "room_type" not in tr.columns
+    ds = prep.validate_frames(tr, te, target="label")
+    assert "kind" in ds.categorical and "score" in ds.numeric
+    r = np.corrcoef(ds.train["score"].fillna(ds.train["score"].median()), ds.train["label"])[0, 1]
+    assert r > 0.9
+    with pytest.raises(ValueError, match="shortcut='nope'"):
+        prep.make_synthetic(shortcut="nope")
+    with pytest.raises(ValueError, match="columns renames unknown columns 'zz'"):
+        prep.make_synthetic(columns={"zz": "a"})
+    with pytest.raises(ValueError, match="missing_rate"):
+        prep.make_synthetic(missing_rate=1.0)
+    tr3, _ = prep.make_synthetic(n_train=300, n_test=50, n_classes=3)
+    assert sorted(tr3["price_class"].unique()) == [0, 1, 2]
+
+
+# ---------------------------------------------------------------- real data
+def test_real_data_loads(shared_data_dir):
+    ds = prep.load_csv_pair(shared_data_dir)
+    assert len(ds.train) == 41348 and len(ds.test) == 7297
+    assert len(ds.categorical) == 2 and len(ds.numeric) == 4
+    assert_array_equal(ds.classes, [0, 1, 2, 3])
+    assert ds.test.drop(columns=ds.target).isna().sum().sum() == 0
+    e = prep.encode(ds)
+    assert np.isfinite(e["X_train"]).all() and np.isfinite(e["X_test"]).all()
+    assert e["X_train"].shape[1] == e["X_test"].shape[1] == len(e["feature_names"])
