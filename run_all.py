@@ -1,0 +1,642 @@
+"""Run the whole assignment end to end and write the report.
+
+Usage: ``python run_all.py [--data-dir DIR] [--parts A,B,C,D,Q2] [--quick] ...``
+(``python run_all.py --help`` explains every option).
+
+Steps: validate the options, load and validate the CSV pair (or the built-in
+synthetic data when none is found, announced loudly), encode it (imputer,
+scaler and encoder fit on the training split only), run the chosen parts in
+order -- one function per assignment part, ``part_a`` .. ``part_q2`` -- and
+render the report. A part that crashes is recorded and the run goes on with
+the next one; the exit code is then 1. Mistakes in the options or the data
+print one ``error: ...`` line and exit with code 2.
+
+Writes, under ``--out`` (default ``out/``), every file atomically:
+
+- ``config.json``   effective configuration, resolved data folder, numba
+  threads, library versions;
+- ``metrics.json``  one key per part (``data``, ``partA``, ``partB``,
+  ``partC``, ``partD``, ``q2``) plus ``timing`` (seconds per part and total);
+- ``report.md`` and ``report.html`` (self-contained, figures embedded);
+- ``figures/``, ``tables/`` what the parts produce; ``logs/<part>.log`` the
+  traceback of a part that failed.
+"""
+import argparse
+import json
+import math
+import os
+import platform
+import sys
+import time
+import traceback
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import matplotlib
+
+if "matplotlib.pyplot" not in sys.modules:
+    matplotlib.use("Agg")  # files only, no display needed
+
+import report as rp
+
+REPO_DIR = Path(__file__).resolve().parent
+
+# ------------------------------------------------------------------ the parts
+# code -> (metrics key, report title). The order here is the run order.
+PARTS = {
+    "A": ("partA", "Part A: data and exploratory analysis"),
+    "B": ("partB", "Part B: MLP from scratch and gradient magnitudes"),
+    "C": ("partC", "Part C: input gradients and feature attribution"),
+    "D": ("partD", "Part D: test accuracy and generalisation"),
+    "Q2": ("q2", "Question 2: shared bias"),
+}
+# Parts that use results another part leaves in ``ctx.results`` (B's trained
+# networks). Asking for C or D alone runs B first; if B fails they are skipped.
+NEEDS = {"C": ("B",), "D": ("B",)}
+# Accepted spellings (case-insensitive, spaces ignored) besides the codes.
+PART_ALIASES = {
+    "BA": "B", "BB": "B", "B(A)": "B", "B(B)": "B",
+    "CA": "C", "CB": "C", "C(A)": "C", "C(B)": "C",
+    "Q": "Q2", "QUESTION2": "Q2",
+}
+
+DEFAULTS = dict(target="price_class", out="out", parts="A,B,C,D,Q2", iterations=200,
+                quick_iterations=30, lr=0.1, hidden="64,64", activations="relu,sigmoid",
+                seed=42, dtype="float64", corr_threshold=0.5, val_size=0.2)
+
+
+@dataclass(frozen=True)
+class Config:
+    """The effective configuration of a run (validated; written to ``config.json``).
+
+    ``repeats`` (seeds per experiment) and ``lr_grid`` (learning rates tried
+    in sweeps) derive from ``--quick`` so every part shrinks its work the same way.
+    """
+    data_dir: Any
+    target: str
+    categorical: Any
+    drop: Any
+    out: str
+    parts: tuple
+    iterations: int
+    lr: float
+    hidden: tuple
+    activations: tuple
+    seed: int
+    dtype: str
+    threads: int
+    quick: bool
+    corr_threshold: float
+    val_size: float
+    repeats: int
+    lr_grid: tuple
+
+
+class UsageError(ValueError):
+    """A bad command-line option (printed as one line, exit code 2)."""
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message):  # one line instead of usage + message
+        raise UsageError(f"{message} (see --help)")
+
+
+def build_parser():
+    """The argparse parser; its defaults are the project's defaults (``DEFAULTS``)."""
+    d = DEFAULTS
+    p = _Parser(
+        prog="run_all.py",
+        description="Train, explain and diagnose a from-scratch MLP on a tabular "
+                    "classification CSV pair (train.csv, test.csv) and write a report.",
+        epilog="Parts: A data and EDA; B MLP from scratch + gradient magnitudes; "
+               "C input gradients + attribution; D test accuracy + generalisation; "
+               "Q2 shared bias. C and D use B's networks (B runs first when needed). "
+               "Exit codes: 0 ok, 1 a part failed (see <out>/logs/), 2 bad options or data.")
+    p.add_argument("--data-dir", metavar="DIR", default=None,
+                   help="folder holding train.csv and test.csv (default: $MLP_DATA_DIR, ./data, "
+                        "<repo>/data, <repo>/../shared/data; synthetic data if none has both)")
+    p.add_argument("--target", default=d["target"], metavar="COL",
+                   help="label column, integer classes (default: %(default)s)")
+    p.add_argument("--categorical", metavar="COL[,COL]", default=None,
+                   help="columns to treat as categorical (default: inferred: non-numeric columns)")
+    p.add_argument("--drop", metavar="COL[,COL]", default=None,
+                   help="columns to ignore (e.g. ids or a leaking feature)")
+    p.add_argument("--out", metavar="DIR", default=d["out"],
+                   help="output folder for figures, tables, metrics and the report (default: %(default)s)")
+    p.add_argument("--parts", default=d["parts"], metavar="LIST",
+                   help="comma list of parts to run, from A,B,C,D,Q2; aliases like Ba, B(b) "
+                        "are accepted, case-insensitive (default: all)")
+    p.add_argument("--iterations", type=int, default=None, metavar="N",
+                   help=f"full-batch gradient-descent iterations (default: {d['iterations']}, "
+                        f"{d['quick_iterations']} with --quick)")
+    p.add_argument("--lr", type=float, default=d["lr"], metavar="RATE",
+                   help="learning rate of gradient descent (default: %(default)s)")
+    p.add_argument("--hidden", default=d["hidden"], metavar="H1,H2",
+                   help="hidden layer widths, comma-separated (default: %(default)s)")
+    p.add_argument("--activations", default=d["activations"], metavar="ACT[,ACT]",
+                   help="hidden activations to train and compare (default: %(default)s)")
+    p.add_argument("--seed", type=int, default=d["seed"], metavar="N",
+                   help="seed for the split, initialisation and synthetic data (default: %(default)s)")
+    p.add_argument("--dtype", default=d["dtype"], metavar="{float64,float32}",
+                   help="floating-point type of the network (default: %(default)s)")
+    p.add_argument("--threads", type=int, default=None, metavar="N",
+                   help="numba threads (default: all cores); results do not depend on it")
+    p.add_argument("--quick", action="store_true",
+                   help="fast look: fewer iterations, one seed, fewer learning rates")
+    p.add_argument("--corr-threshold", type=float, default=d["corr_threshold"], metavar="R",
+                   help="|correlation| above which a feature pair is reported as highly "
+                        "correlated (default: %(default)s)")
+    return p
+
+
+def _col_list(value, option):
+    if value is None:
+        return None
+    cols = [c.strip() for c in value.split(",")]
+    if not all(cols):
+        raise UsageError(f"{option}: empty column name in {value!r}; "
+                         "use a comma list without blanks, e.g. a,b")
+    dup = sorted({c for c in cols if cols.count(c) > 1})
+    if dup:
+        raise UsageError(f"{option}: column {dup[0]!r} is listed twice in {value!r}")
+    return tuple(cols)
+
+
+def parse_parts(value):
+    """``"a,Bb,q2"`` -> ``("A", "B", "Q2")`` in run order; raise UsageError for unknown parts."""
+    chosen = set()
+    for token in value.split(","):
+        t = "".join(token.split()).upper()
+        if t.startswith("PART"):
+            t = t[4:].lstrip("-_")
+        if t == "ALL":
+            chosen.update(PARTS)
+            continue
+        code = t if t in PARTS else PART_ALIASES.get(t)
+        if code is None:
+            raise UsageError(f"--parts: unknown part {token.strip()!r} in {value!r}; "
+                             f"choose from {','.join(PARTS)} (e.g. --parts A,B)")
+        chosen.add(code)
+    return tuple(c for c in PARTS if c in chosen)
+
+
+def _known_activations():
+    try:
+        import mlp
+        return tuple(mlp.ACTIVATIONS)
+    except ImportError:
+        return ("relu", "sigmoid", "tanh")
+
+
+def validate(ns):
+    """Check every option of the parsed namespace ``ns``; return the ``Config``.
+
+    All validation lives here. Raises ``UsageError`` (a ``ValueError``) whose
+    one-line message names the option and the bad value.
+    """
+    d = DEFAULTS
+    parts = parse_parts(ns.parts)
+    iterations = ns.iterations if ns.iterations is not None else (
+        d["quick_iterations"] if ns.quick else d["iterations"])
+    if iterations < 1:
+        raise UsageError(f"--iterations: must be at least 1, got {iterations}")
+    if not (math.isfinite(ns.lr) and ns.lr > 0):
+        raise UsageError(f"--lr: must be a positive finite number, got {ns.lr}")
+    try:
+        hidden = tuple(int(h) for h in ns.hidden.split(","))
+    except ValueError:
+        raise UsageError(f"--hidden: expected comma-separated layer widths like 64,64, "
+                         f"got {ns.hidden!r}") from None
+    if any(h < 1 for h in hidden):
+        raise UsageError(f"--hidden: layer widths must be positive, got {ns.hidden!r}")
+    acts = tuple(a.strip().lower() for a in ns.activations.split(","))
+    known = _known_activations()
+    bad = [a for a in acts if a not in known]
+    if bad:
+        raise UsageError(f"--activations: unknown activation {bad[0]!r} in {ns.activations!r}; "
+                         f"choose from {', '.join(known)}")
+    if len(set(acts)) != len(acts):
+        raise UsageError(f"--activations: an activation is listed twice in {ns.activations!r}")
+    if ns.seed < 0:
+        raise UsageError(f"--seed: must be a non-negative integer, got {ns.seed}")
+    if ns.dtype not in ("float64", "float32"):
+        raise UsageError(f"--dtype: must be float64 or float32, got {ns.dtype!r}")
+    threads = ns.threads
+    if threads is not None:
+        import numba
+        max_threads = numba.config.NUMBA_NUM_THREADS
+        if not 1 <= threads <= max_threads:
+            raise UsageError(f"--threads: must be between 1 and {max_threads} on this machine, "
+                             f"got {threads}")
+    if not (math.isfinite(ns.corr_threshold) and 0 < ns.corr_threshold <= 1):
+        raise UsageError(f"--corr-threshold: must be in (0, 1], got {ns.corr_threshold}")
+    if not ns.target.strip():
+        raise UsageError("--target: empty column name; name the label column, e.g. --target price_class")
+    categorical = _col_list(ns.categorical, "--categorical")
+    drop = _col_list(ns.drop, "--drop")
+    if drop and ns.target in drop:
+        raise UsageError(f"--drop: cannot drop the target column {ns.target!r}")
+    if categorical and ns.target in categorical:
+        raise UsageError(f"--categorical: {ns.target!r} is the target, not a feature")
+    if categorical and drop and set(categorical) & set(drop):
+        both = sorted(set(categorical) & set(drop))[0]
+        raise UsageError(f"--categorical/--drop: column {both!r} is in both lists; keep it in one")
+    out = Path(ns.out).expanduser()
+    if out.exists() and not out.is_dir():
+        raise UsageError(f"--out: {str(out)!r} exists and is not a folder; pass another --out")
+    return Config(
+        data_dir=ns.data_dir, target=ns.target, categorical=categorical, drop=drop,
+        out=str(out), parts=parts, iterations=iterations, lr=float(ns.lr), hidden=hidden,
+        activations=acts, seed=ns.seed, dtype=ns.dtype, threads=threads, quick=ns.quick,
+        corr_threshold=float(ns.corr_threshold), val_size=d["val_size"],
+        repeats=1 if ns.quick else 3,
+        lr_grid=tuple(float(f"{ns.lr * f:.6g}") for f in ((0.1, 1, 3) if ns.quick else (0.1, 0.3, 1, 3, 10))),
+    )
+
+
+# -------------------------------------------------------------------- context
+@dataclass
+class Context:
+    """Everything a part needs, and where it leaves what it produced.
+
+    Attributes
+    ----------
+    cfg : Config
+    dataset : prep.Dataset
+        The validated train/test frames (``.train``, ``.test``, ``.target``,
+        ``.numeric``, ``.categorical``, ``.classes``, ``.source``, ``.synthetic``).
+    data : dict
+        ``prep.encode`` output: ``X_train``/``y_train``/``X_val``/``y_val``/
+        ``X_test``/``y_test``, ``feature_names``, ``feature_source``, ``preprocessor``.
+    out : pathlib.Path
+        Output folder.
+    report : report.Report
+        The report body; each part appends its section (level-3 headings and below;
+        the dispatcher writes the part's level-2 heading).
+    metrics : dict
+        JSON-able results, one key per part (``metrics["partB"]`` ...).
+    results : dict
+        Python objects one part leaves for another, e.g. ``results["networks"]``
+        (activation -> trained MLP) from B for C and D.
+    """
+    cfg: Config
+    dataset: Any
+    data: dict
+    out: Path
+    report: rp.Report
+    metrics: dict = field(default_factory=dict)
+    results: dict = field(default_factory=dict)
+
+    def path(self, *parts):
+        """``out/<parts...>`` with its folder created, e.g. ``ctx.path("figures", "a_classes.png")``."""
+        p = self.out.joinpath(*parts)
+        p.parent.mkdir(parents=True, exist_ok=True)
+        return p
+
+    def save_figure(self, fig, name, caption=None):
+        """Save ``fig`` atomically as ``out/figures/<name>``, add it to the report, close it."""
+        path = self.path("figures", name)
+        rp.savefig_atomic(fig, path)
+        import matplotlib.pyplot as plt
+        plt.close(fig)
+        self.report.figure(path, caption)
+        return path
+
+    def save_table(self, df, name, caption=None, floatfmt=".4g", show=True):
+        """Write ``df`` as ``out/tables/<name>.csv`` atomically and (if ``show``) add it to the report."""
+        path = self.path("tables", name if name.endswith(".csv") else name + ".csv")
+        rp.write_atomic(path, df.to_csv(index=not _plain_index(df)))
+        if show:
+            self.report.table(df, caption=caption, floatfmt=floatfmt)
+        return path
+
+
+def _plain_index(df):
+    import pandas as pd
+    return isinstance(df.index, pd.RangeIndex)
+
+
+# ---------------------------------------------------------------------- parts
+def _not_implemented(ctx, what):
+    ctx.report.para(f"*Not implemented yet: {what}.*")
+    return {"status": "not implemented yet"}
+
+
+def part_a(ctx):
+    """Part A: structure, missing values and imputation, class balance, encoding, EDA plots,
+    correlations, dominant features. Writes figures/a_*.png, tables/a_*.csv."""
+    # PLACEHOLDER: the lead fills this in.
+    ctx.metrics["partA"].update(_not_implemented(ctx, "data summary and exploratory analysis"))
+
+
+def part_b(ctx):
+    """Part B: train one MLP per activation (B(a)) and track mean |dL/dW| per hidden layer (B(b)).
+    Leaves ``ctx.results["networks"]`` for C and D."""
+    # PLACEHOLDER: the lead fills this in.
+    ctx.metrics["partB"].update(_not_implemented(ctx, "training and gradient magnitudes"))
+
+
+def part_c(ctx):
+    """Part C: input gradients dL/dx (C(a)) and the sensitivity attribution ranking (C(b))."""
+    # PLACEHOLDER: the lead fills this in.
+    ctx.metrics["partC"].update(_not_implemented(ctx, "input gradients and attribution"))
+
+
+def part_d(ctx):
+    """Part D: test accuracy, per-class figures, root cause of the generalisation gap, mitigation."""
+    # PLACEHOLDER: the lead fills this in.
+    ctx.metrics["partD"].update(_not_implemented(ctx, "test evaluation and diagnosis"))
+
+
+def part_q2(ctx):
+    """Question 2: shared bias vs independent biases, convergence speed and stability."""
+    # PLACEHOLDER: the lead fills this in.
+    ctx.metrics["q2"].update(_not_implemented(ctx, "shared-bias experiment"))
+
+
+PART_FUNCS = {"A": "part_a", "B": "part_b", "C": "part_c", "D": "part_d", "Q2": "part_q2"}
+
+
+def plan(parts):
+    """The parts to run, in order: the chosen ones plus the parts they need (``NEEDS``)."""
+    chosen = set(parts)
+    for p in parts:
+        chosen.update(NEEDS.get(p, ()))
+    return tuple(p for p in PARTS if p in chosen)
+
+
+def run_parts(ctx, parts, log=print):
+    """Run ``parts`` in order, each timed and isolated; return the codes of parts that failed.
+
+    A part that raises gets ``{"error": "...", "partial": {...}}`` in
+    ``ctx.metrics[key]``, its traceback in ``out/logs/<key>.log`` and an error
+    box in the report; the run continues. A part whose prerequisite failed is
+    skipped (and counts as failed).
+    """
+    failed = []
+    timing = ctx.metrics.setdefault("timing", {})
+    for i, code in enumerate(parts, 1):
+        key, title = PARTS[code]
+        ctx.report.heading(title, 2)
+        ctx.metrics[key] = {}
+        missing = [n for n in NEEDS.get(code, ()) if n in failed]
+        if missing:
+            msg = f"skipped: needs part {', '.join(missing)}, which failed"
+            ctx.metrics[key] = {"error": msg}
+            ctx.report.banner(f"{title} was {msg}.", kind="error")
+            log(f"[{i}/{len(parts)}] {title}: {msg}")
+            failed.append(code)
+            continue
+        log(f"[{i}/{len(parts)}] {title} ...", flush=True)
+        t0 = time.perf_counter()
+        try:
+            globals()[PART_FUNCS[code]](ctx)
+        except Exception as exc:
+            elapsed = time.perf_counter() - t0
+            msg = f"{type(exc).__name__}: {exc}".splitlines()[0] if str(exc) else type(exc).__name__
+            log_path = ctx.path("logs", f"{key}.log")
+            rp.write_atomic(log_path, traceback.format_exc())
+            partial = ctx.metrics.get(key) or {}
+            ctx.metrics[key] = {"error": msg, **({"partial": partial} if partial else {})}
+            ctx.report.banner(f"{title} failed: {msg}\n"
+                              f"Traceback in logs/{key}.log; the report continues without it.",
+                              kind="error")
+            log(f"    FAILED after {elapsed:.1f} s: {msg} (traceback: {log_path})")
+            failed.append(code)
+        else:
+            elapsed = time.perf_counter() - t0
+            log(f"    done in {elapsed:.1f} s")
+        timing[key] = round(elapsed, 3)
+    return failed
+
+
+# -------------------------------------------------------------------- summary
+def _get(d, *keys):
+    for k in keys:
+        if not isinstance(d, dict) or k not in d:
+            return None
+        d = d[k]
+    return d
+
+
+def _fmt(v):
+    if isinstance(v, float):
+        return f"{v:.4f}"
+    return "" if v is None else str(v)
+
+
+def summary(ctx):
+    """One-screen summary built from ``ctx.metrics``; whatever is missing shows as "not run".
+
+    Reads (all optional; parts fill what they can):
+
+    - ``metrics[key]["accuracy"][<network>][<split>]`` for split in
+      train/val/test, from any part (later parts override earlier ones);
+    - ``metrics["partD"]["cause"]`` (str) and ``metrics["partD"]["mitigation"]``
+      (dict with ``name``, ``test_acc``, ``baseline_test_acc``; or a str);
+    - ``metrics[key]["headline"]``: one sentence per part;
+    - ``metrics[key]["status"]`` / ``["error"]`` and ``metrics["timing"]``.
+
+    Returns
+    -------
+    report.Report
+        A fragment (its blocks go first in the final report).
+    """
+    m = ctx.metrics
+    frag = rp.Report("summary")
+    frag.heading("Summary", 2)
+    data = m.get("data", {})
+    if data:
+        frag.para(f"Data: `{data.get('source', '?')}`, {data.get('n_train', '?')} training rows "
+                  f"({data.get('n_fit', '?')} fit / {data.get('n_val', '?')} validation), "
+                  f"{data.get('n_test', '?')} test rows, {data.get('n_features', '?')} encoded "
+                  f"features, {data.get('n_classes', '?')} classes.")
+    acc = {}
+    for code in PARTS:
+        for net, splits in (_get(m, PARTS[code][0], "accuracy") or {}).items():
+            if isinstance(splits, dict):
+                acc.setdefault(net, {}).update(splits)
+    if acc:
+        frag.table([{"network": net, "train": s.get("train"), "validation": s.get("val"),
+                     "test": s.get("test")} for net, s in acc.items()],
+                   caption="Accuracy", floatfmt=".4f")
+    else:
+        frag.para("Accuracy: not run.")
+    cause = _get(m, "partD", "cause")
+    frag.para(f"**Diagnosed cause of the generalisation gap:** {cause if cause else 'not run'}")
+    mit = _get(m, "partD", "mitigation")
+    if isinstance(mit, dict):
+        text = mit.get("name", "?")
+        if mit.get("test_acc") is not None:
+            text += f": test accuracy {_fmt(mit['test_acc'])}"
+            if mit.get("baseline_test_acc") is not None:
+                text += f" (baseline {_fmt(mit['baseline_test_acc'])})"
+    else:
+        text = mit if mit else "not run"
+    frag.para(f"**Best mitigation:** {text}")
+    timing = m.get("timing", {})
+    rows = []
+    for code, (key, title) in PARTS.items():
+        pm = m.get(key)
+        if pm is None:
+            status = "not run"
+        elif "error" in pm:
+            status = f"failed: {pm['error']}"
+        else:
+            status = pm.get("status", "done")
+        rows.append({"part": title, "status": status, "seconds": timing.get(key),
+                     "headline": pm.get("headline", "") if isinstance(pm, dict) else ""})
+    frag.table(rows, caption="Parts", floatfmt=".1f")
+    if "total" in timing:
+        frag.para(f"Total run time {timing['total']:.1f} s "
+                  f"(data loading {timing.get('data', 0):.1f} s).")
+    return frag
+
+
+# ------------------------------------------------------------------- plumbing
+def jsonable(obj):
+    """Convert numpy scalars/arrays, paths, tuples and non-finite floats into plain JSON values."""
+    if isinstance(obj, dict):
+        return {str(k): jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple, set)):
+        return [jsonable(v) for v in obj]
+    if isinstance(obj, bool) or obj is None or isinstance(obj, (str, int)):
+        return obj
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if isinstance(obj, Path):
+        return str(obj)
+    if hasattr(obj, "tolist"):  # numpy scalar or array
+        return jsonable(obj.tolist())
+    return str(obj)
+
+
+def write_json(path, obj):
+    """Write ``obj`` as pretty JSON, atomically."""
+    rp.write_atomic(path, json.dumps(jsonable(obj), indent=2, allow_nan=False) + "\n")
+
+
+def _versions():
+    from importlib import metadata
+    out = {"python": platform.python_version()}
+    for name in ("numpy", "numba", "scikit-learn", "pandas", "scipy", "matplotlib"):
+        try:
+            out[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            out[name] = None
+    return out
+
+
+def load(cfg):
+    """Load, validate and encode the data; return ``(dataset, data)``.
+
+    Data mistakes surface as ``prep.DataError`` (a ``ValueError``).
+    """
+    import prep
+    dataset = prep.load_data(cfg.data_dir, target=cfg.target,
+                             categorical=list(cfg.categorical) if cfg.categorical else None,
+                             drop=list(cfg.drop) if cfg.drop else None, seed=cfg.seed)
+    data = prep.encode(dataset, missing_indicators=False, val_size=cfg.val_size, seed=cfg.seed)
+    return dataset, data
+
+
+def _user_errors():
+    """Exception types that mean "your input is wrong" (one line, exit 2)."""
+    try:
+        import prep
+        extra = (prep.DataError,) if hasattr(prep, "DataError") else ()
+    except ImportError:
+        extra = ()
+    return (ValueError, OSError) + extra
+
+
+def _data_metrics(dataset, data):
+    n_fit, n_val = len(data["y_train"]), len(data["y_val"])
+    return {"source": str(dataset.source), "synthetic": bool(dataset.synthetic),
+            "target": dataset.target, "numeric": list(dataset.numeric),
+            "categorical": list(dataset.categorical), "classes": list(dataset.classes),
+            "n_classes": len(dataset.classes), "n_train": n_fit + n_val, "n_fit": n_fit,
+            "n_val": n_val, "n_test": len(data["y_test"]),
+            "n_features": int(data["X_train"].shape[1]),
+            "feature_names": list(data["feature_names"])}
+
+
+SYNTHETIC_BANNER = ("SYNTHETIC DATA: no train.csv/test.csv pair was found, so this run used the "
+                    "built-in synthetic dataset. Its numbers say nothing about real data; pass "
+                    "--data-dir DIR to analyse your CSVs.")
+
+
+def main(argv=None):
+    """Run the CLI; return the exit code (0 ok, 1 a part failed, 2 bad options or data)."""
+    t_start = time.perf_counter()
+    try:
+        cfg = validate(build_parser().parse_args(argv))
+    except UsageError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+
+    out = Path(cfg.out)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        print(f"error: --out: cannot create {str(out)!r} ({e.strerror}); pass another --out",
+              file=sys.stderr)
+        return 2
+
+    import numba
+    if cfg.threads is not None:
+        numba.set_num_threads(cfg.threads)
+
+    t0 = time.perf_counter()
+    try:
+        dataset, data = load(cfg)
+    except _user_errors() as e:
+        print(f"error: {e}".splitlines()[0], file=sys.stderr)
+        return 2
+    t_data = time.perf_counter() - t0
+
+    if dataset.synthetic:
+        print("!" * 72 + f"\n{SYNTHETIC_BANNER}\n" + "!" * 72, flush=True)
+    else:
+        print(f"data: {dataset.source} ({len(dataset.train)} train rows, {len(dataset.test)} test rows)")
+
+    config = {**asdict(cfg),
+              "data_dir_resolved": str(Path(dataset.source).resolve()) if not dataset.synthetic
+              else "synthetic",
+              "out_resolved": str(out.resolve()),
+              "numba_threads": numba.get_num_threads(),
+              "versions": _versions(), "platform": platform.platform(),
+              "argv": list(sys.argv[1:] if argv is None else argv)}
+    write_json(out / "config.json", config)
+
+    ctx = Context(cfg=cfg, dataset=dataset, data=data, out=out,
+                  report=rp.Report("body"), metrics={"data": _data_metrics(dataset, data),
+                                                     "timing": {"data": round(t_data, 3)}})
+    parts = plan(cfg.parts)
+    extra = [p for p in parts if p not in cfg.parts]
+    if extra:
+        print(f"also running part {', '.join(extra)}: "
+              f"{', '.join(p for p in cfg.parts if p in NEEDS)} uses its results")
+    try:
+        failed = run_parts(ctx, parts)
+    except KeyboardInterrupt:
+        print("interrupted; metrics so far are in " + str(out / "metrics.json"), file=sys.stderr)
+        return 130
+    finally:  # even on Ctrl-C: keep what was computed
+        ctx.metrics["timing"]["total"] = round(time.perf_counter() - t_start, 3)
+        write_json(out / "metrics.json", ctx.metrics)
+
+    doc = rp.Report("MLP on tabular data: training, attribution and diagnosis")
+    if dataset.synthetic:
+        doc.banner(SYNTHETIC_BANNER)
+    doc.extend(summary(ctx)).extend(ctx.report)
+    md_path, html_path = doc.write(out / "report.md", out / "report.html")
+    if failed:
+        print(f"{len(failed)} part(s) failed: {', '.join(failed)}; tracebacks in {out / 'logs'}")
+    print(f"report: {html_path} (Markdown: {md_path})")
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
