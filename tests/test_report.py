@@ -1,0 +1,278 @@
+"""Tests for report.py: both renderers, math rendering and fallback, atomic writes."""
+import base64
+import os
+import re
+
+import numpy as np
+import pandas as pd
+import pytest
+from matplotlib.figure import Figure
+
+import report as rp
+
+
+@pytest.fixture
+def png(tmp_path):
+    fig = Figure(figsize=(2, 1))
+    fig.add_subplot().plot([0, 1], [1, 0])
+    path = tmp_path / "figures" / "line.png"
+    rp.savefig_atomic(fig, path)
+    return path
+
+
+def _imgs(html_text):
+    return re.findall(r'<img [^>]*src="(data:[^"]+)"', html_text)
+
+
+# ------------------------------------------------------------------ blocks
+def test_table_cells_in_both_renderers():
+    df = pd.DataFrame({"feature": ["a|b", "<c>"], "acc": [0.123456, np.nan], "n": [3, 40]})
+    rep = rp.Report("T").table(df, caption="Scores", floatfmt=".3f")
+    md = rep.to_markdown()
+    assert "| feature | acc | n |" in md
+    assert "| a\\|b | 0.123 | 3 |" in md          # pipe escaped, float formatted, int kept
+    assert "&lt;c&gt;" in md and "<c>" not in md
+    assert "|---|--:|--:|" in md                   # numbers right-aligned
+    h = rep.to_html()
+    assert "<caption>Scores</caption>" in h
+    assert '<td class="l">a|b</td>' in h
+    assert '<td class="r">0.123</td>' in h and '<td class="r"></td>' in h  # NaN -> empty
+    assert "&lt;c&gt;" in h and "<c>" not in h
+
+
+def test_table_from_records_and_bad_input():
+    rep = rp.Report("T").table([{"x": 1, "y": 2.5}, {"x": 2, "z": "q"}])
+    md = rep.to_markdown()
+    assert "| x | y | z |" in md and "| 2 |  | q |" in md
+    with pytest.raises(TypeError, match="DataFrame"):
+        rp.Report("T").table([1, 2, 3])
+    with pytest.raises(ValueError, match="different lengths"):
+        rp.Report("T").table({"a": [1, 2], "b": [1]})
+
+
+def test_figure_embedded_in_html_linked_in_markdown(png, tmp_path):
+    rep = rp.Report("T").figure(png, caption="A line")
+    h = rep.to_html()
+    uris = _imgs(h)
+    assert len(uris) == 1 and uris[0].startswith("data:image/png;base64,")
+    assert base64.b64decode(uris[0].split(",", 1)[1]) == png.read_bytes()
+    assert "<figcaption>A line</figcaption>" in h
+    md = rep.to_markdown(base_dir=tmp_path)
+    assert "![A line](figures/line.png)" in md
+    assert str(tmp_path) not in md  # relative link
+
+
+def test_missing_figure_is_visible_not_fatal(tmp_path):
+    h = rp.Report("T").figure(tmp_path / "nope.png", "gone").to_html()
+    assert "figure not found" in h and "nope.png" in h
+
+
+def test_html_escapes_text_everywhere():
+    evil = '<script>alert("x")</script> & more'
+    rep = (rp.Report(evil).heading(evil, 2).para(evil).bullets([evil]).code(evil, "html")
+           .banner(evil).table([{"c": evil}]).markdown(f"# {evil}\n\n{evil}\n"))
+    h = rep.to_html()
+    assert "<script>" not in h and "alert(\"x\")</script>" not in h
+    assert h.count("&lt;script&gt;") >= 9
+    assert "&amp; more" in h
+
+
+def test_inline_markup_html():
+    h = rp.Report("T").para("a **bold** and *em* and `x<y` and [link](https://e.org) "
+                            "and a \\*literal\\* star").to_html()
+    assert "<strong>bold</strong>" in h and "<em>em</em>" in h
+    assert "<code>x&lt;y</code>" in h
+    assert '<a href="https://e.org">link</a>' in h
+    assert "a *literal* star" in h
+
+
+def test_javascript_links_are_neutralised():
+    h = rp.Report("T").para("[click](javascript:alert(1))").to_html()
+    assert "javascript:" not in h
+
+
+def test_headings_toc_and_duplicate_anchors():
+    rep = rp.Report("Doc").heading("Results", 2).heading("Detail", 3).heading("Results", 2)
+    h = rep.to_html()
+    assert '<h2 id="results">' in h and '<h2 id="results-1">' in h
+    assert '<nav class="toc">' in h and 'href="#detail"' in h
+    md = rep.to_markdown()
+    assert "- [Results](#results)" in md and "  - [Detail](#detail)" in md
+    assert "- [Results](#results-1)" in md
+    with pytest.raises(ValueError, match="level"):
+        rep.heading("x", 7)
+
+
+def test_nested_bullets_and_code_block():
+    rep = rp.Report("T").bullets(["one", ["one.a", "one.b"], "two"], ordered=True).code("x = 1\n", "python")
+    md = rep.to_markdown()
+    assert "1. one\n   1. one.a\n   2. one.b\n2. two" in md
+    assert "```python\nx = 1\n```" in md
+    h = rep.to_html()
+    assert "<ol><li>one<ol><li>one.a</li><li>one.b</li></ol></li><li>two</li></ol>" in h
+    assert '<pre><code class="language-python">x = 1</code></pre>' in h
+
+
+def test_banner():
+    rep = rp.Report("T").banner("SYNTHETIC DATA")
+    assert "> **⚠️ SYNTHETIC DATA**" in rep.to_markdown()
+    assert '<div class="banner warning" role="note">SYNTHETIC DATA</div>' in rep.to_html()
+    with pytest.raises(ValueError, match="kind"):
+        rep.banner("x", kind="loud")
+
+
+# -------------------------------------------------------------------- math
+def test_display_math_rendered_as_svg_with_source():
+    latex = r"\frac{\partial L}{\partial x} = W_1^\top \delta_1"
+    rep = rp.Report("T").math(latex)
+    assert f"$$\n{latex}\n$$" in rep.to_markdown()
+    h = rep.to_html()
+    uris = _imgs(h)
+    assert len(uris) == 1 and uris[0].startswith("data:image/svg+xml;base64,")
+    svg = base64.b64decode(uris[0].split(",", 1)[1]).decode()
+    assert svg.lstrip().startswith("<?xml") and "<svg" in svg and "<path" in svg
+    assert 'alt="\\frac{\\partial L}{\\partial x} = W_1^\\top \\delta_1"' in h
+
+
+def test_inline_math_rendered_and_dollar_amounts_left_alone():
+    h = rp.Report("T").para(r"loss $\mathcal{L}(\theta)$ costs $5 and $10").to_html()
+    assert len(_imgs(h)) == 1
+    assert 'alt="\\mathcal{L}(\\theta)"' in h
+    assert "costs $5 and $10" in h
+
+
+def test_multiline_aligned_math_renders_each_line():
+    h = rp.Report("T").math(r"\begin{aligned} a &= b + c \\ d &= e \end{aligned}").to_html()
+    assert len(_imgs(h)) == 2
+    assert 'class="math-fallback"' not in h
+
+
+def test_bad_latex_falls_back_to_code():
+    bad = r"\frac{a}{b"
+    h = rp.Report("T").math(bad).para(r"inline $\nosuchcommand{x}$ too").to_html()
+    assert _imgs(h) == []
+    assert '<pre class="math-fallback"' in h and "<code>\\frac{a}{b</code>" in h
+    assert '<code class="math-fallback"' in h and "\\nosuchcommand{x}" in h
+    assert rp.render_math_svg(bad) is None
+
+
+def test_math_svg_is_deterministic():
+    rp.render_math_svg.cache_clear()
+    a = rp.render_math_svg(r"x^2")[0]
+    rp.render_math_svg.cache_clear()
+    assert rp.render_math_svg(r"x^2")[0] == a
+
+
+# ------------------------------------------------------- Markdown snippets
+SNIPPET = r"""# Input gradients
+
+Backprop one more step gives $\partial L / \partial x$:
+
+$$
+\frac{\partial L}{\partial x} = W_1^\top \delta_1
+$$
+
+$$ a = b $$
+
+| feature | meaning |
+|---|--:|
+| `x_i` | **input** |
+
+1. forward pass
+2. backward pass
+   - keep $\delta_1$
+   - multiply
+3. done
+
+```python
+g = W1.T @ delta1   # (d, n)
+```
+
+> A quote with *emphasis*.
+
+---
+Plain closing paragraph
+over two lines.
+"""
+
+
+def test_markdown_snippet_parsed_into_blocks():
+    blocks = rp.parse_markdown(SNIPPET, level_offset=1)
+    kinds = [type(b).__name__ for b in blocks]
+    assert kinds == ["Heading", "Para", "Math", "Math", "Table", "Bullets", "Code", "Quote", "Rule", "Para"]
+    assert blocks[0].level == 2 and blocks[0].text == "Input gradients"
+    assert blocks[2].latex == r"\frac{\partial L}{\partial x} = W_1^\top \delta_1"
+    assert blocks[3].latex == "a = b"
+    assert blocks[4].columns == ["feature", "meaning"] and blocks[4].rows == [["`x_i`", "**input**"]]
+    assert blocks[4].align == ["l", "r"]
+    assert blocks[5].ordered and blocks[5].items == [
+        "forward pass", "backward pass", [r"keep $\delta_1$", "multiply"], "done"]
+    assert blocks[6].lang == "python" and "W1.T @ delta1" in blocks[6].text
+    assert blocks[9].text == "Plain closing paragraph over two lines."
+
+
+def test_markdown_snippet_renders(tmp_path):
+    rep = rp.Report("T").markdown(SNIPPET, level_offset=1)
+    h = rep.to_html()
+    assert '<h2 id="input-gradients">Input gradients</h2>' in h
+    assert "<td class=\"l\"><code>x_i</code></td>" in h and "<strong>input</strong>" in h
+    assert h.count("data:image/svg+xml") >= 4  # 2 display + 2 inline
+    assert "W1.T @ delta1   # (d, n)" in h
+    assert "<blockquote><p>A quote with <em>emphasis</em>.</p></blockquote>" in h
+    md = rep.to_markdown()
+    assert "## Input gradients" in md and "$$\n\\frac{\\partial L}" in md
+    assert "| `x_i` | **input** |" in md  # snippet cells keep their Markdown
+
+
+def test_markdown_image_relative_to_base_dir(png):
+    rep = rp.Report("T").markdown("![Loss curve](line.png)\n", base_dir=str(png.parent))
+    assert _imgs(rep.to_html())[0].startswith("data:image/png;base64,")
+
+
+# ---------------------------------------------------------- atomic writes
+def _leftovers(folder):
+    return [p for p in os.listdir(folder) if p.endswith(".tmp")]
+
+
+def test_write_atomic_replaces_and_leaves_no_temp(tmp_path):
+    path = tmp_path / "sub" / "out.txt"
+    rp.write_atomic(path, "old")
+    rp.write_atomic(path, "néw")
+    assert path.read_text(encoding="utf-8") == "néw"
+    rp.write_atomic(path, b"\x00bytes")
+    assert path.read_bytes() == b"\x00bytes"
+    assert _leftovers(path.parent) == []
+    assert oct(path.stat().st_mode & 0o777) != oct(0o600)  # not mkstemp's private mode
+
+
+def test_write_atomic_failure_keeps_old_file(tmp_path, monkeypatch):
+    path = tmp_path / "keep.txt"
+    rp.write_atomic(path, "original")
+
+    def boom(src, dst):
+        raise OSError("disk full")
+    monkeypatch.setattr(rp.os, "replace", boom)
+    with pytest.raises(OSError, match="disk full"):
+        rp.write_atomic(path, "half")
+    assert path.read_text() == "original"
+    assert _leftovers(tmp_path) == []
+
+
+def test_write_atomic_rejects_other_types(tmp_path):
+    with pytest.raises(TypeError, match="str or bytes"):
+        rp.write_atomic(tmp_path / "x", 3)
+
+
+def test_savefig_atomic(tmp_path, png):
+    assert png.read_bytes().startswith(b"\x89PNG")
+    assert _leftovers(png.parent) == []
+    with pytest.raises(ValueError, match="extension"):
+        rp.savefig_atomic(Figure(), tmp_path / "noext")
+
+
+def test_report_write(tmp_path, png):
+    rep = rp.Report("T").para("hello").figure(png, "fig")
+    md, html = rep.write(tmp_path / "report.md", tmp_path / "report.html")
+    assert "![fig](figures/line.png)" in open(md).read()
+    assert "data:image/png;base64," in open(html).read()
+    assert _leftovers(tmp_path) == []
