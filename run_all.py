@@ -584,10 +584,6 @@ def main(argv=None):
               file=sys.stderr)
         return 2
 
-    import numba
-    if cfg.threads is not None:
-        numba.set_num_threads(cfg.threads)
-
     t0 = time.perf_counter()
     try:
         dataset, data = load(cfg)
@@ -595,6 +591,10 @@ def main(argv=None):
         print(f"error: {e}".splitlines()[0], file=sys.stderr)
         return 2
     t_data = time.perf_counter() - t0
+
+    import numba
+    if cfg.threads is not None:
+        numba.set_num_threads(cfg.threads)
 
     if dataset.synthetic:
         print("!" * 72 + f"\n{SYNTHETIC_BANNER}\n" + "!" * 72, flush=True)
