@@ -136,6 +136,25 @@ def savefig_atomic(fig, path, **savefig_kw):
 _MATH_RC = {"mathtext.fontset": "cm", "svg.hashsalt": "report", "svg.fonttype": "path"}
 
 
+# LaTeX that mathtext lacks, rewritten to an equivalent it has (display-only changes).
+_MATH_SUBS = [
+    (re.compile(r"\\[dt]frac(?![a-zA-Z])"), r"\\frac"),
+    (re.compile(r"\\[lr]Vert(?![a-zA-Z])"), r"\\Vert"),
+    (re.compile(r"\\[lr]vert(?![a-zA-Z])"), "|"),
+    (re.compile(r"\\(?:display|text|script)style(?![a-zA-Z])\s*"), ""),
+    (re.compile(r"\\[bB]ig{1,2}[lr]?(?![a-zA-Z])\s*"), ""),
+    (re.compile(r"\\operatorname\*"), r"\\operatorname"),
+    (re.compile(r"\\(?:tag|label)\{[^{}]*\}"), ""),
+    (re.compile(r"\\nonumber(?![a-zA-Z])|\\notag(?![a-zA-Z])"), ""),
+]
+
+
+def _normalise_math(latex):
+    for pattern, repl in _MATH_SUBS:
+        latex = pattern.sub(repl, latex)
+    return latex
+
+
 @functools.lru_cache(maxsize=512)
 def render_math_svg(latex, fontsize=12.0):
     """Render one line of LaTeX math to SVG with matplotlib's mathtext.
@@ -160,7 +179,7 @@ def render_math_svg(latex, fontsize=12.0):
     from matplotlib.font_manager import FontProperties
     from matplotlib.mathtext import MathTextParser
 
-    s = "$" + latex.strip() + "$"
+    s = "$" + _normalise_math(latex).strip() + "$"
     prop = FontProperties(size=fontsize)
     try:
         with matplotlib.rc_context(_MATH_RC):

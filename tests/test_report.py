@@ -276,3 +276,9 @@ def test_report_write(tmp_path, png):
     assert "![fig](figures/line.png)" in open(md).read()
     assert "data:image/png;base64," in open(html).read()
     assert _leftovers(tmp_path) == []
+
+
+@pytest.mark.parametrize("latex", [r"\tfrac{1}{n}\sum_i \lvert x_i \rvert", r"\lVert W \rVert_2",
+                                   r"\operatorname*{arg\,max}_k o_k \tag{1}", r"\big( a \big)"])
+def test_common_latex_outside_mathtext_is_rewritten(latex):
+    assert rp.render_math_svg(latex) is not None
