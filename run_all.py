@@ -369,6 +369,8 @@ def plan(parts):
 def run_parts(ctx, parts, log=print):
     """Run ``parts`` in order, each timed and isolated; return the codes of parts that failed.
 
+    ``log`` is ``print`` or anything accepting its arguments (incl. ``flush=``).
+
     A part that raises gets ``{"error": "...", "partial": {...}}`` in
     ``ctx.metrics[key]``, its traceback in ``out/logs/<key>.log`` and an error
     box in the report; the run continues. A part whose prerequisite failed is
