@@ -1,0 +1,241 @@
+"""Every figure of the report, one function each.
+
+Functions take plain arrays / DataFrames, draw with matplotlib (Agg backend,
+no screen needed), write one PNG atomically and return its path. They compute
+nothing the report relies on: numbers come from ``prep`` and ``mlp``.
+"""
+import os
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+
+from report import savefig_atomic  # noqa: E402
+
+DPI = 110
+ACT_COLORS = {"relu": "tab:blue", "sigmoid": "tab:orange", "tanh": "tab:green"}
+
+
+def _save(fig, path):
+    fig.tight_layout()
+    savefig_atomic(fig, path, dpi=DPI)
+    plt.close(fig)
+    return os.fspath(path)
+
+
+def class_distribution(counts, labels, path, title="Class distribution (train)"):
+    """Bar chart of class counts with count and share on each bar.
+
+    Parameters
+    ----------
+    counts : array-like of shape (n_classes,)
+    labels : list of str, one per class
+    path : str or Path of the PNG to write
+    """
+    counts = np.asarray(counts, dtype=float)
+    fig, ax = plt.subplots(figsize=(6, 3.6))
+    bars = ax.bar([str(l) for l in labels], counts, color="tab:blue")
+    total = counts.sum()
+    for bar, c in zip(bars, counts):
+        ax.annotate(f"{int(c):,}\n{c / total:.1%}", (bar.get_x() + bar.get_width() / 2, c),
+                    ha="center", va="bottom", fontsize=8)
+    ax.set_ylabel("rows")
+    ax.set_xlabel("class")
+    ax.set_ylim(0, counts.max() * 1.22)
+    ax.set_title(title)
+    return _save(fig, path)
+
+
+def numeric_boxplots(df, columns, target, path):
+    """One box plot per numeric column, grouped by class (missing values dropped)."""
+    classes = sorted(df[target].unique())
+    ncol = min(3, len(columns))
+    nrow = int(np.ceil(len(columns) / ncol))
+    fig, axes = plt.subplots(nrow, ncol, figsize=(4.2 * ncol, 3.2 * nrow), squeeze=False)
+    for ax, col in zip(axes.ravel(), columns):
+        data = [df.loc[df[target] == c, col].dropna().to_numpy() for c in classes]
+        ax.boxplot(data, showfliers=False)
+        ax.set_xticks(range(1, len(classes) + 1), [str(c) for c in classes])
+        ax.set_title(col, fontsize=10)
+        ax.set_xlabel(target)
+    for ax in axes.ravel()[len(columns):]:
+        ax.axis("off")
+    fig.suptitle("Numeric features by class (outliers hidden)", fontsize=11)
+    return _save(fig, path)
+
+
+def categorical_countplots(df, columns, target, path):
+    """Grouped bar chart of class counts for each level of each categorical column."""
+    classes = sorted(df[target].unique())
+    fig, axes = plt.subplots(1, len(columns), figsize=(5.2 * len(columns), 3.6), squeeze=False)
+    for ax, col in zip(axes.ravel(), columns):
+        table = df.groupby([col, target], observed=True).size().unstack(fill_value=0)
+        table = table.reindex(columns=classes, fill_value=0)
+        x = np.arange(len(table.index))
+        width = 0.8 / len(classes)
+        for i, c in enumerate(classes):
+            ax.bar(x + i * width - 0.4 + width / 2, table[c].to_numpy(), width, label=str(c))
+        ax.set_xticks(x, [str(v) for v in table.index], rotation=25, ha="right", fontsize=8)
+        ax.set_title(col, fontsize=10)
+        ax.set_ylabel("rows")
+        ax.legend(title=target, fontsize=7)
+    return _save(fig, path)
+
+
+def correlation_heatmap(corr, path, threshold=None):
+    """Heatmap of a correlation matrix (DataFrame with matching index and columns)."""
+    n = corr.shape[0]
+    fig, ax = plt.subplots(figsize=(0.42 * n + 3, 0.42 * n + 2))
+    im = ax.imshow(corr.to_numpy(), vmin=-1, vmax=1, cmap="RdBu_r")
+    ax.set_xticks(range(n), corr.columns, rotation=70, ha="right", fontsize=7)
+    ax.set_yticks(range(n), corr.index, fontsize=7)
+    values = corr.to_numpy()
+    for i in range(n):
+        for j in range(n):
+            if np.isfinite(values[i, j]) and i != j and (threshold is None or abs(values[i, j]) >= threshold):
+                ax.text(j, i, f"{values[i, j]:.2f}", ha="center", va="center", fontsize=6)
+    fig.colorbar(im, ax=ax, shrink=0.8, label="Pearson r")
+    title = "Correlation of encoded features"
+    if threshold is not None:
+        title += f" (|r| >= {threshold:g} annotated)"
+    ax.set_title(title, fontsize=10)
+    return _save(fig, path)
+
+
+def accuracy_curves(histories, path, baseline=None):
+    """Train (solid) and validation (dashed) accuracy per iteration for several runs.
+
+    Parameters
+    ----------
+    histories : dict name -> dict with arrays ``train_acc`` and ``val_acc`` (n_iter,)
+    baseline : float, optional majority-class accuracy drawn as a grey line
+    """
+    fig, ax = plt.subplots(figsize=(7, 4))
+    for i, (name, h) in enumerate(histories.items()):
+        color = ACT_COLORS.get(name, f"C{i}")
+        it = np.arange(1, len(h["train_acc"]) + 1)
+        ax.plot(it, h["train_acc"], color=color, label=f"{name} train")
+        ax.plot(it, h["val_acc"], color=color, ls="--", label=f"{name} validation")
+    if baseline is not None:
+        ax.axhline(baseline, color="grey", lw=0.8, ls=":", label=f"majority class ({baseline:.3f})")
+    ax.set_xlabel("iteration (full-batch gradient step)")
+    ax.set_ylabel("accuracy")
+    ax.legend(fontsize=8)
+    ax.grid(alpha=0.3)
+    ax.set_title("Train and validation accuracy")
+    return _save(fig, path)
+
+
+def gradient_magnitudes(series, path, title="Mean |dL/dW| per layer"):
+    """Log-scale curves of mean absolute weight gradient per iteration.
+
+    Parameters
+    ----------
+    series : dict label -> array of shape (n_iter,)
+    """
+    fig, ax = plt.subplots(figsize=(7, 4))
+    for label, values in series.items():
+        ax.plot(np.arange(1, len(values) + 1), values, label=label)
+    ax.set_yscale("log")
+    ax.set_xlabel("iteration")
+    ax.set_ylabel("mean |dL/dW|")
+    ax.legend(fontsize=8)
+    ax.grid(alpha=0.3, which="both")
+    ax.set_title(title)
+    return _save(fig, path)
+
+
+def depth_ratios(depths, ratios, path):
+    """Ratio of last-hidden-layer to first-layer gradient magnitude against depth.
+
+    Parameters
+    ----------
+    depths : array-like of int, shape (n_depths,)
+    ratios : dict activation -> array of shape (n_depths,)
+    """
+    fig, ax = plt.subplots(figsize=(6, 3.8))
+    for name, r in ratios.items():
+        ax.plot(depths, r, marker="o", color=ACT_COLORS.get(name), label=name)
+    ax.set_yscale("log")
+    ax.axhline(1.0, color="grey", lw=0.8)
+    ax.set_xlabel("number of hidden layers")
+    ax.set_ylabel("mean|dW_last| / mean|dW_1| at init")
+    ax.legend()
+    ax.grid(alpha=0.3, which="both")
+    ax.set_title("Gradient ratio across depth")
+    return _save(fig, path)
+
+
+def attribution_bars(tables, path, title):
+    """Horizontal bars of attribution scores, one panel per model.
+
+    Parameters
+    ----------
+    tables : dict model name -> DataFrame with columns ``feature`` and ``share``
+    """
+    n = len(tables)
+    height = max(2.5, 0.3 * max(len(t) for t in tables.values()) + 1.2)
+    fig, axes = plt.subplots(1, n, figsize=(5.2 * n, height), squeeze=False)
+    for ax, (name, t) in zip(axes.ravel(), tables.items()):
+        t = t.sort_values("share")
+        ax.barh(t["feature"].astype(str), t["share"], color=ACT_COLORS.get(name, "tab:blue"))
+        ax.set_title(name, fontsize=10)
+        ax.set_xlabel("share of total attribution")
+        ax.tick_params(axis="y", labelsize=8)
+    fig.suptitle(title, fontsize=11)
+    return _save(fig, path)
+
+
+def grouped_bars(frame, path, title, ylabel):
+    """Grouped bar chart of a DataFrame: one group per row, one bar per column."""
+    x = np.arange(len(frame.index))
+    width = 0.8 / max(1, frame.shape[1])
+    fig, ax = plt.subplots(figsize=(max(6, 0.9 * len(x) + 2), 3.8))
+    for i, col in enumerate(frame.columns):
+        ax.bar(x + i * width - 0.4 + width / 2, frame[col].to_numpy(dtype=float), width, label=str(col))
+    ax.set_xticks(x, [str(v) for v in frame.index], rotation=25, ha="right", fontsize=8)
+    ax.set_ylabel(ylabel)
+    ax.legend(fontsize=8)
+    ax.grid(alpha=0.3, axis="y")
+    ax.set_title(title, fontsize=10)
+    return _save(fig, path)
+
+
+def confusion(matrix, labels, path, title="Confusion matrix (test)"):
+    """Confusion matrix with counts and row-normalised shares (scikit-learn's display)."""
+    from sklearn.metrics import ConfusionMatrixDisplay
+
+    fig, ax = plt.subplots(figsize=(4.8, 4.2))
+    ConfusionMatrixDisplay(np.asarray(matrix), display_labels=[str(l) for l in labels]).plot(
+        ax=ax, colorbar=False, values_format="d")
+    ax.set_title(title, fontsize=10)
+    return _save(fig, path)
+
+
+def loss_bands(curves, path, title, ylabel="training loss"):
+    """Mean curve with a min-max band for several runs.
+
+    Parameters
+    ----------
+    curves : dict label -> array of shape (n_runs, n_iter) (NaN after divergence)
+    """
+    fig, ax = plt.subplots(figsize=(7, 4))
+    for i, (label, c) in enumerate(curves.items()):
+        c = np.asarray(c, dtype=float)
+        it = np.arange(1, c.shape[1] + 1)
+        with np.errstate(all="ignore"):
+            import warnings
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", RuntimeWarning)
+                mean, lo, hi = np.nanmean(c, 0), np.nanmin(c, 0), np.nanmax(c, 0)
+        ax.plot(it, mean, color=f"C{i}", label=label)
+        ax.fill_between(it, lo, hi, color=f"C{i}", alpha=0.2)
+    ax.set_yscale("log")
+    ax.set_xlabel("iteration")
+    ax.set_ylabel(ylabel)
+    ax.legend(fontsize=7)
+    ax.grid(alpha=0.3, which="both")
+    ax.set_title(title, fontsize=10)
+    return _save(fig, path)
