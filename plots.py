@@ -1,38 +1,32 @@
 """Every figure of the report, one function each.
 
 Functions take plain arrays / DataFrames, draw with matplotlib (Agg backend,
-no screen needed), write one PNG atomically and return its path. They compute
-nothing the report relies on: numbers come from ``prep`` and ``mlp``.
+no screen needed) and return the figure; ``run_all`` saves it atomically and
+adds it to the report. They compute nothing the report relies on: numbers
+come from ``prep`` and ``mlp``.
 """
-import os
-
 import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-from report import savefig_atomic  # noqa: E402
-
 DPI = 110
 ACT_COLORS = {"relu": "tab:blue", "sigmoid": "tab:orange", "tanh": "tab:green"}
 
 
-def _save(fig, path):
+def _done(fig):
     fig.tight_layout()
-    savefig_atomic(fig, path, dpi=DPI)
-    plt.close(fig)
-    return os.fspath(path)
+    return fig
 
 
-def class_distribution(counts, labels, path, title="Class distribution (train)"):
+def class_distribution(counts, labels, title="Class distribution (train)"):
     """Bar chart of class counts with count and share on each bar.
 
     Parameters
     ----------
     counts : array-like of shape (n_classes,)
     labels : list of str, one per class
-    path : str or Path of the PNG to write
     """
     counts = np.asarray(counts, dtype=float)
     fig, ax = plt.subplots(figsize=(6, 3.6))
@@ -45,10 +39,10 @@ def class_distribution(counts, labels, path, title="Class distribution (train)")
     ax.set_xlabel("class")
     ax.set_ylim(0, counts.max() * 1.22)
     ax.set_title(title)
-    return _save(fig, path)
+    return _done(fig)
 
 
-def numeric_boxplots(df, columns, target, path):
+def numeric_boxplots(df, columns, target):
     """One box plot per numeric column, grouped by class (missing values dropped)."""
     classes = sorted(df[target].unique())
     ncol = min(3, len(columns))
@@ -63,10 +57,10 @@ def numeric_boxplots(df, columns, target, path):
     for ax in axes.ravel()[len(columns):]:
         ax.axis("off")
     fig.suptitle("Numeric features by class (outliers hidden)", fontsize=11)
-    return _save(fig, path)
+    return _done(fig)
 
 
-def categorical_countplots(df, columns, target, path):
+def categorical_countplots(df, columns, target):
     """Grouped bar chart of class counts for each level of each categorical column."""
     classes = sorted(df[target].unique())
     fig, axes = plt.subplots(1, len(columns), figsize=(5.2 * len(columns), 3.6), squeeze=False)
@@ -81,10 +75,10 @@ def categorical_countplots(df, columns, target, path):
         ax.set_title(col, fontsize=10)
         ax.set_ylabel("rows")
         ax.legend(title=target, fontsize=7)
-    return _save(fig, path)
+    return _done(fig)
 
 
-def correlation_heatmap(corr, path, threshold=None):
+def correlation_heatmap(corr, threshold=None):
     """Heatmap of a correlation matrix (DataFrame with matching index and columns)."""
     n = corr.shape[0]
     fig, ax = plt.subplots(figsize=(0.42 * n + 3, 0.42 * n + 2))
@@ -101,10 +95,10 @@ def correlation_heatmap(corr, path, threshold=None):
     if threshold is not None:
         title += f" (|r| >= {threshold:g} annotated)"
     ax.set_title(title, fontsize=10)
-    return _save(fig, path)
+    return _done(fig)
 
 
-def accuracy_curves(histories, path, baseline=None):
+def accuracy_curves(histories, baseline=None):
     """Train (solid) and validation (dashed) accuracy per iteration for several runs.
 
     Parameters
@@ -125,10 +119,10 @@ def accuracy_curves(histories, path, baseline=None):
     ax.legend(fontsize=8)
     ax.grid(alpha=0.3)
     ax.set_title("Train and validation accuracy")
-    return _save(fig, path)
+    return _done(fig)
 
 
-def gradient_magnitudes(series, path, title="Mean |dL/dW| per layer"):
+def gradient_magnitudes(series, title="Mean |dL/dW| per layer"):
     """Log-scale curves of mean absolute weight gradient per iteration.
 
     Parameters
@@ -144,10 +138,10 @@ def gradient_magnitudes(series, path, title="Mean |dL/dW| per layer"):
     ax.legend(fontsize=8)
     ax.grid(alpha=0.3, which="both")
     ax.set_title(title)
-    return _save(fig, path)
+    return _done(fig)
 
 
-def depth_ratios(depths, ratios, path):
+def depth_ratios(depths, ratios):
     """Ratio of last-hidden-layer to first-layer gradient magnitude against depth.
 
     Parameters
@@ -165,10 +159,10 @@ def depth_ratios(depths, ratios, path):
     ax.legend()
     ax.grid(alpha=0.3, which="both")
     ax.set_title("Gradient ratio across depth")
-    return _save(fig, path)
+    return _done(fig)
 
 
-def attribution_bars(tables, path, title):
+def attribution_bars(tables, title):
     """Horizontal bars of attribution scores, one panel per model.
 
     Parameters
@@ -185,10 +179,10 @@ def attribution_bars(tables, path, title):
         ax.set_xlabel("share of total attribution")
         ax.tick_params(axis="y", labelsize=8)
     fig.suptitle(title, fontsize=11)
-    return _save(fig, path)
+    return _done(fig)
 
 
-def grouped_bars(frame, path, title, ylabel):
+def grouped_bars(frame, title, ylabel):
     """Grouped bar chart of a DataFrame: one group per row, one bar per column."""
     x = np.arange(len(frame.index))
     width = 0.8 / max(1, frame.shape[1])
@@ -200,10 +194,10 @@ def grouped_bars(frame, path, title, ylabel):
     ax.legend(fontsize=8)
     ax.grid(alpha=0.3, axis="y")
     ax.set_title(title, fontsize=10)
-    return _save(fig, path)
+    return _done(fig)
 
 
-def confusion(matrix, labels, path, title="Confusion matrix (test)"):
+def confusion(matrix, labels, title="Confusion matrix (test)"):
     """Confusion matrix with counts and row-normalised shares (scikit-learn's display)."""
     from sklearn.metrics import ConfusionMatrixDisplay
 
@@ -211,10 +205,10 @@ def confusion(matrix, labels, path, title="Confusion matrix (test)"):
     ConfusionMatrixDisplay(np.asarray(matrix), display_labels=[str(l) for l in labels]).plot(
         ax=ax, colorbar=False, values_format="d")
     ax.set_title(title, fontsize=10)
-    return _save(fig, path)
+    return _done(fig)
 
 
-def loss_bands(curves, path, title, ylabel="training loss"):
+def loss_bands(curves, title, ylabel="training loss"):
     """Mean curve with a min-max band for several runs.
 
     Parameters
@@ -238,4 +232,4 @@ def loss_bands(curves, path, title, ylabel="training loss"):
     ax.legend(fontsize=7)
     ax.grid(alpha=0.3, which="both")
     ax.set_title(title, fontsize=10)
-    return _save(fig, path)
+    return _done(fig)
