@@ -57,6 +57,8 @@ def _input_gradients(theta, sizes, code, X, y, target):
                     hout[j] = bias[j]
                 for i in range(fi):
                     hi = hin[i]
+                    if hi == 0.0:                  # inactive relu unit: adds nothing
+                        continue
                     wcol = WT[o + i * fo:o + i * fo + fo]   # column i of W_l
                     for j in range(fo):
                         hout[j] += hi * wcol[j]
@@ -102,6 +104,8 @@ def _input_gradients(theta, sizes, code, X, y, target):
                     dnxt[i] = 0.0
                 for j in range(fo):
                     dj = dcur[j]
+                    if dj == 0.0:
+                        continue
                     wrow = theta[o + j * fi:o + j * fi + fi]   # row j of W_l
                     for i in range(fi):
                         dnxt[i] += dj * wrow[i]
