@@ -422,6 +422,10 @@ def _single_threaded_blas():
     parallel, and gemm calls inside ``prange`` must not spawn more threads."""
     global _BLAS_CONTROLLER
     if _BLAS_CONTROLLER is None:
+        # numba's np.dot calls SciPy's own OpenBLAS (not NumPy's); load it first
+        # so the controller sees it. Unlimited, its threads spin against the
+        # prange workers: measured 50x slower on a loaded 2-core machine.
+        import scipy.linalg.cython_blas  # noqa: F401
         from threadpoolctl import ThreadpoolController
         _BLAS_CONTROLLER = ThreadpoolController()
     return _BLAS_CONTROLLER.limit(limits=1, user_api="blas")
