@@ -116,15 +116,43 @@ def _codes(values, categories):
     return codes.astype(np.float64)
 
 
+def _balanced_accuracy(y, pred):
+    """Mean recall over the classes present in y (ints); same as sklearn's, without overhead."""
+    k = max(int(y.max()), int(pred.max())) + 1
+    n = np.bincount(y, minlength=k).astype(np.float64)
+    hit = np.bincount(y[pred == y], minlength=k)
+    present = n > 0
+    return float(np.mean(hit[present] / n[present]))
+
+
 def _majority_share(y):
     return float(np.bincount(y).max() / len(y)) if len(y) else float("nan")
 
 
-def _pps(acc, base):
-    """Normalised score: 0 = majority baseline, 1 = perfect."""
-    if not np.isfinite(acc) or not np.isfinite(base) or base >= 1.0:
+_SCORES = ("balanced", "accuracy")
+
+
+def _check_score(score):
+    if score not in _SCORES:
+        raise ValueError(f"score must be one of {list(_SCORES)}, got {score!r}")
+
+
+def _normalise(value, base):
+    """(value - base) / (1 - base): 0 = a constant prediction, 1 = perfect; may be < 0."""
+    if not np.isfinite(value) or not np.isfinite(base) or base >= 1.0:
         return 0.0
-    return float(max(0.0, (acc - base) / (1.0 - base)))
+    return float((value - base) / (1.0 - base))
+
+
+def _pps(cvres, score, n_classes):
+    """Predictive power score from :func:`_single_feature_cv` output, clipped at 0.
+
+    balanced: (balanced_accuracy - 1/K) / (1 - 1/K); accuracy: (acc - majority) / (1 - majority).
+    """
+    acc, base, bal = cvres
+    if score == "balanced":
+        return max(0.0, _normalise(bal, 1.0 / n_classes))
+    return max(0.0, _normalise(acc, base))
 
 
 # -- JSON -------------------------------------------------------------------
@@ -331,58 +359,71 @@ def correlation_pairs(X, feature_names, threshold=0.5):
     return pd.DataFrame(corr, index=names, columns=names), pairs
 
 
-def _single_feature_design(fit_col, apply_col, kind):
-    """Encode one raw column for a tree, with statistics from ``fit_col`` only.
+def _raw(col, kind, ref=None):
+    """One raw column as a float vector, shape (n,).
 
-    Numerics: median-imputed value plus a NaN flag, shape (n, 2).
-    Categoricals: frequency-ordered level codes, missing = -1, unseen = n_levels, shape (n, 1).
+    Numerics: values with NaN for missing. Categoricals: codes of the levels of ``ref``
+    (default ``col``) ordered by frequency; missing = -1, a level unseen in ``ref`` =
+    n_levels. The codes use no label, so building them on a whole column leaks nothing.
     """
     if kind == "numeric":
-        f = pd.to_numeric(fit_col, errors="coerce").to_numpy(dtype=np.float64)
-        a = pd.to_numeric(apply_col, errors="coerce").to_numpy(dtype=np.float64)
-        med = np.nanmedian(f) if np.isfinite(f).any() else 0.0
-        nan = ~np.isfinite(a)
-        return np.column_stack([np.where(nan, med, a), nan.astype(np.float64)])
-    levels = pd.Series(fit_col, dtype=object).value_counts(dropna=True).index
-    return _codes(apply_col, levels)[:, None]
+        return pd.to_numeric(col, errors="coerce").to_numpy(dtype=np.float64)
+    ref = col if ref is None else ref
+    return _codes(col, pd.Series(ref, dtype=object).value_counts(dropna=True).index)
 
 
-def _tree(n_fit, seed, max_depth, min_leaf_share):
+def _design(fit_v, apply_v, kind):
+    """Tree input for one column, shape (n, 2) for numerics (median-imputed value from
+    ``fit_v``, NaN flag) and (n, 1) for categoricals (codes, missing already a level)."""
+    if kind == "categorical":
+        return apply_v[:, None]
+    med = np.nanmedian(fit_v) if np.isfinite(fit_v).any() else 0.0
+    nan = np.isnan(apply_v)
+    return np.column_stack([np.where(nan, med, apply_v), nan.astype(np.float64)])
+
+
+def _tree(n_fit, seed, max_depth, min_leaf_share, score):
     leaf = max(1, int(round(min_leaf_share * n_fit)))
-    return DecisionTreeClassifier(max_depth=max_depth, min_samples_leaf=leaf, random_state=seed)
+    return DecisionTreeClassifier(max_depth=max_depth, min_samples_leaf=leaf, random_state=seed,
+                                  class_weight="balanced" if score == "balanced" else None)
 
 
-def _single_feature_cv(col, y, kind, cv, seed, max_depth, min_leaf_share):
-    """Cross-validated accuracy of a one-column tree and of the fold majority class."""
-    col = col.reset_index(drop=True)
-    accs, bases = [], []
+def _single_feature_cv(v, y, kind, cv, seed, max_depth, min_leaf_share, score):
+    """CV accuracy of a one-column tree, of the fold majority class, and the tree's
+    balanced accuracy: a tuple of three floats.
+
+    v : float ndarray of shape (n,) from :func:`_raw`; y : int ndarray of shape (n,).
+    """
+    accs, bases, bals = [], [], []
     for tr, te in _folds(y, cv, seed).split(np.zeros(len(y)), y):
-        Xtr = _single_feature_design(col.iloc[tr], col.iloc[tr], kind)
-        Xte = _single_feature_design(col.iloc[tr], col.iloc[te], kind)
-        model = _tree(len(tr), seed, max_depth, min_leaf_share).fit(Xtr, y[tr])
-        accs.append(np.mean(model.predict(Xte) == y[te]))
+        model = _tree(len(tr), seed, max_depth, min_leaf_share, score).fit(
+            _design(v[tr], v[tr], kind), y[tr])
+        pred = model.predict(_design(v[tr], v[te], kind))
+        accs.append(np.mean(pred == y[te]))
         bases.append(np.mean(y[te] == np.bincount(y[tr]).argmax()))
-    return float(np.mean(accs)), float(np.mean(bases))
+        bals.append(_balanced_accuracy(y[te], pred))
+    return float(np.mean(accs)), float(np.mean(bases)), float(np.mean(bals))
 
 
-def _mutual_info(col, y, kind, seed, max_rows):
+def _mutual_info(v, y, kind, seed, max_rows):
     if len(y) > max_rows:
         idx = np.random.default_rng(seed).choice(len(y), size=max_rows, replace=False)
-        col, y = col.iloc[idx], y[idx]
-    X = _single_feature_design(col, col, kind)[:, :1]
+        v, y = v[idx], y[idx]
+    X = _design(v, v, kind)[:, :1]
     return float(mutual_info_classif(X, y, discrete_features=(kind == "categorical"),
                                      random_state=seed)[0])
 
 
-def predictive_power(df, target, numeric, categorical, cv=5, seed=0, max_depth=4,
-                     min_leaf_share=0.01, mi_max_rows=20000):
+def predictive_power(df, target, numeric, categorical, cv=5, seed=0, score="balanced",
+                     max_depth=4, min_leaf_share=0.01, mi_max_rows=10000):
     """How well each raw feature alone predicts the label.
 
     For every feature a shallow decision tree is fitted on that column only
-    (numerics: median-imputed value plus a NaN flag; categoricals:
-    frequency-ordered level codes with missing as its own level; imputation
-    and codes come from the training fold only) and scored by K-fold
-    cross-validation.
+    (numerics: median-imputed value plus a NaN flag, the median taken from
+    the training fold; categoricals: frequency-ordered level codes with
+    missing as its own level, built from the label-free column) and scored
+    by K-fold cross-validation. The score is normalised to a predictive
+    power score (pps): 0 = no better than a constant prediction, 1 = perfect.
 
     Parameters
     ----------
@@ -395,33 +436,44 @@ def predictive_power(df, target, numeric, categorical, cv=5, seed=0, max_depth=4
         Number of folds (stratified when every class has >= cv rows).
     seed : int, default 0
         Seeds the folds, the trees and the mutual-information estimator.
+    score : {"balanced", "accuracy"}, default "balanced"
+        ``"balanced"``: class-weighted trees, pps = max(0, (balanced_accuracy
+        - 1/K) / (1 - 1/K)) for K classes. Insensitive to class priors, so a
+        feature that separates minority classes counts even when it never
+        beats the majority vote, and a prior change between two frames does
+        not look like a lost relationship. ``"accuracy"``: unweighted trees,
+        pps = max(0, (accuracy - baseline) / (1 - baseline)) with the
+        majority-class baseline.
     max_depth : int, default 4
         Depth of the single-feature tree (up to 16 leaves).
     min_leaf_share : float, default 0.01
         Minimum leaf size as a share of the training-fold rows.
-    mi_max_rows : int, default 20000
+    mi_max_rows : int, default 10000
         Mutual information is estimated on at most this many rows (random
         subsample) to bound the k-NN estimator's cost.
 
     Returns
     -------
-    DataFrame of shape (n_features, 5)
+    DataFrame of shape (n_features, 7)
         Indexed by ``feature``, sorted by ``pps`` descending: ``kind``,
         ``accuracy`` (CV mean), ``baseline`` (CV accuracy of the training
-        fold's majority class), ``pps`` = max(0, (accuracy - baseline) /
-        (1 - baseline)) and ``mutual_info`` (nats, sklearn
-        ``mutual_info_classif``).
+        fold's majority class), ``balanced_accuracy`` (CV mean), ``score``,
+        ``pps`` and ``mutual_info`` (nats, sklearn ``mutual_info_classif``).
     """
     numeric, categorical = _check_features([("df", df)], target, numeric, categorical)
     _check_cv(cv, len(df))
+    _check_score(score)
     (y,) = _labels(df[target])
+    k = len(np.unique(y))
     rows = []
     for kind, cols in (("numeric", numeric), ("categorical", categorical)):
         for c in cols:
-            acc, base = _single_feature_cv(df[c], y, kind, cv, seed, max_depth, min_leaf_share)
-            rows.append({"feature": c, "kind": kind, "accuracy": acc, "baseline": base,
-                         "pps": _pps(acc, base),
-                         "mutual_info": _mutual_info(df[c], y, kind, seed, mi_max_rows)})
+            v = _raw(df[c], kind)
+            res = _single_feature_cv(v, y, kind, cv, seed, max_depth, min_leaf_share, score)
+            rows.append({"feature": c, "kind": kind, "accuracy": res[0], "baseline": res[1],
+                         "balanced_accuracy": res[2], "score": score,
+                         "pps": _pps(res, score, k),
+                         "mutual_info": _mutual_info(v, y, kind, seed, mi_max_rows)})
     out = pd.DataFrame(rows).set_index("feature")
     return out.sort_values("pps", ascending=False, kind="stable")
 
@@ -583,6 +635,21 @@ def _adv_cv(X, z, cat_mask, cv, seed, max_iter, importance):
     return float(roc_auc_score(z, oof)), drops
 
 
+def _pattern_auc(M, z, cv, seed):
+    """Out-of-fold AUC of the best classifier that sees only the missingness pattern.
+
+    M : bool ndarray of shape (n, k), True where missing. Each row's score is the share of
+    test rows among training-fold rows with the same pattern (0.5 for an unseen pattern).
+    """
+    key = M.astype(np.int64) @ (np.int64(1) << np.arange(M.shape[1], dtype=np.int64)) \
+        if M.shape[1] < 62 else pd.factorize(pd.Series([r.tobytes() for r in M]))[0]
+    score = np.zeros(len(z))
+    for tr, te in StratifiedKFold(n_splits=cv, shuffle=True, random_state=seed).split(M, z):
+        rate = pd.Series(z[tr]).groupby(key[tr]).mean()
+        score[te] = rate.reindex(key[te]).fillna(0.5).to_numpy()
+    return float(roc_auc_score(z, score))
+
+
 def adversarial_validation(train, test, numeric, categorical, cv=5, seed=0, auc_threshold=0.6,
                            importance_threshold=0.01, max_rows_per_side=5000, max_iter=40):
     """Can a classifier tell train rows from test rows? (adversarial validation)
@@ -598,7 +665,8 @@ def adversarial_validation(train, test, numeric, categorical, cv=5, seed=0, auc_
     ``auc`` (raw features, NaN kept), ``auc_no_missing`` (every NaN replaced
     by a random observed value of its column, so missingness carries no
     information: the distribution shift proper) and ``auc_missing_only``
-    (missing-value indicators only). Per-feature importance is measured on
+    (missingness pattern only, scored by the share of test rows
+    with the same pattern in the training folds). Per-feature importance is measured on
     the ``auc_no_missing`` model.
 
     Parameters
@@ -652,9 +720,7 @@ def adversarial_validation(train, test, numeric, categorical, cv=5, seed=0, auc_
         auc_nm, drops = _adv_cv(X_filled, z, cat_mask, cv, seed, max_iter, importance=True)
         if nan.any():
             auc_raw, _ = _adv_cv(X, z, cat_mask, cv, seed, max_iter, importance=False)
-            ind = nan[:, nan.any(axis=0)].astype(np.float64)
-            auc_mo, _ = _adv_cv(ind, z, np.zeros(ind.shape[1], dtype=bool), cv, seed, 10,
-                                importance=False)
+            auc_mo = _pattern_auc(nan[:, nan.any(axis=0)], z, cv, seed)
         else:
             auc_raw, auc_mo = auc_nm, None
     imp = pd.DataFrame({"feature": numeric + categorical, "auc_drop": drops,
@@ -669,7 +735,7 @@ def adversarial_validation(train, test, numeric, categorical, cv=5, seed=0, auc_
 
 
 def label_shift(train, test, target, numeric, categorical, drop_threshold=0.2, cv=5, seed=0,
-                max_depth=4, min_leaf_share=0.01):
+                score="balanced", max_depth=4, min_leaf_share=0.01):
     """Did each feature's relationship with the label change from train to test?
 
     For every feature: its predictive power score (pps, see
@@ -682,9 +748,11 @@ def label_shift(train, test, target, numeric, categorical, drop_threshold=0.2, c
     unchanged, which :func:`feature_shift` and
     :func:`adversarial_validation` cannot see. As a second view, the
     single-feature tree fitted on all of train is scored on test
-    (``transfer_accuracy``, normalised to ``transfer_pps`` against the test
-    majority share); a flipped relationship shows there even when pps_test
-    stays high.
+    (``transfer_score``: balanced accuracy or accuracy, per ``score``,
+    normalised like pps to ``transfer_pps`` but not clipped at 0); a flipped
+    relationship shows there (transfer_pps < 0) even when pps_test stays high.
+    With the default ``score="balanced"`` a pure covariate shift that changes
+    the class priors does not lower pps_test.
 
     This is a post-hoc diagnosis that reads the test labels; its results must
     not feed back into fitting or model selection.
@@ -699,47 +767,52 @@ def label_shift(train, test, target, numeric, categorical, drop_threshold=0.2, c
         Minimum pps drop (train minus test) for ``suspect``.
     cv : int, default 5
     seed : int, default 0
-    max_depth, min_leaf_share
+    score, max_depth, min_leaf_share
         Single-feature tree settings, as in :func:`predictive_power`.
 
     Returns
     -------
-    DataFrame of shape (n_features, 8)
+    DataFrame of shape (n_features, 9)
         Indexed by ``feature``, sorted by ``pps_drop`` descending: ``kind``,
         ``pps_train``, ``pps_test``, ``pps_drop``, ``drop_threshold``,
-        ``suspect``, ``transfer_accuracy`` and ``transfer_pps``.
+        ``suspect``, ``transfer_score``, ``transfer_pps`` and ``score``.
     """
     numeric, categorical = _check_features([("train", train), ("test", test)], target,
                                            numeric, categorical)
     _check_cv(cv, len(train))
     _check_cv(cv, len(test))
+    _check_score(score)
     y_tr, y_te = _labels(train[target], test[target])
-    base_te = _majority_share(y_te)
+    k_tr, k_te = len(np.unique(y_tr)), len(np.unique(y_te))
+    base_te = _majority_share(y_te) if score == "accuracy" else 1.0 / k_te
     rows = []
     for kind, cols in (("numeric", numeric), ("categorical", categorical)):
         for c in cols:
-            acc_tr, b_tr = _single_feature_cv(train[c], y_tr, kind, cv, seed, max_depth,
-                                              min_leaf_share)
-            acc_te, b_te = _single_feature_cv(test[c], y_te, kind, cv, seed, max_depth,
-                                              min_leaf_share)
-            model = _tree(len(train), seed, max_depth, min_leaf_share).fit(
-                _single_feature_design(train[c], train[c], kind), y_tr)
-            t_acc = float(np.mean(model.predict(_single_feature_design(train[c], test[c], kind))
-                                  == y_te))
-            p_tr, p_te = _pps(acc_tr, b_tr), _pps(acc_te, b_te)
+            v_tr, v_te = _raw(train[c], kind), _raw(test[c], kind)
+            res_tr = _single_feature_cv(v_tr, y_tr, kind, cv, seed, max_depth, min_leaf_share,
+                                        score)
+            res_te = _single_feature_cv(v_te, y_te, kind, cv, seed, max_depth, min_leaf_share,
+                                        score)
+            # transfer: codes and median from train only, applied to test
+            v_x = _raw(test[c], kind, ref=train[c])
+            model = _tree(len(train), seed, max_depth, min_leaf_share, score).fit(
+                _design(v_tr, v_tr, kind), y_tr)
+            pred = model.predict(_design(v_tr, v_x, kind))
+            t_score = float(_balanced_accuracy(y_te, pred) if score == "balanced"
+                            else np.mean(pred == y_te))
+            p_tr, p_te = _pps(res_tr, score, k_tr), _pps(res_te, score, k_te)
             rows.append({"feature": c, "kind": kind, "pps_train": p_tr, "pps_test": p_te,
                          "pps_drop": p_tr - p_te, "drop_threshold": float(drop_threshold),
                          "suspect": bool(p_tr - p_te >= drop_threshold),
-                         "transfer_accuracy": t_acc,
-                         "transfer_pps": (t_acc - base_te) / (1.0 - base_te)
-                         if base_te < 1.0 else 0.0})
+                         "transfer_score": t_score,
+                         "transfer_pps": _normalise(t_score, base_te), "score": score})
     out = pd.DataFrame(rows).set_index("feature")
     return out.sort_values("pps_drop", ascending=False, kind="stable")
 
 
 _SHIFT_KEYS = ("alpha", "ks_threshold", "v_threshold")
 _ADV_KEYS = ("auc_threshold", "importance_threshold", "max_rows_per_side", "max_iter")
-_LABEL_KEYS = ("drop_threshold", "max_depth", "min_leaf_share")
+_LABEL_KEYS = ("drop_threshold", "score", "max_depth", "min_leaf_share")
 _COMMON_KEYS = ("cv", "seed")
 _DIAG_KEYS = ("importance_drop_threshold",)
 
@@ -775,7 +848,8 @@ def diagnose(train, test, target, numeric, categorical, model_importance=None, *
         Passed to the checks: ``alpha``, ``ks_threshold``, ``v_threshold``
         (feature_shift); ``auc_threshold``, ``importance_threshold``,
         ``max_rows_per_side``, ``max_iter`` (adversarial_validation);
-        ``drop_threshold``, ``max_depth``, ``min_leaf_share`` (label_shift);
+        ``drop_threshold``, ``score``, ``max_depth``, ``min_leaf_share``
+        (label_shift);
         ``cv``, ``seed`` (both CV checks); ``importance_drop_threshold``
         (default 0.5, model importance).
 
@@ -812,7 +886,8 @@ def diagnose(train, test, target, numeric, categorical, model_importance=None, *
                                                  "p_value": "shift_p"}))
     ev = ev.join(adv["importance"][["auc_drop", "used"]].rename(
         columns={"auc_drop": "adv_auc_drop", "used": "adv_used"}))
-    ev = ev.join(ls.drop(columns=["kind"]))
+    score_name = ls["score"].iloc[0]
+    ev = ev.join(ls.drop(columns=["kind", "score"]))
     imp_thr = float(thresholds.get("importance_drop_threshold", 0.5))
     if model_importance is not None:
         if (not isinstance(model_importance, dict) or set(model_importance) != {"train", "test"}):
@@ -847,10 +922,11 @@ def diagnose(train, test, target, numeric, categorical, model_importance=None, *
                               "importance_drop_threshold": imp_thr}}
     return {"suspect_features": suspects, "evidence": ev, "adversarial": adv,
             "summary": to_jsonable(summary),
-            "explanation": _explain(ev, adv, shifted, suspects, model_importance is not None)}
+            "explanation": _explain(ev, adv, shifted, suspects, model_importance is not None,
+                                    score_name)}
 
 
-def _explain(ev, adv, shifted, suspects, has_model):
+def _explain(ev, adv, shifted, suspects, has_model, score_name):
     """Sentences built from the numbers of :func:`diagnose`."""
     lines = []
     thr = adv["auc_threshold"]
@@ -880,7 +956,8 @@ def _explain(ev, adv, shifted, suspects, has_model):
             lines.append(
                 f"{f}: predictive power drops from pps {r['pps_train']:.3f} in train to "
                 f"{r['pps_test']:.3f} in test (drop {r['pps_drop']:.3f} >= {r['drop_threshold']:.2f}); "
-                f"a tree on {f} fitted on train scores {r['transfer_accuracy']:.3f} accuracy on test "
+                f"a tree on {f} fitted on train scores {r['transfer_score']:.3f} "
+                f"({'balanced accuracy' if score_name == 'balanced' else 'accuracy'}) on test "
                 f"(transfer pps {r['transfer_pps']:.3f})"
                 + ("; its marginal distribution is unchanged, so the label relationship itself "
                    "changed." if not r["shifted"] else "; its marginal distribution also shifts.")
