@@ -740,19 +740,22 @@ def label_shift(train, test, target, numeric, categorical, drop_threshold=0.2, c
 
     For every feature: its predictive power score (pps, see
     :func:`predictive_power`) by cross-validation within train, the same
-    within test, and the drop ``pps_train - pps_test``. A feature is
-    ``suspect`` when the drop is >= ``drop_threshold`` (the "feature label
-    correlation change" rule of deepchecks). This catches a feature that
-    predicts the label in train but not in test (a shortcut, a leak, a
-    broken or flipped relationship) even when its marginal distribution is
-    unchanged, which :func:`feature_shift` and
-    :func:`adversarial_validation` cannot see. As a second view, the
-    single-feature tree fitted on all of train is scored on test
+    within test, and the drop ``pps_train - pps_test`` (the "feature label
+    correlation change" of deepchecks): a feature that predicts the label
+    in train but not in test (a shortcut, a leak, a broken relationship).
+    Second, the single-feature tree fitted on all of train is scored on test
     (``transfer_score``: balanced accuracy or accuracy, per ``score``,
-    normalised like pps to ``transfer_pps`` but not clipped at 0); a flipped
-    relationship shows there (transfer_pps < 0) even when pps_test stays high.
-    With the default ``score="balanced"`` a pure covariate shift that changes
-    the class priors does not lower pps_test.
+    normalised like pps to ``transfer_pps``, not clipped, so < 0 means worse
+    than a constant) and ``transfer_drop = pps_train - transfer_pps``: this
+    catches a relationship that still exists in test but is a different one
+    (e.g. a flipped mapping), where pps_test stays high.
+
+    Rule: ``suspect`` = max(pps_drop, transfer_drop) >= ``drop_threshold``.
+    Both checks see changes of the feature-label relationship that leave the
+    marginal distribution unchanged, which :func:`feature_shift` and
+    :func:`adversarial_validation` cannot see. With the default
+    ``score="balanced"`` a pure covariate shift (same P(label | feature))
+    that changes the class priors lowers neither pps_test nor transfer_pps.
 
     This is a post-hoc diagnosis that reads the test labels; its results must
     not feed back into fitting or model selection.
@@ -764,7 +767,8 @@ def label_shift(train, test, target, numeric, categorical, drop_threshold=0.2, c
     target : str
     numeric, categorical : list of str
     drop_threshold : float, default 0.2
-        Minimum pps drop (train minus test) for ``suspect``.
+        Minimum pps drop (train minus test, or train minus transfer) for
+        ``suspect``.
     cv : int, default 5
     seed : int, default 0
     score, max_depth, min_leaf_share
@@ -772,10 +776,11 @@ def label_shift(train, test, target, numeric, categorical, drop_threshold=0.2, c
 
     Returns
     -------
-    DataFrame of shape (n_features, 9)
-        Indexed by ``feature``, sorted by ``pps_drop`` descending: ``kind``,
-        ``pps_train``, ``pps_test``, ``pps_drop``, ``drop_threshold``,
-        ``suspect``, ``transfer_score``, ``transfer_pps`` and ``score``.
+    DataFrame of shape (n_features, 10)
+        Indexed by ``feature``, sorted by max(pps_drop, transfer_drop)
+        descending: ``kind``, ``pps_train``, ``pps_test``, ``pps_drop``,
+        ``transfer_score``, ``transfer_pps``, ``transfer_drop``,
+        ``drop_threshold``, ``suspect`` and ``score``.
     """
     numeric, categorical = _check_features([("train", train), ("test", test)], target,
                                            numeric, categorical)
@@ -801,13 +806,16 @@ def label_shift(train, test, target, numeric, categorical, drop_threshold=0.2, c
             t_score = float(_balanced_accuracy(y_te, pred) if score == "balanced"
                             else np.mean(pred == y_te))
             p_tr, p_te = _pps(res_tr, score, k_tr), _pps(res_te, score, k_te)
+            t_pps = _normalise(t_score, base_te)
             rows.append({"feature": c, "kind": kind, "pps_train": p_tr, "pps_test": p_te,
-                         "pps_drop": p_tr - p_te, "drop_threshold": float(drop_threshold),
-                         "suspect": bool(p_tr - p_te >= drop_threshold),
-                         "transfer_score": t_score,
-                         "transfer_pps": _normalise(t_score, base_te), "score": score})
+                         "pps_drop": p_tr - p_te, "transfer_score": t_score,
+                         "transfer_pps": t_pps, "transfer_drop": p_tr - t_pps,
+                         "drop_threshold": float(drop_threshold),
+                         "suspect": bool(max(p_tr - p_te, p_tr - t_pps) >= drop_threshold),
+                         "score": score})
     out = pd.DataFrame(rows).set_index("feature")
-    return out.sort_values("pps_drop", ascending=False, kind="stable")
+    key = np.maximum(out["pps_drop"], out["transfer_drop"])
+    return out.iloc[np.argsort(-key.to_numpy(), kind="stable")]
 
 
 _SHIFT_KEYS = ("alpha", "ks_threshold", "v_threshold")
@@ -826,8 +834,8 @@ def diagnose(train, test, target, numeric, categorical, model_importance=None, *
     label), joins their per-feature statistics, and applies one rule:
 
     ``suspect_features`` = the features that :func:`label_shift` marks
-    ``suspect`` (pps drop from train to test >= ``drop_threshold``), sorted
-    by name. A covariate shift alone does not make a feature suspect: the
+    ``suspect`` (pps drop from train to test, or from train to the
+    train-fitted tree scored on test, >= ``drop_threshold``), sorted by name. A covariate shift alone does not make a feature suspect: the
     model can still be right on shifted inputs if the relationship holds.
 
     Parameters
@@ -906,7 +914,7 @@ def diagnose(train, test, target, numeric, categorical, model_importance=None, *
         rel = (mi_tr - mi_te) / mi_tr.where(mi_tr > 0)
         ev["model_imp_collapsed"] = (rel >= imp_thr).fillna(False).astype(bool)
         ev["model_imp_threshold"] = imp_thr
-    ev = ev.sort_values("pps_drop", ascending=False, kind="stable")
+    ev = ev.loc[ls.index]                                      # label_shift's order
 
     suspects = sorted(ls.index[ls["suspect"]].tolist())
     shifted = sorted(fs.index[fs["shifted"]].tolist())
@@ -954,11 +962,14 @@ def _explain(ev, adv, shifted, suspects, has_model, score_name):
         for f in suspects:
             r = ev.loc[f]
             lines.append(
-                f"{f}: predictive power drops from pps {r['pps_train']:.3f} in train to "
-                f"{r['pps_test']:.3f} in test (drop {r['pps_drop']:.3f} >= {r['drop_threshold']:.2f}); "
+                f"{f}: predictive power goes from pps {r['pps_train']:.3f} in train to "
+                f"{r['pps_test']:.3f} in test (drop {r['pps_drop']:.3f}, threshold "
+                f"{r['drop_threshold']:.2f}); "
                 f"a tree on {f} fitted on train scores {r['transfer_score']:.3f} "
                 f"({'balanced accuracy' if score_name == 'balanced' else 'accuracy'}) on test "
-                f"(transfer pps {r['transfer_pps']:.3f})"
+                f"(transfer pps {r['transfer_pps']:.3f}, drop {r['transfer_drop']:.3f})"
+                + ("; the relationship is still there in test but is a different one"
+                   if r["pps_drop"] < r["drop_threshold"] else "")
                 + ("; its marginal distribution is unchanged, so the label relationship itself "
                    "changed." if not r["shifted"] else "; its marginal distribution also shifts.")
             )
@@ -968,7 +979,8 @@ def _explain(ev, adv, shifted, suspects, has_model, score_name):
                     f"{r['model_imp_test']:.3f} on test"
                     + (" (collapsed)." if r["model_imp_collapsed"] else "."))
     else:
-        top = ev["pps_drop"].idxmax()
-        lines.append(f"No feature loses predictive power beyond the threshold; the largest drop is "
-                     f"{top} ({ev.loc[top, 'pps_drop']:.3f} < {ev.loc[top, 'drop_threshold']:.2f}).")
+        top = ev.index[0]
+        worst = max(ev.loc[top, "pps_drop"], ev.loc[top, "transfer_drop"])
+        lines.append(f"No feature's relationship with the label changes beyond the threshold; the "
+                     f"largest drop is {top} ({worst:.3f} < {ev.loc[top, 'drop_threshold']:.2f}).")
     return lines

@@ -85,8 +85,25 @@ def test_diagnose_names_planted_shortcut(seed, kind):
     # same marginal: the marginal test must not be what finds it
     assert not ev.loc[col, "shifted"]
     assert res["summary"]["suspect_features"] == [col]
-    assert any(col in line and "drops" in line for line in res["explanation"])
+    assert any(line.startswith(f"{col}: predictive power") for line in res["explanation"])
     json.dumps(to_jsonable(res))                            # everything serialises
+
+
+def test_flipped_mapping_is_caught_by_transfer_not_by_marginals():
+    # cat_1 encodes the label in both files, but through a different level map in test
+    train, test = make_pair(n_train=1500, n_test=1000, seed=21)
+    rng = np.random.default_rng(21)
+    levels = np.array(["p", "q", "r"], dtype=object)
+    train["cat_1"] = levels[train[TARGET].to_numpy()]
+    test["cat_1"] = levels[(test[TARGET].to_numpy() + 1) % 3]
+    flip = rng.random(len(test)) < 0.1                      # a little noise in test
+    test.loc[flip, "cat_1"] = levels[rng.integers(0, 3, size=int(flip.sum()))]
+    ls = label_shift(train, test, TARGET, NUMERIC, CATEGORICAL, cv=3)
+    r = ls.loc["cat_1"]
+    assert r["pps_train"] > 0.9 and r["pps_test"] > 0.7     # still predictive in test ...
+    assert r["pps_drop"] < 0.2                              # ... so the pps drop alone misses it
+    assert r["transfer_pps"] < -0.2 and r["transfer_drop"] > 1.0
+    assert ls.index[ls["suspect"]].tolist() == ["cat_1"]
 
 
 def test_no_shift_gives_no_suspects_and_chance_auc():
