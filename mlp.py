@@ -588,3 +588,380 @@ def forward(weights, biases, X, activation, dtype=None):
     if not np.all(np.isfinite(P)):
         raise ValueError("probabilities are not finite; scale the inputs or shrink the weights")
     return P
+
+
+# ================================================================ estimator
+from sklearn.base import BaseEstimator, ClassifierMixin  # noqa: E402
+from sklearn.utils.validation import check_is_fitted  # noqa: E402
+
+INITS = ("normal", "glorot", "he")
+_HISTORY_KEYS = ("loss", "val_loss", "train_acc", "val_acc", "grad_abs_mean")
+
+
+def _is_int(v):
+    return isinstance(v, (int, np.integer)) and not isinstance(v, (bool, np.bool_))
+
+
+def _is_real(v):
+    return isinstance(v, (int, float, np.integer, np.floating)) and \
+        not isinstance(v, (bool, np.bool_)) and np.isfinite(v)
+
+
+class MLP(BaseEstimator, ClassifierMixin):
+    """Multilayer perceptron trained by vanilla full-batch gradient descent.
+
+    Hidden layers use ``activation``; the output layer is softmax and the loss
+    is (class-weighted) cross-entropy plus ``l2/2 * sum ||W||^2``. Each
+    iteration computes the loss and gradient over the whole training set with
+    the tiled numba kernel and takes one step ``theta -= lr * grad``.
+
+    Parameters
+    ----------
+    hidden : tuple of int, widths of the hidden layers (at least one)
+    activation : {"relu", "sigmoid", "tanh"}
+    lr : float > 0, learning rate
+    n_iter : int >= 1, number of gradient steps
+    init : {"normal", "glorot", "he"}; "normal" draws N(0, init_scale^2)
+        weights, "glorot" U(-a, a) with a = sqrt(6 / (fan_in + fan_out)),
+        "he" N(0, 2 / fan_in); biases start at zero
+    init_scale : float > 0, standard deviation for ``init="normal"``
+    seed : int >= 0 or None, seed of the initial weights
+    dtype : {"float64", "float32"}, precision of parameters and kernels
+    l2 : float >= 0, L2 penalty on the weights (not biases)
+    class_weight : None, "balanced" or dict {label: weight}
+    early_stopping : bool, stop when the validation loss has not improved for
+        ``patience`` iterations and restore the best parameters (needs X_val)
+    patience : int >= 1
+
+    Attributes
+    ----------
+    weights_, biases_ : lists of ndarray, ``weights_[l]`` of shape (fan_out, fan_in)
+    classes_ : ndarray of shape (n_classes,)
+    n_features_in_ : int
+    history_ : dict of ndarray; ``loss``, ``val_loss``, ``train_acc``,
+        ``val_acc`` of shape (n_iter_,) and ``grad_abs_mean`` of shape
+        (n_iter_, n_layers). Entry t describes the parameters *before* step t;
+        ``val_loss`` is the same objective (class weights, l2) on the validation
+        set, NaN without one.
+    n_iter_ : int, iterations run
+    best_iter_ : int or None, iteration whose parameters were restored by early stopping
+    """
+
+    def __init__(self, hidden=(64, 64), activation="relu", lr=0.1, n_iter=200,
+                 init="normal", init_scale=0.1, seed=42, dtype="float64", l2=0.0,
+                 class_weight=None, early_stopping=False, patience=20):
+        self.hidden = hidden
+        self.activation = activation
+        self.lr = lr
+        self.n_iter = n_iter
+        self.init = init
+        self.init_scale = init_scale
+        self.seed = seed
+        self.dtype = dtype
+        self.l2 = l2
+        self.class_weight = class_weight
+        self.early_stopping = early_stopping
+        self.patience = patience
+
+    def __sklearn_tags__(self):
+        # BaseEstimator comes first in the bases, so ClassifierMixin's tag hook
+        # is not reached through super(); set the classifier tags here.
+        from sklearn.utils import ClassifierTags
+        tags = super().__sklearn_tags__()
+        tags.estimator_type = "classifier"
+        tags.classifier_tags = ClassifierTags()
+        tags.target_tags.required = True
+        return tags
+
+    # ------------------------------------------------------------ validation
+    def _check_hyper(self):
+        """Validate constructor arguments; ``ValueError`` naming the parameter."""
+        h = self.hidden
+        if _is_int(h):
+            h = (h,)
+        if not isinstance(h, (tuple, list)) or len(h) == 0 or \
+                not all(_is_int(v) and v >= 1 for v in h):
+            raise ValueError(f"hidden={self.hidden!r} must be a non-empty tuple of positive "
+                             f"layer widths, e.g. (64, 64)")
+        code = activation_code(self.activation)
+        if not _is_real(self.lr) or self.lr <= 0:
+            raise ValueError(f"lr={self.lr!r} must be a finite number > 0, e.g. 0.1")
+        if not _is_int(self.n_iter) or self.n_iter < 1:
+            raise ValueError(f"n_iter={self.n_iter!r} must be an integer >= 1")
+        if self.init not in INITS:
+            raise ValueError(f"init={self.init!r} is not supported; use one of {list(INITS)}")
+        if not _is_real(self.init_scale) or self.init_scale <= 0:
+            raise ValueError(f"init_scale={self.init_scale!r} must be a finite number > 0")
+        if self.seed is not None and (not _is_int(self.seed) or self.seed < 0):
+            raise ValueError(f"seed={self.seed!r} must be a non-negative integer or None")
+        dtype = resolve_dtype(self.dtype)
+        if not _is_real(self.l2) or self.l2 < 0:
+            raise ValueError(f"l2={self.l2!r} must be a finite number >= 0")
+        cw = self.class_weight
+        if not (cw is None or (isinstance(cw, str) and cw == "balanced") or isinstance(cw, dict)):
+            raise ValueError(f"class_weight={cw!r} must be None, 'balanced' or a dict "
+                             f"{{label: weight}}")
+        if isinstance(cw, dict) and not all(_is_real(v) and v >= 0 for v in cw.values()):
+            raise ValueError(f"class_weight={cw!r}: every weight must be a finite number >= 0")
+        if not isinstance(self.early_stopping, (bool, np.bool_)):
+            raise ValueError(f"early_stopping={self.early_stopping!r} must be True or False")
+        if not _is_int(self.patience) or self.patience < 1:
+            raise ValueError(f"patience={self.patience!r} must be an integer >= 1")
+        return tuple(int(v) for v in h), code, dtype
+
+    def _sample_weight(self, yi):
+        """Per-sample weights from ``class_weight`` for class indices ``yi``."""
+        K = len(self.classes_)
+        cw = self.class_weight
+        if cw is None:
+            return np.ones(yi.shape[0])
+        if isinstance(cw, str):                       # "balanced": n / (K * n_k)
+            counts = np.bincount(yi, minlength=K).astype(float)
+            per_class = np.where(counts > 0, yi.shape[0] / (K * np.maximum(counts, 1)), 0.0)
+        else:
+            per_class = np.ones(K)
+            known = {c: k for k, c in enumerate(self.classes_.tolist())}
+            for label, wt in cw.items():
+                key = label.item() if isinstance(label, np.generic) else label
+                if key not in known:
+                    raise ValueError(f"class_weight has label {label!r}, which is not a class "
+                                     f"of y (classes: {self.classes_.tolist()})")
+                per_class[known[key]] = float(wt)
+        w = per_class[yi]
+        if w.sum() <= 0:
+            raise ValueError(f"class_weight={cw!r} gives every training sample weight 0")
+        return w
+
+    def _encode(self, y, n, name):
+        y = np.asarray(y)
+        if y.ndim != 1 or y.shape[0] != n:
+            raise ValueError(f"{name} must be 1-D with one label per row; got shape {y.shape} "
+                             f"for {n} rows")
+        idx = np.searchsorted(self.classes_, y)
+        idx = np.clip(idx, 0, len(self.classes_) - 1)
+        bad = np.flatnonzero(self.classes_[idx] != y)
+        if bad.size:
+            raise ValueError(f"{name}[{bad[0]}] = {y[bad[0]]!r} is not one of the training "
+                             f"classes {self.classes_.tolist()}")
+        return idx.astype(np.int64)
+
+    # ------------------------------------------------------------------ fit
+    def _init_params(self, sizes, dtype):
+        rng = np.random.default_rng(self.seed)
+        weights, biases = [], []
+        for fan_in, fan_out in zip(sizes[:-1], sizes[1:]):
+            if self.init == "normal":
+                W = rng.normal(0.0, self.init_scale, size=(fan_out, fan_in))
+            elif self.init == "glorot":
+                a = np.sqrt(6.0 / (fan_in + fan_out))
+                W = rng.uniform(-a, a, size=(fan_out, fan_in))
+            else:
+                W = rng.normal(0.0, np.sqrt(2.0 / fan_in), size=(fan_out, fan_in))
+            weights.append(W)
+            biases.append(np.zeros(fan_out))
+        return pack(weights, biases, dtype)
+
+    def fit(self, X, y, X_val=None, y_val=None, progress=None):
+        """Train by full-batch gradient descent.
+
+        Parameters
+        ----------
+        X : ndarray of shape (n_samples, n_features)
+        y : array-like of shape (n_samples,), any labels (at least two classes)
+        X_val : ndarray of shape (n_val, n_features) or None
+        y_val : array-like of shape (n_val,) or None
+        progress : callable(iteration, loss, val_loss) or None, called every
+            iteration (val_loss is NaN without validation data)
+
+        Returns
+        -------
+        self
+        """
+        hidden, code, dtype = self._check_hyper()
+        X = _check_X(X, dtype)
+        y = np.asarray(y)
+        if y.ndim != 1 or y.shape[0] != X.shape[0]:
+            raise ValueError(f"y must be 1-D with one label per row of X ({X.shape[0]}); "
+                             f"got shape {y.shape}")
+        if y.dtype.kind == "f" and not np.all(np.isfinite(y)):
+            raise ValueError("y has NaN labels; drop or fill those rows first")
+        self.classes_ = np.unique(y)
+        if len(self.classes_) < 2:
+            raise ValueError(f"y has only one class ({self.classes_.tolist()}); "
+                             f"a classifier needs at least two")
+        yi = self._encode(y, X.shape[0], "y")
+        w = self._sample_weight(yi)
+        has_val = X_val is not None
+        if has_val != (y_val is not None):
+            raise ValueError("pass both X_val and y_val, or neither")
+        if self.early_stopping and not has_val:
+            raise ValueError("early_stopping=True needs validation data: pass X_val and y_val "
+                             "to fit")
+        if progress is not None and not callable(progress):
+            raise ValueError(f"progress={progress!r} must be a callable(iteration, loss, "
+                             f"val_loss) or None")
+        if has_val:
+            Xv = _check_X(X_val, dtype, n_features=X.shape[1], name="X_val")
+            yv = self._encode(y_val, Xv.shape[0], "y_val")
+            wv = self._sample_weight(yv) if self.class_weight is not None else np.ones(len(yv))
+            if wv.sum() <= 0:
+                wv = np.ones(len(yv))
+            wv = wv / wv.sum()
+        self.n_features_in_ = X.shape[1]
+        sizes = [X.shape[1], *hidden, len(self.classes_)]
+        theta, sizes = self._init_params(sizes, dtype)
+        L = len(sizes) - 1
+        off = _offsets(sizes)
+        w_slices = [slice(off[l], off[l] + sizes[l + 1] * sizes[l]) for l in range(L)]
+        lr = dtype(self.lr)
+        hist = {k: np.full(self.n_iter, np.nan) for k in _HISTORY_KEYS[:4]}
+        hist["grad_abs_mean"] = np.full((self.n_iter, L), np.nan)
+        best_loss, best_theta, best_iter = np.inf, None, None
+        t = -1
+        for t in range(self.n_iter):
+            loss, grad, correct = _run_loss_and_grad(theta, sizes, code, X, yi, w, self.l2)
+            if not np.isfinite(loss) or not np.all(np.isfinite(grad)):
+                raise ValueError(
+                    f"training diverged at iteration {t}: the loss is {loss} with lr={self.lr}; "
+                    f"use a smaller learning rate (e.g. --lr {self.lr / 10:g})")
+            hist["loss"][t] = loss
+            hist["train_acc"][t] = correct / X.shape[0]
+            hist["grad_abs_mean"][t] = [np.mean(np.abs(grad[s])) for s in w_slices]
+            val_loss = np.nan
+            if has_val:
+                logP = _run_forward(theta, sizes, code, Xv, log=True)
+                val_loss = float(-np.sum(wv * logP[np.arange(len(yv)), yv]) +
+                                 0.5 * self.l2 * sum(float(np.sum(
+                                     theta[s].astype(np.float64) ** 2)) for s in w_slices))
+                hist["val_loss"][t] = val_loss
+                hist["val_acc"][t] = np.mean(np.argmax(logP, axis=1) == yv)
+            if progress is not None:
+                progress(t, loss, val_loss)
+            if self.early_stopping:
+                if val_loss < best_loss:
+                    best_loss, best_theta, best_iter = val_loss, theta.copy(), t
+                elif t - best_iter >= self.patience:
+                    break
+            theta -= lr * grad
+            if not np.all(np.isfinite(theta)):
+                raise ValueError(
+                    f"training diverged at iteration {t}: weights became non-finite with "
+                    f"lr={self.lr}; use a smaller learning rate (e.g. --lr {self.lr / 10:g})")
+        n_run = t + 1
+        self.history_ = {k: v[:n_run].copy() for k, v in hist.items()}
+        self.n_iter_ = n_run
+        self.best_iter_ = best_iter
+        if self.early_stopping and best_theta is not None:
+            theta = best_theta
+        self._set_params(theta, sizes)
+        return self
+
+    def _set_params(self, theta, sizes):
+        Ws, bs = unpack(theta, sizes)
+        self.weights_ = [W.copy() for W in Ws]
+        self.biases_ = [b.copy() for b in bs]
+
+    # -------------------------------------------------------------- predict
+    def predict_proba(self, X):
+        """Class probabilities.
+
+        Parameters
+        ----------
+        X : ndarray of shape (n_samples, n_features)
+
+        Returns
+        -------
+        P : ndarray of shape (n_samples, n_classes), columns in ``classes_`` order
+        """
+        check_is_fitted(self, "weights_")
+        dtype = self.weights_[0].dtype.type
+        theta, sizes = pack(self.weights_, self.biases_, dtype)
+        X = _check_X(X, dtype, n_features=self.n_features_in_)
+        return _run_forward(theta, sizes, activation_code(self.activation), X)
+
+    def predict(self, X):
+        """Most probable class label for each row; shape (n_samples,)."""
+        return self.classes_[np.argmax(self.predict_proba(X), axis=1)]
+
+    # ------------------------------------------------------- build, save, load
+    @classmethod
+    def from_weights(cls, weights, biases, activation, classes=None):
+        """A fitted ``MLP`` from given parameters (no training).
+
+        Parameters
+        ----------
+        weights : list of ndarray, ``weights[l]`` of shape (fan_out, fan_in)
+        biases : list of ndarray, ``biases[l]`` of shape (fan_out,)
+        activation : {"relu", "sigmoid", "tanh"}
+        classes : array-like of shape (n_classes,) or None (0..n_classes-1)
+        """
+        activation_code(activation)
+        if len(weights) < 2:
+            raise ValueError(f"need at least one hidden layer (two weight matrices); "
+                             f"got {len(weights)}")
+        theta, sizes, dtype = _check_params(weights, biases, None)
+        K = int(sizes[-1])
+        classes = np.arange(K) if classes is None else np.asarray(classes)
+        if classes.shape != (K,):
+            raise ValueError(f"classes has shape {classes.shape}; the network has {K} outputs")
+        model = cls(hidden=tuple(int(s) for s in sizes[1:-1]), activation=activation,
+                    dtype=np.dtype(dtype).name)
+        model.classes_ = classes
+        model.n_features_in_ = int(sizes[0])
+        model._set_params(theta, sizes)
+        return model
+
+    def save(self, path):
+        """Write parameters, hyper-parameters, classes and history to ``path`` (.npz).
+
+        Everything is stored as plain arrays, so ``MLP.load`` reads it with
+        ``allow_pickle=False``.
+        """
+        import json
+        check_is_fitted(self, "weights_")
+        params = self.get_params()
+        params["hidden"] = list(params["hidden"]) if not _is_int(params["hidden"]) \
+            else [int(params["hidden"])]
+        cw = params["class_weight"]
+        if isinstance(cw, dict):
+            params["class_weight"] = {"__pairs__": [[k.item() if isinstance(k, np.generic) else k,
+                                                     float(v)] for k, v in cw.items()]}
+        params["dtype"] = np.dtype(resolve_dtype(params["dtype"])).name
+        params = {k: (v.item() if isinstance(v, np.generic) else v) for k, v in params.items()}
+        classes = self.classes_
+        if classes.dtype == object:
+            classes = classes.astype(str)
+        arrays = {"params_json": np.array(json.dumps(params)), "classes": classes,
+                  "n_layers": np.array(len(self.weights_))}
+        for l, (W, b) in enumerate(zip(self.weights_, self.biases_)):
+            arrays[f"W{l}"], arrays[f"b{l}"] = W, b
+        for k, v in getattr(self, "history_", {}).items():
+            arrays[f"history_{k}"] = v
+        for k in ("n_iter_", "best_iter_"):
+            v = getattr(self, k, None)
+            arrays[k] = np.array(-1 if v is None else v)
+        np.savez(path, **arrays)
+
+    @classmethod
+    def load(cls, path):
+        """An ``MLP`` written by ``save``."""
+        import json
+        with np.load(path, allow_pickle=False) as f:
+            params = json.loads(str(f["params_json"]))
+            params["hidden"] = tuple(params["hidden"])
+            cw = params["class_weight"]
+            if isinstance(cw, dict):
+                params["class_weight"] = {k: v for k, v in cw["__pairs__"]}
+            model = cls(**params)
+            n_layers = int(f["n_layers"])
+            model.weights_ = [f[f"W{l}"] for l in range(n_layers)]
+            model.biases_ = [f[f"b{l}"] for l in range(n_layers)]
+            model.classes_ = f["classes"]
+            model.n_features_in_ = int(model.weights_[0].shape[1])
+            hist = {k[len("history_"):]: f[k] for k in f.files if k.startswith("history_")}
+            if hist:
+                model.history_ = hist
+            for k in ("n_iter_", "best_iter_"):
+                v = int(f[k])
+                setattr(model, k, None if v < 0 else v)
+        return model
