@@ -87,6 +87,12 @@ def _check_cv(cv, n, y=None):
                          f"or a smaller cv=")
 
 
+def _check_range(name, value, lo, hi):
+    """Raise unless lo <= value <= hi (a threshold given as a keyword argument)."""
+    if not isinstance(value, (int, float, np.integer, np.floating)) or not lo <= value <= hi:
+        raise ValueError(f"{name} must be a number in [{lo}, {hi}], got {value!r}")
+
+
 def _folds(y, cv, seed):
     """Stratified folds when every class has >= cv members, plain K-fold otherwise."""
     _, counts = np.unique(y, return_counts=True)
@@ -557,6 +563,9 @@ def feature_shift(train, test, numeric, categorical, alpha=0.01, ks_threshold=0.
     """
     numeric, categorical = _check_features([("train", train), ("test", test)], None,
                                            numeric, categorical)
+    _check_range("alpha", alpha, 0.0, 1.0)
+    _check_range("ks_threshold", ks_threshold, 0.0, 1.0)
+    _check_range("v_threshold", v_threshold, 0.0, 1.0)
     rows = []
     for c in numeric:
         a = pd.to_numeric(train[c], errors="coerce").dropna().to_numpy(dtype=np.float64)
@@ -701,6 +710,8 @@ def adversarial_validation(train, test, numeric, categorical, cv=5, seed=0, auc_
     """
     numeric, categorical = _check_features([("train", train), ("test", test)], None,
                                            numeric, categorical)
+    _check_range("auc_threshold", auc_threshold, 0.5, 1.0)
+    _check_range("importance_threshold", importance_threshold, 0.0, 1.0)
     rng = np.random.default_rng(seed)
     n = min(len(train), len(test), int(max_rows_per_side))
     _check_cv(cv, 2 * n)
@@ -787,6 +798,7 @@ def label_shift(train, test, target, numeric, categorical, drop_threshold=0.2, c
     _check_cv(cv, len(train))
     _check_cv(cv, len(test))
     _check_score(score)
+    _check_range("drop_threshold", drop_threshold, 0.0, 2.0)
     y_tr, y_te = _labels(train[target], test[target])
     k_tr, k_te = len(np.unique(y_tr)), len(np.unique(y_te))
     base_te = _majority_share(y_te) if score == "accuracy" else 1.0 / k_te
@@ -878,6 +890,18 @@ def diagnose(train, test, target, numeric, categorical, model_importance=None, *
         raise ValueError(f"unknown threshold(s) {unknown} for diagnose; valid names: {list(known)}")
     numeric, categorical = _check_features([("train", train), ("test", test)], target,
                                            numeric, categorical)
+    feats = numeric + categorical
+    if model_importance is not None:
+        if not isinstance(model_importance, dict) or set(model_importance) != {"train", "test"}:
+            got = (sorted(model_importance) if isinstance(model_importance, dict)
+                   else type(model_importance).__name__)
+            raise ValueError("model_importance must be {'train': {feature: score}, "
+                             f"'test': {{feature: score}}}}; got {got}")
+        for side in ("train", "test"):
+            extra = sorted(set(model_importance[side]) - set(feats))
+            if extra:
+                raise ValueError(f"model_importance[{side!r}] names unknown feature(s) {extra}; "
+                                 f"use the raw column names {feats}")
     pick = lambda keys: {k: thresholds[k] for k in keys if k in thresholds}  # noqa: E731
     fs = feature_shift(train, test, numeric, categorical, **pick(_SHIFT_KEYS))
     adv = adversarial_validation(train, test, numeric, categorical,
@@ -885,7 +909,6 @@ def diagnose(train, test, target, numeric, categorical, model_importance=None, *
     ls = label_shift(train, test, target, numeric, categorical,
                      **pick(_LABEL_KEYS + _COMMON_KEYS))
 
-    feats = numeric + categorical
     ev = pd.DataFrame(index=pd.Index(feats, name="feature"))
     ev["kind"] = fs["kind"]
     ev = ev.join(fs[["effect", "effect_threshold", "p_value", "missing_train", "missing_test",
@@ -898,15 +921,6 @@ def diagnose(train, test, target, numeric, categorical, model_importance=None, *
     ev = ev.join(ls.drop(columns=["kind", "score"]))
     imp_thr = float(thresholds.get("importance_drop_threshold", 0.5))
     if model_importance is not None:
-        if (not isinstance(model_importance, dict) or set(model_importance) != {"train", "test"}):
-            raise ValueError("model_importance must be {'train': {feature: score}, "
-                             "'test': {feature: score}}; got keys "
-                             f"{sorted(model_importance) if isinstance(model_importance, dict) else type(model_importance).__name__}")
-        for side in ("train", "test"):
-            extra = sorted(set(model_importance[side]) - set(feats))
-            if extra:
-                raise ValueError(f"model_importance[{side!r}] names unknown feature(s) {extra}; "
-                                 f"use the raw column names {feats}")
         mi_tr = pd.Series({f: float(model_importance["train"].get(f, np.nan)) for f in feats})
         mi_te = pd.Series({f: float(model_importance["test"].get(f, np.nan)) for f in feats})
         ev["model_imp_train"], ev["model_imp_test"] = mi_tr, mi_te

@@ -76,7 +76,7 @@ def test_diagnose_names_planted_shortcut(seed, kind):
     rng = np.random.default_rng(100 + seed)
     col = str(rng.choice(NUMERIC if kind == "numeric" else CATEGORICAL))
     train, test = make_pair(n_train=1500, n_test=800, seed=seed, shortcut=col)
-    res = diagnose(train, test, TARGET, NUMERIC, CATEGORICAL, seed=seed, cv=3)
+    res = diagnose(train, test, TARGET, NUMERIC, CATEGORICAL, seed=seed, cv=3, max_iter=20)
     assert res["suspect_features"] == [col]
     ev = res["evidence"]
     assert ev.loc[col, "pps_train"] > 0.6
@@ -107,8 +107,8 @@ def test_flipped_mapping_is_caught_by_transfer_not_by_marginals():
 
 
 def test_no_shift_gives_no_suspects_and_chance_auc():
-    train, test = make_pair(n_train=1500, n_test=1500, seed=7)
-    res = diagnose(train, test, TARGET, NUMERIC, CATEGORICAL)
+    train, test = make_pair(n_train=1000, n_test=1000, seed=7)
+    res = diagnose(train, test, TARGET, NUMERIC, CATEGORICAL, cv=3)
     assert res["suspect_features"] == []
     assert abs(res["summary"]["adversarial_auc"] - 0.5) < 0.06
     assert res["summary"]["n_shifted"] == 0
@@ -119,21 +119,22 @@ def test_no_shift_gives_no_suspects_and_chance_auc():
 
 
 def test_covariate_shift_is_flagged_by_feature_shift_not_label_shift():
-    train, test = make_pair(n_train=2000, n_test=1500, seed=11, num0_shift=0.8)
+    train, test = make_pair(n_train=1200, n_test=1000, seed=11, num0_shift=0.8)
     fs = feature_shift(train, test, NUMERIC, CATEGORICAL)
     assert fs.index[fs["shifted"]].tolist() == ["num_0"]
     assert fs.loc["num_0", "effect"] > 0.2 and fs.loc["num_0", "p_value"] < 1e-6
-    ls = label_shift(train, test, TARGET, NUMERIC, CATEGORICAL)
+    ls = label_shift(train, test, TARGET, NUMERIC, CATEGORICAL, cv=3)
     assert not ls["suspect"].any()
-    adv = adversarial_validation(train, test, NUMERIC, CATEGORICAL)
+    assert ls.loc["num_0", "pps_test"] > 0.2 and ls.loc["num_0", "transfer_pps"] > 0.2
+    adv = adversarial_validation(train, test, NUMERIC, CATEGORICAL, cv=3)
     assert adv["auc_no_missing"] > 0.6 and adv["distribution_shift"]
     assert adv["importance"].index[0] == "num_0"
     assert adv["importance"]["used"].tolist().count(True) == 1
 
 
 def test_train_only_missingness_is_reported_apart_from_shift():
-    train, test = make_pair(n_train=1500, n_test=1500, seed=5, train_nan=("num_2", 0.4))
-    adv = adversarial_validation(train, test, NUMERIC, CATEGORICAL)
+    train, test = make_pair(n_train=1000, n_test=1000, seed=5, train_nan=("num_2", 0.4))
+    adv = adversarial_validation(train, test, NUMERIC, CATEGORICAL, cv=3)
     assert adv["auc_missing_only"] > 0.65 and adv["missingness_signal"]
     assert adv["auc"] > 0.65                                # raw model sees the NaNs
     assert abs(adv["auc_no_missing"] - 0.5) < 0.06 and not adv["distribution_shift"]
@@ -154,7 +155,7 @@ def test_feature_shift_categorical_cramers_v_by_hand():
 def test_model_importance_joins_evidence():
     train, test = make_pair(n_train=1000, n_test=600, seed=4, shortcut="num_3")
     imp = {"train": {"num_3": 0.4, "num_0": 0.1}, "test": {"num_3": 0.01, "num_0": 0.09}}
-    res = diagnose(train, test, TARGET, NUMERIC, CATEGORICAL, model_importance=imp)
+    res = diagnose(train, test, TARGET, NUMERIC, CATEGORICAL, model_importance=imp, cv=3)
     ev = res["evidence"]
     assert ev.loc["num_3", "model_imp_drop"] == pytest.approx(0.39)
     assert ev.loc["num_3", "model_imp_collapsed"] and not ev.loc["num_0", "model_imp_collapsed"]
@@ -275,5 +276,14 @@ def test_bad_arguments_raise_actionable_errors():
         correlation_pairs(np.array([[0.0, np.nan], [1.0, 2.0]]), ["a", "b"])
     with pytest.raises(ValueError, match="no features given"):
         feature_shift(train, test, [], [])
+    with pytest.raises(ValueError, match=r"alpha must be a number in \[0.0, 1.0\], got 5"):
+        feature_shift(train, test, NUMERIC, CATEGORICAL, alpha=5)
+    with pytest.raises(ValueError, match="auc_threshold must be a number in"):
+        diagnose(train, test, TARGET, NUMERIC, CATEGORICAL, auc_threshold=0.2)
+    with pytest.raises(ValueError, match="score must be one of"):
+        label_shift(train, test, TARGET, NUMERIC, CATEGORICAL, score="f1")
     with pytest.raises(ValueError, match="model_importance must be"):
         diagnose(train, test, TARGET, NUMERIC, CATEGORICAL, model_importance={"train": {}})
+    with pytest.raises(ValueError, match=r"model_importance\['test'\] names unknown feature"):
+        diagnose(train, test, TARGET, NUMERIC, CATEGORICAL,
+                 model_importance={"train": {}, "test": {"nope": 1.0}})
