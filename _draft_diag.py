@@ -269,8 +269,8 @@ def missing_table(train, test):
                 r[f"{name}_missing"], r[f"{name}_share"] = n, n / len(df)
             else:
                 r[f"{name}_missing"], r[f"{name}_share"] = np.nan, np.nan
-        r["only_in_train"] = bool(r["train_missing"] == r["train_missing"] and r["train_missing"] > 0
-                                  and r["test_missing"] == 0)
+        tr_n, te_n = r["train_missing"], r["test_missing"]
+        r["only_in_train"] = bool(tr_n == tr_n and tr_n > 0 and te_n == 0)   # NaN != NaN
         rows.append(r)
     return pd.DataFrame(rows).set_index("column")
 
@@ -305,8 +305,9 @@ def class_distribution(y, imbalance_threshold=1.5):
     table.index.name = "class"
     ratio = float(counts.max() / counts.min())
     return {"table": table, "n_samples": int(len(s)), "n_classes": int(len(counts)),
-            "majority_class": counts.idxmax(), "majority_baseline_accuracy": float(counts.max() / len(s)),
-            "minority_class": counts.idxmin(), "imbalance_ratio": ratio,
+            "majority_class": to_jsonable(counts.idxmax()),
+            "majority_baseline_accuracy": float(counts.max() / len(s)),
+            "minority_class": to_jsonable(counts.idxmin()), "imbalance_ratio": ratio,
             "imbalance_threshold": float(imbalance_threshold),
             "imbalanced": bool(ratio >= imbalance_threshold)}
 
@@ -596,7 +597,8 @@ def feature_shift(train, test, numeric, categorical, alpha=0.01, ks_threshold=0.
     out["alpha"] = float(alpha)
     out["missing_train"] = [float(train[c].isna().mean()) for c in out.index]
     out["missing_test"] = [float(test[c].isna().mean()) for c in out.index]
-    out["shifted"] = ((out["effect"] > out["effect_threshold"]) & (out["p_value"] < alpha)).astype(bool)
+    out["shifted"] = ((out["effect"] > out["effect_threshold"])
+                      & (out["p_value"] < alpha)).astype(bool)
     return out
 
 
@@ -847,7 +849,8 @@ def diagnose(train, test, target, numeric, categorical, model_importance=None, *
 
     ``suspect_features`` = the features that :func:`label_shift` marks
     ``suspect`` (pps drop from train to test, or from train to the
-    train-fitted tree scored on test, >= ``drop_threshold``), sorted by name. A covariate shift alone does not make a feature suspect: the
+    train-fitted tree scored on test, >= ``drop_threshold``), sorted by name.
+    A covariate shift alone does not make a feature suspect: the
     model can still be right on shifted inputs if the relationship holds.
 
     Parameters
@@ -966,12 +969,18 @@ def _explain(ev, adv, shifted, suspects, has_model, score_name):
     if used:
         lines.append("The adversarial classifier relies on: " + ", ".join(
             f"{f} (AUC drop {adv['importance'].loc[f, 'auc_drop']:.3f})" for f in used) + ".")
+    joint = [f for f in used if not ev.loc[f, "shifted"]]
+    if joint and adv["distribution_shift"]:
+        lines.append(f"{', '.join(joint)}: used by the adversarial classifier without a "
+                     f"marginal shift of its own, so its joint distribution with the other "
+                     f"features differs.")
     if shifted:
         lines.append(f"{len(shifted)} of {len(ev)} features shift marginally: " + ", ".join(
             f"{f} (effect {ev.loc[f, 'shift_effect']:.3f} > {ev.loc[f, 'shift_threshold']:.2f}, "
             f"p={ev.loc[f, 'shift_p']:.1e})" for f in shifted) + ".")
     else:
-        lines.append(f"None of the {len(ev)} features shifts marginally beyond its effect threshold.")
+        lines.append(f"None of the {len(ev)} features shifts marginally beyond its effect "
+                     f"threshold.")
     if suspects:
         for f in suspects:
             r = ev.loc[f]
