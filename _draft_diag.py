@@ -972,7 +972,7 @@ def _explain(ev, adv, shifted, suspects, has_model, score_name):
     joint = [f for f in used if not ev.loc[f, "shifted"]]
     if joint and adv["distribution_shift"]:
         lines.append(f"{', '.join(joint)}: used by the adversarial classifier without a "
-                     f"marginal shift of its own, so its joint distribution with the other "
+                     f"marginal shift of its own: its joint distribution with the other "
                      f"features differs.")
     if shifted:
         lines.append(f"{len(shifted)} of {len(ev)} features shift marginally: " + ", ".join(
