@@ -13,7 +13,7 @@ import pandas as pd
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from _draft_diag import (  # noqa: E402
+from prep import (  # noqa: E402
     adversarial_validation, class_distribution, correlation_pairs, diagnose, dominance,
     feature_shift, label_shift, missing_table, predictive_power, structure_table,
     to_jsonable)
