@@ -7,8 +7,11 @@
 # kernel serves both models; the wrappers only differ in how they name things.
 from mlp import _act, _act_grad, ACTIVATIONS, activation_code, resolve_dtype  # noqa: E402  (deleted when merged into mlp.py)
 
+import os  # noqa: E402
+from concurrent.futures import ThreadPoolExecutor  # noqa: E402
+
 import numpy as np  # noqa: E402
-from numba import njit, prange  # noqa: E402
+from numba import njit  # noqa: E402
 
 #: output non-linearities g1 of the shared-bias network (codes used by the kernel)
 BIAS_NET_OUTPUTS = {"sigmoid": 0, "identity": 1, "softmax": 2}
@@ -20,14 +23,14 @@ _SIGMOID_CODE = 1            # ACTIVATIONS["sigmoid"], reused for the output sig
 # Samples per block. The kernel is serial and works on one block of samples at
 # a time with the sample index innermost (X passed transposed), so the loops
 # over samples vectorise; parallelism is across training runs (one run per
-# thread, see _train_bias_runs), which keeps every result thread-independent.
+# thread, see _train_bias_many), which keeps every result thread-independent.
 _BIAS_NET_BLOCK = 256
 # reassociation lets LLVM vectorise the per-block sums over samples; no
 # nnan/ninf, so the isfinite guards keep working (see STYLE.md).
 _BIAS_NET_FASTMATH = {"nsz", "arcp", "contract", "reassoc"}
 
 
-@njit(cache=True, fastmath=_BIAS_NET_FASTMATH)
+@njit(cache=True, nogil=True, fastmath=_BIAS_NET_FASTMATH)
 def _bias_net_loss_and_grads(W, U, b1, b2, XT, YT, hcode, ocode, lcode):
     """L = mean_i l(g1(U g(W x_i + b1) + b2), y_i); dL/dW, dL/dU, dL/db1 (hidden path), dL/db2 (output path), #argmax hits."""
     d, n = XT.shape
@@ -199,63 +202,55 @@ def _bias_net_loss_and_grads(W, U, b1, b2, XT, YT, hcode, ocode, lcode):
     return loss * inv, gW * inv, gU * inv, gb1 * inv, gb2 * inv, hits
 
 
-@njit(cache=True, parallel=True)
-def _train_bias_runs(XT, YT, W0, U0, b0, shared, lr, n_iter, hcode, ocode, lcode):
-    """Full-batch GD for R runs in parallel (one run per prange iteration): theta <- theta - lr dL/dtheta.
+@njit(cache=True, nogil=True)
+def _train_bias_run(XT, YT, W, U, b0, shared, lr, n_iter, hcode, ocode, lcode, rec):
+    """Full-batch GD of one run, theta <- theta - lr dL/dtheta, in place on W, U.
 
-    W0 (R, m, d), U0 (R, k, m), b0 (R, m), shared (R,) bool, lr (R,).
-    Returns rec (R, n_iter + 1, 5) with columns loss, accuracy, ||db output
-    path||, ||db hidden path||, cosine (NaN after divergence), diverged_at (R,)
-    (-1 if never), and the last finite parameters W, U, b1, b2.
+    Fills rec (n_iter + 1, 5) with loss, accuracy, ||db output path||,
+    ||db hidden path|| and their cosine before each step (rows from a
+    divergence on are left as they are). Returns (diverged_at or -1, b1, b2)
+    and leaves W, U (and b1, b2) at the last parameters with a finite loss.
     """
-    R, m, d = W0.shape
-    k = U0.shape[1]
     n = XT.shape[1]
-    rec = np.full((R, n_iter + 1, 5), np.nan)
-    div_at = np.full(R, -1, dtype=np.int64)
-    Wl = W0.copy()
-    Ul = U0.copy()
-    b1l = b0.copy()
-    b2l = b0.copy()
-    for r in prange(R):
-        W = W0[r].copy()
-        U = U0[r].copy()
-        b1 = b0[r].copy()
-        b2 = b0[r].copy()
-        L0 = np.inf
-        for t in range(n_iter + 1):
-            # shared run: b1 == b2 == b, and db1, db2 are the hidden and output paths of dL/db
-            L, gW, gU, gb1, gb2, hits = _bias_net_loss_and_grads(W, U, b1, b2, XT, YT,
-                                                                 hcode, ocode, lcode)
-            if t == 0:
-                L0 = L
-            if not (np.isfinite(L) and L <= 10 * L0 and np.all(np.isfinite(gW))
-                    and np.all(np.isfinite(gU))):
-                div_at[r] = t
-                break
-            Wl[r] = W
-            Ul[r] = U
-            b1l[r] = b1
-            b2l[r] = b2
-            n_out = np.sqrt(np.sum(gb2 * gb2))
-            n_hid = np.sqrt(np.sum(gb1 * gb1))
-            rec[r, t, 0] = L
-            rec[r, t, 1] = hits / n
-            rec[r, t, 2] = n_out
-            rec[r, t, 3] = n_hid
-            if n_out > 0 and n_hid > 0:
-                rec[r, t, 4] = np.sum(gb1 * gb2) / (n_out * n_hid)
-            if t == n_iter:
-                break
-            W -= lr[r] * gW
-            U -= lr[r] * gU
-            if shared[r]:
-                b1 -= lr[r] * (gb1 + gb2)
-                b2[:] = b1
-            else:
-                b1 -= lr[r] * gb1
-                b2 -= lr[r] * gb2
-    return rec, div_at, Wl, Ul, b1l, b2l
+    b1 = b0.copy()
+    b2 = b0.copy()
+    Wp, Up, b1p, b2p = W.copy(), U.copy(), b1.copy(), b2.copy()  # previous step
+    L0 = np.inf
+    for t in range(n_iter + 1):
+        # shared run: b1 == b2 == b, and db1, db2 are the hidden and output paths of dL/db
+        L, gW, gU, gb1, gb2, hits = _bias_net_loss_and_grads(W, U, b1, b2, XT, YT,
+                                                             hcode, ocode, lcode)
+        if t == 0:
+            L0 = L
+        if not (np.isfinite(L) and L <= 10 * L0 and np.all(np.isfinite(gW))
+                and np.all(np.isfinite(gU))):
+            if t > 0:
+                W[:] = Wp
+                U[:] = Up
+            return t, b1p, b2p
+        n_out = np.sqrt(np.sum(gb2 * gb2))
+        n_hid = np.sqrt(np.sum(gb1 * gb1))
+        rec[t, 0] = L
+        rec[t, 1] = hits / n
+        rec[t, 2] = n_out
+        rec[t, 3] = n_hid
+        if n_out > 0 and n_hid > 0:
+            rec[t, 4] = np.sum(gb1 * gb2) / (n_out * n_hid)
+        if t == n_iter:
+            break
+        Wp[:] = W
+        Up[:] = U
+        b1p[:] = b1
+        b2p[:] = b2
+        W -= lr * gW
+        U -= lr * gU
+        if shared:
+            b1 -= lr * (gb1 + gb2)
+            b2[:] = b1
+        else:
+            b1 -= lr * gb1
+            b2 -= lr * gb2
+    return -1, b1, b2
 
 
 def _bias_net_codes(hidden, output, loss):
@@ -467,24 +462,32 @@ def train_bias_model(X, Y, W0, U0, b0, shared=True, lr=0.5, n_iter=300, hidden="
 _REC_KEYS = ("loss", "accuracy", "norm_output_path", "norm_hidden_path", "cos_paths")
 
 
-def _train_bias_many(X, Y, inits, shared, lrs, n_iter, codes):
-    """Run ``_train_bias_runs`` on validated float64 inputs; one result dict per run."""
+def _train_bias_many(X, Y, inits, shared, lrs, n_iter, codes, n_jobs=None):
+    """Run ``_train_bias_run`` for each (init, shared, lr) on validated float64 inputs.
+
+    Runs are independent and the kernel releases the GIL, so they go to a
+    thread pool; each run writes only its own arrays, so results do not depend
+    on ``n_jobs``. Returns one result dict per run, in order.
+    """
     XT, YT = np.ascontiguousarray(X.T), np.ascontiguousarray(Y.T)   # (d, n), (k, n)
-    W0 = np.ascontiguousarray(np.stack([w for w, _, _ in inits]))    # (R, m, d)
-    U0 = np.ascontiguousarray(np.stack([u for _, u, _ in inits]))    # (R, k, m)
-    b0 = np.ascontiguousarray(np.stack([b for _, _, b in inits]))    # (R, m)
-    rec, div_at, Wl, Ul, b1l, b2l = _train_bias_runs(
-        XT, YT, W0, U0, b0, np.asarray(shared, dtype=np.bool_),
-        np.asarray(lrs, dtype=np.float64), n_iter, *codes)
-    out = []
-    for r in range(len(inits)):
-        res = {key: rec[r, :, col].copy() for col, key in enumerate(_REC_KEYS)}
-        at = int(div_at[r])
-        params = ({"W": Wl[r], "U": Ul[r], "b": b1l[r]} if shared[r] else
-                  {"W": Wl[r], "U": Ul[r], "b1": b1l[r], "b2": b2l[r]})
-        res.update(diverged=at >= 0, diverged_at=at if at >= 0 else None, params=params)
-        out.append(res)
-    return out
+
+    def one(r):
+        W0, U0, b0 = inits[r]
+        W, U = W0.copy(), U0.copy()
+        rec = np.full((n_iter + 1, len(_REC_KEYS)), np.nan)
+        at, b1, b2 = _train_bias_run(XT, YT, W, U, b0.copy(), bool(shared[r]),
+                                     float(lrs[r]), n_iter, *codes, rec)
+        res = {key: rec[:, col].copy() for col, key in enumerate(_REC_KEYS)}
+        params = ({"W": W, "U": U, "b": b1} if shared[r] else
+                  {"W": W, "U": U, "b1": b1, "b2": b2})
+        res.update(diverged=at >= 0, diverged_at=int(at) if at >= 0 else None, params=params)
+        return res
+
+    n_jobs = n_jobs or os.cpu_count() or 1
+    if n_jobs == 1 or len(inits) == 1:
+        return [one(r) for r in range(len(inits))]
+    with ThreadPoolExecutor(max_workers=n_jobs) as pool:
+        return list(pool.map(one, range(len(inits))))
 
 
 def bias_experiment(X, Y, lrs=(0.05, 0.1, 0.3, 1.0, 3.0), seeds=(0, 1, 2, 3, 4), n_iter=300,

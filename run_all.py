@@ -24,7 +24,6 @@ Writes, under ``--out`` (default ``out/``), every file atomically:
 import argparse
 import json
 import math
-import os
 import platform
 import sys
 import time
@@ -325,9 +324,121 @@ def _not_implemented(ctx, what):
 
 def part_a(ctx):
     """Part A: structure, missing values and imputation, class balance, encoding, EDA plots,
-    correlations, dominant features. Writes figures/a_*.png, tables/a_*.csv."""
-    # PLACEHOLDER: the lead fills this in.
-    ctx.metrics["partA"].update(_not_implemented(ctx, "data summary and exploratory analysis"))
+    correlations, predictive power and dominant features. Writes figures/a_*.png, tables/a_*.csv."""
+    import plots
+    import prep
+
+    ds, cfg, r = ctx.dataset, ctx.cfg, ctx.report
+    m = ctx.metrics["partA"]
+    tgt, num, cat = ds.target, list(ds.numeric), list(ds.categorical)
+
+    r.heading("Structure", 3)
+    st = prep.structure_table(ds.train, tgt)
+    ctx.save_table(st.reset_index(), "a_structure", caption="Columns of train.csv")
+    r.para(f"train: {len(ds.train):,} rows × {ds.train.shape[1]} columns "
+           f"({len(num)} numeric, {len(cat)} categorical, target `{tgt}`); "
+           f"test: {len(ds.test):,} rows.")
+    m["structure"] = {"n_train": len(ds.train), "n_test": len(ds.test), "numeric": num,
+                      "categorical": cat, "target": tgt, "columns": prep.to_jsonable(st.reset_index())}
+
+    r.heading("Missing values and imputation", 3)
+    miss = prep.missing_table(ds.train, ds.test)
+    ctx.save_table(miss.reset_index(), "a_missing", caption="Missing cells per column", floatfmt=".3g")
+    fit_df = ctx.data["train_df"]
+    skew = {c: float(fit_df[c].skew()) for c in num}
+    n_cells = int(miss["train_missing"].fillna(0).sum())
+    only_train = [c for c, v in miss["only_in_train"].items() if v]
+    r.bullets([
+        f"{n_cells:,} missing cells in train across "
+        f"{int((miss['train_missing'].fillna(0) > 0).sum())} columns; "
+        f"{int(miss['test_missing'].fillna(0).sum()):,} in test"
+        + (f" (columns missing only in train: {', '.join(only_train)})" if only_train else "") + ".",
+        "Numeric columns are imputed with the **median** of the training split: "
+        + ", ".join(f"`{c}` skewness {s:+.2f}" for c, s in skew.items())
+        + "; the median is robust to the long tails a mean would follow.",
+        "Categorical columns are imputed with the **most frequent level** of the training split.",
+        "Imputation never looks at the label (a rule that uses the label cannot be applied to "
+        "unlabelled rows and leaks the target) and is fit on the training split only, never on "
+        "validation or test. Part D tries missing-value indicator columns as a mitigation.",
+    ])
+    m["missing"] = prep.to_jsonable(miss.reset_index())
+    m["imputation"] = {"numeric": "median (training split)", "categorical": "most frequent (training split)",
+                       "skewness": skew}
+
+    r.heading("Class distribution", 3)
+    cd = prep.class_distribution(ds.train[tgt])
+    fig = plots.class_distribution(cd["table"]["count"].to_numpy(), list(cd["table"].index))
+    ctx.save_figure(fig, "a_class_distribution.png", "Class counts and shares in train.csv")
+    r.para(f"Majority class {cd['majority_class']} holds {cd['majority_baseline_accuracy']:.1%} of the "
+           f"rows (the accuracy of always predicting it); the smallest class {cd['minority_class']} "
+           f"holds {cd['table']['share'].min():.1%}; imbalance ratio max/min = "
+           f"{cd['imbalance_ratio']:.1f}.")
+    ctx.save_table(cd["table"].reset_index(), "a_classes", caption="Class counts (train)", show=False)
+    m["class_distribution"] = prep.to_jsonable({k: v for k, v in cd.items()})
+
+    r.heading("Encoding and scaling", 3)
+    stats = ctx.data["preprocessor"].statistics_
+    spread = {c: float(fit_df[c].std()) for c in num}
+    r.bullets([
+        f"{len(cat)} categorical columns become {sum(1 for s in ctx.data['feature_source'] if s in cat)} "
+        "one-hot columns (nominal levels have no order; an integer code would invent one). "
+        "Levels unseen in training encode as all zeros.",
+        "Numeric columns are z-scored with the training split's mean and standard deviation: their "
+        "standard deviations range from " + f"{min(spread.values()):.3g} to {max(spread.values()):.3g}"
+        " before scaling, and gradient descent with one learning rate needs inputs on one scale."
+        if num else "No numeric columns.",
+        f"{len(ctx.data['feature_names'])} encoded features in total.",
+    ])
+    m["encoding"] = {"feature_names": list(ctx.data["feature_names"]),
+                     "feature_source": list(ctx.data["feature_source"]),
+                     "statistics": prep.to_jsonable(stats)}
+
+    r.heading("Features against the target", 3)
+    if num:
+        ctx.save_figure(plots.numeric_boxplots(ds.train, num, tgt), "a_numeric_boxplots.png",
+                        "Numeric features by class (train)")
+    if cat:
+        ctx.save_figure(plots.categorical_countplots(ds.train, cat, tgt), "a_categorical_counts.png",
+                        "Categorical features by class (train)")
+
+    r.heading("Correlations", 3)
+    corr, pairs = prep.correlation_pairs(ctx.data["X_train"], ctx.data["feature_names"],
+                                         threshold=cfg.corr_threshold)
+    ctx.save_figure(plots.correlation_heatmap(corr, cfg.corr_threshold), "a_correlation.png",
+                    "Pearson correlation of the encoded training features")
+    if len(pairs):
+        ctx.save_table(pairs, "a_correlated_pairs", caption=f"Pairs with |r| ≥ {cfg.corr_threshold:g}",
+                       floatfmt=".3f")
+    else:
+        r.para(f"No pair of encoded features has |r| ≥ {cfg.corr_threshold:g}.")
+    m["correlated_pairs"] = prep.to_jsonable(pairs)
+
+    r.heading("Which features should matter", 3)
+    pp = prep.predictive_power(ds.train, tgt, num, cat, seed=cfg.seed)
+    ctx.save_table(pp.reset_index(), "a_predictive_power", floatfmt=".3f",
+                   caption="Each feature alone: cross-validated single-feature tree (pps: 0 = no "
+                           "better than chance, 1 = perfect) and mutual information with the label")
+    dom = prep.dominance(pp)
+    top = list(pp.index[:3])
+    text = ("By predictive power the features expected to matter most are "
+            + ", ".join(f"`{f}` (pps {pp.loc[f, 'pps']:.2f})" for f in top) + ". ")
+    if dom["dominant"]:
+        text += (f"**`{dom['feature']}` is suspiciously dominant**: alone it reaches pps "
+                 f"{dom['pps']:.2f}, {dom['observed_ratio']:.1f}× the runner-up `{dom['runner_up']}` "
+                 f"({dom['runner_up_pps']:.2f}). A single feature that predicts a label this well "
+                 "deserves a check that the relationship also holds on new data (Part D).")
+    else:
+        ratio = dom["observed_ratio"]
+        text += ("No feature dominates" + (f": the best reaches {ratio:.1f}× the runner-up "
+                 f"(threshold {dom['ratio']:g}× and pps ≥ {dom['min_pps']:g})." if ratio is not None else "."))
+    r.para(text)
+    m["predictive_power"] = prep.to_jsonable(pp.reset_index())
+    m["dominance"] = prep.to_jsonable(dom)
+    m["expected_top_features"] = top
+    m["headline"] = (f"{len(ds.train):,} rows, {n_cells:,} missing cells, majority baseline "
+                     f"{cd['majority_baseline_accuracy']:.3f}; top feature {top[0]}"
+                     + (" (dominant)" if dom["dominant"] else ""))
+    ctx.results["predictive_power"] = pp
 
 
 def part_b(ctx):
