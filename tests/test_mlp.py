@@ -1,0 +1,334 @@
+"""Tests of the network core in mlp.py: kernels against finite differences and
+the NumPy reference, thread-count determinism, and the MLP estimator.
+
+All data is tiny and made here. float32 tolerance: kernels accumulate in
+float32 per tile (the loss in float64), so float32 results are compared to the
+float64 reference with rtol 1e-4 relative to the largest entry of each array.
+"""
+import numba
+import numpy as np
+import pytest
+from numpy.testing import assert_allclose, assert_array_equal
+
+import mlp
+
+ACTS = ["relu", "sigmoid", "tanh"]
+
+
+def make_net(sizes, seed=0, scale=0.7):
+    rng = np.random.default_rng(seed)
+    Ws = [rng.normal(0, scale, size=(o, i)) for i, o in zip(sizes[:-1], sizes[1:])]
+    bs = [rng.normal(0, scale, size=o) for o in sizes[1:]]
+    return Ws, bs
+
+
+def make_data(n, d, K, seed=1):
+    rng = np.random.default_rng(seed)
+    return rng.normal(size=(n, d)), rng.integers(0, K, n)
+
+
+def make_blobs(n=120, d=4, K=3, seed=0):
+    rng = np.random.default_rng(seed)
+    y = rng.integers(0, K, n)
+    centers = rng.normal(0, 2.0, size=(K, d))
+    return centers[y] + rng.normal(size=(n, d)), y
+
+
+# ------------------------------------------------------------ hand example
+def test_hand_example():
+    # x = 1, one ReLU unit h = relu(2*1 + 0.5) = 2.5, logits z = (2.5, -2.5), y = 0
+    Ws = [np.array([[2.0]]), np.array([[1.0], [-1.0]])]
+    bs = [np.array([0.5]), np.array([0.0, 0.0])]
+    loss, dW, db = mlp.loss_and_grads(Ws, bs, np.array([[1.0]]), np.array([0]), "relu")
+    p1 = 0.0066928509242848554               # softmax(z)[1] = 1 / (1 + e^5)
+    assert loss == pytest.approx(0.006715348489117967, rel=1e-12)    # log(1 + e^-5)
+    assert_allclose(db[1], [-p1, p1], rtol=1e-12)                    # P - Y
+    assert_allclose(dW[1], [[-2.5 * p1], [2.5 * p1]], rtol=1e-12)     # (P - Y) h
+    assert_allclose(db[0], [-2 * p1], rtol=1e-12)                    # W2^T (P - Y) * relu'
+    assert_allclose(dW[0], [[-2 * p1]], rtol=1e-12)                  # ... * x
+    P = mlp.forward(Ws, bs, np.array([[1.0]]), "relu")
+    assert_allclose(P, [[1 - p1, p1]], rtol=1e-12)
+
+
+# --------------------------------------------------- finite differences
+@pytest.mark.parametrize("activation", ACTS)
+@pytest.mark.parametrize("hidden", [(5,), (5, 3), (5, 3, 4)])
+@pytest.mark.parametrize("l2, weighted", [(0.0, False), (0.3, True)])
+def test_gradient_matches_finite_differences(activation, hidden, l2, weighted):
+    sizes = [4, *hidden, 3]
+    Ws, bs = make_net(sizes)
+    X, y = make_data(7, 4, 3)
+    sw = np.random.default_rng(2).uniform(0.2, 2.0, 7) if weighted else None
+    loss, dW, db = mlp.loss_and_grads(Ws, bs, X, y, activation, l2=l2, sample_weight=sw)
+    theta, sz = mlp.pack(Ws, bs)
+    code = mlp.activation_code(activation)
+    w = np.ones(7) if sw is None else sw
+    eps = 1e-6
+    fd = np.empty_like(theta)
+    for p in range(theta.size):
+        tp, tm = theta.copy(), theta.copy()
+        tp[p] += eps
+        tm[p] -= eps
+        lp = mlp._run_loss_and_grad(tp, sz, code, X, y, w, l2)[0]
+        lm = mlp._run_loss_and_grad(tm, sz, code, X, y, w, l2)[0]
+        fd[p] = (lp - lm) / (2 * eps)
+    grad, _ = mlp.pack(dW, db)
+    assert_allclose(grad, fd, rtol=1e-5, atol=1e-8)
+    assert loss == pytest.approx(mlp._run_loss_and_grad(theta, sz, code, X, y, w, l2)[0])
+
+
+# ------------------------------------------------------ kernel vs reference
+# n = 1 (less than a tile), 7, exactly one tile, not a multiple of the tile,
+# and enough rows for MAX_BLOCKS blocks of several tiles each.
+NS = [1, 7, mlp.TILE, mlp.TILE + 45, mlp.TILE * mlp.MAX_BLOCKS * 2 + 37]
+
+
+@pytest.mark.parametrize("n", NS)
+@pytest.mark.parametrize("activation", ACTS)
+def test_kernels_match_reference_float64(n, activation):
+    sizes = [5, 6, 4, 3]
+    Ws, bs = make_net(sizes, seed=n)
+    X, y = make_data(n, 5, 3, seed=n)
+    sw = np.random.default_rng(n).uniform(0, 2, n) + 0.01
+    loss, dW, db, correct = mlp.loss_and_grads(Ws, bs, X, y, activation, l2=0.05,
+                                               sample_weight=sw, return_n_correct=True)
+    rloss, rdW, rdb = mlp.reference_loss_and_grads(Ws, bs, X, y, activation, l2=0.05,
+                                                   sample_weight=sw)
+    assert loss == pytest.approx(rloss, rel=1e-10)
+    for a, b in zip(dW + db, rdW + rdb):
+        assert_allclose(a, b, rtol=1e-10, atol=1e-12 * np.abs(b).max())
+    P = mlp.forward(Ws, bs, X, activation)
+    assert_allclose(P, mlp.reference_forward(Ws, bs, X, activation), rtol=1e-10, atol=1e-15)
+    assert correct == np.sum(np.argmax(P, axis=1) == y)
+
+
+@pytest.mark.parametrize("n", [7, mlp.TILE + 45, mlp.TILE * mlp.MAX_BLOCKS * 2 + 37])
+def test_kernels_match_reference_float32(n):
+    sizes = [5, 6, 4, 3]
+    Ws, bs = make_net(sizes, seed=n)
+    X, y = make_data(n, 5, 3, seed=n)
+    W32 = [W.astype(np.float32) for W in Ws]
+    b32 = [b.astype(np.float32) for b in bs]
+    loss, dW, db = mlp.loss_and_grads(W32, b32, X, y, "tanh", l2=0.05)
+    assert all(g.dtype == np.float32 for g in dW + db)
+    # reference evaluated at the float32-rounded parameters and inputs
+    X32 = X.astype(np.float32).astype(np.float64)
+    rloss, rdW, rdb = mlp.reference_loss_and_grads(
+        [W.astype(np.float64) for W in W32], [b.astype(np.float64) for b in b32],
+        X32, y, "tanh", l2=0.05)
+    assert loss == pytest.approx(rloss, rel=1e-5)
+    for a, b in zip(dW + db, rdW + rdb):
+        assert_allclose(a, b, rtol=1e-4, atol=1e-4 * np.abs(b).max())
+    P = mlp.forward(W32, b32, X, "tanh")
+    assert P.dtype == np.float32
+    assert_allclose(P, mlp.reference_forward(Ws, bs, X32, "tanh"), atol=1e-5)
+
+
+def test_extreme_logits_are_stable():
+    Ws, bs = make_net([3, 4, 2])
+    Ws[-1] = Ws[-1] * 1e4                  # logits of order 1e4: naive exp overflows
+    X, y = make_data(20, 3, 2)
+    loss, dW, db = mlp.loss_and_grads(Ws, bs, X, y, "sigmoid")
+    rloss, rdW, _ = mlp.reference_loss_and_grads(Ws, bs, X, y, "sigmoid")
+    assert np.isfinite(loss) and loss == pytest.approx(rloss, rel=1e-10)
+    assert_allclose(dW[0], rdW[0], rtol=1e-9, atol=1e-9)
+
+
+# --------------------------------------------------------- determinism
+@pytest.fixture
+def restore_threads():
+    n = numba.get_num_threads()
+    yield
+    numba.set_num_threads(n)
+
+
+def test_one_and_two_threads_identical(restore_threads):
+    if numba.config.NUMBA_NUM_THREADS < 2:
+        pytest.skip("numba was started with fewer than 2 threads")
+    Ws, bs = make_net([5, 6, 4, 3])
+    X, y = make_data(mlp.TILE * mlp.MAX_BLOCKS + 99, 5, 3)
+    results = []
+    for threads in (1, 2):
+        numba.set_num_threads(threads)
+        loss, dW, db = mlp.loss_and_grads(Ws, bs, X, y, "relu", l2=0.1)
+        Xb, yb = make_blobs(n=700, d=4, K=3)
+        m = mlp.MLP(hidden=(6, 5), n_iter=15, lr=0.3).fit(Xb[:500], yb[:500], Xb[500:], yb[500:])
+        results.append((loss, dW + db, m))
+    (l1, g1, m1), (l2, g2, m2) = results
+    assert l1 == l2
+    for a, b in zip(g1, g2):
+        assert_array_equal(a, b)
+    for k in m1.history_:
+        assert_array_equal(m1.history_[k], m2.history_[k])
+    for a, b in zip(m1.weights_ + m1.biases_, m2.weights_ + m2.biases_):
+        assert_array_equal(a, b)
+
+
+# -------------------------------------------------------------- estimator
+def test_fit_learns_and_records_history():
+    X, y = make_blobs()
+    calls = []
+    m = mlp.MLP(hidden=(8, 6), n_iter=60, lr=0.5).fit(
+        X[:90], y[:90], X[90:], y[90:], progress=lambda t, l, v: calls.append((t, l, v)))
+    h = m.history_
+    assert [len(h[k]) for k in ("loss", "val_loss", "train_acc", "val_acc")] == [60] * 4
+    assert h["grad_abs_mean"].shape == (60, 3)
+    assert h["loss"][-1] < 0.5 * h["loss"][0]
+    assert m.score(X[90:], y[90:]) > 0.8
+    assert [c[0] for c in calls] == list(range(60))
+    assert calls[5][1] == h["loss"][5] and calls[5][2] == h["val_loss"][5]
+    # entry t is at the parameters before step t: history[0] is the initial network
+    m0 = mlp.MLP(hidden=(8, 6), n_iter=1, lr=0.5).fit(X[:90], y[:90])
+    W0 = mlp.MLP(hidden=(8, 6))._init_params([4, 8, 6, 3], np.float64)
+    loss0, dW, _ = mlp.loss_and_grads(*mlp.unpack(*W0), X[:90], y[:90], "relu")
+    assert h["loss"][0] == loss0 == m0.history_["loss"][0]
+    assert_allclose(h["grad_abs_mean"][0], [np.mean(np.abs(g)) for g in dW])
+    assert m.n_iter_ == 60 and m.best_iter_ is None
+
+
+def test_arbitrary_labels_and_float32():
+    X, y = make_blobs(K=2)
+    labels = np.array(["no", "yes"])[y]
+    m = mlp.MLP(hidden=(5,), n_iter=40, lr=0.5, dtype="float32").fit(X, labels)
+    assert m.weights_[0].dtype == np.float32
+    assert_array_equal(m.classes_, ["no", "yes"])
+    assert set(m.predict(X)) <= {"no", "yes"}
+    assert m.score(X, labels) > 0.8
+    assert m.predict_proba(X).shape == (len(X), 2)
+
+
+def test_from_weights_matches_forward():
+    Ws, bs = make_net([4, 5, 3])
+    X, _ = make_data(9, 4, 3)
+    m = mlp.MLP.from_weights(Ws, bs, "tanh", classes=["a", "b", "c"])
+    assert_allclose(m.predict_proba(X), mlp.reference_forward(Ws, bs, X, "tanh"), rtol=1e-12)
+    assert m.n_features_in_ == 4 and m.hidden == (5,)
+
+
+def test_sklearn_clone_cross_val_pipeline():
+    from sklearn.base import clone, is_classifier
+    from sklearn.model_selection import cross_val_score
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+    X, y = make_blobs(n=90)
+    m = mlp.MLP(hidden=(6,), n_iter=30, lr=0.5, class_weight={0: 2.0})
+    c = clone(m)
+    assert c.get_params() == m.get_params() and not hasattr(c, "weights_")
+    assert is_classifier(m)
+    scores = cross_val_score(m, X, y, cv=3)
+    assert scores.shape == (3,) and scores.mean() > 0.6
+    pipe = make_pipeline(StandardScaler(), mlp.MLP(hidden=(6,), n_iter=30, lr=0.5))
+    assert pipe.fit(X, y).score(X, y) > 0.6
+
+
+def test_save_load_round_trip(tmp_path):
+    X, y = make_blobs()
+    labels = np.array(["lo", "mid", "hi"])[y]
+    m = mlp.MLP(hidden=(6, 4), n_iter=20, lr=0.3, activation="sigmoid",
+                class_weight={"hi": 2.0}, l2=0.01).fit(X[:90], labels[:90], X[90:], labels[90:])
+    path = tmp_path / "model.npz"
+    m.save(path)
+    r = mlp.MLP.load(path)
+    assert r.get_params() == m.get_params()
+    assert_array_equal(r.classes_, m.classes_)
+    assert_array_equal(r.predict_proba(X), m.predict_proba(X))
+    for k in m.history_:
+        assert_array_equal(r.history_[k], m.history_[k])
+    assert r.n_iter_ == 20 and r.best_iter_ is None
+
+
+@pytest.mark.parametrize("param, value, match", [
+    ("hidden", (), "hidden=()"),
+    ("hidden", (4, 0), r"hidden=\(4, 0\)"),
+    ("activation", "softplus", "activation='softplus'"),
+    ("lr", 0.0, "lr=0.0"),
+    ("lr", float("nan"), "lr=nan"),
+    ("n_iter", 0, "n_iter=0"),
+    ("n_iter", 2.5, "n_iter=2.5"),
+    ("init", "xavier", "init='xavier'"),
+    ("init_scale", -1.0, "init_scale=-1.0"),
+    ("seed", -3, "seed=-3"),
+    ("dtype", "float16", "dtype='float16'"),
+    ("l2", -0.1, "l2=-0.1"),
+    ("class_weight", "auto", "class_weight='auto'"),
+    ("class_weight", {0: -1.0}, "class_weight="),
+    ("class_weight", {7: 1.0}, "label 7"),
+    ("early_stopping", "yes", "early_stopping='yes'"),
+    ("patience", 0, "patience=0"),
+])
+def test_bad_constructor_arguments(param, value, match):
+    X, y = make_blobs(n=30)
+    with pytest.raises(ValueError, match=match):
+        mlp.MLP(**{"n_iter": 2, param: value}).fit(X, y)
+
+
+def test_bad_data_rejected():
+    X, y = make_blobs(n=30)
+    m = mlp.MLP(hidden=(3,), n_iter=2)
+    Xnan = X.copy()
+    Xnan[3, 1] = np.nan
+    with pytest.raises(ValueError, match=r"X has NaN.*\(3, 1\)"):
+        m.fit(Xnan, y)
+    with pytest.raises(ValueError, match="X must be 2-D"):
+        m.fit(X[:, 0], y)
+    with pytest.raises(ValueError, match="y must be 1-D"):
+        m.fit(X, y[:-1])
+    with pytest.raises(ValueError, match="only one class"):
+        m.fit(X, np.zeros(30))
+    with pytest.raises(ValueError, match="early_stopping=True needs validation"):
+        mlp.MLP(early_stopping=True).fit(X, y)
+    with pytest.raises(ValueError, match="y_val"):
+        m.fit(X, y, X, np.full(30, 9))
+    m.fit(X, y)
+    with pytest.raises(ValueError, match="X has 3 features but the network expects 4"):
+        m.predict(X[:, :3])
+    Ws, bs = make_net([4, 3, 3])
+    with pytest.raises(ValueError, match=r"y must be in 0..2"):
+        mlp.loss_and_grads(Ws, bs, X, np.full(30, 3), "relu")
+    with pytest.raises(ValueError, match=r"sample_weight\[2\]"):
+        mlp.loss_and_grads(Ws, bs, X, y, "relu", sample_weight=np.r_[1, 1, -1, np.ones(27)])
+    with pytest.raises(ValueError, match="sample_weight sums to 0"):
+        mlp.loss_and_grads(Ws, bs, X, y, "relu", sample_weight=np.zeros(30))
+    with pytest.raises(ValueError, match="activation='elu'"):
+        mlp.forward(Ws, bs, X, "elu")
+    with pytest.raises(ValueError, match=r"weights\[1\] has shape"):
+        mlp.forward([Ws[0], Ws[1][:, :2]], bs, X, "relu")
+
+
+def test_divergence_names_lr_and_iteration():
+    X, y = make_blobs(n=40)
+    with pytest.raises(ValueError, match=r"diverged at iteration \d+.*lr=1e\+200.*smaller"):
+        mlp.MLP(hidden=(5,), n_iter=50, lr=1e200).fit(X, y)
+
+
+def test_early_stopping_restores_best_weights():
+    rng = np.random.default_rng(3)
+    X = rng.normal(size=(80, 4))
+    y = rng.integers(0, 2, 80)              # pure noise: validation loss soon rises
+    m = mlp.MLP(hidden=(16, 16), n_iter=300, lr=1.0, early_stopping=True, patience=5)
+    m.fit(X[:40], y[:40], X[40:], y[40:])
+    h = m.history_
+    assert m.n_iter_ < 300, "noise labels should trigger early stopping"
+    assert m.best_iter_ == int(np.argmin(h["val_loss"]))
+    assert m.n_iter_ == m.best_iter_ + m.patience + 1
+    P = m.predict_proba(X[40:])
+    val_loss = -np.mean(np.log(P[np.arange(40), y[40:]]))
+    assert val_loss == pytest.approx(h["val_loss"][m.best_iter_], rel=1e-10)
+
+
+def test_balanced_class_weight_changes_gradient():
+    X, y = make_blobs(n=60)
+    y = np.where(np.arange(60) < 45, 0, y)        # class 0 dominant
+    counts = np.bincount(y)
+    sw = len(y) / (3 * counts[y])                  # n / (K n_k)
+    m = mlp.MLP(hidden=(5,), n_iter=1, lr=1.0, class_weight="balanced").fit(X, y)
+    theta0, sizes = mlp.MLP(hidden=(5,))._init_params([4, 5, 3], np.float64)
+    W0, b0 = mlp.unpack(theta0, sizes)
+    loss, dW, db = mlp.reference_loss_and_grads(W0, b0, X, y, "relu", sample_weight=sw)
+    _, dW_plain, _ = mlp.reference_loss_and_grads(W0, b0, X, y, "relu")
+    assert m.history_["loss"][0] == pytest.approx(loss, rel=1e-12)
+    for Wn, W, g in zip(m.weights_, W0, dW):
+        assert_allclose(Wn, W - g, rtol=1e-12, atol=1e-15)
+    assert not np.allclose(dW[-1], dW_plain[-1])
+    # balanced weights make every class contribute the same total weight
+    assert_allclose(np.bincount(y, weights=sw), [20, 20, 20])
