@@ -202,57 +202,6 @@ def _bias_net_loss_and_grads(W, U, b1, b2, XT, YT, hcode, ocode, lcode):
     return loss * inv, gW * inv, gU * inv, gb1 * inv, gb2 * inv, hits
 
 
-@njit(cache=True, nogil=True)
-def _train_bias_run(XT, YT, W, U, b0, shared, lr, n_iter, hcode, ocode, lcode, rec):
-    """Full-batch GD of one run, theta <- theta - lr dL/dtheta, in place on W, U.
-
-    Fills rec (n_iter + 1, 5) with loss, accuracy, ||db output path||,
-    ||db hidden path|| and their cosine before each step (rows from a
-    divergence on are left as they are). Returns (diverged_at or -1, b1, b2)
-    and leaves W, U (and b1, b2) at the last parameters with a finite loss.
-    """
-    n = XT.shape[1]
-    b1 = b0.copy()
-    b2 = b0.copy()
-    Wp, Up, b1p, b2p = W.copy(), U.copy(), b1.copy(), b2.copy()  # previous step
-    L0 = np.inf
-    for t in range(n_iter + 1):
-        # shared run: b1 == b2 == b, and db1, db2 are the hidden and output paths of dL/db
-        L, gW, gU, gb1, gb2, hits = _bias_net_loss_and_grads(W, U, b1, b2, XT, YT,
-                                                             hcode, ocode, lcode)
-        if t == 0:
-            L0 = L
-        if not (np.isfinite(L) and L <= 10 * L0 and np.all(np.isfinite(gW))
-                and np.all(np.isfinite(gU))):
-            if t > 0:
-                W[:] = Wp
-                U[:] = Up
-            return t, b1p, b2p
-        n_out = np.sqrt(np.sum(gb2 * gb2))
-        n_hid = np.sqrt(np.sum(gb1 * gb1))
-        rec[t, 0] = L
-        rec[t, 1] = hits / n
-        rec[t, 2] = n_out
-        rec[t, 3] = n_hid
-        if n_out > 0 and n_hid > 0:
-            rec[t, 4] = np.sum(gb1 * gb2) / (n_out * n_hid)
-        if t == n_iter:
-            break
-        Wp[:] = W
-        Up[:] = U
-        b1p[:] = b1
-        b2p[:] = b2
-        W -= lr * gW
-        U -= lr * gU
-        if shared:
-            b1 -= lr * (gb1 + gb2)
-            b2[:] = b1
-        else:
-            b1 -= lr * gb1
-            b2 -= lr * gb2
-    return -1, b1, b2
-
-
 def _bias_net_codes(hidden, output, loss):
     """Validate the (hidden, output, loss) names and return their kernel codes."""
     hcode = activation_code(hidden)
@@ -462,26 +411,60 @@ def train_bias_model(X, Y, W0, U0, b0, shared=True, lr=0.5, n_iter=300, hidden="
 _REC_KEYS = ("loss", "accuracy", "norm_output_path", "norm_hidden_path", "cos_paths")
 
 
-def _train_bias_many(X, Y, inits, shared, lrs, n_iter, codes, n_jobs=None):
-    """Run ``_train_bias_run`` for each (init, shared, lr) on validated float64 inputs.
+def _train_bias_run(XT, YT, W0, U0, b0, shared, lr, n_iter, codes):
+    """Full-batch GD of one run, theta <- theta - lr dL/dtheta, on validated inputs.
 
-    Runs are independent and the kernel releases the GIL, so they go to a
-    thread pool; each run writes only its own arrays, so results do not depend
-    on ``n_jobs``. Returns one result dict per run, in order.
+    XT (d, n), YT (k, n) are X and Y transposed (the kernel's layout). Records
+    loss, accuracy, ||db output path||, ||db hidden path|| and their cosine
+    before each step; stops at the first non-finite loss or loss > 10x the
+    initial one. The kernel releases the GIL, so runs can share a thread pool.
+    """
+    n = XT.shape[1]
+    W, U, b1, b2 = W0.copy(), U0.copy(), b0.copy(), b0.copy()
+    rec = {key: np.full(n_iter + 1, np.nan) for key in _REC_KEYS}
+    prev = (W, U, b1, b2)
+    diverged_at, L0 = None, None
+    for t in range(n_iter + 1):
+        # shared run: b1 == b2 == b, and db1, db2 are the hidden and output paths of dL/db
+        L, gW, gU, gb1, gb2, hits = _bias_net_loss_and_grads(W, U, b1, b2, XT, YT, *codes)
+        L0 = L if L0 is None else L0
+        if not (np.isfinite(L) and L <= 10 * L0 and np.all(np.isfinite(gW))
+                and np.all(np.isfinite(gU))):
+            diverged_at = t
+            W, U, b1, b2 = prev                     # last parameters with a finite loss
+            break
+        n_out, n_hid = np.sqrt(gb2 @ gb2), np.sqrt(gb1 @ gb1)
+        rec["loss"][t] = L
+        rec["accuracy"][t] = hits / n
+        rec["norm_output_path"][t] = n_out
+        rec["norm_hidden_path"][t] = n_hid
+        if n_out > 0 and n_hid > 0:
+            rec["cos_paths"][t] = (gb1 @ gb2) / (n_out * n_hid)
+        if t == n_iter:
+            break
+        prev = (W, U, b1, b2)
+        W, U = W - lr * gW, U - lr * gU                         # new arrays: prev stays intact
+        if shared:
+            b1 = b2 = b1 - lr * (gb1 + gb2)                     # dL/db = both paths
+        else:
+            b1, b2 = b1 - lr * gb1, b2 - lr * gb2
+    params = {"W": W, "U": U, "b": b1} if shared else {"W": W, "U": U, "b1": b1, "b2": b2}
+    rec.update(diverged=diverged_at is not None, diverged_at=diverged_at, params=params)
+    return rec
+
+
+def _train_bias_many(X, Y, inits, shared, lrs, n_iter, codes, n_jobs=None):
+    """``_train_bias_run`` for each (init, shared, lr); one result dict per run, in order.
+
+    Runs are independent and write only their own arrays, so running them on
+    a thread pool gives the same results for any ``n_jobs`` (default: all CPUs).
     """
     XT, YT = np.ascontiguousarray(X.T), np.ascontiguousarray(Y.T)   # (d, n), (k, n)
 
     def one(r):
         W0, U0, b0 = inits[r]
-        W, U = W0.copy(), U0.copy()
-        rec = np.full((n_iter + 1, len(_REC_KEYS)), np.nan)
-        at, b1, b2 = _train_bias_run(XT, YT, W, U, b0.copy(), bool(shared[r]),
-                                     float(lrs[r]), n_iter, *codes, rec)
-        res = {key: rec[:, col].copy() for col, key in enumerate(_REC_KEYS)}
-        params = ({"W": W, "U": U, "b": b1} if shared[r] else
-                  {"W": W, "U": U, "b1": b1, "b2": b2})
-        res.update(diverged=at >= 0, diverged_at=int(at) if at >= 0 else None, params=params)
-        return res
+        return _train_bias_run(XT, YT, W0, U0, b0, bool(shared[r]), float(lrs[r]), n_iter,
+                               codes)
 
     n_jobs = n_jobs or os.cpu_count() or 1
     if n_jobs == 1 or len(inits) == 1:
@@ -492,7 +475,7 @@ def _train_bias_many(X, Y, inits, shared, lrs, n_iter, codes, n_jobs=None):
 
 def bias_experiment(X, Y, lrs=(0.05, 0.1, 0.3, 1.0, 3.0), seeds=(0, 1, 2, 3, 4), n_iter=300,
                     hidden="relu", output="softmax", loss="ce", init_scale=0.1,
-                    threshold=None):
+                    threshold=None, n_jobs=None):
     """Shared vs independent biases: full-batch GD for each lr x seed from the same start.
 
     For every seed one initial (W0, U0, b0) is drawn, entries
@@ -520,6 +503,9 @@ def bias_experiment(X, Y, lrs=(0.05, 0.1, 0.3, 1.0, 3.0), seeds=(0, 1, 2, 3, 4),
         loss of any run (either model, any seed) at that lr and ``initial`` the
         mean initial loss: the iteration at which a run has made 95 % of the
         best achieved decrease.
+    n_jobs : int or None
+        Threads running the (independent) runs; None: all CPUs. Results do
+        not depend on it.
 
     Returns
     -------
@@ -567,7 +553,7 @@ def bias_experiment(X, Y, lrs=(0.05, 0.1, 0.3, 1.0, 3.0), seeds=(0, 1, 2, 3, 4),
     grid = [(si, model, lr) for si in range(len(seeds)) for model in models for lr in lrs]
     runs = _train_bias_many(X, Y, [inits[si] for si, _, _ in grid],
                             [model == "shared" for _, model, _ in grid],
-                            [lr for _, _, lr in grid], int(n_iter), codes)
+                            [lr for _, _, lr in grid], int(n_iter), codes, n_jobs)
     curves = {}
     for model in models:
         for lr in lrs:
@@ -593,6 +579,8 @@ def bias_experiment(X, Y, lrs=(0.05, 0.1, 0.3, 1.0, 3.0), seeds=(0, 1, 2, 3, 4),
     config = dict(lrs=lrs, seeds=seeds, n_iter=int(n_iter), hidden=hidden, output=output,
                   loss=loss, init_scale=float(init_scale),
                   threshold=None if threshold is None else float(threshold),
+                  threshold_rule="given" if threshold is not None else
+                  "best final + 0.05 * (initial - best final), per lr",
                   n_samples=int(X.shape[0]), n_features=int(d), k=int(k))
     return {"config": config, "summary": summary, "curves": curves}
 

@@ -243,7 +243,7 @@ def test_bias_experiment_keys_and_shapes():
     Y = np.eye(2)[(X[:, 0] > 0).astype(int)]
     lrs, seeds, n_iter = (0.3, 100.0), (0, 1), 20
     res = bias_experiment(X, Y, lrs=lrs, seeds=seeds, n_iter=n_iter, hidden="tanh",
-                          output="identity", loss="mse")
+                          output="identity", loss="mse", n_jobs=2)
     assert set(res) == {"config", "summary", "curves"}
     assert len(res["summary"]) == 2 * len(lrs)
     expect = {"model", "lr", "threshold", "iters_to_threshold", "iters_to_threshold_median",
@@ -276,3 +276,14 @@ def test_bias_experiment_keys_and_shapes():
                               hidden="tanh", output="identity", loss="mse")
     np.testing.assert_array_equal(single["loss"],
                                   res["curves"][("independent", 0.3)]["loss"][0])
+
+
+def test_experiment_does_not_depend_on_thread_count():
+    rng = np.random.default_rng(3)
+    X = rng.standard_normal((600, 3))                # > 2 kernel blocks
+    Y = np.eye(3)[np.argmax(X, axis=1)]
+    kw = dict(lrs=(0.5, 2.0), seeds=(0, 1), n_iter=15, hidden="relu")
+    one, two = bias_experiment(X, Y, n_jobs=1, **kw), bias_experiment(X, Y, n_jobs=2, **kw)
+    assert one["summary"] == two["summary"]
+    for key, c in one["curves"].items():
+        np.testing.assert_array_equal(c["loss"], two["curves"][key]["loss"])
