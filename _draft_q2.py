@@ -570,8 +570,12 @@ def bias_experiment(X, Y, lrs=(0.05, 0.1, 0.3, 1.0, 3.0), seeds=(0, 1, 2, 3, 4),
         # (a ratio such as 1.05 x best final loss is met at iteration 0 when
         # the loss barely moves, e.g. on data with little signal)
         start = float(np.nanmean(curves[("shared", lr)]["loss"][:, 0]))
-        thr = threshold if threshold is not None else (
-            float(finals.min()) + 0.05 * (start - float(finals.min())) if finals.size else None)
+        if threshold is not None:
+            thr = float(threshold)
+        elif finals.size and finals.min() < start:
+            thr = float(finals.min()) + 0.05 * (start - float(finals.min()))
+        else:
+            thr = None          # no run decreased the loss at this lr: nothing to reach
         for model in ("shared", "independent"):
             c = curves[(model, lr)]
             c["loss_mean"], c["loss_min"], c["loss_max"] = _nan_band(c["loss"])
