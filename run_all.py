@@ -651,7 +651,6 @@ def part_c(ctx):
     """Part C: input gradients dL/dx (C(a), derivation) and the sensitivity attribution
     ranking (C(b)) for each network of Part B, with permutation-importance and
     weight-randomisation cross-checks. Writes figures/c_*.png, tables/c_*.csv."""
-    import numpy as np
     import pandas as pd
     from scipy.stats import spearmanr
     import mlp
@@ -672,7 +671,7 @@ def part_c(ctx):
            "softmax output o_m with respect to the (encoded, z-scored) input is computed by the "
            "numba kernel `mlp.input_gradients`; the absolute values are averaged over those samples "
            "and ranked. One-hot columns are summed back to their original column.")
-    results, enc_tables, src_tables, rank_rows = {}, {}, {}, []
+    results, enc_tables, src_tables = {}, {}, {}
     t0 = time.perf_counter()
     for act, model in nets.items():
         res = mlp.feature_attribution(model.weights_, model.biases_, d["X_train"], d["y_train"], act,
