@@ -156,7 +156,9 @@ def _offsets(sizes):
 # blocks (min(n_tiles, MAX_BLOCKS), independent of the thread count); blocks run
 # in parallel (prange), each accumulating into its own gradient buffer, and the
 # buffers are summed in block order afterwards. The result is therefore
-# bitwise identical for any number of numba threads.
+# bitwise identical for any number of numba threads. Per-tile products use
+# np.dot on 2-D slices (numba calls SciPy's BLAS gemm), which the wrappers limit
+# to one BLAS thread so it does not compete with the prange workers.
 TILE = 256
 MAX_BLOCKS = 16
 
@@ -179,7 +181,7 @@ def _layer_views(theta, sizes):
 
 @njit(cache=True)
 def _bias_act(Z, b, code):
-    """Z <- g(Z + b) in place; one loop per activation so each vectorises."""
+    """Z <- g(Z + b) in place (the branch on ``code`` sits outside the loops)."""
     r, m = Z.shape
     if code == RELU:
         for i in range(r):
