@@ -492,7 +492,7 @@ def bench_scaling(X, y, sizes, args, env_extra):
         del idx
         point = {"rows": int(rows), "x_float64_mb": Xb64.nbytes / 2 ** 20}
         # fewer repeats where one iteration is long; never fewer than 3
-        reps = args.repeats if rows <= 10 ** 6 else max(3, args.repeats // 3)
+        reps = args.repeats if rows < 10 ** 6 else 3
         for dtype in ("float64", "float32"):
             Xb = Xb64 if dtype == "float64" else Xb64.astype(np.float32)
             if have_numba:
