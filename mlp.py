@@ -19,6 +19,8 @@ take no strings; the output layer is always softmax.
 """
 import os
 import tempfile
+import warnings
+from concurrent.futures import ThreadPoolExecutor
 
 # numba writes its on-disk cache next to this file; fall back to a temporary
 # directory when that is not writable (read-only install, shared checkout).
@@ -28,7 +30,9 @@ if "NUMBA_CACHE_DIR" not in os.environ and not os.access(
 
 import numpy as np
 import numba as nb
-from numba import njit
+import pandas as pd
+from numba import njit, prange
+from scipy.stats import spearmanr
 
 ACTIVATIONS = {"relu": 0, "sigmoid": 1, "tanh": 2}
 RELU, SIGMOID, TANH = 0, 1, 2
@@ -953,6 +957,45 @@ class MLP(BaseEstimator, ClassifierMixin):
         model._set_params(theta, sizes)
         return model
 
+    def input_gradients(self, X, y=None, target="output"):
+        """Per-sample input gradients of this network (see ``input_gradients``).
+
+        Parameters
+        ----------
+        X : ndarray of shape (n_samples, n_features)
+        y : array-like of shape (n_samples,) of labels from ``classes_``;
+            needed for ``target="loss"``
+        target : {"output", "logit", "loss"}
+
+        Returns
+        -------
+        ndarray of shape (n_samples, n_features)
+        """
+        check_is_fitted(self, "weights_")
+        yi = None if y is None else self._encode(y, np.shape(X)[0], "y")
+        return input_gradients(self.weights_, self.biases_, X, yi, self.activation, target=target)
+
+    def feature_attribution(self, X, y=None, target="output", samples="correct",
+                            feature_names=None, feature_source=None, times_input=False):
+        """Rank input features by mean |input gradient| (see ``feature_attribution``).
+
+        Parameters
+        ----------
+        X : ndarray of shape (n_samples, n_features)
+        y : array-like of shape (n_samples,) of labels from ``classes_``
+        target, samples, feature_names, feature_source, times_input
+            As in the module-level ``feature_attribution``.
+
+        Returns
+        -------
+        dict, as returned by the module-level ``feature_attribution``
+        """
+        check_is_fitted(self, "weights_")
+        yi = None if y is None else self._encode(y, np.shape(X)[0], "y")
+        return feature_attribution(self.weights_, self.biases_, X, yi, self.activation,
+                                   target=target, samples=samples, feature_names=feature_names,
+                                   feature_source=feature_source, times_input=times_input)
+
     def save(self, path):
         """Write parameters, hyper-parameters, classes and history to ``path`` (.npz).
 
@@ -1007,3 +1050,1154 @@ class MLP(BaseEstimator, ClassifierMixin):
                 v = int(f[k])
                 setattr(model, k, None if v < 0 else v)
         return model
+
+
+# ---- attribution (Part C)
+# Gradient-based feature attribution: input gradients of a trained network
+# (sensitivity analysis, Aggarwal sec. 2.8), their aggregation into per-feature
+# scores, and two cross-checks (permutation importance; weight randomisation,
+# Adebayo et al. 2018). The derivation is in docs/partC_derivation.md.
+
+
+
+ATTRIBUTION_TARGETS = {"output": 0, "logit": 1, "loss": 2}
+_ATTR_BLOCK = 256   # samples per parallel block; each block owns one workspace
+
+
+@njit(cache=True, parallel=True)
+def _input_gradients(theta, sizes, code, X, y, target):
+    """G[s] = dt/dx at x = X[s], t = o_m (target 0), a_m (1) or -log o_y (2); m = argmax o."""
+    n, d = X.shape
+    L = sizes.shape[0] - 1
+    K = sizes[L]
+    off = _offsets(sizes)
+    # start of each layer's units in the per-sample activation buffer
+    aoff = np.zeros(L + 2, dtype=np.int64)
+    wmax = 0
+    for l in range(L + 1):
+        aoff[l + 1] = aoff[l] + sizes[l]
+        wmax = max(wmax, sizes[l])
+    # W^T of every layer at the same offsets as W in theta, so that the forward
+    # pass is a contiguous axpy (vectorises without fastmath)
+    WT = np.zeros_like(theta)
+    for l in range(L):
+        fi, fo, o = sizes[l], sizes[l + 1], off[l]
+        for j in range(fo):
+            for i in range(fi):
+                WT[o + i * fo + j] = theta[o + j * fi + i]
+    G = np.empty((n, d), dtype=X.dtype)
+    pred = np.empty(n, dtype=np.int64)
+    n_blocks = (n + _ATTR_BLOCK - 1) // _ATTR_BLOCK
+    for blk in prange(n_blocks):
+        h = np.empty(aoff[L + 1], dtype=X.dtype)      # every layer's output, one sample
+        buf = np.empty((2, wmax), dtype=X.dtype)       # delta of this / the previous layer
+        for s in range(blk * _ATTR_BLOCK, min(n, (blk + 1) * _ATTR_BLOCK)):
+            # ---- forward: h_{l+1} = g(W_l h_l + b_l), logits at the last layer
+            for i in range(d):
+                h[i] = X[s, i]
+            for l in range(L):
+                fi, fo, o = sizes[l], sizes[l + 1], off[l]
+                # 1-D views indexed from 0, so the inner loops vectorise
+                hin = h[aoff[l]:aoff[l] + fi]
+                hout = h[aoff[l + 1]:aoff[l + 1] + fo]
+                bias = theta[o + fo * fi:o + fo * fi + fo]
+                for j in range(fo):
+                    hout[j] = bias[j]
+                for i in range(fi):
+                    hi = hin[i]
+                    if hi == 0.0:                  # inactive relu unit: adds nothing
+                        continue
+                    wcol = WT[o + i * fo:o + i * fo + fo]   # column i of W_l
+                    for j in range(fo):
+                        hout[j] += hi * wcol[j]
+                if l < L - 1:
+                    for j in range(fo):
+                        hout[j] = _act(hout[j], code)
+            # ---- softmax o (into buf[1]) and the winning class m
+            zb = aoff[L]
+            m = 0
+            for k in range(1, K):
+                if h[zb + k] > h[zb + m]:
+                    m = k
+            tot = 0.0
+            for k in range(K):
+                e = np.exp(h[zb + k] - h[zb + m])
+                buf[1, k] = e
+                tot += e
+            for k in range(K):
+                buf[1, k] = buf[1, k] / tot
+            pred[s] = m
+            # ---- delta at the logits a: dt/da  (K,)
+            cur = 0
+            if target == 0:
+                # d o_m / d a_k = o_m (1[k = m] - o_k)
+                om = buf[1, m]
+                for k in range(K):
+                    buf[0, k] = om * ((1.0 if k == m else 0.0) - buf[1, k])
+            elif target == 1:
+                for k in range(K):
+                    buf[0, k] = 1.0 if k == m else 0.0
+            else:
+                # softmax + cross-entropy fused: dL/da = o - onehot(y), valid
+                # because L = -log o_y and d log o_y / d a_k = 1[k = y] - o_k
+                for k in range(K):
+                    buf[0, k] = buf[1, k] - (1.0 if k == y[s] else 0.0)
+            # ---- backward: delta_l = g'(h_l) * (W_l^T delta_{l+1}); at l = 0 it is dt/dx
+            for l in range(L - 1, -1, -1):
+                fi, fo, o = sizes[l], sizes[l + 1], off[l]
+                nxt = 1 - cur
+                dcur = buf[cur]
+                dnxt = buf[nxt]
+                for i in range(fi):
+                    dnxt[i] = 0.0
+                for j in range(fo):
+                    dj = dcur[j]
+                    if dj == 0.0:
+                        continue
+                    wrow = theta[o + j * fi:o + j * fi + fi]   # row j of W_l
+                    for i in range(fi):
+                        dnxt[i] += dj * wrow[i]
+                if l > 0:
+                    hl = h[aoff[l]:aoff[l] + fi]
+                    for i in range(fi):
+                        dnxt[i] *= _act_grad(hl[i], code)
+                cur = nxt
+            for i in range(d):
+                G[s, i] = buf[cur, i]
+    return G, pred
+
+
+# ------------------------------------------------------------------ validation
+def _attr_target_code(target):
+    try:
+        return ATTRIBUTION_TARGETS[target]
+    except (KeyError, TypeError):
+        raise ValueError(f"target={target!r} is not supported; use one of "
+                         f"{sorted(ATTRIBUTION_TARGETS)}") from None
+
+
+def _attr_inputs(weights, biases, X, y, activation, target, dtype):
+    """Validated (theta, sizes, code, X, y, target_code) for ``_input_gradients``."""
+    code = activation_code(activation)
+    tcode = _attr_target_code(target)
+    X_arr = np.asarray(X)
+    if dtype is None:
+        dtype = np.float32 if X_arr.dtype == np.float32 else np.float64
+    dtype = resolve_dtype(dtype)
+    theta, sizes = pack(weights, biases, dtype=dtype)
+    if not np.all(np.isfinite(theta)):
+        raise ValueError("weights or biases contain NaN or Inf; the network did not train "
+                         "cleanly (lower the learning rate) or was loaded incorrectly")
+    if X_arr.ndim != 2:
+        raise ValueError(f"X must be 2-D of shape (n_samples, {sizes[0]}); got shape {X_arr.shape}")
+    if X_arr.shape[1] != sizes[0]:
+        raise ValueError(f"X has {X_arr.shape[1]} columns but the network expects {sizes[0]} "
+                         f"inputs (weights[0] has shape {np.shape(weights[0])}); encode X "
+                         f"the same way as the training data")
+    if X_arr.shape[0] == 0:
+        raise ValueError("X has no rows; pass at least one sample")
+    try:
+        X_arr = np.ascontiguousarray(X_arr, dtype=dtype)
+    except (TypeError, ValueError):
+        raise ValueError(f"X must be numeric; got dtype {np.asarray(X).dtype} "
+                         f"(one-hot encode categorical columns first)") from None
+    bad = ~np.all(np.isfinite(X_arr), axis=1)
+    if bad.any():
+        rows = np.flatnonzero(bad)
+        raise ValueError(f"X has NaN or Inf in {rows.size} rows (e.g. rows {rows[:5].tolist()}); "
+                         f"impute missing values before computing attributions")
+    if y is None:
+        if tcode == ATTRIBUTION_TARGETS["loss"]:
+            raise ValueError("target='loss' needs the true labels y; pass y "
+                             "or use target='output' / 'logit'")
+        y_arr = np.zeros(0, dtype=np.int64)
+    else:
+        y_arr = _attr_labels(y, X_arr.shape[0], int(sizes[-1]))
+    return theta, sizes, code, X_arr, y_arr, tcode
+
+
+def _attr_labels(y, n, K):
+    """y as int64 class indices in [0, K); ``ValueError`` naming the problem otherwise."""
+    y_arr = np.asarray(y)
+    if y_arr.ndim != 1 or y_arr.shape[0] != n:
+        raise ValueError(f"y must be 1-D with one label per row of X ({n}); got shape {y_arr.shape}")
+    if not np.issubdtype(y_arr.dtype, np.number) or np.issubdtype(y_arr.dtype, np.complexfloating):
+        raise ValueError(f"y must hold integer class indices 0..{K - 1}; got dtype {y_arr.dtype} "
+                         f"(encode the labels as integers first)")
+    if not np.all(np.isfinite(y_arr)) or np.any(y_arr != np.round(y_arr)):
+        raise ValueError(f"y must hold integer class indices 0..{K - 1}; found NaN or "
+                         f"non-integer values")
+    y_int = y_arr.astype(np.int64)
+    if y_int.min() < 0 or y_int.max() >= K:
+        raise ValueError(f"y has labels outside 0..{K - 1} (min {y_int.min()}, max {y_int.max()}); "
+                         f"the network has {K} outputs")
+    return np.ascontiguousarray(y_int)
+
+
+def _gradients_and_predictions(weights, biases, X, y, activation, target, dtype):
+    theta, sizes, code, X_arr, y_arr, tcode = _attr_inputs(weights, biases, X, y,
+                                                           activation, target, dtype)
+    G, pred = _input_gradients(theta, sizes, code, X_arr, y_arr, tcode)
+    if not np.all(np.isfinite(G)):
+        raise ValueError("input gradients are not finite; check the weights for huge values "
+                         "(retrain with a lower learning rate) or use dtype='float64'")
+    return G, pred, X_arr
+
+
+# ------------------------------------------------------------------ public API
+def input_gradients(weights, biases, X, y, activation, target="output", dtype=None):
+    """Gradient of one scalar per sample with respect to that sample's input.
+
+    Parameters
+    ----------
+    weights : list of ndarray, ``weights[l]`` of shape (sizes[l+1], sizes[l])
+    biases : list of ndarray, ``biases[l]`` of shape (sizes[l+1],)
+    X : ndarray of shape (n_samples, n_features)
+        Inputs, encoded and scaled like the training data; finite.
+    y : ndarray of shape (n_samples,) of int in [0, n_classes), or None
+        True labels; required for ``target="loss"`` only.
+    activation : {"relu", "sigmoid", "tanh"}
+        Hidden activation; the output layer is softmax.
+    target : {"output", "logit", "loss"}
+        ``"output"``: d o_m / dx, o_m the softmax output of the predicted class m
+        (Aggarwal sec. 2.8). ``"logit"``: d a_m / dx, the predicted class's
+        pre-softmax logit (does not saturate). ``"loss"``: dL/dx of the
+        cross-entropy with the true label, dL/dx = W1^T delta1.
+    dtype : {None, "float64", "float32"}
+        Computation dtype; None uses float32 if X is float32, else float64.
+
+    Returns
+    -------
+    G : ndarray of shape (n_samples, n_features), dtype ``dtype``
+        ``G[s, i]`` is the derivative of sample s's target with respect to ``X[s, i]``.
+    """
+    G, _, _ = _gradients_and_predictions(weights, biases, X, y, activation, target, dtype)
+    return G
+
+
+def reference_input_gradients(weights, biases, X, y, activation, target="output"):
+    """Slow, readable float64 NumPy version of ``input_gradients`` (same arguments).
+
+    Returns
+    -------
+    G : ndarray of shape (n_samples, n_features), float64
+    """
+    activation_code(activation)
+    _attr_target_code(target)
+    Ws = [np.asarray(W, dtype=np.float64) for W in weights]
+    bs = [np.asarray(b, dtype=np.float64) for b in biases]
+    h = [np.asarray(X, dtype=np.float64)]               # h[0] = x, h[l] = layer l output
+    for l, (W, b) in enumerate(zip(Ws, bs)):
+        a = h[-1] @ W.T + b                              # (n, sizes[l+1])
+        h.append(_reference_act(a, activation) if l < len(Ws) - 1 else a)
+    z = h[-1]
+    o = np.exp(z - z.max(axis=1, keepdims=True))
+    o /= o.sum(axis=1, keepdims=True)                   # (n, K) softmax
+    n, K = o.shape
+    m = np.argmax(z, axis=1)
+    e_m = np.eye(K)[m]                                  # (n, K) one-hot of the winner
+    if target == "output":
+        delta = o[np.arange(n), m][:, None] * (e_m - o)  # d o_m / d a
+    elif target == "logit":
+        delta = e_m
+    else:
+        if y is None:
+            raise ValueError("target='loss' needs the true labels y")
+        delta = o - np.eye(K)[np.asarray(y, dtype=np.int64)]   # dL/da = o - onehot(y)
+    for l in range(len(Ws) - 1, -1, -1):
+        delta = delta @ Ws[l]                            # (n, sizes[l]) = W_l^T delta
+        if l > 0:
+            delta = delta * _reference_act_grad(h[l], activation)
+    return delta
+
+
+def _labels_and_sources(d, feature_names, feature_source):
+    names = [f"x{i}" for i in range(d)] if feature_names is None else [str(f) for f in feature_names]
+    if len(names) != d:
+        raise ValueError(f"feature_names has {len(names)} entries but X has {d} columns; "
+                         f"pass one name per encoded column")
+    source = names if feature_source is None else [str(f) for f in feature_source]
+    if len(source) != d:
+        raise ValueError(f"feature_source has {len(source)} entries but X has {d} columns; "
+                         f"pass the original column of every encoded column")
+    return names, source
+
+
+def _aggregate_by_source(scores, source):
+    """Sum ``scores`` over encoded columns sharing a source, in first-appearance order."""
+    order = list(dict.fromkeys(source))
+    idx = {s: k for k, s in enumerate(order)}
+    total = np.zeros(len(order))
+    counts = np.zeros(len(order), dtype=np.int64)
+    for sc, s in zip(scores, source):
+        total[idx[s]] += sc
+        counts[idx[s]] += 1
+    return order, total, counts
+
+
+def _ranking_table(names, scores, **extra):
+    """DataFrame (feature, score, rank, share, *extra) sorted by score, rank 1 = largest."""
+    scores = np.asarray(scores, dtype=np.float64)
+    tot = scores.sum()
+    df = pd.DataFrame({"feature": list(names), "score": scores,
+                       "share": scores / tot if tot > 0 else np.zeros_like(scores), **extra})
+    df = df.sort_values("score", ascending=False, kind="mergesort").reset_index(drop=True)
+    df.insert(2, "rank", np.arange(1, len(df) + 1))
+    return df
+
+
+def feature_attribution(weights, biases, X, y, activation, target="output", samples="correct",
+                        feature_names=None, feature_source=None, times_input=False, dtype=None):
+    """Rank input features by mean absolute input gradient (sensitivity analysis).
+
+    Parameters
+    ----------
+    weights, biases, activation, target, dtype
+        As in ``input_gradients``.
+    X : ndarray of shape (n_samples, n_features)
+    y : ndarray of shape (n_samples,) or None
+        True labels; required for ``samples="correct"`` and ``target="loss"``.
+    samples : {"correct", "all"}
+        Average over the correctly classified samples (Aggarwal sec. 2.8) or all.
+    feature_names : list of str of length n_features, optional
+        Names of the encoded columns; default ``x0, x1, ...``.
+    feature_source : list of str of length n_features, optional
+        Original column of each encoded column (e.g. the categorical a one-hot
+        column came from); default ``feature_names`` (one to one).
+    times_input : bool
+        Score mean |g * x| (gradient x input) instead of mean |g|.
+
+    Returns
+    -------
+    result : dict
+        ``scores`` ndarray of shape (n_features,) in column order;
+        ``table`` DataFrame (feature, score, rank, share, source) sorted by
+        score, rank 1 = most important, share = score / sum of scores;
+        ``by_source`` DataFrame (feature, score, rank, share, n_columns) per
+        original column, the scores of its encoded columns summed;
+        ``n_samples`` rows averaged over; ``n_total`` rows in X; ``mask`` bool
+        ndarray of shape (n_samples,) of the rows used; ``target``,
+        ``samples``, ``times_input`` echo the arguments.
+    """
+    if samples not in ("correct", "all"):
+        raise ValueError(f"samples={samples!r} is not supported; use 'correct' or 'all'")
+    if samples == "correct" and y is None:
+        raise ValueError("samples='correct' needs the true labels y; pass y or use samples='all'")
+    if not isinstance(times_input, (bool, np.bool_)):
+        raise ValueError(f"times_input must be True or False; got {times_input!r}")
+    G, pred, X_arr = _gradients_and_predictions(weights, biases, X, y, activation, target, dtype)
+    names, source = _labels_and_sources(X_arr.shape[1], feature_names, feature_source)
+    if samples == "correct":
+        mask = pred == _attr_labels(y, X_arr.shape[0], len(biases[-1]))
+        if not mask.any():
+            raise ValueError("no sample is classified correctly, so there is nothing to average; "
+                             "check that X and y match the network or use samples='all'")
+    else:
+        mask = np.ones(X_arr.shape[0], dtype=bool)
+    A = G[mask].astype(np.float64)                       # (n_used, d)
+    if times_input:
+        A = A * X_arr[mask]
+    scores = np.abs(A).mean(axis=0)                      # (d,)
+    order, total, counts = _aggregate_by_source(scores, source)
+    return {
+        "scores": scores,
+        "table": _ranking_table(names, scores, source=source),
+        "by_source": _ranking_table(order, total, n_columns=counts),
+        "n_samples": int(mask.sum()),
+        "n_total": int(X_arr.shape[0]),
+        "mask": mask,
+        "target": target,
+        "samples": samples,
+        "times_input": bool(times_input),
+    }
+
+
+# ---------------------------------------------------------------- cross-checks
+def _spearman(a, b):
+    """Spearman rank correlation; NaN when undefined (fewer than 2 items, constant input)."""
+    a, b = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
+    if a.size < 2 or np.ptp(a) == 0 or np.ptp(b) == 0:
+        return float("nan")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return float(spearmanr(a, b).statistic)
+
+
+def permutation_check(estimator, X, y, attribution_scores, feature_names, feature_source=None,
+                      n_repeats=5, seed=0):
+    """Compare attribution scores with permutation importance of a fitted classifier.
+
+    Per encoded column, ``sklearn.inspection.permutation_importance`` (drop of
+    ``estimator.score`` when the column is shuffled). Per original column, all
+    of its encoded columns are shuffled jointly with one row permutation
+    (scikit-learn has no feature groups), so a one-hot group moves as a whole.
+
+    Parameters
+    ----------
+    estimator : fitted classifier with ``predict`` and ``score(X, y)``
+    X : ndarray of shape (n_samples, n_features)
+    y : ndarray of shape (n_samples,)
+    attribution_scores : ndarray of shape (n_features,) or dict from ``feature_attribution``
+    feature_names : list of str of length n_features
+    feature_source : list of str of length n_features, optional
+        Original column of each encoded column; default ``feature_names``.
+    n_repeats : int >= 1
+        Shuffles per column (or group).
+    seed : int
+        Seed of both permutation loops.
+
+    Returns
+    -------
+    result : dict
+        ``encoded`` and ``original`` DataFrames (feature, attribution,
+        perm_mean, perm_std, attribution_rank, perm_rank; ``original`` also
+        n_columns), ``spearman_encoded`` and ``spearman_original`` (Spearman
+        rank correlation of attribution and permutation importance; NaN if
+        undefined), ``baseline_score`` (estimator.score on the unshuffled X).
+    """
+    from sklearn.inspection import permutation_importance
+
+    if isinstance(attribution_scores, dict):
+        attribution_scores = attribution_scores["scores"]
+    X_arr = np.asarray(X, dtype=np.float64)
+    if X_arr.ndim != 2:
+        raise ValueError(f"X must be 2-D (n_samples, n_features); got shape {X_arr.shape}")
+    n, d = X_arr.shape
+    y_arr = np.asarray(y)
+    if y_arr.shape != (n,):
+        raise ValueError(f"y must have shape ({n},) to match X; got {y_arr.shape}")
+    attr = np.asarray(attribution_scores, dtype=np.float64)
+    if attr.shape != (d,):
+        raise ValueError(f"attribution_scores has shape {attr.shape}; expected ({d},), "
+                         f"one score per column of X")
+    if not (isinstance(n_repeats, (int, np.integer)) and n_repeats >= 1):
+        raise ValueError(f"n_repeats must be a positive integer; got {n_repeats!r}")
+    names, source = _labels_and_sources(d, feature_names, feature_source)
+
+    pi = permutation_importance(estimator, X_arr, y_arr, n_repeats=n_repeats, random_state=seed)
+    enc = pd.DataFrame({"feature": names, "source": source, "attribution": attr,
+                        "perm_mean": pi.importances_mean, "perm_std": pi.importances_std})
+
+    order, attr_src, counts = _aggregate_by_source(attr, source)
+    baseline = float(estimator.score(X_arr, y_arr))
+    rng = np.random.default_rng(seed)
+    drops = np.zeros((len(order), n_repeats))
+    Xp = X_arr.copy()
+    for g, src in enumerate(order):
+        cols = [i for i, s in enumerate(source) if s == src]
+        for r in range(n_repeats):
+            perm = rng.permutation(n)
+            Xp[:, cols] = X_arr[perm][:, cols]          # one row permutation for the group
+            drops[g, r] = baseline - float(estimator.score(Xp, y_arr))
+        Xp[:, cols] = X_arr[:, cols]
+    orig = pd.DataFrame({"feature": order, "n_columns": counts, "attribution": attr_src,
+                         "perm_mean": drops.mean(axis=1), "perm_std": drops.std(axis=1)})
+    for df in (enc, orig):
+        df["attribution_rank"] = df["attribution"].rank(ascending=False, method="min").astype(int)
+        df["perm_rank"] = df["perm_mean"].rank(ascending=False, method="min").astype(int)
+    return {
+        "encoded": enc.sort_values("attribution", ascending=False, kind="mergesort").reset_index(drop=True),
+        "original": orig.sort_values("attribution", ascending=False, kind="mergesort").reset_index(drop=True),
+        "spearman_encoded": _spearman(enc["attribution"], enc["perm_mean"]),
+        "spearman_original": _spearman(orig["attribution"], orig["perm_mean"]),
+        "baseline_score": baseline,
+    }
+
+
+def compare_rankings(scores_a, scores_b, threshold=0.5):
+    """Sanity check: do two attribution score vectors rank features differently?
+
+    Parameters
+    ----------
+    scores_a, scores_b : ndarray of shape (n_features,)
+    threshold : float in (-1, 1]
+        The check passes when the Spearman correlation is below ``threshold``.
+        With 13 features two unrelated rankings exceed 0.5 about 4% of the time.
+
+    Returns
+    -------
+    result : dict
+        ``spearman`` (NaN if undefined, e.g. constant scores), ``threshold``,
+        ``passed`` (bool; False when the correlation is NaN or >= threshold).
+    """
+    a, b = np.asarray(scores_a, dtype=np.float64), np.asarray(scores_b, dtype=np.float64)
+    if a.ndim != 1 or a.shape != b.shape:
+        raise ValueError(f"scores_a and scores_b must be 1-D of equal length; "
+                         f"got shapes {a.shape} and {b.shape}")
+    if not (-1.0 < float(threshold) <= 1.0):
+        raise ValueError(f"threshold must be in (-1, 1]; got {threshold!r}")
+    rho = _spearman(a, b)
+    return {"spearman": rho, "threshold": float(threshold),
+            "passed": bool(np.isfinite(rho) and rho < threshold)}
+
+
+def randomization_check(weights, biases, X, y, activation, seed=0, threshold=0.5,
+                        target="output", samples="correct"):
+    """Model-randomisation sanity check for the attribution (Adebayo et al. 2018).
+
+    Every layer's weights and biases are redrawn from N(0, s^2) with s the
+    standard deviation of that trained layer's weights (biases: of its biases),
+    the architecture kept. A faithful attribution must change: the Spearman
+    correlation of the trained and randomised rankings should fall below
+    ``threshold``. Both are averaged over the same rows (those selected by
+    ``samples`` for the trained network); each network differentiates its own
+    winning class.
+
+    Parameters
+    ----------
+    weights, biases, X, y, activation, target, samples
+        As in ``feature_attribution``.
+    seed : int
+        Seed of the re-randomisation.
+    threshold : float
+        As in ``compare_rankings``.
+
+    Returns
+    -------
+    result : dict
+        ``spearman``, ``threshold``, ``passed`` (see ``compare_rankings``),
+        ``trained_scores`` and ``random_scores`` ndarrays of shape (n_features,).
+    """
+    trained = feature_attribution(weights, biases, X, y, activation, target=target,
+                                  samples=samples)
+    rng = np.random.default_rng(seed)
+    rand_w = [rng.normal(0.0, np.std(W), size=np.shape(W)) for W in weights]
+    rand_b = [rng.normal(0.0, np.std(b), size=np.shape(b)) for b in biases]
+    mask = trained["mask"]
+    y_used = None if y is None else np.asarray(y)[mask]
+    random = feature_attribution(rand_w, rand_b, np.asarray(X)[mask], y_used, activation,
+                                 target=target, samples="all")
+    result = compare_rankings(trained["scores"], random["scores"], threshold)
+    result["trained_scores"] = trained["scores"]
+    result["random_scores"] = random["scores"]
+    return result
+
+
+# ---- shared-bias network (Question 2)
+#
+# One hidden layer, h1 = g(W x + b1), y_hat = g1(U h1 + b2), L = mean_i l(y_hat_i, y_i).
+# The shared-bias network of Question 2 is the special case b1 = b2 = b (so the
+# hidden width m equals the output width k), and its bias gradient is the sum
+# of the two paths: dL/db = dL/db1 + dL/db2 = delta_hidden + delta_out. One
+# kernel serves both models; the wrappers only differ in how they name things.
+
+
+
+#: output non-linearities g1 of the shared-bias network (codes used by the kernel)
+BIAS_NET_OUTPUTS = {"sigmoid": 0, "identity": 1, "softmax": 2}
+#: per-sample losses l of the shared-bias network (codes used by the kernel)
+BIAS_NET_LOSSES = {"mse": 0, "bce": 1, "ce": 2}
+_OUT_SIGMOID, _OUT_IDENTITY, _OUT_SOFTMAX = 0, 1, 2
+_LOSS_MSE, _LOSS_BCE, _LOSS_CE = 0, 1, 2
+_SIGMOID_CODE = 1            # ACTIVATIONS["sigmoid"], reused for the output sigmoid
+# Samples per block. The kernel is serial and works on one block of samples at
+# a time with the sample index innermost (X passed transposed), so the loops
+# over samples vectorise; parallelism is across training runs (one run per
+# thread, see _train_bias_many), which keeps every result thread-independent.
+_BIAS_NET_BLOCK = 256
+# reassociation lets LLVM vectorise the per-block sums over samples; no
+# nnan/ninf, so the isfinite guards keep working (see STYLE.md).
+_BIAS_NET_FASTMATH = {"nsz", "arcp", "contract", "reassoc"}
+
+
+@njit(cache=True, nogil=True, fastmath=_BIAS_NET_FASTMATH)
+def _bias_net_loss_and_grads(W, U, b1, b2, XT, YT, hcode, ocode, lcode):
+    """L = mean_i l(g1(U g(W x_i + b1) + b2), y_i); dL/dW, dL/dU, dL/db1 (hidden path), dL/db2 (output path), #argmax hits."""
+    d, n = XT.shape
+    m = W.shape[0]
+    k = U.shape[0]
+    B = _BIAS_NET_BLOCK
+    Z1 = np.empty((m, B))
+    H = np.empty((m, B))
+    D1 = np.empty((m, B))
+    Z2 = np.empty((k, B))
+    P = np.empty((k, B))
+    D2 = np.empty((k, B))
+    zmax = np.empty(B)
+    esum = np.empty(B)
+    aux = np.empty(B)
+    li = np.empty(B)
+    zbest = np.empty(B)
+    ybest = np.empty(B)
+    zarg = np.empty(B, dtype=np.int64)
+    yarg = np.empty(B, dtype=np.int64)
+    gW = np.zeros((m, d))
+    gU = np.zeros((k, m))
+    gb1 = np.zeros(m)
+    gb2 = np.zeros(k)
+    loss = 0.0
+    hits = 0
+    for s0 in range(0, n, B):
+        nb = min(B, n - s0)
+        # block samples s0 .. s0+nb-1; XT[:, s0 + i] is x_i (explicit offsets keep
+        # the inner loops unit-stride so they vectorise)
+        # forward, hidden: Z1 = W X + b1, H = g(Z1)                  # (m, nb)
+        for j in range(m):
+            for i in range(nb):
+                Z1[j, i] = b1[j]
+            for t in range(d):
+                w = W[j, t]
+                for i in range(nb):
+                    Z1[j, i] += w * XT[t, s0 + i]
+            for i in range(nb):
+                H[j, i] = _act(Z1[j, i], hcode)
+        # forward, output pre-activation: Z2 = U H + b2              # (k, nb)
+        for c in range(k):
+            for i in range(nb):
+                Z2[c, i] = b2[c]
+            for j in range(m):
+                u = U[c, j]
+                for i in range(nb):
+                    Z2[c, i] += u * H[j, i]
+        # output P = g1(Z2)
+        if ocode == _OUT_SOFTMAX:
+            for i in range(nb):
+                zmax[i] = Z2[0, i]
+                esum[i] = 0.0
+            for c in range(1, k):
+                for i in range(nb):
+                    zmax[i] = max(zmax[i], Z2[c, i])
+            for c in range(k):
+                for i in range(nb):
+                    P[c, i] = np.exp(Z2[c, i] - zmax[i])
+                    esum[i] += P[c, i]
+            for c in range(k):
+                for i in range(nb):
+                    P[c, i] /= esum[i]
+        elif ocode == _OUT_SIGMOID:
+            for c in range(k):
+                for i in range(nb):
+                    P[c, i] = _act(Z2[c, i], _SIGMOID_CODE)
+        else:
+            for c in range(k):
+                for i in range(nb):
+                    P[c, i] = Z2[c, i]
+        # per-sample loss li and delta_out D2 = dl/dZ2 = dl/dP (.) g1'(Z2)   # (k, nb)
+        for i in range(nb):
+            li[i] = 0.0
+        if lcode == _LOSS_MSE:
+            # l = 1/2 ||p - y||^2, dl/dp = r = p - y
+            for c in range(k):
+                for i in range(nb):
+                    r = P[c, i] - YT[c, s0 + i]
+                    li[i] += 0.5 * r * r
+                    D2[c, i] = r
+            if ocode == _OUT_SIGMOID:
+                for c in range(k):
+                    for i in range(nb):
+                        D2[c, i] *= _act_grad(P[c, i], _SIGMOID_CODE)
+            elif ocode == _OUT_SOFTMAX:
+                # softmax Jacobian diag(p) - p p^T applied to r: p (r - p.r)
+                for i in range(nb):
+                    aux[i] = 0.0
+                for c in range(k):
+                    for i in range(nb):
+                        aux[i] += P[c, i] * D2[c, i]
+                for c in range(k):
+                    for i in range(nb):
+                        D2[c, i] = P[c, i] * (D2[c, i] - aux[i])
+        elif lcode == _LOSS_BCE:
+            # l = sum softplus(z) - y z  (= -[y log s + (1-y) log(1-s)] without log(0));
+            # fused delta dl/dz = sigmoid(z) - y
+            for c in range(k):
+                for i in range(nb):
+                    z = Z2[c, i]
+                    li[i] += max(z, 0.0) + np.log1p(np.exp(-abs(z))) - YT[c, s0 + i] * z
+                    D2[c, i] = P[c, i] - YT[c, s0 + i]
+        else:
+            # l = -sum y log softmax(z) = (sum y) logsumexp(z) - sum y z;
+            # fused delta dl/dz = (sum y) p - y  (= p - y for one-hot y)
+            for i in range(nb):
+                aux[i] = 0.0
+            for c in range(k):
+                for i in range(nb):
+                    aux[i] += YT[c, s0 + i]
+                    li[i] -= YT[c, s0 + i] * Z2[c, i]
+            for i in range(nb):
+                li[i] += aux[i] * (zmax[i] + np.log(esum[i]))
+            for c in range(k):
+                for i in range(nb):
+                    D2[c, i] = aux[i] * P[c, i] - YT[c, s0 + i]
+        for i in range(nb):
+            loss += li[i]
+        # accuracy: argmax Z2 (monotone in P for every output) == argmax y;
+        # class loop outermost so the loops over samples vectorise
+        for i in range(nb):
+            zbest[i] = Z2[0, i]
+            ybest[i] = YT[0, s0 + i]
+            zarg[i] = 0
+            yarg[i] = 0
+        for c in range(1, k):
+            for i in range(nb):
+                if Z2[c, i] > zbest[i]:
+                    zbest[i] = Z2[c, i]
+                    zarg[i] = c
+                if YT[c, s0 + i] > ybest[i]:
+                    ybest[i] = YT[c, s0 + i]
+                    yarg[i] = c
+        for i in range(nb):
+            hits += zarg[i] == yarg[i]
+        # backward: delta_hidden D1 = (U^T D2) (.) g'(Z1)              # (m, nb)
+        for j in range(m):
+            for i in range(nb):
+                D1[j, i] = 0.0
+            for c in range(k):
+                u = U[c, j]
+                for i in range(nb):
+                    D1[j, i] += u * D2[c, i]
+            for i in range(nb):
+                D1[j, i] *= _act_grad(H[j, i], hcode)
+        # gradient sums over the block (fixed order: blocks in sequence)
+        for c in range(k):
+            acc = 0.0
+            for i in range(nb):
+                acc += D2[c, i]
+            gb2[c] += acc
+            for j in range(m):
+                acc = 0.0
+                for i in range(nb):
+                    acc += D2[c, i] * H[j, i]
+                gU[c, j] += acc
+        for j in range(m):
+            acc = 0.0
+            for i in range(nb):
+                acc += D1[j, i]
+            gb1[j] += acc
+            for t in range(d):
+                acc = 0.0
+                for i in range(nb):
+                    acc += D1[j, i] * XT[t, s0 + i]
+                gW[j, t] += acc
+    inv = 1.0 / n
+    return loss * inv, gW * inv, gU * inv, gb1 * inv, gb2 * inv, hits
+
+
+def _bias_net_codes(hidden, output, loss):
+    """Validate the (hidden, output, loss) names and return their kernel codes."""
+    hcode = activation_code(hidden)
+    if output not in BIAS_NET_OUTPUTS:
+        raise ValueError(f"output={output!r} is not supported; use one of "
+                         f"{sorted(BIAS_NET_OUTPUTS)}")
+    if loss not in BIAS_NET_LOSSES:
+        raise ValueError(f"loss={loss!r} is not supported; use one of "
+                         f"{sorted(BIAS_NET_LOSSES)}")
+    if loss == "bce" and output != "sigmoid":
+        raise ValueError(f"loss='bce' needs output='sigmoid' (got output={output!r}); "
+                         f"use output='sigmoid', or loss='ce' with output='softmax'")
+    if loss == "ce" and output != "softmax":
+        raise ValueError(f"loss='ce' needs output='softmax' (got output={output!r}); "
+                         f"use output='softmax', or loss='bce' with output='sigmoid'")
+    return hcode, BIAS_NET_OUTPUTS[output], BIAS_NET_LOSSES[loss]
+
+
+def _as_finite_float64(name, a, ndim):
+    """``a`` as a contiguous float64 array of ``ndim`` dims with finite values, else ValueError."""
+    try:
+        a = np.ascontiguousarray(a, dtype=np.float64)
+    except (TypeError, ValueError):
+        raise ValueError(f"{name} must be a numeric array; got {type(a).__name__}") from None
+    if a.ndim != ndim:
+        raise ValueError(f"{name} must be {ndim}-D; got shape {a.shape}")
+    if not np.all(np.isfinite(a)):
+        bad = np.argwhere(~np.isfinite(a))[:3].tolist()
+        raise ValueError(f"{name} has non-finite values (NaN/inf) at {bad}; impute or drop "
+                         f"them first, or lower the learning rate if they come from training")
+    return a
+
+
+def _check_bias_net(W, U, biases, X, Y, hidden, output, loss):
+    """Validate and convert the inputs of the bias network; ``biases`` is a dict name -> array."""
+    codes = _bias_net_codes(hidden, output, loss)
+    X = _as_finite_float64("X", X, 2)
+    Y = _as_finite_float64("Y", Y, 2)
+    W = _as_finite_float64("W", W, 2)
+    U = _as_finite_float64("U", U, 2)
+    biases = [_as_finite_float64(name, b, 1) for name, b in biases.items()]
+    n, d = X.shape
+    if n == 0:
+        raise ValueError("X has no rows; pass at least one sample")
+    if Y.shape[0] != n:
+        raise ValueError(f"Y has {Y.shape[0]} rows but X has {n}; pass one target row per sample")
+    m, k = W.shape[0], Y.shape[1]
+    if W.shape[1] != d:
+        raise ValueError(f"W has shape {W.shape}; expected (m, {d}) to match X's {d} columns")
+    if U.shape != (k, m):
+        raise ValueError(f"U has shape {U.shape}; expected ({k}, {m}) = (Y columns, W rows)")
+    return W, U, biases, X, Y, codes
+
+
+def independent_bias_loss_and_grads(W, U, b1, b2, X, Y, hidden="relu", output="sigmoid",
+                                    loss="mse"):
+    """Loss and gradients of h1 = g(W x + b1), y_hat = g1(U h1 + b2) with separate biases.
+
+    Parameters
+    ----------
+    W : ndarray of shape (m, n_features)
+        Hidden-layer weights.
+    U : ndarray of shape (k, m)
+        Output-layer weights; ``k`` is the number of target columns.
+    b1 : ndarray of shape (m,)
+        Hidden-layer bias.
+    b2 : ndarray of shape (k,)
+        Output-layer bias.
+    X : ndarray of shape (n_samples, n_features)
+    Y : ndarray of shape (n_samples, k)
+        Targets (one-hot rows for classification).
+    hidden : {"relu", "sigmoid", "tanh"}
+        Hidden activation g.
+    output : {"sigmoid", "identity", "softmax"}
+        Output function g1.
+    loss : {"mse", "bce", "ce"}
+        Per-sample loss l: ``"mse"`` = 1/2 ||y_hat - y||^2, ``"bce"`` (needs
+        ``output="sigmoid"``) = -sum[y log y_hat + (1 - y) log(1 - y_hat)],
+        ``"ce"`` (needs ``output="softmax"``) = -sum y log y_hat.
+
+    Returns
+    -------
+    loss : float
+        Mean of l over the samples.
+    grads : dict
+        ``"W"`` (m, n_features), ``"U"`` (k, m), ``"b1"`` (m,), ``"b2"`` (k,),
+        and ``"accuracy"``: fraction of rows where argmax y_hat == argmax y.
+    """
+    W, U, (b1, b2), X, Y, codes = _check_bias_net(W, U, {"b1": b1, "b2": b2}, X, Y,
+                                                  hidden, output, loss)
+    if b1.shape != (W.shape[0],):
+        raise ValueError(f"b1 has shape {b1.shape}; expected ({W.shape[0]},) = W rows")
+    if b2.shape != (U.shape[0],):
+        raise ValueError(f"b2 has shape {b2.shape}; expected ({U.shape[0]},) = Y columns")
+    L, gW, gU, gb1, gb2, hits = _bias_net_loss_and_grads(
+        W, U, b1, b2, np.ascontiguousarray(X.T), np.ascontiguousarray(Y.T), *codes)
+    _check_bias_result(L)
+    return float(L), {"W": gW, "U": gU, "b1": gb1, "b2": gb2,
+                      "accuracy": hits / X.shape[0]}
+
+
+def shared_bias_loss_and_grads(W, U, b, X, Y, hidden="relu", output="sigmoid", loss="mse"):
+    """Loss and gradients of h1 = g(W x + b), y_hat = g1(U h1 + b) with one shared bias b.
+
+    The bias reaches the loss along two paths, and its gradient is their sum:
+    dL/db = mean_i [delta_out_i + delta_hidden_i], with
+    delta_out = dl/dz2 = dl/dy_hat (.) g1'(z2) and
+    delta_hidden = (U^T delta_out) (.) g'(z1).
+
+    Parameters
+    ----------
+    W : ndarray of shape (m, n_features)
+    U : ndarray of shape (m, m)
+        Output weights; sharing b requires hidden width m == output width k.
+    b : ndarray of shape (m,)
+        The shared bias.
+    X : ndarray of shape (n_samples, n_features)
+    Y : ndarray of shape (n_samples, m)
+        Targets (one-hot rows for classification).
+    hidden, output, loss : str
+        As in ``independent_bias_loss_and_grads``.
+
+    Returns
+    -------
+    loss : float
+        Mean of l over the samples.
+    grads : dict
+        ``"W"`` (m, n_features), ``"U"`` (m, m), ``"b"`` (m,) the total bias
+        gradient, ``"b_output_path"`` (m,) = mean delta_out,
+        ``"b_hidden_path"`` (m,) = mean delta_hidden (the two sum to ``"b"``),
+        and ``"accuracy"``.
+    """
+    W, U, (b,), X, Y, codes = _check_bias_net(W, U, {"b": b}, X, Y, hidden, output, loss)
+    m, k = W.shape[0], Y.shape[1]
+    if m != k:
+        raise ValueError(f"a shared bias needs hidden width == output width, but W has "
+                         f"{m} rows and Y has {k} columns; use W with {k} rows, or "
+                         f"independent_bias_loss_and_grads for separate biases")
+    if b.shape != (m,):
+        raise ValueError(f"b has shape {b.shape}; expected ({m},) = W rows = Y columns")
+    L, gW, gU, gb1, gb2, hits = _bias_net_loss_and_grads(
+        W, U, b, b, np.ascontiguousarray(X.T), np.ascontiguousarray(Y.T), *codes)
+    _check_bias_result(L)
+    return float(L), {"W": gW, "U": gU, "b": gb1 + gb2, "b_output_path": gb2,
+                      "b_hidden_path": gb1, "accuracy": hits / X.shape[0]}
+
+
+def _check_bias_result(L):
+    if not np.isfinite(L):
+        raise ValueError(f"the loss is {L}: the parameters are too large for this "
+                         f"output/loss (overflow); rescale them or lower the learning rate")
+
+
+def train_bias_model(X, Y, W0, U0, b0, shared=True, lr=0.5, n_iter=300, hidden="relu",
+                     output="softmax", loss="ce"):
+    """Full-batch gradient descent on the shared- or independent-bias network.
+
+    Parameters
+    ----------
+    X : ndarray of shape (n_samples, n_features)
+    Y : ndarray of shape (n_samples, k)
+    W0 : ndarray of shape (k, n_features)
+        Initial hidden weights (hidden width m == k so both models apply).
+    U0 : ndarray of shape (k, k)
+    b0 : ndarray of shape (k,)
+        Initial bias; the independent model starts with b1 = b2 = b0.
+    shared : bool
+        True: one bias b in both layers; False: independent b1, b2.
+    lr : float
+        Step size (> 0).
+    n_iter : int
+        Number of gradient steps; the loss is evaluated n_iter + 1 times.
+    hidden, output, loss : str
+        As in ``independent_bias_loss_and_grads``.
+
+    Returns
+    -------
+    dict
+        ``"loss"``, ``"accuracy"`` : ndarray of shape (n_iter + 1,), value
+        before step t (entry n_iter: after the last step); NaN after divergence.
+        ``"norm_output_path"``, ``"norm_hidden_path"``, ``"cos_paths"`` :
+        ndarray of shape (n_iter + 1,): ||mean delta_out||, ||mean delta_hidden||
+        (for the independent model ||dL/db2|| and ||dL/db1||) and the cosine
+        between the two vectors (NaN when either is zero).
+        ``"diverged"`` : bool, the loss became non-finite or exceeded 10x its
+        initial value; ``"diverged_at"`` : int or None, the first such
+        evaluation; training stops there.
+        ``"params"`` : dict of the last finite parameters (``W``, ``U`` and
+        ``b`` or ``b1``, ``b2``).
+    """
+    W, U, (b,), X, Y, codes = _check_bias_net(W0, U0, {"b0": b0}, X, Y, hidden, output, loss)
+    m, k = W.shape[0], Y.shape[1]
+    if m != k:
+        raise ValueError(f"train_bias_model compares shared and independent biases, so the "
+                         f"hidden width must equal the output width; W0 has {m} rows and Y "
+                         f"has {k} columns: use W0 of shape ({k}, {X.shape[1]})")
+    if b.shape != (m,):
+        raise ValueError(f"b0 has shape {b.shape}; expected ({m},)")
+    if not (isinstance(lr, (int, float, np.floating, np.integer)) and np.isfinite(lr) and lr > 0):
+        raise ValueError(f"lr={lr!r} must be a finite positive number, e.g. 0.5")
+    if not (isinstance(n_iter, (int, np.integer)) and n_iter >= 0):
+        raise ValueError(f"n_iter={n_iter!r} must be a non-negative integer, e.g. 300")
+    return _train_bias_many(X, Y, [(W, U, b)], [bool(shared)], [float(lr)], int(n_iter),
+                            codes)[0]
+
+
+_REC_KEYS = ("loss", "accuracy", "norm_output_path", "norm_hidden_path", "cos_paths")
+
+
+def _train_bias_run(XT, YT, W0, U0, b0, shared, lr, n_iter, codes):
+    """Full-batch GD of one run, theta <- theta - lr dL/dtheta, on validated inputs.
+
+    XT (d, n), YT (k, n) are X and Y transposed (the kernel's layout). Records
+    loss, accuracy, ||db output path||, ||db hidden path|| and their cosine
+    before each step; stops at the first non-finite loss or loss > 10x the
+    initial one. The kernel releases the GIL, so runs can share a thread pool.
+    """
+    n = XT.shape[1]
+    W, U, b1, b2 = W0.copy(), U0.copy(), b0.copy(), b0.copy()
+    rec = {key: np.full(n_iter + 1, np.nan) for key in _REC_KEYS}
+    prev = (W, U, b1, b2)
+    diverged_at, L0 = None, None
+    for t in range(n_iter + 1):
+        # shared run: b1 == b2 == b, and db1, db2 are the hidden and output paths of dL/db
+        L, gW, gU, gb1, gb2, hits = _bias_net_loss_and_grads(W, U, b1, b2, XT, YT, *codes)
+        L0 = L if L0 is None else L0
+        if not (np.isfinite(L) and L <= 10 * L0 and np.all(np.isfinite(gW))
+                and np.all(np.isfinite(gU))):
+            diverged_at = t
+            W, U, b1, b2 = prev                     # last parameters with a finite loss
+            break
+        n_out, n_hid = np.sqrt(gb2 @ gb2), np.sqrt(gb1 @ gb1)
+        rec["loss"][t] = L
+        rec["accuracy"][t] = hits / n
+        rec["norm_output_path"][t] = n_out
+        rec["norm_hidden_path"][t] = n_hid
+        if n_out > 0 and n_hid > 0:
+            rec["cos_paths"][t] = (gb1 @ gb2) / (n_out * n_hid)
+        if t == n_iter:
+            break
+        prev = (W, U, b1, b2)
+        W, U = W - lr * gW, U - lr * gU                         # new arrays: prev stays intact
+        if shared:
+            b1 = b2 = b1 - lr * (gb1 + gb2)                     # dL/db = both paths
+        else:
+            b1, b2 = b1 - lr * gb1, b2 - lr * gb2
+    params = {"W": W, "U": U, "b": b1} if shared else {"W": W, "U": U, "b1": b1, "b2": b2}
+    rec.update(diverged=diverged_at is not None, diverged_at=diverged_at, params=params)
+    return rec
+
+
+def _train_bias_many(X, Y, inits, shared, lrs, n_iter, codes, n_jobs=None):
+    """``_train_bias_run`` for each (init, shared, lr); one result dict per run, in order.
+
+    Runs are independent and write only their own arrays, so running them on
+    a thread pool gives the same results for any ``n_jobs`` (default: all CPUs).
+    """
+    XT, YT = np.ascontiguousarray(X.T), np.ascontiguousarray(Y.T)   # (d, n), (k, n)
+
+    def one(r):
+        W0, U0, b0 = inits[r]
+        return _train_bias_run(XT, YT, W0, U0, b0, bool(shared[r]), float(lrs[r]), n_iter,
+                               codes)
+
+    n_jobs = n_jobs or os.cpu_count() or 1
+    if n_jobs == 1 or len(inits) == 1:
+        return [one(r) for r in range(len(inits))]
+    with ThreadPoolExecutor(max_workers=n_jobs) as pool:
+        return list(pool.map(one, range(len(inits))))
+
+
+def bias_experiment(X, Y, lrs=(0.05, 0.1, 0.3, 1.0, 3.0), seeds=(0, 1, 2, 3, 4), n_iter=300,
+                    hidden="relu", output="softmax", loss="ce", init_scale=0.1,
+                    threshold=None, n_jobs=None):
+    """Shared vs independent biases: full-batch GD for each lr x seed from the same start.
+
+    For every seed one initial (W0, U0, b0) is drawn, entries
+    ``init_scale * N(0, 1)``, and both models are trained from it (the
+    independent one with b1 = b2 = b0), so any difference comes from sharing.
+
+    Parameters
+    ----------
+    X : ndarray of shape (n_samples, n_features)
+    Y : ndarray of shape (n_samples, k)
+        Targets; the hidden width is k.
+    lrs : sequence of float
+        Learning rates.
+    seeds : sequence of int
+        One initialisation per seed (``np.random.default_rng(seed)``).
+    n_iter : int
+        Gradient steps per run.
+    hidden, output, loss : str
+        As in ``independent_bias_loss_and_grads``.
+    init_scale : float
+        Standard deviation of the initial parameters.
+    threshold : float or None
+        Loss level for "iterations to threshold". None: per lr,
+        ``best + 0.05 * (initial - best)`` where ``best`` is the lowest final
+        loss of any run (either model, any seed) at that lr and ``initial`` the
+        mean initial loss: the iteration at which a run has made 95 % of the
+        best achieved decrease.
+    n_jobs : int or None
+        Threads running the (independent) runs; None: all CPUs. Results do
+        not depend on it.
+
+    Returns
+    -------
+    dict
+        ``"config"``: the arguments (JSON-friendly). ``"summary"``: list of
+        JSON-friendly dicts, one per (model, lr), with ``model``, ``lr``,
+        ``threshold``, ``iters_to_threshold`` (per seed, None if never
+        reached), ``iters_to_threshold_median`` (None unless more than half
+        of the seeds reach it), ``final_loss_mean``, ``final_acc_mean``,
+        ``final_acc_std`` (over non-diverged seeds; None if none),
+        ``diverged_frac``, ``mean_norm_output_path``, ``mean_norm_hidden_path``,
+        ``mean_cos_paths`` (averaged over iterations and seeds).
+        ``"curves"``: dict keyed by ``(model, lr)`` with ``"loss"`` and
+        ``"accuracy"`` arrays of shape (n_seeds, n_iter + 1) (NaN after
+        divergence), ``"loss_mean"``, ``"loss_min"``, ``"loss_max"`` of shape
+        (n_iter + 1,) (NaN-aware over seeds), and the path arrays
+        ``"norm_output_path"``, ``"norm_hidden_path"``, ``"cos_paths"`` of
+        shape (n_seeds, n_iter + 1).
+    """
+    lrs = [float(lr) for lr in lrs]
+    seeds = [int(s) for s in seeds]
+    if not lrs or not seeds:
+        raise ValueError("lrs and seeds must each hold at least one value")
+    if not all(np.isfinite(lr) and lr > 0 for lr in lrs):
+        raise ValueError(f"lrs={lrs} must all be finite positive numbers, e.g. (0.1, 1.0)")
+    if not (isinstance(n_iter, (int, np.integer)) and n_iter >= 0):
+        raise ValueError(f"n_iter={n_iter!r} must be a non-negative integer, e.g. 300")
+    if not (np.isfinite(init_scale) and init_scale > 0):
+        raise ValueError(f"init_scale={init_scale!r} must be a finite positive number, e.g. 0.1")
+    if threshold is not None and not np.isfinite(threshold):
+        raise ValueError(f"threshold={threshold!r} must be a finite loss value or None")
+    d, k = np.shape(X)[-1], np.shape(Y)[-1]
+    # validates X, Y and the names once (the initial parameters are well-formed by construction)
+    _, _, _, X, Y, codes = _check_bias_net(np.zeros((k, d)), np.zeros((k, k)), {"b0": np.zeros(k)},
+                                           X, Y, hidden, output, loss)
+    inits = []
+    for s in seeds:
+        rng = np.random.default_rng(s)
+        inits.append((init_scale * rng.standard_normal((k, d)),
+                      init_scale * rng.standard_normal((k, k)),
+                      init_scale * rng.standard_normal(k)))
+    # one parallel call for all runs; lr varies fastest so that runs which
+    # diverge early (large lr) are spread evenly over the threads
+    models = ("shared", "independent")
+    grid = [(si, model, lr) for si in range(len(seeds)) for model in models for lr in lrs]
+    runs = _train_bias_many(X, Y, [inits[si] for si, _, _ in grid],
+                            [model == "shared" for _, model, _ in grid],
+                            [lr for _, _, lr in grid], int(n_iter), codes, n_jobs)
+    curves = {}
+    for model in models:
+        for lr in lrs:
+            sel = [runs[g] for g, (_, mdl, l) in enumerate(grid) if mdl == model and l == lr]
+            c = {key: np.stack([r[key] for r in sel]) for key in _REC_KEYS}
+            c["diverged"] = np.array([r["diverged"] for r in sel])
+            curves[(model, lr)] = c
+    summary = []
+    for lr in lrs:
+        finals = np.concatenate([curves[(mdl, lr)]["loss"][:, -1]
+                                 for mdl in ("shared", "independent")])
+        finals = finals[np.isfinite(finals)]
+        # default: 95 % of the largest decrease any run achieved at this lr
+        # (a ratio such as 1.05 x best final loss is met at iteration 0 when
+        # the loss barely moves, e.g. on data with little signal)
+        start = float(np.nanmean(curves[("shared", lr)]["loss"][:, 0]))
+        if threshold is not None:
+            thr = float(threshold)
+        elif finals.size and finals.min() < start:
+            thr = float(finals.min()) + 0.05 * (start - float(finals.min()))
+        else:
+            thr = None          # no run decreased the loss at this lr: nothing to reach
+        for model in ("shared", "independent"):
+            c = curves[(model, lr)]
+            c["loss_mean"], c["loss_min"], c["loss_max"] = _nan_band(c["loss"])
+            summary.append(_summarise_runs(model, lr, thr, c))
+    config = dict(lrs=lrs, seeds=seeds, n_iter=int(n_iter), hidden=hidden, output=output,
+                  loss=loss, init_scale=float(init_scale),
+                  threshold=None if threshold is None else float(threshold),
+                  threshold_rule="given" if threshold is not None else
+                  "best final + 0.05 * (initial - best final), per lr",
+                  n_samples=int(X.shape[0]), n_features=int(d), k=int(k))
+    return {"config": config, "summary": summary, "curves": curves}
+
+
+def _summarise_runs(model, lr, thr, c):
+    """JSON-friendly summary of the runs of one (model, lr)."""
+    def f(x):
+        return None if x is None or not np.isfinite(x) else float(x)
+
+    loss, ok = c["loss"], ~c["diverged"]
+    iters = []
+    for row in loss:
+        hit = np.flatnonzero(row <= thr) if thr is not None else np.array([], dtype=int)
+        iters.append(int(hit[0]) if hit.size else None)
+    reached = sorted(i for i in iters if i is not None)
+    # median over all seeds with "never" as +inf; defined when most seeds reach thr
+    never_inf = [np.inf if i is None else i for i in iters]
+    median = float(np.median(never_inf)) if 2 * len(reached) > len(iters) else None
+    final_loss, final_acc = loss[ok, -1], c["accuracy"][ok, -1]
+
+    def nanmean(a):
+        a = a[np.isfinite(a)]
+        return f(a.mean()) if a.size else None
+
+    return {
+        "model": model, "lr": float(lr), "threshold": f(thr),
+        "iters_to_threshold": iters, "iters_to_threshold_median": median,
+        "final_loss_mean": f(final_loss.mean()) if final_loss.size else None,
+        "final_acc_mean": f(final_acc.mean()) if final_acc.size else None,
+        "final_acc_std": f(final_acc.std()) if final_acc.size else None,
+        "diverged_frac": float(c["diverged"].mean()),
+        "mean_norm_output_path": nanmean(c["norm_output_path"]),
+        "mean_norm_hidden_path": nanmean(c["norm_hidden_path"]),
+        "mean_cos_paths": nanmean(c["cos_paths"]),
+    }
+
+
+def _nan_band(curves):
+    """NaN-aware mean, min and max over axis 0 (NaN where every row is NaN)."""
+    has = np.any(np.isfinite(curves), axis=0)
+    filled = np.where(np.isfinite(curves), curves, 0.0)
+    cnt = np.maximum(np.isfinite(curves).sum(axis=0), 1)
+    mean = np.where(has, filled.sum(axis=0) / cnt, np.nan)
+    lo = np.where(has, np.where(np.isfinite(curves), curves, np.inf).min(axis=0), np.nan)
+    hi = np.where(has, np.where(np.isfinite(curves), curves, -np.inf).max(axis=0), np.nan)
+    return mean, lo, hi

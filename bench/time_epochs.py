@@ -565,15 +565,7 @@ def plot_scaling(scaling, path):
 # ------------------------------------------------------------- attribution
 def bench_attribution(X, y, sizes, args):
     """Part 4: input_gradients kernel vs per-sample Python loop and vectorised reference."""
-    try:
-        src = mlp
-        fast, ref = mlp.input_gradients, mlp.reference_input_gradients
-    except AttributeError:
-        try:
-            import _draft_attr as src
-            fast, ref = src.input_gradients, src.reference_input_gradients
-        except (ImportError, AttributeError) as e:
-            return {"skipped": f"input_gradients not found in mlp or _draft_attr ({e})"}
+    fast, ref = mlp.input_gradients, mlp.reference_input_gradients
     w, b = init_params(sizes, "float64")
     n = X.shape[0]
     fast_s = summary(timed(lambda: fast(w, b, X, y, "relu", target="output"), args.repeats))
@@ -585,7 +577,7 @@ def bench_attribution(X, y, sizes, args):
             ref(w, b, X[i:i + 1], y[i:i + 1], "relu", target="output")
     loop_s = summary(timed(loop, max(1, min(3, args.repeats))))
     loop_full_ms = loop_s["median_ms"] / m * n
-    return {"module": src.__name__, "n_rows": n, "kernel": fast_s, "reference": ref_s,
+    return {"n_rows": n, "kernel": fast_s, "reference": ref_s,
             "loop_rows_timed": m, "loop": loop_s, "loop_full_estimate_ms": loop_full_ms,
             "speedup_vs_loop": loop_full_ms / fast_s["median_ms"],
             "speedup_vs_reference": ref_s["median_ms"] / fast_s["median_ms"],

@@ -7,9 +7,11 @@ known columns. Kernel signatures used: float64 and float32 X only.
 import numba
 import numpy as np
 import pytest
+
+import mlp
 from numpy.testing import assert_allclose
 
-from _draft_attr import (compare_rankings, feature_attribution, input_gradients,
+from mlp import (compare_rankings, feature_attribution, input_gradients,
                          permutation_check, randomization_check, reference_input_gradients)
 
 ACTS = ["relu", "sigmoid", "tanh"]
@@ -243,3 +245,20 @@ def test_bad_inputs_raise_with_a_hint():
         compare_rankings([1.0, 2.0], [1.0, 2.0, 3.0])
     with pytest.raises(ValueError, match=r"attribution_scores has shape \(2,\); expected \(3,\)"):
         permutation_check(None, X, y, [1.0, 2.0], ["a", "b", "c"])
+
+
+def test_estimator_methods_delegate_to_module_functions():
+    rng = np.random.default_rng(7)
+    W = [rng.normal(size=(5, 4)), rng.normal(size=(3, 5))]
+    b = [rng.normal(size=5), rng.normal(size=3)]
+    X = rng.normal(size=(40, 4))
+    labels = np.array(["a", "b", "c"])
+    model = mlp.MLP.from_weights(W, b, "tanh", classes=labels)
+    y_idx = rng.integers(0, 3, size=40)
+    np.testing.assert_array_equal(model.input_gradients(X, labels[y_idx], target="loss"),
+                                  input_gradients(W, b, X, y_idx, "tanh", target="loss"))
+    got = model.feature_attribution(X, labels[y_idx], samples="all")
+    want = feature_attribution(W, b, X, y_idx, "tanh", samples="all")
+    np.testing.assert_array_equal(got["scores"], want["scores"])
+    with pytest.raises(ValueError, match="not one of the training classes"):
+        model.input_gradients(X, np.full(40, "z"), target="loss")

@@ -2,7 +2,7 @@
 import numpy as np
 import pytest
 
-from _draft_q2 import (bias_experiment, independent_bias_loss_and_grads,
+from mlp import (bias_experiment, independent_bias_loss_and_grads,
                        shared_bias_loss_and_grads, train_bias_model)
 
 HIDDEN = ("relu", "sigmoid", "tanh")
