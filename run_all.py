@@ -28,6 +28,7 @@ import platform
 import sys
 import time
 import traceback
+import warnings
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -651,6 +652,7 @@ def part_c(ctx):
     """Part C: input gradients dL/dx (C(a), derivation) and the sensitivity attribution
     ranking (C(b)) for each network of Part B, with permutation-importance and
     weight-randomisation cross-checks. Writes figures/c_*.png, tables/c_*.csv."""
+    import numpy as np
     import pandas as pd
     from scipy.stats import spearmanr
     import mlp
@@ -709,7 +711,7 @@ def part_c(ctx):
         side["Part A pps"] = side["feature"].map(pp["pps"])
         side["Part A rank"] = side["Part A pps"].rank(ascending=False, method="min").astype(int)
     first = f"{next(iter(results))} rank"
-    side = side.sort_values(first)
+    side = side.sort_values(first).reset_index(drop=True)
     ctx.save_table(side, "c_comparison", floatfmt=".3f",
                    caption="Original columns side by side: attribution share and rank per network "
                            "(∂o_m/∂x and the pre-softmax logit ∂a_m/∂x) and Part A's predictive power")
@@ -739,12 +741,16 @@ def part_c(ctx):
                        caption=f"{act}: permutation importance (accuracy drop when a column is "
                                f"shuffled, {cfg.repeats} repeats), training split and test set")
         checks[act]["permutation"] = prep.to_jsonable(table)
+        if np.isnan(pc_train["spearman_original"]):
+            agree = ("permutation importance is zero for every column on the training split (the network "
+                     "predicts the same class whatever one column holds), so no rank correlation is defined")
+        else:
+            agree = (f"Spearman correlation of the attribution ranking with permutation importance "
+                     f"{pc_train['spearman_original']:+.2f} on the training split and "
+                     f"{pc_test['spearman_original']:+.2f} on the test set (original columns)")
         lines.append(
-            f"`{act}`: Spearman correlation of the attribution ranking with permutation importance "
-            f"{pc_train['spearman_original']:+.2f} on the training split and "
-            f"{pc_test['spearman_original']:+.2f} on the test set (original columns); with a network "
-            f"whose weights are re-drawn at random the ranking correlates {rnd['spearman']:+.2f} with "
-            f"the trained one — the sanity check " +
+            f"`{act}`: {agree}; with a network whose weights are re-drawn at random the ranking "
+            f"correlates {rnd['spearman']:+.2f} with the trained one — the sanity check " +
             ("passes: the attribution depends on what the network learned." if rnd["passed"] else
              f"FAILS (≥ {rnd['threshold']:g}): the ranking barely depends on the learned weights, "
              "so it may reflect the input statistics more than the model."))
@@ -1046,7 +1052,8 @@ def _q2_verdict(summary, speed_tol=0.2, stab_tol=0.2):
     for lr in sorted({s["lr"] for s in summary}):
         sh, ind = by[("shared", lr)], by[("independent", lr)]
         it_s, it_i = sh["iters_to_threshold_median"], ind["iters_to_threshold_median"]
-        rows.append({"lr": lr, "shared iters": it_s, "independent iters": it_i,
+        rows.append({"lr": lr, "shared iters": "not reached" if it_s is None else it_s,
+                     "independent iters": "not reached" if it_i is None else it_i,
                      "shared final loss": sh["final_loss_mean"], "independent final loss": ind["final_loss_mean"],
                      "shared final acc": sh["final_acc_mean"], "independent final acc": ind["final_acc_mean"],
                      "shared diverged": sh["diverged_frac"], "independent diverged": ind["diverged_frac"],
@@ -1121,8 +1128,10 @@ def part_q2(ctx):
         paths = {}
         for lr in lrs:
             c = exp["curves"][("shared", lr)]
-            paths[f"|δ_out| lr={lr:g}"] = np.nanmean(c["norm_output_path"], 0)
-            paths[f"|δ_hidden| lr={lr:g}"] = np.nanmean(c["norm_hidden_path"], 0)
+            with warnings.catch_warnings():  # all seeds diverged: NaN, drawn as a gap
+                warnings.simplefilter("ignore", RuntimeWarning)
+                paths[f"|δ_out| lr={lr:g}"] = np.nanmean(c["norm_output_path"], 0)
+                paths[f"|δ_hidden| lr={lr:g}"] = np.nanmean(c["norm_hidden_path"], 0)
         ctx.save_figure(plots.gradient_magnitudes(paths, title=f"Q2 ({label}): norms of the two bias-gradient paths"),
                         f"q2_{task}_paths.png", f"{label}: norms of the output-path and hidden-path bias "
                         "gradients of the shared model (mean over seeds)")
