@@ -122,22 +122,29 @@ def accuracy_curves(histories, baseline=None):
     return _done(fig)
 
 
-def gradient_magnitudes(series, title="Mean |dL/dW| per layer"):
-    """Log-scale curves of mean absolute weight gradient per iteration.
+def gradient_magnitudes(series, title="Mean |dL/dW| per layer", ylabel="mean |dL/dW|"):
+    """Log-scale curves, one per series; series sharing a group share a colour.
 
     Parameters
     ----------
-    series : dict label -> array of shape (n_iter,)
+    series : dict (group, kind) -> array of shape (n_iter,)
+        ``group`` picks the colour (an activation name uses its usual colour),
+        ``kind`` the line style (first kind solid, second dashed, ...).
     """
+    groups = list(dict.fromkeys(g for g, _ in series))
+    kinds = list(dict.fromkeys(k for _, k in series))
+    styles = ["-", "--", ":", "-."]
     fig, ax = plt.subplots(figsize=(7, 4))
-    for label, values in series.items():
-        ax.plot(np.arange(1, len(values) + 1), values, label=label)
+    for (group, kind), values in series.items():
+        color = ACT_COLORS.get(group, f"C{groups.index(group)}")
+        ax.plot(np.arange(1, len(values) + 1), values, color=color,
+                ls=styles[kinds.index(kind) % len(styles)], label=f"{group} {kind}")
     ax.set_yscale("log")
     ax.set_xlabel("iteration")
-    ax.set_ylabel("mean |dL/dW|")
-    ax.legend(fontsize=8)
+    ax.set_ylabel(ylabel)
+    ax.legend(fontsize=8, ncol=2 if len(series) > 6 else 1)
     ax.grid(alpha=0.3, which="both")
-    ax.set_title(title)
+    ax.set_title(title, fontsize=10)
     return _done(fig)
 
 
@@ -208,28 +215,37 @@ def confusion(matrix, labels, title="Confusion matrix (test)"):
     return _done(fig)
 
 
-def loss_bands(curves, title, ylabel="training loss"):
-    """Mean curve with a min-max band for several runs.
+def loss_panels(curves, title, ylabel="training loss"):
+    """One panel per setting (e.g. learning rate): mean curve and min-max band per model.
 
     Parameters
     ----------
-    curves : dict label -> array of shape (n_runs, n_iter) (NaN after divergence)
+    curves : dict panel title -> dict model name -> array of shape (n_runs, n_iter)
+        (NaN after a run diverged)
     """
-    fig, ax = plt.subplots(figsize=(7, 4))
-    for i, (label, c) in enumerate(curves.items()):
-        c = np.asarray(c, dtype=float)
-        it = np.arange(1, c.shape[1] + 1)
-        with np.errstate(all="ignore"):
-            import warnings
-            with warnings.catch_warnings():
+    import warnings
+
+    n = len(curves)
+    ncol = min(3, n)
+    nrow = int(np.ceil(n / ncol))
+    fig, axes = plt.subplots(nrow, ncol, figsize=(4.2 * ncol, 3.0 * nrow), squeeze=False, sharey=True)
+    for ax, (panel, models) in zip(axes.ravel(), curves.items()):
+        for i, (name, c) in enumerate(models.items()):
+            c = np.asarray(c, dtype=float)
+            it = np.arange(c.shape[1])
+            with warnings.catch_warnings():  # columns where every run diverged stay NaN
                 warnings.simplefilter("ignore", RuntimeWarning)
                 mean, lo, hi = np.nanmean(c, 0), np.nanmin(c, 0), np.nanmax(c, 0)
-        ax.plot(it, mean, color=f"C{i}", label=label)
-        ax.fill_between(it, lo, hi, color=f"C{i}", alpha=0.2)
-    ax.set_yscale("log")
-    ax.set_xlabel("iteration")
-    ax.set_ylabel(ylabel)
-    ax.legend(fontsize=7)
-    ax.grid(alpha=0.3, which="both")
-    ax.set_title(title, fontsize=10)
+            ax.plot(it, mean, color=f"C{i}", label=name, lw=1.2)
+            ax.fill_between(it, lo, hi, color=f"C{i}", alpha=0.2, lw=0)
+        ax.set_yscale("log")
+        ax.set_title(panel, fontsize=9)
+        ax.grid(alpha=0.3, which="both")
+        ax.set_xlabel("iteration", fontsize=8)
+    for ax in axes[:, 0]:
+        ax.set_ylabel(ylabel, fontsize=8)
+    for ax in axes.ravel()[n:]:
+        ax.axis("off")
+    axes.ravel()[0].legend(fontsize=8)
+    fig.suptitle(title, fontsize=10)
     return _done(fig)

@@ -532,9 +532,9 @@ def part_b(ctx):
     series, grad_metrics = {}, {}
     for act, model in nets.items():
         g = model.history_["grad_abs_mean"]
-        series[f"{act} layer 1"] = g[:, 0]
+        series[(act, "layer 1")] = g[:, 0]
         if g.shape[1] > 2:
-            series[f"{act} layer 2"] = g[:, 1]
+            series[(act, "layer 2")] = g[:, 1]
         grad_metrics[act] = {"mean_abs_dW": g.tolist()}
     ctx.save_figure(plots.gradient_magnitudes(series), "b_gradient_magnitudes.png",
                     "Mean |dL/dW| of the first and second hidden layer's weights per iteration (log scale)")
@@ -1121,18 +1121,19 @@ def part_q2(ctx):
         label = "training data" if task == "data" else "synthetic task"
         ctx.save_table(pd.DataFrame(rows), f"q2_{task}", floatfmt=".3g",
                        caption=f"{label}: shared vs independent biases per learning rate (means over seeds)")
-        curves = {f"{mdl} lr={lr:g}": exp["curves"][(mdl, lr)]["loss"]
-                  for lr in lrs for mdl in ("shared", "independent")}
-        ctx.save_figure(plots.loss_bands(curves, f"Q2 on the {label}: loss (mean, min–max over seeds)"),
+        curves = {f"lr = {lr:g}": {mdl: exp["curves"][(mdl, lr)]["loss"] for mdl in ("shared", "independent")}
+                  for lr in lrs}
+        ctx.save_figure(plots.loss_panels(curves, f"Q2 on the {label}: loss (mean, min–max over seeds)"),
                         f"q2_{task}_loss.png", f"{label}: training loss per iteration, shared vs independent")
         paths = {}
         for lr in lrs:
             c = exp["curves"][("shared", lr)]
             with warnings.catch_warnings():  # all seeds diverged: NaN, drawn as a gap
                 warnings.simplefilter("ignore", RuntimeWarning)
-                paths[f"|δ_out| lr={lr:g}"] = np.nanmean(c["norm_output_path"], 0)
-                paths[f"|δ_hidden| lr={lr:g}"] = np.nanmean(c["norm_hidden_path"], 0)
-        ctx.save_figure(plots.gradient_magnitudes(paths, title=f"Q2 ({label}): norms of the two bias-gradient paths"),
+                paths[(f"lr={lr:g}", "|δ_out|")] = np.nanmean(c["norm_output_path"], 0)
+                paths[(f"lr={lr:g}", "|δ_hidden|")] = np.nanmean(c["norm_hidden_path"], 0)
+        ctx.save_figure(plots.gradient_magnitudes(paths, title=f"Q2 ({label}): norms of the two bias-gradient paths",
+                                                 ylabel="norm"),
                         f"q2_{task}_paths.png", f"{label}: norms of the output-path and hidden-path bias "
                         "gradients of the shared model (mean over seeds)")
         m[task] = {"config": exp["config"], "summary": exp["summary"], "findings": found,
