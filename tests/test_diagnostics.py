@@ -287,3 +287,24 @@ def test_bad_arguments_raise_actionable_errors():
     with pytest.raises(ValueError, match=r"model_importance\['test'\] names unknown feature"):
         diagnose(train, test, TARGET, NUMERIC, CATEGORICAL,
                  model_importance={"train": {}, "test": {"nope": 1.0}})
+
+
+@pytest.mark.parametrize("seed", [11, 12])
+def test_diagnose_on_make_synthetic_names_the_randomly_planted_column(seed):
+    import prep
+    rng = np.random.default_rng(seed)
+    plain_train, _ = prep.make_synthetic(n_train=50, n_test=10, seed=seed)
+    columns = [c for c in plain_train.columns if c != prep.DEFAULT_TARGET]
+    planted = str(rng.choice(columns))
+    train, test = prep.make_synthetic(n_train=3000, n_test=1500, shortcut=planted, seed=seed)
+    ds = prep.validate_frames(train, test)
+    out = diagnose(ds.train, ds.test, ds.target, ds.numeric, ds.categorical, seed=seed)
+    assert out["suspect_features"] == [planted]
+
+
+def test_diagnose_on_make_synthetic_without_shortcut_names_nothing():
+    import prep
+    train, test = prep.make_synthetic(n_train=3000, n_test=1500, shortcut=None, seed=5)
+    ds = prep.validate_frames(train, test)
+    out = diagnose(ds.train, ds.test, ds.target, ds.numeric, ds.categorical, seed=5)
+    assert out["suspect_features"] == []
