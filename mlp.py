@@ -73,6 +73,71 @@ def _act_grad(a, code):
         return 1 - a * a
 
 
+# Vectorisable sigmoid and tanh for the elementwise loops over a tile.
+# np.exp / np.tanh are scalar libm calls that LLVM cannot vectorise (no SVML),
+# which made sigmoid/tanh training steps 2-4x slower than relu. These use only
+# +, *, /, compares and integer bit operations, so a loop over a tile row
+# compiles to packed AVX code. Accuracy (float64): <= ~2.2 ulp relative against
+# mpmath over |z| up to 800, incl. z -> 0 for tanh; saturate to 0/1 (sigmoid),
+# +-1 (tanh) without overflow; NaN stays NaN. Callers compile them with
+# error_model="numpy" (no ZeroDivisionError branch, which blocks vectorisation)
+# and may add fastmath={"contract"} (FMA); never "reassoc", which would fold the
+# round-to-integer trick (y + _SHIFTER) - _SHIFTER away.
+_LOG2E = 1.4426950408889634
+_LN2_HI = 6.93147180369123816490e-01   # ln 2 rounded to 32 bits: k * _LN2_HI is exact
+_LN2_LO = 1.90821492927058770002e-10   # ln 2 - _LN2_HI
+_SHIFTER = 6755399441055744.0          # 1.5 * 2**52: t + _SHIFTER rounds t to an integer
+_SHIFTER_BITS = int(np.float64(_SHIFTER).view(np.int64))   # ... held in the low bits
+_EXPONENT_ONE = 1023 << 52             # bit pattern of 1.0 (2**k is (k + 1023) << 52)
+
+
+@njit(cache=True, inline="always")
+def _exp_split(y):
+    """(s, q) with exp(y) = s * (1 + q) for float64 y <= 0; s = 2**k, q = expm1(r), |r| <= ln2/2."""
+    y = -745.5 if y < -745.5 else y            # exp(-745.5) rounds to 0; NaN passes through
+    t = y * _LOG2E + _SHIFTER
+    kf = t - _SHIFTER                          # k = round(y / ln 2) as a float
+    k = np.float64(t).view(np.int64) - _SHIFTER_BITS   # ... and as an integer
+    r = (y - kf * _LN2_HI) - kf * _LN2_LO      # y = k ln2 + r (Cody-Waite)
+    # expm1(r) = r + r^2 (1/2! + r/3! + ... + r^11/13!), Horner; truncation < 1e-17
+    p = 1.6059043836821613e-10
+    p = p * r + 2.08767569878681e-09
+    p = p * r + 2.505210838544172e-08
+    p = p * r + 2.755731922398589e-07
+    p = p * r + 2.7557319223985893e-06
+    p = p * r + 2.48015873015873e-05
+    p = p * r + 0.0001984126984126984
+    p = p * r + 0.001388888888888889
+    p = p * r + 0.008333333333333333
+    p = p * r + 0.041666666666666664
+    p = p * r + 0.16666666666666666
+    p = p * r + 0.5
+    q = r + (r * r) * p
+    # 2**k as two normal powers of two, so k down to -1076 underflows gracefully
+    ka = k >> 1
+    s = (np.int64((ka << 52) + _EXPONENT_ONE).view(np.float64)
+         * np.int64(((k - ka) << 52) + _EXPONENT_ONE).view(np.float64))
+    return s, q
+
+
+@njit(cache=True, inline="always")
+def _fast_sigmoid(z):
+    """1 / (1 + exp(-z)) in float64 from e = exp(-|z|) in (0, 1]: no overflow."""
+    s, q = _exp_split(-abs(z))
+    e = s + s * q
+    u = 1.0 / (1.0 + e)
+    return u if z >= 0 else e * u
+
+
+@njit(cache=True, inline="always")
+def _fast_tanh(z):
+    """tanh(z) = -m / (2 + m) * sign(z), m = expm1(-2|z|): no cancellation near 0."""
+    s, q = _exp_split(-2.0 * abs(z))
+    m = (s - 1.0) + s * q                      # expm1(-2|z|) in [-1, 0]
+    t = -m / (2.0 + m)
+    return t if z >= 0 else -t
+
+
 # ------------------------------------------------------------ parameter layout
 def activation_code(activation):
     """Integer code of a hidden activation name; ``ValueError`` if unknown."""
@@ -183,19 +248,27 @@ def _layer_views(theta, sizes):
     return Ws, bs
 
 
-@njit(cache=True)
+@njit(cache=True, error_model="numpy", fastmath={"contract"})
 def _bias_act(Z, b, code):
-    """Z <- g(Z + b) in place (the branch on ``code`` sits outside the loops)."""
+    """Z <- g(Z + b) in place (the branch on ``code`` sits outside the loops).
+
+    Sigmoid and tanh use the vectorisable ``_fast_*`` forms, evaluated in
+    float64 also for float32 tiles (rounded once on the store).
+    """
     r, m = Z.shape
     if code == RELU:
         for i in range(r):
             for j in range(m):
                 z = Z[i, j] + b[j]
                 Z[i, j] = z if z > 0 else z * 0
+    elif code == SIGMOID:
+        for i in range(r):
+            for j in range(m):
+                Z[i, j] = _fast_sigmoid(np.float64(Z[i, j] + b[j]))
     else:
         for i in range(r):
             for j in range(m):
-                Z[i, j] = _act(Z[i, j] + b[j], code)
+                Z[i, j] = _fast_tanh(np.float64(Z[i, j] + b[j]))
 
 
 @njit(cache=True)

@@ -134,6 +134,31 @@ def test_extreme_logits_are_stable():
     assert_allclose(dW[0], rdW[0], rtol=1e-9, atol=1e-9)
 
 
+@pytest.mark.parametrize("activation", ["sigmoid", "tanh"])
+def test_vectorised_activations_are_accurate_to_a_few_ulp(activation):
+    # _bias_act uses polynomial exp (not libm): check it against SciPy / NumPy
+    # from tiny arguments (tanh cancellation) to saturation, plus inf and NaN
+    from scipy.special import expit
+    rng = np.random.default_rng(0)
+    z = np.concatenate([rng.normal(size=2000) * s for s in [1e-12, 1e-4, 0.1, 1, 5, 30, 300, 1e4]]
+                       + [[0.0, -0.0, 708.0, -708.0, -745.0, -746.0, 1e308, -1e308]])
+    ref = expit(z) if activation == "sigmoid" else np.tanh(z)
+    Z = z.reshape(-1, 8).copy()
+    mlp._bias_act(Z, np.zeros(8), mlp.ACTIVATIONS[activation])
+    got = Z.ravel()
+    assert_allclose(got, ref, rtol=5e-16, atol=1e-300)
+    assert np.all(np.abs(got) <= 1)
+    inf = np.array([[np.inf, -np.inf, np.nan]])
+    mlp._bias_act(inf, np.zeros(3), mlp.ACTIVATIONS[activation])
+    assert_array_equal(inf[0, :2], [1.0, 0.0] if activation == "sigmoid" else [1.0, -1.0])
+    assert np.isnan(inf[0, 2])
+    # float32 tiles: evaluated in float64, rounded once
+    Z32 = z[np.abs(z) < 1e30].astype(np.float32).reshape(-1, 1)
+    ref32 = (expit if activation == "sigmoid" else np.tanh)(Z32.astype(np.float64))
+    mlp._bias_act(Z32, np.zeros(1, np.float32), mlp.ACTIVATIONS[activation])
+    assert_allclose(Z32, ref32, rtol=6e-8, atol=1e-37)
+
+
 # --------------------------------------------------------- determinism
 @pytest.fixture
 def restore_threads():
