@@ -650,7 +650,7 @@ def tables(res):
         lines += ["", f"Attribution: {at['skipped']}"]
     else:
         lines += ["", f"Attribution, input_gradients on {at['n_rows']:,} rows "
-                  f"(from {at['module']}):", "",
+                  ":", "",
                   "| method | median ms (all rows) | kernel speed-up | goal |",
                   "|---|---:|---:|---:|",
                   f"| numba kernel | {at['kernel']['median_ms']:.2f} | 1x | |",
