@@ -1134,109 +1134,88 @@ class MLP(BaseEstimator, ClassifierMixin):
 
 
 ATTRIBUTION_TARGETS = {"output": 0, "logit": 1, "loss": 2}
-_ATTR_BLOCK = 256   # samples per parallel block; each block owns one workspace
 
 
-@njit(cache=True, parallel=True)
-def _input_gradients(theta, sizes, code, X, y, target):
-    """G[s] = dt/dx at x = X[s], t = o_m (target 0), a_m (1) or -log o_y (2); m = argmax o."""
-    n, d = X.shape
+@njit(cache=True)
+def _block_input_gradients(theta, sizes, code, X, y, target, start, stop, tile, G, pred):
+    """Rows [start, stop) of G = dt/dx and pred = argmax o, tile by tile (see ``_input_gradients``)."""
+    dt = theta.dtype
     L = sizes.shape[0] - 1
     K = sizes[L]
-    off = _offsets(sizes)
-    # start of each layer's units in the per-sample activation buffer
-    aoff = np.zeros(L + 2, dtype=np.int64)
-    wmax = 0
+    Ws, bs = _layer_views(theta, sizes)
+    maxw = 0
     for l in range(L + 1):
-        aoff[l + 1] = aoff[l] + sizes[l]
-        wmax = max(wmax, sizes[l])
-    # W^T of every layer at the same offsets as W in theta, so that the forward
-    # pass is a contiguous axpy (vectorises without fastmath)
-    WT = np.zeros_like(theta)
-    for l in range(L):
-        fi, fo, o = sizes[l], sizes[l + 1], off[l]
-        for j in range(fo):
-            for i in range(fi):
-                WT[o + i * fo + j] = theta[o + j * fi + i]
-    G = np.empty((n, d), dtype=X.dtype)
-    pred = np.empty(n, dtype=np.int64)
-    n_blocks = (n + _ATTR_BLOCK - 1) // _ATTR_BLOCK
-    for blk in prange(n_blocks):
-        h = np.empty(aoff[L + 1], dtype=X.dtype)      # every layer's output, one sample
-        buf = np.empty((2, wmax), dtype=X.dtype)       # delta of this / the previous layer
-        for s in range(blk * _ATTR_BLOCK, min(n, (blk + 1) * _ATTR_BLOCK)):
-            # ---- forward: h_{l+1} = g(W_l h_l + b_l), logits at the last layer
-            for i in range(d):
-                h[i] = X[s, i]
-            for l in range(L):
-                fi, fo, o = sizes[l], sizes[l + 1], off[l]
-                # 1-D views indexed from 0, so the inner loops vectorise
-                hin = h[aoff[l]:aoff[l] + fi]
-                hout = h[aoff[l + 1]:aoff[l + 1] + fo]
-                bias = theta[o + fo * fi:o + fo * fi + fo]
-                for j in range(fo):
-                    hout[j] = bias[j]
-                for i in range(fi):
-                    hi = hin[i]
-                    if hi == 0.0:                  # inactive relu unit: adds nothing
-                        continue
-                    wcol = WT[o + i * fo:o + i * fo + fo]   # column i of W_l
-                    for j in range(fo):
-                        hout[j] += hi * wcol[j]
-                if l < L - 1:
-                    for j in range(fo):
-                        hout[j] = _act(hout[j], code)
-            # ---- softmax o (into buf[1]) and the winning class m
-            zb = aoff[L]
+        maxw = max(maxw, sizes[l])
+    # per-block workspaces, allocated once and reused by every tile
+    acts = [np.empty((tile, sizes[l + 1]), dtype=dt) for l in range(L)]
+    dbuf0 = np.empty(tile * maxw, dtype=dt)
+    dbuf1 = np.empty(tile * maxw, dtype=dt)
+    o = np.empty(K)                                            # softmax of one sample, float64
+    for s in range(start, stop, tile):
+        e = min(s + tile, stop)
+        r = e - s
+        Xt = X[s:e]                                            # (r, d)
+        Z = _tile_forward(Ws, bs, code, Xt, acts)              # (r, K) logits
+        # ---- delta at the logits a, dt/da, one row per sample
+        D = dbuf0[:r * K].reshape(r, K)
+        for i in range(r):
             m = 0
             for k in range(1, K):
-                if h[zb + k] > h[zb + m]:
+                if Z[i, k] > Z[i, m]:
                     m = k
+            pred[s + i] = m
             tot = 0.0
             for k in range(K):
-                e = np.exp(h[zb + k] - h[zb + m])
-                buf[1, k] = e
-                tot += e
+                o[k] = np.exp(np.float64(Z[i, k]) - np.float64(Z[i, m]))
+                tot += o[k]
             for k in range(K):
-                buf[1, k] = buf[1, k] / tot
-            pred[s] = m
-            # ---- delta at the logits a: dt/da  (K,)
-            cur = 0
+                o[k] /= tot
             if target == 0:
                 # d o_m / d a_k = o_m (1[k = m] - o_k)
-                om = buf[1, m]
                 for k in range(K):
-                    buf[0, k] = om * ((1.0 if k == m else 0.0) - buf[1, k])
+                    D[i, k] = o[m] * ((1.0 if k == m else 0.0) - o[k])
             elif target == 1:
                 for k in range(K):
-                    buf[0, k] = 1.0 if k == m else 0.0
+                    D[i, k] = 1.0 if k == m else 0.0
             else:
                 # softmax + cross-entropy fused: dL/da = o - onehot(y), valid
                 # because L = -log o_y and d log o_y / d a_k = 1[k = y] - o_k
                 for k in range(K):
-                    buf[0, k] = buf[1, k] - (1.0 if k == y[s] else 0.0)
-            # ---- backward: delta_l = g'(h_l) * (W_l^T delta_{l+1}); at l = 0 it is dt/dx
-            for l in range(L - 1, -1, -1):
-                fi, fo, o = sizes[l], sizes[l + 1], off[l]
-                nxt = 1 - cur
-                dcur = buf[cur]
-                dnxt = buf[nxt]
-                for i in range(fi):
-                    dnxt[i] = 0.0
-                for j in range(fo):
-                    dj = dcur[j]
-                    if dj == 0.0:
-                        continue
-                    wrow = theta[o + j * fi:o + j * fi + fi]   # row j of W_l
-                    for i in range(fi):
-                        dnxt[i] += dj * wrow[i]
-                if l > 0:
-                    hl = h[aoff[l]:aoff[l] + fi]
-                    for i in range(fi):
-                        dnxt[i] *= _act_grad(hl[i], code)
-                cur = nxt
-            for i in range(d):
-                G[s, i] = buf[cur, i]
+                    D[i, k] = o[k] - (1.0 if k == y[s + i] else 0.0)
+        # ---- backward: delta_l = g'(h_l) * (delta_{l+1} W_l); at l = 0 it is dt/dx
+        use0 = True
+        for l in range(L - 1, -1, -1):
+            fi = sizes[l]
+            if l == 0:
+                Dn = G[s:e]                                    # (r, d): each row its own sample
+            else:
+                buf = dbuf1 if use0 else dbuf0
+                use0 = not use0
+                Dn = buf[:r * fi].reshape(r, fi)               # (r, fan_in)
+            np.dot(D, Ws[l], Dn)
+            if l > 0:
+                _mul_act_grad(Dn, acts[l - 1][:r], code)       # times g'(z) of layer l's input
+            D = Dn
+
+
+@njit(cache=True, parallel=True)
+def _input_gradients(theta, sizes, code, X, y, target):
+    """G[s] = dt/dx at x = X[s], t = o_m (target 0), a_m (1) or -log o_y (2); m = argmax o.
+
+    Tiles of TILE samples go forward and backward as matrix products (like
+    ``_loss_and_grad``); a fixed number of contiguous blocks run in parallel and
+    every sample writes only its own row of G and entry of pred.
+    """
+    n, d = X.shape
+    G = np.empty((n, d), dtype=X.dtype)
+    pred = np.empty(n, dtype=np.int64)
+    tile = TILE
+    n_tiles = (n + tile - 1) // tile
+    n_blocks = min(n_tiles, MAX_BLOCKS)
+    for b in prange(n_blocks):
+        start = min((b * n_tiles // n_blocks) * tile, n)
+        stop = min(((b + 1) * n_tiles // n_blocks) * tile, n)
+        _block_input_gradients(theta, sizes, code, X, y, target, start, stop, tile, G, pred)
     return G, pred
 
 
@@ -1310,7 +1289,8 @@ def _attr_labels(y, n, K):
 def _gradients_and_predictions(weights, biases, X, y, activation, target, dtype):
     theta, sizes, code, X_arr, y_arr, tcode = _attr_inputs(weights, biases, X, y,
                                                            activation, target, dtype)
-    G, pred = _input_gradients(theta, sizes, code, X_arr, y_arr, tcode)
+    with _single_threaded_blas():
+        G, pred = _input_gradients(theta, sizes, np.int64(code), X_arr, y_arr, np.int64(tcode))
     if not np.all(np.isfinite(G)):
         raise ValueError("input gradients are not finite; check the weights for huge values "
                          "(retrain with a lower learning rate) or use dtype='float64'")
