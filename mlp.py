@@ -1644,183 +1644,266 @@ _OUT_SIGMOID, _OUT_IDENTITY, _OUT_SOFTMAX = 0, 1, 2
 _LOSS_MSE, _LOSS_BCE, _LOSS_CE = 0, 1, 2
 _SIGMOID_CODE = 1            # ACTIVATIONS["sigmoid"], reused for the output sigmoid
 # Samples per block. The kernel is serial and works on one block of samples at
-# a time with the sample index innermost (X passed transposed), so the loops
-# over samples vectorise; parallelism is across training runs (one run per
-# thread, see _train_bias_many), which keeps every result thread-independent.
+# a time with the sample index innermost (the block of X copied transposed into
+# a fixed-stride buffer), so the loops over samples vectorise. One call
+# evaluates several runs (parameter sets) on each block while it sits in L1,
+# so X streams from memory once per call, not once per run; parallelism is
+# across groups of runs (one group per thread, see _train_bias_many), and a
+# run's arithmetic does not depend on which other runs share its call.
 _BIAS_NET_BLOCK = 256
 # reassociation lets LLVM vectorise the per-block sums over samples; no
-# nnan/ninf, so the isfinite guards keep working (see STYLE.md).
+# nnan/ninf, so the isfinite guards keep working (see STYLE.md). The exp/log
+# helpers below are compiled without reassoc (their rounding tricks need it off).
 _BIAS_NET_FASTMATH = {"nsz", "arcp", "contract", "reassoc"}
+_SQRT2 = 1.4142135623730951
+_MANTISSA_BITS = (1 << 52) - 1
+_TWO52_BITS = int(np.float64(2.0 ** 52).view(np.int64))     # 2**52 + e has bits _TWO52_BITS | e
 
 
-@njit(cache=True, nogil=True, fastmath=_BIAS_NET_FASTMATH)
+@njit(cache=True, inline="always")
+def _log_normal(x):
+    """log(x) for normal x > 0 (NaN, +inf pass through): x = 2^e m, log m = 2 atanh((m-1)/(m+1))."""
+    bits = np.float64(x).view(np.int64)
+    m = np.int64((bits & _MANTISSA_BITS) | _EXPONENT_ONE).view(np.float64)      # [1, 2)
+    e = np.int64((bits >> 52) | _TWO52_BITS).view(np.float64) - (2.0 ** 52 + 1023)
+    big = m > _SQRT2
+    m = 0.5 * m if big else m                  # m in [sqrt(1/2), sqrt(2))
+    e = e + 1.0 if big else e
+    s = (m - 1.0) / (m + 1.0)                  # |s| < 0.172
+    z = s * s
+    # atanh(s) / s - 1 = z/3 + z^2/5 + ... + z^11/23, Horner; truncation < 1e-18
+    p = 1.0 / 23.0
+    p = p * z + 1.0 / 21.0
+    p = p * z + 1.0 / 19.0
+    p = p * z + 1.0 / 17.0
+    p = p * z + 1.0 / 15.0
+    p = p * z + 1.0 / 13.0
+    p = p * z + 1.0 / 11.0
+    p = p * z + 1.0 / 9.0
+    p = p * z + 1.0 / 7.0
+    p = p * z + 1.0 / 5.0
+    p = p * z + 1.0 / 3.0
+    v = e * _LN2_HI + (2.0 * s + (2.0 * s * (z * p) + e * _LN2_LO))
+    return v if x <= 1.7976931348623157e308 else x
+
+
+@njit(cache=True, nogil=True, error_model="numpy", fastmath={"contract"})
+def _bias_net_act(Z, A, code, rows, nb):
+    """A[j, i] = g(Z[j, i]) for j < rows, i < nb; g = relu, sigmoid or tanh by ``code``."""
+    if code == RELU:
+        for j in range(rows):
+            for i in range(nb):
+                A[j, i] = _act(Z[j, i], RELU)
+    elif code == SIGMOID:
+        for j in range(rows):
+            for i in range(nb):
+                A[j, i] = _fast_sigmoid(Z[j, i])
+    else:
+        for j in range(rows):
+            for i in range(nb):
+                A[j, i] = _fast_tanh(Z[j, i])
+
+
+@njit(cache=True, nogil=True, error_model="numpy", fastmath={"contract"})
+def _bias_net_softmax(Z, P, lse, rows, nb):
+    """P[:, i] = softmax(Z[:, i]), lse[i] = log sum_c exp(Z[c, i]) for i < nb (Z has ``rows`` classes)."""
+    for i in range(nb):
+        lse[i] = Z[0, i]                       # running max
+    for c in range(1, rows):
+        for i in range(nb):
+            lse[i] = max(lse[i], Z[c, i])
+    for c in range(rows):
+        for i in range(nb):
+            s, q = _exp_split(Z[c, i] - lse[i])
+            P[c, i] = s + s * q                # exp(z - zmax) in (0, 1]
+    esum = np.zeros(nb)
+    for c in range(rows):
+        for i in range(nb):
+            esum[i] += P[c, i]
+    for c in range(rows):
+        for i in range(nb):
+            P[c, i] /= esum[i]
+    for i in range(nb):
+        lse[i] += _log_normal(esum[i])        # esum in [1, rows]
+
+
+@njit(cache=True, nogil=True, error_model="numpy", fastmath=_BIAS_NET_FASTMATH)
 def _bias_net_loss_and_grads(W, U, b1, b2, XT, YT, hcode, ocode, lcode):
-    """L = mean_i l(g1(U g(W x_i + b1) + b2), y_i); dL/dW, dL/dU, dL/db1 (hidden path), dL/db2 (output path), #argmax hits."""
+    """Per run r: L = mean_i l(g1(U_r g(W_r x_i + b1_r) + b2_r), y_i); dL/dW, dL/dU, dL/db1 (hidden path), dL/db2 (output path), #argmax hits."""
     d, n = XT.shape
-    m = W.shape[0]
-    k = U.shape[0]
+    R, m = W.shape[0], W.shape[1]
+    k = U.shape[1]
     B = _BIAS_NET_BLOCK
+    Xb = np.empty((d, B))
+    Yb = np.empty((k, B))
     Z1 = np.empty((m, B))
     H = np.empty((m, B))
     D1 = np.empty((m, B))
     Z2 = np.empty((k, B))
     P = np.empty((k, B))
     D2 = np.empty((k, B))
-    zmax = np.empty(B)
-    esum = np.empty(B)
+    lse = np.empty(B)
     aux = np.empty(B)
     li = np.empty(B)
     zbest = np.empty(B)
     ybest = np.empty(B)
-    zarg = np.empty(B, dtype=np.int64)
-    yarg = np.empty(B, dtype=np.int64)
-    gW = np.zeros((m, d))
-    gU = np.zeros((k, m))
-    gb1 = np.zeros(m)
-    gb2 = np.zeros(k)
-    loss = 0.0
-    hits = 0
+    zarg = np.empty(B)
+    yarg = np.empty(B)
+    gW = np.zeros((R, m, d))
+    gU = np.zeros((R, k, m))
+    gb1 = np.zeros((R, m))
+    gb2 = np.zeros((R, k))
+    loss = np.zeros(R)
+    hits = np.zeros(R, dtype=np.int64)
     for s0 in range(0, n, B):
         nb = min(B, n - s0)
-        # block samples s0 .. s0+nb-1; XT[:, s0 + i] is x_i (explicit offsets keep
-        # the inner loops unit-stride so they vectorise)
-        # forward, hidden: Z1 = W X + b1, H = g(Z1)                  # (m, nb)
-        for j in range(m):
+        # block samples s0 .. s0+nb-1, copied to fixed-stride buffers: Xb[:, i] = x_{s0+i}
+        for t in range(d):
             for i in range(nb):
-                Z1[j, i] = b1[j]
-            for t in range(d):
-                w = W[j, t]
-                for i in range(nb):
-                    Z1[j, i] += w * XT[t, s0 + i]
-            for i in range(nb):
-                H[j, i] = _act(Z1[j, i], hcode)
-        # forward, output pre-activation: Z2 = U H + b2              # (k, nb)
+                Xb[t, i] = XT[t, s0 + i]
         for c in range(k):
             for i in range(nb):
-                Z2[c, i] = b2[c]
-            for j in range(m):
-                u = U[c, j]
-                for i in range(nb):
-                    Z2[c, i] += u * H[j, i]
-        # output P = g1(Z2)
-        if ocode == _OUT_SOFTMAX:
-            for i in range(nb):
-                zmax[i] = Z2[0, i]
-                esum[i] = 0.0
-            for c in range(1, k):
-                for i in range(nb):
-                    zmax[i] = max(zmax[i], Z2[c, i])
-            for c in range(k):
-                for i in range(nb):
-                    P[c, i] = np.exp(Z2[c, i] - zmax[i])
-                    esum[i] += P[c, i]
-            for c in range(k):
-                for i in range(nb):
-                    P[c, i] /= esum[i]
-        elif ocode == _OUT_SIGMOID:
-            for c in range(k):
-                for i in range(nb):
-                    P[c, i] = _act(Z2[c, i], _SIGMOID_CODE)
-        else:
-            for c in range(k):
-                for i in range(nb):
-                    P[c, i] = Z2[c, i]
-        # per-sample loss li and delta_out D2 = dl/dZ2 = dl/dP (.) g1'(Z2)   # (k, nb)
+                Yb[c, i] = YT[c, s0 + i]
+        # argmax y (the same for every run); class loop outermost so the sample loops vectorise
         for i in range(nb):
-            li[i] = 0.0
-        if lcode == _LOSS_MSE:
-            # l = 1/2 ||p - y||^2, dl/dp = r = p - y
+            ybest[i] = Yb[0, i]
+            yarg[i] = 0.0
+        for c in range(1, k):
+            for i in range(nb):
+                yc = Yb[c, i]
+                yarg[i] = c if yc > ybest[i] else yarg[i]
+                ybest[i] = yc if yc > ybest[i] else ybest[i]
+        for r in range(R):
+            # forward, hidden: Z1 = W X + b1, H = g(Z1)              # (m, nb)
+            for j in range(m):
+                for i in range(nb):
+                    Z1[j, i] = b1[r, j]
+                for t in range(d):
+                    w = W[r, j, t]
+                    for i in range(nb):
+                        Z1[j, i] += w * Xb[t, i]
+            _bias_net_act(Z1, H, hcode, m, nb)
+            # forward, output pre-activation: Z2 = U H + b2          # (k, nb)
             for c in range(k):
                 for i in range(nb):
-                    r = P[c, i] - YT[c, s0 + i]
-                    li[i] += 0.5 * r * r
-                    D2[c, i] = r
-            if ocode == _OUT_SIGMOID:
+                    Z2[c, i] = b2[r, c]
+                for j in range(m):
+                    u = U[r, c, j]
+                    for i in range(nb):
+                        Z2[c, i] += u * H[j, i]
+            # output P = g1(Z2)
+            if ocode == _OUT_SOFTMAX:
+                _bias_net_softmax(Z2, P, lse, k, nb)           # lse = logsumexp(Z2)
+            elif ocode == _OUT_SIGMOID:
+                _bias_net_act(Z2, P, _SIGMOID_CODE, k, nb)
+            else:
                 for c in range(k):
                     for i in range(nb):
-                        D2[c, i] *= _act_grad(P[c, i], _SIGMOID_CODE)
-            elif ocode == _OUT_SOFTMAX:
-                # softmax Jacobian diag(p) - p p^T applied to r: p (r - p.r)
+                        P[c, i] = Z2[c, i]
+            # per-sample loss li and delta_out D2 = dl/dZ2 = dl/dP (.) g1'(Z2)   # (k, nb)
+            for i in range(nb):
+                li[i] = 0.0
+            if lcode == _LOSS_MSE:
+                # l = 1/2 ||p - y||^2, dl/dp = e = p - y
+                for c in range(k):
+                    for i in range(nb):
+                        e = P[c, i] - Yb[c, i]
+                        li[i] += 0.5 * e * e
+                        D2[c, i] = e
+                if ocode == _OUT_SIGMOID:
+                    for c in range(k):
+                        for i in range(nb):
+                            D2[c, i] *= _act_grad(P[c, i], _SIGMOID_CODE)
+                elif ocode == _OUT_SOFTMAX:
+                    # softmax Jacobian diag(p) - p p^T applied to e: p (e - p.e)
+                    for i in range(nb):
+                        aux[i] = 0.0
+                    for c in range(k):
+                        for i in range(nb):
+                            aux[i] += P[c, i] * D2[c, i]
+                    for c in range(k):
+                        for i in range(nb):
+                            D2[c, i] = P[c, i] * (D2[c, i] - aux[i])
+            elif lcode == _LOSS_BCE:
+                # l = sum softplus(z) - y z  (= -[y log s + (1-y) log(1-s)] without log(0));
+                # fused delta dl/dz = sigmoid(z) - y
+                for c in range(k):
+                    for i in range(nb):
+                        z = Z2[c, i]
+                        li[i] += max(z, 0.0) + np.log1p(np.exp(-abs(z))) - Yb[c, i] * z
+                        D2[c, i] = P[c, i] - Yb[c, i]
+            else:
+                # l = -sum y log softmax(z) = (sum y) logsumexp(z) - sum y z;
+                # fused delta dl/dz = (sum y) p - y  (= p - y for one-hot y)
                 for i in range(nb):
                     aux[i] = 0.0
                 for c in range(k):
                     for i in range(nb):
-                        aux[i] += P[c, i] * D2[c, i]
+                        aux[i] += Yb[c, i]
+                        li[i] -= Yb[c, i] * Z2[c, i]
+                for i in range(nb):
+                    li[i] += aux[i] * lse[i]
                 for c in range(k):
                     for i in range(nb):
-                        D2[c, i] = P[c, i] * (D2[c, i] - aux[i])
-        elif lcode == _LOSS_BCE:
-            # l = sum softplus(z) - y z  (= -[y log s + (1-y) log(1-s)] without log(0));
-            # fused delta dl/dz = sigmoid(z) - y
-            for c in range(k):
-                for i in range(nb):
-                    z = Z2[c, i]
-                    li[i] += max(z, 0.0) + np.log1p(np.exp(-abs(z))) - YT[c, s0 + i] * z
-                    D2[c, i] = P[c, i] - YT[c, s0 + i]
-        else:
-            # l = -sum y log softmax(z) = (sum y) logsumexp(z) - sum y z;
-            # fused delta dl/dz = (sum y) p - y  (= p - y for one-hot y)
-            for i in range(nb):
-                aux[i] = 0.0
-            for c in range(k):
-                for i in range(nb):
-                    aux[i] += YT[c, s0 + i]
-                    li[i] -= YT[c, s0 + i] * Z2[c, i]
-            for i in range(nb):
-                li[i] += aux[i] * (zmax[i] + np.log(esum[i]))
-            for c in range(k):
-                for i in range(nb):
-                    D2[c, i] = aux[i] * P[c, i] - YT[c, s0 + i]
-        for i in range(nb):
-            loss += li[i]
-        # accuracy: argmax Z2 (monotone in P for every output) == argmax y;
-        # class loop outermost so the loops over samples vectorise
-        for i in range(nb):
-            zbest[i] = Z2[0, i]
-            ybest[i] = YT[0, s0 + i]
-            zarg[i] = 0
-            yarg[i] = 0
-        for c in range(1, k):
-            for i in range(nb):
-                if Z2[c, i] > zbest[i]:
-                    zbest[i] = Z2[c, i]
-                    zarg[i] = c
-                if YT[c, s0 + i] > ybest[i]:
-                    ybest[i] = YT[c, s0 + i]
-                    yarg[i] = c
-        for i in range(nb):
-            hits += zarg[i] == yarg[i]
-        # backward: delta_hidden D1 = (U^T D2) (.) g'(Z1)              # (m, nb)
-        for j in range(m):
-            for i in range(nb):
-                D1[j, i] = 0.0
-            for c in range(k):
-                u = U[c, j]
-                for i in range(nb):
-                    D1[j, i] += u * D2[c, i]
-            for i in range(nb):
-                D1[j, i] *= _act_grad(H[j, i], hcode)
-        # gradient sums over the block (fixed order: blocks in sequence)
-        for c in range(k):
+                        D2[c, i] = aux[i] * P[c, i] - Yb[c, i]
             acc = 0.0
             for i in range(nb):
-                acc += D2[c, i]
-            gb2[c] += acc
+                acc += li[i]
+            loss[r] += acc
+            # accuracy: argmax Z2 (monotone in P for every output) == argmax y
+            for i in range(nb):
+                zbest[i] = Z2[0, i]
+                zarg[i] = 0.0
+            for c in range(1, k):
+                for i in range(nb):
+                    zc = Z2[c, i]
+                    zarg[i] = c if zc > zbest[i] else zarg[i]
+                    zbest[i] = zc if zc > zbest[i] else zbest[i]
+            cnt = 0
+            for i in range(nb):
+                cnt += 1 if zarg[i] == yarg[i] else 0
+            hits[r] += cnt
+            # backward: delta_hidden D1 = (U^T D2) (.) g'(Z1)          # (m, nb)
+            for j in range(m):
+                for i in range(nb):
+                    D1[j, i] = 0.0
+                for c in range(k):
+                    u = U[r, c, j]
+                    for i in range(nb):
+                        D1[j, i] += u * D2[c, i]
+            if hcode == RELU:
+                for j in range(m):
+                    for i in range(nb):
+                        D1[j, i] *= _act_grad(H[j, i], RELU)
+            elif hcode == SIGMOID:
+                for j in range(m):
+                    for i in range(nb):
+                        D1[j, i] *= _act_grad(H[j, i], SIGMOID)
+            else:
+                for j in range(m):
+                    for i in range(nb):
+                        D1[j, i] *= _act_grad(H[j, i], TANH)
+            # gradient sums over the block (fixed order: blocks in sequence)
+            for c in range(k):
+                acc = 0.0
+                for i in range(nb):
+                    acc += D2[c, i]
+                gb2[r, c] += acc
+                for j in range(m):
+                    acc = 0.0
+                    for i in range(nb):
+                        acc += D2[c, i] * H[j, i]
+                    gU[r, c, j] += acc
             for j in range(m):
                 acc = 0.0
                 for i in range(nb):
-                    acc += D2[c, i] * H[j, i]
-                gU[c, j] += acc
-        for j in range(m):
-            acc = 0.0
-            for i in range(nb):
-                acc += D1[j, i]
-            gb1[j] += acc
-            for t in range(d):
-                acc = 0.0
-                for i in range(nb):
-                    acc += D1[j, i] * XT[t, s0 + i]
-                gW[j, t] += acc
+                    acc += D1[j, i]
+                gb1[r, j] += acc
+                for t in range(d):
+                    acc = 0.0
+                    for i in range(nb):
+                        acc += D1[j, i] * Xb[t, i]
+                    gW[r, j, t] += acc
     inv = 1.0 / n
     return loss * inv, gW * inv, gU * inv, gb1 * inv, gb2 * inv, hits
 
@@ -1919,8 +2002,9 @@ def independent_bias_loss_and_grads(W, U, b1, b2, X, Y, hidden="relu", output="s
         raise ValueError(f"b1 has shape {b1.shape}; expected ({W.shape[0]},) = W rows")
     if b2.shape != (U.shape[0],):
         raise ValueError(f"b2 has shape {b2.shape}; expected ({U.shape[0]},) = Y columns")
-    L, gW, gU, gb1, gb2, hits = _bias_net_loss_and_grads(
-        W, U, b1, b2, np.ascontiguousarray(X.T), np.ascontiguousarray(Y.T), *codes)
+    L, gW, gU, gb1, gb2, hits = (a[0] for a in _bias_net_loss_and_grads(
+        W[None], U[None], b1[None], b2[None], np.ascontiguousarray(X.T),
+        np.ascontiguousarray(Y.T), *codes))                  # one run
     _check_bias_result(L)
     return float(L), {"W": gW, "U": gU, "b1": gb1, "b2": gb2,
                       "accuracy": hits / X.shape[0]}
@@ -1965,8 +2049,9 @@ def shared_bias_loss_and_grads(W, U, b, X, Y, hidden="relu", output="sigmoid", l
                          f"independent_bias_loss_and_grads for separate biases")
     if b.shape != (m,):
         raise ValueError(f"b has shape {b.shape}; expected ({m},) = W rows = Y columns")
-    L, gW, gU, gb1, gb2, hits = _bias_net_loss_and_grads(
-        W, U, b, b, np.ascontiguousarray(X.T), np.ascontiguousarray(Y.T), *codes)
+    L, gW, gU, gb1, gb2, hits = (a[0] for a in _bias_net_loss_and_grads(
+        W[None], U[None], b[None], b[None], np.ascontiguousarray(X.T),
+        np.ascontiguousarray(Y.T), *codes))                  # one run
     _check_bias_result(L)
     return float(L), {"W": gW, "U": gU, "b": gb1 + gb2, "b_output_path": gb2,
                       "b_hidden_path": gb1, "accuracy": hits / X.shape[0]}
@@ -2034,66 +2119,97 @@ def train_bias_model(X, Y, W0, U0, b0, shared=True, lr=0.5, n_iter=300, hidden="
 _REC_KEYS = ("loss", "accuracy", "norm_output_path", "norm_hidden_path", "cos_paths")
 
 
-def _train_bias_run(XT, YT, W0, U0, b0, shared, lr, n_iter, codes):
-    """Full-batch GD of one run, theta <- theta - lr dL/dtheta, on validated inputs.
+def _train_bias_runs(XT, YT, inits, shared, lrs, n_iter, codes):
+    """Full-batch GD of several runs, theta <- theta - lr dL/dtheta, on validated inputs.
 
-    XT (d, n), YT (k, n) are X and Y transposed (the kernel's layout). Records
-    loss, accuracy, ||db output path||, ||db hidden path|| and their cosine
-    before each step; stops at the first non-finite loss or loss > 10x the
-    initial one. The kernel releases the GIL, so runs can share a thread pool.
+    XT (d, n), YT (k, n) are X and Y transposed (the kernel's layout). Each
+    iteration evaluates every run still going in one kernel call. Per run,
+    records loss, accuracy, ||db output path||, ||db hidden path|| and their
+    cosine before each step; a run stops at its first non-finite loss or loss
+    > 10x its initial one. A run's results do not depend on the other runs.
     """
-    n = XT.shape[1]
-    W, U, b1, b2 = W0.copy(), U0.copy(), b0.copy(), b0.copy()
-    rec = {key: np.full(n_iter + 1, np.nan) for key in _REC_KEYS}
-    prev = (W, U, b1, b2)
-    diverged_at, L0 = None, None
+    n, R = XT.shape[1], len(inits)
+    W = np.stack([w for w, _, _ in inits])                  # (R, m, d)
+    U = np.stack([u for _, u, _ in inits])                  # (R, k, m)
+    b1 = np.stack([b for _, _, b in inits])                 # (R, m)
+    b2 = b1.copy()                                          # (R, k); shared: b1 == b2 == b
+    recs = [{key: np.full(n_iter + 1, np.nan) for key in _REC_KEYS} for _ in range(R)]
+    prev = [(W[r].copy(), U[r].copy(), b1[r].copy(), b2[r].copy()) for r in range(R)]
+    final, diverged_at, L0 = [None] * R, [None] * R, [None] * R
+    live = list(range(R))
     for t in range(n_iter + 1):
-        # shared run: b1 == b2 == b, and db1, db2 are the hidden and output paths of dL/db
-        L, gW, gU, gb1, gb2, hits = _bias_net_loss_and_grads(W, U, b1, b2, XT, YT, *codes)
-        L0 = L if L0 is None else L0
-        if not (np.isfinite(L) and L <= 10 * L0 and np.all(np.isfinite(gW))
-                and np.all(np.isfinite(gU))):
-            diverged_at = t
-            W, U, b1, b2 = prev                     # last parameters with a finite loss
+        if not live:
             break
-        n_out, n_hid = np.sqrt(gb2 @ gb2), np.sqrt(gb1 @ gb1)
-        rec["loss"][t] = L
-        rec["accuracy"][t] = hits / n
-        rec["norm_output_path"][t] = n_out
-        rec["norm_hidden_path"][t] = n_hid
-        if n_out > 0 and n_hid > 0:
-            rec["cos_paths"][t] = (gb1 @ gb2) / (n_out * n_hid)
-        if t == n_iter:
-            break
-        prev = (W, U, b1, b2)
-        W, U = W - lr * gW, U - lr * gU                         # new arrays: prev stays intact
-        if shared:
-            b1 = b2 = b1 - lr * (gb1 + gb2)                     # dL/db = both paths
-        else:
-            b1, b2 = b1 - lr * gb1, b2 - lr * gb2
-    params = {"W": W, "U": U, "b": b1} if shared else {"W": W, "U": U, "b1": b1, "b2": b2}
-    rec.update(diverged=diverged_at is not None, diverged_at=diverged_at, params=params)
-    return rec
+        Ls, gWs, gUs, gb1s, gb2s, hits = _bias_net_loss_and_grads(
+            W[live], U[live], b1[live], b2[live], XT, YT, *codes)
+        still = []
+        for q, r in enumerate(live):
+            # shared run: db1, db2 are the hidden and output paths of dL/db
+            L, gW, gU, gb1, gb2 = Ls[q], gWs[q], gUs[q], gb1s[q], gb2s[q]
+            L0[r] = L if L0[r] is None else L0[r]
+            if not (np.isfinite(L) and L <= 10 * L0[r] and np.all(np.isfinite(gW))
+                    and np.all(np.isfinite(gU))):
+                diverged_at[r] = t
+                final[r] = prev[r]                  # last parameters with a finite loss
+                continue
+            rec = recs[r]
+            n_out, n_hid = np.sqrt(gb2 @ gb2), np.sqrt(gb1 @ gb1)
+            rec["loss"][t] = L
+            rec["accuracy"][t] = hits[q] / n
+            rec["norm_output_path"][t] = n_out
+            rec["norm_hidden_path"][t] = n_hid
+            if n_out > 0 and n_hid > 0:
+                rec["cos_paths"][t] = (gb1 @ gb2) / (n_out * n_hid)
+            if t == n_iter:
+                final[r] = (W[r], U[r], b1[r], b2[r])
+                continue
+            prev[r] = (W[r].copy(), U[r].copy(), b1[r].copy(), b2[r].copy())
+            lr = lrs[r]
+            W[r] = W[r] - lr * gW
+            U[r] = U[r] - lr * gU
+            if shared[r]:
+                b1[r] = b2[r] = b1[r] - lr * (gb1 + gb2)        # dL/db = both paths
+            else:
+                b1[r], b2[r] = b1[r] - lr * gb1, b2[r] - lr * gb2
+            still.append(r)
+        live = still
+    for r in range(R):
+        Wf, Uf, b1f, b2f = (x.copy() for x in final[r])
+        params = {"W": Wf, "U": Uf, "b": b1f} if shared[r] else {"W": Wf, "U": Uf, "b1": b1f,
+                                                                  "b2": b2f}
+        recs[r].update(diverged=diverged_at[r] is not None, diverged_at=diverged_at[r],
+                       params=params)
+    return recs
 
 
 def _train_bias_many(X, Y, inits, shared, lrs, n_iter, codes, n_jobs=None):
-    """``_train_bias_run`` for each (init, shared, lr); one result dict per run, in order.
+    """``_train_bias_runs`` for each (init, shared, lr); one result dict per run, in order.
 
-    Runs are independent and write only their own arrays, so running them on
-    a thread pool gives the same results for any ``n_jobs`` (default: all CPUs).
+    Runs are dealt round-robin into ``n_jobs`` groups (default: all CPUs), one
+    thread and one batched kernel call per iteration per group. Runs are
+    independent and write only their own arrays, so the results are the same
+    for any ``n_jobs``.
     """
     XT, YT = np.ascontiguousarray(X.T), np.ascontiguousarray(Y.T)   # (d, n), (k, n)
+    R = len(inits)
+    n_jobs = max(1, min(n_jobs or os.cpu_count() or 1, R))
+    groups = [list(range(g, R, n_jobs)) for g in range(n_jobs)]
 
-    def one(r):
-        W0, U0, b0 = inits[r]
-        return _train_bias_run(XT, YT, W0, U0, b0, bool(shared[r]), float(lrs[r]), n_iter,
-                               codes)
+    def one(group):
+        return _train_bias_runs(XT, YT, [inits[r] for r in group],
+                                [bool(shared[r]) for r in group],
+                                [float(lrs[r]) for r in group], n_iter, codes)
 
-    n_jobs = n_jobs or os.cpu_count() or 1
-    if n_jobs == 1 or len(inits) == 1:
-        return [one(r) for r in range(len(inits))]
-    with ThreadPoolExecutor(max_workers=n_jobs) as pool:
-        return list(pool.map(one, range(len(inits))))
+    if n_jobs == 1:
+        results = [one(groups[0])]
+    else:
+        with ThreadPoolExecutor(max_workers=n_jobs) as pool:
+            results = list(pool.map(one, groups))
+    runs = [None] * R
+    for group, recs in zip(groups, results):
+        for r, rec in zip(group, recs):
+            runs[r] = rec
+    return runs
 
 
 def bias_experiment(X, Y, lrs=(0.05, 0.1, 0.3, 1.0, 3.0), seeds=(0, 1, 2, 3, 4), n_iter=300,
