@@ -664,7 +664,6 @@ def part_c(ctx):
     nets = ctx.results["networks"]
     names, source = list(d["feature_names"]), list(d["feature_source"])
 
-    r.heading("C(a): the input gradient, derived", 3)
     r.markdown((REPO_DIR / "docs" / "partC_derivation.md").read_text(encoding="utf-8"),
                level_offset=2)
 
@@ -1089,7 +1088,6 @@ def part_q2(ctx):
 
     cfg, d, r = ctx.cfg, ctx.data, ctx.report
     m = ctx.metrics["q2"]
-    r.heading("Derivation", 3)
     r.markdown((REPO_DIR / "docs" / "q2_derivation.md").read_text(encoding="utf-8"), level_offset=2)
 
     seeds = tuple(range(cfg.seed, cfg.seed + (2 if cfg.quick else 5)))
