@@ -1002,12 +1002,17 @@ def part_d(ctx):
         lines.append(f"Here validation accuracy also ranks **{by_val['name']}** first, so it would "
                      f"have picked the same model.")
     for res in results[1:]:
-        if res["spec"] is None:
-            lines.append(f"{res['name']}: test accuracy {res['test_acc']:.4f} "
-                         f"({(res['test_acc'] - base['test_acc']) * 100:+.1f} points) — it does not "
-                         f"touch the cause." if abs(res["test_acc"] - base["test_acc"]) < 0.02 else
-                         f"{res['name']}: test accuracy {res['test_acc']:.4f} "
-                         f"({(res['test_acc'] - base['test_acc']) * 100:+.1f} points).")
+        if res["name"] == best["name"]:
+            continue
+        delta = (res["test_acc"] - base["test_acc"]) * 100
+        note = ""
+        if res["params"].get("early_stopping"):
+            note = (f" (stopped at iteration {res['iterations']})" if res["iterations"] < cfg.iterations
+                    else " (never triggered: the validation loss kept improving for all "
+                         f"{cfg.iterations} iterations)")
+        lines.append(f"{res['name']}: test accuracy {res['test_acc']:.4f} ({delta:+.1f} points), "
+                     f"macro-F1 {res['test_macro_f1']:.4f}{note}"
+                     + (" — it does not touch the cause." if abs(delta) < 2 else "."))
     r.bullets(lines)
     m["mitigations"] = [{k: v for k, v in res.items() if k not in ("spec", "params")} for res in results]
     m["mitigation"] = {"name": best["name"], "test_acc": best["test_acc"],
