@@ -16,6 +16,14 @@ sees the float64 matrices that ``encode`` returns.
 - ``Preprocessor`` (median / most-frequent imputation, one-hot, z-score,
   optional missing indicators) is fitted on the training split only and never
   sees the label; ``train_val_split`` and ``encode`` wire it up.
+- EDA and shift diagnostics: ``structure_table``, ``missing_table``,
+  ``class_distribution``, ``correlation_pairs``, ``predictive_power`` and
+  ``dominance`` (Part A); ``feature_shift`` (label-free, per feature),
+  ``adversarial_validation`` (train vs test classifier), ``label_shift``
+  (does each feature still predict the label on test?) and ``diagnose``, which
+  joins them into an evidence table and names the suspect features (Part D).
+  Every statistic comes with its threshold and verdict; nothing here knows a
+  column name.
 
 Line numbers in errors count the CSV header as line 1 (so the first data row is
 line 2). Blank lines are skipped by the CSV reader and are not counted.
