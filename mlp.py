@@ -16,6 +16,16 @@ bias ``b[l]`` of shape ``(sizes[l+1],)`` per layer; a layer computes
 
 Hidden activations are coded as small integers (``ACTIVATIONS``) so kernels
 take no strings; the output layer is always softmax.
+
+Sections, in file order
+-----------------------
+activations and parameter layout; the training kernels (tiled, block-parallel
+loss + gradient, forward); their plain NumPy reference (``reference_*``); the
+validating wrappers ``loss_and_grads`` / ``forward``; the ``MLP`` estimator;
+attribution (Part C: ``input_gradients``, ``feature_attribution``,
+``permutation_check``, ``randomization_check``); the shared-bias network
+(Question 2: ``shared_bias_loss_and_grads``, ``independent_bias_loss_and_grads``,
+``train_bias_model``, ``bias_experiment``).
 """
 import os
 import tempfile
@@ -1125,7 +1135,7 @@ class MLP(BaseEstimator, ClassifierMixin):
         return model
 
 
-# ---- attribution (Part C)
+# ================================================================ attribution (Part C)
 # Gradient-based feature attribution: input gradients of a trained network
 # (sensitivity analysis, Aggarwal sec. 2.8), their aggregation into per-feature
 # scores, and two cross-checks (permutation importance; weight randomisation,
@@ -1626,7 +1636,7 @@ def randomization_check(weights, biases, X, y, activation, seed=0, threshold=0.5
     return result
 
 
-# ---- shared-bias network (Question 2)
+# ======================================================= shared-bias network (Question 2)
 #
 # One hidden layer, h1 = g(W x + b1), y_hat = g1(U h1 + b2), L = mean_i l(y_hat_i, y_i).
 # The shared-bias network of Question 2 is the special case b1 = b2 = b (so the
