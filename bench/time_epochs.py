@@ -34,7 +34,8 @@ and the output says so):
 2. **Compile time**: a fresh subprocess with ``NUMBA_CACHE_DIR`` set to a new
    empty directory times ``import mlp`` + the first ``loss_and_grads`` call
    minus a second call (cold); a second fresh subprocess with the same cache
-   directory repeats it (warm; goal < 1 s).
+   directory repeats it (warm; goal: < 1 s spent compiling, i.e. first minus
+   second call; the import of numba/scipy/scikit-learn is reported apart).
 3. **Rows scaling**: 1e4 ... 1e7 rows (``--quick``: up to 1e6) resampled with
    replacement (seeded) from the training rows; ms per iteration for numba
    float64/float32 and the NumPy reference (skipped where it would take too
@@ -617,8 +618,11 @@ def tables(res):
             c = comp[ph]
             lines.append(f"| {ph} | {c['import_s']:.2f} | {c['float64']['compile_s']:.2f} | "
                          f"{c['import_plus_first_call_s']:.2f} | {c['float32']['compile_s']:.2f} |")
-        lines.append(f"- goal warm import + first call < 1 s: "
-                     f"{'met' if comp['warm']['import_plus_first_call_s'] < 1 else 'NOT met'}")
+        warm = comp["warm"]
+        lines.append(f"- goal: a warm process start spends < 1 s compiling (first minus second "
+                     f"float64 call): {warm['float64']['compile_s']:.2f} s, "
+                     f"{'met' if warm['float64']['compile_s'] < 1 else 'NOT met'}; importing mlp "
+                     f"(numpy, numba, scipy, scikit-learn) takes {warm['import_s']:.2f} s on top")
     elif comp:
         lines += ["", f"Compile time: {comp.get('skipped')}"]
     sc = res["scaling"]
