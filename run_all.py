@@ -954,10 +954,11 @@ def part_d(ctx):
                             prep.encode(spec, val_size=cfg.val_size, seed=cfg.seed))
         return encoded[key]
 
-    results = []
+    results, models = [], {}
     for name, spec, params, fitted in variants:
         dd = data_for(spec)
         mdl = fitted or _train(ctx, f"{act} {name}", data=dd, activation=act, **params)
+        models[name] = mdl
         ev_ = _evaluate(mdl, dd)
         results.append({"name": name, "val_acc": ev_["val"]["acc"], "val_macro_f1": ev_["val"]["macro_f1"],
                         "test_acc": ev_["test"]["acc"], "test_macro_f1": ev_["test"]["macro_f1"],
@@ -1022,7 +1023,16 @@ def part_d(ctx):
             m["accuracy"][f"{act} ({best['name']})"] = {"val": best["val_acc"], "test": best["test_acc"]}
 
     r.heading("Why it does well in training and fails on test", 3)
+    still_learning = ""
     if suspects:
+        loss = models[results[1]["name"]].history_["loss"]
+        k = max(1, len(loss) // 5)
+        fall = (loss[-k - 1] - loss[-1]) / loss[-k - 1] if len(loss) > k else 0.0
+        if fall > 0.01:
+            still_learning = (f" Its training loss is still falling at the last iteration ({loss[-1]:.3f}, "
+                              f"{fall:.1%} lower than {k} iterations earlier): with the shortcut gone the "
+                              f"network learns the remaining signal more slowly, and more iterations "
+                              f"would likely raise its accuracy further.")
         f = suspects[0]
         e = ev.loc[f]
         r.para(f"In the training file `{f}` is a shortcut: alone it predicts the label with pps "
@@ -1034,7 +1044,8 @@ def part_d(ctx):
                f"{e['transfer_pps']:.2f} there), so the network's main input sends it the wrong way "
                f"({a['test']:.4f}). Without `{', '.join(suspects)}` the network must use the weaker but "
                f"stable features: validation accuracy falls to "
-               f"{results[1]['val_acc']:.4f} while test accuracy rises to {results[1]['test_acc']:.4f}.")
+               f"{results[1]['val_acc']:.4f} while test accuracy rises to {results[1]['test_acc']:.4f}."
+               + still_learning)
     else:
         r.para("No feature's relationship with the label changes between train and test beyond the "
                "threshold; the gap, if any, is not explained by a broken feature.")
@@ -1179,9 +1190,12 @@ def part_q2(ctx):
                     " — not measurably in these settings."))
     r.bullets(lines)
     m["answer"] = answer
+    words = {"slower": "slower", "faster": "faster", "less_stable": "diverges more",
+             "more_stable": "diverges less"}
     m["headline"] = f"answer: {answer}; " + "; ".join(
-        f"{t}: " + ", ".join(k for k, v in f.items() if v) if any(f.values()) else f"{t}: no change"
-        for t, f in findings.items())
+        f"{t}: shared " + ", ".join(f"{words[k]} at lr {'/'.join(f'{x:g}' for x in v)}"
+                                    for k, v in f.items() if v)
+        if any(f.values()) else f"{t}: no change" for t, f in findings.items())
 
 
 PART_FUNCS = {"A": "part_a", "B": "part_b", "C": "part_c", "D": "part_d", "Q2": "part_q2"}
