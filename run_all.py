@@ -318,11 +318,6 @@ def _plain_index(df):
 
 
 # ---------------------------------------------------------------------- parts
-def _not_implemented(ctx, what):
-    ctx.report.para(f"*Not implemented yet: {what}.*")
-    return {"status": "not implemented yet"}
-
-
 def part_a(ctx):
     """Part A: structure, missing values and imputation, class balance, encoding, EDA plots,
     correlations, predictive power and dominant features. Writes figures/a_*.png, tables/a_*.csv."""
