@@ -868,11 +868,12 @@ def part_d(ctx):
     # attribution on train vs test
     r.heading("Attribution on train and on test", 3)
     names, source = list(d["feature_names"]), list(d["feature_source"])
-    att = {}
+    att, att_res = {}, {}
     for split in ("train", "test"):
         res = mlp.feature_attribution(model.weights_, model.biases_, d[f"X_{split}"], d[f"y_{split}"],
                                       main_act, target="output", samples="all", feature_names=names,
                                       feature_source=source)
+        att_res[split] = res
         att[split] = res["by_source"].set_index("feature")["share"]
     side = pd.DataFrame({"train share": att["train"], "test share": att["test"]})
     side = side.sort_values("train share", ascending=False).reset_index()
@@ -883,7 +884,7 @@ def part_d(ctx):
     r.heading("Diagnosis: what changed between train and test", 3)
     perm = {}
     for split in ("train", "test"):
-        pc = mlp.permutation_check(model, d[f"X_{split}"], d[f"y_{split}"], np.ones(len(names)), names,
+        pc = mlp.permutation_check(model, d[f"X_{split}"], d[f"y_{split}"], att_res[split], names,
                                    source, n_repeats=cfg.repeats, seed=cfg.seed)
         perm[split] = dict(zip(pc["original"]["feature"], pc["original"]["perm_mean"].astype(float)))
     diag = prep.diagnose(ds.train, ds.test, ds.target, list(ds.numeric), list(ds.categorical),
