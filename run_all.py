@@ -666,7 +666,9 @@ def part_c(ctx):
     r.para("For every correctly classified training sample, the gradient of the winning class's "
            "softmax output o_m with respect to the (encoded, z-scored) input is computed by the "
            "numba kernel `mlp.input_gradients`; the absolute values are averaged over those samples "
-           "and ranked. One-hot columns are summed back to their original column.")
+           "and ranked. One-hot columns are summed back to their original column (a sum favours "
+           "categoricals with many levels; the permutation check below shuffles each original "
+           "column as a whole and has no such bias).")
     results, enc_tables, src_tables = {}, {}, {}
     t0 = time.perf_counter()
     for act, model in nets.items():
