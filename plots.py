@@ -249,3 +249,42 @@ def loss_panels(curves, title, ylabel="training loss"):
     axes.ravel()[0].legend(fontsize=8)
     fig.suptitle(title, fontsize=10)
     return _done(fig)
+
+
+def feature_by_class_per_split(frames, column, target, numeric=True):
+    """One panel per split: a numeric column's box plot by class, or a categorical's class shares.
+
+    Parameters
+    ----------
+    frames : dict split name -> DataFrame with ``column`` and ``target``
+    numeric : bool, box plots (True) or a stacked bar of class shares per level (False)
+    """
+    fig, axes = plt.subplots(1, len(frames), figsize=(4.6 * len(frames), 3.4), squeeze=False,
+                             sharey=numeric)
+    for ax, (split, df) in zip(axes.ravel(), frames.items()):
+        classes = sorted(df[target].unique())
+        if numeric:
+            data = [df.loc[df[target] == c, column].dropna().to_numpy() for c in classes]
+            ax.boxplot(data, showfliers=False)
+            ax.set_xticks(range(1, len(classes) + 1), [str(c) for c in classes])
+            ax.set_xlabel(target)
+            ax.set_ylabel(column)
+        else:
+            shares = pd_crosstab_shares(df, column, target)
+            bottom = np.zeros(len(shares.index))
+            for i, c in enumerate(shares.columns):
+                ax.bar([str(v) for v in shares.index], shares[c].to_numpy(), bottom=bottom,
+                       label=str(c), color=f"C{i}")
+                bottom += shares[c].to_numpy()
+            ax.set_ylabel(f"share of {target}")
+            ax.tick_params(axis="x", rotation=25, labelsize=8)
+            ax.legend(title=target, fontsize=7)
+        ax.set_title(f"{split} ({len(df):,} rows)", fontsize=10)
+    fig.suptitle(f"{column} against {target}, per split", fontsize=11)
+    return _done(fig)
+
+
+def pd_crosstab_shares(df, column, target):
+    """Row-normalised class shares per level of ``column`` (a DataFrame, levels x classes)."""
+    table = df.groupby([column, target], observed=True).size().unstack(fill_value=0)
+    return table.div(table.sum(axis=1), axis=0)

@@ -791,6 +791,12 @@ def part_c(ctx):
     ctx.results["attribution"] = results
 
 
+def _slug(name):
+    """A file-name-safe version of a column name."""
+    import re
+    return re.sub(r"[^A-Za-z0-9_.-]+", "_", str(name)).strip("_") or "column"
+
+
 def _evaluate(model, data):
     """Accuracy and macro-F1 of ``model`` on the train, val and test arrays of ``data``."""
     from sklearn.metrics import accuracy_score, f1_score
@@ -924,6 +930,11 @@ def part_d(ctx):
     else:
         cause = "no feature's relationship with the label breaks between train and test"
     r.para(f"**Root cause:** {cause}.")
+    for f in suspects:
+        fig = plots.feature_by_class_per_split({"train.csv": ds.train, "test.csv": ds.test}, f, ds.target,
+                                               numeric=f in ds.numeric)
+        ctx.save_figure(fig, f"d_suspect_{_slug(f)}.png",
+                        f"`{f}` against the label in train.csv and in test.csv")
     m["cause"] = cause
     m["suspect_features"] = suspects
     m["drift"] = prep.to_jsonable(ev.reset_index())
