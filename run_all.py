@@ -721,6 +721,9 @@ def part_c(ctx):
                                          n_repeats=cfg.repeats, seed=cfg.seed)
         pc_test = mlp.permutation_check(model, d["X_test"], d["y_test"], out, names, source,
                                         n_repeats=cfg.repeats, seed=cfg.seed)
+        ctx.results.setdefault("permutation", {})[act] = {
+            split: dict(zip(pc["original"]["feature"], pc["original"]["perm_mean"].astype(float)))
+            for split, pc in (("train", pc_train), ("test", pc_test))}
         rnd = mlp.randomization_check(model.weights_, model.biases_, d["X_train"], d["y_train"], act,
                                       seed=cfg.seed)
         checks[act] = {"spearman_perm_train": pc_train["spearman_original"],
@@ -890,11 +893,14 @@ def part_d(ctx):
 
     # ---- diagnosis
     r.heading("Diagnosis: what changed between train and test", 3)
-    perm = {}
-    for split in ("train", "test"):
-        pc = mlp.permutation_check(model, d[f"X_{split}"], d[f"y_{split}"], att_res[split], names,
-                                   source, n_repeats=cfg.repeats, seed=cfg.seed)
-        perm[split] = dict(zip(pc["original"]["feature"], pc["original"]["perm_mean"].astype(float)))
+    # the network's permutation importance per original column; Part C computed it already
+    perm = ctx.results.get("permutation", {}).get(main_act)
+    if perm is None:
+        perm = {}
+        for split in ("train", "test"):
+            pc = mlp.permutation_check(model, d[f"X_{split}"], d[f"y_{split}"], att_res[split], names,
+                                       source, n_repeats=cfg.repeats, seed=cfg.seed)
+            perm[split] = dict(zip(pc["original"]["feature"], pc["original"]["perm_mean"].astype(float)))
     diag = prep.diagnose(ds.train, ds.test, ds.target, list(ds.numeric), list(ds.categorical),
                          model_importance=perm, seed=cfg.seed)
     ev = diag["evidence"]
