@@ -944,7 +944,8 @@ def to_jsonable(obj):
     obj : object
         DataFrame (-> list of records, index kept as a column when it is
         named), Series (-> dict), dict, list, tuple, ndarray, numpy scalar,
-        float or anything already JSON-friendly.
+        float, path (-> str), or anything already JSON-friendly; any other
+        object becomes its ``str``.
 
     Returns
     -------
@@ -968,9 +969,13 @@ def to_jsonable(obj):
         obj = obj.item()
     if isinstance(obj, float):
         return obj if math.isfinite(obj) else None
-    if obj is pd.NA or obj is pd.NaT:
+    if obj is None or obj is pd.NA or obj is pd.NaT:
         return None
-    return obj
+    if isinstance(obj, (str, int, bool)):
+        return obj
+    if isinstance(obj, os.PathLike):
+        return os.fspath(obj)
+    return str(obj)  # anything else (a dtype, a timestamp ...) as its text
 
 
 # -- Part A: EDA tables -----------------------------------------------------

@@ -1364,20 +1364,10 @@ def summary(ctx):
 
 # ------------------------------------------------------------------- plumbing
 def jsonable(obj):
-    """Convert numpy scalars/arrays, paths, tuples and non-finite floats into plain JSON values."""
-    if isinstance(obj, dict):
-        return {str(k): jsonable(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple, set)):
-        return [jsonable(v) for v in obj]
-    if isinstance(obj, bool) or obj is None or isinstance(obj, (str, int)):
-        return obj
-    if isinstance(obj, float):
-        return obj if math.isfinite(obj) else None
-    if isinstance(obj, Path):
-        return str(obj)
-    if hasattr(obj, "tolist"):  # numpy scalar or array
-        return jsonable(obj.tolist())
-    return str(obj)
+    """Plain JSON values from numpy scalars/arrays, DataFrames, paths, tuples and NaN
+    (``prep.to_jsonable``, imported late like the rest of the data code)."""
+    import prep
+    return prep.to_jsonable(obj)
 
 
 def write_json(path, obj):
