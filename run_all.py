@@ -809,12 +809,14 @@ def _slug(name):
 
 
 def _evaluate(model, data):
-    """Accuracy and macro-F1 of ``model`` on the train, val and test arrays of ``data``."""
+    """Accuracy and macro-F1 of ``model`` on the train, val and test arrays of ``data``,
+    with the predictions (``"pred"``) they came from."""
     from sklearn.metrics import accuracy_score, f1_score
     out = {}
     for split in ("train", "val", "test"):
         y, p = data[f"y_{split}"], model.predict(data[f"X_{split}"])
-        out[split] = {"acc": float(accuracy_score(y, p)), "macro_f1": float(f1_score(y, p, average="macro"))}
+        out[split] = {"acc": float(accuracy_score(y, p)), "pred": p,
+                      "macro_f1": float(f1_score(y, p, average="macro"))}
     return out
 
 
@@ -845,9 +847,9 @@ def part_d(ctx):
 
     # ---- evaluation
     r.heading("Test accuracy", 3)
-    rows, acc = [], {}
+    rows, acc, evals = [], {}, {}
     for act, model in nets.items():
-        ev = _evaluate(model, d)
+        ev = evals[act] = _evaluate(model, d)
         acc[act] = {s: ev[s]["acc"] for s in ev}
         rows.append({"network": act, "train": ev["train"]["acc"], "validation": ev["val"]["acc"],
                      "test": ev["test"]["acc"], "train − test": ev["train"]["acc"] - ev["test"]["acc"],
@@ -867,13 +869,13 @@ def part_d(ctx):
               f" (always predicting the training majority class scores {base_test:.4f})."))
     per_class = pd.DataFrame({"class": labels})
     for split in ("train", "val", "test"):
-        y, p = d[f"y_{split}"], model.predict(d[f"X_{split}"])
+        y, p = d[f"y_{split}"], evals[main_act][split]["pred"]
         per_class[f"{split} recall"] = [float(np.mean(p[y == k] == k)) if np.any(y == k) else np.nan
                                         for k in range(len(labels))]
         per_class[f"{split} n"] = np.bincount(y, minlength=len(labels))
     ctx.save_table(per_class, "d_per_class", caption=f"`{main_act}`: per-class accuracy (recall) per split",
                    floatfmt=".3f")
-    p_test = model.predict(d["X_test"])
+    p_test = evals[main_act]["test"]["pred"]
     rep = classification_report(d["y_test"], p_test, target_names=labels, output_dict=True, zero_division=0)
     ctx.save_table(pd.DataFrame(rep).T.reset_index(names="class"), "d_classification_report",
                    caption=f"`{main_act}`: scikit-learn classification report on test", floatfmt=".3f")
@@ -978,14 +980,17 @@ def part_d(ctx):
         return encoded[key]
 
     results, models = [], {}
-    for name, spec, params, fitted in variants:
-        dd = data_for(spec)
-        mdl = fitted or _train(ctx, f"{act} {name}", data=dd, activation=act, **params)
+
+    def record(name, mdl, ev_, spec, params):
         models[name] = mdl
-        ev_ = _evaluate(mdl, dd)
         results.append({"name": name, "val_acc": ev_["val"]["acc"], "val_macro_f1": ev_["val"]["macro_f1"],
                         "test_acc": ev_["test"]["acc"], "test_macro_f1": ev_["test"]["macro_f1"],
                         "iterations": mdl.n_iter_, "spec": spec, "params": params})
+
+    for name, spec, params, fitted in variants:
+        dd = data_for(spec)
+        mdl = fitted or _train(ctx, f"{act} {name}", data=dd, activation=act, **params)
+        record(name, mdl, evals[act] if fitted is not None else _evaluate(mdl, dd), spec, params)
     # best combination, chosen on validation only: the suspect removal (from the diagnosis)
     # plus every training option that raised validation macro-F1 on its own
     base_f1 = results[0]["val_macro_f1"]
@@ -999,10 +1004,7 @@ def part_d(ctx):
         name = "combination: " + " + ".join(parts_)
         dd = data_for(combo_spec) if combo_spec is not None else d
         mdl = _train(ctx, f"{act} {name}", data=dd, activation=act, **combo_params)
-        ev_ = _evaluate(mdl, dd)
-        results.append({"name": name, "val_acc": ev_["val"]["acc"], "val_macro_f1": ev_["val"]["macro_f1"],
-                        "test_acc": ev_["test"]["acc"], "test_macro_f1": ev_["test"]["macro_f1"],
-                        "iterations": mdl.n_iter_, "spec": combo_spec, "params": combo_params})
+        record(name, mdl, _evaluate(mdl, dd), combo_spec, combo_params)
     table = pd.DataFrame([{k: v for k, v in res.items() if k not in ("spec", "params")} for res in results])
     ctx.save_table(table, "d_mitigations", floatfmt=".4f",
                    caption=f"`{act}` networks trained from the same seed with each mitigation")
