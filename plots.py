@@ -20,6 +20,21 @@ def _done(fig):
     return fig
 
 
+def _boxplot_by_class(ax, df, column, target):
+    """Box plot of ``column`` per class of ``target`` on ``ax`` (missing values dropped)."""
+    classes = sorted(df[target].unique())
+    ax.boxplot([df.loc[df[target] == c, column].dropna().to_numpy() for c in classes],
+               showfliers=False)
+    ax.set_xticks(range(1, len(classes) + 1), [str(c) for c in classes])
+    ax.set_xlabel(target)
+
+
+def _class_counts(df, column, target):
+    """Rows per (level of ``column``, class): a DataFrame, levels x sorted classes."""
+    table = df.groupby([column, target], observed=True).size().unstack(fill_value=0)
+    return table.reindex(columns=sorted(df[target].unique()), fill_value=0)
+
+
 def class_distribution(counts, labels, title="Class distribution (train)"):
     """Bar chart of class counts with count and share on each bar.
 
@@ -44,16 +59,12 @@ def class_distribution(counts, labels, title="Class distribution (train)"):
 
 def numeric_boxplots(df, columns, target):
     """One box plot per numeric column, grouped by class (missing values dropped)."""
-    classes = sorted(df[target].unique())
     ncol = min(3, len(columns))
     nrow = int(np.ceil(len(columns) / ncol))
     fig, axes = plt.subplots(nrow, ncol, figsize=(4.2 * ncol, 3.2 * nrow), squeeze=False)
     for ax, col in zip(axes.ravel(), columns):
-        data = [df.loc[df[target] == c, col].dropna().to_numpy() for c in classes]
-        ax.boxplot(data, showfliers=False)
-        ax.set_xticks(range(1, len(classes) + 1), [str(c) for c in classes])
+        _boxplot_by_class(ax, df, col, target)
         ax.set_title(col, fontsize=10)
-        ax.set_xlabel(target)
     for ax in axes.ravel()[len(columns):]:
         ax.axis("off")
     fig.suptitle("Numeric features by class (outliers hidden)", fontsize=11)
@@ -65,8 +76,7 @@ def categorical_countplots(df, columns, target):
     classes = sorted(df[target].unique())
     fig, axes = plt.subplots(1, len(columns), figsize=(5.2 * len(columns), 3.6), squeeze=False)
     for ax, col in zip(axes.ravel(), columns):
-        table = df.groupby([col, target], observed=True).size().unstack(fill_value=0)
-        table = table.reindex(columns=classes, fill_value=0)
+        table = _class_counts(df, col, target)
         x = np.arange(len(table.index))
         width = 0.8 / len(classes)
         for i, c in enumerate(classes):
@@ -262,15 +272,12 @@ def feature_by_class_per_split(frames, column, target, numeric=True):
     fig, axes = plt.subplots(1, len(frames), figsize=(4.6 * len(frames), 3.4), squeeze=False,
                              sharey=numeric)
     for ax, (split, df) in zip(axes.ravel(), frames.items()):
-        classes = sorted(df[target].unique())
         if numeric:
-            data = [df.loc[df[target] == c, column].dropna().to_numpy() for c in classes]
-            ax.boxplot(data, showfliers=False)
-            ax.set_xticks(range(1, len(classes) + 1), [str(c) for c in classes])
-            ax.set_xlabel(target)
+            _boxplot_by_class(ax, df, column, target)
             ax.set_ylabel(column)
         else:
-            shares = pd_crosstab_shares(df, column, target)
+            counts = _class_counts(df, column, target)
+            shares = counts.div(counts.sum(axis=1), axis=0)
             bottom = np.zeros(len(shares.index))
             for i, c in enumerate(shares.columns):
                 ax.bar([str(v) for v in shares.index], shares[c].to_numpy(), bottom=bottom,
@@ -283,8 +290,3 @@ def feature_by_class_per_split(frames, column, target, numeric=True):
     fig.suptitle(f"{column} against {target}, per split", fontsize=11)
     return _done(fig)
 
-
-def pd_crosstab_shares(df, column, target):
-    """Row-normalised class shares per level of ``column`` (a DataFrame, levels x classes)."""
-    table = df.groupby([column, target], observed=True).size().unstack(fill_value=0)
-    return table.div(table.sum(axis=1), axis=0)
