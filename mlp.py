@@ -579,10 +579,11 @@ def _check_X(X, dtype, n_features=None, name="X"):
                          f"{n_features}; use the same columns as in training")
     A = np.ascontiguousarray(A, dtype=dtype)
     if not np.all(np.isfinite(A)):
-        bad = np.argwhere(~np.isfinite(A))[:3]
-        where = ", ".join(f"({r}, {c})" for r, c in bad)
-        raise ValueError(f"{name} has NaN or infinite values, e.g. at (row, column) {where}; "
-                         f"impute or drop them first")
+        rows = np.flatnonzero(~np.all(np.isfinite(A), axis=1))
+        r = rows[0]
+        c = np.flatnonzero(~np.isfinite(A[r]))[0]
+        raise ValueError(f"{name} has NaN or Inf in {rows.size} rows (e.g. rows {rows[:5].tolist()}); "
+                         f"impute or drop them first (first bad cell at (row, column) ({r}, {c}))")
     return A
 
 
@@ -601,8 +602,9 @@ def _check_y_index(y, n, n_classes, name="y"):
     y = np.ascontiguousarray(y, dtype=np.int64)
     bad = np.flatnonzero((y < 0) | (y >= n_classes))
     if bad.size:
-        raise ValueError(f"{name} must be in 0..{n_classes - 1} (the network has "
-                         f"{n_classes} outputs); {name}[{bad[0]}] = {y[bad[0]]}")
+        raise ValueError(f"{name} has labels outside 0..{n_classes - 1}: {name} must be in "
+                         f"0..{n_classes - 1} (the network has {n_classes} outputs); "
+                         f"{name}[{bad[0]}] = {y[bad[0]]}")
     return y
 
 
@@ -631,8 +633,8 @@ def _check_params(weights, biases, dtype):
     dtype = resolve_dtype(dtype)
     theta, sizes = pack(weights, biases, dtype)
     if not np.all(np.isfinite(theta)):
-        raise ValueError("weights or biases contain NaN or infinite values; "
-                         "the network diverged (try a smaller learning rate)")
+        raise ValueError("weights or biases contain NaN or Inf; the network diverged (train "
+                         "again with a smaller learning rate) or was loaded incorrectly")
     return theta, sizes, dtype
 
 
@@ -1245,55 +1247,20 @@ def _attr_inputs(weights, biases, X, y, activation, target, dtype):
     X_arr = np.asarray(X)
     if dtype is None:
         dtype = np.float32 if X_arr.dtype == np.float32 else np.float64
-    dtype = resolve_dtype(dtype)
-    theta, sizes = pack(weights, biases, dtype=dtype)
-    if not np.all(np.isfinite(theta)):
-        raise ValueError("weights or biases contain NaN or Inf; the network did not train "
-                         "cleanly (lower the learning rate) or was loaded incorrectly")
-    if X_arr.ndim != 2:
-        raise ValueError(f"X must be 2-D of shape (n_samples, {sizes[0]}); got shape {X_arr.shape}")
-    if X_arr.shape[1] != sizes[0]:
+    theta, sizes, dtype = _check_params(weights, biases, dtype)
+    if X_arr.ndim == 2 and X_arr.shape[1] != sizes[0]:
         raise ValueError(f"X has {X_arr.shape[1]} columns but the network expects {sizes[0]} "
                          f"inputs (weights[0] has shape {np.shape(weights[0])}); encode X "
                          f"the same way as the training data")
-    if X_arr.shape[0] == 0:
-        raise ValueError("X has no rows; pass at least one sample")
-    try:
-        X_arr = np.ascontiguousarray(X_arr, dtype=dtype)
-    except (TypeError, ValueError):
-        raise ValueError(f"X must be numeric; got dtype {np.asarray(X).dtype} "
-                         f"(one-hot encode categorical columns first)") from None
-    bad = ~np.all(np.isfinite(X_arr), axis=1)
-    if bad.any():
-        rows = np.flatnonzero(bad)
-        raise ValueError(f"X has NaN or Inf in {rows.size} rows (e.g. rows {rows[:5].tolist()}); "
-                         f"impute missing values before computing attributions")
+    X_arr = _check_X(X_arr, dtype)
     if y is None:
         if tcode == ATTRIBUTION_TARGETS["loss"]:
             raise ValueError("target='loss' needs the true labels y; pass y "
                              "or use target='output' / 'logit'")
         y_arr = np.zeros(0, dtype=np.int64)
     else:
-        y_arr = _attr_labels(y, X_arr.shape[0], int(sizes[-1]))
+        y_arr = _check_y_index(y, X_arr.shape[0], int(sizes[-1]))
     return theta, sizes, code, X_arr, y_arr, tcode
-
-
-def _attr_labels(y, n, K):
-    """y as int64 class indices in [0, K); ``ValueError`` naming the problem otherwise."""
-    y_arr = np.asarray(y)
-    if y_arr.ndim != 1 or y_arr.shape[0] != n:
-        raise ValueError(f"y must be 1-D with one label per row of X ({n}); got shape {y_arr.shape}")
-    if not np.issubdtype(y_arr.dtype, np.number) or np.issubdtype(y_arr.dtype, np.complexfloating):
-        raise ValueError(f"y must hold integer class indices 0..{K - 1}; got dtype {y_arr.dtype} "
-                         f"(encode the labels as integers first)")
-    if not np.all(np.isfinite(y_arr)) or np.any(y_arr != np.round(y_arr)):
-        raise ValueError(f"y must hold integer class indices 0..{K - 1}; found NaN or "
-                         f"non-integer values")
-    y_int = y_arr.astype(np.int64)
-    if y_int.min() < 0 or y_int.max() >= K:
-        raise ValueError(f"y has labels outside 0..{K - 1} (min {y_int.min()}, max {y_int.max()}); "
-                         f"the network has {K} outputs")
-    return np.ascontiguousarray(y_int)
 
 
 def _gradients_and_predictions(weights, biases, X, y, activation, target, dtype):
@@ -1451,7 +1418,7 @@ def feature_attribution(weights, biases, X, y, activation, target="output", samp
     G, pred, X_arr = _gradients_and_predictions(weights, biases, X, y, activation, target, dtype)
     names, source = _labels_and_sources(X_arr.shape[1], feature_names, feature_source)
     if samples == "correct":
-        mask = pred == _attr_labels(y, X_arr.shape[0], len(biases[-1]))
+        mask = pred == _check_y_index(y, X_arr.shape[0], len(biases[-1]))
         if not mask.any():
             raise ValueError("no sample is classified correctly, so there is nothing to average; "
                              "check that X and y match the network or use samples='all'")
