@@ -81,7 +81,7 @@ import mlp  # noqa: E402
 
 LR = 0.1
 N_CLASSES = 4
-FALLBACK_SHAPE = (33078, 13)  # shape of prep.encode(...)["X_train"] on the real data
+FALLBACK_SHAPE = (33078, 12)  # a training split of the size the bench was designed around
 
 
 # ------------------------------------------------------------------- helpers
@@ -122,30 +122,22 @@ def init_params(sizes, dtype, seed=0, scale=0.1):
 
 
 def load_problem(data_dir, rows, seed, random_data=False):
-    """(X_train float64, y_train int64, source note): real data via prep, else random."""
-    prep, reason = None, "--random-data"
+    """(X_train float64, y_train int64, source note): the real data via ``prep``, else a
+    random problem of the same shape (``--random-data``, or when no data folder is found)."""
+    import prep
+    reason = "--random-data"
     if not random_data:
-        try:
-            import prep
-            reason = None
-        except ImportError as e:
-            reason = f"prep not importable ({e})"
-    if prep is not None:
         try:
             path = prep.find_data_dir(data_dir)
         except prep.DataError as e:
             raise ValueError(str(e)) from None
-        if path is None:
-            reason = "no folder with train.csv and test.csv (see prep.find_data_dir)"
-        else:
-            try:
-                enc = prep.encode(prep.load_data(path))
-                X = np.ascontiguousarray(enc["X_train"], dtype=np.float64)
-                y = np.ascontiguousarray(enc["y_train"], dtype=np.int64)
-                source = f"real data: prep.encode(prep.load_data('{path}'))['X_train']"
-            except Exception as e:  # prep.py mid-edit: say so loudly, keep going
-                reason = f"prep failed on {path} ({type(e).__name__}: {e})"
-    if reason is not None:
+        reason = "no folder with train.csv and test.csv (see prep.find_data_dir)" if path is None else None
+    if reason is None:
+        enc = prep.encode(prep.load_data(path))
+        X = np.ascontiguousarray(enc["X_train"], dtype=np.float64)
+        y = np.ascontiguousarray(enc["y_train"], dtype=np.int64)
+        source = f"real data: prep.encode(prep.load_data('{path}'))['X_train']"
+    else:
         rng = np.random.default_rng(seed)
         X = rng.standard_normal(FALLBACK_SHAPE)
         y = np.argmax(X @ rng.standard_normal((X.shape[1], N_CLASSES)), axis=1).astype(np.int64)
@@ -284,22 +276,16 @@ def bench_iteration(X, y, sizes, args, peak):
     def numba_threads(k):
         return lambda: numba.set_num_threads(k)
 
-    if hasattr(mlp, "loss_and_grads"):
-        for dtype in ("float64", "float32"):
-            for k in args.threads:
-                w, b = init_params(sizes, dtype)
-                cases.append(("numba", dtype, k, mlp_step(mlp.loss_and_grads, w, b, Xs[dtype], y),
-                              numba_threads(k), f"{dtype}_t{k}"))
-    else:
-        notes.append("mlp.loss_and_grads not found: numba kernel not timed")
-    top = max(args.threads)
-    if hasattr(mlp, "reference_loss_and_grads"):
-        for dtype in ("float64", "float32"):
+    for dtype in ("float64", "float32"):
+        for k in args.threads:
             w, b = init_params(sizes, dtype)
-            cases.append(("numpy-ref", dtype, "blas", mlp_step(mlp.reference_loss_and_grads, w, b,
-                                                               Xs[dtype], y), None, f"{dtype}_t{top}"))
-    else:
-        notes.append("mlp.reference_loss_and_grads not found: NumPy reference not timed")
+            cases.append(("numba", dtype, k, mlp_step(mlp.loss_and_grads, w, b, Xs[dtype], y),
+                          numba_threads(k), f"{dtype}_t{k}"))
+    top = max(args.threads)
+    for dtype in ("float64", "float32"):
+        w, b = init_params(sizes, dtype)
+        cases.append(("numpy-ref", dtype, "blas", mlp_step(mlp.reference_loss_and_grads, w, b,
+                                                           Xs[dtype], y), None, f"{dtype}_t{top}"))
     if not args.no_sklearn:
         cases.append(("sklearn", "float64", "blas", sklearn_step(Xs["float64"], y, sizes[1:-1]),
                       None, f"float64_t{top}"))
@@ -491,8 +477,6 @@ def bench_scaling(X, y, sizes, args, env_extra):
     rng = np.random.default_rng(args.seed)
     mem = mem_available_bytes()
     points, notes, last_ref = [], [], None
-    have_numba = hasattr(mlp, "loss_and_grads")
-    have_ref = hasattr(mlp, "reference_loss_and_grads")
     widest = sum(sizes[1:])
     for rows in args.scaling_rows:
         idx = rng.integers(0, X.shape[0], size=rows)
@@ -503,15 +487,14 @@ def bench_scaling(X, y, sizes, args, env_extra):
         reps = args.repeats if rows < 10 ** 6 else 3
         for dtype in ("float64", "float32"):
             Xb = Xb64 if dtype == "float64" else Xb64.astype(np.float32)
-            if have_numba:
-                w, b = init_params(sizes, dtype)
-                point[f"numba_{dtype}"] = summary(timed(
-                    mlp_step(mlp.loss_and_grads, w, b, Xb, yb), reps))
-                # --quick: peak memory only at the largest size (each is a fresh process)
-                if not args.no_subprocess and (not args.quick or rows == max(args.scaling_rows)):
-                    with tempfile.TemporaryDirectory(prefix="bench-rss-") as td:
-                        point[f"rss_numba_{dtype}"] = peak_rss(Xb, yb, sizes[1:-1], td, env_extra)
-            if dtype == "float64" and have_ref:
+            w, b = init_params(sizes, dtype)
+            point[f"numba_{dtype}"] = summary(timed(
+                mlp_step(mlp.loss_and_grads, w, b, Xb, yb), reps))
+            # --quick: peak memory only at the largest size (each is a fresh process)
+            if not args.no_subprocess and (not args.quick or rows == max(args.scaling_rows)):
+                with tempfile.TemporaryDirectory(prefix="bench-rss-") as td:
+                    point[f"rss_numba_{dtype}"] = peak_rss(Xb, yb, sizes[1:-1], td, env_extra)
+            if dtype == "float64":
                 # the reference keeps a few (n, width) arrays alive at once
                 need = 4 * rows * widest * 8
                 est = last_ref[1] * rows / last_ref[0] * (reps + 1) if last_ref else 0.0
@@ -755,8 +738,6 @@ def main(argv=None):
     with tempfile.TemporaryDirectory(prefix="bench-numba-cache-") as cache:
         if args.no_subprocess:
             res["compile"] = {"skipped": "--no-subprocess"}
-        elif not hasattr(mlp, "loss_and_grads"):
-            res["compile"] = {"skipped": "mlp.loss_and_grads not found"}
         else:
             print("part 2: compile time (fresh processes) ...", flush=True)
             # --quick: warm start only, on the cache this process filled (a cold
