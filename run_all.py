@@ -182,11 +182,8 @@ def parse_parts(value):
 
 
 def _known_activations():
-    try:
-        import mlp
-        return tuple(mlp.ACTIVATIONS)
-    except ImportError:
-        return ("relu", "sigmoid", "tanh")
+    import mlp
+    return tuple(mlp.ACTIVATIONS)
 
 
 def validate(ns):
@@ -1402,13 +1399,9 @@ def load(cfg):
 
 
 def _user_errors():
-    """Exception types that mean "your input is wrong" (one line, exit 2)."""
-    try:
-        import prep
-        extra = (prep.DataError,) if hasattr(prep, "DataError") else ()
-    except ImportError:
-        extra = ()
-    return (ValueError, OSError) + extra
+    """Exception types that mean "your input is wrong" (one line, exit 2);
+    ``prep.DataError`` is a ``ValueError``."""
+    return (ValueError, OSError)
 
 
 def _data_metrics(dataset, data):
