@@ -16,8 +16,22 @@ ACT_COLORS = {"relu": "tab:blue", "sigmoid": "tab:orange", "tanh": "tab:green"}
 
 
 def _done(fig):
-    fig.tight_layout()
+    # laid out once, when the figure is drawn for saving (not here and again there)
+    fig.set_layout_engine("tight")
     return fig
+
+
+def _log_y(ax):
+    """Log-scale y axis with plain-text tick labels (``0.01``, ``1e-05``).
+
+    The default log labels are mathtext (``10^{-2}``), parsed once per tick on
+    every draw; plain labels make the log-scale figures several times faster
+    to save.
+    """
+    from matplotlib.ticker import FuncFormatter, NullFormatter
+    ax.set_yscale("log")
+    ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _pos: f"{v:g}"))
+    ax.yaxis.set_minor_formatter(NullFormatter())
 
 
 def _boxplot_by_class(ax, df, column, target):
@@ -149,7 +163,7 @@ def gradient_magnitudes(series, title="Mean |dL/dW| per layer", ylabel="mean |dL
         color = ACT_COLORS.get(group, f"C{groups.index(group)}")
         ax.plot(np.arange(1, len(values) + 1), values, color=color,
                 ls=styles[kinds.index(kind) % len(styles)], label=f"{group} {kind}")
-    ax.set_yscale("log")
+    _log_y(ax)
     ax.set_xlabel("iteration")
     ax.set_ylabel(ylabel)
     ax.legend(fontsize=8, ncol=2 if len(series) > 6 else 1)
@@ -169,7 +183,7 @@ def depth_ratios(depths, ratios):
     fig, ax = plt.subplots(figsize=(6, 3.8))
     for name, r in ratios.items():
         ax.plot(depths, r, marker="o", color=ACT_COLORS.get(name), label=name)
-    ax.set_yscale("log")
+    _log_y(ax)
     ax.axhline(1.0, color="grey", lw=0.8)
     ax.set_xlabel("number of hidden layers")
     ax.set_ylabel("mean|dW_last| / mean|dW_1| at init")
@@ -248,7 +262,7 @@ def loss_panels(curves, title, ylabel="training loss"):
                 mean, lo, hi = np.nanmean(c, 0), np.nanmin(c, 0), np.nanmax(c, 0)
             ax.plot(it, mean, color=f"C{i}", label=name, lw=1.2)
             ax.fill_between(it, lo, hi, color=f"C{i}", alpha=0.2, lw=0)
-        ax.set_yscale("log")
+        _log_y(ax)
         ax.set_title(panel, fontsize=9)
         ax.grid(alpha=0.3, which="both")
         ax.set_xlabel("iteration", fontsize=8)

@@ -26,7 +26,9 @@ through. No third-party Markdown package is used.
 """
 import base64
 import functools
+import hashlib
 import html
+import json
 import io
 import math
 import numbers
@@ -108,7 +110,9 @@ def savefig_atomic(fig, path, **savefig_kw):
     path : str or os.PathLike
         Destination; the format comes from the extension (``.png``, ``.svg``, ``.pdf``).
     **savefig_kw
-        Passed to ``fig.savefig``; defaults ``dpi=120, bbox_inches="tight"``.
+        Passed to ``fig.savefig``; defaults ``dpi=120``, and ``bbox_inches="tight"``
+        unless the figure has a layout engine (which already fits it; cropping
+        on top would draw it twice).
         Timestamps are left out of the file so re-runs give identical bytes.
 
     Returns
@@ -121,7 +125,8 @@ def savefig_atomic(fig, path, **savefig_kw):
     if not fmt:
         raise ValueError(f"savefig_atomic: {path!r} has no extension; use e.g. '.png' or '.svg'")
     savefig_kw.setdefault("dpi", 120)
-    savefig_kw.setdefault("bbox_inches", "tight")
+    if fig.get_layout_engine() is None:
+        savefig_kw.setdefault("bbox_inches", "tight")
     if fmt in ("png", "svg", "pdf"):
         savefig_kw.setdefault("metadata", {"png": {"Software": None},
                                            "svg": {"Date": None},
@@ -155,6 +160,29 @@ def _normalise_math(latex):
     return latex
 
 
+def _math_cache_dir():
+    """Folder for rendered math: ``$MLP_CACHE_DIR/math`` or ``~/.cache/mlp-toolkit/math``
+    (``$XDG_CACHE_HOME`` honoured); None when it cannot be created (no caching)."""
+    root = os.environ.get("MLP_CACHE_DIR") or os.path.join(
+        os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache"),
+        "mlp-toolkit")
+    path = os.path.join(root, "math")
+    try:
+        os.makedirs(path, exist_ok=True)
+    except OSError:
+        return None
+    return path
+
+
+def _math_cache_file(latex, fontsize):
+    """Cache file of one formula: keyed by everything that changes its rendering."""
+    folder = _math_cache_dir()
+    if folder is None:
+        return None
+    key = json.dumps([matplotlib.__version__, sorted(_MATH_RC.items()), float(fontsize), latex])
+    return os.path.join(folder, hashlib.sha256(key.encode("utf-8")).hexdigest()[:32] + ".json")
+
+
 @functools.lru_cache(maxsize=512)
 def render_math_svg(latex, fontsize=12.0):
     """Render one line of LaTeX math to SVG with matplotlib's mathtext.
@@ -174,7 +202,33 @@ def render_math_svg(latex, fontsize=12.0):
         ``svg`` is the SVG document (str); ``width``/``height``/``depth`` are
         in points (``depth`` is the part below the baseline). ``None`` when
         mathtext cannot parse ``latex``.
+
+    Notes
+    -----
+    Parsing dominates the cost (tens of ms per formula), and most formulas of a
+    report are the same in every run, so results are also kept on disk (see
+    ``_math_cache_dir``; ``MLP_CACHE_DIR`` moves it). A cache file that cannot be
+    read or written is ignored: the formula is rendered again.
     """
+    cache = _math_cache_file(latex, fontsize)
+    if cache is not None:
+        try:
+            with open(cache, encoding="utf-8") as f:
+                hit = json.load(f)
+            return None if hit is None else (hit[0], *map(float, hit[1:]))
+        except (OSError, ValueError, TypeError, IndexError):
+            pass
+    result = _render_math_svg(latex, fontsize)
+    if cache is not None:
+        try:
+            write_atomic(cache, json.dumps(result))
+        except OSError:
+            pass
+    return result
+
+
+def _render_math_svg(latex, fontsize):
+    """``render_math_svg`` without the caches."""
     from matplotlib.figure import Figure
     from matplotlib.font_manager import FontProperties
     from matplotlib.mathtext import MathTextParser

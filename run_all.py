@@ -38,6 +38,7 @@ import matplotlib
 if "matplotlib.pyplot" not in sys.modules:
     matplotlib.use("Agg")  # files only, no display needed
 
+import jobs as jobs_mod
 import report as rp
 
 REPO_DIR = Path(__file__).resolve().parent
@@ -276,6 +277,13 @@ class Context:
     results : dict
         Python objects one part leaves for another, e.g. ``results["networks"]``
         (activation -> trained MLP) from B for C and D.
+    jobs : jobs.Jobs
+        Trainings and experiments running in the background (``_train_async``);
+        by default none run in the background (every job runs when its result
+        is asked for).
+    parts : tuple
+        The parts this run executes (after ``plan``), so a part can start jobs
+        a later part will need.
     """
     cfg: Config
     dataset: Any
@@ -284,6 +292,8 @@ class Context:
     report: rp.Report
     metrics: dict = field(default_factory=dict)
     results: dict = field(default_factory=dict)
+    jobs: Any = field(default_factory=lambda: jobs_mod.Jobs(0))
+    parts: tuple = ()
 
     def path(self, *parts):
         """``out/<parts...>`` with its folder created, e.g. ``ctx.path("figures", "a_classes.png")``."""
@@ -447,19 +457,42 @@ def _progress(label, n_iter, every=None):
     return report
 
 
-def _train(ctx, label, data=None, **params):
-    """Fit an ``mlp.MLP`` on ``data`` (default: the run's encoded split) with the run's
-    defaults overridden by ``params``, printing progress lines."""
+def _fit_job(label, params, X, y, X_val, y_val):
+    """One training, in a worker process or in-process: the fitted ``mlp.MLP``."""
     import mlp
+    model = mlp.MLP(**params)
+    model.fit(X, y, X_val, y_val, progress=_progress(label, params["n_iter"]))
+    return model
+
+
+# Job priorities: what the next part waits for goes first; Q2's experiments
+# fill the workers whenever no training is waiting.
+PRIORITY = {"B": 0, "D": 1, "Q2": 2}
+
+
+def _train_async(ctx, label, data=None, priority=0, validate=True, **params):
+    """Queue the training of an ``mlp.MLP`` on ``data`` (default: the run's encoded
+    split) with the run's defaults overridden by ``params``; return its future.
+
+    ``validate``: evaluate the validation split at every iteration (learning
+    curves, early stopping); without it only the training loss is tracked.
+    The same label and arguments name the same job: queuing it again returns
+    the first one, so a part may queue early what a later part will use.
+    """
     d = ctx.data if data is None else data
     cfg = ctx.cfg
     kw = dict(hidden=cfg.hidden, activation="relu", lr=cfg.lr, n_iter=cfg.iterations,
               init="normal", init_scale=0.1, seed=cfg.seed, dtype=cfg.dtype)
     kw.update(params)
-    model = mlp.MLP(**kw)
-    model.fit(d["X_train"], d["y_train"], d["X_val"], d["y_val"],
-              progress=_progress(label, kw["n_iter"]))
-    return model
+    key = ("fit", label, validate, tuple(sorted(kw.items())))
+    return ctx.jobs.submit(key, _fit_job, label, kw, d["X_train"], d["y_train"],
+                           d["X_val"] if validate else None, d["y_val"] if validate else None,
+                           priority=priority)
+
+
+def _train(ctx, label, data=None, **params):
+    """``_train_async`` and wait: the fitted ``mlp.MLP``."""
+    return _train_async(ctx, label, data, **params).result()
 
 
 def _grad_table(hist, k=10):
@@ -470,6 +503,24 @@ def _grad_table(hist, k=10):
     idx = sorted(set(range(min(k, n))) | set(range(max(0, n - k), n)))
     return pd.DataFrame({"iteration": [i + 1 for i in idx], "mean|dL/dW1|": g[idx, 0],
                          "mean|dL/dW2|": g[idx, 1], "ratio W2/W1": g[idx, 1] / g[idx, 0]})
+
+
+def _sigmoid_trials(cfg):
+    """(init, lr) of the sigmoid set-up study; the first is the assignment's set-up."""
+    return [("normal", cfg.lr), ("glorot", cfg.lr), ("glorot", cfg.lr * 10)]
+
+
+def _b_jobs(ctx):
+    """Queue Part B's trainings: one network per activation (key: the activation),
+    then the sigmoid set-up study (key: (init, lr))."""
+    cfg = ctx.cfg
+    futs = {act: _train_async(ctx, act, activation=act, priority=PRIORITY["B"])
+            for act in cfg.activations}
+    if "sigmoid" in cfg.activations:
+        for init, lr in _sigmoid_trials(cfg)[1:]:
+            futs[(init, lr)] = _train_async(ctx, f"sigmoid {init} lr={lr:g}", activation="sigmoid",
+                                            init=init, lr=lr, priority=PRIORITY["B"])
+    return futs
 
 
 def part_b(ctx):
@@ -492,15 +543,18 @@ def part_b(ctx):
            f"{len(d['y_train']):,}-row training split, validated on {len(d['y_val']):,} rows. Forward "
            "pass, loss and backpropagation are hand-written numba kernels (`mlp.loss_and_grads`), "
            "checked against finite differences and a NumPy reference in the tests.")
+    jobs = _b_jobs(ctx)
     nets, rows = {}, []
     for act in cfg.activations:
-        model = _train(ctx, act, activation=act)
+        model = jobs[act].result()
         nets[act] = model
         h = model.history_
         rows.append({"activation": act, "train_acc": model.score(d["X_train"], d["y_train"]),
                      "val_acc": model.score(d["X_val"], d["y_val"]),
                      "final_loss": float(h["loss"][-1]), "final_val_loss": float(h["val_loss"][-1]),
                      "iterations": model.n_iter_})
+    if "D" in ctx.parts:    # Part D's diagnosis-free mitigations can start training now
+        _d_jobs(ctx, max(rows, key=lambda row: row["val_acc"])["activation"])
     acc = pd.DataFrame(rows)
     ctx.save_table(acc, "b_accuracy", caption=f"Final accuracy (majority-class baseline: train "
                    f"{base:.4f}, validation {base_val:.4f})", floatfmt=".4f")
@@ -578,13 +632,9 @@ def part_b(ctx):
     # ---- beyond the assignment: is sigmoid's failure the activation or the set-up?
     if "sigmoid" in cfg.activations:
         r.heading("Sigmoid: activation or set-up?", 3)
-        trials = [("normal", cfg.lr), ("glorot", cfg.lr), ("glorot", cfg.lr * 10)]
         rows = []
-        for init, lr in trials:
-            if (init, lr) == ("normal", cfg.lr):
-                model = nets["sigmoid"]
-            else:
-                model = _train(ctx, f"sigmoid {init} lr={lr:g}", activation="sigmoid", init=init, lr=lr)
+        for init, lr in _sigmoid_trials(cfg):
+            model = nets["sigmoid"] if (init, lr) == ("normal", cfg.lr) else jobs[(init, lr)].result()
             g = model.history_["grad_abs_mean"]
             rows.append({"init": init, "lr": lr, "train_acc": model.score(d["X_train"], d["y_train"]),
                          "val_acc": model.score(d["X_val"], d["y_val"]),
@@ -826,6 +876,51 @@ def _without(dataset, columns):
                    categorical=[c for c in dataset.categorical if c not in columns])
 
 
+# Part D's mitigations that need no diagnosis: (name, data, MLP parameters).
+# Data: None = the run's encoding; "indicators" = with missing-value indicators.
+MITIGATIONS = [("missing-value indicators", "indicators", {}),
+               ("class-weighted loss", None, {"class_weight": "balanced"}),
+               ("L2 1e-3", None, {"l2": 1e-3}),
+               ("early stopping (val loss)", None, {"early_stopping": True, "patience": 10})]
+
+
+def _mitigation_data(ctx, spec):
+    """Encoded splits for a mitigation: the run's (``None``), with missing-value
+    indicators (``"indicators"``), or of a reduced ``prep.Dataset`` (e.g. without
+    the suspects); each encoded once per run."""
+    import prep
+    if spec is None:
+        return ctx.data
+    cfg = ctx.cfg
+    cache = ctx.results.setdefault("mitigation_data", {})
+    if isinstance(spec, str):
+        if spec != "indicators":
+            raise ValueError(f"unknown mitigation data {spec!r}; use None, 'indicators' or a Dataset")
+        key = spec
+    else:
+        key = ("columns", tuple(spec.numeric), tuple(spec.categorical))
+    if key not in cache:
+        cache[key] = (prep.encode(ctx.dataset, missing_indicators=True, val_size=cfg.val_size,
+                                  seed=cfg.seed) if key == "indicators" else
+                      prep.encode(spec, val_size=cfg.val_size, seed=cfg.seed))
+    return cache[key]
+
+
+def _d_jobs(ctx, act):
+    """Queue Part D's diagnosis-free mitigation trainings of the ``act`` network;
+    ``[(name, data spec, params, future)]`` in ``MITIGATIONS`` order."""
+    return [(name, spec, params, _train_async(ctx, f"{act} {name}", data=_mitigation_data(ctx, spec),
+                                              activation=act, priority=PRIORITY["D"],
+                                              validate=_needs_val(params), **params))
+            for name, spec, params in MITIGATIONS]
+
+
+def _needs_val(params):
+    """Part D scores each mitigation on validation once, after training; only early
+    stopping needs the validation loss at every iteration."""
+    return bool(params.get("early_stopping"))
+
+
 def part_d(ctx):
     """Part D: test accuracy, per-class figures, the root cause of the generalisation gap
     found from label-free and label-aware shift checks, and measured mitigations.
@@ -960,22 +1055,8 @@ def part_d(ctx):
     variants = [("baseline", None, {}, model)]
     if suspects:
         variants.append((f"remove {', '.join(suspects)}", _without(ds, suspects), {}, None))
-    variants += [("missing-value indicators", "indicators", {}, None),
-                 ("class-weighted loss", None, {"class_weight": "balanced"}, None),
-                 ("L2 1e-3", None, {"l2": 1e-3}, None),
-                 ("early stopping (val loss)", None, {"early_stopping": True, "patience": 10}, None)]
-    encoded = {}
-
-    def data_for(spec):
-        if spec is None:
-            return d
-        key = "indicators" if spec == "indicators" else "drop"
-        if key not in encoded:
-            encoded[key] = (prep.encode(ds, missing_indicators=True, val_size=cfg.val_size, seed=cfg.seed)
-                            if spec == "indicators" else
-                            prep.encode(spec, val_size=cfg.val_size, seed=cfg.seed))
-        return encoded[key]
-
+    # queued at the end of Part B already when this run planned Part D
+    variants += [(name, spec, params, None) for name, spec, params, _ in _d_jobs(ctx, act)]
     results, models = [], {}
 
     def record(name, mdl, ev_, spec, params):
@@ -985,8 +1066,9 @@ def part_d(ctx):
                         "iterations": mdl.n_iter_, "spec": spec, "params": params})
 
     for name, spec, params, fitted in variants:
-        dd = data_for(spec)
-        mdl = fitted or _train(ctx, f"{act} {name}", data=dd, activation=act, **params)
+        dd = _mitigation_data(ctx, spec)
+        mdl = fitted or _train(ctx, f"{act} {name}", data=dd, activation=act, priority=PRIORITY["D"],
+                               validate=_needs_val(params), **params)
         record(name, mdl, evals[act] if fitted is not None else _evaluate(mdl, dd), spec, params)
     # best combination, chosen on validation only: the suspect removal (from the diagnosis)
     # plus every training option that raised validation macro-F1 on its own
@@ -999,8 +1081,9 @@ def part_d(ctx):
     if suspects or len(helpful) > 1:
         parts_ = ([f"remove {', '.join(suspects)}"] if suspects else []) + [res["name"] for res in helpful]
         name = "combination: " + " + ".join(parts_)
-        dd = data_for(combo_spec) if combo_spec is not None else d
-        mdl = _train(ctx, f"{act} {name}", data=dd, activation=act, **combo_params)
+        dd = _mitigation_data(ctx, combo_spec)
+        mdl = _train(ctx, f"{act} {name}", data=dd, activation=act, priority=PRIORITY["D"],
+                     validate=_needs_val(combo_params), **combo_params)
         record(name, mdl, _evaluate(mdl, dd), combo_spec, combo_params)
     table = pd.DataFrame([{k: v for k, v in res.items() if k not in ("spec", "params")} for res in results])
     ctx.save_table(table, "d_mitigations", floatfmt=".4f",
@@ -1113,14 +1196,50 @@ def _q2_verdict(summary, speed_tol=0.2, stab_tol=0.2):
     return rows, {"slower": slower, "faster": faster, "less_stable": less_stable, "more_stable": more_stable}
 
 
+def _q2_setup(cfg):
+    """Seeds, learning rates and iterations of the Q2 experiments."""
+    seeds = tuple(range(cfg.seed, cfg.seed + (2 if cfg.quick else 5)))
+    lrs = (0.3, 3.0) if cfg.quick else Q2_LRS
+    return seeds, lrs, 50 if cfg.quick else 200
+
+
+def _q2_jobs(ctx):
+    """Queue the Q2 experiments, one job per task and learning rate (each learning
+    rate's runs and threshold are independent of the others'); ``{task: [futures]}``."""
+    import numpy as np
+    from sklearn.datasets import make_classification
+    import mlp
+
+    cfg, d = ctx.cfg, ctx.data
+    seeds, lrs, n_iter = _q2_setup(cfg)
+    k = len(ctx.dataset.classes)
+    Xs, ys = make_classification(n_samples=2000, n_features=5, n_informative=4, n_redundant=0,
+                                 n_classes=3, n_clusters_per_class=1, random_state=cfg.seed)
+    tasks = {"data": (d["X_train"], np.eye(k)[d["y_train"]]),
+             "synthetic": ((Xs - Xs.mean(0)) / Xs.std(0), np.eye(3)[ys])}
+    # in a worker one thread per job; in-process the experiment's own threads
+    n_jobs = 1 if ctx.jobs.workers else None
+    return {task: [ctx.jobs.submit(("q2", task, lr), mlp.bias_experiment, X, Y, lrs=(lr,),
+                                   seeds=seeds, n_iter=n_iter, hidden="relu", output="softmax",
+                                   loss="ce", n_jobs=n_jobs, priority=PRIORITY["Q2"])
+                   for lr in lrs]
+            for task, (X, Y) in tasks.items()}
+
+
+def _merge_bias_experiments(exps):
+    """One ``mlp.bias_experiment`` result from results for disjoint learning rates
+    (same task, seeds and iterations), in the order given."""
+    config = dict(exps[0]["config"], lrs=[lr for e in exps for lr in e["config"]["lrs"]])
+    return {"config": config, "summary": [s for e in exps for s in e["summary"]],
+            "curves": {key: c for e in exps for key, c in e["curves"].items()}}
+
+
 def part_q2(ctx):
     """Question 2: shared bias vs independent biases, convergence speed and stability,
     on the real data (m = k = number of classes) and a small synthetic task.
     Writes figures/q2_*.png, tables/q2_*.csv."""
     import numpy as np
     import pandas as pd
-    from sklearn.datasets import make_classification
-    import mlp
     import plots
     import prep
 
@@ -1128,14 +1247,9 @@ def part_q2(ctx):
     m = ctx.metrics["q2"]
     r.markdown((REPO_DIR / "docs" / "q2_derivation.md").read_text(encoding="utf-8"), level_offset=2)
 
-    seeds = tuple(range(cfg.seed, cfg.seed + (2 if cfg.quick else 5)))
-    lrs = (0.3, 3.0) if cfg.quick else Q2_LRS
-    n_iter = 50 if cfg.quick else 200
+    seeds, lrs, n_iter = _q2_setup(cfg)
     k = len(ctx.dataset.classes)
-    Xs, ys = make_classification(n_samples=2000, n_features=5, n_informative=4, n_redundant=0,
-                                 n_classes=3, n_clusters_per_class=1, random_state=cfg.seed)
-    tasks = {"data": (d["X_train"], np.eye(k)[d["y_train"]]),
-             "synthetic": ((Xs - Xs.mean(0)) / Xs.std(0), np.eye(3)[ys])}
+    jobs = _q2_jobs(ctx)
     r.heading("Experiment", 3)
     r.para(f"Both networks (hidden ReLU, softmax output, cross-entropy; hidden width m = k) start from "
            f"the same W, U, b (b1 = b2 = b for the independent one) drawn N(0, 0.1²) for each of "
@@ -1146,12 +1260,11 @@ def part_q2(ctx):
            "Iterations to threshold: first iteration at which a run has made 95% of the largest loss "
            "decrease any run achieved at that learning rate (median over seeds).")
     findings = {}
-    for task, (X, Y) in tasks.items():
+    for task, futures in jobs.items():
         t0 = time.perf_counter()
-        exp = mlp.bias_experiment(X, Y, lrs=lrs, seeds=seeds, n_iter=n_iter, hidden="relu",
-                                  output="softmax", loss="ce")
-        print(f"    Q2 {task}: {len(lrs) * len(seeds) * 2} runs × {n_iter} iterations, "
-              f"{time.perf_counter() - t0:.1f} s", flush=True)
+        exp = _merge_bias_experiments([f.result() for f in futures])
+        print(f"    Q2 {task}: {len(lrs) * len(seeds) * 2} runs × {n_iter} iterations "
+              f"(waited {time.perf_counter() - t0:.1f} s)", flush=True)
         rows, found = _q2_verdict(exp["summary"])
         findings[task] = found
         label = "training data" if task == "data" else "synthetic task"
@@ -1229,6 +1342,15 @@ def plan(parts):
     for p in parts:
         chosen.update(NEEDS.get(p, ()))
     return tuple(p for p in PARTS if p in chosen)
+
+
+def start_jobs(ctx):
+    """Queue, before any part runs, the jobs whose inputs are the encoded data alone:
+    Part B's trainings and the Q2 experiments (if those parts are planned)."""
+    if "B" in ctx.parts:
+        _b_jobs(ctx)
+    if "Q2" in ctx.parts:
+        _q2_jobs(ctx)
 
 
 def run_parts(ctx, parts, log=print):
@@ -1448,6 +1570,9 @@ def main(argv=None):
     import numba
     if cfg.threads is not None:
         numba.set_num_threads(cfg.threads)
+    # trainings and experiments run in worker processes, one numba thread each
+    cores = cfg.threads or numba.config.NUMBA_NUM_THREADS
+    workers = min(cores, jobs_mod.MAX_WORKERS) if cores > 1 else 0
 
     if dataset.synthetic:
         print("!" * 72 + f"\n{SYNTHETIC_BANNER}\n" + "!" * 72, flush=True)
@@ -1458,25 +1583,30 @@ def main(argv=None):
               "data_dir_resolved": str(Path(dataset.source).resolve()) if not dataset.synthetic
               else "synthetic",
               "out_resolved": str(out.resolve()),
-              "numba_threads": numba.get_num_threads(),
+              "numba_threads": numba.get_num_threads(), "worker_processes": workers,
               "versions": _versions(), "platform": platform.platform(),
               "argv": list(sys.argv[1:] if argv is None else argv)}
     write_json(out / "config.json", config)
 
+    parts = plan(cfg.parts)
     ctx = Context(cfg=cfg, dataset=dataset, data=data, out=out,
                   report=rp.Report("body"), metrics={"data": _data_metrics(dataset, data),
-                                                     "timing": {"data": round(t_data, 3)}})
-    parts = plan(cfg.parts)
+                                                     "timing": {"data": round(t_data, 3)}},
+                  jobs=jobs_mod.Jobs(workers), parts=parts)
     extra = [p for p in parts if p not in cfg.parts]
     if extra:
         print(f"also running part {', '.join(extra)}: "
               f"{', '.join(p for p in cfg.parts if p in NEEDS)} uses its results")
+    interrupted = True
     try:
+        start_jobs(ctx)
         failed = run_parts(ctx, parts)
+        interrupted = False
     except KeyboardInterrupt:
         print("interrupted; metrics so far are in " + str(out / "metrics.json"), file=sys.stderr)
         return 130
     finally:  # even on Ctrl-C: keep what was computed
+        ctx.jobs.close(cancel=interrupted)
         ctx.metrics["timing"]["total"] = round(time.perf_counter() - t_start, 3)
         write_json(out / "metrics.json", ctx.metrics)
 

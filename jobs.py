@@ -1,0 +1,190 @@
+"""Background jobs for ``run_all``: trainings and experiments in worker processes.
+
+A full run trains about ten networks and runs the shared-bias experiments;
+once the data are encoded these jobs are independent of each other and of
+most of the main process's work (EDA, figures, attribution, the report).
+``Jobs`` runs them in a pool of worker processes with ONE numba thread each,
+while the main process goes on, and hands each result back when a part asks
+for it.
+
+Why processes with one thread each: the per-tile products of the training
+kernel are small, so one training spread over two threads is well short of
+twice as fast as on one thread, while two single-threaded trainings side by
+side are nearly independent (``bench/time_epochs.py`` measures both). Worker
+processes also take the single-threaded Python work of the main process off
+the critical path.
+
+Results do not depend on where a job runs: the kernels give bitwise identical
+results for any number of threads (tests/test_mlp.py), and a job receives the
+same arrays and arguments it would receive in-process (tests/test_jobs.py).
+
+With ``workers=0`` a job runs in the calling process the first time its
+result is asked for (``run_all.py --threads 1``).
+"""
+import heapq
+import itertools
+import multiprocessing
+import os
+import signal
+import sys
+import threading
+from concurrent.futures import CancelledError, Future, ProcessPoolExecutor
+
+# The pool never needs more: a run has about a dozen independent jobs, and each
+# worker holds its own copy of the data and the compiled kernels.
+MAX_WORKERS = 8
+
+
+class _Deferred:
+    """The in-process stand-in for a future: runs ``fn`` on the first ``result()``."""
+
+    def __init__(self, fn, args, kwargs):
+        self._call = (fn, args, kwargs)
+        self._value = self._error = None
+        self._ran = False
+
+    def result(self):
+        if not self._ran:
+            fn, args, kwargs = self._call
+            self._ran, self._call = True, None
+            try:
+                self._value = fn(*args, **kwargs)
+            except BaseException as e:      # kept, and raised to every caller
+                self._error = e
+        if self._error is not None:
+            raise self._error
+        return self._value
+
+    def cancel(self):
+        return not self._ran
+
+
+def _init_worker(sys_path):
+    """Worker start-up: one numba thread (set before numba is imported), the
+    parent's import path, the network module loaded once; Ctrl-C is left to the
+    parent, which stops the workers."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    os.environ["NUMBA_NUM_THREADS"] = "1"
+    sys.path[:0] = [p for p in sys_path if p not in sys.path]
+    import mlp  # noqa: F401  (numba, SciPy's BLAS and the kernel cache, loaded once per worker)
+
+
+class Jobs:
+    """Keyed background jobs with priorities: ``submit`` starts one (once per key),
+    ``result`` waits for it.
+
+    Parameters
+    ----------
+    workers : int
+        Worker processes (capped at ``MAX_WORKERS``); 0 runs every job in this
+        process when its result is first asked for. Processes are started on
+        the first ``submit``, so a run that submits nothing starts none.
+
+    Notes
+    -----
+    At most ``workers`` jobs are handed to the pool at a time; the others wait
+    here, and whenever a worker frees up the waiting job with the lowest
+    ``priority`` (then the earliest submitted) goes next. A part can thus queue
+    low-priority work early to fill idle workers without delaying the jobs
+    the next part waits for.
+
+    Functions and arguments are pickled to the workers: pass module-level
+    functions and plain data (arrays, dicts, numbers). Workers use the
+    ``spawn`` start method: forking a process that already runs numba's and
+    BLAS's threads can deadlock the child.
+    """
+
+    def __init__(self, workers):
+        if not (isinstance(workers, int) and workers >= 0):
+            raise ValueError(f"workers must be a non-negative integer; got {workers!r}")
+        self.workers = min(workers, MAX_WORKERS)
+        self._pool = None
+        self._futures = {}
+        self._waiting = []              # heap of (priority, order, future, fn, args, kwargs)
+        self._order = itertools.count()
+        self._running = 0
+        self._lock = threading.Lock()
+
+    def submit(self, key, fn, *args, priority=0, **kwargs):
+        """Queue ``fn(*args, **kwargs)`` under ``key`` unless a job with that key exists.
+
+        Returns the job's future (``.result()`` waits and re-raises its error).
+        Submitting the same key again returns the first job: a part can ask for
+        a job that an earlier step already queued. Lower ``priority`` runs first.
+        """
+        if key in self._futures:
+            return self._futures[key]
+        if self.workers == 0:
+            fut = _Deferred(fn, args, kwargs)
+        else:
+            if self._pool is None:
+                self._pool = ProcessPoolExecutor(
+                    max_workers=self.workers, mp_context=multiprocessing.get_context("spawn"),
+                    initializer=_init_worker, initargs=(list(sys.path),))
+            fut = Future()
+            with self._lock:
+                heapq.heappush(self._waiting, (priority, next(self._order), fut, fn, args, kwargs))
+            self._dispatch()
+        self._futures[key] = fut
+        return fut
+
+    def _dispatch(self):
+        """Hand waiting jobs to the pool while fewer than ``workers`` are running."""
+        while True:
+            with self._lock:
+                if self._running >= self.workers or not self._waiting or self._pool is None:
+                    return
+                _, _, fut, fn, args, kwargs = heapq.heappop(self._waiting)
+                if not fut.set_running_or_notify_cancel():
+                    continue                # cancelled while waiting
+                self._running += 1
+            try:
+                inner = self._pool.submit(fn, *args, **kwargs)
+            except BaseException as e:      # pool shut down or broken
+                self._finished(fut, None, e)
+                continue
+            inner.add_done_callback(lambda f, outer=fut: self._finished(outer, f))
+
+    def _finished(self, outer, inner, error=None):
+        with self._lock:
+            self._running -= 1
+        if inner is not None:
+            error = (CancelledError("the worker pool was shut down before the job ran")
+                     if inner.cancelled() else inner.exception())
+        if error is not None:
+            outer.set_exception(error)
+        else:
+            outer.set_result(inner.result())
+        self._dispatch()
+
+    def __contains__(self, key):
+        return key in self._futures
+
+    def result(self, key):
+        """Wait for the job ``key`` and return its result (``KeyError`` if never submitted)."""
+        try:
+            fut = self._futures[key]
+        except KeyError:
+            raise KeyError(f"no job {key!r} was submitted; submit it first") from None
+        return fut.result()
+
+    def close(self, cancel=False):
+        """Stop the workers after the running jobs finish (``cancel``: without waiting
+        for them). Jobs still waiting for a worker are cancelled either way."""
+        with self._lock:
+            waiting, self._waiting = self._waiting, []
+        for item in waiting:
+            item[2].cancel()
+        if self._pool is not None:
+            pool, self._pool = self._pool, None
+            if cancel:      # do not wait for running jobs: stop their processes
+                for proc in (getattr(pool, "_processes", None) or {}).copy().values():
+                    proc.terminate()
+            pool.shutdown(wait=not cancel, cancel_futures=cancel)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, exc_type, exc, tb):
+        self.close(cancel=exc_type is not None)
+        return False
