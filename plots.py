@@ -22,16 +22,24 @@ def _done(fig):
 
 
 def _log_y(ax):
-    """Log-scale y axis with plain-text tick labels (``0.01``, ``1e-05``).
+    """Log-scale y axis with plain-text tick labels (``0.01``, ``1e-05``); call it
+    after plotting (the tick steps follow the data's range).
 
-    The default log labels are mathtext (``10^{-2}``), parsed once per tick on
-    every draw; plain labels make the log-scale figures several times faster
-    to save.
+    The default log axis draws mathtext labels (``10^{-2}``, parsed per tick)
+    and eight minor ticks per decade, each a full tick object laid out on every
+    draw; plain labels and major ticks only make the log-scale figures several
+    times faster to save.
     """
-    from matplotlib.ticker import FuncFormatter, NullFormatter
+    from matplotlib.ticker import FuncFormatter, LogLocator, NullLocator
     ax.set_yscale("log")
+    lo, hi = ax.get_ylim()              # call after plotting: the autoscaled range
+    decades = np.log10(hi / lo) if 0 < lo < hi else 1.0
+    # enough labelled ticks for a range under one decade, not too many for ten
+    subs = ((1.0,) if decades > 6 else (1.0, 2.0, 5.0) if decades > 1.5 else
+            (1.0, 1.2, 1.5, 2.0, 2.5, 3.0, 4.0, 5.0, 6.0, 8.0))
+    ax.yaxis.set_major_locator(LogLocator(subs=subs))
     ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _pos: f"{v:g}"))
-    ax.yaxis.set_minor_formatter(NullFormatter())
+    ax.yaxis.set_minor_locator(NullLocator())
 
 
 def _boxplot_by_class(ax, df, column, target):

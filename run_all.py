@@ -64,7 +64,7 @@ PART_ALIASES = {
 
 DEFAULTS = dict(target="price_class", out="out", parts="A,B,C,D,Q2", iterations=200,
                 quick_iterations=30, lr=0.1, hidden="64,64", activations="relu,sigmoid",
-                seed=42, dtype="float64", corr_threshold=0.5, val_size=0.2)
+                seed=42, dtype="float32", corr_threshold=0.5, val_size=0.2)
 
 
 @dataclass(frozen=True)
@@ -518,8 +518,9 @@ def _b_jobs(ctx):
             for act in cfg.activations}
     if "sigmoid" in cfg.activations:
         for init, lr in _sigmoid_trials(cfg)[1:]:
+            # compared by final accuracy and gradient ratio: no validation curve needed
             futs[(init, lr)] = _train_async(ctx, f"sigmoid {init} lr={lr:g}", activation="sigmoid",
-                                            init=init, lr=lr, priority=PRIORITY["B"])
+                                            init=init, lr=lr, priority=PRIORITY["B"], validate=False)
     return futs
 
 
@@ -554,7 +555,8 @@ def part_b(ctx):
                      "final_loss": float(h["loss"][-1]), "final_val_loss": float(h["val_loss"][-1]),
                      "iterations": model.n_iter_})
     if "D" in ctx.parts:    # Part D's diagnosis-free mitigations can start training now
-        _d_jobs(ctx, max(rows, key=lambda row: row["val_acc"])["activation"])
+        best_act = max(rows, key=lambda row: row["val_acc"])["activation"]
+        _d_jobs(ctx, best_act, nets[best_act])
     acc = pd.DataFrame(rows)
     ctx.save_table(acc, "b_accuracy", caption=f"Final accuracy (majority-class baseline: train "
                    f"{base:.4f}, validation {base_val:.4f})", floatfmt=".4f")
@@ -727,9 +729,7 @@ def part_c(ctx):
     results, enc_tables, src_tables = {}, {}, {}
     t0 = time.perf_counter()
     for act, model in nets.items():
-        res = mlp.feature_attribution(model.weights_, model.biases_, d["X_train"], d["y_train"], act,
-                                      target="output", samples="correct", feature_names=names,
-                                      feature_source=source)
+        res = _sensitivity(ctx, act, model)
         logit = mlp.feature_attribution(model.weights_, model.biases_, d["X_train"], d["y_train"], act,
                                         target="logit", samples="correct", feature_names=names,
                                         feature_source=source)
@@ -771,14 +771,7 @@ def part_c(ctx):
     r.heading("Cross-checks", 3)
     checks, lines = {}, []
     for act, model in nets.items():
-        out = results[act]["output"]
-        pc_train = mlp.permutation_check(model, d["X_train"], d["y_train"], out, names, source,
-                                         n_repeats=cfg.repeats, seed=cfg.seed)
-        pc_test = mlp.permutation_check(model, d["X_test"], d["y_test"], out, names, source,
-                                        n_repeats=cfg.repeats, seed=cfg.seed)
-        ctx.results.setdefault("permutation", {})[act] = {
-            split: dict(zip(pc["original"]["feature"], pc["original"]["perm_mean"].astype(float)))
-            for split, pc in (("train", pc_train), ("test", pc_test))}
+        pc_train, pc_test = (_permutation(ctx, act, model, split) for split in ("train", "test"))
         rnd = mlp.randomization_check(model.weights_, model.biases_, d["X_train"], d["y_train"], act,
                                       seed=cfg.seed)
         checks[act] = {"spearman_perm_train": pc_train["spearman_original"],
@@ -906,13 +899,72 @@ def _mitigation_data(ctx, spec):
     return cache[key]
 
 
-def _d_jobs(ctx, act):
-    """Queue Part D's diagnosis-free mitigation trainings of the ``act`` network;
-    ``[(name, data spec, params, future)]`` in ``MITIGATIONS`` order."""
-    return [(name, spec, params, _train_async(ctx, f"{act} {name}", data=_mitigation_data(ctx, spec),
-                                              activation=act, priority=PRIORITY["D"],
-                                              validate=_needs_val(params), **params))
-            for name, spec, params in MITIGATIONS]
+def _sensitivity(ctx, act, model):
+    """Part C(b)'s attribution of Part B's ``act`` network: mean |do_m/dx| over the correctly
+    classified training samples (``mlp.feature_attribution``), computed once per run."""
+    import mlp
+    cache = ctx.results.setdefault("sensitivity", {})
+    if act not in cache:
+        d = ctx.data
+        cache[act] = mlp.feature_attribution(model.weights_, model.biases_, d["X_train"], d["y_train"],
+                                             act, target="output", samples="correct",
+                                             feature_names=list(d["feature_names"]),
+                                             feature_source=list(d["feature_source"]))
+    return cache[act]
+
+
+def _permutation(ctx, act, model, split):
+    """``mlp.permutation_check`` of Part B's ``act`` network on ``split`` ("train" or "test")
+    against its sensitivity ranking; computed once per run (Part C reports it, Part D's
+    diagnosis uses the importances)."""
+    import mlp
+    cache = ctx.results.setdefault("permutation", {})
+    if (act, split) not in cache:
+        d, cfg = ctx.data, ctx.cfg
+        cache[(act, split)] = mlp.permutation_check(
+            model, d[f"X_{split}"], d[f"y_{split}"], _sensitivity(ctx, act, model),
+            list(d["feature_names"]), list(d["feature_source"]), n_repeats=cfg.repeats, seed=cfg.seed)
+    return cache[(act, split)]
+
+
+def _diagnosis(ctx, act, model):
+    """Part D's diagnosis for Part B's ``act`` network: ``(perm, prep.diagnose result)`` with
+    ``perm[split]`` = permutation importance per original column; computed once per run."""
+    import prep
+    cache = ctx.results.setdefault("diagnosis", {})
+    if act not in cache:
+        perm = {}
+        for split in ("train", "test"):
+            pc = _permutation(ctx, act, model, split)["original"]
+            perm[split] = dict(zip(pc["feature"], pc["perm_mean"].astype(float)))
+        ds = ctx.dataset
+        cache[act] = perm, prep.diagnose(ds.train, ds.test, ds.target, list(ds.numeric),
+                                         list(ds.categorical), model_importance=perm, seed=ctx.cfg.seed)
+    return cache[act]
+
+
+def _d_jobs(ctx, act, baseline):
+    """Queue Part D's mitigation trainings of the ``act`` network: removing the suspects of
+    the diagnosis, then ``MITIGATIONS``; ``[(name, data spec, params, future or fitted MLP)]``.
+
+    Early stopping is not trained again when ``mlp.replay_early_stopping`` can
+    give its exact result from ``baseline`` (the same network, trained with
+    validation data and without early stopping).
+    """
+    import mlp
+    suspects = list(_diagnosis(ctx, act, baseline)[1]["suspect_features"])
+    removal = ([(f"remove {', '.join(suspects)}", _without(ctx.dataset, suspects), {})]
+               if suspects else [])
+    out = []
+    for name, spec, params in removal + MITIGATIONS:
+        source = None
+        if spec is None and set(params) == {"early_stopping", "patience"}:
+            source = mlp.replay_early_stopping(baseline, params["patience"])
+        if source is None:
+            source = _train_async(ctx, f"{act} {name}", data=_mitigation_data(ctx, spec), activation=act,
+                                  priority=PRIORITY["D"], validate=_needs_val(params), **params)
+        out.append((name, spec, params, source))
+    return out
 
 
 def _needs_val(params):
@@ -995,16 +1047,8 @@ def part_d(ctx):
 
     # ---- diagnosis
     r.heading("Diagnosis: what changed between train and test", 3)
-    # the network's permutation importance per original column; Part C computed it already
-    perm = ctx.results.get("permutation", {}).get(main_act)
-    if perm is None:
-        perm = {}
-        for split in ("train", "test"):
-            pc = mlp.permutation_check(model, d[f"X_{split}"], d[f"y_{split}"], att_res[split], names,
-                                       source, n_repeats=cfg.repeats, seed=cfg.seed)
-            perm[split] = dict(zip(pc["original"]["feature"], pc["original"]["perm_mean"].astype(float)))
-    diag = prep.diagnose(ds.train, ds.test, ds.target, list(ds.numeric), list(ds.categorical),
-                         model_importance=perm, seed=cfg.seed)
+    # computed during Part B already when this run planned Part D (to start the removal early)
+    perm, diag = _diagnosis(ctx, main_act, model)
     ev = diag["evidence"]
     show = [c for c in ("kind", "shift_effect", "shifted", "missing_train", "missing_test", "adv_auc_drop",
                         "pps_train", "pps_test", "pps_drop", "transfer_pps", "transfer_drop",
@@ -1052,12 +1096,9 @@ def part_d(ctx):
     # ---- mitigations
     r.heading("Mitigations", 3)
     act = main_act
-    variants = [("baseline", None, {}, model)]
-    if suspects:
-        variants.append((f"remove {', '.join(suspects)}", _without(ds, suspects), {}, None))
-    # queued at the end of Part B already when this run planned Part D
-    variants += [(name, spec, params, None) for name, spec, params, _ in _d_jobs(ctx, act)]
-    results, models = [], {}
+    # queued during Part B already when this run planned Part D
+    variants = [("baseline", None, {}, model)] + _d_jobs(ctx, act, model)
+    results, models, replayed = [], {}, set()
 
     def record(name, mdl, ev_, spec, params):
         models[name] = mdl
@@ -1065,11 +1106,15 @@ def part_d(ctx):
                         "test_acc": ev_["test"]["acc"], "test_macro_f1": ev_["test"]["macro_f1"],
                         "iterations": mdl.n_iter_, "spec": spec, "params": params})
 
-    for name, spec, params, fitted in variants:
+    for name, spec, params, source in variants:
         dd = _mitigation_data(ctx, spec)
-        mdl = fitted or _train(ctx, f"{act} {name}", data=dd, activation=act, priority=PRIORITY["D"],
-                               validate=_needs_val(params), **params)
-        record(name, mdl, evals[act] if fitted is not None else _evaluate(mdl, dd), spec, params)
+        if source is None:
+            source = _train_async(ctx, f"{act} {name}", data=dd, activation=act, priority=PRIORITY["D"],
+                                  validate=_needs_val(params), **params)
+        if source is not model and not hasattr(source, "result"):   # fitted without training
+            replayed.add(name)
+        mdl = source.result() if hasattr(source, "result") else source
+        record(name, mdl, evals[act] if mdl is model else _evaluate(mdl, dd), spec, params)
     # best combination, chosen on validation only: the suspect removal (from the diagnosis)
     # plus every training option that raised validation macro-F1 on its own
     base_f1 = results[0]["val_macro_f1"]
@@ -1113,9 +1158,13 @@ def part_d(ctx):
         delta = (res["test_acc"] - base["test_acc"]) * 100
         note = ""
         if res["params"].get("early_stopping"):
+            mdl = models[res["name"]]
             note = (f" (stopped at iteration {res['iterations']})" if res["iterations"] < cfg.iterations
-                    else " (never triggered: the validation loss kept improving for all "
-                         f"{cfg.iterations} iterations)")
+                    else f" (never triggered: the validation loss never went {res['params']['patience']} "
+                         f"iterations without a new minimum; the iterate with the lowest one, "
+                         f"{mdl.best_iter_ + 1}, is kept"
+                         + (" — replayed from the baseline's validation record, which gives the "
+                            "same network as training it)" if res["name"] in replayed else ")"))
         lines.append(f"{res['name']}: test accuracy {res['test_acc']:.4f} ({delta:+.1f} points), "
                      f"macro-F1 {res['test_macro_f1']:.4f}{note}"
                      + (" — it does not touch the cause." if abs(delta) < 2 else "."))
@@ -1568,11 +1617,13 @@ def main(argv=None):
     t_data = time.perf_counter() - t0
 
     import numba
-    if cfg.threads is not None:
-        numba.set_num_threads(cfg.threads)
-    # trainings and experiments run in worker processes, one numba thread each
+    # Trainings and experiments run in worker processes, one numba thread each.
+    # The main process then runs its own (small) kernels on one thread too: a
+    # parallel kernel whose threads compete with busy workers for the cores
+    # waits at every barrier for a descheduled thread (measured: Part C 2.5x slower).
     cores = cfg.threads or numba.config.NUMBA_NUM_THREADS
     workers = min(cores, jobs_mod.MAX_WORKERS) if cores > 1 else 0
+    numba.set_num_threads(1 if workers else cores)
 
     if dataset.synthetic:
         print("!" * 72 + f"\n{SYNTHETIC_BANNER}\n" + "!" * 72, flush=True)

@@ -341,6 +341,53 @@ def test_early_stopping_restores_best_weights():
     assert val_loss == pytest.approx(h["val_loss"][m.best_iter_], rel=1e-10)
 
 
+def test_replay_early_stopping_equals_training_with_it():
+    # a learnable task: the validation loss keeps reaching new minima, so early
+    # stopping never stops and only restores the best iterate
+    rng = np.random.default_rng(0)
+    X = rng.standard_normal((300, 5))
+    y = (X[:, 0] + 0.5 * rng.standard_normal(300) > 0).astype(int)
+    Xv = rng.standard_normal((100, 5))
+    yv = (Xv[:, 0] > 0).astype(int)
+    kw = dict(hidden=(8,), n_iter=60, lr=0.5, seed=1)
+    base = mlp.MLP(**kw).fit(X, y, Xv, yv)
+    trained = mlp.MLP(**kw, early_stopping=True, patience=5).fit(X, y, Xv, yv)
+    replay = mlp.replay_early_stopping(base, 5)
+    assert trained.n_iter_ == 60 and trained.best_iter_ < 59   # restored an earlier iterate
+    for a, b in zip(replay.weights_ + replay.biases_, trained.weights_ + trained.biases_):
+        np.testing.assert_array_equal(a, b)
+    assert replay.best_iter_ == trained.best_iter_ and replay.n_iter_ == trained.n_iter_
+    assert replay.get_params() == trained.get_params()
+    np.testing.assert_array_equal(replay.predict_proba(Xv), trained.predict_proba(Xv))
+    # the baseline itself is untouched: its parameters are the last iterate
+    assert not np.array_equal(base.weights_[0], replay.weights_[0])
+    assert base.best_iter_ is None and base.best_val_iter_ == trained.best_iter_
+
+
+def test_replay_early_stopping_declines_when_it_would_stop():
+    rng = np.random.default_rng(0)
+    X, y = rng.standard_normal((40, 5)), rng.integers(0, 2, 40)     # noise: val loss stalls
+    Xv, yv = rng.standard_normal((40, 5)), rng.integers(0, 2, 40)
+    kw = dict(hidden=(16,), n_iter=200, lr=0.5, seed=1)
+    base = mlp.MLP(**kw).fit(X, y, Xv, yv)
+    trained = mlp.MLP(**kw, early_stopping=True, patience=5).fit(X, y, Xv, yv)
+    assert trained.n_iter_ < 200
+    assert mlp.replay_early_stopping(base, 5) is None
+
+
+def test_replay_early_stopping_bad_input():
+    X, y = make_blobs(n=60)
+    no_val = mlp.MLP(hidden=(4,), n_iter=3).fit(X, y)
+    with pytest.raises(ValueError, match="no validation record"):
+        mlp.replay_early_stopping(no_val, 5)
+    es = mlp.MLP(hidden=(4,), n_iter=3, early_stopping=True, patience=2).fit(X, y, X, y)
+    with pytest.raises(ValueError, match="early_stopping=True already"):
+        mlp.replay_early_stopping(es, 5)
+    with_val = mlp.MLP(hidden=(4,), n_iter=3).fit(X, y, X, y)
+    with pytest.raises(ValueError, match="patience must be a positive integer"):
+        mlp.replay_early_stopping(with_val, 0)
+
+
 def test_balanced_class_weight_changes_gradient():
     X, y = make_blobs(n=60)
     y = np.where(np.arange(60) < 45, 0, y)        # class 0 dominant
