@@ -142,7 +142,9 @@ def build_parser():
     p.add_argument("--dtype", default=d["dtype"], metavar="{float64,float32}",
                    help="floating-point type of the network (default: %(default)s)")
     p.add_argument("--threads", type=int, default=None, metavar="N",
-                   help="numba threads (default: all cores); results do not depend on it")
+                   help="cores to use (default: all): N worker processes train networks and run "
+                        "experiments side by side, one thread each; 1 runs everything in this "
+                        "process. Results do not depend on it")
     p.add_argument("--quick", action="store_true",
                    help="fast look: fewer iterations, one seed, fewer learning rates")
     p.add_argument("--corr-threshold", type=float, default=d["corr_threshold"], metavar="R",
@@ -1266,8 +1268,8 @@ def _q2_jobs(ctx):
                                  n_classes=3, n_clusters_per_class=1, random_state=cfg.seed)
     tasks = {"data": (d["X_train"], np.eye(k)[d["y_train"]]),
              "synthetic": ((Xs - Xs.mean(0)) / Xs.std(0), np.eye(3)[ys])}
-    # in a worker one thread per job; in-process the experiment's own threads
-    n_jobs = 1 if ctx.jobs.workers else None
+    # in a worker one thread per job; in-process the experiment's own threads (--threads)
+    n_jobs = 1 if ctx.jobs.workers else cfg.threads
     return {task: [ctx.jobs.submit(("q2", task, lr), mlp.bias_experiment, X, Y, lrs=(lr,),
                                    seeds=seeds, n_iter=n_iter, hidden="relu", output="softmax",
                                    loss="ce", n_jobs=n_jobs, priority=PRIORITY["Q2"])

@@ -51,6 +51,13 @@ and the output says so):
    per-sample Python loop (``reference_input_gradients`` on one row at a time,
    timed on ``--loop-rows`` rows and scaled per row; goal >= 100x) and vs the
    vectorised NumPy reference on all rows (goal >= 2x).
+5. **Side-by-side trainings** (how ``run_all`` uses the cores): the iterations
+   per second of two independent trainings run at the same time in two
+   ``jobs.Jobs`` worker processes with one numba thread each, against one
+   training at a time in this process with all numba threads (throughput
+   ratio > 1: the workers get more done). Both workers wait for a common start
+   time after their warm-up, so their timed loops overlap. Skipped with
+   ``--no-subprocess``.
 
 Writes ``<out>/bench.json`` (every number, the effective configuration and
 machine info: CPU model, cores, library versions, numba threads, BLAS,
@@ -578,6 +585,42 @@ def bench_attribution(X, y, sizes, args):
                          f"rows, scaled to {n} rows"}
 
 
+# ---------------------------------------------------- side-by-side trainings
+def _timed_iterations(X, y, sizes, dtype, iters, start_at):
+    """Worker job of part 5: one warm-up iteration, wait until ``start_at``
+    (``time.perf_counter``, shared by the processes of one machine), then
+    ``iters`` timed iterations; returns ms per iteration."""
+    w, b = init_params(sizes, dtype)
+    step = mlp_step(mlp.loss_and_grads, w, b, X, y)
+    step()
+    time.sleep(max(0.0, start_at - time.perf_counter()))
+    t0 = time.perf_counter()
+    for _ in range(iters):
+        step()
+    return (time.perf_counter() - t0) / iters * 1e3
+
+
+def bench_side_by_side(X, y, sizes, iters, lead_s=5.0):
+    """Part 5: two concurrent single-threaded worker trainings vs one all-thread training."""
+    import jobs
+    out = {}
+    threads = numba.get_num_threads()
+    with jobs.Jobs(2) as pool:
+        for dtype in ("float32", "float64"):
+            Xd = np.ascontiguousarray(X, dtype=dtype)
+            start = time.perf_counter() + lead_s          # time to start and warm the workers
+            futs = [pool.submit((dtype, k), _timed_iterations, Xd, y, sizes, dtype, iters, start)
+                    for k in range(2)]
+            worker_ms = [f.result() for f in futs]
+            in_process = summary(timed(mlp_step(mlp.loss_and_grads, *init_params(sizes, dtype), Xd, y),
+                                       iters))
+            # two workers finish 2 iterations per mean(worker_ms); this process 1 per median
+            ratio = in_process["median_ms"] / (np.mean(worker_ms) / 2)
+            out[dtype] = {"worker_ms_per_iteration": worker_ms, "in_process": in_process,
+                          "in_process_threads": threads, "throughput_ratio": ratio}
+    return {"iterations": iters, "results": out}
+
+
 # ------------------------------------------------------------------ output
 def tables(res):
     """Markdown tables of every part (also printed to the console)."""
@@ -663,6 +706,18 @@ def tables(res):
                   f"| per-sample Python loop (est.) | {at['loop_full_estimate_ms']:.0f} | "
                   f"{at['speedup_vs_loop']:.0f}x | >= 100x |",
                   f"- {at['loop_note']}"]
+    sbs = res.get("side_by_side")
+    if sbs and "results" in sbs:
+        lines += ["", f"Side-by-side trainings ({sbs['iterations']} timed iterations each; "
+                  "throughput = iterations per second of the whole machine):", "",
+                  "| dtype | 2 workers x 1 thread, ms/iteration each | 1 process, all threads, "
+                  "ms/iteration | throughput ratio |", "|---|---:|---:|---:|"]
+        for dtype, r in sbs["results"].items():
+            lines.append(f"| {dtype} | {' / '.join(f'{v:.1f}' for v in r['worker_ms_per_iteration'])} | "
+                         f"{r['in_process']['median_ms']:.1f} ({r['in_process_threads']} threads) | "
+                         f"{r['throughput_ratio']:.2f}x |")
+    elif sbs:
+        lines += ["", f"Side-by-side trainings: {sbs.get('skipped')}"]
     return "\n".join(lines)
 
 
@@ -752,6 +807,11 @@ def main(argv=None):
     plot_scaling(res["scaling"], plot_path)
     print("part 4: attribution ...", flush=True)
     res["attribution"] = bench_attribution(X, y, sizes, args)
+    if args.no_subprocess:
+        res["side_by_side"] = {"skipped": "--no-subprocess"}
+    else:
+        print("part 5: side-by-side trainings in worker processes ...", flush=True)
+        res["side_by_side"] = bench_side_by_side(X, y, sizes, 30 if args.quick else 100)
     res["total_s"] = time.perf_counter() - t_start
     res["machine"]["numba_threads_default"] = numba.get_num_threads()
     try:

@@ -17,6 +17,18 @@ if str(REPO) not in sys.path:
 SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _private_math_cache(tmp_path_factory):
+    """Rendered math goes to a cache folder of this test session, not the user's."""
+    old = os.environ.get("MLP_CACHE_DIR")
+    os.environ["MLP_CACHE_DIR"] = str(tmp_path_factory.mktemp("mlp-cache"))
+    yield
+    if old is None:
+        os.environ.pop("MLP_CACHE_DIR", None)
+    else:
+        os.environ["MLP_CACHE_DIR"] = old
+
+
 @pytest.fixture(scope="session")
 def shared_data_dir():
     """Folder holding the real train.csv and test.csv (fails under CI if absent)."""

@@ -56,6 +56,7 @@ def test_tiny_run_writes_json_markdown_and_plot(bench, tmp_path):
     assert at["kernel"]["median_ms"] > 0 and at["speedup_vs_loop"] > 0
     assert at["speedup_vs_reference"] > 0
     assert "| numba | float64 | 1 |" in (tmp_path / "bench.md").read_text()
+    assert data["side_by_side"] == {"skipped": "--no-subprocess"}   # needs worker processes
 
 
 def test_bad_flag_value_names_the_flag(bench):

@@ -157,10 +157,41 @@ def test_bad_latex_falls_back_to_code():
 
 
 def test_math_svg_is_deterministic():
+    a = rp._render_math_svg(r"x^2", 12.0)[0]          # the renderer itself, no caches
+    assert rp._render_math_svg(r"x^2", 12.0)[0] == a
+
+
+def test_math_disk_cache(tmp_path, monkeypatch):
+    monkeypatch.setenv("MLP_CACHE_DIR", str(tmp_path))
     rp.render_math_svg.cache_clear()
-    a = rp.render_math_svg(r"x^2")[0]
+    fresh = rp._render_math_svg(r"\sqrt{y}", 12.0)
+    assert rp.render_math_svg(r"\sqrt{y}") == fresh
+    files = list((tmp_path / "math").glob("*.json"))
+    assert len(files) == 1
+    # a hit is read from disk (not re-rendered): a planted entry comes back
+    files[0].write_text('["<svg>planted</svg>", 1, 2, 0.5]', encoding="utf-8")
     rp.render_math_svg.cache_clear()
-    assert rp.render_math_svg(r"x^2")[0] == a
+    assert rp.render_math_svg(r"\sqrt{y}") == ("<svg>planted</svg>", 1.0, 2.0, 0.5)
+    # a damaged entry is ignored and rewritten
+    files[0].write_text("{not json", encoding="utf-8")
+    rp.render_math_svg.cache_clear()
+    assert rp.render_math_svg(r"\sqrt{y}") == fresh
+    assert rp.render_math_svg.__wrapped__(r"\sqrt{y}") == fresh
+    # what mathtext cannot parse is cached as such
+    rp.render_math_svg.cache_clear()
+    assert rp.render_math_svg(r"\frac{a}{b") is None
+    assert rp.render_math_svg.__wrapped__(r"\frac{a}{b") is None
+    assert len(list((tmp_path / "math").glob("*.json"))) == 2
+    rp.render_math_svg.cache_clear()
+
+
+def test_math_renders_without_a_usable_cache_folder(tmp_path, monkeypatch):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a folder")
+    monkeypatch.setenv("MLP_CACHE_DIR", str(blocker))
+    rp.render_math_svg.cache_clear()
+    assert rp.render_math_svg(r"z_1") == rp._render_math_svg(r"z_1", 12.0)
+    rp.render_math_svg.cache_clear()
 
 
 # ------------------------------------------------------- Markdown snippets
