@@ -57,8 +57,16 @@ class _Deferred:
             raise self._error
         return self._value
 
+    def done(self):
+        return self._ran
+
     def cancel(self):
         return not self._ran
+
+
+def _ready():
+    """A no-op job: returns once a worker is up."""
+    return os.getpid()
 
 
 def _init_worker(sys_path):
@@ -119,16 +127,27 @@ class Jobs:
         if self.workers == 0:
             fut = _Deferred(fn, args, kwargs)
         else:
-            if self._pool is None:
-                self._pool = ProcessPoolExecutor(
-                    max_workers=self.workers, mp_context=multiprocessing.get_context("spawn"),
-                    initializer=_init_worker, initargs=(list(sys.path),))
+            self._ensure_pool()
             fut = Future()
             with self._lock:
                 heapq.heappush(self._waiting, (priority, next(self._order), fut, fn, args, kwargs))
             self._dispatch()
         self._futures[key] = fut
         return fut
+
+    def _ensure_pool(self):
+        if self._pool is None:
+            self._pool = ProcessPoolExecutor(
+                max_workers=self.workers, mp_context=multiprocessing.get_context("spawn"),
+                initializer=_init_worker, initargs=(list(sys.path),))
+
+    def start(self):
+        """Start every worker now (they load their libraries while the caller goes on)
+        instead of on the first ``submit``; nothing to do with ``workers=0``."""
+        if self.workers:
+            self._ensure_pool()
+            for _ in range(self.workers):
+                self._pool.submit(_ready)
 
     def _dispatch(self):
         """Hand waiting jobs to the pool while fewer than ``workers`` are running."""

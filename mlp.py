@@ -40,9 +40,7 @@ if "NUMBA_CACHE_DIR" not in os.environ and not os.access(
 
 import numpy as np
 import numba as nb
-import pandas as pd
 from numba import njit, prange
-from scipy.stats import spearmanr
 
 ACTIVATIONS = {"relu": 0, "sigmoid": 1, "tanh": 2}
 RELU, SIGMOID, TANH = 0, 1, 2
@@ -1424,6 +1422,7 @@ def _aggregate_by_source(scores, source):
 
 def _ranking_table(names, scores, **extra):
     """DataFrame (feature, score, rank, share, *extra) sorted by score, rank 1 = largest."""
+    import pandas as pd   # here, not at the top: a training worker never needs it
     scores = np.asarray(scores, dtype=np.float64)
     tot = scores.sum()
     df = pd.DataFrame({"feature": list(names), "score": scores,
@@ -1502,6 +1501,7 @@ def feature_attribution(weights, biases, X, y, activation, target="output", samp
 # ---------------------------------------------------------------- cross-checks
 def _spearman(a, b):
     """Spearman rank correlation; NaN when undefined (fewer than 2 items, constant input)."""
+    from scipy.stats import spearmanr   # here: scipy.stats takes ~1 s to import
     a, b = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
     if a.size < 2 or np.ptp(a) == 0 or np.ptp(b) == 0:
         return float("nan")
@@ -1542,6 +1542,7 @@ def permutation_check(estimator, X, y, attribution_scores, feature_names, featur
         rank correlation of attribution and permutation importance; NaN if
         undefined), ``baseline_score`` (estimator.score on the unshuffled X).
     """
+    import pandas as pd
     from sklearn.inspection import permutation_importance
 
     if isinstance(attribution_scores, dict):

@@ -16,7 +16,8 @@ Writes, under ``--out`` (default ``out/``), every file atomically:
 - ``config.json``   effective configuration, resolved data folder, numba
   threads, library versions;
 - ``metrics.json``  one key per part (``data``, ``partA``, ``partB``,
-  ``partC``, ``partD``, ``q2``) plus ``timing`` (seconds per part and total);
+  ``partC``, ``partD``, ``q2``) plus ``timing`` (seconds per part and total,
+  worker processes, CPU seconds of the main process and of the workers);
 - ``report.md`` and ``report.html`` (self-contained, figures embedded);
 - ``figures/``, ``tables/`` what the parts produce; ``logs/<part>.log`` the
   traceback of a part that failed.
@@ -29,6 +30,7 @@ import sys
 import time
 import traceback
 import warnings
+import weakref
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -296,6 +298,21 @@ class Context:
     results: dict = field(default_factory=dict)
     jobs: Any = field(default_factory=lambda: jobs_mod.Jobs(0))
     parts: tuple = ()
+    pollers: list = field(default_factory=list)
+
+    def poll(self):
+        """Give each poller (a callable returning False while it cannot act yet) a chance to
+        act, e.g. queue a training whose inputs just finished; called between the steps of
+        every part (each saved table and figure), so the workers never wait for a part to
+        reach the line that queues their next job. A poller that raises is dropped: the
+        part that needs its result computes it again and reports the error there."""
+        for poller in list(self.pollers):
+            try:
+                done = poller() is not False
+            except Exception:
+                done = True
+            if done:
+                self.pollers.remove(poller)
 
     def path(self, *parts):
         """``out/<parts...>`` with its folder created, e.g. ``ctx.path("figures", "a_classes.png")``."""
@@ -305,6 +322,7 @@ class Context:
 
     def save_figure(self, fig, name, caption=None):
         """Save ``fig`` atomically as ``out/figures/<name>``, add it to the report, close it."""
+        self.poll()
         path = self.path("figures", name)
         rp.savefig_atomic(fig, path)
         import matplotlib.pyplot as plt
@@ -314,6 +332,7 @@ class Context:
 
     def save_table(self, df, name, caption=None, floatfmt=".4g", show=True):
         """Write ``df`` as ``out/tables/<name>.csv`` atomically and (if ``show``) add it to the report."""
+        self.poll()
         path = self.path("tables", name if name.endswith(".csv") else name + ".csv")
         rp.write_atomic(path, df.to_csv(index=not _plain_index(df)))
         if show:
@@ -556,9 +575,10 @@ def part_b(ctx):
                      "val_acc": model.score(d["X_val"], d["y_val"]),
                      "final_loss": float(h["loss"][-1]), "final_val_loss": float(h["val_loss"][-1]),
                      "iterations": model.n_iter_})
-    if "D" in ctx.parts:    # Part D's diagnosis-free mitigations can start training now
+    if "D" in ctx.parts:    # Part D's mitigations can start training now
         best_act = max(rows, key=lambda row: row["val_acc"])["activation"]
         _d_jobs(ctx, best_act, nets[best_act])
+        ctx.pollers.append(lambda: _combination(ctx, best_act, nets[best_act], wait=False))
     acc = pd.DataFrame(rows)
     ctx.save_table(acc, "b_accuracy", caption=f"Final accuracy (majority-class baseline: train "
                    f"{base:.4f}, validation {base_val:.4f})", floatfmt=".4f")
@@ -850,11 +870,17 @@ def _slug(name):
     return re.sub(r"[^A-Za-z0-9_.-]+", "_", str(name)).strip("_") or "column"
 
 
+_EVALUATIONS = weakref.WeakKeyDictionary()     # model -> {id(data): _evaluate result}
+
+
 def _evaluate(model, data):
     """Accuracy and macro-F1 of ``model`` on the train, val and test arrays of ``data``,
-    with the predictions (``"pred"``) they came from."""
+    with the predictions (``"pred"``) they came from; computed once per model and data."""
     from sklearn.metrics import accuracy_score, f1_score
-    out = {}
+    memo = _EVALUATIONS.setdefault(model, {})
+    if id(data) in memo:
+        return memo[id(data)]
+    out = memo[id(data)] = {}
     for split in ("train", "val", "test"):
         y, p = data[f"y_{split}"], model.predict(data[f"X_{split}"])
         out[split] = {"acc": float(accuracy_score(y, p)), "pred": p,
@@ -973,6 +999,45 @@ def _needs_val(params):
     """Part D scores each mitigation on validation once, after training; only early
     stopping needs the validation loss at every iteration."""
     return bool(params.get("early_stopping"))
+
+
+def _combination(ctx, act, baseline, wait=True):
+    """Queue Part D's combined mitigation of the ``act`` network: removing the suspects
+    plus every training option (data unchanged) whose own network has a higher
+    validation macro-F1 than ``baseline``; chosen on validation data only.
+
+    Returns ``(name, data spec, params, future)``, or None when there is nothing to
+    combine (no suspect and at most one helpful option). With ``wait=False`` it
+    returns False, queuing nothing, while a mitigation it compares is unfinished
+    (``Context.poll`` calls it that way, to queue the combination as early as possible).
+    Computed once per run and network.
+    """
+    cache = ctx.results.setdefault("combination", {})
+    if act in cache:
+        return cache[act]
+    entries = [e for e in _d_jobs(ctx, act, baseline) if e[1] is None]     # training options
+    if not wait and not all(getattr(src, "done", lambda: True)() for *_, src in entries):
+        return False
+    base_f1 = _evaluate(baseline, ctx.data)["val"]["macro_f1"]
+    helpful = []
+    for name, _, params, src in entries:
+        mdl = src.result() if hasattr(src, "result") else src
+        if _evaluate(mdl, ctx.data)["val"]["macro_f1"] > base_f1:
+            helpful.append((name, params))
+    suspects = list(_diagnosis(ctx, act, baseline)[1]["suspect_features"])
+    result = None
+    if suspects or len(helpful) > 1:
+        params = {}
+        for _, p in helpful:
+            params.update(p)
+        spec = _without(ctx.dataset, suspects) if suspects else None
+        name = "combination: " + " + ".join(([f"remove {', '.join(suspects)}"] if suspects else [])
+                                             + [n for n, _ in helpful])
+        result = (name, spec, params,
+                  _train_async(ctx, f"{act} {name}", data=_mitigation_data(ctx, spec), activation=act,
+                               priority=PRIORITY["D"], validate=_needs_val(params), **params))
+    cache[act] = result
+    return result
 
 
 def part_d(ctx):
@@ -1117,21 +1182,12 @@ def part_d(ctx):
             replayed.add(name)
         mdl = source.result() if hasattr(source, "result") else source
         record(name, mdl, evals[act] if mdl is model else _evaluate(mdl, dd), spec, params)
-    # best combination, chosen on validation only: the suspect removal (from the diagnosis)
-    # plus every training option that raised validation macro-F1 on its own
-    base_f1 = results[0]["val_macro_f1"]
-    helpful = [res for res in results[1:] if res["spec"] is None and res["val_macro_f1"] > base_f1]
-    combo_params = {}
-    for res in helpful:
-        combo_params.update(res["params"])
-    combo_spec = _without(ds, suspects) if suspects else None
-    if suspects or len(helpful) > 1:
-        parts_ = ([f"remove {', '.join(suspects)}"] if suspects else []) + [res["name"] for res in helpful]
-        name = "combination: " + " + ".join(parts_)
-        dd = _mitigation_data(ctx, combo_spec)
-        mdl = _train(ctx, f"{act} {name}", data=dd, activation=act, priority=PRIORITY["D"],
-                     validate=_needs_val(combo_params), **combo_params)
-        record(name, mdl, _evaluate(mdl, dd), combo_spec, combo_params)
+    # best combination, chosen on validation only (queued as soon as its inputs were ready)
+    combo = _combination(ctx, act, model)
+    if combo:
+        name, combo_spec, combo_params, fut = combo
+        mdl = fut.result()
+        record(name, mdl, _evaluate(mdl, _mitigation_data(ctx, combo_spec)), combo_spec, combo_params)
     table = pd.DataFrame([{k: v for k, v in res.items() if k not in ("spec", "params")} for res in results])
     ctx.save_table(table, "d_mitigations", floatfmt=".4f",
                    caption=f"`{act}` networks trained from the same seed with each mitigation")
@@ -1529,8 +1585,17 @@ def summary(ctx):
                      "headline": pm.get("headline", "") if isinstance(pm, dict) else ""})
     frag.table(rows, caption="Parts", floatfmt=".1f")
     if "total" in timing:
-        frag.para(f"Total run time {timing['total']:.1f} s "
-                  f"(data loading {timing.get('data', 0):.1f} s).")
+        text = (f"Total run time {timing['total']:.1f} s before writing this report "
+                f"(data loading {timing.get('data', 0):.1f} s).")
+        if timing.get("workers"):
+            text += (f" Trainings and experiments ran in {timing['workers']} worker processes "
+                     "beside the main process, which runs the parts in order: a part's time is the "
+                     "main process's time on it, including waiting for trainings that may have "
+                     "started during earlier parts.")
+        if timing.get("cpu_main") is not None:
+            text += (f" CPU time: main process {timing['cpu_main']:.0f} s, worker processes "
+                     f"{timing.get('cpu_workers', 0):.0f} s.")
+        frag.para(text)
     return frag
 
 
@@ -1588,6 +1653,18 @@ def _data_metrics(dataset, data):
             "feature_names": list(data["feature_names"])}
 
 
+def _cpu_seconds():
+    """CPU seconds of this process and of its finished children (the workers), where the
+    platform reports them (``resource`` is Unix-only)."""
+    try:
+        import resource
+    except ImportError:
+        return {}
+    own, kids = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return {"cpu_main": round(own.ru_utime + own.ru_stime, 1),
+            "cpu_workers": round(kids.ru_utime + kids.ru_stime, 1)}
+
+
 SYNTHETIC_BANNER = ("SYNTHETIC DATA: no train.csv/test.csv pair was found, so this run used the "
                     "built-in synthetic dataset. Its numbers say nothing about real data; pass "
                     "--data-dir DIR to analyse your CSVs.")
@@ -1610,22 +1687,30 @@ def main(argv=None):
               file=sys.stderr)
         return 2
 
-    t0 = time.perf_counter()
-    try:
-        dataset, data = load(cfg)
-    except _user_errors() as e:
-        print(f"error: {e}".splitlines()[0], file=sys.stderr)
-        return 2
-    t_data = time.perf_counter() - t0
-
     import numba
     # Trainings and experiments run in worker processes, one numba thread each.
     # The main process then runs its own (small) kernels on one thread too: a
     # parallel kernel whose threads compete with busy workers for the cores
-    # waits at every barrier for a descheduled thread (measured: Part C 2.5x slower).
+    # waits (or spins) at every barrier for a descheduled thread (measured: Part C
+    # 2.5x slower with two numba threads).
     cores = cfg.threads or numba.config.NUMBA_NUM_THREADS
     workers = min(cores, jobs_mod.MAX_WORKERS) if cores > 1 else 0
     numba.set_num_threads(1 if workers else cores)
+    if workers:     # the same for the main process's BLAS and OpenMP (scikit-learn) threads
+        from threadpoolctl import threadpool_limits
+        threadpool_limits(limits=1)
+    pool = jobs_mod.Jobs(workers)
+    if any(p in cfg.parts for p in ("B", "C", "D", "Q2")):
+        pool.start()        # the workers import their libraries while the data loads
+
+    t0 = time.perf_counter()
+    try:
+        dataset, data = load(cfg)
+    except _user_errors() as e:
+        pool.close(cancel=True)
+        print(f"error: {e}".splitlines()[0], file=sys.stderr)
+        return 2
+    t_data = time.perf_counter() - t0
 
     if dataset.synthetic:
         print("!" * 72 + f"\n{SYNTHETIC_BANNER}\n" + "!" * 72, flush=True)
@@ -1645,7 +1730,7 @@ def main(argv=None):
     ctx = Context(cfg=cfg, dataset=dataset, data=data, out=out,
                   report=rp.Report("body"), metrics={"data": _data_metrics(dataset, data),
                                                      "timing": {"data": round(t_data, 3)}},
-                  jobs=jobs_mod.Jobs(workers), parts=parts)
+                  jobs=pool, parts=parts)
     extra = [p for p in parts if p not in cfg.parts]
     if extra:
         print(f"also running part {', '.join(extra)}: "
@@ -1660,7 +1745,10 @@ def main(argv=None):
         return 130
     finally:  # even on Ctrl-C: keep what was computed
         ctx.jobs.close(cancel=interrupted)
-        ctx.metrics["timing"]["total"] = round(time.perf_counter() - t_start, 3)
+        timing = ctx.metrics["timing"]
+        timing["total"] = round(time.perf_counter() - t_start, 3)
+        timing["workers"] = workers
+        timing.update(_cpu_seconds())
         write_json(out / "metrics.json", ctx.metrics)
 
     doc = rp.Report("MLP on tabular data: training, attribution and diagnosis")

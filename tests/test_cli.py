@@ -176,7 +176,10 @@ def test_main_writes_config_metrics_and_report(tmp_path, stub_parts, capsys):
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["data"]["n_test"] == 30 and metrics["data"]["n_classes"] == 3
     assert metrics["partA"]["value"] == 0.5
-    assert set(metrics["timing"]) == {"data", "partA", "partB", "partD", "total"}
+    assert set(metrics["timing"]) - {"cpu_main", "cpu_workers"} == {"data", "partA", "partB", "partD",
+                                                                   "total", "workers"}
+    assert metrics["timing"]["workers"] == 0                # --threads 1: no worker processes
+    assert metrics["timing"]["cpu_main"] > 0 and config["worker_processes"] == 0
     assert "partC" not in metrics and "q2" not in metrics
     md = (out / "report.md").read_text()
     assert md.index("## Summary") < md.index("## Part A")
