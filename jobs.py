@@ -69,14 +69,77 @@ def _ready():
     return os.getpid()
 
 
-def _init_worker(sys_path):
-    """Worker start-up: one numba thread (set before numba is imported), the
-    parent's import path, the network module loaded once; Ctrl-C is left to the
-    parent, which stops the workers."""
+def _init_worker(sys_path, warm_up=()):
+    """Worker start-up: one numba thread, the parent's import path, the network
+    module loaded, then the ``warm_up`` tasks; Ctrl-C is left to the parent,
+    which stops the workers."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    os.environ["NUMBA_NUM_THREADS"] = "1"
+    if "numba" in sys.modules:          # forked from a parent that imported it
+        sys.modules["numba"].set_num_threads(1)
+    else:                               # spawned: set before numba reads its config
+        os.environ["NUMBA_NUM_THREADS"] = "1"
     sys.path[:0] = [p for p in sys_path if p not in sys.path]
-    import mlp  # noqa: F401  (numba, SciPy's BLAS and the kernel cache, loaded once per worker)
+    import mlp  # noqa: F401  (numba, SciPy's BLAS and the kernel cache; free when forked)
+    # Each task runs under its own lock file: a worker first takes the tasks no
+    # other worker holds (so on a cold numba cache the workers compile different
+    # kernels side by side), then waits for the others' and runs them too (now
+    # only loading what the other worker compiled into the cache).
+    left = list(enumerate(warm_up))
+    for blocking in (False, True):
+        for item in list(left):
+            i, (fn, args) = item
+            with _TaskLock(i, blocking) as got:
+                if got:
+                    fn(*args)
+                    left.remove(item)
+
+
+class _TaskLock:
+    """An exclusive lock file per warm-up task, shared by the workers of this
+    machine; ``with`` gives True when held (False: busy and not ``blocking``).
+    Without ``fcntl`` (not Unix) it always gives True: no coordination."""
+
+    def __init__(self, index, blocking):
+        self.index, self.blocking, self._fh = index, blocking, None
+
+    def __enter__(self):
+        try:
+            import fcntl
+            import tempfile
+        except ImportError:
+            return True
+        path = os.path.join(tempfile.gettempdir(), f"mlp-toolkit-warm-up-{os.getuid()}-{self.index}.lock")
+        try:
+            self._fh = open(path, "a")
+            fcntl.flock(self._fh, fcntl.LOCK_EX | (0 if self.blocking else fcntl.LOCK_NB))
+        except BlockingIOError:
+            self._fh.close()
+            self._fh = None
+            return False
+        except OSError:                         # cannot lock here: run without
+            self._fh = None
+        return True
+
+    def __exit__(self, *exc):
+        if self._fh is not None:
+            self._fh.close()                    # closing releases the lock
+        return False
+
+
+def fork_is_safe():
+    """True when worker processes may be forked from this one: on Linux, and before
+    numba has started its thread pool here (a forked child would inherit the pool's
+    state but not its threads). OpenMP code (scikit-learn) must not have run either;
+    that is the caller's to ensure."""
+    if not sys.platform.startswith("linux") or "fork" not in multiprocessing.get_all_start_methods():
+        return False
+    if "numba" not in sys.modules:
+        return True
+    try:
+        from numba.np.ufunc import parallel
+        return not parallel._is_initialized
+    except (ImportError, AttributeError):     # numba internals moved: do not risk it
+        return False
 
 
 class Jobs:
@@ -88,7 +151,23 @@ class Jobs:
     workers : int
         Worker processes (capped at ``MAX_WORKERS``); 0 runs every job in this
         process when its result is first asked for. Processes are started on
-        the first ``submit``, so a run that submits nothing starts none.
+        the first ``submit`` (or ``start``), so a run that submits nothing
+        starts none.
+    start_method : {"spawn", "fork", "forkserver"}
+        How workers are created (``multiprocessing``). "spawn" (default) is safe
+        at any time. "fork" skips importing numpy, numba, SciPy and
+        scikit-learn again in every worker (about 2.5 s of CPU each), but is
+        safe only before the parent runs any parallel numba kernel or
+        scikit-learn OpenMP code: a fork copies the memory of those thread
+        pools but not their threads, which can deadlock the child.
+    warm_up : list of (callable, tuple)
+        Tasks every new worker runs before its first job, e.g. calls that
+        compile (or load from numba's cache) the kernels the jobs use. Each task
+        runs in one worker at a time (a lock file per task), and a worker starts
+        with the tasks no other worker is running: on a cold cache the workers
+        compile different kernels side by side and then load each other's,
+        instead of all compiling the same code. Functions must be picklable
+        (module level).
 
     Notes
     -----
@@ -99,15 +178,18 @@ class Jobs:
     the next part waits for.
 
     Functions and arguments are pickled to the workers: pass module-level
-    functions and plain data (arrays, dicts, numbers). Workers use the
-    ``spawn`` start method: forking a process that already runs numba's and
-    BLAS's threads can deadlock the child.
+    functions and plain data (arrays, dicts, numbers).
     """
 
-    def __init__(self, workers):
+    def __init__(self, workers, start_method="spawn", warm_up=()):
         if not (isinstance(workers, int) and workers >= 0):
             raise ValueError(f"workers must be a non-negative integer; got {workers!r}")
+        if start_method not in multiprocessing.get_all_start_methods():
+            raise ValueError(f"start_method={start_method!r} is not available here; use one of "
+                             f"{multiprocessing.get_all_start_methods()}")
         self.workers = min(workers, MAX_WORKERS)
+        self.start_method = start_method
+        self.warm_up = list(warm_up)
         self._pool = None
         self._futures = {}
         self._waiting = []              # heap of (priority, order, future, fn, args, kwargs)
@@ -138,8 +220,8 @@ class Jobs:
     def _ensure_pool(self):
         if self._pool is None:
             self._pool = ProcessPoolExecutor(
-                max_workers=self.workers, mp_context=multiprocessing.get_context("spawn"),
-                initializer=_init_worker, initargs=(list(sys.path),))
+                max_workers=self.workers, mp_context=multiprocessing.get_context(self.start_method),
+                initializer=_init_worker, initargs=(list(sys.path), self.warm_up))
 
     def start(self):
         """Start every worker now (they load their libraries while the caller goes on)

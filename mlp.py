@@ -1140,6 +1140,29 @@ class MLP(BaseEstimator, ClassifierMixin):
         return model
 
 
+def warm_up(dtype="float64", kernels=("network", "shared_bias")):
+    """Compile (or load from numba's cache) kernels by running them once on a tiny problem.
+
+    Parameters
+    ----------
+    dtype : "float64" or "float32", the dtype of the network kernels to prepare
+    kernels : iterable of {"network", "shared_bias"}
+        "network": what ``MLP.fit`` with validation data and ``MLP.predict`` use;
+        "shared_bias": what ``bias_experiment`` uses (float64 only).
+    """
+    kernels = set(kernels)
+    unknown = kernels - {"network", "shared_bias"}
+    if unknown:
+        raise ValueError(f"kernels={sorted(unknown)} unknown; use 'network' and/or 'shared_bias'")
+    rng = np.random.default_rng(0)
+    X, y = rng.standard_normal((8, 3)), np.arange(8) % 2
+    if "network" in kernels:
+        # the activation is a run-time argument of the kernels: one fit compiles all
+        MLP(hidden=(2,), n_iter=1, dtype=dtype).fit(X, y, X, y).predict(X)
+    if "shared_bias" in kernels:
+        bias_experiment(X, np.eye(2)[y], lrs=(0.1,), seeds=(0,), n_iter=1, n_jobs=1)
+
+
 def replay_early_stopping(model, patience):
     """The network ``early_stopping=True`` would have returned, without training it.
 

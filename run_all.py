@@ -1699,9 +1699,16 @@ def main(argv=None):
     if workers:     # the same for the main process's BLAS and OpenMP (scikit-learn) threads
         from threadpoolctl import threadpool_limits
         threadpool_limits(limits=1)
-    pool = jobs_mod.Jobs(workers)
+    # Fork the workers now, before this process runs any parallel numba kernel or
+    # OpenMP code (see jobs.Jobs): they inherit the imported libraries for free.
+    # Where that is not safe (not Linux; numba's threads already running, e.g.
+    # main() called from a program that trained before), spawn them.
+    import mlp
+    pool = jobs_mod.Jobs(workers, start_method="fork" if jobs_mod.fork_is_safe() else "spawn",
+                         warm_up=[(mlp.warm_up, (cfg.dtype, ("network",))),
+                                  (mlp.warm_up, (cfg.dtype, ("shared_bias",)))])
     if any(p in cfg.parts for p in ("B", "C", "D", "Q2")):
-        pool.start()        # the workers import their libraries while the data loads
+        pool.start()        # the workers start while the data loads
 
     t0 = time.perf_counter()
     try:

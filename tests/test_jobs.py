@@ -134,3 +134,45 @@ def test_q2_split_by_learning_rate_merges_to_the_single_experiment():
     for key, c in whole["curves"].items():
         for name, arr in c.items():
             np.testing.assert_array_equal(merged["curves"][key][name], arr)
+
+
+# ------------------------------------------------------------------ warm-up
+def _record(folder, name):
+    with open(os.path.join(folder, f"{name}-{os.getpid()}"), "w"):
+        pass
+    time.sleep(0.3)
+
+
+def test_every_worker_runs_every_warm_up_task_before_its_jobs(tmp_path):
+    tasks = [(_record, (str(tmp_path), "a")), (_record, (str(tmp_path), "b"))]
+    with jobs.Jobs(2, warm_up=tasks) as p:
+        pids = {p.submit(k, _pid_and_threads).result(timeout=120)[0] for k in range(4)}
+    done = sorted(f.name for f in tmp_path.iterdir())
+    for pid in pids:                  # each worker that ran a job ran both tasks first
+        assert f"a-{pid}" in done and f"b-{pid}" in done
+
+
+def test_fork_is_safe_only_before_numba_threads_start():
+    import subprocess
+    import sys
+    code = ("import jobs, numpy as np, numba\n"
+            "before = jobs.fork_is_safe()\n"
+            "@numba.njit(parallel=True)\n"
+            "def f(a):\n"
+            "    for i in numba.prange(a.size):\n"
+            "        a[i] += 1\n"
+            "f(np.zeros(4))\n"
+            "print(before, jobs.fork_is_safe())\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300,
+                         cwd=os.path.dirname(jobs.__file__), check=True).stdout.split()
+    assert out == ["True", "False"]
+
+
+def test_bad_start_method():
+    with pytest.raises(ValueError, match="start_method='nope' is not available"):
+        jobs.Jobs(1, start_method="nope")
+
+
+def test_mlp_warm_up_rejects_unknown_kernels():
+    with pytest.raises(ValueError, match="unknown"):
+        mlp.warm_up("float32", kernels=("network", "gpu"))
