@@ -129,6 +129,38 @@ def _exp_split(y):
 
 
 @njit(cache=True, inline="always")
+def _sigmoid_for_float32(z):
+    """sigmoid(z) in float64 accurate enough to round correctly to float32: a
+    shorter expm1 polynomial (truncation < 1e-15 relative, against float32's
+    half ulp of 6e-8) and one power-of-two factor, since exp(-104) already
+    rounds to 0 in float32. About a third cheaper than ``_fast_sigmoid``."""
+    y = -abs(z)
+    y = -104.0 if y < -104.0 else y           # NaN passes through
+    t = y * _LOG2E + _SHIFTER
+    kf = t - _SHIFTER
+    k = np.float64(t).view(np.int64) - _SHIFTER_BITS
+    r = (y - kf * _LN2_HI) - kf * _LN2_LO
+    # p = sum_{i=0..9} r^i / (i+2)!, as even and odd halves in r^2: two
+    # independent Horner chains of 5 (the loop is bound by the chain's latency)
+    r2 = r * r
+    pe = 2.755731922398589e-07                 # 1/10!, 1/8!, ..., 1/2!
+    pe = pe * r2 + 2.48015873015873e-05
+    pe = pe * r2 + 0.001388888888888889
+    pe = pe * r2 + 0.041666666666666664
+    pe = pe * r2 + 0.5
+    po = 2.505210838544172e-08                 # 1/11!, 1/9!, ..., 1/3!
+    po = po * r2 + 2.7557319223985893e-06
+    po = po * r2 + 0.0001984126984126984
+    po = po * r2 + 0.008333333333333333
+    po = po * r2 + 0.16666666666666666
+    q = r + r2 * (pe + r * po)                 # expm1(r)
+    s = np.int64((k << 52) + _EXPONENT_ONE).view(np.float64)   # 2**k, k >= -151
+    e = s + s * q                              # exp(-|z|)
+    u = 1.0 / (1.0 + e)
+    return u if z >= 0 else e * u
+
+
+@njit(cache=True, inline="always")
 def _fast_sigmoid(z):
     """1 / (1 + exp(-z)) in float64 from e = exp(-|z|) in (0, 1]: no overflow."""
     s, q = _exp_split(-abs(z))
@@ -261,7 +293,8 @@ def _bias_act(Z, b, code):
     """Z <- g(Z + b) in place (the branch on ``code`` sits outside the loops).
 
     Sigmoid and tanh use the vectorisable ``_fast_*`` forms, evaluated in
-    float64 also for float32 tiles (rounded once on the store).
+    float64 also for float32 tiles (rounded once on the store); sigmoid on a
+    float32 tile uses the cheaper ``_sigmoid_for_float32``.
     """
     r, m = Z.shape
     if code == RELU:
@@ -269,6 +302,10 @@ def _bias_act(Z, b, code):
             for j in range(m):
                 z = Z[i, j] + b[j]
                 Z[i, j] = z if z > 0 else z * 0
+    elif code == SIGMOID and Z.itemsize == 4:
+        for i in range(r):
+            for j in range(m):
+                Z[i, j] = _sigmoid_for_float32(np.float64(Z[i, j] + b[j]))
     elif code == SIGMOID:
         for i in range(r):
             for j in range(m):

@@ -159,6 +159,18 @@ def test_vectorised_activations_are_accurate_to_a_few_ulp(activation):
     assert_allclose(Z32, ref32, rtol=6e-8, atol=1e-37)
 
 
+def test_float32_sigmoid_is_correctly_rounded():
+    # float32 tiles use a shorter polynomial (_sigmoid_for_float32); it must still
+    # give the float32 rounding of the exact value, not merely be close to it
+    from scipy.special import expit
+    rng = np.random.default_rng(7)
+    z = np.concatenate([rng.normal(size=40000) * s for s in [1e-6, 0.01, 0.3, 1, 3, 10, 30, 90]]
+                       ).astype(np.float32)
+    Z = z.reshape(-1, 8).copy()
+    mlp._bias_act(Z, np.zeros(8, np.float32), mlp.ACTIVATIONS["sigmoid"])
+    assert_array_equal(Z.ravel(), expit(z.astype(np.float64)).astype(np.float32))
+
+
 # --------------------------------------------------------- determinism
 @pytest.fixture
 def restore_threads():
