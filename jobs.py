@@ -10,8 +10,8 @@ for it.
 Why processes with one thread each: the per-tile products of the training
 kernel are small, so one training spread over two threads is well short of
 twice as fast as on one thread, while two single-threaded trainings side by
-side are nearly independent: on the 2-core development machine they get 1.3x
-(float32) and 1.14x (float64) more iterations per second done than one
+side are nearly independent: on the 2-core development machine they get
+1.2-1.3x (float32) and 1.1x (float64) more iterations per second done than one
 two-threaded training at a time (``python bench/time_epochs.py``, part 5).
 Worker processes also let the main process's single-threaded Python work
 (figures, tables, scikit-learn checks) overlap with training.

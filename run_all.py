@@ -1703,7 +1703,9 @@ def main(argv=None):
     # OpenMP code (see jobs.Jobs): they inherit the imported libraries for free.
     # Where that is not safe (not Linux; numba's threads already running, e.g.
     # main() called from a program that trained before), spawn them.
+    import gc
     import mlp
+    gc.freeze()     # the imported modules' objects: never collected, not copied into forks
     pool = jobs_mod.Jobs(workers, start_method="fork" if jobs_mod.fork_is_safe() else "spawn",
                          warm_up=[(mlp.warm_up, (cfg.dtype, ("network",))),
                                   (mlp.warm_up, (cfg.dtype, ("shared_bias",)))])
