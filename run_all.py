@@ -302,10 +302,10 @@ class Context:
 
     def poll(self):
         """Give each poller (a callable returning False while it cannot act yet) a chance to
-        act, e.g. queue a training whose inputs just finished; called between the steps of
-        every part (each saved table and figure), so the workers never wait for a part to
-        reach the line that queues their next job. A poller that raises is dropped: the
-        part that needs its result computes it again and reports the error there."""
+        act, e.g. queue a training whose inputs just finished; called at every saved table
+        and figure, so such a job is queued soon after its inputs finish rather than when
+        the part that uses it begins. A poller that raises is dropped: the part that needs
+        its result computes it again and reports the error there."""
         for poller in list(self.pollers):
             try:
                 done = poller() is not False
