@@ -70,16 +70,14 @@ def _ready():
 
 
 def _init_worker(sys_path, warm_up=()):
-    """Worker start-up: one numba thread, the parent's import path, the network
-    module loaded, then the ``warm_up`` tasks; Ctrl-C is left to the parent,
-    which stops the workers."""
+    """Worker start-up: one numba thread, the parent's import path, then the
+    ``warm_up`` tasks; Ctrl-C is left to the parent, which stops the workers."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     if "numba" in sys.modules:          # forked from a parent that imported it
         sys.modules["numba"].set_num_threads(1)
     else:                               # spawned: set before numba reads its config
         os.environ["NUMBA_NUM_THREADS"] = "1"
     sys.path[:0] = [p for p in sys_path if p not in sys.path]
-    import mlp  # noqa: F401  (numba, SciPy's BLAS and the kernel cache; free when forked)
     # Each task runs under its own lock file: a worker first takes the tasks no
     # other worker holds (so on a cold numba cache the workers compile different
     # kernels side by side), then waits for the others' and runs them too (now
@@ -259,9 +257,6 @@ class Jobs:
         else:
             outer.set_result(inner.result())
         self._dispatch()
-
-    def __contains__(self, key):
-        return key in self._futures
 
     def result(self, key):
         """Wait for the job ``key`` and return its result (``KeyError`` if never submitted)."""

@@ -100,13 +100,26 @@ _EXPONENT_ONE = 1023 << 52             # bit pattern of 1.0 (2**k is (k + 1023) 
 
 
 @njit(cache=True, inline="always")
+def _reduce_ln2(y):
+    """(k, r) with y = k ln2 + r, k = round(y / ln 2) an integer, |r| <= ln2/2 (Cody-Waite)."""
+    t = y * _LOG2E + _SHIFTER
+    kf = t - _SHIFTER                          # k as a float
+    k = np.float64(t).view(np.int64) - _SHIFTER_BITS   # ... and as an integer
+    return k, (y - kf * _LN2_HI) - kf * _LN2_LO
+
+
+@njit(cache=True, inline="always")
+def _sigmoid_from_exp(z, e):
+    """sigmoid(z) from e = exp(-|z|) in (0, 1]: no overflow for any z."""
+    u = 1.0 / (1.0 + e)
+    return u if z >= 0 else e * u
+
+
+@njit(cache=True, inline="always")
 def _exp_split(y):
     """(s, q) with exp(y) = s * (1 + q) for float64 y <= 0; s = 2**k, q = expm1(r), |r| <= ln2/2."""
     y = -745.5 if y < -745.5 else y            # exp(-745.5) rounds to 0; NaN passes through
-    t = y * _LOG2E + _SHIFTER
-    kf = t - _SHIFTER                          # k = round(y / ln 2) as a float
-    k = np.float64(t).view(np.int64) - _SHIFTER_BITS   # ... and as an integer
-    r = (y - kf * _LN2_HI) - kf * _LN2_LO      # y = k ln2 + r (Cody-Waite)
+    k, r = _reduce_ln2(y)
     # expm1(r) = r + r^2 (1/2! + r/3! + ... + r^11/13!), Horner; truncation < 1e-17
     p = 1.6059043836821613e-10
     p = p * r + 2.08767569878681e-09
@@ -136,10 +149,7 @@ def _sigmoid_for_float32(z):
     rounds to 0 in float32. About a third cheaper than ``_fast_sigmoid``."""
     y = -abs(z)
     y = -104.0 if y < -104.0 else y           # NaN passes through
-    t = y * _LOG2E + _SHIFTER
-    kf = t - _SHIFTER
-    k = np.float64(t).view(np.int64) - _SHIFTER_BITS
-    r = (y - kf * _LN2_HI) - kf * _LN2_LO
+    k, r = _reduce_ln2(y)
     # p = sum_{i=0..9} r^i / (i+2)!, as even and odd halves in r^2: two
     # independent Horner chains of 5 (the loop is bound by the chain's latency)
     r2 = r * r
@@ -155,18 +165,14 @@ def _sigmoid_for_float32(z):
     po = po * r2 + 0.16666666666666666
     q = r + r2 * (pe + r * po)                 # expm1(r)
     s = np.int64((k << 52) + _EXPONENT_ONE).view(np.float64)   # 2**k, k >= -151
-    e = s + s * q                              # exp(-|z|)
-    u = 1.0 / (1.0 + e)
-    return u if z >= 0 else e * u
+    return _sigmoid_from_exp(z, s + s * q)
 
 
 @njit(cache=True, inline="always")
 def _fast_sigmoid(z):
     """1 / (1 + exp(-z)) in float64 from e = exp(-|z|) in (0, 1]: no overflow."""
     s, q = _exp_split(-abs(z))
-    e = s + s * q
-    u = 1.0 / (1.0 + e)
-    return u if z >= 0 else e * u
+    return _sigmoid_from_exp(z, s + s * q)
 
 
 @njit(cache=True, inline="always")
@@ -1241,8 +1247,7 @@ def replay_early_stopping(model, patience):
         elif t - best_iter >= patience:
             return None                        # it would have stopped at iteration t
     replay = clone(model).set_params(early_stopping=True, patience=int(patience))
-    sizes = [w.shape[1] for w in model.weights_] + [model.weights_[-1].shape[0]]
-    replay._set_params(theta, np.asarray(sizes, dtype=np.int64))
+    replay._set_params(theta, pack(model.weights_, model.biases_)[1])
     for k in ("classes_", "n_features_in_"):
         setattr(replay, k, getattr(model, k))
     replay.history_ = {k: v.copy() for k, v in model.history_.items()}
@@ -1822,6 +1827,21 @@ def _bias_net_softmax(Z, P, lse, rows, nb):
         lse[i] += _log_normal(esum[i])        # esum in [1, rows]
 
 
+@njit(cache=True, nogil=True, inline="always", error_model="numpy", fastmath=_BIAS_NET_FASTMATH)
+def _add_block_sums(D, A, rows, cols, nb, gb, gw):
+    """gb[a] += sum_i D[a, i] and gw[a, c] += sum_i D[a, i] A[c, i] over a block's nb samples."""
+    for a in range(rows):
+        acc = 0.0
+        for i in range(nb):
+            acc += D[a, i]
+        gb[a] += acc
+        for c in range(cols):
+            acc = 0.0
+            for i in range(nb):
+                acc += D[a, i] * A[c, i]
+            gw[a, c] += acc
+
+
 @njit(cache=True, nogil=True, error_model="numpy", fastmath=_BIAS_NET_FASTMATH)
 def _bias_net_loss_and_grads(W, U, b1, b2, XT, YT, hcode, ocode, lcode):
     """Per run r: L = mean_i l(g1(U_r g(W_r x_i + b1_r) + b2_r), y_i); dL/dW, dL/dU, dL/db1 (hidden path), dL/db2 (output path), #argmax hits."""
@@ -1979,26 +1999,8 @@ def _bias_net_loss_and_grads(W, U, b1, b2, XT, YT, hcode, ocode, lcode):
                     for i in range(nb):
                         D1[j, i] *= _act_grad(H[j, i], TANH)
             # gradient sums over the block (fixed order: blocks in sequence)
-            for c in range(k):
-                acc = 0.0
-                for i in range(nb):
-                    acc += D2[c, i]
-                gb2[r, c] += acc
-                for j in range(m):
-                    acc = 0.0
-                    for i in range(nb):
-                        acc += D2[c, i] * H[j, i]
-                    gU[r, c, j] += acc
-            for j in range(m):
-                acc = 0.0
-                for i in range(nb):
-                    acc += D1[j, i]
-                gb1[r, j] += acc
-                for t in range(d):
-                    acc = 0.0
-                    for i in range(nb):
-                        acc += D1[j, i] * Xb[t, i]
-                    gW[r, j, t] += acc
+            _add_block_sums(D2, H, k, m, nb, gb2[r], gU[r])      # output layer: b2 path, U
+            _add_block_sums(D1, Xb, m, d, nb, gb1[r], gW[r])     # hidden layer: b1 path, W
     inv = 1.0 / n
     return loss * inv, gW * inv, gU * inv, gb1 * inv, gb2 * inv, hits
 

@@ -511,11 +511,6 @@ def _train_async(ctx, label, data=None, priority=0, validate=True, **params):
                            priority=priority)
 
 
-def _train(ctx, label, data=None, **params):
-    """``_train_async`` and wait: the fitted ``mlp.MLP``."""
-    return _train_async(ctx, label, data, **params).result()
-
-
 def _grad_table(hist, k=10):
     """First and last ``k`` iterations of mean |dL/dW1|, |dL/dW2| and their ratio."""
     import pandas as pd
@@ -980,10 +975,12 @@ def _d_jobs(ctx, act, baseline):
     validation data and without early stopping).
     """
     import mlp
-    suspects = list(_diagnosis(ctx, act, baseline)[1]["suspect_features"])
-    removal = ([(f"remove {', '.join(suspects)}", _without(ctx.dataset, suspects), {})]
-               if suspects else [])
-    out = []
+    cache = ctx.results.setdefault("d_jobs", {})
+    if act in cache:
+        return cache[act]
+    suspects, without = _suspects(ctx, act, baseline)
+    removal = [(f"remove {', '.join(suspects)}", without, {})] if suspects else []
+    out = cache[act] = []
     for name, spec, params in removal + MITIGATIONS:
         source = None
         if spec is None and set(params) == {"early_stopping", "patience"}:
@@ -993,6 +990,20 @@ def _d_jobs(ctx, act, baseline):
                                   priority=PRIORITY["D"], validate=_needs_val(params), **params)
         out.append((name, spec, params, source))
     return out
+
+
+def _suspects(ctx, act, baseline):
+    """The diagnosed suspect columns and the dataset without them (None if no suspect)."""
+    cache = ctx.results.setdefault("suspects", {})
+    if act not in cache:
+        suspects = list(_diagnosis(ctx, act, baseline)[1]["suspect_features"])
+        cache[act] = suspects, _without(ctx.dataset, suspects) if suspects else None
+    return cache[act]
+
+
+def _fitted(source):
+    """The network of a mitigation source: a fitted ``MLP`` as is, a job's future waited for."""
+    return source.result() if hasattr(source, "result") else source
 
 
 def _needs_val(params):
@@ -1019,18 +1030,14 @@ def _combination(ctx, act, baseline, wait=True):
     if not wait and not all(getattr(src, "done", lambda: True)() for *_, src in entries):
         return False
     base_f1 = _evaluate(baseline, ctx.data)["val"]["macro_f1"]
-    helpful = []
-    for name, _, params, src in entries:
-        mdl = src.result() if hasattr(src, "result") else src
-        if _evaluate(mdl, ctx.data)["val"]["macro_f1"] > base_f1:
-            helpful.append((name, params))
-    suspects = list(_diagnosis(ctx, act, baseline)[1]["suspect_features"])
+    helpful = [(name, params) for name, _, params, src in entries
+               if _evaluate(_fitted(src), ctx.data)["val"]["macro_f1"] > base_f1]
+    suspects, spec = _suspects(ctx, act, baseline)
     result = None
     if suspects or len(helpful) > 1:
         params = {}
         for _, p in helpful:
             params.update(p)
-        spec = _without(ctx.dataset, suspects) if suspects else None
         name = "combination: " + " + ".join(([f"remove {', '.join(suspects)}"] if suspects else [])
                                              + [n for n, _ in helpful])
         result = (name, spec, params,
@@ -1174,14 +1181,11 @@ def part_d(ctx):
                         "iterations": mdl.n_iter_, "spec": spec, "params": params})
 
     for name, spec, params, source in variants:
-        dd = _mitigation_data(ctx, spec)
-        if source is None:
-            source = _train_async(ctx, f"{act} {name}", data=dd, activation=act, priority=PRIORITY["D"],
-                                  validate=_needs_val(params), **params)
         if source is not model and not hasattr(source, "result"):   # fitted without training
             replayed.add(name)
-        mdl = source.result() if hasattr(source, "result") else source
-        record(name, mdl, evals[act] if mdl is model else _evaluate(mdl, dd), spec, params)
+        mdl = _fitted(source)
+        record(name, mdl, evals[act] if mdl is model else _evaluate(mdl, _mitigation_data(ctx, spec)),
+               spec, params)
     # best combination, chosen on validation only (queued as soon as its inputs were ready)
     combo = _combination(ctx, act, model)
     if combo:
@@ -1317,6 +1321,8 @@ def _q2_jobs(ctx):
     from sklearn.datasets import make_classification
     import mlp
 
+    if "q2_jobs" in ctx.results:
+        return ctx.results["q2_jobs"]
     cfg, d = ctx.cfg, ctx.data
     seeds, lrs, n_iter = _q2_setup(cfg)
     k = len(ctx.dataset.classes)
@@ -1326,11 +1332,13 @@ def _q2_jobs(ctx):
              "synthetic": ((Xs - Xs.mean(0)) / Xs.std(0), np.eye(3)[ys])}
     # in a worker one thread per job; in-process the experiment's own threads (--threads)
     n_jobs = 1 if ctx.jobs.workers else cfg.threads
-    return {task: [ctx.jobs.submit(("q2", task, lr), mlp.bias_experiment, X, Y, lrs=(lr,),
-                                   seeds=seeds, n_iter=n_iter, hidden="relu", output="softmax",
-                                   loss="ce", n_jobs=n_jobs, priority=PRIORITY["Q2"])
-                   for lr in lrs]
-            for task, (X, Y) in tasks.items()}
+    ctx.results["q2_jobs"] = {
+        task: [ctx.jobs.submit(("q2", task, lr), mlp.bias_experiment, X, Y, lrs=(lr,), seeds=seeds,
+                               n_iter=n_iter, hidden="relu", output="softmax", loss="ce",
+                               n_jobs=n_jobs, priority=PRIORITY["Q2"])
+               for lr in lrs]
+        for task, (X, Y) in tasks.items()}
+    return ctx.results["q2_jobs"]
 
 
 def _merge_bias_experiments(exps):
@@ -1709,7 +1717,8 @@ def main(argv=None):
     pool = jobs_mod.Jobs(workers, start_method="fork" if jobs_mod.fork_is_safe() else "spawn",
                          warm_up=[(mlp.warm_up, (cfg.dtype, ("network",))),
                                   (mlp.warm_up, (cfg.dtype, ("shared_bias",)))])
-    if any(p in cfg.parts for p in ("B", "C", "D", "Q2")):
+    parts = plan(cfg.parts)
+    if {"B", "Q2"} & set(parts):    # the parts that queue jobs (C and D need B)
         pool.start()        # the workers start while the data loads
 
     t0 = time.perf_counter()
@@ -1735,7 +1744,6 @@ def main(argv=None):
               "argv": list(sys.argv[1:] if argv is None else argv)}
     write_json(out / "config.json", config)
 
-    parts = plan(cfg.parts)
     ctx = Context(cfg=cfg, dataset=dataset, data=data, out=out,
                   report=rp.Report("body"), metrics={"data": _data_metrics(dataset, data),
                                                      "timing": {"data": round(t_data, 3)}},
