@@ -303,11 +303,17 @@ _INLINE = re.compile(r"""
 """, re.X | re.S)
 
 
-def _inline_html(text):
-    """Inline Markdown subset -> HTML; all plain text is escaped."""
+def _inline_html(text, terms=None, expand=False):
+    """Inline Markdown subset -> HTML; all plain text is escaped.
+
+    ``terms`` (a ``_Terms``) marks defined abbreviations in the plain text; with
+    ``expand`` their first use also shows the short meaning.
+    """
+    plain = (lambda s: html.escape(s, quote=False)) if terms is None else \
+        (lambda s: terms.html(s, expand))
     out, pos = [], 0
     for m in _INLINE.finditer(text):
-        out.append(html.escape(text[pos:m.start()], quote=False))
+        out.append(plain(text[pos:m.start()]))
         pos = m.end()
         g = m.groupdict()
         if g["esc"] is not None:
@@ -319,16 +325,82 @@ def _inline_html(text):
         elif g["math"] is not None:
             out.append(_html_inline_math(g["math"]))
         elif g["bold"] is not None or g["ubold"] is not None:
-            out.append(f"<strong>{_inline_html(g['bold'] if g['bold'] is not None else g['ubold'])}</strong>")
+            inner = g["bold"] if g["bold"] is not None else g["ubold"]
+            out.append(f"<strong>{_inline_html(inner, terms, expand)}</strong>")
         elif g["em"] is not None or g["uem"] is not None:
-            out.append(f"<em>{_inline_html(g['em'] if g['em'] is not None else g['uem'])}</em>")
+            inner = g["em"] if g["em"] is not None else g["uem"]
+            out.append(f"<em>{_inline_html(inner, terms, expand)}</em>")
         else:
             url = g["lurl"]
             if re.match(r"(?i)\s*(javascript|vbscript|data):", url):
                 url = "#"
             out.append(f'<a href="{html.escape(url, quote=True)}">{_inline_html(g["ltext"])}</a>')
-    out.append(html.escape(text[pos:], quote=False))
+    out.append(plain(text[pos:]))
     return "".join(out)
+
+
+def _inline_md_terms(text, terms, expand):
+    """Inline Markdown with the first use of each defined term followed by its meaning."""
+    if terms is None or terms.pattern is None:
+        return text
+    out, pos = [], 0
+    for m in _INLINE.finditer(text):
+        out.append(terms.md(text[pos:m.start()], expand))
+        pos = m.end()
+        g = m.groupdict()
+        if g["bold"] is not None or g["em"] is not None:
+            inner = g["bold"] if g["bold"] is not None else g["em"]
+            s = m.group(0)
+            lead = s[:s.index(inner)]
+            out.append(lead + _inline_md_terms(inner, terms, expand) + s[len(lead) + len(inner):])
+        else:
+            out.append(m.group(0))
+    out.append(terms.md(text[pos:], expand))
+    return "".join(out)
+
+
+class _Terms:
+    """Rendering state of a report's glossary: which terms were used and explained."""
+
+    def __init__(self, glossary):
+        self.glossary = glossary
+        self.expanded = set()
+        names = sorted(glossary, key=len, reverse=True)   # longest first: "pps" inside "pps-test"
+        self.pattern = (re.compile(r"(?<!\w)(" + "|".join(map(re.escape, names)) + r")(?!\w)")
+                        if names else None)
+
+    def _split(self, text, expand):
+        """(text before, term, expand it?) triples and the tail of ``text``."""
+        pos = 0
+        if self.pattern is not None:
+            for m in self.pattern.finditer(text):
+                term = m.group(1)
+                first = expand and term not in self.expanded
+                if first:
+                    self.expanded.add(term)
+                yield text[pos:m.start()], term, first
+                pos = m.end()
+        yield text[pos:], None, False
+
+    def html(self, text, expand):
+        out = []
+        for before, term, first in self._split(text, expand):
+            out.append(html.escape(before, quote=False))
+            if term is not None:
+                meaning, short = self.glossary[term]
+                out.append(f'<abbr title="{html.escape(_plain(meaning), quote=True)}">'
+                           f"{html.escape(term, quote=False)}</abbr>")
+                if first:
+                    out.append(f' <span class="gloss">({_inline_html(short)})</span>')
+        return "".join(out)
+
+    def md(self, text, expand):
+        out = []
+        for before, term, first in self._split(text, expand):
+            out.append(before)
+            if term is not None:
+                out.append(term + (f" ({self.glossary[term][1]})" if first else ""))
+        return "".join(out)
 
 
 def _plain(text):
@@ -395,6 +467,7 @@ class Table:
     caption: str = None
     align: list = None   # "l" / "r" / "c" per column
     markup: bool = False  # cells are inline Markdown (from a snippet) rather than literal text
+    key: int = 1         # leading columns repeated in every piece when the table is split
 
 
 @dataclass
@@ -430,30 +503,143 @@ class Rule:
     pass
 
 
-def _format_cell(v, floatfmt):
-    if v is None:
-        return ""
+_NA = "–"                      # shown for NaN / None / pd.NA cells unless the caller says otherwise
+_ORDINARY = (1e-4, 1e6)        # |x| inside this range is never shown with an exponent
+_SPEC = re.compile(r"^(?P<sep>[,_])?(?:\.(?P<prec>\d+))?(?P<type>[eEfFgG%]?)$")
+
+
+def _fixed_significant(v, sig, strip):
+    """``v`` in fixed notation with ``sig`` significant digits and thousands separators."""
+    r = float(f"{v:.{sig - 1}e}")            # rounded first: 9.9996 -> 10.00 changes the exponent
+    if r == 0:
+        return "0"
+    exp = math.floor(math.log10(abs(r)))
+    decimals = max(0, sig - 1 - exp)
+    s = f"{r:,.{decimals}f}"
+    if strip and "." in s:
+        s = s.rstrip("0").rstrip(".")
+    return s
+
+
+def format_number(v, spec=".4g"):
+    """One number as a reader should see it in a table.
+
+    Parameters
+    ----------
+    v : int, float or numpy scalar
+    spec : str or callable
+        A ``format`` spec for real numbers (``".4g"``, ``".3f"``, ``".3e"``, ``".1%"``)
+        or a function ``float -> str``. The spec says how many digits the number
+        supports; this function says how they are written:
+
+        - integers (and integral floats under a ``g`` spec, e.g. counts held in a
+          float column) get thousands separators: ``41,348``;
+        - ``g``/``e`` specs never use an exponent for ordinary magnitudes
+          (``1e-4 <= |v| < 1e6``): ``0.001234``, not ``1.234e-03``; the same
+          significant digits are kept;
+        - ``f`` specs get thousands separators (``12,345.7``);
+        - NaN/None are the caller's business (see ``Report.table``'s ``na``).
+        An integer spec (``"d"``) shows an int without separators (years, seeds).
+
+    Returns
+    -------
+    str
+
+    Examples
+    --------
+    >>> format_number(41348), format_number(0.001234, ".3e"), format_number(12345.6, ".4g")
+    ('41,348', '0.001234', '12,350')
+    """
     if isinstance(v, bool) or type(v).__name__ == "bool_":
         return str(bool(v))
+    if callable(spec):
+        return spec(v)
     if isinstance(v, numbers.Integral):
-        return str(int(v))
-    if isinstance(v, numbers.Real):
-        v = float(v)
-        if math.isnan(v):
-            return ""
-        if math.isinf(v):
-            return "inf" if v > 0 else "-inf"
-        return floatfmt(v) if callable(floatfmt) else format(v, floatfmt)
+        if isinstance(spec, str) and spec and spec[-1] in "dnbxXoc":
+            return format(int(v), spec)
+        return f"{int(v):,}"
+    v = float(v)
+    if math.isnan(v):
+        return _NA
+    if math.isinf(v):
+        return "∞" if v > 0 else "−∞"
+    if v == 0:
+        v = 0.0                                # no "-0"
+    m = _SPEC.match(spec)
+    if m is None:                              # anything fancier is the caller's exact wish
+        return format(v, spec)
+    kind, prec = m.group("type"), m.group("prec")
+    ordinary = v == 0 or _ORDINARY[0] <= abs(v) < _ORDINARY[1]
+    if kind in "fF":
+        return format(v, f",.{6 if prec is None else prec}f")
+    if kind == "%":
+        return format(v, f",.{6 if prec is None else prec}%")
+    if kind in "eE":
+        sig = (6 if prec is None else int(prec)) + 1
+        return _fixed_significant(v, sig, strip=False) if ordinary else format(v, f".{sig - 1}{kind}")
+    sig = max(1, 6 if prec is None else int(prec))          # g, G or no type
+    if v.is_integer() and abs(v) < 1e15:
+        return f"{int(v):,}"
+    if ordinary:
+        return _fixed_significant(v, sig, strip=True)
+    return format(v, f".{sig}{kind or 'g'}")
+
+
+class _PathCell(str):
+    """A path in a table cell: shown relative to the folder the report is written to."""
+
+    def __new__(cls, path):
+        self = super().__new__(cls, os.fspath(path))
+        self.abs = os.path.abspath(os.fspath(path))
+        return self
+
+
+def display_path(path, start=None):
+    """``path`` as a reader of the report should see it: relative to ``start``.
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+    start : str or os.PathLike, optional
+        The folder the reader is in (the report's folder); default the current directory.
+
+    Returns
+    -------
+    str
+        The relative path with ``/`` separators, or the absolute path when no
+        relative one exists (another drive on Windows).
+    """
+    start = os.path.abspath(os.fspath(start) if start is not None else os.getcwd())
+    try:
+        rel = os.path.relpath(os.path.abspath(os.fspath(path)), start)
+    except ValueError:
+        return os.fspath(path)
+    return rel.replace(os.sep, "/")
+
+
+def _is_missing(v):
+    if v is None:
+        return True
+    if isinstance(v, numbers.Real) and not isinstance(v, numbers.Integral):
+        return math.isnan(float(v))
     try:  # pandas NA / NaT
         import pandas as pd
-        if v is pd.NA or v is pd.NaT:
-            return ""
-    except ImportError:
-        pass
+        return v is pd.NA or v is pd.NaT
+    except ImportError:  # pragma: no cover - pandas is a requirement
+        return False
+
+
+def _format_cell(v, spec, na):
+    if _is_missing(v):
+        return na
+    if isinstance(v, os.PathLike):
+        return _PathCell(v)
+    if isinstance(v, numbers.Real) or type(v).__name__ == "bool_":
+        return format_number(v, spec)
     return str(v)
 
 
-def _table_from(data, floatfmt, index):
+def _table_from(data, floatfmt, index, formats=None, na=_NA):
     """(columns, rows, numeric flags) from a DataFrame, list of dicts or list of sequences."""
     try:
         import pandas as pd
@@ -488,11 +674,24 @@ def _table_from(data, floatfmt, index):
         else:
             raise TypeError("table: pass a pandas DataFrame, a dict of columns or a list of dicts "
                             f"(got {type(data).__name__}{' of ' + type(data[0]).__name__ if data else ''})")
-    numeric = [all(isinstance(r[j], numbers.Number) and not isinstance(r[j], bool) or r[j] is None
+    numeric = [all(isinstance(r[j], numbers.Number) and not isinstance(r[j], bool) or _is_missing(r[j])
                    for r in records) and any(isinstance(r[j], numbers.Number) for r in records)
                for j in range(len(columns))]
-    rows = [[_format_cell(v, floatfmt) for v in r] for r in records]
+    formats = _per_column("formats", formats, columns, floatfmt)
+    na = _per_column("na", na, columns, _NA) if isinstance(na, dict) else [str(na)] * len(columns)
+    rows = [[_format_cell(v, f, n) for v, f, n in zip(r, formats, na)] for r in records]
     return columns, rows, numeric
+
+
+def _per_column(name, values, columns, default):
+    """A per-column option (dict column -> value) as a list aligned with ``columns``."""
+    values = dict(values or {})
+    unknown = [str(k) for k in values if str(k) not in columns]
+    if unknown:
+        raise ValueError(f"table: {name} names unknown column(s) {', '.join(map(repr, unknown))}; "
+                         f"the columns are {', '.join(map(repr, columns))}")
+    values = {str(k): v for k, v in values.items()}
+    return [values.get(c, default) for c in columns]
 
 
 # ------------------------------------------------------------ Markdown snippets
@@ -681,31 +880,52 @@ _CSS = """
 :root { --fg:#1f2328; --muted:#59636e; --line:#d1d9e0; --bg-soft:#f6f8fa; --accent:#0969da; }
 * { box-sizing: border-box; }
 body { margin:0; color:var(--fg); background:#fff;
-       font:16px/1.6 -apple-system, "Segoe UI", Helvetica, Arial, sans-serif; }
-main { max-width: 52rem; margin: 0 auto; padding: 2rem 1.25rem 4rem; }
-h1 { font-size: 2rem; border-bottom: 1px solid var(--line); padding-bottom: .3rem; }
+       font:16px/1.55 -apple-system, "Segoe UI", Helvetica, Arial, sans-serif; }
+.layout { max-width: 62rem; margin: 0 auto; }
+main { padding: 1rem 1.25rem 4rem; min-width: 0; }
+h1 { font-size: 1.75rem; line-height: 1.25; border-bottom: 1px solid var(--line);
+     padding-bottom: .3rem; margin: .6rem 0 .8rem; }
 h2 { font-size: 1.5rem; border-bottom: 1px solid var(--line); padding-bottom: .25rem; margin-top: 2.5rem; }
+h1 + h2, h1 + .banner + h2 { margin-top: .8rem; }
 h3 { font-size: 1.2rem; margin-top: 1.8rem; } h4, h5, h6 { font-size: 1rem; }
+p { margin: .6rem 0; }
 a { color: var(--accent); text-decoration: none; } a:hover { text-decoration: underline; }
+abbr[title] { text-decoration: underline dotted; cursor: help; }
+.gloss { color: var(--muted); }
 code { font: .88em/1.4 ui-monospace, SFMono-Regular, Menlo, Consolas, monospace;
-       background: var(--bg-soft); padding: .1em .3em; border-radius: 4px; }
+       background: var(--bg-soft); padding: .1em .3em; border-radius: 4px; overflow-wrap: anywhere; }
 pre { background: var(--bg-soft); padding: .9rem 1rem; border-radius: 6px; overflow-x: auto; }
-pre code { background: none; padding: 0; }
-nav.toc { background: var(--bg-soft); border: 1px solid var(--line); border-radius: 6px;
-          padding: .6rem 1.2rem; margin: 1rem 0 2rem; font-size: .95rem; }
-nav.toc ul { margin: .2rem 0; padding-left: 1.2rem; } nav.toc > ul { padding-left: .6rem; }
-nav.toc .toc-title { font-weight: 600; }
-.table-wrap { overflow-x: auto; margin: 1rem 0; }
+pre code { background: none; padding: 0; overflow-wrap: normal; }
+.toc { font-size: .9rem; }
+.toc ul { margin: .2rem 0; padding-left: 1.1rem; list-style: none; } .toc > ul, .toc nav > ul { padding-left: 0; }
+.toc li { margin: .1rem 0; }
+.toc .toc-title, .toc summary { font-weight: 600; }
+details.toc-inline { background: var(--bg-soft); border: 1px solid var(--line); border-radius: 6px;
+                     padding: .4rem 1rem; margin: 1.5rem 0; }
+details.toc-inline summary { cursor: pointer; }
+nav.toc-side { display: none; }
+@media (min-width: 72rem) {
+  .layout.with-toc { max-width: 80rem; display: grid; grid-template-columns: 15rem minmax(0, 1fr);
+                     column-gap: 1.5rem; }
+  nav.toc-side { display: block; position: sticky; top: 0; align-self: start; max-height: 100vh;
+                 overflow-y: auto; padding: 1.2rem .5rem 2rem 1rem; border-right: 1px solid var(--line); }
+  .with-toc details.toc-inline { display: none; }
+  .with-toc main { max-width: 64rem; }
+}
+.table-wrap { margin: 1rem 0; max-width: 100%; overflow-x: auto; }
 table { border-collapse: collapse; font-size: .92rem; font-variant-numeric: tabular-nums; }
-th, td { border: 1px solid var(--line); padding: .3rem .65rem; }
-th { background: var(--bg-soft); font-weight: 600; }
+table.wide { font-size: .8rem; }
+th, td { border: 1px solid var(--line); padding: .3rem .6rem; }
+table.wide th, table.wide td { padding: .25rem .4rem; }
+th { background: var(--bg-soft); font-weight: 600; vertical-align: bottom; }
+td.l { overflow-wrap: anywhere; } td.r { white-space: nowrap; }
 tbody tr:nth-child(even) { background: #fbfcfd; }
 td.r, th.r { text-align: right; } td.c, th.c { text-align: center; } td.l, th.l { text-align: left; }
 caption { caption-side: top; text-align: left; color: var(--muted); font-size: .9rem; padding-bottom: .3rem; }
 figure { margin: 1.5rem 0; text-align: center; }
 figure img { max-width: 100%; height: auto; border: 1px solid var(--line); border-radius: 4px; }
 figcaption { color: var(--muted); font-size: .9rem; margin-top: .4rem; }
-.math { text-align: center; margin: 1rem 0; overflow-x: auto; line-height: 2.2; }
+.math { text-align: center; margin: 1rem 0; overflow-x: auto; line-height: 2.4; }
 img.math-inline { display: inline; }
 .math-fallback { color: #8250df; }
 .banner { border: 2px solid #bf8700; background: #fff8c5; border-radius: 6px;
@@ -715,6 +935,26 @@ img.math-inline { display: inline; }
 blockquote { margin: 1rem 0; padding: 0 1rem; color: var(--muted); border-left: .25em solid var(--line); }
 .missing { color: #cf222e; }
 hr { border: 0; border-top: 1px solid var(--line); margin: 2rem 0; }
+.glossary dt { font-weight: 600; margin-top: .5rem; } .glossary dd { margin-left: 1.5rem; }
+/* Paper: the printer's size (A4 or Letter; the layout fits the narrower A4 column
+   and the shorter Letter page), nothing interactive, nothing cut. */
+@page { size: auto; margin: 14mm 15mm 15mm; }
+@media print {
+  body { font-size: 10.5pt; line-height: 1.45; }
+  .layout, .layout.with-toc { display: block; max-width: none; margin: 0; }
+  main, .with-toc main { max-width: none; padding: 0; }
+  nav.toc-side, details.toc-inline { display: none; }
+  a { color: inherit; }
+  h1 { margin-top: 0; }
+  h2 { margin-top: 1.6rem; } h3 { margin-top: 1.2rem; }
+  h2, h3, h4, caption { break-after: avoid; page-break-after: avoid; }
+  .table-wrap, pre, .math { overflow: visible; }
+  pre { white-space: pre-wrap; }
+  table, figure, .math, pre, .banner, blockquote, tr, dt, dd { break-inside: avoid; page-break-inside: avoid; }
+  thead { display: table-header-group; }
+  figure img { max-height: 9in; width: auto; border: 0; }
+  tbody tr:nth-child(even), th { -webkit-print-color-adjust: exact; print-color-adjust: exact; }
+}
 """
 
 _MIME = {".png": "image/png", ".svg": "image/svg+xml", ".jpg": "image/jpeg",
@@ -746,6 +986,7 @@ class Report:
     def __init__(self, title):
         self.title = str(title)
         self.blocks = []
+        self.glossary = {}   # term -> (meaning, short); see ``define``
 
     # -- building ---------------------------------------------------------------
     def _add(self, block):
@@ -769,7 +1010,7 @@ class Report:
             raise ValueError("bullets: items is empty; pass at least one item")
         return self._add(Bullets(items, ordered))
 
-    def table(self, data, caption=None, floatfmt=".4g", index=None):
+    def table(self, data, caption=None, floatfmt=".4g", index=None, formats=None, na=_NA, key=1):
         """Add a table.
 
         Parameters
@@ -780,15 +1021,89 @@ class Report:
             Shown above the table.
         floatfmt : str or callable
             Format spec for real numbers (``".4g"``, ``".3f"``, ``".1%"``) or
-            a function ``float -> str``. Integers are never formatted as floats;
-            NaN/None show as empty cells.
+            a function ``float -> str``; it says how many digits the numbers
+            support, ``format_number`` says how they are written (thousands
+            separators, no exponent for ordinary magnitudes). Integers are
+            never formatted as floats.
         index : bool, optional
             Show a DataFrame's index as the first column; default: only when
             it is not a plain ``RangeIndex``.
+        formats : dict, optional
+            Column name -> spec or callable for that column, overriding
+            ``floatfmt`` (e.g. ``{"share": ".1%", "seed": "d"}``).
+        na : str or dict
+            Text of a missing cell (NaN, None, ``pd.NA``): one text for all
+            columns (default ``"–"``) or column name -> text (other columns
+            get ``"–"``), e.g. ``{"final loss": "diverged"}``.
+        key : int or list of str
+            The key columns, repeated in every piece when the table is wider
+            than the page and is split (see ``to_html``): the first ``key``
+            columns, or the named columns, which are moved to the front (the
+            columns that carry the conclusion should come first).
+
+        Notes
+        -----
+        ``os.PathLike`` cells are shown relative to the report's folder.
         """
-        columns, rows, numeric = _table_from(data, floatfmt, index)
+        columns, rows, numeric = _table_from(data, floatfmt, index, formats, na)
+        if isinstance(key, (list, tuple)):
+            missing = [k for k in key if str(k) not in columns]
+            if missing or not key:
+                raise ValueError(f"table: key names unknown column(s) {', '.join(map(repr, missing))}; "
+                                 f"the columns are {', '.join(map(repr, columns))}" if missing else
+                                 "table: key is an empty list; pass column names or a count")
+            order = [columns.index(str(k)) for k in key]
+            order += [j for j in range(len(columns)) if j not in order]
+            columns = [columns[j] for j in order]
+            rows = [[r[j] for j in order] for r in rows]
+            numeric = [numeric[j] for j in order]
+            key = len(order) - (len(columns) - len(key))
+        elif not isinstance(key, int) or isinstance(key, bool) or not 0 <= key <= len(columns):
+            raise ValueError(f"table: key must be a column count from 0 to {len(columns)} or a list of "
+                             f"column names, got {key!r}")
         align = ["r" if n else "l" for n in numeric]
-        return self._add(Table(columns, rows, caption, align))
+        return self._add(Table(columns, rows, caption, align, key=key))
+
+    def define(self, term, meaning, short=None):
+        """Define an abbreviation or term: explained where it is first used, and in a glossary.
+
+        In running text (paragraphs, lists, captions, banners) the first use of
+        ``term`` is followed by its short meaning in parentheses; every use gets
+        the full meaning as a tooltip (``<abbr title=...>``) in HTML, table
+        headers and cells included (tables never carry the expansion). A
+        "Glossary" section listing every defined term that the report uses
+        closes the document. Code, math and links are left alone.
+
+        Parameters
+        ----------
+        term : str
+            As written in the text, matched case-sensitively as a whole word,
+            e.g. ``"pps"``.
+        meaning : str
+            The definition for the glossary (inline Markdown allowed), e.g.
+            ``"predictive-power score: how well one column alone predicts the
+            label (0 = no better than the majority class, 1 = perfectly)"``.
+        short : str, optional
+            What the first use shows in parentheses; default the part of
+            ``meaning`` before its first ``": "`` (all of it if there is none).
+
+        Examples
+        --------
+        >>> rep = Report("R").define("pps", "predictive-power score: 0 = useless, 1 = perfect")
+        >>> rep = rep.para("The pps is 0.8; a pps above 0.5 is high.")
+        >>> "The pps (predictive-power score) is 0.8; a pps above" in rep.to_markdown()
+        True
+        """
+        term = str(term).strip()
+        if not term:
+            raise ValueError("define: term is empty; pass the abbreviation as it appears in the text")
+        meaning = str(meaning).strip()
+        if not meaning:
+            raise ValueError(f"define: the meaning of {term!r} is empty; say what it stands for")
+        if short is None:
+            short = meaning.split(": ", 1)[0]
+        self.glossary[term] = (meaning, str(short).strip())
+        return self
 
     def figure(self, path, caption=None):
         """Add an image file (PNG/SVG/JPEG) with an optional caption.
@@ -831,14 +1146,18 @@ class Report:
         return self
 
     def extend(self, other):
-        """Append the blocks of another ``Report`` (its title is not added)."""
+        """Append the blocks (and glossary) of another ``Report`` (its title is not added)."""
         self.blocks.extend(other.blocks)
+        self.glossary.update(other.glossary)
         return self
 
     # -- rendering --------------------------------------------------------------
     def _anchors(self):
-        seen = {slugify(self.title): 1}
+        seen = {slugify(self.title): 1, "glossary": 1 if self.glossary else 0}
         return [slugify(b.text, seen) if isinstance(b, Heading) else None for b in self.blocks]
+
+    def _glossary_entries(self):
+        return sorted(self.glossary.items(), key=lambda kv: kv[0].lower())
 
     def to_markdown(self, base_dir=None, toc=True):
         """Render GitHub-flavoured Markdown.
@@ -846,40 +1165,53 @@ class Report:
         Parameters
         ----------
         base_dir : str, optional
-            Folder the Markdown file will live in; figure links are made
-            relative to it (default: the current directory).
+            Folder the Markdown file will live in; figure links and path cells
+            are made relative to it (default: the current directory).
         toc : bool
             Start with a linked table of contents of the level-2/3 headings.
         """
         base_dir = os.fspath(base_dir) if base_dir is not None else os.getcwd()
         anchors = self._anchors()
+        terms = _Terms(self.glossary)
         out = [f"# {self.title}", ""]
         if toc:
-            entries = [(b, a) for b, a in zip(self.blocks, anchors)
+            entries = [(b.level, _plain(b.text), a) for b, a in zip(self.blocks, anchors)
                        if isinstance(b, Heading) and b.level in (2, 3)]
+            if self.glossary:
+                entries.append((2, "Glossary", "glossary"))
             if entries:
                 out += ["**Contents**", ""]
-                out += [f"{'  ' * (b.level - 2)}- [{_plain(b.text)}](#{a})" for b, a in entries]
+                out += [f"{'  ' * (lvl - 2)}- [{text}](#{a})" for lvl, text, a in entries]
                 out.append("")
         for b in self.blocks:
-            out.append(self._block_md(b, base_dir))
+            out.append(self._block_md(b, base_dir, terms))
             out.append("")
+        if self.glossary:
+            out += ["## Glossary", ""]
+            out += [f"- **{t}**: {meaning}" for t, (meaning, _) in self._glossary_entries()]
         return "\n".join(out).rstrip("\n") + "\n"
 
-    def _block_md(self, b, base_dir):
+    def _block_md(self, b, base_dir, terms=None):
+        def text(s):
+            return _inline_md_terms(s, terms, expand=True)
+
         if isinstance(b, Heading):
             return f"{'#' * b.level} {b.text}"
         if isinstance(b, Para):
-            return b.text
+            return text(b.text)
         if isinstance(b, Bullets):
-            return "\n".join(_md_list(b.items, b.ordered, 0))
+            return "\n".join(_md_list(b.items, b.ordered, 0, text))
         if isinstance(b, Table):
-            cell = (lambda s: str(s).replace("\n", " ")) if b.markup else _md_cell
+            def cell(s):
+                if isinstance(s, _PathCell):
+                    s = display_path(s.abs, base_dir)
+                return str(s).replace("\n", " ") if b.markup else _md_cell(s)
+
             sep = {"l": "---", "r": "--:", "c": ":-:"}
             align = b.align or ["l"] * len(b.columns)
             lines = []
             if b.caption:
-                lines += [f"*{b.caption}*", ""]
+                lines += [f"*{text(b.caption)}*", ""]
             lines.append("| " + " | ".join(cell(c) for c in b.columns) + " |")
             lines.append("|" + "|".join(sep[a] for a in align) + "|")
             lines += ["| " + " | ".join(cell(c) for c in r) + " |" for r in b.rows]
@@ -887,10 +1219,10 @@ class Report:
         if isinstance(b, Figure):
             p = b.path
             if "://" not in p:
-                p = os.path.relpath(os.path.abspath(p), os.path.abspath(base_dir)).replace(os.sep, "/")
+                p = display_path(p, base_dir)
             alt = (b.caption or os.path.basename(b.path)).replace("]", "\\]").replace("\n", " ")
             line = f"![{alt}]({p.replace(' ', '%20')})"
-            return line + (f"\n\n*{b.caption}*" if b.caption else "")
+            return line + (f"\n\n*{text(b.caption)}*" if b.caption else "")
         if isinstance(b, Math):
             return f"$$\n{b.latex}\n$$"
         if isinstance(b, Code):
@@ -900,59 +1232,76 @@ class Report:
             return f"{fence}{b.lang}\n{b.text}\n{fence}"
         if isinstance(b, Banner):
             icon = {"warning": "⚠️", "error": "❌", "info": "ℹ️"}[b.kind]
-            return "\n".join(f"> {'**' + icon + ' ' + ln + '**' if ln.strip() else ''}"
+            return "\n".join(f"> {'**' + icon + ' ' + text(ln) + '**' if ln.strip() else ''}"
                              for ln in b.text.split("\n"))
         if isinstance(b, Quote):
-            return f"> {b.text}"
+            return f"> {text(b.text)}"
         if isinstance(b, Rule):
             return "---"
         raise TypeError(f"unknown block {b!r}")
 
-    def to_html(self, toc=True):
+    def to_html(self, toc=True, base_dir=None):
         """Render one self-contained HTML page (CSS inline, figures and math embedded).
+
+        Layout: the title, then the first section (the summary) straight away;
+        the table of contents is a sticky side column on wide screens (72rem and
+        up) and a collapsed ``<details>`` block after the first section on
+        narrower ones, never in front of the summary. Tables wider than the
+        page are set in a smaller font, transposed (few rows) or split into
+        pieces that repeat the key columns (see ``Report.table``), so no column
+        is ever cut off, on screen or on paper. A print stylesheet makes the
+        browser's *Print to PDF* a document to hand in (A4 or Letter: no
+        scrollbars, no navigation, no page break inside a figure or table).
 
         Parameters
         ----------
         toc : bool
             Add a linked table of contents of the level-2/3 headings.
+        base_dir : str, optional
+            Folder the HTML file will live in: path cells of tables are shown
+            relative to it (default: the current directory).
         """
+        base_dir = os.fspath(base_dir) if base_dir is not None else os.getcwd()
         anchors = self._anchors()
-        body = []
-        for b, a in zip(self.blocks, anchors):
-            body.append(self._block_html(b, a))
-        nav = ""
-        if toc:
-            nav = _toc_html([(b, a) for b, a in zip(self.blocks, anchors)
-                             if isinstance(b, Heading) and b.level in (2, 3)])
+        terms = _Terms(self.glossary)
+        body = [self._block_html(b, a, terms, base_dir) for b, a in zip(self.blocks, anchors)]
+        entries = [(b.level, b.text, a) for b, a in zip(self.blocks, anchors)
+                   if isinstance(b, Heading) and b.level in (2, 3)]
+        if self.glossary:
+            entries.append((2, "Glossary", "glossary"))
+            body.append(_glossary_html(self._glossary_entries()))
+        side = inline = ""
+        if toc and entries:
+            items = _toc_items(entries)
+            side = f'<nav class="toc toc-side" aria-label="Contents"><div class="toc-title">Contents</div>{items}</nav>\n'
+            inline = (f'<details class="toc toc-inline"><summary>Contents</summary>'
+                      f'<nav aria-label="Contents">{items}</nav></details>')
+            # after the first section: the second level-2 heading (or the end)
+            h2 = [i for i, b in enumerate(self.blocks) if isinstance(b, Heading) and b.level <= 2]
+            at = h2[1] if len(h2) > 1 else len(self.blocks)
+            body.insert(at, inline)
         title = html.escape(self.title, quote=False)
         return ("<!DOCTYPE html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n"
                 "<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\n"
-                f"<title>{title}</title>\n<style>{_CSS}</style>\n</head>\n<body>\n<main>\n"
+                f"<title>{title}</title>\n<style>{_CSS}</style>\n</head>\n<body>\n"
+                f"<div class=\"layout{' with-toc' if side else ''}\">\n" + side + "<main>\n"
                 f"<h1 id=\"{slugify(self.title)}\">{_inline_html(self.title)}</h1>\n"
-                + nav + "\n".join(body) + "\n</main>\n</body>\n</html>\n")
+                + "\n".join(body) + "\n</main>\n</div>\n</body>\n</html>\n")
 
-    def _block_html(self, b, anchor):
+    def _block_html(self, b, anchor, terms=None, base_dir=None):
+        def text(s):
+            return _inline_html(s, terms, expand=True)
+
         if isinstance(b, Heading):
-            return f'<h{b.level} id="{anchor}">{_inline_html(b.text)}</h{b.level}>'
+            return f'<h{b.level} id="{anchor}">{_inline_html(b.text, terms)}</h{b.level}>'
         if isinstance(b, Para):
-            return f"<p>{_inline_html(b.text)}</p>"
+            return f"<p>{text(b.text)}</p>"
         if isinstance(b, Bullets):
-            return _html_list(b.items, b.ordered)
+            return _html_list(b.items, b.ordered, text)
         if isinstance(b, Table):
-            cell = _inline_html if b.markup else (lambda s: html.escape(str(s), quote=False))
-            align = b.align or ["l"] * len(b.columns)
-            parts = ['<div class="table-wrap"><table>']
-            if b.caption:
-                parts.append(f"<caption>{_inline_html(b.caption)}</caption>")
-            parts.append("<thead><tr>" + "".join(f'<th class="{a}">{cell(c)}</th>'
-                                                 for c, a in zip(b.columns, align)) + "</tr></thead>")
-            parts.append("<tbody>")
-            for r in b.rows:
-                parts.append("<tr>" + "".join(f'<td class="{a}">{cell(c)}</td>' for c, a in zip(r, align)) + "</tr>")
-            parts.append("</tbody></table></div>")
-            return "\n".join(parts)
+            return "\n".join(_table_html(t, cls, terms, base_dir) for t, cls in _table_pieces(b))
         if isinstance(b, Figure):
-            cap = f"<figcaption>{_inline_html(b.caption)}</figcaption>" if b.caption else ""
+            cap = f"<figcaption>{text(b.caption)}</figcaption>" if b.caption else ""
             alt = html.escape(b.caption or os.path.basename(b.path), quote=True)
             try:
                 with open(b.path, "rb") as fh:
@@ -969,10 +1318,10 @@ class Report:
             cls = f' class="language-{html.escape(b.lang, quote=True)}"' if b.lang else ""
             return f"<pre><code{cls}>{html.escape(b.text, quote=False)}</code></pre>"
         if isinstance(b, Banner):
-            text = "<br>".join(_inline_html(ln) for ln in b.text.split("\n"))
-            return f'<div class="banner {b.kind}" role="note">{text}</div>'
+            body = "<br>".join(text(ln) for ln in b.text.split("\n"))
+            return f'<div class="banner {b.kind}" role="note">{body}</div>'
         if isinstance(b, Quote):
-            return f"<blockquote><p>{_inline_html(b.text)}</p></blockquote>"
+            return f"<blockquote><p>{text(b.text)}</p></blockquote>"
         if isinstance(b, Rule):
             return "<hr>"
         raise TypeError(f"unknown block {b!r}")
@@ -984,23 +1333,131 @@ class Report:
             written.append(write_atomic(md_path, self.to_markdown(base_dir=os.path.dirname(
                 os.path.abspath(md_path)))))
         if html_path is not None:
-            written.append(write_atomic(html_path, self.to_html()))
+            written.append(write_atomic(html_path, self.to_html(base_dir=os.path.dirname(
+                os.path.abspath(html_path)))))
         return written
 
 
-def _md_list(items, ordered, depth):
+# ------------------------------------------------------------- wide tables
+# Width budgets in characters of the table font. The binding width is paper: A4
+# minus the print margins is 180 mm (Letter is wider), about 80 characters of
+# the body's table font and 96 of the smaller font of wide tables.
+TABLE_NORMAL_CHARS = 80
+TABLE_WIDE_CHARS = 96
+_WRAP_AT = 28          # a text cell with spaces wraps to about this many characters
+
+
+def _column_widths(table):
+    """Estimated width of each column in characters (cell padding included)."""
+    plain = _plain if table.markup else str
+    widths = []
+    for j, c in enumerate(table.columns):
+        head = max((len(w) for w in re.split(r"[\s_/]+", plain(c))), default=0)  # headers wrap there
+        cells = 0
+        for r in table.rows:
+            s = plain(r[j])
+            longest = max((len(w) for w in s.split()), default=0)
+            cells = max(cells, min(len(s), max(longest, _WRAP_AT)))
+        widths.append(max(head, cells, 1) + 2)
+    return widths
+
+
+def _transposed(t):
+    """``t`` with rows and columns swapped (its one key column becomes the header row)."""
+    columns = [t.columns[0]] + [str(r[0]) for r in t.rows]
+    rows = [[t.columns[j]] + [r[j] for r in t.rows] for j in range(1, len(t.columns))]
+    numeric = all(a == "r" for a in (t.align or ["l"] * len(t.columns))[1:])
+    return Table(columns, rows, t.caption, ["l"] + ["r" if numeric else "l"] * len(t.rows), t.markup, 1)
+
+
+def _table_pieces(t):
+    """[(table, css class)]: ``t`` itself when it fits the page, else transposed or split.
+
+    - up to ``TABLE_NORMAL_CHARS``: as is;
+    - up to ``TABLE_WIDE_CHARS``: as is, in the smaller font of wide tables;
+    - wider, with one key column and at most 8 rows: transposed when that fits;
+    - otherwise split into column groups that each fit, every piece starting
+      with the key columns, captions numbered "part i of n".
+    """
+    widths = _column_widths(t)
+    total = sum(widths)
+    if total <= TABLE_NORMAL_CHARS:
+        return [(t, "")]
+    if total <= TABLE_WIDE_CHARS:
+        return [(t, "wide")]
+    key = min(t.key, len(t.columns))
+    if key == 1 and 1 <= len(t.rows) <= 8 and len(t.columns) > len(t.rows) + 1:
+        tt = _transposed(t)
+        wt = sum(_column_widths(tt))
+        if wt <= TABLE_WIDE_CHARS:
+            return [(tt, "" if wt <= TABLE_NORMAL_CHARS else "wide")]
+    key_width = sum(widths[:key])
+    groups, cur, width = [], [], key_width
+    for j in range(key, len(t.columns)):
+        if cur and width + widths[j] > TABLE_WIDE_CHARS:
+            groups.append(cur)
+            cur, width = [], key_width
+        cur.append(j)
+        width += widths[j]
+    if cur or not groups:
+        groups.append(cur)
+    align = t.align or ["l"] * len(t.columns)
+    pieces = []
+    for i, g in enumerate(groups, 1):
+        cols = list(range(key)) + g
+        note = f"part {i} of {len(groups)}" + (", continued below" if i < len(groups) else "")
+        caption = f"{t.caption} ({note})" if t.caption else note[0].upper() + note[1:]
+        piece = Table([t.columns[j] for j in cols], [[r[j] for j in cols] for r in t.rows],
+                      caption, [align[j] for j in cols], t.markup, key)
+        pieces.append((piece, "wide" if sum(widths[j] for j in cols) > TABLE_NORMAL_CHARS else ""))
+    return pieces
+
+
+def _table_html(t, cls, terms, base_dir):
+    def cell(s):
+        if isinstance(s, _PathCell):
+            s = display_path(s.abs, base_dir)
+        if t.markup:
+            return _inline_html(str(s), terms)
+        return terms.html(str(s), False) if terms is not None else html.escape(str(s), quote=False)
+
+    def head(s):  # literal headers may wrap after "_" and "/" (long snake_case names)
+        if t.markup or isinstance(s, _PathCell):
+            return cell(s)
+        return "<wbr>".join(cell(piece) for piece in re.split(r"(?<=[_/])(?=.)", str(s)))
+
+    align = t.align or ["l"] * len(t.columns)
+    parts = [f'<div class="table-wrap"><table{f" class={chr(34)}{cls}{chr(34)}" if cls else ""}>']
+    if t.caption:
+        parts.append(f"<caption>{_inline_html(t.caption, terms, expand=True)}</caption>")
+    parts.append("<thead><tr>" + "".join(f'<th class="{a}">{head(c)}</th>'
+                                         for c, a in zip(t.columns, align)) + "</tr></thead>")
+    parts.append("<tbody>")
+    for r in t.rows:
+        parts.append("<tr>" + "".join(f'<td class="{a}">{cell(c)}</td>' for c, a in zip(r, align)) + "</tr>")
+    parts.append("</tbody></table></div>")
+    return "\n".join(parts)
+
+
+def _glossary_html(entries):
+    items = "".join(f"<dt>{html.escape(t, quote=False)}</dt><dd>{_inline_html(meaning)}</dd>"
+                    for t, (meaning, _) in entries)
+    return f'<section class="glossary"><h2 id="glossary">Glossary</h2><dl>{items}</dl></section>'
+
+
+def _md_list(items, ordered, depth, text=str):
     out, n = [], 0
     for it in items:
         if isinstance(it, (list, tuple)):
-            out += _md_list(it, ordered, depth + 1)
+            out += _md_list(it, ordered, depth + 1, text)
         else:
             n += 1
             marker = f"{n}." if ordered else "-"
-            out.append(f"{'   ' * depth}{marker} {it}")
+            out.append(f"{'   ' * depth}{marker} {text(str(it))}")
     return out
 
 
-def _html_list(items, ordered):
+def _html_list(items, ordered, text=_inline_html):
     tag = "ol" if ordered else "ul"
     out = [f"<{tag}>"]
     open_li = False
@@ -1009,11 +1466,11 @@ def _html_list(items, ordered):
             if not open_li:
                 out.append("<li>")
                 open_li = True
-            out.append(_html_list(it, ordered))
+            out.append(_html_list(it, ordered, text))
         else:
             if open_li:
                 out.append("</li>")
-            out.append(f"<li>{_inline_html(str(it))}")
+            out.append(f"<li>{text(str(it))}")
             open_li = True
     if open_li:
         out.append("</li>")
@@ -1021,14 +1478,13 @@ def _html_list(items, ordered):
     return "".join(out)
 
 
-def _toc_html(entries):
-    if not entries:
-        return ""
-    out = ['<nav class="toc"><div class="toc-title">Contents</div><ul>']
+def _toc_items(entries):
+    """Nested ``<ul>`` of (level, text, anchor) entries, level 3 under the level 2 before it."""
+    out = ["<ul>"]
     li_open = sub_open = False
-    for b, a in entries:
-        link = f'<a href="#{a}">{html.escape(_plain(b.text), quote=False)}</a>'
-        if b.level == 3 and li_open:
+    for level, text, a in entries:
+        link = f'<a href="#{a}">{html.escape(_plain(text), quote=False)}</a>'
+        if level == 3 and li_open:
             if not sub_open:
                 out.append("<ul>")
                 sub_open = True
@@ -1045,5 +1501,5 @@ def _toc_html(entries):
         out.append("</ul>")
     if li_open:
         out.append("</li>")
-    out.append("</ul></nav>\n")
+    out.append("</ul>")
     return "".join(out)

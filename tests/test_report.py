@@ -36,14 +36,14 @@ def test_table_cells_in_both_renderers():
     h = rep.to_html()
     assert "<caption>Scores</caption>" in h
     assert '<td class="l">a|b</td>' in h
-    assert '<td class="r">0.123</td>' in h and '<td class="r"></td>' in h  # NaN -> empty
+    assert '<td class="r">0.123</td>' in h and '<td class="r">–</td>' in h  # NaN -> dash
     assert "&lt;c&gt;" in h and "<c>" not in h
 
 
 def test_table_from_records_and_bad_input():
     rep = rp.Report("T").table([{"x": 1, "y": 2.5}, {"x": 2, "z": "q"}])
     md = rep.to_markdown()
-    assert "| x | y | z |" in md and "| 2 |  | q |" in md
+    assert "| x | y | z |" in md and "| 2 | – | q |" in md
     with pytest.raises(TypeError, match="DataFrame"):
         rp.Report("T").table([1, 2, 3])
     with pytest.raises(ValueError, match="different lengths"):
@@ -95,7 +95,11 @@ def test_headings_toc_and_duplicate_anchors():
     rep = rp.Report("Doc").heading("Results", 2).heading("Detail", 3).heading("Results", 2)
     h = rep.to_html()
     assert '<h2 id="results">' in h and '<h2 id="results-1">' in h
-    assert '<nav class="toc">' in h and 'href="#detail"' in h
+    assert '<nav class="toc toc-side"' in h and 'href="#detail"' in h
+    # the collapsed contents come after the first section, never before it
+    assert h.index('<details class="toc toc-inline">') > h.index('id="detail"')
+    assert h.index('<details class="toc toc-inline">') < h.index('id="results-1"')
+    assert h.index('<nav class="toc toc-side"') < h.index("<main>")   # the side column
     md = rep.to_markdown()
     assert "- [Results](#results)" in md and "  - [Detail](#detail)" in md
     assert "- [Results](#results-1)" in md
