@@ -143,7 +143,7 @@ _MATH_RC = {"mathtext.fontset": "cm", "svg.hashsalt": "report", "svg.fonttype": 
 
 # LaTeX that mathtext lacks, rewritten to an equivalent it has (display-only changes).
 _MATH_SUBS = [
-    (re.compile(r"\\[dt]frac(?![a-zA-Z])"), r"\\frac"),
+    (re.compile(r"\\tfrac(?![a-zA-Z])"), r"\\frac"),   # mathtext has \dfrac, not \tfrac
     (re.compile(r"\\[lr]Vert(?![a-zA-Z])"), r"\\Vert"),
     (re.compile(r"\\[lr]vert(?![a-zA-Z])"), "|"),
     (re.compile(r"\\(?:display|text|script)style(?![a-zA-Z])\s*"), ""),
@@ -280,8 +280,16 @@ def _html_inline_math(latex):
     return _svg_img(latex, *r, cls="math-inline")
 
 
+_TEXT_FRAC = re.compile(r"\\frac(?![a-zA-Z])")
+
+
+def _display_style(latex):
+    """Display math as LaTeX sets it: fractions at full size (``\\frac`` -> ``\\dfrac``)."""
+    return _TEXT_FRAC.sub(r"\\dfrac", latex)
+
+
 def _html_display_math(latex):
-    rendered = [render_math_svg(line, 14.0) for line in _math_lines(latex)]
+    rendered = [render_math_svg(_display_style(line), 14.0) for line in _math_lines(latex)]
     if any(r is None for r in rendered):
         return ('<pre class="math-fallback" title="mathtext could not render this; LaTeX source shown">'
                 f"<code>{html.escape(latex.strip())}</code></pre>")
