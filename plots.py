@@ -4,6 +4,13 @@ Functions take plain arrays / DataFrames, draw with matplotlib (Agg backend,
 no screen needed) and return the figure; ``run_all`` saves it atomically and
 adds it to the report. They compute nothing the report relies on: numbers
 come from ``prep`` and ``mlp``.
+
+Reading size: the report shows a figure at most ``WIDTH_IN`` wide and
+``MAX_HEIGHT_IN`` tall (the printed page's column; on screen it is shown at its
+natural size, larger), so every figure is drawn at most that large and every
+text in it is at least ``MIN_FONT_PT``: at the size shown, no text is smaller
+than 9 pt. Multi-panel figures wrap their panels into rows instead of growing
+wider (tests/test_plots_fonts.py checks every function).
 """
 import matplotlib
 
@@ -12,6 +19,9 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
 DPI = 110
+WIDTH_IN = 7.0          # the widest figure: the report's printed column (A4 minus margins)
+MAX_HEIGHT_IN = 9.0     # the tallest (Letter minus margins and a caption)
+MIN_FONT_PT = 9         # smallest text in any figure, ticks, legends and annotations included
 ACT_COLORS = {"relu": "tab:blue", "sigmoid": "tab:orange", "tanh": "tab:green"}
 
 
@@ -19,6 +29,19 @@ def _done(fig):
     # laid out once, when the figure is drawn for saving (not here and again there)
     fig.set_layout_engine("tight")
     return fig
+
+
+def _grid(n, max_cols, row_height, **kw):
+    """``n`` panels in rows of at most ``max_cols``, the figure ``WIDTH_IN`` wide; unused
+    panels are switched off. Returns (fig, flat list of the ``n`` axes)."""
+    ncol = max(1, min(max_cols, n))
+    nrow = int(np.ceil(n / ncol))
+    fig, axes = plt.subplots(nrow, ncol, figsize=(WIDTH_IN, min(MAX_HEIGHT_IN, row_height * nrow)),
+                             squeeze=False, **kw)
+    flat = list(axes.ravel())
+    for ax in flat[n:]:
+        ax.axis("off")
+    return fig, flat[:n], axes
 
 
 def _log_y(ax):
@@ -71,7 +94,7 @@ def class_distribution(counts, labels, title="Class distribution (train)"):
     total = counts.sum()
     for bar, c in zip(bars, counts):
         ax.annotate(f"{int(c):,}\n{c / total:.1%}", (bar.get_x() + bar.get_width() / 2, c),
-                    ha="center", va="bottom", fontsize=8)
+                    ha="center", va="bottom", fontsize=MIN_FONT_PT)
     ax.set_ylabel("rows")
     ax.set_xlabel("class")
     ax.set_ylim(0, counts.max() * 1.22)
@@ -81,14 +104,10 @@ def class_distribution(counts, labels, title="Class distribution (train)"):
 
 def numeric_boxplots(df, columns, target):
     """One box plot per numeric column, grouped by class (missing values dropped)."""
-    ncol = min(3, len(columns))
-    nrow = int(np.ceil(len(columns) / ncol))
-    fig, axes = plt.subplots(nrow, ncol, figsize=(4.2 * ncol, 3.2 * nrow), squeeze=False)
-    for ax, col in zip(axes.ravel(), columns):
+    fig, axes, _ = _grid(len(columns), 2 if len(columns) <= 4 else 3, 2.4)
+    for ax, col in zip(axes, columns):
         _boxplot_by_class(ax, df, col, target)
         ax.set_title(col, fontsize=10)
-    for ax in axes.ravel()[len(columns):]:
-        ax.axis("off")
     fig.suptitle("Numeric features by class (outliers hidden)", fontsize=11)
     return _done(fig)
 
@@ -96,35 +115,52 @@ def numeric_boxplots(df, columns, target):
 def categorical_countplots(df, columns, target):
     """Grouped bar chart of class counts for each level of each categorical column."""
     classes = sorted(df[target].unique())
-    fig, axes = plt.subplots(1, len(columns), figsize=(5.2 * len(columns), 3.6), squeeze=False)
-    for ax, col in zip(axes.ravel(), columns):
+    fig, axes, _ = _grid(len(columns), 2, 3.2)
+    for k, (ax, col) in enumerate(zip(axes, columns)):
         table = _class_counts(df, col, target)
         x = np.arange(len(table.index))
         width = 0.8 / len(classes)
         for i, c in enumerate(classes):
             ax.bar(x + i * width - 0.4 + width / 2, table[c].to_numpy(), width, label=str(c))
-        ax.set_xticks(x, [str(v) for v in table.index], rotation=25, ha="right", fontsize=8)
+        ax.set_xticks(x, [str(v) for v in table.index], rotation=30, ha="right", fontsize=MIN_FONT_PT)
         ax.set_title(col, fontsize=10)
         ax.set_ylabel("rows")
-        ax.legend(title=target, fontsize=7)
+        if k == 0:   # one legend: the classes are the same in every panel
+            ax.legend(title=target, fontsize=MIN_FONT_PT, title_fontsize=MIN_FONT_PT)
     return _done(fig)
 
 
 def correlation_heatmap(corr, threshold=None):
-    """Heatmap of a correlation matrix (DataFrame with matching index and columns)."""
+    """Heatmap of a correlation matrix (DataFrame with matching index and columns).
+
+    Cells with ``|r| >= threshold`` (all off-diagonal cells when ``threshold`` is
+    None) are annotated with r, at ``MIN_FONT_PT`` and with as many decimals as
+    fit in a cell (none when not even "-.5" fits: the title says so).
+    """
     n = corr.shape[0]
-    fig, ax = plt.subplots(figsize=(0.42 * n + 3, 0.42 * n + 2))
+    labels = max(len(str(c)) for c in corr.columns)
+    label_in = min(2.6, 0.075 * labels + 0.3)                 # 9 pt tick labels, rotated
+    cell = min(0.45, (WIDTH_IN - label_in - 1.2) / n)         # 1.2 in: colour bar and margins
+    fig, ax = plt.subplots(figsize=(min(WIDTH_IN, n * cell + label_in + 1.2),
+                                    min(MAX_HEIGHT_IN, n * cell + label_in + 0.6)))
     im = ax.imshow(corr.to_numpy(), vmin=-1, vmax=1, cmap="RdBu_r")
-    ax.set_xticks(range(n), corr.columns, rotation=70, ha="right", fontsize=7)
-    ax.set_yticks(range(n), corr.index, fontsize=7)
+    ax.set_xticks(range(n), corr.columns, rotation=60, ha="right", fontsize=MIN_FONT_PT)
+    ax.set_yticks(range(n), corr.index, fontsize=MIN_FONT_PT)
     values = corr.to_numpy()
-    for i in range(n):
-        for j in range(n):
-            if np.isfinite(values[i, j]) and i != j and (threshold is None or abs(values[i, j]) >= threshold):
-                ax.text(j, i, f"{values[i, j]:.2f}", ha="center", va="center", fontsize=6)
+    char_in = 0.6 * MIN_FONT_PT / 72                          # a digit's width at MIN_FONT_PT
+    fmt = next((f for f, chars in ((".2f", 5.3), (".1f", 4.3)) if chars * char_in <= 0.95 * cell), None)
+    if fmt is not None:
+        for i in range(n):
+            for j in range(n):
+                v = values[i, j]
+                if np.isfinite(v) and i != j and (threshold is None or abs(v) >= threshold):
+                    ax.text(j, i, format(v, fmt), ha="center", va="center", fontsize=MIN_FONT_PT,
+                            color="white" if abs(v) > 0.6 else "black")
     fig.colorbar(im, ax=ax, shrink=0.8, label="Pearson r")
     title = "Correlation of encoded features"
-    if threshold is not None:
+    if fmt is None:
+        title += " (too many to annotate; see the table)"
+    elif threshold is not None:
         title += f" (|r| >= {threshold:g} annotated)"
     ax.set_title(title, fontsize=10)
     return _done(fig)
@@ -138,7 +174,7 @@ def accuracy_curves(histories, baseline=None):
     histories : dict name -> dict with arrays ``train_acc`` and ``val_acc`` (n_iter,)
     baseline : float, optional majority-class accuracy drawn as a grey line
     """
-    fig, ax = plt.subplots(figsize=(7, 4))
+    fig, ax = plt.subplots(figsize=(WIDTH_IN, 4))
     for i, (name, h) in enumerate(histories.items()):
         color = ACT_COLORS.get(name, f"C{i}")
         it = np.arange(1, len(h["train_acc"]) + 1)
@@ -148,7 +184,7 @@ def accuracy_curves(histories, baseline=None):
         ax.axhline(baseline, color="grey", lw=0.8, ls=":", label=f"majority class ({baseline:.3f})")
     ax.set_xlabel("iteration (full-batch gradient step)")
     ax.set_ylabel("accuracy")
-    ax.legend(fontsize=8)
+    ax.legend(fontsize=MIN_FONT_PT)
     ax.grid(alpha=0.3)
     ax.set_title("Train and validation accuracy")
     return _done(fig)
@@ -166,7 +202,7 @@ def gradient_magnitudes(series, title="Mean |dL/dW| per layer", ylabel="mean |dL
     groups = list(dict.fromkeys(g for g, _ in series))
     kinds = list(dict.fromkeys(k for _, k in series))
     styles = ["-", "--", ":", "-."]
-    fig, ax = plt.subplots(figsize=(7, 4))
+    fig, ax = plt.subplots(figsize=(WIDTH_IN, 4))
     for (group, kind), values in series.items():
         color = ACT_COLORS.get(group, f"C{groups.index(group)}")
         ax.plot(np.arange(1, len(values) + 1), values, color=color,
@@ -174,7 +210,7 @@ def gradient_magnitudes(series, title="Mean |dL/dW| per layer", ylabel="mean |dL
     _log_y(ax)
     ax.set_xlabel("iteration")
     ax.set_ylabel(ylabel)
-    ax.legend(fontsize=8, ncol=2 if len(series) > 6 else 1)
+    ax.legend(fontsize=MIN_FONT_PT, ncol=2 if len(series) > 6 else 1)
     ax.grid(alpha=0.3, which="both")
     ax.set_title(title, fontsize=10)
     return _done(fig)
@@ -202,22 +238,36 @@ def depth_ratios(depths, ratios):
 
 
 def attribution_bars(tables, title):
-    """Horizontal bars of attribution scores, one panel per model.
+    """Horizontal bars of attribution scores: one bar per model for each feature, in one panel.
+
+    Features are sorted by their mean share over the models (largest on top), so
+    the models' rankings can be compared along one axis; the feature names are
+    written once, at a readable size.
 
     Parameters
     ----------
     tables : dict model name -> DataFrame with columns ``feature`` and ``share``
     """
-    n = len(tables)
-    height = max(2.5, 0.3 * max(len(t) for t in tables.values()) + 1.2)
-    fig, axes = plt.subplots(1, n, figsize=(5.2 * n, height), squeeze=False)
-    for ax, (name, t) in zip(axes.ravel(), tables.items()):
-        t = t.sort_values("share")
-        ax.barh(t["feature"].astype(str), t["share"], color=ACT_COLORS.get(name, "tab:blue"))
-        ax.set_title(name, fontsize=10)
-        ax.set_xlabel("share of total attribution")
-        ax.tick_params(axis="y", labelsize=8)
-    fig.suptitle(title, fontsize=11)
+    import pandas as pd
+
+    shares = pd.DataFrame({name: t.set_index(t["feature"].astype(str))["share"]
+                           for name, t in tables.items()})
+    shares = shares.loc[shares.mean(axis=1).sort_values().index]   # largest mean share on top
+    n_models, n_feat = shares.shape[1], shares.shape[0]
+    bar = 0.8 / n_models
+    height = min(MAX_HEIGHT_IN, max(2.5, (0.16 + 0.11 * n_models) * n_feat + 1.3))
+    fig, ax = plt.subplots(figsize=(WIDTH_IN, height))
+    y = np.arange(n_feat)
+    for i, name in enumerate(shares.columns):
+        ax.barh(y + (n_models - 1 - 2 * i) * bar / 2, shares[name].to_numpy(dtype=float), bar,
+                color=ACT_COLORS.get(name, f"C{i}"), label=str(name))
+    ax.set_yticks(y, list(shares.index), fontsize=MIN_FONT_PT)
+    ax.set_ylim(-0.6, n_feat - 0.4)
+    ax.set_xlabel("share of total attribution")
+    ax.grid(alpha=0.3, axis="x")
+    if n_models > 1:
+        ax.legend(fontsize=MIN_FONT_PT, loc="lower right")
+    ax.set_title(title, fontsize=11)
     return _done(fig)
 
 
@@ -225,12 +275,12 @@ def grouped_bars(frame, title, ylabel):
     """Grouped bar chart of a DataFrame: one group per row, one bar per column."""
     x = np.arange(len(frame.index))
     width = 0.8 / max(1, frame.shape[1])
-    fig, ax = plt.subplots(figsize=(max(6, 0.9 * len(x) + 2), 3.8))
+    fig, ax = plt.subplots(figsize=(min(WIDTH_IN, max(6, 0.9 * len(x) + 2)), 3.8))
     for i, col in enumerate(frame.columns):
         ax.bar(x + i * width - 0.4 + width / 2, frame[col].to_numpy(dtype=float), width, label=str(col))
-    ax.set_xticks(x, [str(v) for v in frame.index], rotation=25, ha="right", fontsize=8)
+    ax.set_xticks(x, [str(v) for v in frame.index], rotation=25, ha="right", fontsize=MIN_FONT_PT)
     ax.set_ylabel(ylabel)
-    ax.legend(fontsize=8)
+    ax.legend(fontsize=MIN_FONT_PT)
     ax.grid(alpha=0.3, axis="y")
     ax.set_title(title, fontsize=10)
     return _done(fig)
@@ -258,10 +308,8 @@ def loss_panels(curves, title, ylabel="training loss"):
     import warnings
 
     n = len(curves)
-    ncol = min(3, n)
-    nrow = int(np.ceil(n / ncol))
-    fig, axes = plt.subplots(nrow, ncol, figsize=(4.2 * ncol, 3.0 * nrow), squeeze=False, sharey=True)
-    for ax, (panel, models) in zip(axes.ravel(), curves.items()):
+    fig, flat, axes = _grid(n, 3 if n > 4 else 2, 2.5, sharey=True)
+    for ax, (panel, models) in zip(flat, curves.items()):
         for i, (name, c) in enumerate(models.items()):
             c = np.asarray(c, dtype=float)
             it = np.arange(c.shape[1])
@@ -271,14 +319,12 @@ def loss_panels(curves, title, ylabel="training loss"):
             ax.plot(it, mean, color=f"C{i}", label=name, lw=1.2)
             ax.fill_between(it, lo, hi, color=f"C{i}", alpha=0.2, lw=0)
         _log_y(ax)
-        ax.set_title(panel, fontsize=9)
+        ax.set_title(panel, fontsize=10)
         ax.grid(alpha=0.3, which="both")
-        ax.set_xlabel("iteration", fontsize=8)
+        ax.set_xlabel("iteration", fontsize=MIN_FONT_PT)
     for ax in axes[:, 0]:
-        ax.set_ylabel(ylabel, fontsize=8)
-    for ax in axes.ravel()[n:]:
-        ax.axis("off")
-    axes.ravel()[0].legend(fontsize=8)
+        ax.set_ylabel(ylabel, fontsize=MIN_FONT_PT)
+    flat[0].legend(fontsize=MIN_FONT_PT)
     fig.suptitle(title, fontsize=10)
     return _done(fig)
 
@@ -291,9 +337,8 @@ def feature_by_class_per_split(frames, column, target, numeric=True):
     frames : dict split name -> DataFrame with ``column`` and ``target``
     numeric : bool, box plots (True) or a stacked bar of class shares per level (False)
     """
-    fig, axes = plt.subplots(1, len(frames), figsize=(4.6 * len(frames), 3.4), squeeze=False,
-                             sharey=numeric)
-    for ax, (split, df) in zip(axes.ravel(), frames.items()):
+    fig, axes, _ = _grid(len(frames), 2, 3.4, sharey=numeric)
+    for k, (ax, (split, df)) in enumerate(zip(axes, frames.items())):
         if numeric:
             _boxplot_by_class(ax, df, column, target)
             ax.set_ylabel(column)
@@ -306,8 +351,9 @@ def feature_by_class_per_split(frames, column, target, numeric=True):
                        label=str(c), color=f"C{i}")
                 bottom += shares[c].to_numpy()
             ax.set_ylabel(f"share of {target}")
-            ax.tick_params(axis="x", rotation=25, labelsize=8)
-            ax.legend(title=target, fontsize=7)
+            ax.tick_params(axis="x", rotation=25, labelsize=MIN_FONT_PT)
+            if k == len(frames) - 1:   # one legend: the classes are the same in every panel
+                ax.legend(title=target, fontsize=MIN_FONT_PT, title_fontsize=MIN_FONT_PT)
         ax.set_title(f"{split} ({len(df):,} rows)", fontsize=10)
     fig.suptitle(f"{column} against {target}, per split", fontsize=11)
     return _done(fig)

@@ -110,7 +110,7 @@ def savefig_atomic(fig, path, **savefig_kw):
     path : str or os.PathLike
         Destination; the format comes from the extension (``.png``, ``.svg``, ``.pdf``).
     **savefig_kw
-        Passed to ``fig.savefig``; defaults ``dpi=120``, and ``bbox_inches="tight"``
+        Passed to ``fig.savefig``; defaults ``dpi=SAVEFIG_DPI`` (120), and ``bbox_inches="tight"``
         unless the figure has a layout engine (which already fits it; cropping
         on top would draw it twice).
         Timestamps are left out of the file so re-runs give identical bytes.
@@ -124,7 +124,7 @@ def savefig_atomic(fig, path, **savefig_kw):
     fmt = os.path.splitext(path)[1].lstrip(".").lower()
     if not fmt:
         raise ValueError(f"savefig_atomic: {path!r} has no extension; use e.g. '.png' or '.svg'")
-    savefig_kw.setdefault("dpi", 120)
+    savefig_kw.setdefault("dpi", SAVEFIG_DPI)
     if fig.get_layout_engine() is None:
         savefig_kw.setdefault("bbox_inches", "tight")
     if fmt in ("png", "svg", "pdf"):
@@ -884,6 +884,15 @@ def _parse_list(lines, i):
 
 
 # ----------------------------------------------------------------------- Report
+# Page geometry: what a figure is shown at (plots.py draws to fit it, and its
+# font test reads these). Print: the printer's paper, A4 (210 mm) being the
+# narrower of A4 and Letter, and Letter (279 mm) the shorter.
+PAGE_SIDE_MARGIN_MM = 15
+PRINT_WIDTH_IN = (210 - 2 * PAGE_SIDE_MARGIN_MM) / 25.4      # 7.09 in: the printed column
+FIGURE_MAX_HEIGHT_IN = 9.0      # a printed figure is scaled down to fit this height
+SCREEN_COLUMN_PX = 950          # the content column on a wide screen (CSS px; figures never wider)
+SAVEFIG_DPI = 120               # savefig_atomic's default: one image pixel per CSS pixel on screen
+
 _CSS = """
 :root { --fg:#1f2328; --muted:#59636e; --line:#d1d9e0; --bg-soft:#f6f8fa; --accent:#0969da; }
 * { box-sizing: border-box; }
@@ -946,7 +955,7 @@ hr { border: 0; border-top: 1px solid var(--line); margin: 2rem 0; }
 .glossary dt { font-weight: 600; margin-top: .5rem; } .glossary dd { margin-left: 1.5rem; }
 /* Paper: the printer's size (A4 or Letter; the layout fits the narrower A4 column
    and the shorter Letter page), nothing interactive, nothing cut. */
-@page { size: auto; margin: 14mm 15mm 15mm; }
+@page { size: auto; margin: 14mm __SIDE__mm 15mm; }
 @media print {
   body { font-size: 10.5pt; line-height: 1.45; }
   .layout, .layout.with-toc { display: block; max-width: none; margin: 0; }
@@ -960,10 +969,12 @@ hr { border: 0; border-top: 1px solid var(--line); margin: 2rem 0; }
   pre { white-space: pre-wrap; }
   table, figure, .math, pre, .banner, blockquote, tr, dt, dd { break-inside: avoid; page-break-inside: avoid; }
   thead { display: table-header-group; }
-  figure img { max-height: 9in; width: auto; border: 0; }
+  figure img { max-height: __FIGH__in; width: auto; border: 0; }
   tbody tr:nth-child(even), th { -webkit-print-color-adjust: exact; print-color-adjust: exact; }
 }
 """
+
+_CSS = _CSS.replace("__SIDE__", str(PAGE_SIDE_MARGIN_MM)).replace("__FIGH__", f"{FIGURE_MAX_HEIGHT_IN:g}")
 
 _MIME = {".png": "image/png", ".svg": "image/svg+xml", ".jpg": "image/jpeg",
          ".jpeg": "image/jpeg", ".gif": "image/gif", ".webp": "image/webp"}
