@@ -935,7 +935,7 @@ table.wide { font-size: .8rem; }
 th, td { border: 1px solid var(--line); padding: .3rem .6rem; }
 table.wide th, table.wide td { padding: .25rem .4rem; }
 th { background: var(--bg-soft); font-weight: 600; vertical-align: bottom; }
-td.l { overflow-wrap: anywhere; } td.r { white-space: nowrap; }
+td.l, th { overflow-wrap: break-word; } td.r { white-space: nowrap; }
 tbody tr:nth-child(even) { background: #fbfcfd; }
 td.r, th.r { text-align: right; } td.c, th.c { text-align: center; } td.l, th.l { text-align: left; }
 caption { caption-side: top; text-align: left; color: var(--muted); font-size: .9rem; padding-bottom: .3rem; }
@@ -968,6 +968,7 @@ hr { border: 0; border-top: 1px solid var(--line); margin: 2rem 0; }
   .table-wrap, pre, .math { overflow: visible; }
   pre { white-space: pre-wrap; }
   table, figure, .math, pre, .banner, blockquote, tr, dt, dd { break-inside: avoid; page-break-inside: avoid; }
+  table.long { break-inside: auto; page-break-inside: auto; }   /* long tables flow on; rows stay whole */
   thead { display: table-header-group; }
   figure img { max-height: __FIGH__in; width: auto; border: 0; }
   tbody tr:nth-child(even), th { -webkit-print-color-adjust: exact; print-color-adjust: exact; }
@@ -1363,6 +1364,7 @@ class Report:
 # the body's table font and 96 of the smaller font of wide tables.
 TABLE_NORMAL_CHARS = 80
 TABLE_WIDE_CHARS = 96
+LONG_TABLE_ROWS = 12   # printed, a longer table may break across pages (its header repeats)
 _WRAP_AT = 28          # a text cell with spaces wraps to about this many characters
 
 
@@ -1446,7 +1448,8 @@ def _table_html(t, cls, terms, base_dir):
         return "<wbr>".join(cell(piece) for piece in re.split(r"(?<=[_/])(?=.)", str(s)))
 
     align = t.align or ["l"] * len(t.columns)
-    parts = [f'<div class="table-wrap"><table{f" class={chr(34)}{cls}{chr(34)}" if cls else ""}>']
+    classes = " ".join(c for c in (cls, "long" if len(t.rows) > LONG_TABLE_ROWS else "") if c)
+    parts = [f'<div class="table-wrap"><table{f" class={chr(34)}{classes}{chr(34)}" if classes else ""}>']
     if t.caption:
         parts.append(f"<caption>{_inline_html(t.caption, terms, expand=True)}</caption>")
     parts.append("<thead><tr>" + "".join(f'<th class="{a}">{head(c)}</th>'

@@ -317,3 +317,163 @@ def test_report_write(tmp_path, png):
                                    r"\operatorname*{arg\,max}_k o_k \tag{1}", r"\big( a \big)"])
 def test_common_latex_outside_mathtext_is_rewritten(latex):
     assert rp.render_math_svg(latex) is not None
+
+
+# ------------------------------------------------------------ numbers in tables
+@pytest.mark.parametrize("value,spec,expected", [
+    (41348, ".4g", "41,348"),                  # integers: thousands separators
+    (np.int64(1234567), ".3f", "1,234,567"),   # ... never formatted as floats
+    (2024, "d", "2024"),                       # an integer spec: no separators (years, seeds)
+    (41348.0, ".4g", "41,348"),                # a count held in a float column
+    (0.001234, ".3e", "0.001234"),             # no exponent for ordinary magnitudes ...
+    (0.001234, ".4g", "0.001234"),
+    (12345.6, ".4g", "12,350"),                # ... with the same significant digits
+    (9.9996, ".4g", "10"),
+    (9.9996, ".3e", "10.00"),
+    (1.234e-7, ".4g", "1.234e-07"),            # extraordinary magnitudes keep it
+    (3.2e9, ".3e", "3.200e+09"),
+    (12345.678, ".1f", "12,345.7"),
+    (0.5, ".4g", "0.5"),
+    (0.8, ".0%", "80%"),
+    (-0.0, ".3f", "0.000"),
+    (float("inf"), ".3f", "∞"),
+    (0.25, lambda v: f"{v:.1f} of 1", "0.2 of 1"),
+])
+def test_format_number(value, spec, expected):
+    assert rp.format_number(value, spec) == expected
+
+
+def test_table_per_column_formats_and_missing_text():
+    df = pd.DataFrame({"lr": [0.3, 3.0], "final loss": [0.912345, np.nan], "diverged": [0.8, 1.0],
+                       "iters": [None, 16.5], "rows": [41348, 7297]})
+    rep = rp.Report("T").table(df, floatfmt=".3g", formats={"diverged": ".0%"},
+                               na={"final loss": "diverged", "iters": "not reached"})
+    cells = rep.blocks[-1].rows
+    assert cells[0] == ["0.3", "0.912", "80%", "not reached", "41,348"]
+    assert cells[1] == ["3", "diverged", "100%", "16.5", "7,297"]
+    assert rp.Report("T").table(df, na="n/a").blocks[-1].rows[1][1] == "n/a"
+    with pytest.raises(ValueError, match="formats names unknown column.*'loss'"):
+        rp.Report("T").table(df, formats={"loss": ".2f"})
+    with pytest.raises(ValueError, match="na names unknown column"):
+        rp.Report("T").table(df, na={"nope": "-"})
+
+
+def test_path_cells_shown_relative_to_the_report(tmp_path):
+    out = tmp_path / "out"
+    rep = rp.Report("T").table({"file": [out / "tables" / "a.csv"], "n": [1]})
+    md, html_path = rep.write(out / "report.md", out / "report.html")
+    assert "| tables/a.csv | 1 |" in open(md).read()
+    h = open(html_path).read()
+    assert ">tables/a.csv<" in h and str(tmp_path) not in h
+    assert rp.display_path(out / "x" / "y.png", out) == "x/y.png"
+
+
+# ------------------------------------------------------------ wide tables
+def _headers(h):
+    return [re.sub(r"<[^>]+>", "", c) for c in re.findall(r"<th[^>]*>(.*?)</th>", h)]
+
+
+def _wide_frame(n_rows, n_cols=15):
+    rng = np.random.default_rng(0)
+    df = pd.DataFrame(rng.uniform(size=(n_rows, n_cols)), columns=[f"measure_{i:02d}" for i in range(n_cols)])
+    df.insert(0, "feature", [f"feature_{i}" for i in range(n_rows)])
+    return df
+
+
+def test_narrow_table_unchanged_and_moderately_wide_one_in_small_font():
+    h = rp.Report("T").table({"a": [1], "b": [2]}).to_html()
+    assert "<table>" in h
+    rep = rp.Report("T").table(_wide_frame(3, 9), floatfmt=".3f")
+    assert rp.TABLE_NORMAL_CHARS < sum(rp._column_widths(rep.blocks[-1])) <= rp.TABLE_WIDE_CHARS
+    h = rep.to_html()
+    assert h.count("<table") == 1 and '<table class="wide">' in h
+
+
+def test_wide_table_split_with_key_columns_repeated():
+    df = _wide_frame(12)
+    df["suspect"] = ["yes", "no"] * 6
+    rep = rp.Report("T").table(df, caption="Evidence", floatfmt=".3f", key=["feature", "suspect"])
+    t = rep.blocks[-1]
+    assert t.columns[:2] == ["feature", "suspect"] and t.key == 2    # the conclusion first
+    pieces = rp._table_pieces(t)
+    assert len(pieces) >= 2
+    for piece, _ in pieces:
+        assert piece.columns[:2] == ["feature", "suspect"]            # key columns in every piece
+        assert sum(rp._column_widths(piece)) <= rp.TABLE_WIDE_CHARS
+    shown = [c for piece, _ in pieces for c in piece.columns[2:]]
+    assert shown == t.columns[2:]                                     # every column, once, in order
+    h = rep.to_html()
+    assert h.count("<table") == len(pieces)
+    assert f"Evidence (part 1 of {len(pieces)}, continued below)" in h
+    assert sorted(set(_headers(h))) == sorted(set(df.columns))
+    assert "measure_<wbr>00" in h                                     # headers may wrap after "_"
+    with pytest.raises(ValueError, match="key names unknown column.*'nope'"):
+        rp.Report("T").table(df, key=["nope"])
+    with pytest.raises(ValueError, match="key must be"):
+        rp.Report("T").table(df, key=99)
+
+
+def test_wide_table_with_few_rows_is_transposed():
+    df = _wide_frame(2)
+    h = rp.Report("T").table(df, caption="Q2", floatfmt=".3f").to_html()
+    assert h.count("<table") == 1
+    assert _headers(h) == ["feature", "feature_0", "feature_1"]
+    for c in df.columns[1:]:
+        assert f'<td class="l">{c}</td>' in h
+    md = rp.Report("T").table(df).to_markdown()                       # Markdown keeps the data's shape
+    assert "| feature | measure_00 |" in md
+
+
+# ------------------------------------------------------------ glossary
+def test_abbreviation_defined_at_first_use_and_in_glossary():
+    rep = rp.Report("T").define("pps", "predictive-power score: how well one column predicts the label")
+    rep.heading("About pps", 2).para("`pps` in code, then the pps is 0.8 and pps_train is a column.")
+    rep.para("A pps above 0.5 is high.").table({"feature": ["a"], "pps": [0.8]})
+    h = rep.to_html()
+    assert h.count('<span class="gloss">(predictive-power score)</span>') == 1
+    assert "<code>pps</code> in code, then the <abbr" in h              # code is not a use
+    first = h.index('<span class="gloss">')
+    assert h.index("the <abbr") < first < h.index("A <abbr")
+    assert h.count('<abbr title="predictive-power score: how well one column predicts the label">pps</abbr>') == 4
+    assert "pps_train" in h                                              # whole words only
+    assert h.rindex('<h2 id="glossary">Glossary</h2>') > h.index("A <abbr")  # at the end
+    assert '<dt>pps</dt><dd>predictive-power score: how well' in h
+    assert 'href="#glossary"' in h
+    md = rep.to_markdown()
+    assert md.count("(predictive-power score)") == 1
+    assert "then the pps (predictive-power score) is 0.8" in md
+    assert md.rstrip().endswith("- **pps**: predictive-power score: how well one column predicts the label")
+    with pytest.raises(ValueError, match="term is empty"):
+        rep.define(" ", "x")
+    with pytest.raises(ValueError, match="meaning of 'x' is empty"):
+        rep.define("x", "")
+
+
+def test_glossary_survives_extend_and_short_form():
+    body = rp.Report("body").define("AUC", "area under the ROC curve", short="area under the curve")
+    doc = rp.Report("doc").para("The AUC is 0.7.").extend(body)
+    assert "The AUC (area under the curve) is 0.7." in doc.to_markdown()
+
+
+# ------------------------------------------------------------ math
+def test_display_fractions_at_full_size():
+    assert rp._display_style(r"\frac{a}{b} + \dfrac{c}{d} + \fraction") == r"\dfrac{a}{b} + \dfrac{c}{d} + \fraction"
+    display = rp.render_math_svg(rp._display_style(r"\frac{\partial L}{\partial x}"), 14.0)
+    text = rp.render_math_svg(r"\frac{\partial L}{\partial x}", 14.0)
+    assert display[2] > 1.4 * text[2]                                  # taller: full-size numerator
+    h = rp.Report("T").math(r"\frac{\partial L}{\partial x}").to_html()
+    assert r'alt="\frac{\partial L}{\partial x}"' in h                 # the source stays as written
+
+
+def test_docs_write_operators_upright():
+    docs = os.path.join(os.path.dirname(__file__), "..", "docs")
+    bare = []
+    for name in sorted(os.listdir(docs)):
+        if name.endswith(".md"):
+            text = open(os.path.join(docs, name), encoding="utf-8").read()
+            for m in re.finditer(r"\$\$(.+?)\$\$|\$([^$\n]+)\$", text, re.S):
+                math_src = m.group(1) or m.group(2)
+                bare += [f"{name}: {op}" for op in re.findall(r"(?<![\\{a-zA-Z])(softmax|argmax|argmin|diag|"
+                                                              r"sigmoid|tanh)(?![a-zA-Z])", math_src)]
+    assert not bare, f"operators in italic (use \\operatorname{{...}}): {bare}"
+    assert rp.render_math_svg(r"o = \operatorname{softmax}(a_3)") is not None
