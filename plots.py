@@ -134,35 +134,40 @@ def correlation_heatmap(corr, threshold=None):
     """Heatmap of a correlation matrix (DataFrame with matching index and columns).
 
     Cells with ``|r| >= threshold`` (all off-diagonal cells when ``threshold`` is
-    None) are annotated with r, at ``MIN_FONT_PT`` and with as many decimals as
-    fit in a cell (none when not even "-.5" fits: the title says so).
+    None) are annotated with r at ``MIN_FONT_PT``: two decimals ("-0.95"), or
+    without the leading zero ("-.95") when a cell is too narrow for that, or not
+    at all when not even that fits (the title says so). The colour bar sits
+    below the matrix, so the cells get the width.
     """
     n = corr.shape[0]
     labels = max(len(str(c)) for c in corr.columns)
-    label_in = min(2.6, 0.075 * labels + 0.3)                 # 9 pt tick labels, rotated
-    cell = min(0.45, (WIDTH_IN - label_in - 1.2) / n)         # 1.2 in: colour bar and margins
-    fig, ax = plt.subplots(figsize=(min(WIDTH_IN, n * cell + label_in + 1.2),
-                                    min(MAX_HEIGHT_IN, n * cell + label_in + 0.6)))
+    label_in = min(2.6, 0.07 * labels + 0.25)                # 9 pt tick labels (y: beside, x: rotated below)
+    cell = min(0.45, (WIDTH_IN - label_in - 0.3) / n)        # 0.3 in: margins
+    fig, (ax, cax) = plt.subplots(2, 1, figsize=(min(WIDTH_IN, n * cell + label_in + 0.3),
+                                                 min(MAX_HEIGHT_IN, n * cell + label_in + 1.2)),
+                                  height_ratios=[n * cell, 0.15])
     im = ax.imshow(corr.to_numpy(), vmin=-1, vmax=1, cmap="RdBu_r")
     ax.set_xticks(range(n), corr.columns, rotation=60, ha="right", fontsize=MIN_FONT_PT)
     ax.set_yticks(range(n), corr.index, fontsize=MIN_FONT_PT)
     values = corr.to_numpy()
-    char_in = 0.6 * MIN_FONT_PT / 72                          # a digit's width at MIN_FONT_PT
-    fmt = next((f for f, chars in ((".2f", 5.3), (".1f", 4.3)) if chars * char_in <= 0.95 * cell), None)
+    em_in = MIN_FONT_PT / 72                                   # widths of "-0.95" and "-.95" in em
+    fmt = next((f for f, ems in ((lambda v: f"{v:.2f}", 3.06),
+                                 (lambda v: f"{v:.2f}".replace("0.", ".", 1), 2.43))
+                if ems * em_in <= 0.95 * cell), None)
     if fmt is not None:
         for i in range(n):
             for j in range(n):
                 v = values[i, j]
                 if np.isfinite(v) and i != j and (threshold is None or abs(v) >= threshold):
-                    ax.text(j, i, format(v, fmt), ha="center", va="center", fontsize=MIN_FONT_PT,
+                    ax.text(j, i, fmt(v), ha="center", va="center", fontsize=MIN_FONT_PT,
                             color="white" if abs(v) > 0.6 else "black")
-    fig.colorbar(im, ax=ax, shrink=0.8, label="Pearson r")
-    title = "Correlation of encoded features"
+    fig.colorbar(im, cax=cax, orientation="horizontal", label="Pearson r")
+    title = "Pearson r of the encoded features"
     if fmt is None:
         title += " (too many to annotate; see the table)"
     elif threshold is not None:
-        title += f" (|r| >= {threshold:g} annotated)"
-    ax.set_title(title, fontsize=10)
+        title += f" (|r| ≥ {threshold:g} annotated)"
+    fig.suptitle(title, fontsize=10)
     return _done(fig)
 
 
