@@ -7,6 +7,8 @@ is wider than the printed column. Needs Debian's ``chromium`` and
 ``poppler-utils`` (``.ci/run`` installs them): skipped when they are missing,
 except under ``CI``, where that is a failure.
 """
+import html
+import json
 import os
 import re
 import shutil
@@ -22,6 +24,7 @@ import report as rp
 
 BROWSERS = ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable")
 PRINT_COLUMN_PX = round(rp.PRINT_WIDTH_IN * 96)          # the printed column in CSS px
+MAIN_PADDING_PX = 40                                     # main's padding on screen (1.25rem each side)
 
 
 def _tool(names):
@@ -142,32 +145,56 @@ def test_summary_is_on_page_one(printed):
     assert "Contents" not in printed["text"]         # no navigation on paper
 
 
-def test_figures_and_math_loaded_and_no_table_wider_than_the_page(tools, built):
-    """Load the page at the printed column's width; a script records broken images and clipped tables."""
-    probe = built["out"] / "probe.html"
-    script = """<script>
+PROBE = """<script>
 window.addEventListener('load', function () {
-  var imgs = Array.prototype.slice.call(document.images);
-  var broken = imgs.filter(function (i) { return !(i.complete && i.naturalWidth > 0); }).length;
-  var clipped = Array.prototype.slice.call(document.querySelectorAll('.table-wrap')).filter(
-      function (w) { return w.scrollWidth > w.clientWidth + 1; }).length;
-  var m = document.createElement('meta'); m.name = 'probe';
-  m.content = 'images=' + imgs.length + ' broken=' + broken + ' clipped=' + clipped +
-              ' tables=' + document.querySelectorAll('table').length;
+  function all(sel) { return Array.prototype.slice.call(document.querySelectorAll(sel)); }
+  var imgs = all('img');
+  var r = {
+    images: imgs.length,
+    broken: imgs.filter(function (i) { return !(i.complete && i.naturalWidth > 0); }).length,
+    clipped: all('.table-wrap').filter(function (w) { return w.scrollWidth > w.clientWidth + 1; }).length,
+    widths: all('.table-wrap').map(function (w) { return w.scrollWidth + '/' + w.clientWidth; }).join(' '),
+    tables: all('table').length,
+    summary_top: Math.round(document.getElementById('summary').getBoundingClientRect().top),
+    first_table_bottom: Math.round(document.querySelector('table').getBoundingClientRect().bottom),
+    side_toc: document.querySelector('nav.toc-side').offsetWidth > 0 ? 1 : 0,
+    inline_toc: document.querySelector('details.toc-inline').offsetWidth > 0 ? 1 : 0,
+    viewport: window.innerHeight
+  };
+  var m = document.createElement('meta'); m.name = 'probe'; m.content = JSON.stringify(r);
   document.head.appendChild(m);
 });
 </script>"""
-    probe.write_text(built["html"].read_text(encoding="utf-8").replace("</body>", script + "</body>"),
+
+
+def _probe(tools, built, width, height):
+    """Load the report in a window of ``width`` x ``height`` CSS px; what the probe script measured."""
+    probe = built["out"] / "probe.html"
+    probe.write_text(built["html"].read_text(encoding="utf-8").replace("</body>", PROBE + "</body>"),
                      encoding="utf-8")
-    dom = _chromium(tools, "--dump-dom", "--virtual-time-budget=5000",
-                    f"--window-size={PRINT_COLUMN_PX},1000", probe.as_uri())
-    m = re.search(r'<meta name="probe" content="images=(\d+) broken=(\d+) clipped=(\d+) tables=(\d+)">', dom)
+    dom = _chromium(tools, "--dump-dom", "--virtual-time-budget=5000", "--hide-scrollbars",
+                    f"--window-size={width},{height}", probe.as_uri())
+    m = re.search(r'<meta name="probe" content="([^"]+)">', dom)
     assert m, "the probe script did not run"
-    images, broken, clipped, tables = map(int, m.groups())
-    assert images >= built["n_figures"] + 3           # two figures and the formulas
-    assert broken == 0, f"{broken} of {images} images did not load"
-    assert tables > 4                                 # the wide tables were split into pieces
-    assert clipped == 0, f"{clipped} tables are wider than the printed column ({PRINT_COLUMN_PX} px)"
+    return json.loads(html.unescape(m.group(1)))
+
+
+def test_figures_and_math_loaded_and_no_table_wider_than_the_page(tools, built):
+    """At the printed column's width: every image loaded, no table needs a scrollbar."""
+    r = _probe(tools, built, PRINT_COLUMN_PX + MAIN_PADDING_PX, 1000)
+    assert r["images"] >= built["n_figures"] + 3           # two figures and the formulas
+    assert r["broken"] == 0, f"{r['broken']} of {r['images']} images did not load"
+    assert r["tables"] > 4                                  # the wide tables were split into pieces
+    assert r["clipped"] == 0, f"{r['clipped']} tables are wider than the printed column ({PRINT_COLUMN_PX} px): {r['widths']}"
+    assert r["inline_toc"] == 1 and r["side_toc"] == 0      # narrow: contents collapsed after the summary
+
+
+def test_first_screen_shows_the_summary(tools, built):
+    """In a 1280 x 800 window: the contents are a side column, the summary's table is on screen."""
+    r = _probe(tools, built, 1280, 800)
+    assert r["side_toc"] == 1 and r["inline_toc"] == 0
+    assert r["summary_top"] < 200
+    assert r["first_table_bottom"] <= min(800, r["viewport"]), r
 
 
 def test_pdf_embeds_every_figure(tools, built, printed):
