@@ -12,6 +12,8 @@ text in it is at least ``MIN_FONT_PT``: at the size shown, no text is smaller
 than 9 pt. Multi-panel figures wrap their panels into rows instead of growing
 wider (tests/test_plots_fonts.py checks every function).
 """
+import textwrap
+
 import matplotlib
 
 matplotlib.use("Agg")
@@ -277,16 +279,35 @@ def attribution_bars(tables, title):
 
 
 def grouped_bars(frame, title, ylabel):
-    """Grouped bar chart of a DataFrame: one group per row, one bar per column."""
-    x = np.arange(len(frame.index))
-    width = 0.8 / max(1, frame.shape[1])
-    fig, ax = plt.subplots(figsize=(min(WIDTH_IN, max(6, 0.9 * len(x) + 2)), 3.8))
-    for i, col in enumerate(frame.columns):
-        ax.bar(x + i * width - 0.4 + width / 2, frame[col].to_numpy(dtype=float), width, label=str(col))
-    ax.set_xticks(x, [str(v) for v in frame.index], rotation=25, ha="right", fontsize=MIN_FONT_PT)
-    ax.set_ylabel(ylabel)
-    ax.legend(fontsize=MIN_FONT_PT)
-    ax.grid(alpha=0.3, axis="y")
+    """Grouped bar chart of a DataFrame: one group per row, one bar per column.
+
+    Short row labels make vertical bars; long ones (more than 12 characters, e.g.
+    mitigation names) make horizontal bars, first row on top, so the labels are
+    read level instead of rotated.
+    """
+    labels = [str(v) for v in frame.index]
+    k = max(1, frame.shape[1])
+    width = 0.8 / k
+    pos = np.arange(len(labels))
+    horizontal = max((len(s) for s in labels), default=0) > 12
+    if horizontal:
+        fig, ax = plt.subplots(figsize=(WIDTH_IN, min(MAX_HEIGHT_IN, max(2.5, (0.2 + 0.14 * k) * len(labels) + 1.2))))
+        for i, col in enumerate(frame.columns):
+            ax.barh(pos + i * width - 0.4 + width / 2, frame[col].to_numpy(dtype=float), width, label=str(col))
+        ax.set_yticks(pos, [textwrap.fill(s, 30) for s in labels], fontsize=MIN_FONT_PT)
+        ax.invert_yaxis()                       # first row (and first column) on top, as in the table
+        ax.set_xlabel(ylabel)
+        ax.grid(alpha=0.3, axis="x")
+        ax.legend(fontsize=MIN_FONT_PT, loc="upper center", bbox_to_anchor=(0.5, -0.16), ncol=k, frameon=False)
+    else:
+        fig, ax = plt.subplots(figsize=(min(WIDTH_IN, max(6, 0.9 * len(pos) + 2)), 3.8))
+        for i, col in enumerate(frame.columns):
+            ax.bar(pos + i * width - 0.4 + width / 2, frame[col].to_numpy(dtype=float), width, label=str(col))
+        ax.set_xticks(pos, labels, rotation=25 if len(labels) > 6 else 0,
+                      ha="right" if len(labels) > 6 else "center", fontsize=MIN_FONT_PT)
+        ax.set_ylabel(ylabel)
+        ax.grid(alpha=0.3, axis="y")
+        ax.legend(fontsize=MIN_FONT_PT)
     ax.set_title(title, fontsize=10)
     return _done(fig)
 

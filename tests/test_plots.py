@@ -87,7 +87,9 @@ CASES = {
                                                          "tanh": _attr_table(2, 30)}, "Many features")],
     "grouped_bars": [lambda: plots.grouped_bars(
         pd.DataFrame({"val_acc": np.linspace(0.5, 0.7, 7), "test_acc": np.linspace(0.4, 0.6, 7)},
-                     index=[f"mitigation number {i}" for i in range(7)]), "Mitigations", "accuracy")],
+                     index=[f"mitigation number {i}" for i in range(7)]), "Mitigations", "accuracy"),
+                     lambda: plots.grouped_bars(pd.DataFrame({"a": [1.0, 2.0, 3.0], "b": [2.0, 1.0, 0.5]},
+                                                             index=["x", "y", "z"]), "Short labels", "value")],
     "confusion": [lambda: plots.confusion(np.arange(16).reshape(4, 4) * 37, ["0", "1", "2", "3"])],
     "loss_panels": [lambda: plots.loss_panels(_curves(3), "Q2: loss"),
                     lambda: plots.loss_panels(_curves(6), "Q2: loss, six panels")],
