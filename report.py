@@ -5,14 +5,26 @@ This module owns everything about *presenting* results; it computes nothing.
 - ``Report(title)`` collects blocks in order: ``heading``, ``para``,
   ``bullets``, ``table``, ``figure``, ``math``, ``code``, ``banner``, ``rule``
   and ``markdown`` (a Markdown snippet such as ``docs/partC_derivation.md``,
-  parsed into the same blocks).
+  parsed into the same blocks). ``define(term, meaning)`` adds an abbreviation:
+  its first use in running text shows the meaning, and a glossary closes the
+  document.
+- Numbers in tables are written by ``format_number``: thousands separators,
+  no exponent for ordinary magnitudes, the caller's format for the digits
+  (per column if needed); missing cells show "–" or a given text; path cells
+  are relative to the report's folder (``display_path``).
 - ``Report.to_markdown()`` renders GitHub-flavoured Markdown: figures are
   relative links, math stays ``$...$`` / ``$$...$$`` (GitHub renders it).
-- ``Report.to_html()`` renders ONE self-contained HTML file: inline CSS, a table
-  of contents, figures embedded as base64 data URIs, and math rendered to
-  embedded SVG by matplotlib's mathtext (no LaTeX install, no network). The
-  LaTeX source is kept as the image's alt/title text; what mathtext cannot
-  parse falls back to a ``<code>`` block showing the source.
+- ``Report.to_html()`` renders ONE self-contained HTML file: inline CSS, the
+  title and the first section (the summary) on the first screen, the table of
+  contents in a side column (wide screens) or a collapsed block after the
+  summary, figures embedded as base64 data URIs, and math rendered to embedded
+  SVG by matplotlib's mathtext (no LaTeX install, no network; display
+  fractions at full size). The LaTeX source is kept as the image's alt/title
+  text; what mathtext cannot parse falls back to a ``<code>`` block showing the
+  source. Tables wider than the printed page are set smaller, transposed or
+  split with their key columns repeated, so no column is ever cut off; a print
+  stylesheet makes the browser's *Print to PDF* a document to hand in (A4 or
+  Letter).
 - ``write_atomic(path, data)`` and ``savefig_atomic(fig, path)`` write through a
   temporary file in the target folder and ``os.replace`` it, so an interrupted
   run never leaves a half-written file behind.
@@ -43,7 +55,8 @@ import matplotlib
 if "matplotlib.pyplot" not in sys.modules:  # never fight a backend chosen by the caller
     matplotlib.use("Agg")
 
-__all__ = ["Report", "write_atomic", "savefig_atomic", "render_math_svg", "slugify"]
+__all__ = ["Report", "write_atomic", "savefig_atomic", "render_math_svg", "slugify",
+           "format_number", "display_path"]
 
 
 # ------------------------------------------------------------------ file writes
