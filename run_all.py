@@ -471,6 +471,11 @@ def evaluate(model, data):
     return out
 
 
+def _splits(data):
+    """The arrays of ``data`` a worker job needs (not the frames and the preprocessor)."""
+    return {f"{a}_{split}": data[f"{a}_{split}"] for split in ("train", "val", "test") for a in ("X", "y")}
+
+
 def _fit_scored_job(label, params, data, validate):
     """One training and its ``evaluate`` scores (in a worker): a ``Fitted``."""
     model = _fit_job(label, params, data["X_train"], data["y_train"],
@@ -1298,7 +1303,7 @@ def _mitigations_step(ctx, networks, diagnosis):
         validate = _needs_val(params)
         kw = _fit_params(cfg, activation=act, **params)
         fut = ctx.jobs.submit(("fit", f"{act} {name}", validate, tuple(sorted(kw.items()))), _fit_scored_job,
-                              f"{act} {name}", kw, data, validate, priority=PRIORITY["D"])
+                              f"{act} {name}", kw, _splits(data), validate, priority=PRIORITY["D"])
         out.append(Mitigation(name, spec, data, params, fut))
     return out
 
@@ -1332,7 +1337,7 @@ def _combination_after(ctx, networks, diagnosis, mitigations):
                           names=[(m.name, m.params) for m in options],
                           base_f1=networks[act].scores["val"]["macro_f1"], suspects=diagnosis.suspects,
                           act=act, cfg_params=_fit_params(ctx.cfg),
-                          data=removal[0].data if removal else ctx.data, priority=PRIORITY["D"])
+                          data=_splits(removal[0].data if removal else ctx.data), priority=PRIORITY["D"])
 
 
 @dataclass(frozen=True, eq=False)

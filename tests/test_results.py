@@ -162,7 +162,7 @@ def test_rule_descriptions_state_their_thresholds():
 
 
 @pytest.mark.parametrize("lifts, verdict", [((0.0, 0.05), "step_size"), ((0.02, 0.05), "init"),
-                                            ((0.005, 0.008), "activation"), ((0.01, 0.0101), "step_size")])
+                                            ((0.005, 0.008), "activation"), ((-0.1, 0.02), "step_size")])
 def test_sigmoid_verdict_applies_its_rule(lifts, verdict):
     rows = [{"val_acc": 0.5}] + [{"val_acc": 0.5 + x} for x in lifts]
     assert run_all._sigmoid_verdict(rows) == verdict
