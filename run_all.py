@@ -377,7 +377,7 @@ class Step:
         self._ran = True
         try:
             self._value = self._fn(*[i.result() for i in self._inputs])
-        except BaseException as e:      # kept, and raised to every caller
+        except Exception as e:          # kept, and raised to every caller (Ctrl-C passes)
             self._error = e
         self._fn = self._inputs = None
         callbacks, self._callbacks = self._callbacks, []
@@ -1922,7 +1922,7 @@ def schedule(ctx):
     priority); each ``Step`` runs in this process before the part named in its
     ``before`` (or when first asked for). A part reads only its own entries.
     """
-    cfg, jobs, parts, d = ctx.cfg, ctx.jobs, set(ctx.parts), ctx.data
+    cfg, parts, d = ctx.cfg, set(ctx.parts), ctx.data
     plan_ = Schedule()
     if "B" in parts:
         # B(a): one network per activation (inputs: the encoded data)

@@ -275,3 +275,25 @@ def test_after_in_a_worker_runs_when_a_main_process_step_finishes():
         with pytest.raises(ValueError, match="input boom"):
             bad.result(timeout=120)
         assert os.getpid() != pool.submit("pid", os.getpid).result(timeout=120)
+
+
+def test_a_failing_step_fails_the_part_that_uses_it_not_the_part_it_precedes(tmp_path, monkeypatch):
+    class Res:
+        accuracy, headline = {}, ""
+
+        def to_metrics(self):
+            return {"ok": 1}
+
+    def compute_d(ctx):
+        return ctx.plan["D.step"].result()
+
+    for code, compute in (("B", lambda ctx: Res()), ("D", compute_d)):
+        monkeypatch.setitem(run_all.PARTS, code, dataclasses.replace(
+            run_all.PARTS[code], compute=compute, render=lambda res, out: None))
+    ctx = run_all.Context(cfg=None, dataset=None, data={}, out=tmp_path, report=rp.Report("x"))
+    ctx.plan = run_all.Schedule({"D.step": run_all.Step("D.step", lambda: 1 / 0, before="B")})
+    failed = run_all.run_parts(ctx, ("B", "D"), log=lambda *a, **k: None)
+    assert failed == ["D"]
+    assert ctx.metrics["partB"] == {"ok": 1}
+    assert ctx.metrics["partD"]["error"].startswith("ZeroDivisionError")
+    assert "ZeroDivisionError" in (tmp_path / "logs" / "partD.log").read_text()
