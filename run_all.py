@@ -248,9 +248,11 @@ def validate(ns):
 class Rule:
     """A rule that decides a verdict: its name, its threshold and the sentence stating it.
 
-    ``text`` is a format string over ``threshold`` and the names in ``also``
-    (further numbers the rule uses); ``description`` is that sentence, and the
-    report quotes it instead of restating the rule by hand.
+    ``text`` is a format string over ``threshold``, ``points`` (the threshold
+    ×100, for fractions read as points or percent), ``negative`` (−threshold,
+    for two-sided rules) and the names in ``also`` (further numbers the rule
+    uses); ``description`` is that sentence, and the report quotes it instead
+    of restating the rule by hand.
     """
     name: str
     threshold: float
@@ -263,7 +265,8 @@ class Rule:
 
     @property
     def description(self):
-        return self.text.format(threshold=self.threshold, **dict(self.also))
+        return self.text.format(threshold=self.threshold, points=f"{self.threshold * 100:g}",
+                                negative=-self.threshold, **dict(self.also))
 
 
 @dataclass
@@ -489,11 +492,6 @@ def best_network(scores):
     return max(scores, key=lambda act: scores[act]["val"]["acc"])
 
 
-def _points(x):
-    """A fraction as percentage points, e.g. 0.005 -> "0.5"."""
-    return f"{x * 100:g}"
-
-
 # ---------------------------------------------------------------------- parts
 # Each part: a frozen result (numbers, arrays, frames; no prose, no files), a
 # ``compute_<part>(ctx) -> <Part>Result`` and a ``render_<part>(result, out)``
@@ -694,13 +692,13 @@ def render_a(res, out):
 # Part B's rules.
 STUCK = Rule("stuck at baseline", 0.005,
              "a network is *stuck* when its validation accuracy is within {points} points of the "
-             "majority-class baseline", also=(("points", _points(0.005)),))
+             "majority-class baseline")
 VANISHING = Rule("vanishing gradient", 1.0,
                  "the backward signal *vanishes* when mean |dL/dW2| / mean |dL/dW1| exceeds "
                  "{threshold:g} at the first iteration")
 SIGMOID_LIFT = Rule("sigmoid set-up lift", 0.01,
                     "a change of set-up *lifts* the sigmoid network when it raises validation "
-                    "accuracy by more than {points} point", also=(("points", _points(0.01)),))
+                    "accuracy by more than {points} point")
 
 
 def _grad_table(hist, k=10):
@@ -921,7 +919,7 @@ def render_b(res, out):
         lines = []
         for row in rows:
             first, last = row["ratio W2/W1 first"], row["ratio W2/W1 last"]
-            where = "smaller in the first layer" if first > 1 else "larger in the first layer"
+            where = "smaller in the first layer" if first > VANISHING.threshold else "larger in the first layer"
             lines.append(f"`{row['activation']}`: at the first iteration mean |dL/dW2| / mean |dL/dW1| = "
                          f"{first:.2f} (gradients {where}); at the last iteration {last:.2f}. "
                          f"mean |dL/dW1| goes from {row['dW1 first']:.2e} to {row['dW1 last']:.2e}.")
@@ -1238,8 +1236,8 @@ TOUCHES_CAUSE = Rule("does not touch the cause", 2.0,
                      "a mitigation *does not touch the cause* when it moves test accuracy by less than "
                      "{threshold:g} points from the baseline")
 STILL_LEARNING = Rule("still learning", 0.01,
-                      "a network is *still learning* when its training loss fell by more than {pct} over "
-                      "the last fifth of its iterations", also=(("pct", "1%"),))
+                      "a network is *still learning* when its training loss fell by more than {points}% over "
+                      "the last fifth of its iterations")
 
 
 @dataclass(frozen=True, eq=False)
@@ -1639,14 +1637,13 @@ Q2_LRS = (0.1, 0.3, 1.0, 3.0, 10.0)
 # Question 2's rules (``_q2_verdict`` and ``render_q2`` apply them).
 Q2_SPEED = Rule("speed", 0.2,
                 "sharing changes convergence *speed* at a learning rate when the median iterations to "
-                "the loss threshold differ by more than {pct} (relative)", also=(("pct", "20%"),))
+                "the loss threshold differ by more than {points}% (relative)")
 Q2_STABILITY = Rule("stability", 0.2,
                     "sharing changes *stability* at a learning rate when the fractions of diverged "
                     "runs differ by at least {threshold:g}")
 Q2_COSINE = Rule("path alignment", 0.2,
                  "the two bias-gradient paths are *aligned* when their mean cosine exceeds "
-                 "{threshold:+.1f}, *opposed* below {minus:+.1f}, else nearly orthogonal",
-                 also=(("minus", -0.2),))
+                 "{threshold:+.1f}, *opposed* below {negative:+.1f}, else nearly orthogonal")
 
 
 def _q2_verdict(summary, speed_tol=Q2_SPEED.threshold, stab_tol=Q2_STABILITY.threshold):
@@ -1856,7 +1853,7 @@ def render_q2(res, out):
                      + ("they mostly pull b the same way, so the step on b is the sum of two aligned "
                         "gradients — a larger effective learning rate on b." if mean > Q2_COSINE.threshold else
                         "they mostly pull b in opposite directions, so the shared b must compromise "
-                        "between what the hidden and the output layer need." if mean < Q2_COSINE.value("minus")
+                        "between what the hidden and the output layer need." if mean < -Q2_COSINE.threshold
                         else "they are nearly orthogonal on average: the shared b follows two unrelated demands.")
                      + f" The hidden path is {np.median(res.path_ratios):.2f}× the output path (median)."
                      + f" (Rule: {Q2_COSINE.description}.)")
