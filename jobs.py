@@ -286,3 +286,46 @@ class Jobs:
     def __exit__(self, exc_type, exc, tb):
         self.close(cancel=exc_type is not None)
         return False
+
+    def after(self, key, inputs, fn, *args, priority=0, **kwargs):
+        """Queue ``fn(*results, *args, **kwargs)`` under ``key`` once every future in
+        ``inputs`` has finished (``results``: theirs, in order); return its future now.
+
+        ``inputs`` are futures of this pool or anything with ``result()`` and
+        ``add_done_callback()``. An input that failed fails the job with its
+        error. With ``workers=0`` the job runs, like any other, when its result
+        is first asked for. The same key returns the first job (as ``submit``).
+        """
+        if key in self._futures:
+            return self._futures[key]
+        inputs = list(inputs)
+        if self.workers == 0:
+            fut = _Deferred(lambda: fn(*[i.result() for i in inputs], *args, **kwargs), (), {})
+            self._futures[key] = fut
+            return fut
+        self._ensure_pool()
+        fut = self._futures[key] = Future()
+        left = [len(inputs)]
+        counter = threading.Lock()
+
+        def ready(_=None):
+            with counter:
+                left[0] -= 1
+                if left[0] > 0:
+                    return
+            try:
+                results = [i.result() for i in inputs]
+            except BaseException as e:      # an input failed: so does the job
+                fut.set_exception(e)
+                return
+            with self._lock:
+                heapq.heappush(self._waiting, (priority, next(self._order), fut, fn,
+                                               (*results, *args), kwargs))
+            self._dispatch()
+
+        if not inputs:
+            left[0] = 1
+            ready()
+        for i in inputs:
+            i.add_done_callback(ready)
+        return fut

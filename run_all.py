@@ -5,9 +5,12 @@ Usage: ``python run_all.py [--data-dir DIR] [--parts A,B,C,D,Q2] [--quick] ...``
 
 Steps: validate the options, load and validate the CSV pair (or the built-in
 synthetic data when none is found, announced loudly), encode it (imputer,
-scaler and encoder fit on the training split only), run the chosen parts in
-order -- one function per assignment part, ``part_a`` .. ``part_q2`` -- and
-render the report. A part that crashes is recorded and the run goes on with
+scaler and encoder fit on the training split only), declare the run's
+background work (``schedule``: trainings and experiments in worker processes,
+and the main-process steps they wait for), run the chosen parts in order --
+each a pure ``compute_<part>`` returning a frozen result and a
+``render_<part>`` writing its tables, figures and report section, all listed
+in one table, ``PARTS`` -- and render the report. A part that crashes is recorded and the run goes on with
 the next one; the exit code is then 1. Mistakes in the options or the data
 print one ``error: ...`` line and exit with code 2.
 
@@ -30,7 +33,6 @@ import sys
 import time
 import traceback
 import warnings
-import weakref
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -45,24 +47,8 @@ import report as rp
 
 REPO_DIR = Path(__file__).resolve().parent
 
-# ------------------------------------------------------------------ the parts
-# code -> (metrics key, report title). The order here is the run order.
-PARTS = {
-    "A": ("partA", "Part A: data and exploratory analysis"),
-    "B": ("partB", "Part B: MLP from scratch and gradient magnitudes"),
-    "C": ("partC", "Part C: input gradients and feature attribution"),
-    "D": ("partD", "Part D: test accuracy and generalisation"),
-    "Q2": ("q2", "Question 2: shared bias"),
-}
-# Parts that use results another part leaves in ``ctx.results`` (B's trained
-# networks). Asking for C or D alone runs B first; if B fails they are skipped.
-NEEDS = {"C": ("B",), "D": ("B",)}
-# Accepted spellings (case-insensitive, spaces ignored) besides the codes.
-PART_ALIASES = {
-    "BA": "B", "BB": "B", "B(A)": "B", "B(B)": "B",
-    "CA": "C", "CB": "C", "C(A)": "C", "C(B)": "C",
-    "Q": "Q2", "QUESTION2": "Q2",
-}
+# The parts (``PARTS``: code, metrics key, title, needs, compute, render,
+# priority, aliases) are one table, defined after their computations below.
 
 DEFAULTS = dict(target="price_class", out="out", parts="A,B,C,D,Q2", iterations=200,
                 quick_iterations=30, lr=0.1, hidden="64,64", activations="relu,sigmoid",
@@ -258,9 +244,77 @@ def validate(ns):
 
 
 # -------------------------------------------------------------------- context
+@dataclass(frozen=True)
+class Rule:
+    """A rule that decides a verdict: its name, its threshold and the sentence stating it.
+
+    ``text`` is a format string over ``threshold``, ``points`` (the threshold
+    ×100, for fractions read as points or percent), ``negative`` (−threshold,
+    for two-sided rules) and the names in ``also`` (further numbers the rule
+    uses); ``description`` is that sentence, and the report quotes it instead
+    of restating the rule by hand.
+    """
+    name: str
+    threshold: float
+    text: str
+    also: tuple = ()
+
+    def value(self, name):
+        """One of the further numbers in ``also`` by name."""
+        return dict(self.also)[name]
+
+    @property
+    def description(self):
+        return self.text.format(threshold=self.threshold, points=f"{self.threshold * 100:g}",
+                                negative=-self.threshold, **dict(self.also))
+
+
+@dataclass
+class Output:
+    """Where a renderer writes: the output folder and the report body.
+
+    Attributes
+    ----------
+    out : pathlib.Path
+    report : report.Report
+        Each part's renderer appends its section (level-3 headings and below;
+        ``run_parts`` writes the part's level-2 heading).
+    """
+    out: Path
+    report: rp.Report
+
+    def path(self, *parts):
+        """``out/<parts...>`` with its folder created, e.g. ``output.path("figures", "a_classes.png")``."""
+        p = self.out.joinpath(*parts)
+        p.parent.mkdir(parents=True, exist_ok=True)
+        return p
+
+    def save_figure(self, fig, name, caption=None):
+        """Save ``fig`` atomically as ``out/figures/<name>``, add it to the report, close it."""
+        path = self.path("figures", name)
+        rp.savefig_atomic(fig, path)
+        import matplotlib.pyplot as plt
+        plt.close(fig)
+        self.report.figure(path, caption)
+        return path
+
+    def save_table(self, df, name, caption=None, floatfmt=".4g", show=True):
+        """Write ``df`` as ``out/tables/<name>.csv`` atomically and (if ``show``) add it to the report."""
+        path = self.path("tables", name if name.endswith(".csv") else name + ".csv")
+        rp.write_atomic(path, df.to_csv(index=not _plain_index(df)))
+        if show:
+            self.report.table(df, caption=caption, floatfmt=floatfmt)
+        return path
+
+
+def _plain_index(df):
+    import pandas as pd
+    return isinstance(df.index, pd.RangeIndex)
+
+
 @dataclass
 class Context:
-    """Everything a part needs, and where it leaves what it produced.
+    """Everything a part's computation needs, and the results of the parts that ran.
 
     Attributes
     ----------
@@ -274,20 +328,20 @@ class Context:
     out : pathlib.Path
         Output folder.
     report : report.Report
-        The report body; each part appends its section (level-3 headings and below;
-        the dispatcher writes the part's level-2 heading).
+        The report body (``output`` pairs it with ``out`` for the renderers).
     metrics : dict
-        JSON-able results, one key per part (``metrics["partB"]`` ...).
+        JSON-able results, one key per part: each part's result serialised
+        (``result.to_metrics()``), plus ``data`` and ``timing``.
     results : dict
-        Python objects one part leaves for another, e.g. ``results["networks"]``
-        (activation -> trained MLP) from B for C and D.
+        Part code -> the part's result object (``AResult`` ...), for the parts
+        that computed one; later parts and the summary read these.
     jobs : jobs.Jobs
-        Trainings and experiments running in the background (``_train_async``);
-        by default none run in the background (every job runs when its result
-        is asked for).
+        The worker pool; by default none run in the background (every job runs
+        when its result is asked for).
     parts : tuple
-        The parts this run executes (after ``plan``), so a part can start jobs
-        a later part will need.
+        The parts this run executes (after ``plan``).
+    plan : Schedule
+        What ``schedule`` declared: the jobs and main-process steps of the run.
     """
     cfg: Config
     dataset: Any
@@ -298,171 +352,63 @@ class Context:
     results: dict = field(default_factory=dict)
     jobs: Any = field(default_factory=lambda: jobs_mod.Jobs(0))
     parts: tuple = ()
-    pollers: list = field(default_factory=list)
+    plan: Any = None
 
-    def poll(self):
-        """Give each poller (a callable returning False while it cannot act yet) a chance to
-        act, e.g. queue a training whose inputs just finished; called at every saved table
-        and figure, so such a job is queued soon after its inputs finish rather than when
-        the part that uses it begins. A poller that raises is dropped: the part that needs
-        its result computes it again and reports the error there."""
-        for poller in list(self.pollers):
-            try:
-                done = poller() is not False
-            except Exception:
-                done = True
-            if done:
-                self.pollers.remove(poller)
-
-    def path(self, *parts):
-        """``out/<parts...>`` with its folder created, e.g. ``ctx.path("figures", "a_classes.png")``."""
-        p = self.out.joinpath(*parts)
-        p.parent.mkdir(parents=True, exist_ok=True)
-        return p
-
-    def save_figure(self, fig, name, caption=None):
-        """Save ``fig`` atomically as ``out/figures/<name>``, add it to the report, close it."""
-        self.poll()
-        path = self.path("figures", name)
-        rp.savefig_atomic(fig, path)
-        import matplotlib.pyplot as plt
-        plt.close(fig)
-        self.report.figure(path, caption)
-        return path
-
-    def save_table(self, df, name, caption=None, floatfmt=".4g", show=True):
-        """Write ``df`` as ``out/tables/<name>.csv`` atomically and (if ``show``) add it to the report."""
-        self.poll()
-        path = self.path("tables", name if name.endswith(".csv") else name + ".csv")
-        rp.write_atomic(path, df.to_csv(index=not _plain_index(df)))
-        if show:
-            self.report.table(df, caption=caption, floatfmt=floatfmt)
-        return path
+    @property
+    def output(self):
+        return Output(self.out, self.report)
 
 
-def _plain_index(df):
-    import pandas as pd
-    return isinstance(df.index, pd.RangeIndex)
+class Step:
+    """A computation of the main process declared in the schedule (``schedule``).
+
+    It runs once: when ``run_parts`` reaches the part named ``before`` (it runs
+    before that part's computation), or when its result is first asked for,
+    whichever comes first. ``inputs`` are futures or steps waited for first;
+    ``fn`` receives their results. Quacks like a future (``result``, ``done``,
+    ``add_done_callback``), so ``Jobs.after`` can queue a worker job on it.
+    """
+
+    def __init__(self, name, fn, inputs=(), before=None):
+        self.name, self.before = name, before
+        self._fn, self._inputs = fn, list(inputs)
+        self._ran, self._value, self._error, self._callbacks = False, None, None, []
+
+    def run(self):
+        if self._ran:
+            return
+        self._ran = True
+        try:
+            self._value = self._fn(*[i.result() for i in self._inputs])
+        except Exception as e:          # kept, and raised to every caller (Ctrl-C passes)
+            self._error = e
+        self._fn = self._inputs = None
+        callbacks, self._callbacks = self._callbacks, []
+        for cb in callbacks:
+            cb(self)
+
+    def result(self):
+        self.run()
+        if self._error is not None:
+            raise self._error
+        return self._value
+
+    def done(self):
+        return self._ran
+
+    def add_done_callback(self, fn):
+        if self._ran:
+            fn(self)
+        else:
+            self._callbacks.append(fn)
 
 
-# ---------------------------------------------------------------------- parts
-def part_a(ctx):
-    """Part A: structure, missing values and imputation, class balance, encoding, EDA plots,
-    correlations, predictive power and dominant features. Writes figures/a_*.png, tables/a_*.csv."""
-    import plots
-    import prep
+class Schedule(dict):
+    """Name -> future, dict of futures or ``Step``: what ``schedule`` declared for a run."""
 
-    ds, cfg, r = ctx.dataset, ctx.cfg, ctx.report
-    m = ctx.metrics["partA"]
-    tgt, num, cat = ds.target, list(ds.numeric), list(ds.categorical)
-
-    r.heading("Structure", 3)
-    st = prep.structure_table(ds.train, tgt)
-    ctx.save_table(st.reset_index(), "a_structure", caption="Columns of train.csv")
-    r.para(f"train: {len(ds.train):,} rows × {ds.train.shape[1]} columns "
-           f"({len(num)} numeric, {len(cat)} categorical, target `{tgt}`); "
-           f"test: {len(ds.test):,} rows.")
-    m["structure"] = {"n_train": len(ds.train), "n_test": len(ds.test), "numeric": num,
-                      "categorical": cat, "target": tgt, "columns": prep.to_jsonable(st.reset_index())}
-
-    r.heading("Missing values and imputation", 3)
-    miss = prep.missing_table(ds.train, ds.test)
-    ctx.save_table(miss.reset_index(), "a_missing", caption="Missing cells per column", floatfmt=".3g")
-    fit_df = ctx.data["train_df"]
-    skew = {c: float(fit_df[c].skew()) for c in num}
-    n_cells = int(miss["train_missing"].fillna(0).sum())
-    only_train = [c for c, v in miss["only_in_train"].items() if v]
-    r.bullets([
-        f"{n_cells:,} missing cells in train across "
-        f"{int((miss['train_missing'].fillna(0) > 0).sum())} columns; "
-        f"{int(miss['test_missing'].fillna(0).sum()):,} in test"
-        + (f" (columns missing only in train: {', '.join(only_train)})" if only_train else "") + ".",
-        "Numeric columns are imputed with the **median** of the training split: "
-        + ", ".join(f"`{c}` skewness {s:+.2f}" for c, s in skew.items())
-        + "; the median is robust to the long tails a mean would follow.",
-        "Categorical columns are imputed with the **most frequent level** of the training split.",
-        "Imputation never looks at the label (a rule that uses the label cannot be applied to "
-        "unlabelled rows and leaks the target) and is fit on the training split only, never on "
-        "validation or test. Part D tries missing-value indicator columns as a mitigation.",
-    ])
-    m["missing"] = prep.to_jsonable(miss.reset_index())
-    m["imputation"] = {"numeric": "median (training split)", "categorical": "most frequent (training split)",
-                       "skewness": skew}
-
-    r.heading("Class distribution", 3)
-    cd = prep.class_distribution(ds.train[tgt])
-    fig = plots.class_distribution(cd["table"]["count"].to_numpy(), list(cd["table"].index))
-    ctx.save_figure(fig, "a_class_distribution.png", "Class counts and shares in train.csv")
-    r.para(f"Majority class {cd['majority_class']} holds {cd['majority_baseline_accuracy']:.1%} of the "
-           f"rows (the accuracy of always predicting it); the smallest class {cd['minority_class']} "
-           f"holds {cd['table']['share'].min():.1%}; imbalance ratio max/min = "
-           f"{cd['imbalance_ratio']:.1f}.")
-    ctx.save_table(cd["table"].reset_index(), "a_classes", caption="Class counts (train)", show=False)
-    m["class_distribution"] = prep.to_jsonable({k: v for k, v in cd.items()})
-
-    r.heading("Encoding and scaling", 3)
-    stats = ctx.data["preprocessor"].statistics_
-    spread = {c: float(fit_df[c].std()) for c in num}
-    r.bullets([
-        f"{len(cat)} categorical columns become {sum(1 for s in ctx.data['feature_source'] if s in cat)} "
-        "one-hot columns (nominal levels have no order; an integer code would invent one). "
-        "Levels unseen in training encode as all zeros.",
-        "Numeric columns are z-scored with the training split's mean and standard deviation: their "
-        "standard deviations range from " + f"{min(spread.values()):.3g} to {max(spread.values()):.3g}"
-        " before scaling, and gradient descent with one learning rate needs inputs on one scale."
-        if num else "No numeric columns.",
-        f"{len(ctx.data['feature_names'])} encoded features in total.",
-    ])
-    m["encoding"] = {"feature_names": list(ctx.data["feature_names"]),
-                     "feature_source": list(ctx.data["feature_source"]),
-                     "statistics": prep.to_jsonable(stats)}
-
-    r.heading("Features against the target", 3)
-    if num:
-        ctx.save_figure(plots.numeric_boxplots(ds.train, num, tgt), "a_numeric_boxplots.png",
-                        "Numeric features by class (train)")
-    if cat:
-        ctx.save_figure(plots.categorical_countplots(ds.train, cat, tgt), "a_categorical_counts.png",
-                        "Categorical features by class (train)")
-
-    r.heading("Correlations", 3)
-    corr, pairs = prep.correlation_pairs(ctx.data["X_train"], ctx.data["feature_names"],
-                                         threshold=cfg.corr_threshold)
-    ctx.save_figure(plots.correlation_heatmap(corr, cfg.corr_threshold), "a_correlation.png",
-                    "Pearson correlation of the encoded training features")
-    if len(pairs):
-        ctx.save_table(pairs, "a_correlated_pairs", caption=f"Pairs with |r| ≥ {cfg.corr_threshold:g}",
-                       floatfmt=".3f")
-    else:
-        r.para(f"No pair of encoded features has |r| ≥ {cfg.corr_threshold:g}.")
-    m["correlated_pairs"] = prep.to_jsonable(pairs)
-
-    r.heading("Which features should matter", 3)
-    pp = prep.predictive_power(ds.train, tgt, num, cat, seed=cfg.seed)
-    ctx.save_table(pp.reset_index(), "a_predictive_power", floatfmt=".3f",
-                   caption="Each feature alone: cross-validated single-feature tree (pps: 0 = no "
-                           "better than chance, 1 = perfect) and mutual information with the label")
-    dom = prep.dominance(pp)
-    top = list(pp.index[:3])
-    text = ("By predictive power the features expected to matter most are "
-            + ", ".join(f"`{f}` (pps {pp.loc[f, 'pps']:.2f})" for f in top) + ". ")
-    if dom["dominant"]:
-        text += (f"**`{dom['feature']}` is suspiciously dominant**: alone it reaches pps "
-                 f"{dom['pps']:.2f}, {dom['observed_ratio']:.1f}× the runner-up `{dom['runner_up']}` "
-                 f"({dom['runner_up_pps']:.2f}). A single feature that predicts a label this well "
-                 "deserves a check that the relationship also holds on new data (Part D).")
-    else:
-        ratio = dom["observed_ratio"]
-        text += ("No feature dominates" + (f": the best reaches {ratio:.1f}× the runner-up "
-                 f"(threshold {dom['ratio']:g}× and pps ≥ {dom['min_pps']:g})." if ratio is not None else "."))
-    r.para(text)
-    m["predictive_power"] = prep.to_jsonable(pp.reset_index())
-    m["dominance"] = prep.to_jsonable(dom)
-    m["expected_top_features"] = top
-    m["headline"] = (f"{len(ds.train):,} rows, {n_cells:,} missing cells, majority baseline "
-                     f"{cd['majority_baseline_accuracy']:.3f}; top feature {top[0]}"
-                     + (" (dominant)" if dom["dominant"] else ""))
-    ctx.results["predictive_power"] = pp
+    def steps_before(self, code):
+        """The steps declared to run before part ``code``, in declaration order."""
+        return [s for s in self.values() if isinstance(s, Step) and s.before == code]
 
 
 def _progress(label, n_iter, every=None):
@@ -486,9 +432,12 @@ def _fit_job(label, params, X, y, X_val, y_val):
     return model
 
 
-# Job priorities: what the next part waits for goes first; Q2's experiments
-# fill the workers whenever no training is waiting.
-PRIORITY = {"B": 0, "D": 1, "Q2": 2}
+def _fit_params(cfg, **params):
+    """The run's training defaults (``Config``) overridden by ``params``."""
+    kw = dict(hidden=cfg.hidden, activation="relu", lr=cfg.lr, n_iter=cfg.iterations,
+              init="normal", init_scale=0.1, seed=cfg.seed, dtype=cfg.dtype)
+    kw.update(params)
+    return kw
 
 
 def _train_async(ctx, label, data=None, priority=0, validate=True, **params):
@@ -497,18 +446,259 @@ def _train_async(ctx, label, data=None, priority=0, validate=True, **params):
 
     ``validate``: evaluate the validation split at every iteration (learning
     curves, early stopping); without it only the training loss is tracked.
-    The same label and arguments name the same job: queuing it again returns
-    the first one, so a part may queue early what a later part will use.
     """
     d = ctx.data if data is None else data
-    cfg = ctx.cfg
-    kw = dict(hidden=cfg.hidden, activation="relu", lr=cfg.lr, n_iter=cfg.iterations,
-              init="normal", init_scale=0.1, seed=cfg.seed, dtype=cfg.dtype)
-    kw.update(params)
+    kw = _fit_params(ctx.cfg, **params)
     key = ("fit", label, validate, tuple(sorted(kw.items())))
     return ctx.jobs.submit(key, _fit_job, label, kw, d["X_train"], d["y_train"],
                            d["X_val"] if validate else None, d["y_val"] if validate else None,
                            priority=priority)
+
+
+@dataclass(frozen=True, eq=False)
+class Fitted:
+    """A trained network and its ``evaluate`` scores on the data it was trained on."""
+    model: Any
+    scores: dict
+
+
+def evaluate(model, data):
+    """Accuracy and macro-F1 of ``model`` on the train, val and test arrays of ``data``,
+    with the predictions (``"pred"``) they came from: ``{split: {"acc", "macro_f1", "pred"}}``."""
+    from sklearn.metrics import accuracy_score, f1_score
+    out = {}
+    for split in ("train", "val", "test"):
+        y, p = data[f"y_{split}"], model.predict(data[f"X_{split}"])
+        out[split] = {"acc": float(accuracy_score(y, p)), "pred": p,
+                      "macro_f1": float(f1_score(y, p, average="macro"))}
+    return out
+
+
+def _splits(data):
+    """The arrays of ``data`` a worker job needs (not the frames and the preprocessor)."""
+    return {f"{a}_{split}": data[f"{a}_{split}"] for split in ("train", "val", "test") for a in ("X", "y")}
+
+
+def _fit_scored_job(label, params, data, validate):
+    """One training and its ``evaluate`` scores (in a worker): a ``Fitted``."""
+    model = _fit_job(label, params, data["X_train"], data["y_train"],
+                     data["X_val"] if validate else None, data["y_val"] if validate else None)
+    return Fitted(model, evaluate(model, data))
+
+
+def best_network(scores):
+    """THE rule that picks the network the later parts study: the highest validation
+    accuracy (first in run order on ties). ``scores``: activation -> ``evaluate`` output."""
+    return max(scores, key=lambda act: scores[act]["val"]["acc"])
+
+
+# ---------------------------------------------------------------------- parts
+# Each part: a frozen result (numbers, arrays, frames; no prose, no files), a
+# ``compute_<part>(ctx) -> <Part>Result`` and a ``render_<part>(result, out)``
+# that writes its tables, figures and report blocks. ``result.to_metrics()`` is
+# the part's entry in metrics.json; ``accuracy`` and ``headline`` feed the summary.
+
+class _Result:
+    """What every part result offers the summary (overridden where a part has it)."""
+
+    @property
+    def accuracy(self):
+        """Network -> split -> accuracy, for the summary's accuracy table."""
+        return {}
+
+
+# Part A's rule for a suspiciously dominant feature (``prep.dominance`` applies it).
+DOMINANCE = Rule("dominance", 2.0,
+                 "a feature is *suspiciously dominant* when its pps is at least {threshold:g}× the "
+                 "runner-up's and at least {min_pps:g}", also=(("min_pps", 0.3),))
+
+
+@dataclass(frozen=True, eq=False)
+class AResult(_Result):
+    """Part A: structure, missingness, classes, encoding, correlations, predictive power.
+
+    Frames keep their column names as in the CSV tables; ``train`` is the
+    training frame the EDA figures draw.
+    """
+    target: str
+    numeric: list
+    categorical: list
+    n_train: int
+    n_test: int
+    n_columns: int
+    structure: Any              # DataFrame, one row per column
+    missing: Any                # DataFrame, one row per column (train/test missing)
+    n_missing_train: int
+    n_missing_columns: int
+    n_missing_test: int
+    only_in_train: list
+    skewness: dict
+    class_distribution: dict    # prep.class_distribution output
+    spread: dict                # numeric column -> std before scaling
+    statistics: Any             # the preprocessor's fitted statistics
+    n_onehot: int
+    feature_names: list
+    feature_source: list
+    train: Any                  # DataFrame drawn by the EDA figures
+    corr: Any                   # ndarray (n_features, n_features)
+    corr_threshold: float
+    pairs: Any                  # DataFrame of |r| >= corr_threshold pairs
+    predictive_power: Any       # DataFrame indexed by feature, sorted by pps
+    dominance: dict             # prep.dominance output under DOMINANCE
+    top: list                   # the three features with the highest pps
+
+    @property
+    def headline(self):
+        cd = self.class_distribution
+        return (f"{self.n_train:,} rows, {self.n_missing_train:,} missing cells, majority baseline "
+                f"{cd['majority_baseline_accuracy']:.3f}; top feature {self.top[0]}"
+                + (" (dominant)" if self.dominance["dominant"] else ""))
+
+    def to_metrics(self):
+        import prep
+        j = prep.to_jsonable
+        return {"structure": {"n_train": self.n_train, "n_test": self.n_test, "numeric": self.numeric,
+                              "categorical": self.categorical, "target": self.target,
+                              "columns": j(self.structure)},
+                "missing": j(self.missing),
+                "imputation": {"numeric": "median (training split)",
+                               "categorical": "most frequent (training split)", "skewness": self.skewness},
+                "class_distribution": j(dict(self.class_distribution)),
+                "encoding": {"feature_names": self.feature_names, "feature_source": self.feature_source,
+                             "statistics": j(self.statistics)},
+                "correlated_pairs": j(self.pairs),
+                "predictive_power": j(self.predictive_power.reset_index()),
+                "dominance": j(self.dominance),
+                "expected_top_features": self.top,
+                "headline": self.headline}
+
+
+def compute_a(ctx):
+    """Part A's numbers: structure, missing values, class balance, encoding, correlations,
+    each feature's predictive power and whether one dominates (``DOMINANCE``)."""
+    import prep
+
+    ds, cfg, d = ctx.dataset, ctx.cfg, ctx.data
+    tgt, num, cat = ds.target, list(ds.numeric), list(ds.categorical)
+    st = prep.structure_table(ds.train, tgt)
+    miss = prep.missing_table(ds.train, ds.test)
+    fit_df = d["train_df"]
+    cd = prep.class_distribution(ds.train[tgt])
+    corr, pairs = prep.correlation_pairs(d["X_train"], d["feature_names"], threshold=cfg.corr_threshold)
+    pp = prep.predictive_power(ds.train, tgt, num, cat, seed=cfg.seed)
+    return AResult(
+        target=tgt, numeric=num, categorical=cat, n_train=len(ds.train), n_test=len(ds.test),
+        n_columns=ds.train.shape[1], structure=st.reset_index(), missing=miss.reset_index(),
+        n_missing_train=int(miss["train_missing"].fillna(0).sum()),
+        n_missing_columns=int((miss["train_missing"].fillna(0) > 0).sum()),
+        n_missing_test=int(miss["test_missing"].fillna(0).sum()),
+        only_in_train=[c for c, v in miss["only_in_train"].items() if v],
+        skewness={c: float(fit_df[c].skew()) for c in num}, class_distribution=cd,
+        spread={c: float(fit_df[c].std()) for c in num}, statistics=d["preprocessor"].statistics_,
+        n_onehot=sum(1 for s in d["feature_source"] if s in cat),
+        feature_names=list(d["feature_names"]), feature_source=list(d["feature_source"]),
+        train=ds.train, corr=corr, corr_threshold=cfg.corr_threshold, pairs=pairs,
+        predictive_power=pp,
+        dominance=prep.dominance(pp, ratio=DOMINANCE.threshold, min_pps=DOMINANCE.value("min_pps")),
+        top=list(pp.index[:3]))
+
+
+def render_a(res, out):
+    """Part A's tables (tables/a_*.csv), figures (figures/a_*.png) and report section."""
+    import plots
+
+    r, num, cat, tgt = out.report, res.numeric, res.categorical, res.target
+    r.heading("Structure", 3)
+    out.save_table(res.structure, "a_structure", caption="Columns of train.csv")
+    r.para(f"train: {res.n_train:,} rows × {res.n_columns} columns "
+           f"({len(num)} numeric, {len(cat)} categorical, target `{tgt}`); "
+           f"test: {res.n_test:,} rows.")
+
+    r.heading("Missing values and imputation", 3)
+    out.save_table(res.missing, "a_missing", caption="Missing cells per column", floatfmt=".3g")
+    only_train = res.only_in_train
+    r.bullets([
+        f"{res.n_missing_train:,} missing cells in train across {res.n_missing_columns} columns; "
+        f"{res.n_missing_test:,} in test"
+        + (f" (columns missing only in train: {', '.join(only_train)})" if only_train else "") + ".",
+        "Numeric columns are imputed with the **median** of the training split: "
+        + ", ".join(f"`{c}` skewness {s:+.2f}" for c, s in res.skewness.items())
+        + "; the median is robust to the long tails a mean would follow.",
+        "Categorical columns are imputed with the **most frequent level** of the training split.",
+        "Imputation never looks at the label (a rule that uses the label cannot be applied to "
+        "unlabelled rows and leaks the target) and is fit on the training split only, never on "
+        "validation or test. Part D tries missing-value indicator columns as a mitigation.",
+    ])
+
+    r.heading("Class distribution", 3)
+    cd = res.class_distribution
+    fig = plots.class_distribution(cd["table"]["count"].to_numpy(), list(cd["table"].index))
+    out.save_figure(fig, "a_class_distribution.png", "Class counts and shares in train.csv")
+    r.para(f"Majority class {cd['majority_class']} holds {cd['majority_baseline_accuracy']:.1%} of the "
+           f"rows (the accuracy of always predicting it); the smallest class {cd['minority_class']} "
+           f"holds {cd['table']['share'].min():.1%}; imbalance ratio max/min = "
+           f"{cd['imbalance_ratio']:.1f}.")
+    out.save_table(cd["table"].reset_index(), "a_classes", caption="Class counts (train)", show=False)
+
+    r.heading("Encoding and scaling", 3)
+    spread = res.spread
+    r.bullets([
+        f"{len(cat)} categorical columns become {res.n_onehot} "
+        "one-hot columns (nominal levels have no order; an integer code would invent one). "
+        "Levels unseen in training encode as all zeros.",
+        "Numeric columns are z-scored with the training split's mean and standard deviation: their "
+        "standard deviations range from " + f"{min(spread.values()):.3g} to {max(spread.values()):.3g}"
+        " before scaling, and gradient descent with one learning rate needs inputs on one scale."
+        if num else "No numeric columns.",
+        f"{len(res.feature_names)} encoded features in total.",
+    ])
+
+    r.heading("Features against the target", 3)
+    if num:
+        out.save_figure(plots.numeric_boxplots(res.train, num, tgt), "a_numeric_boxplots.png",
+                        "Numeric features by class (train)")
+    if cat:
+        out.save_figure(plots.categorical_countplots(res.train, cat, tgt), "a_categorical_counts.png",
+                        "Categorical features by class (train)")
+
+    r.heading("Correlations", 3)
+    th = res.corr_threshold
+    out.save_figure(plots.correlation_heatmap(res.corr, th), "a_correlation.png",
+                    "Pearson correlation of the encoded training features")
+    if len(res.pairs):
+        out.save_table(res.pairs, "a_correlated_pairs", caption=f"Pairs with |r| ≥ {th:g}", floatfmt=".3f")
+    else:
+        r.para(f"No pair of encoded features has |r| ≥ {th:g}.")
+
+    r.heading("Which features should matter", 3)
+    pp, dom = res.predictive_power, res.dominance
+    out.save_table(pp.reset_index(), "a_predictive_power", floatfmt=".3f",
+                   caption="Each feature alone: cross-validated single-feature tree (pps: 0 = no "
+                           "better than chance, 1 = perfect) and mutual information with the label")
+    text = ("By predictive power the features expected to matter most are "
+            + ", ".join(f"`{f}` (pps {pp.loc[f, 'pps']:.2f})" for f in res.top) + ". ")
+    if dom["dominant"]:
+        text += (f"**`{dom['feature']}` is suspiciously dominant**: alone it reaches pps "
+                 f"{dom['pps']:.2f}, {dom['observed_ratio']:.1f}× the runner-up `{dom['runner_up']}` "
+                 f"({dom['runner_up_pps']:.2f}). A single feature that predicts a label this well "
+                 "deserves a check that the relationship also holds on new data (Part D).")
+    else:
+        ratio = dom["observed_ratio"]
+        text += ("No feature dominates" + (f": the best reaches {ratio:.1f}× the runner-up"
+                 if ratio is not None else "") + f" (rule: {DOMINANCE.description}).")
+    r.para(text)
+
+
+# Part B's rules.
+STUCK = Rule("stuck at baseline", 0.005,
+             "a network is *stuck* when its validation accuracy is within {points} points of the "
+             "majority-class baseline")
+VANISHING = Rule("vanishing gradient", 1.0,
+                 "the backward signal *vanishes* when mean |dL/dW2| / mean |dL/dW1| exceeds "
+                 "{threshold:g} at the first iteration")
+SIGMOID_LIFT = Rule("sigmoid set-up lift", 0.01,
+                    "a change of set-up *lifts* the sigmoid network when it raises validation "
+                    "accuracy by more than {points} point")
 
 
 def _grad_table(hist, k=10):
@@ -526,168 +716,131 @@ def _sigmoid_trials(cfg):
     return [("normal", cfg.lr), ("glorot", cfg.lr), ("glorot", cfg.lr * 10)]
 
 
-def _b_jobs(ctx):
-    """Queue Part B's trainings: one network per activation (key: the activation),
-    then the sigmoid set-up study (key: (init, lr))."""
-    cfg = ctx.cfg
-    futs = {act: _train_async(ctx, act, activation=act, priority=PRIORITY["B"])
-            for act in cfg.activations}
-    if "sigmoid" in cfg.activations:
-        for init, lr in _sigmoid_trials(cfg)[1:]:
-            # compared by final accuracy and gradient ratio: no validation curve needed
-            futs[(init, lr)] = _train_async(ctx, f"sigmoid {init} lr={lr:g}", activation="sigmoid",
-                                            init=init, lr=lr, priority=PRIORITY["B"], validate=False)
-    return futs
+def _sigmoid_verdict(rows):
+    """``SIGMOID_LIFT`` on the study's rows (first: the assignment's set-up, then Glorot
+    at the same step, then Glorot with the larger step): "step_size", "init" or "activation"."""
+    base = rows[0]["val_acc"]
+    init_only, both = rows[1]["val_acc"] - base, rows[2]["val_acc"] - base
+    if both > SIGMOID_LIFT.threshold and init_only <= SIGMOID_LIFT.threshold:
+        return "step_size"
+    if init_only > SIGMOID_LIFT.threshold:
+        return "init"
+    return "activation"
 
 
-def part_b(ctx):
-    """Part B: train one MLP per activation (B(a)) and track mean |dL/dW| per hidden layer (B(b)).
-    Goes further: sigmoid with another init and step size, and gradient ratios across depth.
-    Leaves ``ctx.results["networks"]`` (activation -> trained MLP) for C and D."""
+@dataclass(frozen=True, eq=False)
+class BResult(_Result):
+    """Part B: one trained network per activation, gradient magnitudes per layer,
+    the sigmoid set-up study and the gradient ratio against depth.
+
+    ``gradients[act]`` is the network's mean |dL/dW| per iteration and weight
+    layer, shape ``(n_iter, n_layers)`` (hidden layers first, output last).
+    """
+    n_features: int
+    hidden: tuple
+    n_classes: int
+    lr: float
+    iterations: int
+    dtype: str
+    n_fit: int
+    n_val: int
+    networks: dict              # activation -> trained mlp.MLP (for C and D)
+    scores: dict                # activation -> evaluate() output
+    best: str                   # best_network(scores)
+    final: list                 # per activation: accuracies, final losses, iterations
+    baseline: dict              # majority-class accuracy, {"train", "val"}
+    stuck: list                 # activations stuck at the baseline (STUCK)
+    gradients: dict             # activation -> ndarray (n_iter, n_layers)
+    gradient_tables: dict       # activation -> DataFrame, first/last 10 iterations
+    gradient_summary: list      # per activation: first/last magnitudes and ratios
+    vanishing: list             # activations whose first-iteration ratio exceeds VANISHING
+    sigmoid_setup: Any          # list of rows, or None without sigmoid
+    sigmoid_verdict: Any        # _sigmoid_verdict(sigmoid_setup), or None
+    depths: list
+    depth_ratios: dict          # activation -> ratio per depth
+    depth_width: int
+    repeats: int
+
+    @property
+    def accuracy(self):
+        return {row["activation"]: {"train": row["train_acc"], "val": row["val_acc"]} for row in self.final}
+
+    @property
+    def headline(self):
+        return "; ".join(f"{row['activation']} val {row['val_acc']:.3f}" for row in self.final)
+
+    def to_metrics(self):
+        grads = {}
+        for act, g in self.gradients.items():
+            grads[act] = {"mean_abs_dW": g.tolist()}
+            row = next((r for r in self.gradient_summary if r["activation"] == act), None)
+            if row is not None:
+                grads[act].update({"ratio_first": float(row["ratio W2/W1 first"]),
+                                   "ratio_last": float(row["ratio W2/W1 last"]),
+                                   "ratio_median": row["ratio W2/W1 median"],
+                                   "dW1_change": float(g[-1, 0] / g[0, 0])})
+        m = {"accuracy": self.accuracy, "final": self.final, "majority_baseline": self.baseline,
+             "stuck_at_baseline": self.stuck, "gradients": grads, "gradient_summary": self.gradient_summary}
+        if self.sigmoid_setup is not None:
+            m["sigmoid_setup"] = self.sigmoid_setup
+        m["depth_ratios"] = {"depths": self.depths, "ratios": self.depth_ratios, "width": self.depth_width}
+        m["headline"] = self.headline
+        return m
+
+
+def _networks_step(data, models):
+    """Step ``B.networks``: Part B's trained networks with their ``evaluate`` scores."""
+    return {act: Fitted(model, evaluate(model, data)) for act, model in models.items()}
+
+
+def compute_b(ctx):
+    """Part B's numbers: the trained networks (step ``B.networks``), their accuracies and
+    per-layer gradient magnitudes, the sigmoid set-up study (jobs ``B.sigmoid``) and
+    the gradient ratio against depth at initialisation (trained here, one iteration each)."""
     import numpy as np
-    import pandas as pd
     import mlp
-    import plots
 
-    cfg, d, r = ctx.cfg, ctx.data, ctx.report
-    m = ctx.metrics["partB"]
+    cfg, d, plan = ctx.cfg, ctx.data, ctx.plan
+    fitted = plan["B.networks"].result()
+    nets = {act: f.model for act, f in fitted.items()}
+    scores = {act: f.scores for act, f in fitted.items()}
     base = float(np.bincount(d["y_train"]).max() / len(d["y_train"]))
     base_val = float(np.mean(d["y_val"] == np.bincount(d["y_train"]).argmax()))
-    r.heading("B(a): two hidden layers, full-batch gradient descent", 3)
-    r.para(f"Network {d['X_train'].shape[1]}-{'-'.join(map(str, cfg.hidden))}-{len(ctx.dataset.classes)}"
-           f" (softmax output, mean cross-entropy), weights N(0, 0.1²), zero biases, learning rate "
-           f"{cfg.lr:g}, {cfg.iterations} full-batch iterations, {cfg.dtype}; trained on the "
-           f"{len(d['y_train']):,}-row training split, validated on {len(d['y_val']):,} rows. Forward "
-           "pass, loss and backpropagation are hand-written numba kernels (`mlp.loss_and_grads`), "
-           "checked against finite differences and a NumPy reference in the tests.")
-    jobs = _b_jobs(ctx)
-    nets, rows = {}, []
-    for act in cfg.activations:
-        model = jobs[act].result()
-        nets[act] = model
+    rows = []
+    for act, model in nets.items():
         h = model.history_
-        rows.append({"activation": act, "train_acc": model.score(d["X_train"], d["y_train"]),
-                     "val_acc": model.score(d["X_val"], d["y_val"]),
+        rows.append({"activation": act, "train_acc": scores[act]["train"]["acc"],
+                     "val_acc": scores[act]["val"]["acc"],
                      "final_loss": float(h["loss"][-1]), "final_val_loss": float(h["val_loss"][-1]),
                      "iterations": model.n_iter_})
-    if "D" in ctx.parts:    # Part D's mitigations can start training now
-        best_act = max(rows, key=lambda row: row["val_acc"])["activation"]
-        _d_jobs(ctx, best_act, nets[best_act])
-        ctx.pollers.append(lambda: _combination(ctx, best_act, nets[best_act], wait=False))
-    acc = pd.DataFrame(rows)
-    ctx.save_table(acc, "b_accuracy", caption=f"Final accuracy (majority-class baseline: train "
-                   f"{base:.4f}, validation {base_val:.4f})", floatfmt=".4f")
-    ctx.save_figure(plots.accuracy_curves({a: n.history_ for a, n in nets.items()}, baseline=base),
-                    "b_accuracy_curves.png", "Train (solid) and validation (dashed) accuracy per iteration")
-    stuck = [row["activation"] for row in rows if abs(row["val_acc"] - base_val) < 0.005]
-    best = max(rows, key=lambda row: row["val_acc"])
-    text = (f"`{best['activation']}` reaches the best validation accuracy, {best['val_acc']:.4f} "
-            f"(train {best['train_acc']:.4f}).")
-    if stuck:
-        text += (f" {', '.join('`%s`' % s for s in stuck)} stays within 0.5 points of the majority-class "
-                 f"baseline ({base_val:.4f}): it predicts (almost) only the majority class.")
-    r.para(text)
-    m["accuracy"] = {row["activation"]: {"train": row["train_acc"], "val": row["val_acc"]} for row in rows}
-    m["final"] = rows
-    m["majority_baseline"] = {"train": base, "val": base_val}
-    m["stuck_at_baseline"] = stuck
+    stuck = [row["activation"] for row in rows if abs(row["val_acc"] - base_val) < STUCK.threshold]
 
-    # ---- B(b): gradient magnitudes
-    r.heading("B(b): gradient magnitudes per layer", 3)
-    series, grad_metrics = {}, {}
-    for act, model in nets.items():
-        g = model.history_["grad_abs_mean"]
-        series[(act, "layer 1")] = g[:, 0]
-        if g.shape[1] > 2:
-            series[(act, "layer 2")] = g[:, 1]
-        grad_metrics[act] = {"mean_abs_dW": g.tolist()}
-    ctx.save_figure(plots.gradient_magnitudes(series), "b_gradient_magnitudes.png",
-                    "Mean |dL/dW| of the first and second hidden layer's weights per iteration (log scale)")
-    summary_rows = []
+    grads = {act: model.history_["grad_abs_mean"] for act, model in nets.items()}
+    tables, summary_rows = {}, []
     if len(cfg.hidden) >= 2:
         for act, model in nets.items():
-            t = _grad_table(model.history_)
-            ctx.save_table(t, f"b_gradients_{act}", caption=f"{act}: first and last 10 iterations",
-                           floatfmt=".3e")
-            g = model.history_["grad_abs_mean"]
+            tables[act] = _grad_table(model.history_)
+            g = grads[act]
             ratio = g[:, 1] / g[:, 0]
             summary_rows.append({"activation": act, "dW1 first": g[0, 0], "dW1 last": g[-1, 0],
                                  "dW2 first": g[0, 1], "dW2 last": g[-1, 1],
                                  "ratio W2/W1 first": ratio[0], "ratio W2/W1 last": ratio[-1],
                                  "ratio W2/W1 median": float(np.median(ratio))})
-            grad_metrics[act].update({"ratio_first": float(ratio[0]), "ratio_last": float(ratio[-1]),
-                                      "ratio_median": float(np.median(ratio)),
-                                      "dW1_change": float(g[-1, 0] / g[0, 0])})
-        st = pd.DataFrame(summary_rows)
-        ctx.save_table(st, "b_gradient_summary", caption="Gradient magnitudes: first vs last iteration",
-                       floatfmt=".3g")
-        lines = []
-        for row in summary_rows:
-            first, last = row["ratio W2/W1 first"], row["ratio W2/W1 last"]
-            where = ("smaller in the first layer" if first > 1 else "larger in the first layer")
-            lines.append(f"`{row['activation']}`: at the first iteration mean |dL/dW2| / mean |dL/dW1| = "
-                         f"{first:.2f} (gradients {where}); at the last iteration {last:.2f}. "
-                         f"mean |dL/dW1| goes from {row['dW1 first']:.2e} to {row['dW1 last']:.2e}.")
-        vanishing = [row for row in summary_rows if row["ratio W2/W1 first"] > 1]
-        if vanishing:
-            worst = max(vanishing, key=lambda row: row["ratio W2/W1 first"])
-            others = [row for row in summary_rows if row is not worst]
-            cmp = "".join(f" ({o['activation']}: {o['ratio W2/W1 first']:.2f})" for o in others)
-            lines.append(f"With `{worst['activation']}` the backward signal loses a factor "
-                         f"{worst['ratio W2/W1 first']:.1f} between the second and the first hidden layer "
-                         f"at the start of training{cmp}: each layer multiplies it by g'(z), which for "
-                         "sigmoid is at most 0.25, so the layer nearest the input learns slowest. This is "
-                         "the vanishing-gradient effect, already visible with two hidden layers; the depth "
-                         "study below shows how it compounds per layer.")
-        else:
-            lines.append("No activation shows smaller first-layer than second-layer gradients at the start: "
-                         "with two hidden layers the backward signal does not vanish here.")
-        r.bullets(lines)
-    else:
-        r.para("Only one hidden layer: no layer-2/layer-1 ratio to report.")
-    m["gradients"] = grad_metrics
-    m["gradient_summary"] = summary_rows
+    vanishing = [row["activation"] for row in summary_rows if row["ratio W2/W1 first"] > VANISHING.threshold]
 
-    # ---- beyond the assignment: is sigmoid's failure the activation or the set-up?
+    sig_rows = verdict = None
     if "sigmoid" in cfg.activations:
-        r.heading("Sigmoid: activation or set-up?", 3)
-        rows = []
+        sig_rows = []
         for init, lr in _sigmoid_trials(cfg):
-            model = nets["sigmoid"] if (init, lr) == ("normal", cfg.lr) else jobs[(init, lr)].result()
+            model = nets["sigmoid"] if (init, lr) == ("normal", cfg.lr) else plan["B.sigmoid"][(init, lr)].result()
             g = model.history_["grad_abs_mean"]
-            rows.append({"init": init, "lr": lr, "train_acc": model.score(d["X_train"], d["y_train"]),
-                         "val_acc": model.score(d["X_val"], d["y_val"]),
-                         "final_loss": float(model.history_["loss"][-1]),
-                         "ratio W2/W1 median": float(np.median(g[:, 1] / g[:, 0])) if g.shape[1] > 2 else None})
-        t = pd.DataFrame(rows)
-        ctx.save_table(t, "b_sigmoid_setup", caption="Sigmoid networks with other initialisation and step size",
-                       floatfmt=".4f")
-        base_row = rows[0]
-        effects = [f"init `{row['init']}` with lr {row['lr']:g}: {row['val_acc']:.4f} validation accuracy "
-                   f"({(row['val_acc'] - base_row['val_acc']) * 100:+.1f} points)" for row in rows[1:]]
-        init_only = rows[1]["val_acc"] - base_row["val_acc"]
-        both = rows[2]["val_acc"] - base_row["val_acc"]
-        if both > 0.01 and init_only <= 0.01:
-            verdict = ("Glorot initialisation alone does not help within "
-                       f"{cfg.iterations} iterations; with the larger step the sigmoid network learns. "
-                       "The failure at the assignment's settings is the step size, too small for "
-                       "gradients that shrink by g'(z) ≤ 0.25 per layer — not an inability of sigmoid "
-                       "to fit this task.")
-        elif init_only > 0.01:
-            verdict = ("The initialisation alone already lifts it: the N(0, 0.1²) weights leave the "
-                       "sigmoid units in a regime where too little gradient reaches the first layer.")
-        else:
-            verdict = ("Neither change lifts it by more than a point within "
-                       f"{cfg.iterations} iterations: here the activation itself is the limit.")
-        r.para(f"Against the assignment's set-up (init `normal`, lr {base_row['lr']:g}: "
-               f"{base_row['val_acc']:.4f}): " + "; ".join(effects) + ". " + verdict)
-        m["sigmoid_setup"] = rows
+            sig_rows.append({"init": init, "lr": lr, "train_acc": model.score(d["X_train"], d["y_train"]),
+                             "val_acc": model.score(d["X_val"], d["y_val"]),
+                             "final_loss": float(model.history_["loss"][-1]),
+                             "ratio W2/W1 median": float(np.median(g[:, 1] / g[:, 0])) if g.shape[1] > 2 else None})
+        verdict = _sigmoid_verdict(sig_rows)
 
-    # ---- beyond the assignment: gradient ratio against depth, at initialisation
-    r.heading("Gradient ratio against depth", 3)
-    depths = list(range(2, 7))
-    width = cfg.hidden[0]
-    ratios = {}
+    depths, width, ratios = list(range(2, 7)), cfg.hidden[0], {}
     for act in cfg.activations:
         vals = []
         for depth in depths:
@@ -700,11 +853,113 @@ def part_b(ctx):
                 per_seed.append(g[depth - 1] / g[0])
             vals.append(float(np.exp(np.mean(np.log(per_seed)))))
         ratios[act] = vals
-    ctx.save_figure(plots.depth_ratios(depths, ratios), "b_depth_ratios.png",
+    return BResult(
+        n_features=d["X_train"].shape[1], hidden=cfg.hidden, n_classes=len(ctx.dataset.classes),
+        lr=cfg.lr, iterations=cfg.iterations, dtype=cfg.dtype, n_fit=len(d["y_train"]),
+        n_val=len(d["y_val"]), networks=nets, scores=scores, best=best_network(scores), final=rows,
+        baseline={"train": base, "val": base_val}, stuck=stuck, gradients=grads, gradient_tables=tables,
+        gradient_summary=summary_rows, vanishing=vanishing, sigmoid_setup=sig_rows,
+        sigmoid_verdict=verdict, depths=depths, depth_ratios=ratios, depth_width=width,
+        repeats=cfg.repeats)
+
+
+_SIGMOID_VERDICTS = {
+    "step_size": "Glorot initialisation alone does not help within {iterations} iterations; with the "
+                 "larger step the sigmoid network learns. The failure at the assignment's settings is "
+                 "the step size, too small for gradients that shrink by g'(z) ≤ 0.25 per layer — not "
+                 "an inability of sigmoid to fit this task.",
+    "init": "The initialisation alone already lifts it: the N(0, 0.1²) weights leave the sigmoid units "
+            "in a regime where too little gradient reaches the first layer.",
+    "activation": "Neither change lifts it by more than a point within {iterations} iterations: here "
+                  "the activation itself is the limit.",
+}
+
+
+def render_b(res, out):
+    """Part B's tables (tables/b_*.csv), figures (figures/b_*.png) and report section."""
+    import pandas as pd
+    import plots
+
+    r = out.report
+    base, base_val = res.baseline["train"], res.baseline["val"]
+    r.heading("B(a): two hidden layers, full-batch gradient descent", 3)
+    r.para(f"Network {res.n_features}-{'-'.join(map(str, res.hidden))}-{res.n_classes}"
+           f" (softmax output, mean cross-entropy), weights N(0, 0.1²), zero biases, learning rate "
+           f"{res.lr:g}, {res.iterations} full-batch iterations, {res.dtype}; trained on the "
+           f"{res.n_fit:,}-row training split, validated on {res.n_val:,} rows. Forward "
+           "pass, loss and backpropagation are hand-written numba kernels (`mlp.loss_and_grads`), "
+           "checked against finite differences and a NumPy reference in the tests.")
+    out.save_table(pd.DataFrame(res.final), "b_accuracy", caption=f"Final accuracy (majority-class "
+                   f"baseline: train {base:.4f}, validation {base_val:.4f})", floatfmt=".4f")
+    out.save_figure(plots.accuracy_curves({a: n.history_ for a, n in res.networks.items()}, baseline=base),
+                    "b_accuracy_curves.png", "Train (solid) and validation (dashed) accuracy per iteration")
+    best = next(row for row in res.final if row["activation"] == res.best)
+    text = (f"`{best['activation']}` reaches the best validation accuracy, {best['val_acc']:.4f} "
+            f"(train {best['train_acc']:.4f}).")
+    if res.stuck:
+        text += (f" {', '.join('`%s`' % s for s in res.stuck)} is stuck ({STUCK.description}; "
+                 f"baseline {base_val:.4f}): it predicts (almost) only the majority class.")
+    r.para(text)
+
+    r.heading("B(b): gradient magnitudes per layer", 3)
+    series = {}
+    for act, g in res.gradients.items():
+        series[(act, "layer 1")] = g[:, 0]
+        if g.shape[1] > 2:
+            series[(act, "layer 2")] = g[:, 1]
+    out.save_figure(plots.gradient_magnitudes(series), "b_gradient_magnitudes.png",
+                    "Mean |dL/dW| of the first and second hidden layer's weights per iteration (log scale)")
+    if res.gradient_summary:
+        for act, t in res.gradient_tables.items():
+            out.save_table(t, f"b_gradients_{act}", caption=f"{act}: first and last 10 iterations",
+                           floatfmt=".3e")
+        rows = res.gradient_summary
+        out.save_table(pd.DataFrame(rows), "b_gradient_summary",
+                       caption="Gradient magnitudes: first vs last iteration", floatfmt=".3g")
+        lines = []
+        for row in rows:
+            first, last = row["ratio W2/W1 first"], row["ratio W2/W1 last"]
+            where = "smaller in the first layer" if first > VANISHING.threshold else "larger in the first layer"
+            lines.append(f"`{row['activation']}`: at the first iteration mean |dL/dW2| / mean |dL/dW1| = "
+                         f"{first:.2f} (gradients {where}); at the last iteration {last:.2f}. "
+                         f"mean |dL/dW1| goes from {row['dW1 first']:.2e} to {row['dW1 last']:.2e}.")
+        if res.vanishing:
+            vanishing = [row for row in rows if row["activation"] in res.vanishing]
+            worst = max(vanishing, key=lambda row: row["ratio W2/W1 first"])
+            cmp = "".join(f" ({o['activation']}: {o['ratio W2/W1 first']:.2f})" for o in rows if o is not worst)
+            lines.append(f"With `{worst['activation']}` the backward signal loses a factor "
+                         f"{worst['ratio W2/W1 first']:.1f} between the second and the first hidden layer "
+                         f"at the start of training{cmp}: each layer multiplies it by g'(z), which for "
+                         "sigmoid is at most 0.25, so the layer nearest the input learns slowest. This is "
+                         "the vanishing-gradient effect, already visible with two hidden layers; the depth "
+                         "study below shows how it compounds per layer.")
+        else:
+            lines.append(f"No activation shows vanishing gradients at the start ({VANISHING.description}): "
+                         "with two hidden layers the backward signal does not vanish here.")
+        r.bullets(lines)
+    else:
+        r.para("Only one hidden layer: no layer-2/layer-1 ratio to report.")
+
+    if res.sigmoid_setup is not None:
+        r.heading("Sigmoid: activation or set-up?", 3)
+        rows = res.sigmoid_setup
+        out.save_table(pd.DataFrame(rows), "b_sigmoid_setup",
+                       caption="Sigmoid networks with other initialisation and step size", floatfmt=".4f")
+        base_row = rows[0]
+        effects = [f"init `{row['init']}` with lr {row['lr']:g}: {row['val_acc']:.4f} validation accuracy "
+                   f"({(row['val_acc'] - base_row['val_acc']) * 100:+.1f} points)" for row in rows[1:]]
+        r.para(f"Against the assignment's set-up (init `normal`, lr {base_row['lr']:g}: "
+               f"{base_row['val_acc']:.4f}): " + "; ".join(effects) + ". "
+               + _SIGMOID_VERDICTS[res.sigmoid_verdict].format(iterations=res.iterations)
+               + f" (Rule: {SIGMOID_LIFT.description}.)")
+
+    r.heading("Gradient ratio against depth", 3)
+    depths, ratios = res.depths, res.depth_ratios
+    out.save_figure(plots.depth_ratios(depths, ratios), "b_depth_ratios.png",
                     f"Mean |dL/dW| of the last hidden layer over the first, at initialisation "
-                    f"(width {width}, N(0, 0.1²), geometric mean of {cfg.repeats} seeds)")
-    t = pd.DataFrame({"hidden layers": depths, **{act: ratios[act] for act in ratios}})
-    ctx.save_table(t, "b_depth_ratios", caption="Last-hidden / first-layer gradient ratio at init",
+                    f"(width {res.depth_width}, N(0, 0.1²), geometric mean of {res.repeats} seeds)")
+    out.save_table(pd.DataFrame({"hidden layers": depths, **{act: ratios[act] for act in ratios}}),
+                   "b_depth_ratios", caption="Last-hidden / first-layer gradient ratio at init",
                    floatfmt=".3g")
     lines = []
     for act, vals in ratios.items():
@@ -712,62 +967,96 @@ def part_b(ctx):
         lines.append(f"`{act}`: ratio {vals[0]:.3g} at {depths[0]} layers, {vals[-1]:.3g} at "
                      f"{depths[-1]} layers (×{growth:.2f} per added layer).")
     r.bullets(lines)
-    m["depth_ratios"] = {"depths": depths, "ratios": ratios, "width": width}
-    ctx.results["networks"] = nets
-    m["headline"] = "; ".join(f"{row['activation']} val {row['val_acc']:.3f}" for row in m["final"])
 
 
-def part_c(ctx):
-    """Part C: input gradients dL/dx (C(a), derivation) and the sensitivity attribution
-    ranking (C(b)) for each network of Part B, with permutation-importance and
-    weight-randomisation cross-checks. Writes figures/c_*.png, tables/c_*.csv."""
+def attribution_checks(data, cfg, act, model):
+    """Sensitivity of ``model`` (mean |do_m/dx| over the correctly classified training
+    samples, ``mlp.feature_attribution``) and its ``mlp.permutation_check`` on the
+    training split and the test set: ``{"sensitivity": ..., "permutation": {split: ...}}``.
+    Part C reports them; Part D's diagnosis uses the permutation importances."""
+    import mlp
+    names, source = list(data["feature_names"]), list(data["feature_source"])
+    sens = mlp.feature_attribution(model.weights_, model.biases_, data["X_train"], data["y_train"], act,
+                                   target="output", samples="correct", feature_names=names,
+                                   feature_source=source)
+    perm = {split: mlp.permutation_check(model, data[f"X_{split}"], data[f"y_{split}"], sens, names, source,
+                                         n_repeats=cfg.repeats, seed=cfg.seed)
+            for split in ("train", "test")}
+    return {"sensitivity": sens, "permutation": perm}
+
+
+def _checks_step(ctx, networks):
+    """Step ``checks``: ``attribution_checks`` of Part B's best network."""
+    act = best_network({a: f.scores for a, f in networks.items()})
+    return attribution_checks(ctx.data, ctx.cfg, act, networks[act].model)
+
+
+@dataclass(frozen=True, eq=False)
+class CResult(_Result):
+    """Part C: attribution rankings of each network of Part B, their cross-checks and the
+    comparison with Part A's predictive power.
+
+    ``attribution[act]`` holds ``"output"`` (mean |∂o_m/∂x|) and ``"logit"``
+    (mean |∂a_m/∂x|) ``mlp.feature_attribution`` results; ``checks[act]`` the
+    Spearman correlations with permutation importance and the randomisation check.
+    """
+    attribution: dict
+    permutation_tables: dict    # activation -> DataFrame, train and test importance per column
+    checks: dict
+    comparison: Any             # DataFrame, one row per original column
+    repeats: int
+    pps: Any                    # Part A's predictive power (None when A did not run)
+    dominant: Any               # Part A's dominant feature, or None
+    dominant_agree: list        # networks whose top-ranked column is the dominant feature
+    seconds_attribution: float
+
+    @property
+    def headline(self):
+        return "; ".join(f"{act}: top {res['output']['by_source'].iloc[0]['feature']} "
+                         f"({res['output']['by_source'].iloc[0]['share']:.0%})"
+                         for act, res in self.attribution.items())
+
+    def to_metrics(self):
+        import prep
+        j = prep.to_jsonable
+        return {"seconds_attribution": self.seconds_attribution,
+                "rankings": {act: {"encoded": j(res["output"]["table"]),
+                                   "original": j(res["output"]["by_source"]),
+                                   "logit_original": j(res["logit"]["by_source"]),
+                                   "n_samples": res["output"]["n_samples"]}
+                             for act, res in self.attribution.items()},
+                "checks": self.checks, "comparison": j(self.comparison), "headline": self.headline}
+
+
+def compute_c(ctx):
+    """Part C's numbers for each network of Part B: sensitivity and logit attribution,
+    permutation importance (train and test) and the weight-randomisation check (the best
+    network's sensitivity and permutation come from the step ``checks``), compared with
+    Part A's predictive power when A ran."""
     import numpy as np
     import pandas as pd
     from scipy.stats import spearmanr
     import mlp
-    import plots
     import prep
 
-    cfg, d, r = ctx.cfg, ctx.data, ctx.report
-    m = ctx.metrics["partC"]
-    nets = ctx.results["networks"]
+    cfg, d = ctx.cfg, ctx.data
+    b, a = ctx.results["B"], ctx.results.get("A")
+    nets = b.networks
     names, source = list(d["feature_names"]), list(d["feature_source"])
+    checks_of = {b.best: ctx.plan["checks"].result()}
 
-    r.markdown((REPO_DIR / "docs" / "partC_derivation.md").read_text(encoding="utf-8"),
-               level_offset=2)
-
-    r.heading("C(b): sensitivity attribution of the trained networks", 3)
-    r.para("For every correctly classified training sample, the gradient of the winning class's "
-           "softmax output o_m with respect to the (encoded, z-scored) input is computed by the "
-           "numba kernel `mlp.input_gradients`; the absolute values are averaged over those samples "
-           "and ranked. One-hot columns are summed back to their original column (a sum favours "
-           "categoricals with many levels; the permutation check below shuffles each original "
-           "column as a whole and has no such bias).")
-    results, enc_tables, src_tables = {}, {}, {}
+    results = {}
     t0 = time.perf_counter()
     for act, model in nets.items():
-        res = _sensitivity(ctx, act, model)
+        if act not in checks_of:
+            checks_of[act] = attribution_checks(d, cfg, act, model)
         logit = mlp.feature_attribution(model.weights_, model.biases_, d["X_train"], d["y_train"], act,
                                         target="logit", samples="correct", feature_names=names,
                                         feature_source=source)
-        results[act] = {"output": res, "logit": logit}
-        enc_tables[act] = res["table"]
-        src_tables[act] = res["by_source"]
-    m["seconds_attribution"] = round(time.perf_counter() - t0, 3)
-    for act, res in results.items():
-        out = res["output"]
-        ctx.save_table(out["table"].drop(columns=[c for c in ("source",) if c in out["table"]]),
-                       f"c_attribution_{act}", floatfmt=".4g",
-                       caption=f"{act}: mean |∂o_m/∂x| over {out['n_samples']:,} correctly classified "
-                               f"training samples (of {out['n_total']:,})")
-    ctx.save_figure(plots.attribution_bars(enc_tables, "Sensitivity per encoded feature"),
-                    "c_attribution_encoded.png", "Share of total attribution, encoded features")
-    ctx.save_figure(plots.attribution_bars(src_tables, "Sensitivity per original column"),
-                    "c_attribution_original.png", "Share of total attribution, original columns "
-                    "(one-hot columns summed)")
+        results[act] = {"output": checks_of[act]["sensitivity"], "logit": logit}
+    seconds = round(time.perf_counter() - t0, 3)
 
-    # side by side, with Part A's predictive power
-    pp = ctx.results.get("predictive_power")
+    pp = a.predictive_power if a is not None else None
     side = pd.DataFrame({"feature": sorted(set(source), key=source.index)})
     for act, res in results.items():
         bs = res["output"]["by_source"].set_index("feature")
@@ -780,15 +1069,10 @@ def part_c(ctx):
         side["Part A rank"] = side["Part A pps"].rank(ascending=False, method="min").astype(int)
     first = f"{next(iter(results))} rank"
     side = side.sort_values(first).reset_index(drop=True)
-    ctx.save_table(side, "c_comparison", floatfmt=".3f",
-                   caption="Original columns side by side: attribution share and rank per network "
-                           "(∂o_m/∂x and the pre-softmax logit ∂a_m/∂x) and Part A's predictive power")
 
-    # cross-checks
-    r.heading("Cross-checks", 3)
-    checks, lines = {}, []
+    checks, perm_tables = {}, {}
     for act, model in nets.items():
-        pc_train, pc_test = (_permutation(ctx, act, model, split) for split in ("train", "test"))
+        pc_train, pc_test = (checks_of[act]["permutation"][split] for split in ("train", "test"))
         rnd = mlp.randomization_check(model.weights_, model.biases_, d["X_train"], d["y_train"], act,
                                       seed=cfg.seed)
         checks[act] = {"spearman_perm_train": pc_train["spearman_original"],
@@ -800,87 +1084,101 @@ def part_c(ctx):
             columns={"perm_mean": "perm. importance (train)", "perm_rank": "perm. rank (train)"})
         perm_t = pc_test["original"][["feature", "perm_mean", "perm_rank"]].rename(
             columns={"perm_mean": "perm. importance (test)", "perm_rank": "perm. rank (test)"})
-        table = perm.merge(perm_t, on="feature")
-        ctx.save_table(table, f"c_permutation_{act}", floatfmt=".4f",
-                       caption=f"{act}: permutation importance (accuracy drop when a column is "
-                               f"shuffled, {cfg.repeats} repeats), training split and test set")
+        perm_tables[act] = table = perm.merge(perm_t, on="feature")
         checks[act]["permutation"] = prep.to_jsonable(table)
-        if np.isnan(pc_train["spearman_original"]):
+    if pp is not None:
+        for act, res in results.items():
+            bs = res["output"]["by_source"]
+            common = [f for f in bs["feature"] if f in pp.index]
+            rho = spearmanr(bs.set_index("feature").loc[common, "score"], pp.loc[common, "pps"]).statistic
+            checks[act]["spearman_vs_partA"] = float(rho)
+    dom = a.dominance if a is not None else {}
+    dominant = dom["feature"] if dom.get("dominant") else None
+    agree = [act for act, res in results.items()
+             if dominant is not None and res["output"]["by_source"].iloc[0]["feature"] == dominant]
+    return CResult(attribution=results, permutation_tables=perm_tables, checks=checks, comparison=side,
+                   repeats=cfg.repeats, pps=pp, dominant=dominant, dominant_agree=agree,
+                   seconds_attribution=seconds)
+
+
+def render_c(res, out):
+    """Part C's derivation, tables (tables/c_*.csv), figures (figures/c_*.png) and report section."""
+    import numpy as np
+    import plots
+
+    r = out.report
+    r.markdown((REPO_DIR / "docs" / "partC_derivation.md").read_text(encoding="utf-8"), level_offset=2)
+    r.heading("C(b): sensitivity attribution of the trained networks", 3)
+    r.para("For every correctly classified training sample, the gradient of the winning class's "
+           "softmax output o_m with respect to the (encoded, z-scored) input is computed by the "
+           "numba kernel `mlp.input_gradients`; the absolute values are averaged over those samples "
+           "and ranked. One-hot columns are summed back to their original column (a sum favours "
+           "categoricals with many levels; the permutation check below shuffles each original "
+           "column as a whole and has no such bias).")
+    for act, att in res.attribution.items():
+        o = att["output"]
+        out.save_table(o["table"].drop(columns=[c for c in ("source",) if c in o["table"]]),
+                       f"c_attribution_{act}", floatfmt=".4g",
+                       caption=f"{act}: mean |∂o_m/∂x| over {o['n_samples']:,} correctly classified "
+                               f"training samples (of {o['n_total']:,})")
+    out.save_figure(plots.attribution_bars({a: v["output"]["table"] for a, v in res.attribution.items()},
+                                           "Sensitivity per encoded feature"),
+                    "c_attribution_encoded.png", "Share of total attribution, encoded features")
+    out.save_figure(plots.attribution_bars({a: v["output"]["by_source"] for a, v in res.attribution.items()},
+                                           "Sensitivity per original column"),
+                    "c_attribution_original.png", "Share of total attribution, original columns "
+                    "(one-hot columns summed)")
+    out.save_table(res.comparison, "c_comparison", floatfmt=".3f",
+                   caption="Original columns side by side: attribution share and rank per network "
+                           "(∂o_m/∂x and the pre-softmax logit ∂a_m/∂x) and Part A's predictive power")
+
+    r.heading("Cross-checks", 3)
+    lines = []
+    for act, table in res.permutation_tables.items():
+        out.save_table(table, f"c_permutation_{act}", floatfmt=".4f",
+                       caption=f"{act}: permutation importance (accuracy drop when a column is "
+                               f"shuffled, {res.repeats} repeats), training split and test set")
+        ch = res.checks[act]
+        if np.isnan(ch["spearman_perm_train"]):
             agree = ("permutation importance is zero for every column on the training split (the network "
                      "predicts the same class whatever one column holds), so no rank correlation is defined")
         else:
             agree = (f"Spearman correlation of the attribution ranking with permutation importance "
-                     f"{pc_train['spearman_original']:+.2f} on the training split and "
-                     f"{pc_test['spearman_original']:+.2f} on the test set (original columns)")
+                     f"{ch['spearman_perm_train']:+.2f} on the training split and "
+                     f"{ch['spearman_perm_test']:+.2f} on the test set (original columns)")
         lines.append(
             f"`{act}`: {agree}; with a network whose weights are re-drawn at random the ranking "
-            f"correlates {rnd['spearman']:+.2f} with the trained one — the sanity check " +
-            ("passes: the attribution depends on what the network learned." if rnd["passed"] else
-             f"FAILS (≥ {rnd['threshold']:g}): the ranking barely depends on the learned weights, "
+            f"correlates {ch['spearman_randomised']:+.2f} with the trained one — the sanity check " +
+            ("passes: the attribution depends on what the network learned." if ch["randomisation_passed"] else
+             f"FAILS (≥ {ch['randomisation_threshold']:g}): the ranking barely depends on the learned weights, "
              "so it may reflect the input statistics more than the model."))
     r.bullets(lines)
 
-    # interpretation, generated from the numbers
     r.heading("Interpretation", 3)
     lines = []
-    for act, res in results.items():
-        bs = res["output"]["by_source"]
+    for act, att in res.attribution.items():
+        bs = att["output"]["by_source"]
         top = bs.iloc[0]
         second = bs.iloc[1] if len(bs) > 1 else None
         text = (f"`{act}` relies most on `{top['feature']}` ({top['share']:.0%} of the attribution"
                 + (f", {top['score'] / second['score']:.1f}× the next column `{second['feature']}`)"
                    if second is not None and second["score"] > 0 else ")"))
-        if pp is not None:
-            common = [f for f in bs["feature"] if f in pp.index]
-            rho = spearmanr(bs.set_index("feature").loc[common, "score"], pp.loc[common, "pps"]).statistic
+        if res.pps is not None:
             text += (f"; its ranking agrees with Part A's single-feature predictive power with Spearman "
-                     f"{rho:+.2f}, and Part A's strongest feature is `{pp.index[0]}`")
-            checks[act]["spearman_vs_partA"] = float(rho)
+                     f"{res.checks[act]['spearman_vs_partA']:+.2f}, and Part A's strongest feature is "
+                     f"`{res.pps.index[0]}`")
         lines.append(text + ".")
-    dom = ctx.metrics.get("partA", {}).get("dominance", {})
-    if dom.get("dominant"):
-        tops = {act: res["output"]["by_source"].iloc[0]["feature"] for act, res in results.items()}
-        agree = [a for a, f in tops.items() if f == dom["feature"]]
-        if agree:
-            lines.append(f"The feature Part A flagged as suspiciously dominant, `{dom['feature']}`, is the "
-                         f"top-ranked input of {', '.join('`%s`' % a for a in agree)}: the network leans "
-                         "on exactly the feature whose relationship with the label Part D must check.")
+    if res.dominant_agree:
+        lines.append(f"The feature Part A flagged as suspiciously dominant, `{res.dominant}`, is the "
+                     f"top-ranked input of {', '.join('`%s`' % a for a in res.dominant_agree)}: the network "
+                     "leans on exactly the feature whose relationship with the label Part D must check.")
     r.bullets(lines)
-    m["rankings"] = {act: {"encoded": prep.to_jsonable(res["output"]["table"]),
-                           "original": prep.to_jsonable(res["output"]["by_source"]),
-                           "logit_original": prep.to_jsonable(res["logit"]["by_source"]),
-                           "n_samples": res["output"]["n_samples"]}
-                     for act, res in results.items()}
-    m["checks"] = checks
-    m["comparison"] = prep.to_jsonable(side)
-    m["headline"] = "; ".join(f"{act}: top {res['output']['by_source'].iloc[0]['feature']} "
-                              f"({res['output']['by_source'].iloc[0]['share']:.0%})"
-                              for act, res in results.items())
-    ctx.results["attribution"] = results
 
 
 def _slug(name):
     """A file-name-safe version of a column name."""
     import re
     return re.sub(r"[^A-Za-z0-9_.-]+", "_", str(name)).strip("_") or "column"
-
-
-_EVALUATIONS = weakref.WeakKeyDictionary()     # model -> {id(data): _evaluate result}
-
-
-def _evaluate(model, data):
-    """Accuracy and macro-F1 of ``model`` on the train, val and test arrays of ``data``,
-    with the predictions (``"pred"``) they came from; computed once per model and data."""
-    from sklearn.metrics import accuracy_score, f1_score
-    memo = _EVALUATIONS.setdefault(model, {})
-    if id(data) in memo:
-        return memo[id(data)]
-    out = memo[id(data)] = {}
-    for split in ("train", "val", "test"):
-        y, p = data[f"y_{split}"], model.predict(data[f"X_{split}"])
-        out[split] = {"acc": float(accuracy_score(y, p)), "pred": p,
-                      "macro_f1": float(f1_score(y, p, average="macro"))}
-    return out
 
 
 def _without(dataset, columns):
@@ -892,6 +1190,40 @@ def _without(dataset, columns):
                    categorical=[c for c in dataset.categorical if c not in columns])
 
 
+@dataclass(frozen=True, eq=False)
+class Diagnosis:
+    """What changed between train and test, for Part B's best network.
+
+    ``report`` is the diagnosis library's result (today ``prep.diagnose``:
+    ``evidence``, ``summary``, ``explanation``, ``suspect_features``);
+    ``importance[split]`` the network's permutation importance per original column.
+    """
+    network: str
+    importance: dict
+    report: dict
+    suspects: list
+
+
+def run_diagnosis(dataset, importance, seed):
+    """The train/test shift diagnosis (the one place that calls the diagnosis library:
+    ``prep.diagnose`` today, ``shift.diagnose`` once it lands)."""
+    import prep
+    return prep.diagnose(dataset.train, dataset.test, dataset.target, list(dataset.numeric),
+                         list(dataset.categorical), model_importance=importance, seed=seed)
+
+
+def _diagnosis_step(ctx, networks, checks):
+    """Step ``D.diagnosis``: diagnose the shift for Part B's best network, using the
+    permutation importances of the step ``checks``."""
+    act = best_network({a: f.scores for a, f in networks.items()})
+    perm = {}
+    for split in ("train", "test"):
+        pc = checks["permutation"][split]["original"]
+        perm[split] = dict(zip(pc["feature"], pc["perm_mean"].astype(float)))
+    report = run_diagnosis(ctx.dataset, perm, ctx.cfg.seed)
+    return Diagnosis(network=act, importance=perm, report=report, suspects=list(report["suspect_features"]))
+
+
 # Part D's mitigations that need no diagnosis: (name, data, MLP parameters).
 # Data: None = the run's encoding; "indicators" = with missing-value indicators.
 MITIGATIONS = [("missing-value indicators", "indicators", {}),
@@ -899,111 +1231,34 @@ MITIGATIONS = [("missing-value indicators", "indicators", {}),
                ("L2 1e-3", None, {"l2": 1e-3}),
                ("early stopping (val loss)", None, {"early_stopping": True, "patience": 10})]
 
-
-def _mitigation_data(ctx, spec):
-    """Encoded splits for a mitigation: the run's (``None``), with missing-value
-    indicators (``"indicators"``), or of a reduced ``prep.Dataset`` (e.g. without
-    the suspects); each encoded once per run."""
-    import prep
-    if spec is None:
-        return ctx.data
-    cfg = ctx.cfg
-    cache = ctx.results.setdefault("mitigation_data", {})
-    if isinstance(spec, str):
-        if spec != "indicators":
-            raise ValueError(f"unknown mitigation data {spec!r}; use None, 'indicators' or a Dataset")
-        key = spec
-    else:
-        key = ("columns", tuple(spec.numeric), tuple(spec.categorical))
-    if key not in cache:
-        cache[key] = (prep.encode(ctx.dataset, missing_indicators=True, val_size=cfg.val_size,
-                                  seed=cfg.seed) if key == "indicators" else
-                      prep.encode(spec, val_size=cfg.val_size, seed=cfg.seed))
-    return cache[key]
+# Part D's rules.
+TOUCHES_CAUSE = Rule("does not touch the cause", 2.0,
+                     "a mitigation *does not touch the cause* when it moves test accuracy by less than "
+                     "{threshold:g} points from the baseline")
+STILL_LEARNING = Rule("still learning", 0.01,
+                      "a network is *still learning* when its training loss fell by more than {points}% over "
+                      "the last fifth of its iterations")
 
 
-def _sensitivity(ctx, act, model):
-    """Part C(b)'s attribution of Part B's ``act`` network: mean |do_m/dx| over the correctly
-    classified training samples (``mlp.feature_attribution``), computed once per run."""
-    import mlp
-    cache = ctx.results.setdefault("sensitivity", {})
-    if act not in cache:
-        d = ctx.data
-        cache[act] = mlp.feature_attribution(model.weights_, model.biases_, d["X_train"], d["y_train"],
-                                             act, target="output", samples="correct",
-                                             feature_names=list(d["feature_names"]),
-                                             feature_source=list(d["feature_source"]))
-    return cache[act]
+@dataclass(frozen=True, eq=False)
+class Mitigation:
+    """One of Part D's mitigation trainings: its name, data (``spec``: None, "indicators"
+    or a reduced ``prep.Dataset``), the encoded splits, MLP options and the future of
+    its ``Fitted`` network (already done when replayed instead of trained)."""
+    name: str
+    spec: Any
+    data: dict
+    params: dict
+    source: Any
+    replayed: bool = False
 
 
-def _permutation(ctx, act, model, split):
-    """``mlp.permutation_check`` of Part B's ``act`` network on ``split`` ("train" or "test")
-    against its sensitivity ranking; computed once per run (Part C reports it, Part D's
-    diagnosis uses the importances)."""
-    import mlp
-    cache = ctx.results.setdefault("permutation", {})
-    if (act, split) not in cache:
-        d, cfg = ctx.data, ctx.cfg
-        cache[(act, split)] = mlp.permutation_check(
-            model, d[f"X_{split}"], d[f"y_{split}"], _sensitivity(ctx, act, model),
-            list(d["feature_names"]), list(d["feature_source"]), n_repeats=cfg.repeats, seed=cfg.seed)
-    return cache[(act, split)]
-
-
-def _diagnosis(ctx, act, model):
-    """Part D's diagnosis for Part B's ``act`` network: ``(perm, prep.diagnose result)`` with
-    ``perm[split]`` = permutation importance per original column; computed once per run."""
-    import prep
-    cache = ctx.results.setdefault("diagnosis", {})
-    if act not in cache:
-        perm = {}
-        for split in ("train", "test"):
-            pc = _permutation(ctx, act, model, split)["original"]
-            perm[split] = dict(zip(pc["feature"], pc["perm_mean"].astype(float)))
-        ds = ctx.dataset
-        cache[act] = perm, prep.diagnose(ds.train, ds.test, ds.target, list(ds.numeric),
-                                         list(ds.categorical), model_importance=perm, seed=ctx.cfg.seed)
-    return cache[act]
-
-
-def _d_jobs(ctx, act, baseline):
-    """Queue Part D's mitigation trainings of the ``act`` network: removing the suspects of
-    the diagnosis, then ``MITIGATIONS``; ``[(name, data spec, params, future or fitted MLP)]``.
-
-    Early stopping is not trained again when ``mlp.replay_early_stopping`` can
-    give its exact result from ``baseline`` (the same network, trained with
-    validation data and without early stopping).
-    """
-    import mlp
-    cache = ctx.results.setdefault("d_jobs", {})
-    if act in cache:
-        return cache[act]
-    suspects, without = _suspects(ctx, act, baseline)
-    removal = [(f"remove {', '.join(suspects)}", without, {})] if suspects else []
-    out = cache[act] = []
-    for name, spec, params in removal + MITIGATIONS:
-        source = None
-        if spec is None and set(params) == {"early_stopping", "patience"}:
-            source = mlp.replay_early_stopping(baseline, params["patience"])
-        if source is None:
-            source = _train_async(ctx, f"{act} {name}", data=_mitigation_data(ctx, spec), activation=act,
-                                  priority=PRIORITY["D"], validate=_needs_val(params), **params)
-        out.append((name, spec, params, source))
-    return out
-
-
-def _suspects(ctx, act, baseline):
-    """The diagnosed suspect columns and the dataset without them (None if no suspect)."""
-    cache = ctx.results.setdefault("suspects", {})
-    if act not in cache:
-        suspects = list(_diagnosis(ctx, act, baseline)[1]["suspect_features"])
-        cache[act] = suspects, _without(ctx.dataset, suspects) if suspects else None
-    return cache[act]
-
-
-def _fitted(source):
-    """The network of a mitigation source: a fitted ``MLP`` as is, a job's future waited for."""
-    return source.result() if hasattr(source, "result") else source
+def _done(value):
+    """A finished future holding ``value``."""
+    from concurrent.futures import Future
+    fut = Future()
+    fut.set_result(value)
+    return fut
 
 
 def _needs_val(params):
@@ -1012,138 +1267,125 @@ def _needs_val(params):
     return bool(params.get("early_stopping"))
 
 
-def _combination(ctx, act, baseline, wait=True):
-    """Queue Part D's combined mitigation of the ``act`` network: removing the suspects
-    plus every training option (data unchanged) whose own network has a higher
-    validation macro-F1 than ``baseline``; chosen on validation data only.
+def _mitigations_step(ctx, networks, diagnosis):
+    """Step ``D.mitigations``: queue the trainings of Part D's mitigations of the diagnosed
+    network: removing the suspects, then ``MITIGATIONS``; a list of ``Mitigation``.
 
-    Returns ``(name, data spec, params, future)``, or None when there is nothing to
-    combine (no suspect and at most one helpful option). With ``wait=False`` it
-    returns False, queuing nothing, while a mitigation it compares is unfinished
-    (``Context.poll`` calls it that way, to queue the combination as early as possible).
-    Computed once per run and network.
+    Early stopping is not trained again when ``mlp.replay_early_stopping`` can
+    give its exact result from the baseline (the same network, trained with
+    validation data and without early stopping).
     """
-    cache = ctx.results.setdefault("combination", {})
-    if act in cache:
-        return cache[act]
-    entries = [e for e in _d_jobs(ctx, act, baseline) if e[1] is None]     # training options
-    if not wait and not all(getattr(src, "done", lambda: True)() for *_, src in entries):
-        return False
-    base_f1 = _evaluate(baseline, ctx.data)["val"]["macro_f1"]
-    helpful = [(name, params) for name, _, params, src in entries
-               if _evaluate(_fitted(src), ctx.data)["val"]["macro_f1"] > base_f1]
-    suspects, spec = _suspects(ctx, act, baseline)
-    result = None
-    if suspects or len(helpful) > 1:
-        params = {}
-        for _, p in helpful:
-            params.update(p)
-        name = "combination: " + " + ".join(([f"remove {', '.join(suspects)}"] if suspects else [])
-                                             + [n for n, _ in helpful])
-        result = (name, spec, params,
-                  _train_async(ctx, f"{act} {name}", data=_mitigation_data(ctx, spec), activation=act,
-                               priority=PRIORITY["D"], validate=_needs_val(params), **params))
-    cache[act] = result
-    return result
-
-
-def part_d(ctx):
-    """Part D: test accuracy, per-class figures, the root cause of the generalisation gap
-    found from label-free and label-aware shift checks, and measured mitigations.
-    Writes figures/d_*.png, tables/d_*.csv."""
-    import numpy as np
-    import pandas as pd
-    from sklearn.metrics import classification_report, confusion_matrix
     import mlp
-    import plots
     import prep
+    cfg, act = ctx.cfg, diagnosis.network
+    baseline = networks[act].model
+    suspects = diagnosis.suspects
+    removal = [(f"remove {', '.join(suspects)}", _without(ctx.dataset, suspects), {})] if suspects else []
+    out = []
+    for name, spec, params in removal + MITIGATIONS:
+        if spec is None:
+            data = ctx.data
+        elif isinstance(spec, str):
+            if spec != "indicators":
+                raise ValueError(f"unknown mitigation data {spec!r}; use None, 'indicators' or a Dataset")
+            data = prep.encode(ctx.dataset, missing_indicators=True, val_size=cfg.val_size, seed=cfg.seed)
+        else:
+            data = prep.encode(spec, val_size=cfg.val_size, seed=cfg.seed)
+        replay = None
+        if spec is None and set(params) == {"early_stopping", "patience"}:
+            replay = mlp.replay_early_stopping(baseline, params["patience"])
+        if replay is not None:
+            out.append(Mitigation(name, spec, data, params, _done(Fitted(replay, evaluate(replay, data))),
+                                  replayed=True))
+            continue
+        validate = _needs_val(params)
+        kw = _fit_params(cfg, activation=act, **params)
+        fut = ctx.jobs.submit(("fit", f"{act} {name}", validate, tuple(sorted(kw.items()))), _fit_scored_job,
+                              f"{act} {name}", kw, _splits(data), validate, priority=PRIORITY["D"])
+        out.append(Mitigation(name, spec, data, params, fut))
+    return out
 
-    cfg, d, ds, r = ctx.cfg, ctx.data, ctx.dataset, ctx.report
-    m = ctx.metrics["partD"]
-    nets = ctx.results["networks"]
-    labels = [str(c) for c in ds.classes]
 
-    # ---- evaluation
-    r.heading("Test accuracy", 3)
-    rows, acc, evals = [], {}, {}
-    for act, model in nets.items():
-        ev = evals[act] = _evaluate(model, d)
-        acc[act] = {s: ev[s]["acc"] for s in ev}
-        rows.append({"network": act, "train": ev["train"]["acc"], "validation": ev["val"]["acc"],
-                     "test": ev["test"]["acc"], "train − test": ev["train"]["acc"] - ev["test"]["acc"],
-                     "validation − test": ev["val"]["acc"] - ev["test"]["acc"],
-                     "test macro-F1": ev["test"]["macro_f1"]})
-    ctx.save_table(pd.DataFrame(rows), "d_accuracy", caption="Accuracy per split and the gaps",
-                   floatfmt=".4f")
-    main_act = max(acc, key=lambda a: acc[a]["val"])
-    model = nets[main_act]
-    a = acc[main_act]
-    base_test = float(np.mean(d["y_test"] == np.bincount(d["y_train"]).argmax()))
-    r.para(f"The `{main_act}` network (best validation accuracy) scores {a['train']:.4f} on the training "
-           f"split, {a['val']:.4f} on validation and **{a['test']:.4f} on test** — "
-           f"{(a['val'] - a['test']) * 100:.1f} points below validation"
-           + (f" and {(base_test - a['test']) * 100:.1f} points below always predicting the training "
-              f"majority class ({base_test:.4f})." if a["test"] < base_test else
-              f" (always predicting the training majority class scores {base_test:.4f})."))
-    per_class = pd.DataFrame({"class": labels})
-    for split in ("train", "val", "test"):
-        y, p = d[f"y_{split}"], evals[main_act][split]["pred"]
-        per_class[f"{split} recall"] = [float(np.mean(p[y == k] == k)) if np.any(y == k) else np.nan
-                                        for k in range(len(labels))]
-        per_class[f"{split} n"] = np.bincount(y, minlength=len(labels))
-    ctx.save_table(per_class, "d_per_class", caption=f"`{main_act}`: per-class accuracy (recall) per split",
-                   floatfmt=".3f")
-    p_test = evals[main_act]["test"]["pred"]
-    rep = classification_report(d["y_test"], p_test, target_names=labels, output_dict=True, zero_division=0)
-    ctx.save_table(pd.DataFrame(rep).T.reset_index(names="class"), "d_classification_report",
-                   caption=f"`{main_act}`: scikit-learn classification report on test", floatfmt=".3f")
-    cm = confusion_matrix(d["y_test"], p_test, labels=range(len(labels)))
-    ctx.save_figure(plots.confusion(cm, labels), "d_confusion_test.png",
-                    f"`{main_act}`: confusion matrix on test (rows: true class)")
-    m.update(train_acc=a["train"], val_acc=a["val"], test_acc=a["test"], network=main_act,
-             accuracy=acc, per_class=prep.to_jsonable(per_class),
-             classification_report=prep.to_jsonable(rep), confusion_matrix=cm.tolist())
+def _combination_job(*options, names, base_f1, suspects, act, cfg_params, data):
+    """Part D's combined mitigation (in a worker): removing the suspects plus every
+    training option (data unchanged; ``options``: their ``Fitted``, ``names``: their
+    (name, params)) whose network has a higher validation macro-F1 than the baseline
+    (``base_f1``); chosen on validation data only. ``(name, params, Fitted)``, or None
+    when there is nothing to combine (no suspect and at most one helpful option)."""
+    helpful = [(name, params) for (name, params), f in zip(names, options)
+               if f.scores["val"]["macro_f1"] > base_f1]
+    if not (suspects or len(helpful) > 1):
+        return None
+    params = {}
+    for _, p in helpful:
+        params.update(p)
+    name = "combination: " + " + ".join(([f"remove {', '.join(suspects)}"] if suspects else [])
+                                         + [n for n, _ in helpful])
+    kw = dict(cfg_params, activation=act, **params)
+    return name, params, _fit_scored_job(f"{act} {name}", kw, data, _needs_val(params))
 
-    # attribution on train vs test
-    r.heading("Attribution on train and on test", 3)
-    names, source = list(d["feature_names"]), list(d["feature_source"])
-    att, att_res = {}, {}
-    for split in ("train", "test"):
-        res = mlp.feature_attribution(model.weights_, model.biases_, d[f"X_{split}"], d[f"y_{split}"],
-                                      main_act, target="output", samples="all", feature_names=names,
-                                      feature_source=source)
-        att_res[split] = res
-        att[split] = res["by_source"].set_index("feature")["share"]
-    side = pd.DataFrame({"train share": att["train"], "test share": att["test"]})
-    side = side.sort_values("train share", ascending=False).reset_index()
-    ctx.save_table(side, "d_attribution_train_test", floatfmt=".3f",
-                   caption=f"`{main_act}`: share of mean |∂o_m/∂x| per original column, all samples of each split")
 
-    # ---- diagnosis
-    r.heading("Diagnosis: what changed between train and test", 3)
-    # computed during Part B already when this run planned Part D (to start the removal early)
-    perm, diag = _diagnosis(ctx, main_act, model)
-    ev = diag["evidence"]
-    show = [c for c in ("kind", "shift_effect", "shifted", "missing_train", "missing_test", "adv_auc_drop",
-                        "pps_train", "pps_test", "pps_drop", "transfer_pps", "transfer_drop",
-                        "model_imp_train", "model_imp_test", "suspect") if c in ev.columns]
-    ctx.save_table(ev[show].reset_index(), "d_evidence", floatfmt=".3f",
-                   caption="Evidence per feature: marginal shift (KS or Cramér's V), train-only "
-                           "missingness, adversarial-validation importance, single-feature predictive "
-                           "power on train vs test (pps) and of the train-fitted tree applied to test "
-                           "(transfer), and the network's permutation importance on train vs test")
-    ctx.save_table(ev.reset_index(), "d_evidence_full", show=False)
-    s = diag["summary"]
-    r.bullets(diag["explanation"])
-    suspects = list(diag["suspect_features"])
-    th = s.get("thresholds", {})
-    r.para(f"Rule: a feature is a *suspect* when its single-feature predictive power drops by at "
-           f"least {th.get('drop_threshold', 0.2):g} from train to test (either measured within test, "
-           "or by applying the tree fitted on train to test). This needs labels from the deployment "
-           "distribution: here the labelled test set; in practice a small labelled sample of new data. "
-           "Marginal shift tests and adversarial validation need no labels but cannot tell a harmless "
-           "covariate shift from a broken feature–label relationship.")
-    if suspects:
+def _combination_after(ctx, networks, diagnosis, mitigations):
+    """Step ``D.combination``: queue ``_combination_job`` to run when the training options
+    of ``mitigations`` (data unchanged) have finished; its future."""
+    options = [m for m in mitigations if m.spec is None]
+    removal = [m for m in mitigations if m.spec is not None and not isinstance(m.spec, str)]
+    act = diagnosis.network
+    return ctx.jobs.after(("combination", act), [m.source for m in options], _combination_job,
+                          names=[(m.name, m.params) for m in options],
+                          base_f1=networks[act].scores["val"]["macro_f1"], suspects=diagnosis.suspects,
+                          act=act, cfg_params=_fit_params(ctx.cfg),
+                          data=_splits(removal[0].data if removal else ctx.data), priority=PRIORITY["D"])
+
+
+@dataclass(frozen=True, eq=False)
+class DResult(_Result):
+    """Part D: test accuracy, per-class results, attribution on train vs test, the shift
+    diagnosis and the measured mitigations of Part B's best network (``network``).
+
+    ``mitigations`` rows: name, val/test accuracy and macro-F1, iterations (the
+    first row is the baseline); ``best`` indexes the best on test, ``by_val``
+    the best on validation; ``touches_cause[i]`` applies ``TOUCHES_CAUSE``.
+    """
+    network: str
+    labels: list
+    accuracy_rows: list         # per network: accuracies per split and the gaps
+    split_accuracy: dict        # network -> split -> accuracy
+    base_test: float            # test accuracy of always predicting the training majority class
+    per_class: Any              # DataFrame
+    classification_report: dict
+    confusion: Any              # ndarray (n_classes, n_classes), rows: true class
+    attribution_share: dict     # split -> Series of shares per original column
+    diagnosis: Diagnosis
+    evidence_columns: list
+    dataset: Any                # prep.Dataset, for the suspects' figures
+    mitigations: list
+    params: list                # MLP options per mitigation row
+    replayed: list              # names of mitigations replayed instead of trained
+    best_iters: dict            # mitigation name -> best_iter_ (early stopping)
+    best: int
+    by_val: int
+    touches_cause: list
+    loss_fall: Any              # (fall, k, last loss) of the suspect-free network, or None
+    iterations: int
+
+    @property
+    def suspects(self):
+        return self.diagnosis.suspects
+
+    @property
+    def accuracy(self):
+        acc = {a: dict(s) for a, s in self.split_accuracy.items()}
+        best = self.mitigations[self.best]
+        acc[f"{self.network} ({best['name']})"] = {"val": best["val_acc"], "test": best["test_acc"]}
+        return acc
+
+    @property
+    def cause(self):
+        """The root-cause sentence, from the diagnosis's numbers."""
+        suspects, ev = self.suspects, self.diagnosis.report["evidence"]
+        if not suspects:
+            return "no feature's relationship with the label breaks between train and test"
         f = suspects[0]
         e = ev.loc[f]
         cause = (f"the relationship between `{', '.join(suspects)}` and the label does not hold on test: "
@@ -1152,55 +1394,185 @@ def part_d(ctx):
         if "model_imp_train" in ev.columns:
             cause += (f"; the network's accuracy drops by {e['model_imp_train']:.3f} when `{f}` is shuffled "
                       f"on train but by {e['model_imp_test']:.3f} on test")
-        cause += f" and `{f}` carries {att['train'].get(f, float('nan')):.0%} of its input sensitivity"
-    else:
-        cause = "no feature's relationship with the label breaks between train and test"
-    r.para(f"**Root cause:** {cause}.")
+        return cause + (f" and `{f}` carries {self.attribution_share['train'].get(f, float('nan')):.0%} "
+                        "of its input sensitivity")
+
+    @property
+    def mitigation(self):
+        best, base = self.mitigations[self.best], self.mitigations[0]
+        return {"name": best["name"], "test_acc": best["test_acc"], "test_macro_f1": best["test_macro_f1"],
+                "baseline_test_acc": base["test_acc"]}
+
+    @property
+    def headline(self):
+        a, best = self.split_accuracy[self.network], self.mitigations[self.best]
+        return (f"test {a['test']:.3f} vs val {a['val']:.3f}; suspects: {', '.join(self.suspects) or 'none'}; "
+                f"best: {best['name']} ({best['test_acc']:.3f})")
+
+    def to_metrics(self):
+        import prep
+        j = prep.to_jsonable
+        a = self.split_accuracy[self.network]
+        return {"train_acc": a["train"], "val_acc": a["val"], "test_acc": a["test"], "network": self.network,
+                "accuracy": self.accuracy, "per_class": j(self.per_class),
+                "classification_report": j(self.classification_report),
+                "confusion_matrix": self.confusion.tolist(), "cause": self.cause,
+                "suspect_features": self.suspects, "drift": j(self.diagnosis.report["evidence"].reset_index()),
+                "diagnosis_summary": j(self.diagnosis.report["summary"]),
+                "model_importance": self.diagnosis.importance, "mitigations": self.mitigations,
+                "mitigation": self.mitigation, "headline": self.headline}
+
+
+def compute_d(ctx):
+    """Part D's numbers for Part B's best network: accuracy per split, per-class results,
+    attribution on train vs test, the diagnosis (step ``D.diagnosis``) and the mitigations
+    (jobs of the steps ``D.mitigations`` and ``D.combination``)."""
+    import numpy as np
+    import pandas as pd
+    from sklearn.metrics import classification_report, confusion_matrix
+    import mlp
+
+    cfg, d, ds, plan = ctx.cfg, ctx.data, ctx.dataset, ctx.plan
+    b = ctx.results["B"]
+    nets, evals = b.networks, b.scores
+    labels = [str(c) for c in ds.classes]
+    rows, acc = [], {}
+    for act, ev in evals.items():
+        acc[act] = {s: ev[s]["acc"] for s in ev}
+        rows.append({"network": act, "train": ev["train"]["acc"], "validation": ev["val"]["acc"],
+                     "test": ev["test"]["acc"], "train − test": ev["train"]["acc"] - ev["test"]["acc"],
+                     "validation − test": ev["val"]["acc"] - ev["test"]["acc"],
+                     "test macro-F1": ev["test"]["macro_f1"]})
+    act = b.best
+    model = nets[act]
+    base_test = float(np.mean(d["y_test"] == np.bincount(d["y_train"]).argmax()))
+    per_class = pd.DataFrame({"class": labels})
+    for split in ("train", "val", "test"):
+        y, p = d[f"y_{split}"], evals[act][split]["pred"]
+        per_class[f"{split} recall"] = [float(np.mean(p[y == k] == k)) if np.any(y == k) else np.nan
+                                        for k in range(len(labels))]
+        per_class[f"{split} n"] = np.bincount(y, minlength=len(labels))
+    p_test = evals[act]["test"]["pred"]
+    rep = classification_report(d["y_test"], p_test, target_names=labels, output_dict=True, zero_division=0)
+    cm = confusion_matrix(d["y_test"], p_test, labels=range(len(labels)))
+
+    names, source = list(d["feature_names"]), list(d["feature_source"])
+    share = {}
+    for split in ("train", "test"):
+        res = mlp.feature_attribution(model.weights_, model.biases_, d[f"X_{split}"], d[f"y_{split}"],
+                                      act, target="output", samples="all", feature_names=names,
+                                      feature_source=source)
+        share[split] = res["by_source"].set_index("feature")["share"]
+
+    diag = plan["D.diagnosis"].result()
+    ev = diag.report["evidence"]
+    show = [c for c in ("kind", "shift_effect", "shifted", "missing_train", "missing_test", "adv_auc_drop",
+                        "pps_train", "pps_test", "pps_drop", "transfer_pps", "transfer_drop",
+                        "model_imp_train", "model_imp_test", "suspect") if c in ev.columns]
+
+    results, params, replayed, best_iters, models = [], [], [], {}, {}
+
+    def record(name, fitted, p):
+        models[name] = fitted.model
+        s = fitted.scores
+        results.append({"name": name, "val_acc": s["val"]["acc"], "val_macro_f1": s["val"]["macro_f1"],
+                        "test_acc": s["test"]["acc"], "test_macro_f1": s["test"]["macro_f1"],
+                        "iterations": fitted.model.n_iter_})
+        params.append(p)
+        if p.get("early_stopping"):
+            best_iters[name] = fitted.model.best_iter_
+
+    record("baseline", Fitted(model, evals[act]), {})
+    for m in plan["D.mitigations"].result():
+        if m.replayed:
+            replayed.append(m.name)
+        record(m.name, m.source.result(), m.params)
+    combo = plan["D.combination"].result().result()
+    if combo:
+        name, combo_params, fitted = combo
+        record(name, fitted, combo_params)
+    best = max(range(len(results)), key=lambda i: results[i]["test_acc"])
+    by_val = max(range(len(results)), key=lambda i: results[i]["val_acc"])
+    base = results[0]
+    touches = [abs((res["test_acc"] - base["test_acc"]) * 100) >= TOUCHES_CAUSE.threshold for res in results]
+    loss_fall = None
+    if diag.suspects:
+        loss = models[results[1]["name"]].history_["loss"]
+        k = max(1, len(loss) // 5)
+        fall = (loss[-k - 1] - loss[-1]) / loss[-k - 1] if len(loss) > k else 0.0
+        loss_fall = (fall, k, loss[-1])
+    return DResult(network=act, labels=labels, accuracy_rows=rows, split_accuracy=acc, base_test=base_test,
+                   per_class=per_class, classification_report=rep, confusion=cm, attribution_share=share,
+                   diagnosis=diag, evidence_columns=show, dataset=ds, mitigations=results, params=params,
+                   replayed=replayed, best_iters=best_iters, best=best, by_val=by_val, touches_cause=touches,
+                   loss_fall=loss_fall, iterations=cfg.iterations)
+
+
+def render_d(res, out):
+    """Part D's tables (tables/d_*.csv), figures (figures/d_*.png) and report section."""
+    import pandas as pd
+    import plots
+
+    r, act, ds = out.report, res.network, res.dataset
+    a = res.split_accuracy[act]
+    r.heading("Test accuracy", 3)
+    out.save_table(pd.DataFrame(res.accuracy_rows), "d_accuracy", caption="Accuracy per split and the gaps",
+                   floatfmt=".4f")
+    base_test = res.base_test
+    r.para(f"The `{act}` network (best validation accuracy) scores {a['train']:.4f} on the training "
+           f"split, {a['val']:.4f} on validation and **{a['test']:.4f} on test** — "
+           f"{(a['val'] - a['test']) * 100:.1f} points below validation"
+           + (f" and {(base_test - a['test']) * 100:.1f} points below always predicting the training "
+              f"majority class ({base_test:.4f})." if a["test"] < base_test else
+              f" (always predicting the training majority class scores {base_test:.4f})."))
+    out.save_table(res.per_class, "d_per_class", caption=f"`{act}`: per-class accuracy (recall) per split",
+                   floatfmt=".3f")
+    out.save_table(pd.DataFrame(res.classification_report).T.reset_index(names="class"),
+                   "d_classification_report",
+                   caption=f"`{act}`: scikit-learn classification report on test", floatfmt=".3f")
+    out.save_figure(plots.confusion(res.confusion, res.labels), "d_confusion_test.png",
+                    f"`{act}`: confusion matrix on test (rows: true class)")
+
+    r.heading("Attribution on train and on test", 3)
+    att = res.attribution_share
+    side = pd.DataFrame({"train share": att["train"], "test share": att["test"]})
+    side = side.sort_values("train share", ascending=False).reset_index()
+    out.save_table(side, "d_attribution_train_test", floatfmt=".3f",
+                   caption=f"`{act}`: share of mean |∂o_m/∂x| per original column, all samples of each split")
+
+    r.heading("Diagnosis: what changed between train and test", 3)
+    diag = res.diagnosis.report
+    ev = diag["evidence"]
+    out.save_table(ev[res.evidence_columns].reset_index(), "d_evidence", floatfmt=".3f",
+                   caption="Evidence per feature: marginal shift (KS or Cramér's V), train-only "
+                           "missingness, adversarial-validation importance, single-feature predictive "
+                           "power on train vs test (pps) and of the train-fitted tree applied to test "
+                           "(transfer), and the network's permutation importance on train vs test")
+    out.save_table(ev.reset_index(), "d_evidence_full", show=False)
+    r.bullets(diag["explanation"])
+    th = diag["summary"].get("thresholds", {})
+    r.para(f"Rule: a feature is a *suspect* when its single-feature predictive power drops by at "
+           f"least {th.get('drop_threshold', 0.2):g} from train to test (either measured within test, "
+           "or by applying the tree fitted on train to test). This needs labels from the deployment "
+           "distribution: here the labelled test set; in practice a small labelled sample of new data. "
+           "Marginal shift tests and adversarial validation need no labels but cannot tell a harmless "
+           "covariate shift from a broken feature–label relationship.")
+    suspects = res.suspects
+    r.para(f"**Root cause:** {res.cause}.")
     for f in suspects:
         fig = plots.feature_by_class_per_split({"train.csv": ds.train, "test.csv": ds.test}, f, ds.target,
                                                numeric=f in ds.numeric)
-        ctx.save_figure(fig, f"d_suspect_{_slug(f)}.png",
-                        f"`{f}` against the label in train.csv and in test.csv")
-    m["cause"] = cause
-    m["suspect_features"] = suspects
-    m["drift"] = prep.to_jsonable(ev.reset_index())
-    m["diagnosis_summary"] = prep.to_jsonable(s)
-    m["model_importance"] = perm
+        out.save_figure(fig, f"d_suspect_{_slug(f)}.png", f"`{f}` against the label in train.csv and in test.csv")
 
-    # ---- mitigations
     r.heading("Mitigations", 3)
-    act = main_act
-    # queued during Part B already when this run planned Part D
-    variants = [("baseline", None, {}, model)] + _d_jobs(ctx, act, model)
-    results, models, replayed = [], {}, set()
-
-    def record(name, mdl, ev_, spec, params):
-        models[name] = mdl
-        results.append({"name": name, "val_acc": ev_["val"]["acc"], "val_macro_f1": ev_["val"]["macro_f1"],
-                        "test_acc": ev_["test"]["acc"], "test_macro_f1": ev_["test"]["macro_f1"],
-                        "iterations": mdl.n_iter_, "spec": spec, "params": params})
-
-    for name, spec, params, source in variants:
-        if source is not model and not hasattr(source, "result"):   # fitted without training
-            replayed.add(name)
-        mdl = _fitted(source)
-        record(name, mdl, evals[act] if mdl is model else _evaluate(mdl, _mitigation_data(ctx, spec)),
-               spec, params)
-    # best combination, chosen on validation only (queued as soon as its inputs were ready)
-    combo = _combination(ctx, act, model)
-    if combo:
-        name, combo_spec, combo_params, fut = combo
-        mdl = fut.result()
-        record(name, mdl, _evaluate(mdl, _mitigation_data(ctx, combo_spec)), combo_spec, combo_params)
-    table = pd.DataFrame([{k: v for k, v in res.items() if k not in ("spec", "params")} for res in results])
-    ctx.save_table(table, "d_mitigations", floatfmt=".4f",
+    results = res.mitigations
+    table = pd.DataFrame(results)
+    out.save_table(table, "d_mitigations", floatfmt=".4f",
                    caption=f"`{act}` networks trained from the same seed with each mitigation")
-    ctx.save_figure(plots.grouped_bars(table.set_index("name")[["val_acc", "test_acc"]],
+    out.save_figure(plots.grouped_bars(table.set_index("name")[["val_acc", "test_acc"]],
                                        "Validation vs test accuracy per mitigation", "accuracy"),
                     "d_mitigations.png", "Validation and test accuracy per mitigation")
-    best = max(results, key=lambda res: res["test_acc"])
-    base = results[0]
-    by_val = max(results, key=lambda res: res["val_acc"])
+    best, base, by_val = results[res.best], results[0], results[res.by_val]
     lines = [f"Best on test: **{best['name']}**, test accuracy {best['test_acc']:.4f} (macro-F1 "
              f"{best['test_macro_f1']:.4f}) against {base['test_acc']:.4f} ({base['test_macro_f1']:.4f}) "
              f"for the baseline: {(best['test_acc'] - base['test_acc']) * 100:+.1f} points; the "
@@ -1214,43 +1586,36 @@ def part_d(ctx):
     else:
         lines.append(f"Here validation accuracy also ranks **{by_val['name']}** first, so it would "
                      f"have picked the same model.")
-    for res in results[1:]:
-        if res["name"] == best["name"]:
+    for i, row in enumerate(results[1:], 1):
+        if i == res.best:
             continue
-        delta = (res["test_acc"] - base["test_acc"]) * 100
-        note = ""
-        if res["params"].get("early_stopping"):
-            mdl = models[res["name"]]
-            note = (f" (stopped at iteration {res['iterations']})" if res["iterations"] < cfg.iterations
-                    else f" (never triggered: the validation loss never went {res['params']['patience']} "
+        delta = (row["test_acc"] - base["test_acc"]) * 100
+        note, p = "", res.params[i]
+        if p.get("early_stopping"):
+            note = (f" (stopped at iteration {row['iterations']})" if row["iterations"] < res.iterations
+                    else f" (never triggered: the validation loss never went {p['patience']} "
                          f"iterations without a new minimum; the iterate with the lowest one, "
-                         f"{mdl.best_iter_ + 1}, is kept"
+                         f"{res.best_iters[row['name']] + 1}, is kept"
                          + (" — replayed from the baseline's validation record, which gives the "
-                            "same network as training it)" if res["name"] in replayed else ")"))
-        lines.append(f"{res['name']}: test accuracy {res['test_acc']:.4f} ({delta:+.1f} points), "
-                     f"macro-F1 {res['test_macro_f1']:.4f}{note}"
-                     + (" — it does not touch the cause." if abs(delta) < 2 else "."))
+                            "same network as training it)" if row["name"] in res.replayed else ")"))
+        lines.append(f"{row['name']}: test accuracy {row['test_acc']:.4f} ({delta:+.1f} points), "
+                     f"macro-F1 {row['test_macro_f1']:.4f}{note}"
+                     + ("." if res.touches_cause[i] else " — it does not touch the cause."))
+    lines.append(f"Rule: {TOUCHES_CAUSE.description}.")
     r.bullets(lines)
-    m["mitigations"] = [{k: v for k, v in res.items() if k not in ("spec", "params")} for res in results]
-    m["mitigation"] = {"name": best["name"], "test_acc": best["test_acc"],
-                       "test_macro_f1": best["test_macro_f1"], "baseline_test_acc": base["test_acc"]}
-    for res in results:
-        if res["name"] == best["name"]:
-            m["accuracy"][f"{act} ({best['name']})"] = {"val": best["val_acc"], "test": best["test_acc"]}
 
     r.heading("Why it does well in training and fails on test", 3)
-    still_learning = ""
     if suspects:
-        loss = models[results[1]["name"]].history_["loss"]
-        k = max(1, len(loss) // 5)
-        fall = (loss[-k - 1] - loss[-1]) / loss[-k - 1] if len(loss) > k else 0.0
-        if fall > 0.01:
-            still_learning = (f" Its training loss is still falling at the last iteration ({loss[-1]:.3f}, "
-                              f"{fall:.1%} lower than {k} iterations earlier): with the shortcut gone the "
-                              f"network learns the remaining signal more slowly, and more iterations "
-                              f"would likely raise its accuracy further.")
+        still_learning = ""
+        fall, k, last = res.loss_fall
+        if fall > STILL_LEARNING.threshold:
+            still_learning = (f" Its training loss is still falling at the last iteration ({last:.3f}, "
+                              f"{fall:.1%} lower than {k} iterations earlier; {STILL_LEARNING.description}): "
+                              "with the shortcut gone the network learns the remaining signal more slowly, "
+                              "and more iterations would likely raise its accuracy further.")
         f = suspects[0]
         e = ev.loc[f]
+        removed = results[1]
         r.para(f"In the training file `{f}` is a shortcut: alone it predicts the label with pps "
                f"{e['pps_train']:.2f}, the network learns to lean on it (it carries "
                f"{att['train'].get(f, float('nan')):.0%} of the input sensitivity and shuffling it costs "
@@ -1260,19 +1625,28 @@ def part_d(ctx):
                f"{e['transfer_pps']:.2f} there), so the network's main input sends it the wrong way "
                f"({a['test']:.4f}). Without `{', '.join(suspects)}` the network must use the weaker but "
                f"stable features: validation accuracy falls to "
-               f"{results[1]['val_acc']:.4f} while test accuracy rises to {results[1]['test_acc']:.4f}."
+               f"{removed['val_acc']:.4f} while test accuracy rises to {removed['test_acc']:.4f}."
                + still_learning)
     else:
         r.para("No feature's relationship with the label changes between train and test beyond the "
                "threshold; the gap, if any, is not explained by a broken feature.")
-    m["headline"] = (f"test {a['test']:.3f} vs val {a['val']:.3f}; suspects: {', '.join(suspects) or 'none'}; "
-                     f"best: {best['name']} ({best['test_acc']:.3f})")
 
 
 Q2_LRS = (0.1, 0.3, 1.0, 3.0, 10.0)
 
+# Question 2's rules (``_q2_verdict`` and ``render_q2`` apply them).
+Q2_SPEED = Rule("speed", 0.2,
+                "sharing changes convergence *speed* at a learning rate when the median iterations to "
+                "the loss threshold differ by more than {points}% (relative)")
+Q2_STABILITY = Rule("stability", 0.2,
+                    "sharing changes *stability* at a learning rate when the fractions of diverged "
+                    "runs differ by at least {threshold:g}")
+Q2_COSINE = Rule("path alignment", 0.2,
+                 "the two bias-gradient paths are *aligned* when their mean cosine exceeds "
+                 "{threshold:+.1f}, *opposed* below {negative:+.1f}, else nearly orthogonal")
 
-def _q2_verdict(summary, speed_tol=0.2, stab_tol=0.2):
+
+def _q2_verdict(summary, speed_tol=Q2_SPEED.threshold, stab_tol=Q2_STABILITY.threshold):
     """Compare shared vs independent runs per learning rate; return rows and the findings.
 
     Speed: median iterations to the loss threshold differ by more than ``speed_tol``
@@ -1314,31 +1688,30 @@ def _q2_setup(cfg):
     return seeds, lrs, 50 if cfg.quick else 200
 
 
+def _q2_tasks(ctx):
+    """The Q2 tasks: the training split and a small synthetic 3-class task, ``{task: (X, Y one-hot)}``."""
+    import numpy as np
+    from sklearn.datasets import make_classification
+    d, k = ctx.data, len(ctx.dataset.classes)
+    Xs, ys = make_classification(n_samples=2000, n_features=5, n_informative=4, n_redundant=0,
+                                 n_classes=3, n_clusters_per_class=1, random_state=ctx.cfg.seed)
+    return {"data": (d["X_train"], np.eye(k)[d["y_train"]]),
+            "synthetic": ((Xs - Xs.mean(0)) / Xs.std(0), np.eye(3)[ys])}
+
+
 def _q2_jobs(ctx):
     """Queue the Q2 experiments, one job per task and learning rate (each learning
     rate's runs and threshold are independent of the others'); ``{task: [futures]}``."""
-    import numpy as np
-    from sklearn.datasets import make_classification
     import mlp
-
-    if "q2_jobs" in ctx.results:
-        return ctx.results["q2_jobs"]
-    cfg, d = ctx.cfg, ctx.data
+    cfg = ctx.cfg
     seeds, lrs, n_iter = _q2_setup(cfg)
-    k = len(ctx.dataset.classes)
-    Xs, ys = make_classification(n_samples=2000, n_features=5, n_informative=4, n_redundant=0,
-                                 n_classes=3, n_clusters_per_class=1, random_state=cfg.seed)
-    tasks = {"data": (d["X_train"], np.eye(k)[d["y_train"]]),
-             "synthetic": ((Xs - Xs.mean(0)) / Xs.std(0), np.eye(3)[ys])}
     # in a worker one thread per job; in-process the experiment's own threads (--threads)
     n_jobs = 1 if ctx.jobs.workers else cfg.threads
-    ctx.results["q2_jobs"] = {
-        task: [ctx.jobs.submit(("q2", task, lr), mlp.bias_experiment, X, Y, lrs=(lr,), seeds=seeds,
-                               n_iter=n_iter, hidden="relu", output="softmax", loss="ce",
-                               n_jobs=n_jobs, priority=PRIORITY["Q2"])
-               for lr in lrs]
-        for task, (X, Y) in tasks.items()}
-    return ctx.results["q2_jobs"]
+    return {task: [ctx.jobs.submit(("q2", task, lr), mlp.bias_experiment, X, Y, lrs=(lr,), seeds=seeds,
+                                   n_iter=n_iter, hidden="relu", output="softmax", loss="ce",
+                                   n_jobs=n_jobs, priority=PRIORITY["Q2"])
+                   for lr in lrs]
+            for task, (X, Y) in _q2_tasks(ctx).items()}
 
 
 def _merge_bias_experiments(exps):
@@ -1349,64 +1722,116 @@ def _merge_bias_experiments(exps):
             "curves": {key: c for e in exps for key, c in e["curves"].items()}}
 
 
-def part_q2(ctx):
-    """Question 2: shared bias vs independent biases, convergence speed and stability,
-    on the real data (m = k = number of classes) and a small synthetic task.
-    Writes figures/q2_*.png, tables/q2_*.csv."""
-    import numpy as np
+_Q2_WORDS = {"slower": "slower", "faster": "faster", "less_stable": "diverges more",
+             "more_stable": "diverges less"}
+
+
+@dataclass(frozen=True, eq=False)
+class Q2Result(_Result):
+    """Question 2: shared vs independent biases per task and learning rate.
+
+    ``experiments[task]`` is the merged ``mlp.bias_experiment`` result
+    (``config``, ``summary``, ``curves``); ``tables[task]`` the per-learning-rate
+    comparison; ``findings[task]`` the learning rates where sharing is
+    slower/faster/less_stable/more_stable (``Q2_SPEED``, ``Q2_STABILITY``).
+    """
+    seeds: tuple
+    lrs: tuple
+    n_iter: int
+    n_rows: int
+    n_features: int
+    n_classes: int
+    experiments: dict
+    tables: dict
+    findings: dict
+    cosines: list               # mean cosine of the two bias-gradient paths per shared run setting
+    path_ratios: list           # hidden-path / output-path norm per shared run setting
+
+    @property
+    def answer(self):
+        changed = any(f["less_stable"] or f["more_stable"] or f["slower"] or f["faster"]
+                      for f in self.findings.values())
+        return "yes" if changed else "no"
+
+    @property
+    def headline(self):
+        return f"answer: {self.answer}; " + "; ".join(
+            f"{t}: shared " + ", ".join(f"{_Q2_WORDS[k]} at lr {'/'.join(f'{x:g}' for x in v)}"
+                                        for k, v in f.items() if v)
+            if any(f.values()) else f"{t}: no change" for t, f in self.findings.items())
+
+    def to_metrics(self):
+        import prep
+        m = {task: {"config": exp["config"], "summary": exp["summary"], "findings": self.findings[task],
+                    "table": prep.to_jsonable(self.tables[task])}
+             for task, exp in self.experiments.items()}
+        m["answer"] = self.answer
+        m["headline"] = self.headline
+        return m
+
+
+def compute_q2(ctx):
+    """Question 2's numbers: the merged experiments of the jobs ``Q2.runs``, the
+    comparison per learning rate and the findings."""
     import pandas as pd
-    import plots
-    import prep
-
-    cfg, d, r = ctx.cfg, ctx.data, ctx.report
-    m = ctx.metrics["q2"]
-    r.markdown((REPO_DIR / "docs" / "q2_derivation.md").read_text(encoding="utf-8"), level_offset=2)
-
+    cfg, d = ctx.cfg, ctx.data
     seeds, lrs, n_iter = _q2_setup(cfg)
-    k = len(ctx.dataset.classes)
-    jobs = _q2_jobs(ctx)
+    experiments, tables, findings = {}, {}, {}
+    for task, futures in ctx.plan["Q2.runs"].items():
+        t0 = time.perf_counter()
+        exp = experiments[task] = _merge_bias_experiments([f.result() for f in futures])
+        print(f"    Q2 {task}: {len(lrs) * len(seeds) * 2} runs × {n_iter} iterations "
+              f"(waited {time.perf_counter() - t0:.1f} s)", flush=True)
+        rows, findings[task] = _q2_verdict(exp["summary"])
+        tables[task] = pd.DataFrame(rows)
+    shared = [s for t in findings for s in experiments[t]["summary"] if s["model"] == "shared"]
+    return Q2Result(seeds=seeds, lrs=lrs, n_iter=n_iter, n_rows=len(d["y_train"]),
+                    n_features=d["X_train"].shape[1], n_classes=len(ctx.dataset.classes),
+                    experiments=experiments, tables=tables, findings=findings,
+                    cosines=[s["mean_cos_paths"] for s in shared if s["mean_cos_paths"] is not None],
+                    path_ratios=[s["mean_norm_hidden_path"] / s["mean_norm_output_path"] for s in shared
+                                 if s["mean_norm_output_path"]])
+
+
+def render_q2(res, out):
+    """Question 2's derivation, tables (tables/q2_*.csv), figures (figures/q2_*.png) and answer."""
+    import numpy as np
+    import plots
+
+    r = out.report
+    r.markdown((REPO_DIR / "docs" / "q2_derivation.md").read_text(encoding="utf-8"), level_offset=2)
     r.heading("Experiment", 3)
     r.para(f"Both networks (hidden ReLU, softmax output, cross-entropy; hidden width m = k) start from "
            f"the same W, U, b (b1 = b2 = b for the independent one) drawn N(0, 0.1²) for each of "
-           f"{len(seeds)} seeds and are trained by full-batch gradient descent for {n_iter} iterations at "
-           f"learning rates {', '.join(f'{lr:g}' for lr in lrs)}. Tasks: the training split "
-           f"({len(d['y_train']):,} × {d['X_train'].shape[1]}, k = {k}) and a synthetic 3-class task "
+           f"{len(res.seeds)} seeds and are trained by full-batch gradient descent for {res.n_iter} iterations "
+           f"at learning rates {', '.join(f'{lr:g}' for lr in res.lrs)}. Tasks: the training split "
+           f"({res.n_rows:,} × {res.n_features}, k = {res.n_classes}) and a synthetic 3-class task "
            "(2,000 × 5). A run *diverges* when its loss becomes non-finite or exceeds 10× its start. "
            "Iterations to threshold: first iteration at which a run has made 95% of the largest loss "
            "decrease any run achieved at that learning rate (median over seeds).")
-    findings = {}
-    for task, futures in jobs.items():
-        t0 = time.perf_counter()
-        exp = _merge_bias_experiments([f.result() for f in futures])
-        print(f"    Q2 {task}: {len(lrs) * len(seeds) * 2} runs × {n_iter} iterations "
-              f"(waited {time.perf_counter() - t0:.1f} s)", flush=True)
-        rows, found = _q2_verdict(exp["summary"])
-        findings[task] = found
+    for task, exp in res.experiments.items():
         label = "training data" if task == "data" else "synthetic task"
-        ctx.save_table(pd.DataFrame(rows), f"q2_{task}", floatfmt=".3g",
+        out.save_table(res.tables[task], f"q2_{task}", floatfmt=".3g",
                        caption=f"{label}: shared vs independent biases per learning rate (means over seeds)")
         curves = {f"lr = {lr:g}": {mdl: exp["curves"][(mdl, lr)]["loss"] for mdl in ("shared", "independent")}
-                  for lr in lrs}
-        ctx.save_figure(plots.loss_panels(curves, f"Q2 on the {label}: loss (mean, min–max over seeds)"),
+                  for lr in res.lrs}
+        out.save_figure(plots.loss_panels(curves, f"Q2 on the {label}: loss (mean, min–max over seeds)"),
                         f"q2_{task}_loss.png", f"{label}: training loss per iteration, shared vs independent")
         paths = {}
-        for lr in lrs:
+        for lr in res.lrs:
             c = exp["curves"][("shared", lr)]
             with warnings.catch_warnings():  # all seeds diverged: NaN, drawn as a gap
                 warnings.simplefilter("ignore", RuntimeWarning)
                 paths[(f"lr={lr:g}", "|δ_out|")] = np.nanmean(c["norm_output_path"], 0)
                 paths[(f"lr={lr:g}", "|δ_hidden|")] = np.nanmean(c["norm_hidden_path"], 0)
-        ctx.save_figure(plots.gradient_magnitudes(paths, title=f"Q2 ({label}): norms of the two bias-gradient paths",
-                                                 ylabel="norm"),
+        out.save_figure(plots.gradient_magnitudes(paths, title=f"Q2 ({label}): norms of the two bias-gradient "
+                                                  "paths", ylabel="norm"),
                         f"q2_{task}_paths.png", f"{label}: norms of the output-path and hidden-path bias "
                         "gradients of the shared model (mean over seeds)")
-        m[task] = {"config": exp["config"], "summary": exp["summary"], "findings": found,
-                   "table": prep.to_jsonable(pd.DataFrame(rows))}
 
-    # the answer, from the numbers
     r.heading("Answer", 3)
     lines = []
-    for task, f in findings.items():
+    for task, f in res.findings.items():
         label = "training data" if task == "data" else "synthetic task"
         parts_ = []
         if f["less_stable"]:
@@ -1418,73 +1843,145 @@ def part_q2(ctx):
         if f["faster"]:
             parts_.append(f"sharing converges faster at lr {', '.join(f'{x:g}' for x in f['faster'])}")
         lines.append(f"{label}: " + ("; ".join(parts_) if parts_ else
-                                     "no difference beyond the thresholds (20% in iterations, 0.2 in "
-                                     "diverged fraction)") + ".")
-    cos = [s["mean_cos_paths"] for t in findings for s in m[t]["summary"]
-           if s["model"] == "shared" and s["mean_cos_paths"] is not None]
-    ratio = [s["mean_norm_hidden_path"] / s["mean_norm_output_path"] for t in findings for s in m[t]["summary"]
-             if s["model"] == "shared" and s["mean_norm_output_path"]]
+                                     f"no difference beyond the rules ({Q2_SPEED.description}; "
+                                     f"{Q2_STABILITY.description})") + ".")
+    cos = res.cosines
     if cos:
-        lines.append(f"The two bias-gradient paths have mean cosine {np.mean(cos):+.2f} (range "
+        mean = np.mean(cos)
+        lines.append(f"The two bias-gradient paths have mean cosine {mean:+.2f} (range "
                      f"{min(cos):+.2f} to {max(cos):+.2f}) over runs: "
                      + ("they mostly pull b the same way, so the step on b is the sum of two aligned "
-                        "gradients — a larger effective learning rate on b." if np.mean(cos) > 0.2 else
+                        "gradients — a larger effective learning rate on b." if mean > Q2_COSINE.threshold else
                         "they mostly pull b in opposite directions, so the shared b must compromise "
-                        "between what the hidden and the output layer need." if np.mean(cos) < -0.2 else
-                        "they are nearly orthogonal on average: the shared b follows two unrelated demands.")
-                     + f" The hidden path is {np.median(ratio):.2f}× the output path (median).")
-    changed = any(f["less_stable"] or f["more_stable"] or f["slower"] or f["faster"] for f in findings.values())
-    answer = "yes" if changed else "no"
-    lines.insert(0, f"**Does sharing the bias change convergence speed or stability? {answer.capitalize()}**"
+                        "between what the hidden and the output layer need." if mean < -Q2_COSINE.threshold
+                        else "they are nearly orthogonal on average: the shared b follows two unrelated demands.")
+                     + f" The hidden path is {np.median(res.path_ratios):.2f}× the output path (median)."
+                     + f" (Rule: {Q2_COSINE.description}.)")
+    changed = res.answer == "yes"
+    lines.insert(0, f"**Does sharing the bias change convergence speed or stability? {res.answer.capitalize()}**"
                  + (" — measurably, in the settings listed below." if changed else
                     " — not measurably in these settings."))
     r.bullets(lines)
-    m["answer"] = answer
-    words = {"slower": "slower", "faster": "faster", "less_stable": "diverges more",
-             "more_stable": "diverges less"}
-    m["headline"] = f"answer: {answer}; " + "; ".join(
-        f"{t}: shared " + ", ".join(f"{words[k]} at lr {'/'.join(f'{x:g}' for x in v)}"
-                                    for k, v in f.items() if v)
-        if any(f.values()) else f"{t}: no change" for t, f in findings.items())
 
 
-PART_FUNCS = {"A": "part_a", "B": "part_b", "C": "part_c", "D": "part_d", "Q2": "part_q2"}
+# ------------------------------------------------------------ registry, schedule
+@dataclass(frozen=True)
+class Part:
+    """One assignment part: everything the run needs to know about it.
+
+    ``needs``: parts whose results its computation reads (asking for it alone
+    runs them first; if one fails it is skipped). ``priority``: of its worker
+    jobs (lower runs first). ``aliases``: accepted spellings besides the code
+    (case-insensitive, spaces ignored).
+    """
+    code: str
+    key: str
+    title: str
+    needs: tuple
+    compute: Any
+    render: Any
+    priority: int = 0
+    aliases: tuple = ()
+
+
+# The one table of parts, in run order. Adding a part: one row here, its
+# compute/render pair above and (if it runs background work) its jobs in ``schedule``.
+PARTS = {p.code: p for p in (
+    Part("A", "partA", "Part A: data and exploratory analysis", (), compute_a, render_a),
+    Part("B", "partB", "Part B: MLP from scratch and gradient magnitudes", (), compute_b, render_b,
+         priority=0, aliases=("BA", "BB", "B(A)", "B(B)")),
+    Part("C", "partC", "Part C: input gradients and feature attribution", ("B",), compute_c, render_c,
+         aliases=("CA", "CB", "C(A)", "C(B)")),
+    Part("D", "partD", "Part D: test accuracy and generalisation", ("B",), compute_d, render_d, priority=1),
+    Part("Q2", "q2", "Question 2: shared bias", (), compute_q2, render_q2, priority=2,
+         aliases=("Q", "QUESTION2")),
+)}
+# Views of the table for the CLI (``parse_parts``) and ``main``.
+PART_ALIASES = {alias: p.code for p in PARTS.values() for alias in p.aliases}
+NEEDS = {p.code: p.needs for p in PARTS.values() if p.needs}
+# Job priorities: what the next part waits for goes first; Q2's experiments
+# fill the workers whenever no training is waiting.
+PRIORITY = {p.code: p.priority for p in PARTS.values()}
 
 
 def plan(parts):
-    """The parts to run, in order: the chosen ones plus the parts they need (``NEEDS``)."""
+    """The parts to run, in order: the chosen ones plus the parts they need (``Part.needs``)."""
     chosen = set(parts)
     for p in parts:
-        chosen.update(NEEDS.get(p, ()))
+        chosen.update(PARTS[p].needs)
     return tuple(p for p in PARTS if p in chosen)
 
 
-def start_jobs(ctx):
-    """Queue, before any part runs, the jobs whose inputs are the encoded data alone:
-    Part B's trainings and the Q2 experiments (if those parts are planned)."""
-    if "B" in ctx.parts:
-        _b_jobs(ctx)
-    if "Q2" in ctx.parts:
-        _q2_jobs(ctx)
+def schedule(ctx):
+    """Declare every job of the run, top to bottom, with what it waits for; a ``Schedule``.
+
+    Worker jobs are queued now (they start as soon as a worker is free, by
+    priority); each ``Step`` runs in this process before the part named in its
+    ``before`` (or when first asked for). A part reads only its own entries.
+    """
+    cfg, parts, d = ctx.cfg, set(ctx.parts), ctx.data
+    plan_ = Schedule()
+    if "B" in parts:
+        # B(a): one network per activation (inputs: the encoded data)
+        plan_["B.fits"] = {act: _train_async(ctx, act, activation=act, priority=PRIORITY["B"])
+                           for act in cfg.activations}
+        # sigmoid set-up study, compared by final accuracy and gradient ratio: no validation curve
+        if "sigmoid" in cfg.activations:
+            plan_["B.sigmoid"] = {(init, lr): _train_async(ctx, f"sigmoid {init} lr={lr:g}", activation="sigmoid",
+                                                           init=init, lr=lr, priority=PRIORITY["B"], validate=False)
+                                  for init, lr in _sigmoid_trials(cfg)[1:]}
+    if "Q2" in parts:
+        # Question 2: one job per task and learning rate (inputs: the encoded data)
+        plan_["Q2.runs"] = _q2_jobs(ctx)
+    if "B" in parts:
+        # main process, first thing in Part B: the trained networks and their scores
+        acts = list(plan_["B.fits"])
+        plan_["B.networks"] = Step("B.networks", lambda *models: _networks_step(d, dict(zip(acts, models))),
+                                   inputs=plan_["B.fits"].values(), before="B")
+    if parts & {"C", "D"}:
+        # main process: sensitivity and permutation importance of B's best network (C reports them,
+        # D's diagnosis uses them); early, in Part B, when D's trainings wait for the diagnosis
+        plan_["checks"] = Step("checks", lambda nets: _checks_step(ctx, nets), inputs=[plan_["B.networks"]],
+                               before="B" if "D" in parts else None)
+    if "D" in parts:
+        # main process, in Part B: the train/test shift diagnosis of B's best network
+        plan_["D.diagnosis"] = Step("D.diagnosis", lambda nets, checks: _diagnosis_step(ctx, nets, checks),
+                                    inputs=[plan_["B.networks"], plan_["checks"]], before="B")
+        # D's mitigation trainings (inputs: B's best network and the diagnosis's suspects)
+        plan_["D.mitigations"] = Step("D.mitigations", lambda nets, diag: _mitigations_step(ctx, nets, diag),
+                                      inputs=[plan_["B.networks"], plan_["D.diagnosis"]], before="B")
+        # D's combined mitigation: a worker job queued when the training options have finished
+        plan_["D.combination"] = Step("D.combination",
+                                      lambda nets, diag, mits: _combination_after(ctx, nets, diag, mits),
+                                      inputs=[plan_["B.networks"], plan_["D.diagnosis"], plan_["D.mitigations"]],
+                                      before="B")
+    return plan_
 
 
 def run_parts(ctx, parts, log=print):
     """Run ``parts`` in order, each timed and isolated; return the codes of parts that failed.
 
-    ``log`` is ``print`` or anything accepting its arguments (incl. ``flush=``).
+    For each part: the schedule's steps declared before it, its computation
+    (the result goes to ``ctx.results[code]``, its serialised form to
+    ``ctx.metrics[key]``) and its renderer. ``log`` is ``print`` or anything
+    accepting its arguments (incl. ``flush=``).
 
     A part that raises gets ``{"error": "...", "partial": {...}}`` in
-    ``ctx.metrics[key]``, its traceback in ``out/logs/<key>.log`` and an error
+    ``ctx.metrics[key]`` (``partial``: its serialised result when only the
+    rendering failed), its traceback in ``out/logs/<key>.log`` and an error
     box in the report; the run continues. A part whose prerequisite failed is
-    skipped (and counts as failed).
+    skipped (and counts as failed). A step that raises fails the parts that
+    use its result, not the part it runs before.
     """
     failed = []
     timing = ctx.metrics.setdefault("timing", {})
+    plan_ = ctx.plan if ctx.plan is not None else Schedule()
     for i, code in enumerate(parts, 1):
-        key, title = PARTS[code]
+        part = PARTS[code]
+        key, title = part.key, part.title
         ctx.report.heading(title, 2)
         ctx.metrics[key] = {}
-        missing = [n for n in NEEDS.get(code, ()) if n in failed]
+        missing = [n for n in part.needs if n in failed]
         if missing:
             msg = f"skipped: needs part {', '.join(missing)}, which failed"
             ctx.metrics[key] = {"error": msg}
@@ -1495,13 +1992,19 @@ def run_parts(ctx, parts, log=print):
         log(f"[{i}/{len(parts)}] {title} ...", flush=True)
         t0 = time.perf_counter()
         try:
-            globals()[PART_FUNCS[code]](ctx)
+            for step in plan_.steps_before(code):
+                step.run()          # keeps its error for the parts that use it
+            result = part.compute(ctx)
+            ctx.results[code] = result
+            ctx.metrics[key] = result.to_metrics()
+            part.render(result, ctx.output)
         except Exception as exc:
             elapsed = time.perf_counter() - t0
             msg = f"{type(exc).__name__}: {exc}".splitlines()[0] if str(exc) else type(exc).__name__
-            log_path = ctx.path("logs", f"{key}.log")
+            log_path = ctx.output.path("logs", f"{key}.log")
             rp.write_atomic(log_path, traceback.format_exc())
             partial = ctx.metrics.get(key) or {}
+            ctx.results.pop(code, None)
             ctx.metrics[key] = {"error": msg, **({"partial": partial} if partial else {})}
             ctx.report.banner(f"{title} failed: {msg}\n"
                               f"Traceback in logs/{key}.log; the report continues without it.",
@@ -1516,14 +2019,6 @@ def run_parts(ctx, parts, log=print):
 
 
 # -------------------------------------------------------------------- summary
-def _get(d, *keys):
-    for k in keys:
-        if not isinstance(d, dict) or k not in d:
-            return None
-        d = d[k]
-    return d
-
-
 def _fmt(v):
     if isinstance(v, float):
         return f"{v:.4f}"
@@ -1531,23 +2026,19 @@ def _fmt(v):
 
 
 def summary(ctx):
-    """One-screen summary built from ``ctx.metrics``; whatever is missing shows as "not run".
+    """One-screen summary built from the part results (``ctx.results``); whatever is
+    missing shows as "not run".
 
-    Reads (all optional; parts fill what they can):
-
-    - ``metrics[key]["accuracy"][<network>][<split>]`` for split in
-      train/val/test, from any part (later parts override earlier ones);
-    - ``metrics["partD"]["cause"]`` (str) and ``metrics["partD"]["mitigation"]``
-      (dict with ``name``, ``test_acc``, ``baseline_test_acc``; or a str);
-    - ``metrics[key]["headline"]``: one sentence per part;
-    - ``metrics[key]["status"]`` / ``["error"]`` and ``metrics["timing"]``.
+    Reads each result's ``accuracy`` (network -> split -> accuracy; later parts
+    override earlier ones) and ``headline``, Part D's ``cause`` and
+    ``mitigation``; the status of each part and ``timing`` from ``ctx.metrics``.
 
     Returns
     -------
     report.Report
         A fragment (its blocks go first in the final report).
     """
-    m = ctx.metrics
+    m, results = ctx.metrics, ctx.results
     frag = rp.Report("summary")
     frag.heading("Summary", 2)
     data = m.get("data", {})
@@ -1558,8 +2049,8 @@ def summary(ctx):
                   f"features, {data.get('n_classes', '?')} classes.")
     acc = {}
     for code in PARTS:
-        for net, splits in (_get(m, PARTS[code][0], "accuracy") or {}).items():
-            if isinstance(splits, dict):
+        if code in results:
+            for net, splits in results[code].accuracy.items():
                 acc.setdefault(net, {}).update(splits)
     if acc:
         frag.table([{"network": net, "train": s.get("train"), "validation": s.get("val"),
@@ -1567,30 +2058,28 @@ def summary(ctx):
                    caption="Accuracy", floatfmt=".4f")
     else:
         frag.para("Accuracy: not run.")
-    cause = _get(m, "partD", "cause")
-    frag.para(f"**Diagnosed cause of the generalisation gap:** {cause if cause else 'not run'}")
-    mit = _get(m, "partD", "mitigation")
-    if isinstance(mit, dict):
-        text = mit.get("name", "?")
-        if mit.get("test_acc") is not None:
-            text += f": test accuracy {_fmt(mit['test_acc'])}"
-            if mit.get("baseline_test_acc") is not None:
-                text += f" (baseline {_fmt(mit['baseline_test_acc'])})"
+    d = results.get("D")
+    frag.para(f"**Diagnosed cause of the generalisation gap:** {d.cause if d is not None else 'not run'}")
+    if d is not None:
+        mit = d.mitigation
+        text = (f"{mit['name']}: test accuracy {_fmt(mit['test_acc'])} "
+                f"(baseline {_fmt(mit['baseline_test_acc'])})")
     else:
-        text = mit if mit else "not run"
+        text = "not run"
     frag.para(f"**Best mitigation:** {text}")
     timing = m.get("timing", {})
     rows = []
-    for code, (key, title) in PARTS.items():
-        pm = m.get(key)
+    for code, part in PARTS.items():
+        pm = m.get(part.key)
         if pm is None:
             status = "not run"
         elif "error" in pm:
             status = f"failed: {pm['error']}"
         else:
-            status = pm.get("status", "done")
-        rows.append({"part": title, "status": status, "seconds": timing.get(key),
-                     "headline": pm.get("headline", "") if isinstance(pm, dict) else ""})
+            status = "done"
+        res = results.get(code)
+        rows.append({"part": part.title, "status": status, "seconds": timing.get(part.key),
+                     "headline": res.headline if res is not None else ""})
     frag.table(rows, caption="Parts", floatfmt=".1f")
     if "total" in timing:
         text = (f"Total run time {timing['total']:.1f} s before writing this report "
@@ -1754,7 +2243,7 @@ def main(argv=None):
               f"{', '.join(p for p in cfg.parts if p in NEEDS)} uses its results")
     interrupted = True
     try:
-        start_jobs(ctx)
+        ctx.plan = schedule(ctx)
         failed = run_parts(ctx, parts)
         interrupted = False
     except KeyboardInterrupt:

@@ -3,6 +3,7 @@
 The part functions are replaced by tiny stand-ins here, so these tests check the
 frame (dispatch, isolation, files written) and stay fast whatever the parts do.
 """
+import dataclasses
 import json
 import subprocess
 import sys
@@ -135,31 +136,50 @@ def test_plan_adds_prerequisites():
 
 
 # --------------------------------------------------------- in-process runs
+class _StubResult:
+    """A stand-in part result: one number, and what the summary reads."""
+
+    def __init__(self, code, accuracy=None, cause=None, mitigation=None):
+        self.code, self.accuracy, self.headline = code, accuracy or {}, f"stub {code}"
+        self.cause, self.mitigation = cause, mitigation
+
+    def to_metrics(self):
+        return {"value": np.float64(0.5)}
+
+
 @pytest.fixture
 def stub_parts(monkeypatch):
-    """Replace every part by a stand-in that records a number; part B raises when asked."""
+    """Replace every part by a stand-in that records a number and declares no jobs;
+    part B's rendering raises when asked (``--seed 13``)."""
     calls = []
 
-    def make(code, key):
+    def compute(code):
         def part(ctx):
             calls.append(code)
-            ctx.report.para(f"ran {code}")
-            ctx.metrics[key]["value"] = np.float64(0.5)
             if code == "B":
-                ctx.metrics[key]["accuracy"] = {"relu": {"train": 0.9, "val": 0.8}}
-                if ctx.cfg.seed == 13:  # the failure switch
-                    raise RuntimeError("boom in B\nsecond line")
-                ctx.results["networks"] = {"relu": "net"}
+                return _StubResult(code, accuracy={"relu": {"train": 0.9, "val": 0.8}})
             if code == "D":
-                assert ctx.results["networks"] == {"relu": "net"}
-                ctx.metrics[key]["accuracy"] = {"relu": {"test": 0.4}}
-                ctx.metrics[key]["cause"] = "a shifted feature"
-                ctx.metrics[key]["mitigation"] = {"name": "drop it", "test_acc": 0.7,
-                                                  "baseline_test_acc": 0.4}
+                assert ctx.results["B"].code == "B"        # D reads B's result
+                return _StubResult(code, accuracy={"relu": {"test": 0.4}}, cause="a shifted feature",
+                                   mitigation={"name": "drop it", "test_acc": 0.7,
+                                               "baseline_test_acc": 0.4})
+            return _StubResult(code)
         return part
 
-    for code, fn in run_all.PART_FUNCS.items():
-        monkeypatch.setattr(run_all, fn, make(code, run_all.PARTS[code][0]))
+    def render(res, out):
+        out.report.para(f"ran {res.code}")
+        if res.code == "B" and seed[0] == 13:  # the failure switch
+            raise RuntimeError("boom in B\nsecond line")
+
+    seed = [None]
+
+    def schedule(ctx):          # no real trainings behind the stand-ins
+        seed[0] = ctx.cfg.seed
+        return run_all.Schedule()
+
+    monkeypatch.setattr(run_all, "schedule", schedule)
+    for code, part in list(run_all.PARTS.items()):
+        monkeypatch.setitem(run_all.PARTS, code, dataclasses.replace(part, compute=compute(code), render=render))
     return calls
 
 
