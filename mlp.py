@@ -1329,7 +1329,9 @@ class MLP(ClassifierMixin, BaseEstimator):
             with np.load(p, allow_pickle=False) as f:
                 return cls._from_archive(f)
         except (ValueError, KeyError, TypeError, OSError, EOFError, zipfile.BadZipFile) as e:
-            reason = " ".join(str(e).split()) or type(e).__name__
+            reason = " ".join(str(e).split()).strip("'\"") or type(e).__name__
+            if isinstance(e, (zipfile.BadZipFile, EOFError)):
+                reason = f"the archive is truncated or damaged ({reason})"
             raise ValueError(f"cannot load {p}: {reason}; pass a file written by MLP.save") \
                 from None
 
@@ -1339,7 +1341,10 @@ class MLP(ClassifierMixin, BaseEstimator):
         if "meta" not in f.files:
             raise ValueError(f"it has no 'meta' entry (entries: {sorted(f.files)[:8]}), so it "
                              f"was not written by MLP.save")
-        meta = json.loads(str(f["meta"]))
+        try:
+            meta = json.loads(str(f["meta"]))
+        except json.JSONDecodeError as e:
+            raise ValueError(f"its 'meta' entry is not valid JSON ({e})") from None
         if not isinstance(meta, dict) or meta.get("format") != SAVE_FORMAT:
             raise ValueError(f"its 'meta' entry is not {SAVE_FORMAT} metadata")
         if meta.get("version") != SAVE_VERSION:
