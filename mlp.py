@@ -773,7 +773,7 @@ from sklearn.utils.validation import check_array, check_is_fitted, validate_data
 
 INITS = ("normal", "glorot", "he")
 _HISTORY_KEYS = ("loss", "val_loss", "train_acc", "val_acc", "grad_abs_mean")
-# what ``fit`` learns; removed when a new fit starts, so a failed fit leaves no mixture
+# what ``fit`` learns; removed when a fit starts and when it fails
 _FITTED = ("weights_", "biases_", "classes_", "n_features_in_", "feature_names_in_", "history_",
            "n_iter_", "best_iter_", "best_val_iter_", "_best_val_theta")
 SAVE_FORMAT, SAVE_VERSION = "mlp.MLP", 1      # written by MLP.save, checked by MLP.load
@@ -1098,8 +1098,18 @@ class MLP(ClassifierMixin, BaseEstimator):
         self
         """
         hidden, code, dtype = self._check_hyper()
+        self._forget()
+        try:
+            return self._fit(hidden, code, dtype, X, y, X_val, y_val, progress)
+        except BaseException:
+            self._forget()                   # no mixture of old weights and new metadata
+            raise
+
+    def _forget(self):
         for k in _FITTED:
             self.__dict__.pop(k, None)
+
+    def _fit(self, hidden, code, dtype, X, y, X_val, y_val, progress):
         X, y, yi = self._check_X_y(X, y, dtype)
         w = self._sample_weight(yi)
         has_val = X_val is not None

@@ -354,12 +354,12 @@ def _corrupt_files(tmp_path):
         np.savez(tmp_path / name, **a)
         return tmp_path / f"{name}.npz", name
 
-    files = [(tmp_path / "text.npz", "not an .npz"), (tmp_path / "half.npz", "")]
+    files = [(tmp_path / "text.npz", "not an .npz"), (tmp_path / "half.npz", "truncated or damaged")]
     files[0][0].write_text("a,b\n1,2\n")
     files[1][0].write_bytes(raw[: len(raw) // 2])
     files.append((npz("foreign", x=np.arange(3))[0], "no 'meta' entry"))
     files.append((npz("pickled", meta=np.array([_Trap()], dtype=object))[0], "allow_pickle"))
-    files.append((npz("not_json", **{**arrays, "meta": np.array("{oops")})[0], ""))
+    files.append((npz("not_json", **{**arrays, "meta": np.array("{oops")})[0], "not valid JSON"))
     files.append((npz("other_format", **{**arrays, "meta": np.array(json.dumps(
         {**meta, "format": "sklearn"}))})[0], "not mlp.MLP metadata"))
     files.append((npz("newer", **{**arrays, "meta": np.array(json.dumps(
@@ -467,6 +467,30 @@ def test_bad_data_rejected():
         mlp.forward(Ws, bs, X, "elu")
     with pytest.raises(ValueError, match=r"weights\[1\] has shape"):
         mlp.forward([Ws[0], Ws[1][:, :2]], bs, X, "relu")
+
+
+def test_scikit_learn_input_conventions():
+    from sklearn.exceptions import DataConversionWarning
+    pd = pytest.importorskip("pandas")
+    X, y = make_blobs(n=60)
+    kw = dict(hidden=(4,), n_iter=5)
+    ref = mlp.MLP(**kw).fit(X, y)
+    with pytest.warns(DataConversionWarning):
+        col = mlp.MLP(**kw).fit(X, y.reshape(-1, 1))        # a column vector y is raveled
+    assert_array_equal(col.weights_[0], ref.weights_[0])
+    frame = mlp.MLP(**kw).fit(pd.DataFrame(X, columns=list("abcd")), pd.Series(y))
+    assert_array_equal(frame.weights_[0], ref.weights_[0])
+    assert_array_equal(frame.feature_names_in_, list("abcd"))
+    # float32 X into a float64 network: converted, identical to converting first
+    X32 = X.astype(np.float32)
+    assert_array_equal(mlp.MLP(**kw).fit(X32, y).weights_[1],
+                       mlp.MLP(**kw).fit(X32.astype(np.float64), y).weights_[1])
+    # a failed refit leaves an unfitted model, not old weights with new metadata
+    with pytest.raises(ValueError, match="Unknown label type"):
+        ref.fit(X[:, :3], X[:, 0])
+    assert not hasattr(ref, "weights_") and not hasattr(ref, "n_features_in_")
+    with pytest.raises(NotFittedError):
+        ref.predict(X)
 
 
 def test_divergence_names_lr_and_iteration():
