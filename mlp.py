@@ -810,7 +810,11 @@ def _numeric_hint(err, name):
 
 
 def _require_finite(A, name):
-    """``A`` (2-D float) unchanged, or a ValueError naming the rows with NaN/Inf."""
+    """``A`` (2-D float) ready for the kernels, or a ValueError naming the rows with NaN/Inf.
+
+    A read-only array (e.g. a memory map) is copied: numba types it apart from a
+    writeable one, and each kernel would compile again for it (about 30 s here).
+    """
     finite = np.isfinite(A)
     if not finite.all():
         rows = np.flatnonzero(~finite.all(axis=1))
@@ -818,7 +822,7 @@ def _require_finite(A, name):
         c = np.flatnonzero(~finite[r])[0]
         raise ValueError(f"{name} has NaN or Inf in {rows.size} rows (e.g. rows {rows[:5].tolist()}); "
                          f"impute or drop them first (first bad cell at (row, column) ({r}, {c}))")
-    return A
+    return A if A.flags.writeable else A.copy()
 
 
 def _npz_path(path):
@@ -992,7 +996,7 @@ class MLP(ClassifierMixin, BaseEstimator):
             X, y = validate_data(self, X, y, dtype=dtype, order="C", ensure_all_finite=False)
         except ValueError as e:
             raise _numeric_hint(e, "X") from None
-        _require_finite(X, "X")
+        X = _require_finite(X, "X")
         check_classification_targets(y)
         classes = unique_labels(y)
         if len(classes) < 2:

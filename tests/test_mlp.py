@@ -485,6 +485,11 @@ def test_scikit_learn_input_conventions():
     X32 = X.astype(np.float32)
     assert_array_equal(mlp.MLP(**kw).fit(X32, y).weights_[1],
                        mlp.MLP(**kw).fit(X32.astype(np.float64), y).weights_[1])
+    # read-only input (a memory map) is copied once, so the kernels do not compile again
+    X_ro = X.copy()
+    X_ro.flags.writeable = False
+    assert ref._check_X(X_ro, np.float64).flags.writeable
+    assert_array_equal(ref.predict_proba(X_ro), ref.predict_proba(X))
     # a failed refit leaves an unfitted model, not old weights with new metadata
     with pytest.raises(ValueError, match="Unknown label type"):
         ref.fit(X[:, :3], X[:, 0])
