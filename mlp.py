@@ -1110,10 +1110,12 @@ class MLP(ClassifierMixin, BaseEstimator):
             raise
 
     def _forget(self):
+        """Drop every fitted attribute (the model is unfitted afterwards)."""
         for k in _FITTED:
             self.__dict__.pop(k, None)
 
     def _fit(self, hidden, code, dtype, X, y, X_val, y_val, progress):
+        """``fit`` after the hyper-parameter check: validate the data, train, store."""
         X, y, yi = self._check_X_y(X, y, dtype)
         w = self._sample_weight(yi)
         has_val = X_val is not None
