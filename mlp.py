@@ -801,11 +801,15 @@ def _refuse_1d(X, name):
 
 
 def _numeric_hint(err, name):
-    """``err`` from scikit-learn's conversion, with the fix when the cause is text."""
+    """``err`` from scikit-learn's conversion, with the fix when the cause is text or pd.NA;
+    other errors (e.g. the TypeError for a dict in X) unchanged."""
     msg = str(err)
     if "could not convert" in msg:
         return ValueError(f"{name} must be numeric: {msg}; encode text columns first "
                           f"(prep.Preprocessor one-hot encodes them)")
+    if "NAType" in msg:
+        return ValueError(f"{name} has missing values (pd.NA) in an object column; impute or "
+                          f"drop them first, or convert with {name}.astype(float)")
     return err
 
 
@@ -994,10 +998,16 @@ class MLP(ClassifierMixin, BaseEstimator):
         _refuse_1d(X, "X")
         try:
             X, y = validate_data(self, X, y, dtype=dtype, order="C", ensure_all_finite=False)
-        except ValueError as e:
+        except (ValueError, TypeError) as e:
             raise _numeric_hint(e, "X") from None
         X = _require_finite(X, "X")
-        check_classification_targets(y)
+        try:
+            check_classification_targets(y)
+        except ValueError as e:
+            if y.dtype != object:
+                raise
+            raise ValueError(f"{e} (y is an object array of non-text labels, e.g. "
+                             f"{y[0]!r}; convert it, e.g. y.astype(int))") from None
         classes = unique_labels(y)
         if len(classes) < 2:
             raise ValueError(f"y has only one class ({classes.tolist()}); "
@@ -1011,7 +1021,7 @@ class MLP(ClassifierMixin, BaseEstimator):
         try:
             X = validate_data(self, X, reset=False, dtype=dtype, order="C",
                               ensure_all_finite=False)
-        except ValueError as e:
+        except (ValueError, TypeError) as e:
             raise _numeric_hint(e, name) from None
         return _require_finite(X, name)
 
@@ -1020,7 +1030,7 @@ class MLP(ClassifierMixin, BaseEstimator):
         try:
             Xv = check_array(X_val, dtype=dtype, order="C", ensure_all_finite=False,
                              estimator=self, input_name="X_val")
-        except ValueError as e:
+        except (ValueError, TypeError) as e:
             raise _numeric_hint(e, "X_val") from None
         if Xv.shape[1] != n_features:
             raise ValueError(f"X_val has {Xv.shape[1]} features but X has {n_features}; "

@@ -10,6 +10,7 @@ import re
 
 import numba
 import numpy as np
+import pandas as pd
 import pytest
 from numpy.testing import assert_allclose, assert_array_equal
 
@@ -324,7 +325,6 @@ def test_save_load_object_labels_keep_python_types(tmp_path):
 
 
 def test_save_load_keeps_feature_names(tmp_path):
-    pd = pytest.importorskip("pandas")
     X, y = make_blobs(n=40)
     frame = pd.DataFrame(X, columns=["a", "b", "c", "d"])
     m = mlp.MLP(hidden=(3,), n_iter=3).fit(frame, y)
@@ -434,6 +434,12 @@ def test_bad_data_rejected():
         m.fit(X, np.where(np.arange(30) == 4, np.nan, y))
     with pytest.raises(ValueError, match=r"X must be numeric: could not convert.*'abc'.*encode text"):
         m.fit(np.c_[X, np.full(30, "abc", dtype=object)], y)
+    with pytest.raises(ValueError, match=r"X has missing values \(pd.NA\).*astype\(float\)"):
+        m.fit(np.where(np.arange(30)[:, None] == 2, pd.NA, X).astype(object), y)
+    with pytest.raises(TypeError, match="not 'dict'"):      # scikit-learn's own, unchanged
+        m.fit(np.where(np.arange(30)[:, None] == 2, {"a": 1}, X).astype(object), y)
+    with pytest.raises(ValueError, match=r"Unknown label type.*object array.*astype\(int\)"):
+        m.fit(X, y.astype(object))
     with pytest.raises(ValueError, match="Complex data not supported"):
         m.fit(X + 1j, y)
     with pytest.raises(ValueError, match="0 feature"):
@@ -471,7 +477,6 @@ def test_bad_data_rejected():
 
 def test_scikit_learn_input_conventions():
     from sklearn.exceptions import DataConversionWarning
-    pd = pytest.importorskip("pandas")
     X, y = make_blobs(n=60)
     kw = dict(hidden=(4,), n_iter=5)
     ref = mlp.MLP(**kw).fit(X, y)
