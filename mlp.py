@@ -763,11 +763,21 @@ def forward(weights, biases, X, activation, dtype=None):
 
 
 # ================================================================ estimator
+import json  # noqa: E402
+import zipfile  # noqa: E402
+from pathlib import Path  # noqa: E402
+
 from sklearn.base import BaseEstimator, ClassifierMixin, clone  # noqa: E402
-from sklearn.utils.validation import check_is_fitted  # noqa: E402
+from sklearn.utils.multiclass import check_classification_targets, unique_labels  # noqa: E402
+from sklearn.utils.validation import check_array, check_is_fitted, validate_data  # noqa: E402
 
 INITS = ("normal", "glorot", "he")
 _HISTORY_KEYS = ("loss", "val_loss", "train_acc", "val_acc", "grad_abs_mean")
+# what ``fit`` learns; removed when a fit starts and when it fails
+_FITTED = ("weights_", "biases_", "classes_", "n_features_in_", "feature_names_in_", "history_",
+           "n_iter_", "best_iter_", "best_val_iter_", "_best_val_theta")
+SAVE_FORMAT, SAVE_VERSION = "mlp.MLP", 1      # written by MLP.save, checked by MLP.load
+_ZIP_MAGIC = b"PK\x03\x04"                     # every .npz is a zip archive
 
 
 def _is_int(v):
@@ -779,13 +789,115 @@ def _is_real(v):
         not isinstance(v, (bool, np.bool_)) and np.isfinite(v)
 
 
-class MLP(BaseEstimator, ClassifierMixin):
+def _refuse_1d(X, name):
+    """One-line error for 1-D input (scikit-learn's own prints the whole array)."""
+    ndim = getattr(X, "ndim", None)
+    if ndim is None and isinstance(X, (list, tuple)):
+        ndim = 1 if len(X) and not any(isinstance(r, (list, tuple, np.ndarray)) for r in X) else None
+    if ndim == 1:
+        raise ValueError(f"{name} must be 2-D (n_samples, n_features); got 1-D input of "
+                         f"length {len(X)}. Reshape your data: {name}.reshape(-1, 1) for one "
+                         f"feature, {name}.reshape(1, -1) for one sample")
+
+
+def _numeric_hint(err, name):
+    """``err`` from scikit-learn's conversion, with the fix when the cause is text or pd.NA;
+    other errors (e.g. the TypeError for a dict in X) unchanged."""
+    msg = str(err)
+    if "could not convert" in msg:
+        return ValueError(f"{name} must be numeric: {msg}; encode text columns first "
+                          f"(prep.Preprocessor one-hot encodes them)")
+    if "NAType" in msg:
+        return ValueError(f"{name} has missing values (pd.NA) in an object column; impute or "
+                          f"drop them first, or convert with {name}.astype(float)")
+    return err
+
+
+def _require_finite(A, name):
+    """``A`` (2-D float) ready for the kernels, or a ValueError naming the rows with NaN/Inf.
+
+    A read-only array (e.g. a memory map) is copied: numba types it apart from a
+    writeable one, and each kernel would compile again for it (about 30 s here).
+    """
+    finite = np.isfinite(A)
+    if not finite.all():
+        rows = np.flatnonzero(~finite.all(axis=1))
+        r = rows[0]
+        c = np.flatnonzero(~finite[r])[0]
+        raise ValueError(f"{name} has NaN or Inf in {rows.size} rows (e.g. rows {rows[:5].tolist()}); "
+                         f"impute or drop them first (first bad cell at (row, column) ({r}, {c}))")
+    return A if A.flags.writeable else A.copy()
+
+
+def _npz_path(path):
+    """``path`` with the ``.npz`` suffix ``np.savez`` adds when it is missing."""
+    p = Path(os.fspath(path))
+    return p if p.suffix == ".npz" else p.with_name(p.name + ".npz")
+
+
+def _to_json(v):
+    """A parameter or label as JSON that ``_from_json`` turns back into the same value and type."""
+    if isinstance(v, np.generic):
+        v = v.item()
+    if v is None or isinstance(v, (bool, int, float, str)):
+        return v
+    if isinstance(v, tuple):
+        return {"__tuple__": [_to_json(x) for x in v]}
+    if isinstance(v, list):
+        return [_to_json(x) for x in v]
+    if isinstance(v, dict):
+        return {"__pairs__": [[_to_json(k), _to_json(x)] for k, x in v.items()]}
+    raise TypeError(f"{v!r} of type {type(v).__name__} cannot be stored without pickle")
+
+
+def _from_json(v):
+    if isinstance(v, list):
+        return [_from_json(x) for x in v]
+    if isinstance(v, dict):
+        if set(v) == {"__tuple__"}:
+            return tuple(_from_json(x) for x in v["__tuple__"])
+        if set(v) == {"__pairs__"}:
+            return {_from_json(k): _from_json(x) for k, x in v["__pairs__"]}
+        raise ValueError(f"unexpected JSON object {v!r}")
+    return v
+
+
+def _labels_to_json(classes):
+    """``classes_`` as ``{"dtype", "values"}``: exact values, and their type (JSON
+    floats round-trip exactly; an object array keeps each element's Python type)."""
+    a = np.asarray(classes)
+    if a.dtype.kind not in "biufUO":
+        raise ValueError(f"classes_ of dtype {a.dtype} cannot be saved; use integer, float, "
+                         f"bool or string labels")
+    values = [_to_json(v) for v in a.tolist()]
+    if not all(isinstance(v, (bool, int, float, str)) for v in values):
+        raise ValueError(f"classes_ {a.tolist()!r} cannot be saved; use integer, float, bool "
+                         f"or string labels")
+    return {"dtype": a.dtype.str, "values": values}
+
+
+def _labels_from_json(d):
+    dtype, values = np.dtype(d["dtype"]), d["values"]
+    if dtype == object:
+        a = np.empty(len(values), dtype=object)
+        a[:] = values
+        return a
+    return np.array(values, dtype=dtype).reshape(len(values))
+
+
+class MLP(ClassifierMixin, BaseEstimator):
     """Multilayer perceptron trained by vanilla full-batch gradient descent.
 
     Hidden layers use ``activation``; the output layer is softmax and the loss
     is (class-weighted) cross-entropy plus ``l2/2 * sum ||W||^2``. Each
     iteration computes the loss and gradient over the whole training set with
     the tiled numba kernel and takes one step ``theta -= lr * grad``.
+
+    A scikit-learn classifier: inputs are checked with scikit-learn's
+    ``validate_data`` / ``check_classification_targets`` (so ``clone``,
+    ``Pipeline``, ``GridSearchCV`` and ``check_estimator`` work), and the
+    constructor arguments are validated in ``fit`` with a ``ValueError`` that
+    names the parameter.
 
     Parameters
     ----------
@@ -808,8 +920,10 @@ class MLP(BaseEstimator, ClassifierMixin):
     Attributes
     ----------
     weights_, biases_ : lists of ndarray, ``weights_[l]`` of shape (fan_out, fan_in)
-    classes_ : ndarray of shape (n_classes,)
+    classes_ : ndarray of shape (n_classes,), the sorted labels of ``y``
     n_features_in_ : int
+    feature_names_in_ : ndarray of shape (n_features_in_,), only when ``X``
+        was a DataFrame with string column names
     history_ : dict of ndarray; ``loss``, ``val_loss``, ``train_acc``,
         ``val_acc`` of shape (n_iter_,) and ``grad_abs_mean`` of shape
         (n_iter_, n_layers). Entry t describes the parameters *before* step t;
@@ -838,15 +952,8 @@ class MLP(BaseEstimator, ClassifierMixin):
         self.early_stopping = early_stopping
         self.patience = patience
 
-    def __sklearn_tags__(self):
-        # BaseEstimator comes first in the bases, so ClassifierMixin's tag hook
-        # is not reached through super(); set the classifier tags here.
-        from sklearn.utils import ClassifierTags
-        tags = super().__sklearn_tags__()
-        tags.estimator_type = "classifier"
-        tags.classifier_tags = ClassifierTags()
-        tags.target_tags.required = True
-        return tags
+    def __sklearn_is_fitted__(self):
+        return hasattr(self, "weights_")
 
     # ------------------------------------------------------------ validation
     def _check_hyper(self):
@@ -884,6 +991,52 @@ class MLP(BaseEstimator, ClassifierMixin):
             raise ValueError(f"patience={self.patience!r} must be an integer >= 1")
         return tuple(int(v) for v in h), code, dtype
 
+    def _check_X_y(self, X, y, dtype):
+        """Training data via scikit-learn's ``validate_data`` (sets ``n_features_in_``
+        and ``feature_names_in_``): X of ``dtype``, C-contiguous and finite; y 1-D
+        classification labels. Returns X, y and the class index of each row."""
+        _refuse_1d(X, "X")
+        try:
+            X, y = validate_data(self, X, y, dtype=dtype, order="C", ensure_all_finite=False)
+        except (ValueError, TypeError) as e:
+            raise _numeric_hint(e, "X") from None
+        X = _require_finite(X, "X")
+        try:
+            check_classification_targets(y)
+        except ValueError as e:
+            if y.dtype != object:
+                raise
+            raise ValueError(f"{e} (y is an object array of non-text labels, e.g. "
+                             f"{y[0]!r}; convert it, e.g. y.astype(int))") from None
+        classes = unique_labels(y)
+        if len(classes) < 2:
+            raise ValueError(f"y has only one class ({classes.tolist()}); "
+                             f"a classifier needs at least two")
+        self.classes_ = classes
+        return X, y, np.searchsorted(classes, y).astype(np.int64)
+
+    def _check_X(self, X, dtype, name="X"):
+        """Prediction inputs via ``validate_data`` (width and column names as in fit)."""
+        _refuse_1d(X, name)
+        try:
+            X = validate_data(self, X, reset=False, dtype=dtype, order="C",
+                              ensure_all_finite=False)
+        except (ValueError, TypeError) as e:
+            raise _numeric_hint(e, name) from None
+        return _require_finite(X, name)
+
+    def _check_X_val(self, X_val, dtype, n_features):
+        _refuse_1d(X_val, "X_val")
+        try:
+            Xv = check_array(X_val, dtype=dtype, order="C", ensure_all_finite=False,
+                             estimator=self, input_name="X_val")
+        except (ValueError, TypeError) as e:
+            raise _numeric_hint(e, "X_val") from None
+        if Xv.shape[1] != n_features:
+            raise ValueError(f"X_val has {Xv.shape[1]} features but X has {n_features}; "
+                             f"use the same columns for both")
+        return _require_finite(Xv, "X_val")
+
     def _sample_weight(self, yi):
         """Per-sample weights from ``class_weight`` for class indices ``yi``."""
         K = len(self.classes_)
@@ -908,13 +1061,18 @@ class MLP(BaseEstimator, ClassifierMixin):
         return w
 
     def _encode(self, y, n, name):
+        """Class indices (int64, shape (n,)) of labels ``y`` taken from ``classes_``."""
         y = np.asarray(y)
+        if y.ndim == 2 and y.shape[1] == 1:
+            y = y.ravel()
         if y.ndim != 1 or y.shape[0] != n:
             raise ValueError(f"{name} must be 1-D with one label per row; got shape {y.shape} "
                              f"for {n} rows")
-        idx = np.searchsorted(self.classes_, y)
-        idx = np.clip(idx, 0, len(self.classes_) - 1)
-        bad = np.flatnonzero(self.classes_[idx] != y)
+        try:
+            idx = np.clip(np.searchsorted(self.classes_, y), 0, len(self.classes_) - 1)
+            bad = np.flatnonzero(self.classes_[idx] != y)
+        except TypeError:                          # labels not comparable with classes_
+            idx, bad = None, np.arange(n)
         if bad.size:
             raise ValueError(f"{name}[{bad[0]}] = {y[bad[0]]!r} is not one of the training "
                              f"classes {self.classes_.tolist()}")
@@ -941,10 +1099,11 @@ class MLP(BaseEstimator, ClassifierMixin):
 
         Parameters
         ----------
-        X : ndarray of shape (n_samples, n_features)
-        y : array-like of shape (n_samples,), any labels (at least two classes)
-        X_val : ndarray of shape (n_val, n_features) or None
-        y_val : array-like of shape (n_val,) or None
+        X : array-like of shape (n_samples, n_features), numeric
+        y : array-like of shape (n_samples,), classification labels (at least
+            two classes; integers, strings or bools; continuous values are refused)
+        X_val : array-like of shape (n_val, n_features) or None
+        y_val : array-like of shape (n_val,) or None, labels from ``y``'s classes
         progress : callable(iteration, loss, val_loss) or None, called every
             iteration (val_loss is NaN without validation data)
 
@@ -953,18 +1112,21 @@ class MLP(BaseEstimator, ClassifierMixin):
         self
         """
         hidden, code, dtype = self._check_hyper()
-        X = _check_X(X, dtype)
-        y = np.asarray(y)
-        if y.ndim != 1 or y.shape[0] != X.shape[0]:
-            raise ValueError(f"y must be 1-D with one label per row of X ({X.shape[0]}); "
-                             f"got shape {y.shape}")
-        if y.dtype.kind == "f" and not np.all(np.isfinite(y)):
-            raise ValueError("y has NaN labels; drop or fill those rows first")
-        self.classes_ = np.unique(y)
-        if len(self.classes_) < 2:
-            raise ValueError(f"y has only one class ({self.classes_.tolist()}); "
-                             f"a classifier needs at least two")
-        yi = self._encode(y, X.shape[0], "y")
+        self._forget()
+        try:
+            return self._fit(hidden, code, dtype, X, y, X_val, y_val, progress)
+        except BaseException:
+            self._forget()                   # no mixture of old weights and new metadata
+            raise
+
+    def _forget(self):
+        """Drop every fitted attribute (the model is unfitted afterwards)."""
+        for k in _FITTED:
+            self.__dict__.pop(k, None)
+
+    def _fit(self, hidden, code, dtype, X, y, X_val, y_val, progress):
+        """``fit`` after the hyper-parameter check: validate the data, train, store."""
+        X, y, yi = self._check_X_y(X, y, dtype)
         w = self._sample_weight(yi)
         has_val = X_val is not None
         if has_val != (y_val is not None):
@@ -976,13 +1138,12 @@ class MLP(BaseEstimator, ClassifierMixin):
             raise ValueError(f"progress={progress!r} must be a callable(iteration, loss, "
                              f"val_loss) or None")
         if has_val:
-            Xv = _check_X(X_val, dtype, n_features=X.shape[1], name="X_val")
+            Xv = self._check_X_val(X_val, dtype, X.shape[1])
             yv = self._encode(y_val, Xv.shape[0], "y_val")
             wv = self._sample_weight(yv) if self.class_weight is not None else np.ones(len(yv))
             if wv.sum() <= 0:
                 wv = np.ones(len(yv))
             wv = wv / wv.sum()
-        self.n_features_in_ = X.shape[1]
         sizes = [X.shape[1], *hidden, len(self.classes_)]
         theta, sizes = self._init_params(sizes, dtype)
         L = len(sizes) - 1
@@ -1044,20 +1205,21 @@ class MLP(BaseEstimator, ClassifierMixin):
 
         Parameters
         ----------
-        X : ndarray of shape (n_samples, n_features)
+        X : array-like of shape (n_samples, n_features)
 
         Returns
         -------
         P : ndarray of shape (n_samples, n_classes), columns in ``classes_`` order
         """
-        check_is_fitted(self, "weights_")
+        check_is_fitted(self)
         dtype = self.weights_[0].dtype.type
+        X = self._check_X(X, dtype)
         theta, sizes = pack(self.weights_, self.biases_, dtype)
-        X = _check_X(X, dtype, n_features=self.n_features_in_)
         return _run_forward(theta, sizes, activation_code(self.activation), X)
 
     def predict(self, X):
         """Most probable class label for each row; shape (n_samples,)."""
+        check_is_fitted(self)
         return self.classes_[np.argmax(self.predict_proba(X), axis=1)]
 
     # ------------------------------------------------------- build, save, load
@@ -1102,7 +1264,7 @@ class MLP(BaseEstimator, ClassifierMixin):
         -------
         ndarray of shape (n_samples, n_features)
         """
-        check_is_fitted(self, "weights_")
+        check_is_fitted(self)
         yi = None if y is None else self._encode(y, np.shape(X)[0], "y")
         return input_gradients(self.weights_, self.biases_, X, yi, self.activation, target=target)
 
@@ -1121,65 +1283,122 @@ class MLP(BaseEstimator, ClassifierMixin):
         -------
         dict, as returned by the module-level ``feature_attribution``
         """
-        check_is_fitted(self, "weights_")
+        check_is_fitted(self)
         yi = None if y is None else self._encode(y, np.shape(X)[0], "y")
         return feature_attribution(self.weights_, self.biases_, X, yi, self.activation,
                                    target=target, samples=samples, feature_names=feature_names,
                                    feature_source=feature_source, times_input=times_input)
 
     def save(self, path):
-        """Write parameters, hyper-parameters, classes and history to ``path`` (.npz).
+        """Write parameters, hyper-parameters, labels and history to one ``.npz`` file.
 
-        Everything is stored as plain arrays, so ``MLP.load`` reads it with
-        ``allow_pickle=False``.
+        Parameters
+        ----------
+        path : str or os.PathLike
+            ``.npz`` is appended when missing (``MLP.load`` accepts the same path).
+
+        Returns
+        -------
+        Path, the file written
+
+        Everything is a plain array or JSON text (labels keep their values and
+        type: ints, floats, bools, strings), so ``MLP.load`` reads it with
+        ``allow_pickle=False``. ``replay_early_stopping``'s record is not saved.
         """
-        import json
-        check_is_fitted(self, "weights_")
+        check_is_fitted(self)
+        p = _npz_path(path)
         params = self.get_params()
-        params["hidden"] = list(params["hidden"]) if not _is_int(params["hidden"]) \
-            else [int(params["hidden"])]
-        cw = params["class_weight"]
-        if isinstance(cw, dict):
-            params["class_weight"] = {"__pairs__": [[k.item() if isinstance(k, np.generic) else k,
-                                                     float(v)] for k, v in cw.items()]}
         params["dtype"] = np.dtype(resolve_dtype(params["dtype"])).name
-        params = {k: (v.item() if isinstance(v, np.generic) else v) for k, v in params.items()}
-        classes = self.classes_
-        if classes.dtype == object:
-            classes = classes.astype(str)
-        arrays = {"params_json": np.array(json.dumps(params)), "classes": classes,
-                  "n_layers": np.array(len(self.weights_))}
+        try:
+            params = {k: _to_json(v) for k, v in params.items()}
+        except TypeError as e:
+            raise ValueError(f"cannot save the model to {p}: a parameter {e}") from None
+        history = getattr(self, "history_", {})
+        names = getattr(self, "feature_names_in_", None)
+        meta = {"format": SAVE_FORMAT, "version": SAVE_VERSION, "params": params,
+                "classes": _labels_to_json(self.classes_), "n_layers": len(self.weights_),
+                "n_features_in": int(self.n_features_in_),
+                "feature_names_in": None if names is None else [str(c) for c in names],
+                "history": list(history)}
+        for k in ("n_iter_", "best_iter_", "best_val_iter_"):
+            v = getattr(self, k, None)
+            meta[k] = None if v is None else int(v)
+        arrays = {"meta": np.array(json.dumps(meta))}
         for l, (W, b) in enumerate(zip(self.weights_, self.biases_)):
             arrays[f"W{l}"], arrays[f"b{l}"] = W, b
-        for k, v in getattr(self, "history_", {}).items():
+        for k, v in history.items():
             arrays[f"history_{k}"] = v
-        for k in ("n_iter_", "best_iter_"):
-            v = getattr(self, k, None)
-            arrays[k] = np.array(-1 if v is None else v)
-        np.savez(path, **arrays)
+        tmp = p.with_name(p.name + ".part")
+        with open(tmp, "wb") as fh:           # a file handle: np.savez adds no suffix
+            np.savez(fh, **arrays)
+        os.replace(tmp, p)
+        return p
 
     @classmethod
     def load(cls, path):
-        """An ``MLP`` written by ``save``."""
-        import json
-        with np.load(path, allow_pickle=False) as f:
-            params = json.loads(str(f["params_json"]))
-            params["hidden"] = tuple(params["hidden"])
-            cw = params["class_weight"]
-            if isinstance(cw, dict):
-                params["class_weight"] = {k: v for k, v in cw["__pairs__"]}
-            model = cls(**params)
-            n_layers = int(f["n_layers"])
-            model.weights_ = [f[f"W{l}"] for l in range(n_layers)]
-            model.biases_ = [f[f"b{l}"] for l in range(n_layers)]
-            model.classes_ = f["classes"]
-            model.n_features_in_ = int(model.weights_[0].shape[1])
-            hist = {k[len("history_"):]: f[k] for k in f.files if k.startswith("history_")}
-            if hist:
-                model.history_ = hist
-            for k in ("n_iter_", "best_iter_"):
-                v = int(f[k])
-                setattr(model, k, None if v < 0 else v)
+        """An ``MLP`` written by ``save``; the same ``path`` (with or without ``.npz``).
+
+        Raises ``FileNotFoundError`` when there is no such file and one
+        ``ValueError`` naming the file and the problem when it is not a model
+        written by ``save`` (another archive, a truncated or edited file).
+        Nothing is unpickled.
+        """
+        p = _npz_path(path)
+        if not p.is_file() and Path(os.fspath(path)).is_file():
+            p = Path(os.fspath(path))                  # saved elsewhere under another name
+        if not p.is_file():
+            raise FileNotFoundError(f"no model file {p}: write one with MLP.save({str(path)!r})")
+        try:
+            with open(p, "rb") as fh:
+                if fh.read(4) != _ZIP_MAGIC:
+                    raise ValueError("it is not an .npz (zip) archive")
+            with np.load(p, allow_pickle=False) as f:
+                return cls._from_archive(f)
+        except (ValueError, KeyError, TypeError, OSError, EOFError, zipfile.BadZipFile) as e:
+            reason = " ".join(str(e).split()).strip("'\"") or type(e).__name__
+            if isinstance(e, (zipfile.BadZipFile, EOFError)):
+                reason = f"the archive is truncated or damaged ({reason})"
+            raise ValueError(f"cannot load {p}: {reason}; pass a file written by MLP.save") \
+                from None
+
+    @classmethod
+    def _from_archive(cls, f):
+        """The model stored in the open ``NpzFile`` ``f``; ValueError/KeyError if malformed."""
+        if "meta" not in f.files:
+            raise ValueError(f"it has no 'meta' entry (entries: {sorted(f.files)[:8]}), so it "
+                             f"was not written by MLP.save")
+        try:
+            meta = json.loads(str(f["meta"]))
+        except json.JSONDecodeError as e:
+            raise ValueError(f"its 'meta' entry is not valid JSON ({e})") from None
+        if not isinstance(meta, dict) or meta.get("format") != SAVE_FORMAT:
+            raise ValueError(f"its 'meta' entry is not {SAVE_FORMAT} metadata")
+        if meta.get("version") != SAVE_VERSION:
+            raise ValueError(f"it has format version {meta.get('version')!r}; this code reads "
+                             f"version {SAVE_VERSION}")
+        model = cls(**{k: _from_json(v) for k, v in meta["params"].items()})
+        hidden, _, dtype = model._check_hyper()
+        L = int(meta["n_layers"])
+        Ws = [f[f"W{l}"] for l in range(L)]
+        bs = [f[f"b{l}"] for l in range(L)]
+        theta, sizes = pack(Ws, bs, dtype)
+        classes = _labels_from_json(meta["classes"])
+        expected = (int(meta["n_features_in"]), *hidden, len(classes))
+        if tuple(int(s) for s in sizes) != expected or any(W.dtype != dtype for W in Ws + bs):
+            raise ValueError(f"its weights have layer sizes {[int(s) for s in sizes]} and dtype "
+                             f"{Ws[0].dtype}, but its metadata says {list(expected)} and "
+                             f"{np.dtype(dtype).name}")
+        if not np.all(np.isfinite(theta)):
+            raise ValueError("its weights contain NaN or Inf")
+        model.weights_, model.biases_ = Ws, bs
+        model.classes_ = classes
+        model.n_features_in_ = int(meta["n_features_in"])
+        if meta["feature_names_in"] is not None:
+            model.feature_names_in_ = np.asarray(meta["feature_names_in"], dtype=object)
+        if meta["history"]:
+            model.history_ = {k: f[f"history_{k}"] for k in meta["history"]}
+        for k in ("n_iter_", "best_iter_", "best_val_iter_"):
+            setattr(model, k, meta[k])
         return model
 
 
@@ -1248,8 +1467,9 @@ def replay_early_stopping(model, patience):
             return None                        # it would have stopped at iteration t
     replay = clone(model).set_params(early_stopping=True, patience=int(patience))
     replay._set_params(theta, pack(model.weights_, model.biases_)[1])
-    for k in ("classes_", "n_features_in_"):
-        setattr(replay, k, getattr(model, k))
+    for k in ("classes_", "n_features_in_", "feature_names_in_"):
+        if hasattr(model, k):
+            setattr(replay, k, getattr(model, k))
     replay.history_ = {k: v.copy() for k, v in model.history_.items()}
     replay.n_iter_ = model.n_iter_
     replay.best_iter_ = replay.best_val_iter_ = model.best_val_iter_

@@ -40,6 +40,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 from scipy import stats
+from sklearn.base import BaseEstimator, TransformerMixin
 from sklearn.compose import ColumnTransformer
 from sklearn.ensemble import HistGradientBoostingClassifier
 from sklearn.feature_selection import mutual_info_classif
@@ -49,6 +50,7 @@ from sklearn.model_selection import KFold, StratifiedKFold, train_test_split
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import OneHotEncoder, StandardScaler
 from sklearn.tree import DecisionTreeClassifier
+from sklearn.utils.validation import check_is_fitted
 from threadpoolctl import threadpool_limits  # hard dependency of scikit-learn
 
 DEFAULT_TARGET = "price_class"
@@ -547,8 +549,8 @@ def make_synthetic(n_train=4000, n_test=1000, shortcut=None, missing_rate=0.02, 
 
 
 # ------------------------------------------------------------ preprocessing
-class Preprocessor:
-    """Leak-free feature encoding, fitted on training rows only.
+class Preprocessor(TransformerMixin, BaseEstimator):
+    """Leak-free feature encoding, fitted on training rows only (a scikit-learn transformer).
 
     Numeric columns: median imputation, then z-score (``StandardScaler``).
     Categorical columns: most-frequent imputation, then one-hot
@@ -557,44 +559,86 @@ class Preprocessor:
     one 0/1 column ``<col>_missing`` per column that had missing values in the
     fitting data. Output columns: numerics, one-hots, indicators.
 
+    ``fit`` reads only the listed columns of a DataFrame (any other column, the
+    label too, is ignored) and never uses ``y``, so the encoding cannot depend
+    on the label. Constructor arguments are stored as given and checked in
+    ``fit``: ``clone``, ``Pipeline`` and ``GridSearchCV`` work, e.g.
+    ``Pipeline([("prep", Preprocessor(num, cat)), ("mlp", mlp.MLP())])``
+    tuned over ``prep__missing_indicators``.
+
     Parameters
     ----------
     numeric : list of str
+        Numeric feature columns.
     categorical : list of str
+        Categorical feature columns (text; missing cells as NaN/None).
     missing_indicators : bool
 
     Attributes
     ----------
+    feature_names_in_ : ndarray of str, shape (n_features_in_,)
+        The columns read, numeric then categorical.
+    n_features_in_ : int
     feature_names_ : list of str, length n_features
         E.g. ``"minimum_nights"``, ``"room_type=Private room"``,
-        ``"minimum_nights_missing"``.
+        ``"minimum_nights_missing"``; ``get_feature_names_out`` returns them.
     feature_source_ : list of str, length n_features
         The raw column behind each encoded column.
+    n_features_ : int, width of the encoded matrix
+    indicator_columns_ : list of str, columns with a ``<col>_missing`` output
     statistics_ : dict
         Per numeric column ``{"median", "mean", "scale"}`` (mean and scale of
         the imputed column, ddof=0); per categorical ``{"fill", "categories"}``.
     """
 
     def __init__(self, numeric, categorical, missing_indicators=False):
-        self.numeric = [str(c) for c in numeric]
-        self.categorical = [str(c) for c in categorical]
-        self.missing_indicators = bool(missing_indicators)
-        overlap = set(self.numeric) & set(self.categorical)
+        self.numeric = numeric
+        self.categorical = categorical
+        self.missing_indicators = missing_indicators
+
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.input_tags.categorical = True      # text columns are one-hot encoded
+        tags.input_tags.string = True
+        tags.input_tags.allow_nan = True        # missing cells are imputed
+        return tags
+
+    def __sklearn_is_fitted__(self):
+        return hasattr(self, "transformer_")
+
+    def _check_params(self):
+        """(numeric, categorical) as lists of str; ``ValueError`` naming the parameter."""
+        cols = {}
+        for name in ("numeric", "categorical"):
+            v = getattr(self, name)
+            if v is None or isinstance(v, (str, bytes)) or not np.iterable(v):
+                raise ValueError(f"{name}={v!r} must be a list of column names, e.g. "
+                                 f"{name}=['a', 'b'] (or [] for none)")
+            cols[name] = [str(c) for c in v]
+            dup = sorted({c for c in cols[name] if cols[name].count(c) > 1})
+            if dup:
+                raise ValueError(f"{name} lists {_names(dup)} more than once; list each column once")
+        overlap = set(cols["numeric"]) & set(cols["categorical"])
         if overlap:
             raise ValueError(f"columns {_names(sorted(overlap))} are both numeric and categorical; "
                              "list each column once")
-        if not self.numeric and not self.categorical:
+        if not cols["numeric"] and not cols["categorical"]:
             raise ValueError("Preprocessor needs at least one numeric or categorical column")
+        if not isinstance(self.missing_indicators, (bool, np.bool_)):
+            raise ValueError(f"missing_indicators={self.missing_indicators!r} must be True or False")
+        return cols["numeric"], cols["categorical"]
 
-    def _frame(self, df, what):
+    def _frame(self, df, what, numeric, categorical):
         """The feature columns of ``df`` in canonical dtypes (float64 / object)."""
-        cols = self.numeric + self.categorical
-        missing = [c for c in cols if c not in df.columns]
+        if not isinstance(df, pd.DataFrame):
+            raise TypeError(f"{what}: X must be a pandas DataFrame with the columns "
+                            f"{_names(numeric + categorical)}; got {type(df).__name__}")
+        missing = [c for c in numeric + categorical if c not in df.columns]
         if missing:
             raise DataError(f"{what}: frame lacks feature columns {_names(missing)}; "
                             "pass a frame with the columns the Preprocessor was built for")
         out = pd.DataFrame(index=df.index)
-        for c in self.numeric:
+        for c in numeric:
             num = pd.to_numeric(df[c], errors="coerce").to_numpy(dtype=np.float64)
             bad = (np.isnan(num) & df[c].notna().to_numpy()) | np.isinf(num)
             if bad.any():
@@ -602,82 +646,87 @@ class Preprocessor:
                                 f"{_where(df, bad, '')} (e.g. {_example(df[c][bad].to_numpy())}); "
                                 "validate the data with validate_frames first")
             out[c] = num
-        for c in self.categorical:
+        for c in categorical:
             out[c] = _categorical_values(df[c])
         return out
 
-    def fit(self, df, y=None):
-        """Fit imputers, encoder and scaler on the feature columns of ``df``.
+    def fit(self, X, y=None):
+        """Fit imputers, encoder and scaler on the feature columns of ``X``.
 
         Parameters
         ----------
-        df : DataFrame of shape (n_samples, n_columns)
+        X : DataFrame of shape (n_samples, n_columns)
             Training rows; any other columns (the label too) are ignored.
-        y : ignored
+        y : ignored (accepted so the Preprocessor can sit in a ``Pipeline``)
 
         Returns
         -------
         self
         """
-        X = self._frame(df, "fit")
+        numeric, categorical = self._check_params()
+        X = self._frame(X, "fit", numeric, categorical)
         if len(X) == 0:
             raise DataError("fit: no rows; fit the Preprocessor on at least one training row")
         parts = []
-        if self.numeric:
+        if numeric:
             parts.append(("num", Pipeline([
                 ("impute", SimpleImputer(strategy="median", keep_empty_features=True)),
-                ("scale", StandardScaler())]), self.numeric))
-        if self.categorical:
+                ("scale", StandardScaler())]), numeric))
+        if categorical:
             parts.append(("cat", Pipeline([
                 ("impute", SimpleImputer(strategy="most_frequent", keep_empty_features=True)),
                 ("onehot", OneHotEncoder(handle_unknown="ignore", sparse_output=False,
-                                         dtype=np.float64))]), self.categorical))
-        self.indicator_columns_ = []
+                                         dtype=np.float64))]), categorical))
+        indicator_columns = []
         if self.missing_indicators:
-            self.indicator_columns_ = [c for c in self.numeric + self.categorical if X[c].isna().any()]
-            if self.indicator_columns_:
+            indicator_columns = [c for c in numeric + categorical if X[c].isna().any()]
+            if indicator_columns:
                 parts.append(("missing", MissingIndicator(features="all", error_on_new=False),
-                              self.indicator_columns_))
-        self.transformer_ = ColumnTransformer(parts, remainder="drop", sparse_threshold=0.0)
-        self.transformer_.fit(X)
+                              indicator_columns))
+        transformer = ColumnTransformer(parts, remainder="drop", sparse_threshold=0.0)
+        transformer.fit(X)
 
         names, source, stats = [], [], {}
-        if self.numeric:
-            num = self.transformer_.named_transformers_["num"]
+        if numeric:
+            num = transformer.named_transformers_["num"]
             med, scaler = num["impute"].statistics_, num["scale"]
-            for j, c in enumerate(self.numeric):
+            for j, c in enumerate(numeric):
                 names.append(c)
                 source.append(c)
                 stats[c] = {"median": float(med[j]), "mean": float(scaler.mean_[j]),
                             "scale": float(scaler.scale_[j])}
-        if self.categorical:
-            cat = self.transformer_.named_transformers_["cat"]
+        if categorical:
+            cat = transformer.named_transformers_["cat"]
             fills, cats = cat["impute"].statistics_, cat["onehot"].categories_
-            for j, c in enumerate(self.categorical):
+            for j, c in enumerate(categorical):
                 levels = [str(v) for v in cats[j]]
                 names += [f"{c}={v}" for v in levels]
                 source += [c] * len(levels)
                 stats[c] = {"fill": str(fills[j]), "categories": levels}
-        names += [f"{c}_missing" for c in self.indicator_columns_]
-        source += list(self.indicator_columns_)
+        names += [f"{c}_missing" for c in indicator_columns]
+        source += list(indicator_columns)
+        self._numeric, self._categorical = numeric, categorical
+        self.feature_names_in_ = np.asarray(numeric + categorical, dtype=object)
+        self.n_features_in_ = len(self.feature_names_in_)
+        self.indicator_columns_ = indicator_columns
         self.feature_names_, self.feature_source_, self.statistics_ = names, source, stats
         self.n_features_ = len(names)
+        self.transformer_ = transformer
         return self
 
-    def transform(self, df):
-        """Encode ``df`` with the fitted statistics (which never change here).
+    def transform(self, X):
+        """Encode ``X`` with the fitted statistics (which never change here).
 
         Parameters
         ----------
-        df : DataFrame of shape (n_samples, n_columns)
+        X : DataFrame of shape (n_samples, n_columns), with the fitted columns
 
         Returns
         -------
-        X : ndarray of shape (n_samples, n_features), float64
+        ndarray of shape (n_samples, n_features), float64
         """
-        if not hasattr(self, "transformer_"):
-            raise RuntimeError("Preprocessor is not fitted; call fit(train_df) first")
-        X = self._frame(df, "transform")
+        check_is_fitted(self, msg="Preprocessor is not fitted; call fit(train_df) first")
+        X = self._frame(X, "transform", self._numeric, self._categorical)
         self._warn_unseen(X)
         out = np.ascontiguousarray(self.transformer_.transform(X), dtype=np.float64)
         if out.shape != (len(X), self.n_features_):
@@ -687,25 +736,30 @@ class Preprocessor:
             raise RuntimeError("transform produced non-finite values; this is a bug in prep.Preprocessor")
         return out
 
-    def fit_transform(self, df, y=None):
-        """``fit(df).transform(df)``; see ``transform`` for the shape."""
-        return self.fit(df).transform(df)
-
     def get_feature_names_out(self, input_features=None):
-        """Names of the encoded columns, shape (n_features,)."""
+        """Names of the encoded columns, ndarray of str of shape (n_features,).
+
+        ``input_features``, if given, must be the fitted columns (``feature_names_in_``).
+        """
+        check_is_fitted(self, msg="Preprocessor is not fitted; call fit(train_df) first")
+        if input_features is not None and \
+                [str(c) for c in input_features] != list(self.feature_names_in_):
+            raise ValueError(f"input_features {_names(input_features)} are not the fitted "
+                             f"columns {_names(self.feature_names_in_)}")
         return np.asarray(self.feature_names_, dtype=object)
 
     def _warn_unseen(self, X):
         counts = []
-        for c in self.categorical:
+        for c in self._categorical:
             vals = X[c].to_numpy()
             known = set(self.statistics_[c]["categories"])
             unseen = [v for v in vals if isinstance(v, str) and v not in known]
             if unseen:
                 counts.append(f"{c!r}: {len(unseen)} rows (e.g. {unseen[0]!r})")
         if counts:
+            # stack: here, transform, scikit-learn's set_output wrapper, the caller
             warnings.warn("categories never seen in fit are encoded as all-zero one-hot rows: "
-                          + "; ".join(counts), UnseenCategoryWarning, stacklevel=3)
+                          + "; ".join(counts), UnseenCategoryWarning, stacklevel=4)
 
 
 # ------------------------------------------------------------ split and encode
@@ -764,7 +818,11 @@ def encode(dataset, missing_indicators=False, val_size=0.2, seed=42):
     """
     train_df, val_df = train_val_split(dataset.train, dataset.target, val_size=val_size, seed=seed)
     pre = Preprocessor(dataset.numeric, dataset.categorical, missing_indicators=missing_indicators)
-    pre.fit(train_df)
+
+    def features(df):                      # the Preprocessor never sees the label column
+        return df.drop(columns=[dataset.target], errors="ignore")
+
+    X_train = pre.fit_transform(features(train_df))
 
     def labels(df):
         raw = df[dataset.target].to_numpy(dtype=np.int64)
@@ -775,9 +833,9 @@ def encode(dataset, missing_indicators=False, val_size=0.2, seed=42):
                             f"training classes {_listing(dataset.classes, 20)}; validate the data first")
         return idx.astype(np.int64)
 
-    return {"X_train": pre.transform(train_df), "y_train": labels(train_df),
-            "X_val": pre.transform(val_df), "y_val": labels(val_df),
-            "X_test": pre.transform(dataset.test), "y_test": labels(dataset.test),
+    return {"X_train": X_train, "y_train": labels(train_df),
+            "X_val": pre.transform(features(val_df)), "y_val": labels(val_df),
+            "X_test": pre.transform(features(dataset.test)), "y_test": labels(dataset.test),
             "preprocessor": pre, "feature_names": list(pre.feature_names_),
             "feature_source": list(pre.feature_source_), "train_df": train_df, "val_df": val_df}
 

@@ -5,10 +5,16 @@ All data is tiny and made here. float32 tolerance: kernels accumulate in
 float32 per tile (the loss in float64), so float32 results are compared to the
 float64 reference with rtol 1e-4 relative to the largest entry of each array.
 """
+import json
+import re
+
 import numba
 import numpy as np
+import pandas as pd
 import pytest
 from numpy.testing import assert_allclose, assert_array_equal
+
+from sklearn.exceptions import NotFittedError
 
 import mlp
 
@@ -264,14 +270,122 @@ def test_save_load_round_trip(tmp_path):
     m = mlp.MLP(hidden=(6, 4), n_iter=20, lr=0.3, activation="sigmoid",
                 class_weight={"hi": 2.0}, l2=0.01).fit(X[:90], labels[:90], X[90:], labels[90:])
     path = tmp_path / "model.npz"
-    m.save(path)
+    assert m.save(path) == path
     r = mlp.MLP.load(path)
     assert r.get_params() == m.get_params()
     assert_array_equal(r.classes_, m.classes_)
     assert_array_equal(r.predict_proba(X), m.predict_proba(X))
     for k in m.history_:
         assert_array_equal(r.history_[k], m.history_[k])
-    assert r.n_iter_ == 20 and r.best_iter_ is None
+    assert r.n_iter_ == 20 and r.best_iter_ is None and r.best_val_iter_ == m.best_val_iter_
+
+
+def test_save_load_accept_the_same_path_with_or_without_suffix(tmp_path):
+    X, y = make_blobs(n=40)
+    m = mlp.MLP(hidden=(3,), n_iter=3)
+    m.fit(X, y)
+    written = m.save(tmp_path / "m")
+    assert written == tmp_path / "m.npz" and written.is_file()
+    assert sorted(f.name for f in tmp_path.iterdir()) == ["m.npz"]     # no temporary left
+    for given in (tmp_path / "m", str(tmp_path / "m"), tmp_path / "m.npz"):
+        assert_array_equal(mlp.MLP.load(given).weights_[0], m.weights_[0])
+    with pytest.raises(FileNotFoundError, match=r"no model file .*other\.npz"):
+        mlp.MLP.load(tmp_path / "other")
+
+
+@pytest.mark.parametrize("labels", [
+    np.array([3, 7, 9]), np.array([-2, 0, 5], dtype=np.int32), np.array([1.0, 2.0, 4.0]),
+    np.array(["lo", "mid", "hi"]), np.array(["lo", "mid", "hi"], dtype=object),
+    np.array([False, True, True])], ids=["int64", "int32", "float", "str", "object-str", "bool"])
+def test_save_load_keeps_label_values_and_type(tmp_path, labels):
+    X, y = make_blobs(n=60)
+    y_lab = labels[y]
+    key = y_lab[0].item() if isinstance(y_lab[0], np.generic) else y_lab[0]   # a Python label
+    m = mlp.MLP(hidden=(4,), n_iter=5, class_weight={key: 2.0}).fit(X, y_lab)
+    r = mlp.MLP.load(m.save(tmp_path / "m"))
+    assert r.classes_.dtype == m.classes_.dtype
+    assert_array_equal(r.classes_, m.classes_)
+    assert [type(v) for v in r.classes_] == [type(v) for v in m.classes_]
+    assert_array_equal(r.predict(X), m.predict(X))
+    assert r.predict(X).dtype == m.predict(X).dtype
+    assert r.get_params() == m.get_params()
+    assert [type(k) for k in r.class_weight] == [type(k) for k in m.class_weight]
+
+
+def test_save_load_object_labels_keep_python_types(tmp_path):
+    # object arrays (e.g. from from_weights or a pandas column) come back as objects
+    # of the same Python types: 1 stays int 1, not the string '1'
+    Ws, bs = make_net([4, 3, 3])
+    classes = np.array([1, "two", True], dtype=object)
+    m = mlp.MLP.from_weights(Ws, bs, "tanh", classes=classes)
+    r = mlp.MLP.load(m.save(tmp_path / "m"))
+    assert r.classes_.dtype == object
+    assert [(type(v), v) for v in r.classes_] == [(int, 1), (str, "two"), (bool, True)]
+    assert not hasattr(r, "history_") and r.n_features_in_ == 4
+
+
+def test_save_load_keeps_feature_names(tmp_path):
+    X, y = make_blobs(n=40)
+    frame = pd.DataFrame(X, columns=["a", "b", "c", "d"])
+    m = mlp.MLP(hidden=(3,), n_iter=3).fit(frame, y)
+    r = mlp.MLP.load(m.save(tmp_path / "m"))
+    assert_array_equal(r.feature_names_in_, ["a", "b", "c", "d"])
+    with pytest.raises(ValueError, match="feature names"):
+        r.predict(frame.rename(columns={"a": "z"}))
+
+
+class _Trap:
+    """Records it was unpickled: loading must never get that far."""
+    hits = []
+
+    def __reduce__(self):
+        return (_Trap.hits.append, ("unpickled",))
+
+
+def _corrupt_files(tmp_path):
+    X, y = make_blobs(n=40)
+    good = mlp.MLP(hidden=(3,), n_iter=3).fit(X, y).save(tmp_path / "good")
+    raw = good.read_bytes()
+    with np.load(good) as f:
+        arrays = {k: f[k] for k in f.files}
+    meta = json.loads(str(arrays["meta"]))
+
+    def npz(name, **a):
+        np.savez(tmp_path / name, **a)
+        return tmp_path / f"{name}.npz", name
+
+    files = [(tmp_path / "text.npz", "not an .npz"), (tmp_path / "half.npz", "truncated or damaged")]
+    files[0][0].write_text("a,b\n1,2\n")
+    files[1][0].write_bytes(raw[: len(raw) // 2])
+    files.append((npz("foreign", x=np.arange(3))[0], "no 'meta' entry"))
+    files.append((npz("pickled", meta=np.array([_Trap()], dtype=object))[0], "allow_pickle"))
+    files.append((npz("not_json", **{**arrays, "meta": np.array("{oops")})[0], "not valid JSON"))
+    files.append((npz("other_format", **{**arrays, "meta": np.array(json.dumps(
+        {**meta, "format": "sklearn"}))})[0], "not mlp.MLP metadata"))
+    files.append((npz("newer", **{**arrays, "meta": np.array(json.dumps(
+        {**meta, "version": 99}))})[0], "version 99"))
+    files.append((npz("no_W1", **{k: v for k, v in arrays.items() if k != "W1"})[0], "W1"))
+    files.append((npz("shapes", **{**arrays, "W0": arrays["W0"][:, :2]})[0], "weights"))
+    files.append((npz("width", **{**arrays, "meta": np.array(json.dumps(
+        {**meta, "n_features_in": 7}))})[0], r"layer sizes \[4, 3, 3\].*\[7, 3, 3\]"))
+    files.append((npz("nan", **{**arrays, "b0": np.full_like(arrays["b0"], np.nan)})[0],
+                  "NaN or Inf"))
+    files.append((npz("bad_param", **{**arrays, "meta": np.array(json.dumps(
+        {**meta, "params": {**meta["params"], "lr": -1}}))})[0], "lr=-1"))
+    return files
+
+
+def test_load_refuses_foreign_or_corrupt_files_with_one_error(tmp_path):
+    _Trap.hits.clear()
+    files = _corrupt_files(tmp_path)
+    for path, reason in files:
+        with pytest.raises(ValueError, match="cannot load") as info:
+            mlp.MLP.load(path)
+        msg = str(info.value)
+        assert str(path) in msg and "\n" not in msg and "MLP.save" in msg, msg
+        if reason:
+            assert re.search(reason, msg), (reason, msg)
+    assert _Trap.hits == []                   # nothing was unpickled
 
 
 @pytest.mark.parametrize("param, value, match", [
@@ -306,19 +420,48 @@ def test_bad_data_rejected():
     Xnan[3, 1] = np.nan
     with pytest.raises(ValueError, match=r"X has NaN.*\(3, 1\)"):
         m.fit(Xnan, y)
-    with pytest.raises(ValueError, match="X must be 2-D"):
+    with pytest.raises(ValueError, match=r"X must be 2-D.*Reshape your data: X.reshape\(-1, 1\)"):
         m.fit(X[:, 0], y)
-    with pytest.raises(ValueError, match="y must be 1-D"):
+    with pytest.raises(ValueError, match=r"inconsistent numbers of samples: \[30, 29\]"):
         m.fit(X, y[:-1])
     with pytest.raises(ValueError, match="only one class"):
         m.fit(X, np.zeros(30))
+    with pytest.raises(ValueError, match="Unknown label type: continuous"):
+        m.fit(X, X[:, 0])
+    with pytest.raises(ValueError, match="requires y to be passed"):
+        m.fit(X, None)
+    with pytest.raises(ValueError, match="Input y contains NaN"):
+        m.fit(X, np.where(np.arange(30) == 4, np.nan, y))
+    with pytest.raises(ValueError, match=r"X must be numeric: could not convert.*'abc'.*encode text"):
+        m.fit(np.c_[X, np.full(30, "abc", dtype=object)], y)
+    with pytest.raises(ValueError, match=r"X has missing values \(pd.NA\).*astype\(float\)"):
+        m.fit(np.where(np.arange(30)[:, None] == 2, pd.NA, X).astype(object), y)
+    with pytest.raises(TypeError, match="not 'dict'"):      # scikit-learn's own, unchanged
+        m.fit(np.where(np.arange(30)[:, None] == 2, {"a": 1}, X).astype(object), y)
+    with pytest.raises(ValueError, match=r"Unknown label type.*object array.*astype\(int\)"):
+        m.fit(X, y.astype(object))
+    with pytest.raises(ValueError, match="Complex data not supported"):
+        m.fit(X + 1j, y)
+    with pytest.raises(ValueError, match="0 feature"):
+        m.fit(X[:, :0], y)
+    with pytest.raises(TypeError, match="Sparse data was passed"):
+        from scipy import sparse
+        m.fit(sparse.csr_matrix(X), y)
     with pytest.raises(ValueError, match="early_stopping=True needs validation"):
         mlp.MLP(early_stopping=True).fit(X, y)
     with pytest.raises(ValueError, match="y_val"):
         m.fit(X, y, X, np.full(30, 9))
+    with pytest.raises(ValueError, match="X_val has 3 features but X has 4"):
+        m.fit(X, y, X[:, :3], y)
+    with pytest.raises(ValueError, match=r"X_val has NaN.*\(3, 1\)"):
+        m.fit(X, y, Xnan, y)
+    with pytest.raises(NotFittedError):
+        mlp.MLP().predict(X)
     m.fit(X, y)
-    with pytest.raises(ValueError, match="X has 3 features but the network expects 4"):
+    with pytest.raises(ValueError, match="X has 3 features, but MLP is expecting 4"):
         m.predict(X[:, :3])
+    with pytest.raises(ValueError, match=r"X has NaN.*\(3, 1\)"):
+        m.predict_proba(Xnan)
     Ws, bs = make_net([4, 3, 3])
     with pytest.raises(ValueError, match=r"y must be in 0..2"):
         mlp.loss_and_grads(Ws, bs, X, np.full(30, 3), "relu")
@@ -330,6 +473,34 @@ def test_bad_data_rejected():
         mlp.forward(Ws, bs, X, "elu")
     with pytest.raises(ValueError, match=r"weights\[1\] has shape"):
         mlp.forward([Ws[0], Ws[1][:, :2]], bs, X, "relu")
+
+
+def test_scikit_learn_input_conventions():
+    from sklearn.exceptions import DataConversionWarning
+    X, y = make_blobs(n=60)
+    kw = dict(hidden=(4,), n_iter=5)
+    ref = mlp.MLP(**kw).fit(X, y)
+    with pytest.warns(DataConversionWarning):
+        col = mlp.MLP(**kw).fit(X, y.reshape(-1, 1))        # a column vector y is raveled
+    assert_array_equal(col.weights_[0], ref.weights_[0])
+    frame = mlp.MLP(**kw).fit(pd.DataFrame(X, columns=list("abcd")), pd.Series(y))
+    assert_array_equal(frame.weights_[0], ref.weights_[0])
+    assert_array_equal(frame.feature_names_in_, list("abcd"))
+    # float32 X into a float64 network: converted, identical to converting first
+    X32 = X.astype(np.float32)
+    assert_array_equal(mlp.MLP(**kw).fit(X32, y).weights_[1],
+                       mlp.MLP(**kw).fit(X32.astype(np.float64), y).weights_[1])
+    # read-only input (a memory map) is copied once, so the kernels do not compile again
+    X_ro = X.copy()
+    X_ro.flags.writeable = False
+    assert ref._check_X(X_ro, np.float64).flags.writeable
+    assert_array_equal(ref.predict_proba(X_ro), ref.predict_proba(X))
+    # a failed refit leaves an unfitted model, not old weights with new metadata
+    with pytest.raises(ValueError, match="Unknown label type"):
+        ref.fit(X[:, :3], X[:, 0])
+    assert not hasattr(ref, "weights_") and not hasattr(ref, "n_features_in_")
+    with pytest.raises(NotFittedError):
+        ref.predict(X)
 
 
 def test_divergence_names_lr_and_iteration():

@@ -104,8 +104,9 @@ def test_unseen_category_is_all_zero_and_warns_with_count():
     train = small_frame(with_nan=False)
     pre = Preprocessor(["a"], ["color"]).fit(train)
     test = pd.DataFrame({"a": [1.0, 2.0, 3.0], "color": ["purple", "red", "purple"]})
-    with pytest.warns(prep.UnseenCategoryWarning, match=r"'color': 2 rows \(e.g. 'purple'\)"):
+    with pytest.warns(prep.UnseenCategoryWarning, match=r"'color': 2 rows \(e.g. 'purple'\)") as rec:
         X = pre.transform(test)
+    assert rec[0].filename == __file__          # the warning points at the caller
     onehot = X[:, 1:]
     assert_array_equal(onehot[[0, 2]], 0.0)
     assert onehot[1].sum() == 1.0
@@ -122,14 +123,60 @@ def test_missing_indicators_only_for_columns_with_missing_values():
     assert len(pre.feature_names_) == len(pre.feature_source_) == X.shape[1]
 
 
+@pytest.mark.parametrize("args, match", [
+    ((["a"], ["a"]), "'a' are both numeric and categorical"),
+    (([], []), "at least one numeric or categorical column"),
+    (("a", []), "numeric='a' must be a list of column names"),
+    ((["a"], None), "categorical=None must be a list of column names"),
+    ((["a", "b", "a"], []), "numeric lists 'a' more than once"),
+    ((["a"], [], "yes"), "missing_indicators='yes' must be True or False"),
+])
+def test_preprocessor_checks_its_parameters_in_fit(args, match):
+    pre = Preprocessor(*args)               # stored as given: clone and set_params need that
+    assert pre.get_params()["numeric"] is args[0]
+    with pytest.raises(ValueError, match=match):
+        pre.fit(small_frame())
+
+
 def test_preprocessor_rejects_bad_use():
-    with pytest.raises(ValueError, match="both numeric and categorical"):
-        Preprocessor(["a"], ["a"])
-    with pytest.raises(RuntimeError, match="not fitted"):
+    from sklearn.exceptions import NotFittedError
+    with pytest.raises(NotFittedError, match="not fitted; call fit"):
         Preprocessor(["a"], []).transform(small_frame())
+    with pytest.raises(NotFittedError):
+        Preprocessor(["a"], []).get_feature_names_out()
     pre = Preprocessor(["a", "b"], ["color"]).fit(small_frame())
     with pytest.raises(DataError, match="lacks feature columns 'b'"):
         pre.transform(small_frame().drop(columns="b"))
+    with pytest.raises(TypeError, match="X must be a pandas DataFrame with the columns 'a', 'b', 'color'; got ndarray"):
+        pre.transform(small_frame()[["a", "b", "color"]].to_numpy())
+    with pytest.raises(ValueError, match="input_features 'x' are not the fitted columns"):
+        pre.get_feature_names_out(["x"])
+
+
+def test_preprocessor_is_a_scikit_learn_transformer():
+    from sklearn.base import clone
+    df = small_frame()
+    pre = Preprocessor(["a", "b"], ["color"])
+    assert pre.get_params() == {"numeric": ["a", "b"], "categorical": ["color"],
+                                "missing_indicators": False}
+    X = pre.fit_transform(df, df["y"])           # y is accepted and ignored
+    c = clone(pre)
+    assert c.get_params() == pre.get_params() and not hasattr(c, "transformer_")
+    c.set_params(missing_indicators=True)
+    Xc = c.fit(df).transform(df)
+    assert Xc.shape[1] == X.shape[1] + 2
+    assert_array_equal(Xc[:, : X.shape[1]], X)
+    assert_array_equal(pre.get_feature_names_out(),
+                       ["a", "b", "color=blue", "color=green", "color=red"])
+    assert_array_equal(pre.get_feature_names_out(["a", "b", "color"]), pre.get_feature_names_out())
+    assert_array_equal(pre.feature_names_in_, ["a", "b", "color"]) and pre.n_features_in_ == 3
+    # changing a parameter after fit does not change what the fitted object does
+    pre.set_params(numeric=["a"])
+    assert_array_equal(pre.transform(df), X)
+    # scikit-learn's set_output: a DataFrame with the encoded names and the input's index
+    out = Preprocessor(["a", "b"], ["color"]).set_output(transform="pandas").fit_transform(df)
+    assert list(out.columns) == list(pre.get_feature_names_out()) and out.index.equals(df.index)
+    assert_array_equal(out.to_numpy(), X)
 
 
 # ---------------------------------------------------------------- split and encode
