@@ -231,7 +231,7 @@ def test_missing_file(tmp_path):
     d = write_pair(tmp_path, csv_text(GOOD_TRAIN))
     with pytest.raises(DataError, match=r"test.csv not found"):
         prep.load_csv_pair(d)
-    with pytest.raises(DataError, match=r"test.csv not found in .* \(looked for .*test.csv\)"):
+    with pytest.raises(DataError, match=r"test.csv not found in .* \(looked for .*test.csv and test\{.csv.gz,.*--test-size"):
         prep.find_data_dir(d)
     with pytest.raises(DataError, match=r"does not exist"):
         prep.find_data_dir(tmp_path / "nope")
