@@ -1684,8 +1684,17 @@ def class_distribution(y, imbalance_threshold=1.5):
             "imbalanced": bool(ratio >= imbalance_threshold)}
 
 
-def correlation_pairs(X, feature_names, threshold=0.5):
-    """Pearson correlation matrix of encoded features and its strong pairs.
+CORR_TOP_K = 30         # features in the returned matrix (the heatmap): a 30 x 30 grid stays legible
+CORR_BLOCK = 256        # columns per block of Z^T Z: memory n*d + CORR_BLOCK*d floats, never d*d
+CORR_MAX_PAIRS = 10000  # strongest pairs kept (the count of all pairs found is in pairs.attrs)
+
+
+def correlation_pairs(X, feature_names, threshold=0.5, top_k=CORR_TOP_K, max_pairs=CORR_MAX_PAIRS):
+    """Pearson correlations of encoded features: every strong pair, and the matrix of the top K.
+
+    All d * (d - 1) / 2 pairs are scanned in blocks of ``CORR_BLOCK``
+    columns, so memory is O(n * d + CORR_BLOCK * d), not O(d^2); the
+    returned matrix covers at most ``top_k`` features.
 
     Parameters
     ----------
@@ -1695,15 +1704,24 @@ def correlation_pairs(X, feature_names, threshold=0.5):
     feature_names : list of str of length n_features
     threshold : float, default 0.5
         A pair is reported when |r| >= threshold.
+    top_k : int, default CORR_TOP_K
+        Features in ``corr``: all when n_features <= top_k, else the top_k
+        with the largest |r| to any other feature (ties: larger variance),
+        in their original order.
+    max_pairs : int, default CORR_MAX_PAIRS
+        At most this many pairs (the strongest) are returned.
 
     Returns
     -------
-    corr : DataFrame of shape (n_features, n_features)
+    corr : DataFrame of shape (k, k), k = min(n_features, top_k)
         Correlation matrix; rows/columns of constant features are NaN (a
         constant has no correlation) and such features are never paired.
+        ``corr.attrs``: ``n_features`` (d) and ``top_k``.
     pairs : DataFrame of shape (n_pairs, 5)
         Columns ``feature_a``, ``feature_b``, ``r``, ``abs_r``, ``threshold``;
         one row per pair with |r| >= threshold, sorted by |r| descending.
+        ``pairs.attrs``: ``n_pairs_found`` (all pairs over the threshold)
+        and ``truncated`` (True when more than ``max_pairs`` were found).
     """
     X = np.asarray(X, dtype=np.float64)
     names = list(feature_names)
@@ -1719,23 +1737,63 @@ def correlation_pairs(X, feature_names, threshold=0.5):
         raise ValueError(f"X has NaN/inf in columns {bad}; impute and encode before correlating")
     if not 0.0 <= threshold <= 1.0:
         raise ValueError(f"threshold must be in [0, 1], got {threshold!r}")
-    Xc = X - X.mean(axis=0)                                    # (n, d)
-    sd = np.sqrt((Xc * Xc).sum(axis=0))                        # (d,)
+    if not isinstance(top_k, (int, np.integer)) or top_k < 1:
+        raise ValueError(f"top_k must be a positive integer, got {top_k!r}")
+    d = X.shape[1]
+    Z = X - X.mean(axis=0)                                     # (n, d)
+    sd = np.sqrt((Z * Z).sum(axis=0))                          # (d,)
     const = sd <= 1e-12 * np.maximum(1.0, np.abs(X).max(axis=0))
-    sd_safe = np.where(const, 1.0, sd)
-    corr = (Xc.T @ Xc) / np.outer(sd_safe, sd_safe)            # (d, d)
-    corr = np.clip(corr, -1.0, 1.0)
-    corr[const, :] = np.nan
-    corr[:, const] = np.nan
-    iu, ju = np.triu_indices(len(names), k=1)
-    r = corr[iu, ju]
-    keep = np.isfinite(r) & (np.abs(r) >= threshold)
-    pairs = pd.DataFrame({"feature_a": [names[i] for i in iu[keep]],
-                          "feature_b": [names[j] for j in ju[keep]],
-                          "r": r[keep], "abs_r": np.abs(r[keep]),
-                          "threshold": float(threshold)})
-    pairs = pairs.sort_values("abs_r", ascending=False, kind="stable").reset_index(drop=True)
-    return pd.DataFrame(corr, index=names, columns=names), pairs
+    Z /= np.where(const, 1.0, sd)
+    Z[:, const] = 0.0                                          # unit columns; constants all zero
+    best = np.zeros(d)                                         # max |r| with any other feature
+    found, kept_i, kept_j, kept_r = 0, [], [], []
+    for start in range(0, d, CORR_BLOCK):
+        stop = min(d, start + CORR_BLOCK)
+        block = np.clip(Z[:, start:stop].T @ Z, -1.0, 1.0)     # (b, d)
+        rows = np.arange(stop - start)
+        block[rows, start + rows] = 0.0                        # the diagonal is no pair
+        block[:, const] = 0.0
+        absb = np.abs(block)
+        best[start:stop] = absb.max(axis=1)
+        upper = np.arange(d)[None, :] > (start + rows)[:, None]  # each pair once: j > i
+        ii, jj = np.nonzero(upper & (absb >= threshold) & ~const[start:stop, None])
+        found += len(ii)
+        kept_i.append(ii + start)
+        kept_j.append(jj)
+        kept_r.append(block[ii, jj])
+        if sum(len(k) for k in kept_r) > 2 * max_pairs:        # bound memory: keep the strongest
+            kept_i, kept_j, kept_r = _strongest(kept_i, kept_j, kept_r, max_pairs)
+    kept_i, kept_j, kept_r = _strongest(kept_i, kept_j, kept_r, max_pairs)
+    i, j, r = kept_i[0], kept_j[0], kept_r[0]
+    order = np.lexsort((j, i, -np.abs(r)))                      # |r| descending, then file order
+    i, j, r = i[order], j[order], r[order]
+    pairs = pd.DataFrame({"feature_a": [names[a] for a in i], "feature_b": [names[b] for b in j],
+                          "r": r, "abs_r": np.abs(r), "threshold": float(threshold)})
+    pairs.attrs.update(n_pairs_found=int(found), truncated=bool(found > max_pairs))
+
+    if d <= top_k:
+        sel = np.arange(d)
+    else:                                                       # strongest links first, then variance
+        var = sd * sd / len(X)
+        sel = np.sort(np.lexsort((-var, -np.where(const, -1.0, best)))[:top_k])
+    corr = np.clip(Z[:, sel].T @ Z[:, sel], -1.0, 1.0)          # (k, k)
+    np.fill_diagonal(corr, 1.0)
+    corr[const[sel], :] = np.nan
+    corr[:, const[sel]] = np.nan
+    sel_names = [names[s] for s in sel]
+    out = pd.DataFrame(corr, index=sel_names, columns=sel_names)
+    out.attrs.update(n_features=int(d), top_k=int(top_k))
+    return out, pairs
+
+
+def _strongest(ii, jj, rr, k):
+    """Concatenate pair chunks and keep the k with the largest |r| (as one-chunk lists)."""
+    i, j, r = (np.concatenate(a) if a else np.zeros(0, dtype=t)
+               for a, t in ((ii, np.int64), (jj, np.int64), (rr, np.float64)))
+    if len(r) > k:
+        top = np.argpartition(-np.abs(r), k - 1)[:k]
+        i, j, r = i[top], j[top], r[top]
+    return [i], [j], [r]
 
 
 def _raw(col, kind, ref=None):
@@ -1793,8 +1851,12 @@ def _mutual_info(v, y, kind, seed, max_rows):
                                      random_state=seed)[0])
 
 
+PP_MAX_CELLS = 2_000_000   # rows x features scored by predictive_power; above it rows are sub-sampled
+PP_MIN_ROWS = 2_000        # ... but never to fewer rows than this (each tree then costs ~1 ms)
+
+
 def predictive_power(df, target, numeric, categorical, cv=5, seed=0, score="balanced",
-                     max_depth=4, min_leaf_share=0.01, mi_max_rows=10000):
+                     max_depth=4, min_leaf_share=0.01, mi_max_rows=10000, max_cells=PP_MAX_CELLS):
     """How well each raw feature alone predicts the label.
 
     For every feature a shallow decision tree is fitted on that column only
@@ -1830,6 +1892,11 @@ def predictive_power(df, target, numeric, categorical, cv=5, seed=0, score="bala
     mi_max_rows : int, default 10000
         Mutual information is estimated on at most this many rows (random
         subsample) to bound the k-NN estimator's cost.
+    max_cells : int, default PP_MAX_CELLS
+        When rows x features exceed this, every feature is scored on the same
+        stratified, seeded sub-sample of max(PP_MIN_ROWS, max_cells //
+        n_features) rows, so the cost grows with the number of columns, not
+        with rows x columns.
 
     Returns
     -------
@@ -1838,10 +1905,25 @@ def predictive_power(df, target, numeric, categorical, cv=5, seed=0, score="bala
         ``accuracy`` (CV mean), ``baseline`` (CV accuracy of the training
         fold's majority class), ``balanced_accuracy`` (CV mean), ``score``,
         ``pps`` and ``mutual_info`` (nats, sklearn ``mutual_info_classif``).
+        ``attrs``: ``n_rows`` (rows of ``df``), ``n_rows_used``,
+        ``subsampled`` (bool) and ``max_cells``; when sub-sampled,
+        ``attrs["note"]`` says so in one sentence for the report.
     """
     numeric, categorical = _check_features([("df", df)], target, numeric, categorical)
     _check_cv(cv, len(df))
     _check_score(score)
+    n_rows, n_feat = len(df), len(numeric) + len(categorical)
+    n_used = n_rows
+    if n_rows * n_feat > max_cells:
+        n_used = min(n_rows, max(PP_MIN_ROWS, max_cells // n_feat))
+    if n_used < n_rows:
+        (y_all,) = _labels(df[target])
+        try:
+            rows, _ = train_test_split(np.arange(n_rows), train_size=n_used, random_state=seed,
+                                       stratify=y_all)
+        except ValueError:          # a class too small to stratify: a plain random sample
+            rows = np.random.default_rng(seed).choice(n_rows, size=n_used, replace=False)
+        df = df.iloc[np.sort(rows)]
     (y,) = _labels(df[target])
     k = len(np.unique(y))
     rows = []
@@ -1853,8 +1935,14 @@ def predictive_power(df, target, numeric, categorical, cv=5, seed=0, score="bala
                          "balanced_accuracy": res[2], "score": score,
                          "pps": _pps(res, score, k),
                          "mutual_info": _mutual_info(v, y, kind, seed, mi_max_rows)})
-    out = pd.DataFrame(rows).set_index("feature")
-    return out.sort_values("pps", ascending=False, kind="stable")
+    out = pd.DataFrame(rows).set_index("feature").sort_values("pps", ascending=False, kind="stable")
+    out.attrs.update(n_rows=int(n_rows), n_rows_used=int(n_used), subsampled=bool(n_used < n_rows),
+                     max_cells=int(max_cells))
+    if n_used < n_rows:
+        out.attrs["note"] = (f"predictive power was computed on a stratified random sample of "
+                             f"{n_used:,} of the {n_rows:,} rows ({n_feat:,} features x rows above "
+                             f"the cap of {max_cells:,} cells)")
+    return out
 
 
 def dominance(pp_table, ratio=2.0, min_pps=0.3):
