@@ -732,13 +732,12 @@ def validate_frames(train, test, target=DEFAULT_TARGET, categorical=None, drop=N
         if train[col].isna().all():
             raise DataError(f"{ntr}: column {col!r} is entirely empty; pass --drop {col} "
                             "or fill it in")
-        if col in categorical:
-            is_numeric = False
-        else:
-            present = train[col].dropna()
-            parsed = pd.to_numeric(present, errors="coerce")
-            is_numeric = parsed.notna().mean() > 0.5
-        if not is_numeric:
+        parsed = None
+        if col not in categorical:      # parsed once: to decide the kind and as the values
+            parsed = pd.to_numeric(train[col], errors="coerce").to_numpy(dtype=np.float64)
+            present = train[col].notna().to_numpy()
+            is_numeric = (~np.isnan(parsed[present])).mean() > 0.5
+        if parsed is None or not is_numeric:
             cats.append(col)
             cols_tr[col] = _categorical_values(train[col])
             cols_te[col] = _categorical_values(test[col])
@@ -746,7 +745,7 @@ def validate_frames(train, test, target=DEFAULT_TARGET, categorical=None, drop=N
         numeric.append(col)
         for src, dst, name in ((train, cols_tr, ntr), (test, cols_te, nte)):
             raw = src[col]
-            num = pd.to_numeric(raw, errors="coerce").to_numpy(dtype=np.float64)
+            num = parsed if src is train else pd.to_numeric(raw, errors="coerce").to_numpy(dtype=np.float64)
             text = np.isnan(num) & raw.notna().to_numpy()
             if text.any():
                 raise DataError(f"{name}: column {col!r} has non-numeric values in {_where(raw, text, name)} "
@@ -1853,10 +1852,43 @@ def _mutual_info(v, y, kind, seed, max_rows):
 
 PP_MAX_CELLS = 2_000_000   # rows x features scored by predictive_power; above it rows are sub-sampled
 PP_MIN_ROWS = 2_000        # ... but never to fewer rows than this (each tree then costs ~1 ms)
+PP_MAX_FEATURES = 100      # trees (5 per feature, ~10 ms each with scikit-learn's overhead) for at
+                           # most this many features: those with the strongest one-pass association
+
+
+def _association(df, y, numeric, categorical):
+    """A cheap label association per feature, in [0, 1], shape (n_features,): the correlation
+    ratio eta^2 of a numeric column (median-imputed, plus its NaN flag's) and Cramer's V^2 of a
+    categorical one (missing as a level). One pass per column; used to rank, not to report."""
+    k = int(y.max()) + 1
+    counts = np.bincount(y, minlength=k).astype(np.float64)
+    onehot = np.eye(k)[y]                                           # (n, k)
+    out = []
+    for c in numeric:
+        v = pd.to_numeric(df[c], errors="coerce").to_numpy(dtype=np.float64)
+        nan = np.isnan(v)
+        best = 0.0
+        for col in (np.where(nan, np.nanmedian(v) if (~nan).any() else 0.0, v), nan.astype(float)):
+            total = ((col - col.mean()) ** 2).sum()
+            if total > 0:
+                means = (onehot.T @ col) / np.maximum(counts, 1)       # (k,)
+                best = max(best, float((counts * (means - col.mean()) ** 2).sum() / total))
+        out.append(best)
+    for c in categorical:
+        codes = _raw(df[c], "categorical").astype(np.int64) + 1         # missing -> 0
+        table = np.zeros((codes.max() + 1, k))
+        np.add.at(table, (codes, y), 1.0)
+        table = table[table.sum(axis=1) > 0]
+        expected = table.sum(axis=1, keepdims=True) * counts[None, :] / len(y)
+        chi2 = float(((table - expected) ** 2 / np.where(expected > 0, expected, 1)).sum())
+        dof = min(table.shape[0] - 1, k - 1)
+        out.append(chi2 / (len(y) * dof) if dof > 0 else 0.0)
+    return np.asarray(out)
 
 
 def predictive_power(df, target, numeric, categorical, cv=5, seed=0, score="balanced",
-                     max_depth=4, min_leaf_share=0.01, mi_max_rows=10000, max_cells=PP_MAX_CELLS):
+                     max_depth=4, min_leaf_share=0.01, mi_max_rows=10000, max_cells=PP_MAX_CELLS,
+                     max_features=PP_MAX_FEATURES):
     """How well each raw feature alone predicts the label.
 
     For every feature a shallow decision tree is fitted on that column only
@@ -1897,6 +1929,11 @@ def predictive_power(df, target, numeric, categorical, cv=5, seed=0, score="bala
         stratified, seeded sub-sample of max(PP_MIN_ROWS, max_cells //
         n_features) rows, so the cost grows with the number of columns, not
         with rows x columns.
+    max_features : int, default PP_MAX_FEATURES
+        With more features, only the ``max_features`` with the strongest
+        one-pass association (eta^2 for numerics, Cramer's V^2 for
+        categoricals; ``_association``) get trees and mutual information;
+        the others keep NaN scores (listed last).
 
     Returns
     -------
@@ -1906,8 +1943,9 @@ def predictive_power(df, target, numeric, categorical, cv=5, seed=0, score="bala
         fold's majority class), ``balanced_accuracy`` (CV mean), ``score``,
         ``pps`` and ``mutual_info`` (nats, sklearn ``mutual_info_classif``).
         ``attrs``: ``n_rows`` (rows of ``df``), ``n_rows_used``,
-        ``subsampled`` (bool) and ``max_cells``; when sub-sampled,
-        ``attrs["note"]`` says so in one sentence for the report.
+        ``subsampled`` (bool), ``max_cells``, ``n_scored`` (features with
+        trees) and ``max_features``; when rows were sub-sampled or features
+        left unscored, ``attrs["note"]`` says so in one sentence for the report.
     """
     numeric, categorical = _check_features([("df", df)], target, numeric, categorical)
     _check_cv(cv, len(df))
@@ -1926,9 +1964,19 @@ def predictive_power(df, target, numeric, categorical, cv=5, seed=0, score="bala
         df = df.iloc[np.sort(rows)]
     (y,) = _labels(df[target])
     k = len(np.unique(y))
+    scored = set(numeric + categorical)
+    if n_feat > max_features:
+        assoc = _association(df, y, numeric, categorical)
+        order = np.argsort(-assoc, kind="stable")[:max_features]
+        scored = {(numeric + categorical)[i] for i in order}
     rows = []
     for kind, cols in (("numeric", numeric), ("categorical", categorical)):
         for c in cols:
+            if c not in scored:
+                rows.append({"feature": c, "kind": kind, "accuracy": np.nan, "baseline": np.nan,
+                             "balanced_accuracy": np.nan, "score": score, "pps": np.nan,
+                             "mutual_info": np.nan})
+                continue
             v = _raw(df[c], kind)
             res = _single_feature_cv(v, y, kind, cv, seed, max_depth, min_leaf_share, score)
             rows.append({"feature": c, "kind": kind, "accuracy": res[0], "baseline": res[1],
@@ -1937,11 +1985,18 @@ def predictive_power(df, target, numeric, categorical, cv=5, seed=0, score="bala
                          "mutual_info": _mutual_info(v, y, kind, seed, mi_max_rows)})
     out = pd.DataFrame(rows).set_index("feature").sort_values("pps", ascending=False, kind="stable")
     out.attrs.update(n_rows=int(n_rows), n_rows_used=int(n_used), subsampled=bool(n_used < n_rows),
-                     max_cells=int(max_cells))
+                     max_cells=int(max_cells), n_scored=len(scored), max_features=int(max_features))
+    notes = []
     if n_used < n_rows:
-        out.attrs["note"] = (f"predictive power was computed on a stratified random sample of "
-                             f"{n_used:,} of the {n_rows:,} rows ({n_feat:,} features x rows above "
-                             f"the cap of {max_cells:,} cells)")
+        notes.append(f"predictive power was computed on a stratified random sample of {n_used:,} of "
+                     f"the {n_rows:,} rows ({n_feat:,} features x rows above the cap of "
+                     f"{max_cells:,} cells)")
+    if len(scored) < n_feat:
+        notes.append(f"only the {len(scored):,} of {n_feat:,} features with the strongest one-pass "
+                     "association with the label (eta^2 / Cramer's V^2) were scored; the others "
+                     "have no pps")
+    if notes:
+        out.attrs["note"] = "; ".join(notes) + "."
     return out
 
 
