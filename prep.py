@@ -97,6 +97,13 @@ def _where(frame, mask, name):
     return f"{word} {_listing(frame.index[pos])}"
 
 
+def label_text(value):
+    """A label value for a message: ``'low'`` for a name, ``2`` / ``True`` for numbers and booleans
+    (numpy scalars shown as the Python value, not ``np.int64(2)``)."""
+    value = value.item() if isinstance(value, np.generic) else value
+    return repr(value) if isinstance(value, str) else str(value)
+
+
 def _names(cols):
     return ", ".join(repr(str(c)) for c in cols)
 
@@ -492,7 +499,7 @@ def _split_one_file(df, name, target, test_size, seed):
     classes, counts = np.unique(y, return_counts=True)
     n_test = int(math.ceil(test_size * len(df)))
     if counts.min() < 2 or n_test < len(classes) or len(df) - n_test < len(classes):
-        raise DataError(f"{name}: {len(df)} rows (smallest class {classes[counts.argmin()]!r}: "
+        raise DataError(f"{name}: {len(df)} rows (smallest class {label_text(classes[counts.argmin()])}: "
                         f"{counts.min()} rows) cannot be split with --test-size {test_size:g} so that "
                         f"train and test both hold all {len(classes)} classes; add rows or pass --test FILE")
     return train_test_split(df, test_size=test_size, random_state=seed, stratify=y)
@@ -981,7 +988,7 @@ def screen_columns(train, target, numeric=None, categorical=None, keep=None, exp
 def _date_parts(values):
     """Numeric year, month and day of week (Monday = 0) of an object array; NaN where no date."""
     dt = _parse_dates(values).dt
-    return {"year": dt.year, "month": dt.month, "dayofweek": dt.dayofweek}
+    return {"year": dt.year, "month": dt.month, "dayofweek": dt.day_of_week}
 
 
 def _apply_screen(ds, keep, expand_dates):

@@ -398,11 +398,12 @@ def check_sizes(cfg, dataset, available=None):
     a class for the ``CV_FOLDS``-fold cross-validation, an encoded matrix larger than the
     available memory, networks too wide for it or too slow to train. Raises ``UsageError``."""
     import pandas as pd
+    import prep
     y = pd.Series(dataset.train[dataset.target])
     counts = y.value_counts()
     where = cfg.train or (dataset.files[0] if dataset.files else dataset.source)
     if counts.min() < CV_FOLDS:
-        raise UsageError(f"training data {where}: class {counts.idxmin()!r} has {counts.min()} row(s); "
+        raise UsageError(f"training data {where}: class {prep.label_text(counts.idxmin())} has {counts.min()} row(s); "
                          f"the {CV_FOLDS}-fold cross-validation and the stratified validation split need "
                          f"at least {CV_FOLDS} rows of every class; add rows of that class or remove them")
     n_rows = len(dataset.train) + len(dataset.test)
