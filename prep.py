@@ -4,12 +4,18 @@ preprocessing and the train/validation split.
 Everything that touches raw rows lives here; the network (``mlp.py``) only ever
 sees the float64 matrices that ``encode`` returns.
 
-- ``find_data_dir`` / ``load_csv_pair`` / ``load_data`` find and read
-  ``train.csv`` and ``test.csv`` (any classification CSV pair with an integer
-  label column, ``--target``), falling back to ``make_synthetic`` when no folder
-  holds both files.
+- ``find_data_dir`` / ``load_csv_pair`` / ``load_files`` / ``load_data`` find
+  and read the train and test files (``train.csv`` or ``train.csv.gz``/
+  ``.bz2``/``.xz``/``.zip``/``.parquet`` in a folder, or any two files), the
+  delimiter detected (``read_table``), or hold out part of one labelled file
+  (``test_size``, announced by ``SPLIT_BANNER``); they fall back to
+  ``make_synthetic`` when no folder holds both files.
 - ``validate_frames`` turns every user-input problem into a one-line
-  ``DataError`` that names the file, the column, the lines and a fix.
+  ``DataError`` that names the file, the column, the lines and a fix. Labels
+  may be integers, names or true/false; the test file may lack them
+  (``UNLABELLED_TEST_MESSAGE``). ``screen_columns`` leaves out columns that
+  are no features (ID-like, constant, dates, very high cardinality) with the
+  reason (``Dataset.excluded``).
 - ``make_synthetic`` builds a dataset with the same schema as the course data,
   optionally with a planted train-only shortcut column (for testing the
   shift diagnostics and the mitigation end to end).
