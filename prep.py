@@ -4,12 +4,18 @@ preprocessing and the train/validation split.
 Everything that touches raw rows lives here; the network (``mlp.py``) only ever
 sees the float64 matrices that ``encode`` returns.
 
-- ``find_data_dir`` / ``load_csv_pair`` / ``load_data`` find and read
-  ``train.csv`` and ``test.csv`` (any classification CSV pair with an integer
-  label column, ``--target``), falling back to ``make_synthetic`` when no folder
-  holds both files.
+- ``find_data_dir`` / ``load_csv_pair`` / ``load_files`` / ``load_data`` find
+  and read the train and test files (``train.csv`` or ``train.csv.gz``/
+  ``.bz2``/``.xz``/``.zip``/``.parquet`` in a folder, or any two files), the
+  delimiter detected (``read_table``), or hold out part of one labelled file
+  (``test_size``, announced by ``SPLIT_BANNER``); they fall back to
+  ``make_synthetic`` when no folder holds both files.
 - ``validate_frames`` turns every user-input problem into a one-line
-  ``DataError`` that names the file, the column, the lines and a fix.
+  ``DataError`` that names the file, the column, the lines and a fix. Labels
+  may be integers, names or true/false; the test file may lack them
+  (``UNLABELLED_TEST_MESSAGE``). ``screen_columns`` leaves out columns that
+  are no features (ID-like, constant, dates, very high cardinality) with the
+  reason (``Dataset.excluded``).
 - ``make_synthetic`` builds a dataset with the same schema as the course data,
   optionally with a planted train-only shortcut column (for testing the
   shift diagnostics and the mitigation end to end).
@@ -30,10 +36,18 @@ line 2). Blank lines are skipped by the CSV reader and are not counted.
 """
 from __future__ import annotations
 
+import bz2
+import codecs
 import csv
+import gzip
+import importlib
+import io
+import lzma
 import math
 import os
+import re
 import warnings
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -79,15 +93,23 @@ def _listing(items, limit=MAX_LISTED):
 def _where(frame, mask, name):
     """Name the rows of ``frame`` selected by boolean ``mask`` for a message.
 
-    For a ``*.csv`` source the rows are CSV line numbers (header = line 1);
-    for a DataFrame they are its index labels.
+    For a text file (``*.csv``, ``*.csv.gz`` ..., also ``"<file> (train part)"``)
+    the rows are CSV line numbers (header = line 1); otherwise index labels.
     """
     pos = np.flatnonzero(np.asarray(mask, dtype=bool))
-    if str(name).endswith(".csv"):
+    if _is_text_file(name):     # a freshly read file has a RangeIndex; a split one keeps its rows'
+        rows = frame.index[pos] if pd.api.types.is_integer_dtype(frame.index) else pos
         word = "line" if len(pos) == 1 else "lines"
-        return f"{word} {_listing(pos + 2)}"
+        return f"{word} {_listing(np.asarray(rows) + 2)}"
     word = "row" if len(pos) == 1 else "rows"
     return f"{word} {_listing(frame.index[pos])}"
+
+
+def label_text(value):
+    """A label value for a message: ``'low'`` for a name, ``2`` / ``True`` for numbers and booleans
+    (numpy scalars shown as the Python value, not ``np.int64(2)``)."""
+    value = value.item() if isinstance(value, np.generic) else value
+    return repr(value) if isinstance(value, str) else str(value)
 
 
 def _names(cols):
@@ -99,21 +121,60 @@ def _example(values):
 
 
 # ------------------------------------------------------------ finding data
+# File names looked for in a folder: <stem><suffix>, the first suffix that exists wins.
+# pandas reads the compressed ones by extension; the pre-check below opens them the same way.
+DATA_SUFFIXES = (".csv", ".csv.gz", ".csv.bz2", ".csv.xz", ".csv.zip", ".zip", ".tsv", ".tsv.gz",
+                 ".txt", ".parquet")
+TRAIN_STEM, TEST_STEM = "train", "test"
+_COMPRESSION = {".gz": "gzip", ".bz2": "bz2", ".xz": "xz", ".zip": "zip"}
+PARQUET_ENGINES = ("pyarrow", "fastparquet")   # optional: pandas reads Parquet with either
+
+
+def _data_file(folder, stem):
+    """``folder/<stem><suffix>`` for the first suffix of ``DATA_SUFFIXES`` that exists, or None."""
+    for suffix in DATA_SUFFIXES:
+        path = folder / (stem + suffix)
+        if path.is_file():
+            return path
+    return None
+
+
+def _looked_for(folder, stem):
+    return f"{folder / (stem + DATA_SUFFIXES[0])} and {stem}{{{','.join(DATA_SUFFIXES[1:])}}}"
+
+
+def find_data_files(folder):
+    """The train and test files of ``folder`` (any suffix of ``DATA_SUFFIXES``).
+
+    Returns
+    -------
+    (train_path, test_path) : tuple of pathlib.Path or None
+        None for a file that is not there.
+    """
+    folder = Path(folder)
+    return _data_file(folder, TRAIN_STEM), _data_file(folder, TEST_STEM)
+
+
 def _has_pair(folder):
-    return (folder / TRAIN_FILE).is_file() and (folder / TEST_FILE).is_file()
+    return all(p is not None for p in find_data_files(folder))
 
 
-def find_data_dir(data_dir=None):
-    """Return the folder holding ``train.csv`` and ``test.csv``, or None.
+def find_data_dir(data_dir=None, require_test=True):
+    """Return the folder holding the train and test files, or None.
 
-    Search order: ``data_dir`` if given (it must hold both files), then
-    ``$MLP_DATA_DIR``, ``./data`` (current directory), ``<repo>/data`` and
-    ``<repo>/../shared/data``; the first folder holding both files wins.
+    A file counts under any suffix of ``DATA_SUFFIXES`` (``train.csv``,
+    ``train.csv.gz``, ``train.parquet`` ...). Search order: ``data_dir`` if
+    given (it must hold the files), then ``$MLP_DATA_DIR``, ``./data``
+    (current directory), ``<repo>/data`` and ``<repo>/../shared/data``; the
+    first folder holding both files wins.
 
     Parameters
     ----------
     data_dir : str or Path or None
         Explicit folder (``--data-dir``).
+    require_test : bool, default True
+        False: an explicit ``data_dir`` may hold only the train file (to be
+        split with ``test_size``). The automatic search always needs both.
 
     Returns
     -------
@@ -123,17 +184,22 @@ def find_data_dir(data_dir=None):
     Raises
     ------
     DataError
-        If ``data_dir`` is given but is not a folder or lacks one of the files.
+        If ``data_dir`` is given but is not a folder or lacks a file.
     """
     if data_dir is not None:
         folder = Path(data_dir).expanduser()
         if not folder.is_dir():
             raise DataError(f"data folder {folder} does not exist; "
                             "pass --data-dir with the folder that holds train.csv and test.csv")
-        for fname in (TRAIN_FILE, TEST_FILE):
-            if not (folder / fname).is_file():
-                raise DataError(f"{fname} not found in {folder} (looked for {folder / fname}); "
-                                "put train.csv and test.csv there or pass another --data-dir")
+        train, test = find_data_files(folder)
+        if train is None:
+            raise DataError(f"{TRAIN_FILE} not found in {folder} (looked for "
+                            f"{_looked_for(folder, TRAIN_STEM)}); put the training file there, "
+                            "pass another --data-dir or pass --train FILE")
+        if test is None and require_test:
+            raise DataError(f"{TEST_FILE} not found in {folder} (looked for "
+                            f"{_looked_for(folder, TEST_STEM)}); put the test file there, pass "
+                            "--test FILE, or pass --test-size 0.2 to hold out 20% of the training file")
         return folder
     env = os.environ.get(DATA_DIR_ENV)
     if env:
@@ -148,6 +214,15 @@ def find_data_dir(data_dir=None):
 
 
 # ------------------------------------------------------------ loading
+SPLIT_BANNER = ("ONE FILE, SPLIT HERE: no test file was given, so {percent} of the rows of {file} "
+                "(stratified by label, seed {seed}) were held out as the test set. Test scores "
+                "then measure the training distribution, not new data; pass --test FILE to "
+                "evaluate on data collected separately.")
+UNLABELLED_TEST_MESSAGE = ("test file {file} has no label column {target!r}: Parts A-C run as "
+                           "usual, and the checks that need test labels (test accuracy, the label "
+                           "part of the Part D diagnosis) are skipped")
+
+
 @dataclass
 class Dataset:
     """A validated train/test pair.
@@ -156,17 +231,36 @@ class Dataset:
     ----------
     train, test : DataFrame
         Feature columns (numeric as float64, categorical as object with NaN
-        for missing) followed by the target column (int64 labels).
+        for missing) followed by the target column (labels in their original
+        type: int64, bool or str objects). ``test`` has no target column when
+        ``test_labelled`` is False.
     target : str
         Name of the label column.
     numeric, categorical : list of str
-        Feature columns by kind, in file order.
+        Feature columns by kind, in file order (the network's inputs).
     classes : ndarray of shape (n_classes,)
-        Sorted int64 labels seen in train.
+        Sorted label values seen in train, in their original type (int64,
+        bool, or object of str); ``encode`` maps them to 0..K-1 and
+        ``decode`` back.
     source : str
-        Folder the CSVs came from, or "synthetic".
+        Folder the files came from, or "synthetic".
     synthetic : bool
         True when the data was generated by ``make_synthetic``.
+    test_labelled : bool
+        False when the test file has no label column (deployment data).
+    split_from_one_file : bool
+        True when the test set was held out of the one labelled file
+        (``test_size``); the report must say so (``SPLIT_BANNER``).
+    test_size : float or None
+        The held-out fraction when ``split_from_one_file``.
+    split_seed : int or None
+        The seed of that split.
+    excluded : DataFrame
+        ``screen_columns`` table: columns that look like no feature (ID-like,
+        constant, date, very high cardinality), with reason and action; the
+        excluded ones are not in ``numeric``/``categorical`` nor the frames.
+    files : tuple of str
+        The train and test files read (empty for frames and synthetic data).
     """
     train: pd.DataFrame
     test: pd.DataFrame
@@ -176,56 +270,213 @@ class Dataset:
     classes: np.ndarray
     source: str
     synthetic: bool = False
+    test_labelled: bool = True
+    split_from_one_file: bool = False
+    test_size: float = None
+    excluded: pd.DataFrame = None
+    files: tuple = ()
+    split_seed: int = None
+
+    def __post_init__(self):
+        if self.excluded is None:
+            self.excluded = _screen_frame([])
 
     @property
     def features(self):
         """All feature columns (numeric and categorical) in file order."""
         return [c for c in self.train.columns if c != self.target]
 
+    def decode(self, idx):
+        """Label values for class indices ``idx`` (0..K-1), shape of ``idx``."""
+        return self.classes[np.asarray(idx, dtype=np.int64)]
 
-def _read_csv(path):
-    """Read one CSV as strings (so both files parse identically), with checks."""
-    path = Path(path)
-    if not path.is_file():
-        raise DataError(f"{path} not found; put {path.name} in {path.parent} or pass --data-dir")
-    if path.stat().st_size == 0:
-        raise DataError(f"{path} is empty (0 bytes); it needs a header line and data rows")
+
+def split_banner(dataset):
+    """``SPLIT_BANNER`` filled in for ``dataset`` (None unless it was split from one file)."""
+    if not dataset.split_from_one_file:
+        return None
+    file = dataset.files[0] if dataset.files else dataset.source
+    return SPLIT_BANNER.format(percent=f"{dataset.test_size:.0%}", file=file,
+                               seed=dataset.split_seed)
+
+
+# -- reading one file --------------------------------------------------------
+SNIFF_BYTES = 1 << 20     # decompressed bytes read to check the encoding and find the delimiter
+SEPARATORS = {",": "comma", ";": "semicolon", "\t": "tab", "|": "pipe"}   # tried in this order
+
+
+def _compression(path):
+    return _COMPRESSION.get(Path(path).suffix.lower())
+
+
+def _is_text_file(name):
+    """True for a name the CSV reader opens (its errors count lines, header = line 1)."""
+    low = str(name).lower()
+    low = re.sub(r" \([^)]*\)$", "", low)       # "<file> (train part)"
+    return any(low.endswith(s) for s in DATA_SUFFIXES if s != ".parquet")
+
+
+def _sample_text(path):
+    """The first ``SNIFF_BYTES`` of the (decompressed) file as text, or a DataError."""
+    comp = _compression(path)
     try:
-        with open(path, newline="", encoding="utf-8-sig") as fh:
-            header = next(csv.reader(fh), [])
+        if comp == "zip":
+            with zipfile.ZipFile(path) as zf:
+                members = [m for m in zf.namelist() if not m.endswith("/")]
+                if len(members) != 1:
+                    raise DataError(f"{path} holds {len(members)} files ({_listing(members)}); "
+                                    "a .zip must hold exactly one CSV")
+                with zf.open(members[0]) as fh:
+                    raw = fh.read(SNIFF_BYTES)
+        else:
+            opener = {None: open, "gzip": gzip.open, "bz2": bz2.open, "xz": lzma.open}[comp]
+            with opener(path, "rb") as fh:
+                raw = fh.read(SNIFF_BYTES)
+    except (OSError, EOFError, zipfile.BadZipFile, lzma.LZMAError) as exc:
+        raise DataError(f"{path} cannot be read as a {comp or 'plain'} file ({exc}); "
+                        "check the file or its extension") from None
+    try:
+        return codecs.getincrementaldecoder("utf-8-sig")().decode(raw, final=len(raw) < SNIFF_BYTES)
     except UnicodeDecodeError as exc:
         raise DataError(f"{path} is not UTF-8 text ({exc.reason}); save it as UTF-8 CSV") from None
-    header = [h.strip() for h in header]
+
+
+def _detect_sep(text, path):
+    """The delimiter of a CSV sample: the one of ``SEPARATORS`` that splits every line of
+    the sample into the same number (> 1) of fields, the most fields winning (ties: the
+    order of ``SEPARATORS``); else the one giving the header most fields (the reader then
+    names the bad line). One field with every delimiter is a DataError naming ``--sep``."""
+    truncated = len(text.encode("utf-8")) >= SNIFF_BYTES
+    scores = {}
+    for sep in SEPARATORS:
+        rows = [r for r in csv.reader(io.StringIO(text), delimiter=sep) if r]
+        if truncated and len(rows) > 1:
+            rows = rows[:-1]                   # the last line of a cut sample is partial
+        counts = {len(r) for r in rows}
+        scores[sep] = (len(counts) == 1 and min(counts) > 1, len(rows[0]) if rows else 0)
+    consistent = [s for s in SEPARATORS if scores[s][0]]
+    if consistent:
+        return max(consistent, key=lambda s: scores[s][1])
+    best = max(SEPARATORS, key=lambda s: scores[s][1])
+    if scores[best][1] > 1:
+        return best
+    header = text.splitlines()[0] if text.strip() else ""
+    raise DataError(f"{path}: every line is a single column with each of the delimiters "
+                    f"{', '.join(SEPARATORS.values())} (header {header[:60]!r}); pass --sep with "
+                    "the file's delimiter (e.g. --sep ';')")
+
+
+def _parquet_engine():
+    """The first importable engine of ``PARQUET_ENGINES``, or None."""
+    for name in PARQUET_ENGINES:
+        try:
+            importlib.import_module(name)
+        except ImportError:
+            continue
+        return name
+    return None
+
+
+def _check_header(header, path):
+    header = [str(h).strip() for h in header]
     dups = sorted({h for h in header if header.count(h) > 1})
     if dups:
         where = "; ".join(f"{d!r} in columns {_listing([i + 1 for i, h in enumerate(header) if h == d])}"
                           for d in dups)
         raise DataError(f"{path}: duplicate column names ({where}); rename or delete the duplicates")
+    return header
+
+
+def _read_parquet(path):
+    engine = _parquet_engine()
+    if engine is None:
+        raise DataError(f"{path} is a Parquet file but no Parquet engine is installed; "
+                        "pip install pyarrow (or fastparquet), or save the file as CSV")
     try:
-        df = pd.read_csv(path, dtype=str, encoding="utf-8-sig")
+        df = pd.read_parquet(path, engine=engine)
+    except Exception as exc:  # noqa: BLE001 -- any engine error means "not a readable Parquet file"
+        msg = " ".join(str(exc).split())[:200]
+        raise DataError(f"{path} cannot be read as Parquet ({type(exc).__name__}: {msg}); "
+                        "check the file or save it as CSV") from None
+    df.columns = _check_header(df.columns, path)
+    for c in df.columns:        # dates as text, as a CSV would give them (screen_columns finds them)
+        if pd.api.types.is_datetime64_any_dtype(df[c]):
+            df[c] = df[c].astype(str).where(df[c].notna(), np.nan).astype(object)
+    return df
+
+
+def read_table(path, sep=None):
+    """Read one data file: CSV (any of ``SEPARATORS``, plain or ``.gz``/``.bz2``/``.xz``/
+    ``.zip``) as strings, or Parquet (when an engine of ``PARQUET_ENGINES`` is installed).
+
+    Parameters
+    ----------
+    path : str or Path
+    sep : str, optional
+        The CSV delimiter; default: detected from the first ``SNIFF_BYTES``.
+
+    Returns
+    -------
+    DataFrame of shape (n_rows, n_columns)
+        Column names stripped; CSV values as str with NaN for missing.
+
+    Raises
+    ------
+    DataError
+        Missing, empty, non-UTF-8 or malformed file, duplicate column names,
+        or Parquet without an engine; one line with a fix.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"{path} not found; put {path.name} in {path.parent} or pass --data-dir")
+    if path.stat().st_size == 0:
+        raise DataError(f"{path} is empty (0 bytes); it needs a header line and data rows")
+    if path.suffix.lower() == ".parquet":
+        return _read_parquet(path)
+    text = _sample_text(path)
+    if not text.strip():
+        raise DataError(f"{path} is empty (no header line); it needs a header line and data rows")
+    detected = sep is None
+    sep = _detect_sep(text, path) if detected else sep
+    _check_header(next(csv.reader(io.StringIO(text), delimiter=sep), []), path)
+    how = f"the {SEPARATORS.get(sep, repr(sep))} delimiter" + (" (detected)" if detected else "")
+    try:
+        df = pd.read_csv(path, dtype=str, encoding="utf-8-sig", sep=sep, compression="infer")
     except pd.errors.EmptyDataError:
         raise DataError(f"{path} is empty (no header line); it needs a header line and data rows") from None
     except pd.errors.ParserError as exc:
         msg = " ".join(str(exc).split())
-        raise DataError(f"{path} is not a valid CSV ({msg}); check the quoting and the number "
-                        "of fields on that line") from None
+        raise DataError(f"{path} is not a valid CSV with {how} ({msg}); check the quoting and the "
+                        "number of fields on that line, or pass --sep") from None
+    except UnicodeDecodeError as exc:
+        raise DataError(f"{path} is not UTF-8 text ({exc.reason}, after the first "
+                        f"{SNIFF_BYTES // 1024} KiB); save it as UTF-8 CSV") from None
     df.columns = [str(c).strip() for c in df.columns]
+    if df.shape[1] == 1:
+        raise DataError(f"{path} reads as one column {df.columns[0][:60]!r} with {how}; "
+                        "pass --sep with the file's delimiter (e.g. --sep ';')")
     return df
 
 
-def load_csv_pair(data_dir, target=DEFAULT_TARGET, categorical=None, drop=None):
-    """Read and validate ``data_dir/train.csv`` and ``data_dir/test.csv``.
+_read_csv = read_table    # the old name
+
+
+# -- the whole dataset ---------------------------------------------------------
+def load_csv_pair(data_dir, target=DEFAULT_TARGET, categorical=None, drop=None, **options):
+    """Read and validate the train and test files of ``data_dir`` (see ``load_files``).
 
     Parameters
     ----------
     data_dir : str or Path
-        Folder holding both files.
+        Folder holding both files (``train.csv``, ``train.csv.gz`` ...).
     target : str
-        Label column (integer-valued).
+        Label column.
     categorical : list of str, optional
         Columns to treat as categorical; default: the non-numeric columns.
     drop : list of str, optional
         Columns to ignore.
+    **options
+        ``sep``, ``test_size``, ``seed``, ``keep``, ``expand_dates`` as in ``load_files``.
 
     Returns
     -------
@@ -237,29 +488,154 @@ def load_csv_pair(data_dir, target=DEFAULT_TARGET, categorical=None, drop=None):
         For any problem with the files; the message says how to fix it.
     """
     folder = Path(data_dir)
-    paths = [folder / TRAIN_FILE, folder / TEST_FILE]
-    train, test = (_read_csv(p) for p in paths)
-    ds = validate_frames(train, test, target=target, categorical=categorical, drop=drop,
-                         names=tuple(str(p) for p in paths))
+    train, test = find_data_files(folder)
+    if train is None:
+        train = folder / TRAIN_FILE         # read_table names the missing file
+    if test is None and options.get("test_size") is None:
+        test = folder / TEST_FILE
+    ds = load_files(train, test, target=target, categorical=categorical, drop=drop, **options)
     ds.source = str(folder)
     return ds
 
 
-def _parse_labels(series, name, target):
-    """Integer labels (int64) from a label column, or a DataError naming rows."""
+def _split_one_file(df, name, target, test_size, seed):
+    """Stratified, seeded (train, test) split of one labelled frame; DataError when too small."""
+    if target not in df.columns:
+        raise DataError(f"{name} has no target column {target!r}; columns are "
+                        f"{_names(df.columns)}; pass --target with the label column")
+    y, _ = _parse_labels(df[target], name, target)
+    classes, counts = np.unique(y, return_counts=True)
+    n_test = int(math.ceil(test_size * len(df)))
+    if counts.min() < 2 or n_test < len(classes) or len(df) - n_test < len(classes):
+        raise DataError(f"{name}: {len(df)} rows (smallest class {label_text(classes[counts.argmin()])}: "
+                        f"{counts.min()} rows) cannot be split with --test-size {test_size:g} so that "
+                        f"train and test both hold all {len(classes)} classes; add rows or pass --test FILE")
+    return train_test_split(df, test_size=test_size, random_state=seed, stratify=y)
+
+
+def load_files(train_path, test_path=None, target=DEFAULT_TARGET, categorical=None, drop=None,
+               sep=None, test_size=None, seed=0, keep=None, expand_dates=False):
+    """Read, validate and screen a train file and a test file (or split one file).
+
+    Parameters
+    ----------
+    train_path : str or Path
+        Labelled training file (CSV, compressed CSV or Parquet; see ``read_table``).
+    test_path : str or Path, optional
+        Test file; it may lack the label column (``Dataset.test_labelled`` is
+        then False). Without it, ``test_size`` must be given.
+    target, categorical, drop
+        As in ``validate_frames``.
+    sep : str, optional
+        CSV delimiter; default: detected per file.
+    test_size : float in (0, 1), optional
+        Hold out this fraction of the training file as the test set
+        (stratified by label, seeded by ``seed``); only without ``test_path``.
+    seed : int
+        Seed of that split.
+    keep, expand_dates
+        As in ``screen_columns``.
+
+    Returns
+    -------
+    Dataset
+        ``files`` = the paths read; ``split_from_one_file`` and ``test_size``
+        set for a split.
+
+    Raises
+    ------
+    DataError
+    """
+    train_path = Path(train_path)
+    if test_size is not None:
+        if not isinstance(test_size, (int, float)) or not 0.0 < test_size < 1.0:
+            raise DataError(f"--test-size must be a fraction in (0, 1), e.g. 0.2; got {test_size!r}")
+        if test_path is not None:
+            raise DataError(f"--test-size splits a single file, but a test file was given ({test_path}); "
+                            "pass either --test-size or a test file")
+    elif test_path is None:
+        raise DataError(f"no test file for {train_path} (looked for "
+                        f"{_looked_for(train_path.parent, TEST_STEM)}); pass --test FILE, or "
+                        f"--test-size 0.2 to hold out a stratified 20% of {train_path.name}")
+    raw_train = read_table(train_path, sep=sep)
+    if test_path is None:
+        raw_train, raw_test = _split_one_file(raw_train, str(train_path), target, test_size, seed)
+        names = (f"{train_path} (train part)", f"{train_path} (held-out part)")
+    else:
+        test_path = Path(test_path)
+        raw_test = read_table(test_path, sep=sep)
+        names = (str(train_path), str(test_path))
+    ds = validate_frames(raw_train, raw_test, target=target, categorical=categorical, drop=drop,
+                         names=names, keep=keep, expand_dates=expand_dates)
+    same = test_path is None or Path(test_path).parent == train_path.parent
+    ds.source = str(train_path.parent) if same else f"{train_path}, {test_path}"
+    ds.files = (str(train_path),) + (() if test_path is None else (str(test_path),))
+    if test_path is None:
+        ds.split_from_one_file, ds.test_size = True, float(test_size)
+        ds.split_seed = int(seed)
+    return ds
+
+
+_TRUE_FALSE = {"true": True, "false": False}
+
+
+def _label_kind(series):
+    """How to read a label column: "bool" (bool dtype or only true/false), "int" (most
+    values numbers: they must be integers) or "str" (names such as low/mid/high)."""
+    if pd.api.types.is_bool_dtype(series):
+        return "bool"
+    present = series.dropna()
+    if set(str(v).strip().lower() for v in present.unique()) <= set(_TRUE_FALSE):
+        return "bool"
+    if pd.api.types.is_numeric_dtype(present):
+        return "int"
+    return "int" if pd.to_numeric(present, errors="coerce").notna().mean() > 0.5 else "str"
+
+
+def _parse_labels(series, name, target, kind=None):
+    """Labels in their own type from a label column, or a DataError naming rows.
+
+    Parameters
+    ----------
+    series : Series of shape (n,)
+    name, target : str
+        For messages.
+    kind : {"int", "bool", "str"}, optional
+        Default: ``_label_kind(series)``; pass train's kind when parsing test.
+
+    Returns
+    -------
+    values : ndarray of shape (n,)
+        int64, bool, or object of str.
+    kind : str
+    """
     missing = series.isna().to_numpy()
     if missing.any():
         raise DataError(f"{name}: target {target!r} is missing in {_where(series, missing, name)}; "
                         "fill in those labels or delete the rows")
+    kind = _label_kind(series) if kind is None else kind
+    if kind == "bool":
+        if pd.api.types.is_bool_dtype(series):
+            return series.to_numpy(dtype=bool), kind
+        text = np.array([str(v).strip().lower() for v in series.to_numpy(dtype=object)], dtype=object)
+        bad = ~np.isin(text, list(_TRUE_FALSE))
+        if bad.any():
+            raise DataError(f"{name}: target {target!r} has labels other than true/false in "
+                            f"{_where(series, bad, name)} (e.g. {_example(series[bad].to_numpy())}), "
+                            "but the training labels are true/false; fix those labels")
+        return np.array([_TRUE_FALSE[t] for t in text], dtype=bool), kind
+    if kind == "str":
+        return np.array([str(v).strip() for v in series.to_numpy(dtype=object)], dtype=object), kind
     num = pd.to_numeric(series, errors="coerce").to_numpy(dtype=np.float64)
     bad = ~np.isfinite(num)
     bad[~bad] = num[~bad] != np.round(num[~bad])
     if bad.any():
         raise DataError(f"{name}: target {target!r} has non-integer labels in "
                         f"{_where(series, bad, name)} (e.g. {_example(series[bad].to_numpy())}); "
-                        "labels must be integer class codes: map them to 0..K-1 "
-                        "or pass --target with the right column")
-    return num.astype(np.int64)
+                        "labels must be integer class codes or class names (a continuous target "
+                        "is not a classification label): fix those labels or pass --target with "
+                        "the right column")
+    return num.astype(np.int64), kind
 
 
 def _categorical_values(series):
@@ -273,26 +649,37 @@ def _categorical_values(series):
 
 
 def validate_frames(train, test, target=DEFAULT_TARGET, categorical=None, drop=None,
-                    names=("train.csv", "test.csv")):
-    """Validate a train/test pair of DataFrames and type their columns.
+                    names=("train.csv", "test.csv"), keep=None, expand_dates=False, screen=True):
+    """Validate a train/test pair of DataFrames, type their columns and screen them.
 
     A feature column is numeric when most of its non-missing train values
     parse as numbers (unless listed in ``categorical``); otherwise categorical.
+    Labels may be integers, booleans (true/false) or names (strings); the
+    test frame may lack the label column (``test_labelled=False``). Columns
+    that ``screen_columns`` flags (ID-like, constant, date, very high
+    cardinality) are left out unless listed in ``keep``.
 
     Parameters
     ----------
     train : DataFrame of shape (n_train, n_columns)
-    test : DataFrame of shape (n_test, n_columns)
-        Same columns as ``train`` (any order), including ``target``.
+    test : DataFrame of shape (n_test, n_columns) or (n_test, n_columns - 1)
+        Same columns as ``train`` (any order), with or without ``target``.
     target : str
-        Label column; labels must be integer-valued.
+        Label column.
     categorical : list of str, optional
         Columns forced categorical.
     drop : list of str, optional
         Columns to ignore.
     names : tuple of (str, str)
-        How to call the two frames in messages. Names ending in ``.csv`` get
-        CSV line numbers (header = line 1); others get index labels.
+        How to call the two frames in messages. File names (``*.csv``,
+        ``*.csv.gz`` ...) get CSV line numbers (header = line 1); others get
+        index labels.
+    keep : list of str, optional
+        Columns kept even when ``screen_columns`` flags them.
+    expand_dates : bool, default False
+        Replace each date column by numeric year, month and day-of-week columns.
+    screen : bool, default True
+        False: keep every column (no ``screen_columns``).
 
     Returns
     -------
@@ -307,6 +694,7 @@ def validate_frames(train, test, target=DEFAULT_TARGET, categorical=None, drop=N
     ntr, nte = names
     drop = list(drop or [])
     categorical = list(categorical or [])
+    keep = list(keep or [])
     frames = []
     for df, name in ((train, ntr), (test, nte)):
         if not isinstance(df, pd.DataFrame):
@@ -325,14 +713,14 @@ def validate_frames(train, test, target=DEFAULT_TARGET, categorical=None, drop=N
                         f"columns are {_names(train.columns)}")
     if target in drop:
         raise DataError(f"--drop includes the target {target!r}; pick another --target or drop something else")
-    for df, name in ((train, ntr), (test, nte)):
-        if target not in df.columns:
-            raise DataError(f"{name} has no target column {target!r}; columns are "
-                            f"{_names(df.columns)}; pass --target with the label column")
+    if target not in train.columns:
+        raise DataError(f"{ntr} has no target column {target!r}; columns are "
+                        f"{_names(train.columns)}; pass --target with the label column")
     train = train.drop(columns=[c for c in drop if c in train.columns])
     test = test.drop(columns=[c for c in drop if c in test.columns])
+    labelled = target in test.columns
 
-    missing_in_test = [c for c in train.columns if c not in test.columns]
+    missing_in_test = [c for c in train.columns if c not in test.columns and c != target]
     extra_in_test = [c for c in test.columns if c not in train.columns]
     if missing_in_test or extra_in_test:
         parts = []
@@ -346,33 +734,33 @@ def validate_frames(train, test, target=DEFAULT_TARGET, categorical=None, drop=N
     if not features:
         raise DataError(f"{ntr} has no feature columns besides the target {target!r}; "
                         "add features or drop fewer columns")
-    bad_cat = [c for c in categorical if c not in features]
-    if bad_cat:
-        raise DataError(f"--categorical names {_names(bad_cat)}, which "
-                        f"{'is not a feature column' if len(bad_cat) == 1 else 'are not feature columns'}"
-                        f" of {ntr}; feature columns are {_names(features)}")
+    for option, cols in (("--categorical", categorical), ("--keep-columns", keep)):
+        bad = [c for c in cols if c not in features]
+        if bad:
+            raise DataError(f"{option} names {_names(bad)}, which "
+                            f"{'is not a feature column' if len(bad) == 1 else 'are not feature columns'}"
+                            f" of {ntr}; feature columns are {_listing([repr(str(f)) for f in features], 20)}")
 
-    out_tr, out_te = pd.DataFrame(index=train.index), pd.DataFrame(index=test.index)
+    cols_tr, cols_te = {}, {}          # built as dicts: one DataFrame at the end, not 1,000 inserts
     numeric, cats = [], []
     for col in features:
         if train[col].isna().all():
             raise DataError(f"{ntr}: column {col!r} is entirely empty; pass --drop {col} "
                             "or fill it in")
-        if col in categorical:
-            is_numeric = False
-        else:
-            present = train[col].dropna()
-            parsed = pd.to_numeric(present, errors="coerce")
-            is_numeric = parsed.notna().mean() > 0.5
-        if not is_numeric:
+        parsed = None
+        if col not in categorical:      # parsed once: to decide the kind and as the values
+            parsed = pd.to_numeric(train[col], errors="coerce").to_numpy(dtype=np.float64)
+            present = train[col].notna().to_numpy()
+            is_numeric = (~np.isnan(parsed[present])).mean() > 0.5
+        if parsed is None or not is_numeric:
             cats.append(col)
-            out_tr[col] = _categorical_values(train[col])
-            out_te[col] = _categorical_values(test[col])
+            cols_tr[col] = _categorical_values(train[col])
+            cols_te[col] = _categorical_values(test[col])
             continue
         numeric.append(col)
-        for src, dst, name in ((train, out_tr, ntr), (test, out_te, nte)):
+        for src, dst, name in ((train, cols_tr, ntr), (test, cols_te, nte)):
             raw = src[col]
-            num = pd.to_numeric(raw, errors="coerce").to_numpy(dtype=np.float64)
+            num = parsed if src is train else pd.to_numeric(raw, errors="coerce").to_numpy(dtype=np.float64)
             text = np.isnan(num) & raw.notna().to_numpy()
             if text.any():
                 raise DataError(f"{name}: column {col!r} has non-numeric values in {_where(raw, text, name)} "
@@ -383,35 +771,50 @@ def validate_frames(train, test, target=DEFAULT_TARGET, categorical=None, drop=N
                 raise DataError(f"{name}: column {col!r} has infinite values in {_where(raw, inf, name)}; "
                                 f"fix the CSV or pass --drop {col}")
             dst[col] = num
-    y_tr = _parse_labels(train[target], ntr, target)
-    y_te = _parse_labels(test[target], nte, target)
+    y_tr, kind = _parse_labels(train[target], ntr, target)
     classes = np.unique(y_tr)
     if len(classes) < 2:
         raise DataError(f"{ntr}: target {target!r} has only one class ({classes[0]}); a classifier "
                         "needs at least 2, so check --target")
-    unseen = ~np.isin(y_te, classes)
-    if unseen.any():
-        raise DataError(f"{nte}: classes {_listing(np.unique(y_te[unseen]))} in "
-                        f"{_where(test[target], unseen, nte)} never occur in {ntr} (classes there: "
-                        f"{_listing(classes, 20)}); the model cannot predict them, so delete those rows "
-                        "or add training examples")
-    out_tr[target] = y_tr
-    out_te[target] = y_te
-    return Dataset(train=out_tr, test=out_te, target=target, numeric=numeric, categorical=cats,
-                   classes=classes.astype(np.int64), source=Path(str(ntr)).name, synthetic=False)
+    if labelled:
+        y_te, _ = _parse_labels(test[target], nte, target, kind=kind)
+        unseen = ~np.isin(y_te, classes)
+        if unseen.any():
+            raise DataError(f"{nte}: classes {_listing(np.unique(y_te[unseen]))} in "
+                            f"{_where(test[target], unseen, nte)} never occur in {ntr} (classes there: "
+                            f"{_listing(classes, 20)}); the model cannot predict them, so delete those rows "
+                            "or add training examples")
+        cols_te[target] = y_te
+    cols_tr[target] = y_tr
+    out_tr = pd.DataFrame(cols_tr, index=train.index)
+    out_te = pd.DataFrame(cols_te, index=test.index)
+    ds = Dataset(train=out_tr, test=out_te, target=target, numeric=numeric, categorical=cats,
+                 classes=classes, source=Path(str(ntr)).name, synthetic=False,
+                 test_labelled=labelled)
+    if screen:
+        _apply_screen(ds, keep, expand_dates)
+    return ds
 
 
-def load_data(data_dir=None, target=DEFAULT_TARGET, categorical=None, drop=None, seed=0):
-    """Find and load the CSV pair, or fall back to synthetic data.
+def load_data(data_dir=None, target=DEFAULT_TARGET, categorical=None, drop=None, seed=0,
+              train_path=None, test_path=None, sep=None, test_size=None, keep=None,
+              expand_dates=False):
+    """Find and load the data files, or fall back to synthetic data.
 
     Parameters
     ----------
     data_dir : str or Path, optional
-        Explicit folder (must hold both files); see ``find_data_dir``.
+        Explicit folder (must hold the train file, and the test file unless
+        ``test_size`` is given); see ``find_data_dir``.
     target, categorical, drop
-        As in ``load_csv_pair``.
+        As in ``validate_frames``.
     seed : int
-        Seed for ``make_synthetic`` when no data is found.
+        Seed for ``make_synthetic`` when no data is found, and for the
+        ``test_size`` split.
+    train_path, test_path : str or Path, optional
+        Explicit files (``--train``/``--test``) instead of a folder; any names.
+    sep, test_size, keep, expand_dates
+        As in ``load_files``.
 
     Returns
     -------
@@ -419,14 +822,214 @@ def load_data(data_dir=None, target=DEFAULT_TARGET, categorical=None, drop=None,
         ``synthetic=True`` and ``source="synthetic"`` when no folder holds
         both files.
     """
-    folder = find_data_dir(data_dir)
+    opts = dict(sep=sep, test_size=test_size, seed=seed, keep=keep, expand_dates=expand_dates)
+    if train_path is not None:
+        if data_dir is not None:
+            raise DataError("pass either a data folder (--data-dir) or files (--train/--test), not both")
+        return load_files(train_path, test_path, target=target, categorical=categorical, drop=drop,
+                          **opts)
+    if test_path is not None:
+        raise DataError(f"a test file ({test_path}) needs its training file; pass --train FILE too")
+    folder = find_data_dir(data_dir, require_test=test_size is None)
     if folder is not None:
-        return load_csv_pair(folder, target=target, categorical=categorical, drop=drop)
+        return load_csv_pair(folder, target=target, categorical=categorical, drop=drop, **opts)
+    if test_size is not None:
+        raise DataError("--test-size splits a training file, but no data was found; "
+                        "pass --train FILE or --data-dir DIR")
     train, test = make_synthetic(seed=seed, target=target)
     ds = validate_frames(train, test, target=target, categorical=categorical, drop=drop,
-                         names=("synthetic train", "synthetic test"))
+                         names=("synthetic train", "synthetic test"), keep=keep,
+                         expand_dates=expand_dates)
     ds.source, ds.synthetic = "synthetic", True
     return ds
+
+
+# ------------------------------------------------------------ columns that are not features
+# Thresholds of ``screen_columns``; each is a rule a reader can check against the table.
+ID_MIN_ROWS = 50            # fewer rows: "one level per row" happens by chance for small categoricals
+ID_UNIQUE_SHARE = 0.95      # distinct / present values of an ID-like column ("nearly one per row")
+ID_SPAN_FACTOR = 2.0        # integer IDs: distinct values within a range <= this x their count ...
+ID_ORDER_CORR = 0.99        # ... or increasing with the row (|Spearman r| with the row number)
+DATE_SHARE = 0.9            # a text column is a date when this share of its sample parses as one
+DATE_SAMPLE = 500           # values parsed per column to decide (the cost is bounded per column)
+HIGH_CARD_MIN_LEVELS = 50   # very high cardinality: more levels than max(this, rows / the next)
+HIGH_CARD_ROWS_PER_LEVEL = 10
+DATE_PARTS = ("year", "month", "dayofweek")
+
+SCREEN_RULES = {
+    "constant": "a single distinct value: it carries no information",
+    "date": (f"at least {DATE_SHARE:.0%} of a sample of its values parse as dates/times: as text "
+             "every date would be its own category (expand_dates / --expand-dates turns it into "
+             "numeric year, month and day of week)"),
+    "id_like": (f"nearly one distinct value per row (>= {ID_UNIQUE_SHARE:.0%} of the present values, "
+                f">= {ID_MIN_ROWS} rows; integers only when they also span <= {ID_SPAN_FACTOR:g}x "
+                f"their count or increase with the row): an identifier, which a network can only "
+                "memorise"),
+    "high_cardinality": (f"more than max({HIGH_CARD_MIN_LEVELS}, rows / {HIGH_CARD_ROWS_PER_LEVEL}) "
+                         f"levels: fewer than {HIGH_CARD_ROWS_PER_LEVEL} rows per level on average, "
+                         "too few to learn a weight per one-hot column, and the encoded width "
+                         "would grow with the number of rows"),
+}
+_SCREEN_COLUMNS = ("column", "kind", "rule", "reason", "n_unique", "n_present", "detail", "action")
+_DATE_LIKE = re.compile(r"^\s*\d{1,4}[-/.]\d{1,2}[-/.]\d{1,4}"
+                        r"([ T]\d{1,2}:\d{2}(:\d{2}(\.\d+)?)?)?\s*(Z|[+-]\d{2}:?\d{2})?\s*$")
+
+
+def _screen_frame(rows):
+    return pd.DataFrame(rows, columns=list(_SCREEN_COLUMNS))
+
+
+def _parse_dates(values):
+    """Datetimes (UTC) of an object array, NaT where a value is no date."""
+    s = pd.Series(values, dtype=object)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        try:
+            out = pd.to_datetime(s, errors="coerce", utc=True)
+        except (ValueError, TypeError):
+            out = pd.Series(pd.NaT, index=s.index, dtype="datetime64[ns, UTC]")
+        if out.isna().sum() > s.isna().sum() + (1 - DATE_SHARE) * s.notna().sum():
+            try:        # not one format: parse element by element
+                out = pd.to_datetime(s, errors="coerce", utc=True, format="mixed")
+            except (ValueError, TypeError):
+                pass
+    return out
+
+
+def _date_share(present):
+    """Share of a sample of the present values (object array) that parse as dates."""
+    sample = present[:DATE_SAMPLE]
+    looks = np.array([bool(_DATE_LIKE.match(str(v))) for v in sample])
+    if len(sample) == 0 or looks.mean() < DATE_SHARE:
+        return float(looks.mean()) if len(sample) else 0.0
+    return float(_parse_dates(sample).notna().mean())
+
+
+def _screen_one(series, kind, n_rows):
+    """(rule, detail, n_unique, n_present) for one column, or None when it looks like a feature."""
+    present = series.dropna()
+    n_present = len(present)
+    n_unique = int(present.nunique())
+    if n_unique <= 1:
+        share = 1 - n_present / n_rows
+        return "constant", f"only value {_example(present.unique()) if n_unique else 'none'}" + (
+            f" ({share:.0%} missing)" if share else ""), n_unique, n_present
+    if kind == "categorical":
+        vals = present.to_numpy(dtype=object)
+        share = _date_share(vals)
+        if share >= DATE_SHARE:
+            return "date", f"{share:.0%} of the first {min(len(vals), DATE_SAMPLE)} values parse as dates " \
+                           f"(e.g. {_example(vals)})", n_unique, n_present
+    if n_present >= ID_MIN_ROWS and n_unique >= ID_UNIQUE_SHARE * n_present:
+        if kind == "categorical":
+            return "id_like", f"{n_unique:,} distinct values in {n_present:,} rows " \
+                              f"(e.g. {_example(present.to_numpy())})", n_unique, n_present
+        v = present.to_numpy(dtype=np.float64)
+        if np.all(v == np.round(v)):
+            span = float(v.max() - v.min() + 1)
+            order = abs(float(pd.Series(v).corr(pd.Series(np.arange(len(v), dtype=np.float64)),
+                                                method="spearman")))
+            if span <= ID_SPAN_FACTOR * n_unique or order >= ID_ORDER_CORR:
+                return "id_like", f"{n_unique:,} distinct integers in {n_present:,} rows, range " \
+                                  f"{v.min():.0f}..{v.max():.0f}, Spearman r with the row {order:.2f}", \
+                    n_unique, n_present
+    if kind == "categorical" and n_unique > max(HIGH_CARD_MIN_LEVELS, n_rows / HIGH_CARD_ROWS_PER_LEVEL):
+        return "high_cardinality", f"{n_unique:,} levels in {n_rows:,} rows " \
+                                   f"({n_rows / n_unique:.1f} rows per level)", n_unique, n_present
+    return None
+
+
+def screen_columns(train, target, numeric=None, categorical=None, keep=None, expand_dates=False):
+    """Columns that are not features: ID-like, constant, date/time, very high cardinality.
+
+    Each rule is an entry of ``SCREEN_RULES`` with its thresholds (module
+    constants ``ID_*``, ``DATE_*``, ``HIGH_CARD_*``). Cost: one ``nunique``
+    per column plus at most ``DATE_SAMPLE`` date parses per text column.
+
+    Parameters
+    ----------
+    train : DataFrame of shape (n_samples, n_columns)
+        Training rows (the decision uses train only).
+    target : str
+        Label column (never screened).
+    numeric, categorical : list of str, optional
+        Feature columns by kind; default: numeric dtype -> numeric, else categorical.
+    keep : list of str, optional
+        Flagged columns to keep anyway (``--keep-columns``).
+    expand_dates : bool, default False
+        Date columns are expanded into ``<col>_year``, ``<col>_month`` and
+        ``<col>_dayofweek`` (numeric) instead of left out.
+
+    Returns
+    -------
+    DataFrame of shape (n_flagged, 8)
+        Columns ``column``, ``kind``, ``rule`` (a key of ``SCREEN_RULES``),
+        ``reason`` (its text), ``n_unique``, ``n_present``, ``detail`` (the
+        numbers behind the flag) and ``action`` (``"excluded"``,
+        ``"kept (keep=)"`` or ``"expanded into <col>_year, ..."``), in file order.
+    """
+    _check_frame(train, "train")
+    keep = set(keep or ())
+    if numeric is None and categorical is None:
+        feats = [c for c in train.columns if c != target]
+        numeric = [c for c in feats if pd.api.types.is_numeric_dtype(train[c])
+                   and not pd.api.types.is_bool_dtype(train[c])]
+        categorical = [c for c in feats if c not in numeric]
+    kinds = {**{c: "numeric" for c in numeric or ()}, **{c: "categorical" for c in categorical or ()}}
+    rows = []
+    for col in [c for c in train.columns if c in kinds]:
+        flag = _screen_one(train[col], kinds[col], len(train))
+        if flag is None:
+            continue
+        rule, detail, n_unique, n_present = flag
+        if col in keep:
+            action = "kept (keep=)"
+        elif rule == "date" and expand_dates:
+            action = "expanded into " + ", ".join(f"{col}_{p}" for p in DATE_PARTS)
+        else:
+            action = "excluded"
+        rows.append({"column": col, "kind": kinds[col], "rule": rule, "reason": SCREEN_RULES[rule],
+                     "n_unique": n_unique, "n_present": n_present, "detail": detail, "action": action})
+    return _screen_frame(rows)
+
+
+def _date_parts(values):
+    """Numeric year, month and day of week (Monday = 0) of an object array; NaN where no date."""
+    dt = _parse_dates(values).dt
+    return {"year": dt.year, "month": dt.month, "dayofweek": dt.day_of_week}
+
+
+def _apply_screen(ds, keep, expand_dates):
+    """Screen ``ds``'s training columns and leave out (or expand) the flagged ones, in place."""
+    table = screen_columns(ds.train, ds.target, ds.numeric, ds.categorical, keep=keep,
+                           expand_dates=expand_dates)
+    ds.excluded = table
+    gone = set(table.loc[table["action"] != "kept (keep=)", "column"])
+    if not gone:
+        return
+    expand = set(table.loc[table["action"].str.startswith("expanded"), "column"])
+    new_names = {f"{c}_{p}" for c in expand for p in DATE_PARTS}
+    clash = sorted(new_names & set(ds.train.columns))
+    if clash:
+        raise DataError(f"--expand-dates would create columns {_names(clash)} that already exist; "
+                        "rename them or leave out --expand-dates")
+    frames = []
+    for df in (ds.train, ds.test):
+        cols = {}
+        for c in df.columns:
+            if c in expand:
+                parts = _date_parts(df[c].to_numpy(dtype=object))
+                for p in DATE_PARTS:
+                    cols[f"{c}_{p}"] = parts[p].to_numpy(dtype=np.float64)
+            elif c not in gone:
+                cols[c] = df[c].to_numpy()
+        frames.append(pd.DataFrame(cols, index=df.index))
+    ds.train, ds.test = frames
+    ds.numeric = [c for c in ds.train.columns if c in set(ds.numeric) | new_names]
+    ds.categorical = [c for c in ds.categorical if c not in gone]
+    if not ds.numeric and not ds.categorical:
+        raise DataError(f"every feature column was left out as not a feature ({_listing(sorted(gone))}); "
+                        "pass --keep-columns with the ones to use")
 
 
 # ------------------------------------------------------------ synthetic data
@@ -812,7 +1415,8 @@ def encode(dataset, missing_indicators=False, val_size=0.2, seed=42):
     dict
         ``X_train`` (n_tr, d), ``X_val`` (n_val, d), ``X_test`` (n_test, d)
         float64; ``y_train``, ``y_val``, ``y_test`` int64 class indices
-        0..K-1 into ``dataset.classes``; ``preprocessor``; ``feature_names``
+        0..K-1 into ``dataset.classes`` (``dataset.decode`` maps them back;
+        ``y_test`` is None when ``dataset.test_labelled`` is False); ``preprocessor``; ``feature_names``
         and ``feature_source`` (length d); ``train_df`` and ``val_df`` (the
         raw split frames).
     """
@@ -824,18 +1428,20 @@ def encode(dataset, missing_indicators=False, val_size=0.2, seed=42):
 
     X_train = pre.fit_transform(features(train_df))
 
+    vocabulary = pd.Index(dataset.classes)      # label value -> 0..K-1 (any label type)
+
     def labels(df):
-        raw = df[dataset.target].to_numpy(dtype=np.int64)
-        idx = np.searchsorted(dataset.classes, raw)
-        idx = np.minimum(idx, len(dataset.classes) - 1)
-        if not np.array_equal(dataset.classes[idx], raw):
-            raise DataError(f"labels {_listing(np.setdiff1d(raw, dataset.classes))} are not among the "
+        raw = df[dataset.target].to_numpy()
+        idx = vocabulary.get_indexer(raw)
+        if (idx < 0).any():
+            raise DataError(f"labels {_listing(pd.unique(raw[idx < 0]))} are not among the "
                             f"training classes {_listing(dataset.classes, 20)}; validate the data first")
         return idx.astype(np.int64)
 
     return {"X_train": X_train, "y_train": labels(train_df),
             "X_val": pre.transform(features(val_df)), "y_val": labels(val_df),
-            "X_test": pre.transform(features(dataset.test)), "y_test": labels(dataset.test),
+            "X_test": pre.transform(features(dataset.test)),
+            "y_test": labels(dataset.test) if dataset.test_labelled else None,
             "preprocessor": pre, "feature_names": list(pre.feature_names_),
             "feature_source": list(pre.feature_source_), "train_df": train_df, "val_df": val_df}
 
@@ -1148,8 +1754,17 @@ def class_distribution(y, imbalance_threshold=1.5):
             "imbalanced": bool(ratio >= imbalance_threshold)}
 
 
-def correlation_pairs(X, feature_names, threshold=0.5):
-    """Pearson correlation matrix of encoded features and its strong pairs.
+CORR_TOP_K = 30         # features in the returned matrix (the heatmap): a 30 x 30 grid stays legible
+CORR_BLOCK = 256        # columns per block of Z^T Z: memory n*d + CORR_BLOCK*d floats, never d*d
+CORR_MAX_PAIRS = 10000  # strongest pairs kept (the count of all pairs found is in pairs.attrs)
+
+
+def correlation_pairs(X, feature_names, threshold=0.5, top_k=CORR_TOP_K, max_pairs=CORR_MAX_PAIRS):
+    """Pearson correlations of encoded features: every strong pair, and the matrix of the top K.
+
+    All d * (d - 1) / 2 pairs are scanned in blocks of ``CORR_BLOCK``
+    columns, so memory is O(n * d + CORR_BLOCK * d), not O(d^2); the
+    returned matrix covers at most ``top_k`` features.
 
     Parameters
     ----------
@@ -1159,15 +1774,24 @@ def correlation_pairs(X, feature_names, threshold=0.5):
     feature_names : list of str of length n_features
     threshold : float, default 0.5
         A pair is reported when |r| >= threshold.
+    top_k : int, default CORR_TOP_K
+        Features in ``corr``: all when n_features <= top_k, else the top_k
+        with the largest |r| to any other feature (ties: larger variance),
+        in their original order.
+    max_pairs : int, default CORR_MAX_PAIRS
+        At most this many pairs (the strongest) are returned.
 
     Returns
     -------
-    corr : DataFrame of shape (n_features, n_features)
+    corr : DataFrame of shape (k, k), k = min(n_features, top_k)
         Correlation matrix; rows/columns of constant features are NaN (a
         constant has no correlation) and such features are never paired.
+        ``corr.attrs``: ``n_features`` (d) and ``top_k``.
     pairs : DataFrame of shape (n_pairs, 5)
         Columns ``feature_a``, ``feature_b``, ``r``, ``abs_r``, ``threshold``;
         one row per pair with |r| >= threshold, sorted by |r| descending.
+        ``pairs.attrs``: ``n_pairs_found`` (all pairs over the threshold)
+        and ``truncated`` (True when more than ``max_pairs`` were found).
     """
     X = np.asarray(X, dtype=np.float64)
     names = list(feature_names)
@@ -1183,23 +1807,63 @@ def correlation_pairs(X, feature_names, threshold=0.5):
         raise ValueError(f"X has NaN/inf in columns {bad}; impute and encode before correlating")
     if not 0.0 <= threshold <= 1.0:
         raise ValueError(f"threshold must be in [0, 1], got {threshold!r}")
-    Xc = X - X.mean(axis=0)                                    # (n, d)
-    sd = np.sqrt((Xc * Xc).sum(axis=0))                        # (d,)
+    if not isinstance(top_k, (int, np.integer)) or top_k < 1:
+        raise ValueError(f"top_k must be a positive integer, got {top_k!r}")
+    d = X.shape[1]
+    Z = X - X.mean(axis=0)                                     # (n, d)
+    sd = np.sqrt((Z * Z).sum(axis=0))                          # (d,)
     const = sd <= 1e-12 * np.maximum(1.0, np.abs(X).max(axis=0))
-    sd_safe = np.where(const, 1.0, sd)
-    corr = (Xc.T @ Xc) / np.outer(sd_safe, sd_safe)            # (d, d)
-    corr = np.clip(corr, -1.0, 1.0)
-    corr[const, :] = np.nan
-    corr[:, const] = np.nan
-    iu, ju = np.triu_indices(len(names), k=1)
-    r = corr[iu, ju]
-    keep = np.isfinite(r) & (np.abs(r) >= threshold)
-    pairs = pd.DataFrame({"feature_a": [names[i] for i in iu[keep]],
-                          "feature_b": [names[j] for j in ju[keep]],
-                          "r": r[keep], "abs_r": np.abs(r[keep]),
-                          "threshold": float(threshold)})
-    pairs = pairs.sort_values("abs_r", ascending=False, kind="stable").reset_index(drop=True)
-    return pd.DataFrame(corr, index=names, columns=names), pairs
+    Z /= np.where(const, 1.0, sd)
+    Z[:, const] = 0.0                                          # unit columns; constants all zero
+    best = np.zeros(d)                                         # max |r| with any other feature
+    found, kept_i, kept_j, kept_r = 0, [], [], []
+    for start in range(0, d, CORR_BLOCK):
+        stop = min(d, start + CORR_BLOCK)
+        block = np.clip(Z[:, start:stop].T @ Z, -1.0, 1.0)     # (b, d)
+        rows = np.arange(stop - start)
+        block[rows, start + rows] = 0.0                        # the diagonal is no pair
+        block[:, const] = 0.0
+        absb = np.abs(block)
+        best[start:stop] = absb.max(axis=1)
+        upper = np.arange(d)[None, :] > (start + rows)[:, None]  # each pair once: j > i
+        ii, jj = np.nonzero(upper & (absb >= threshold) & ~const[start:stop, None])
+        found += len(ii)
+        kept_i.append(ii + start)
+        kept_j.append(jj)
+        kept_r.append(block[ii, jj])
+        if sum(len(k) for k in kept_r) > 2 * max_pairs:        # bound memory: keep the strongest
+            kept_i, kept_j, kept_r = _strongest(kept_i, kept_j, kept_r, max_pairs)
+    kept_i, kept_j, kept_r = _strongest(kept_i, kept_j, kept_r, max_pairs)
+    i, j, r = kept_i[0], kept_j[0], kept_r[0]
+    order = np.lexsort((j, i, -np.abs(r)))                      # |r| descending, then file order
+    i, j, r = i[order], j[order], r[order]
+    pairs = pd.DataFrame({"feature_a": [names[a] for a in i], "feature_b": [names[b] for b in j],
+                          "r": r, "abs_r": np.abs(r), "threshold": float(threshold)})
+    pairs.attrs.update(n_pairs_found=int(found), truncated=bool(found > max_pairs))
+
+    if d <= top_k:
+        sel = np.arange(d)
+    else:                                                       # strongest links first, then variance
+        var = sd * sd / len(X)
+        sel = np.sort(np.lexsort((-var, -np.where(const, -1.0, best)))[:top_k])
+    corr = np.clip(Z[:, sel].T @ Z[:, sel], -1.0, 1.0)          # (k, k)
+    np.fill_diagonal(corr, 1.0)
+    corr[const[sel], :] = np.nan
+    corr[:, const[sel]] = np.nan
+    sel_names = [names[s] for s in sel]
+    out = pd.DataFrame(corr, index=sel_names, columns=sel_names)
+    out.attrs.update(n_features=int(d), top_k=int(top_k))
+    return out, pairs
+
+
+def _strongest(ii, jj, rr, k):
+    """Concatenate pair chunks and keep the k with the largest |r| (as one-chunk lists)."""
+    i, j, r = (np.concatenate(a) if a else np.zeros(0, dtype=t)
+               for a, t in ((ii, np.int64), (jj, np.int64), (rr, np.float64)))
+    if len(r) > k:
+        top = np.argpartition(-np.abs(r), k - 1)[:k]
+        i, j, r = i[top], j[top], r[top]
+    return [i], [j], [r]
 
 
 def _raw(col, kind, ref=None):
@@ -1257,8 +1921,45 @@ def _mutual_info(v, y, kind, seed, max_rows):
                                      random_state=seed)[0])
 
 
+PP_MAX_CELLS = 2_000_000   # rows x features scored by predictive_power; above it rows are sub-sampled
+PP_MIN_ROWS = 2_000        # ... but never to fewer rows than this (each tree then costs ~1 ms)
+PP_MAX_FEATURES = 100      # trees (5 per feature, ~10 ms each with scikit-learn's overhead) for at
+                           # most this many features: those with the strongest one-pass association
+
+
+def _association(df, y, numeric, categorical):
+    """A cheap label association per feature, in [0, 1], shape (n_features,): the correlation
+    ratio eta^2 of a numeric column (median-imputed, plus its NaN flag's) and Cramer's V^2 of a
+    categorical one (missing as a level). One pass per column; used to rank, not to report."""
+    k = int(y.max()) + 1
+    counts = np.bincount(y, minlength=k).astype(np.float64)
+    onehot = np.eye(k)[y]                                           # (n, k)
+    out = []
+    for c in numeric:
+        v = pd.to_numeric(df[c], errors="coerce").to_numpy(dtype=np.float64)
+        nan = np.isnan(v)
+        best = 0.0
+        for col in (np.where(nan, np.nanmedian(v) if (~nan).any() else 0.0, v), nan.astype(float)):
+            total = ((col - col.mean()) ** 2).sum()
+            if total > 0:
+                means = (onehot.T @ col) / np.maximum(counts, 1)       # (k,)
+                best = max(best, float((counts * (means - col.mean()) ** 2).sum() / total))
+        out.append(best)
+    for c in categorical:
+        codes = _raw(df[c], "categorical").astype(np.int64) + 1         # missing -> 0
+        table = np.zeros((codes.max() + 1, k))
+        np.add.at(table, (codes, y), 1.0)
+        table = table[table.sum(axis=1) > 0]
+        expected = table.sum(axis=1, keepdims=True) * counts[None, :] / len(y)
+        chi2 = float(((table - expected) ** 2 / np.where(expected > 0, expected, 1)).sum())
+        dof = min(table.shape[0] - 1, k - 1)
+        out.append(chi2 / (len(y) * dof) if dof > 0 else 0.0)
+    return np.asarray(out)
+
+
 def predictive_power(df, target, numeric, categorical, cv=5, seed=0, score="balanced",
-                     max_depth=4, min_leaf_share=0.01, mi_max_rows=10000):
+                     max_depth=4, min_leaf_share=0.01, mi_max_rows=10000, max_cells=PP_MAX_CELLS,
+                     max_features=PP_MAX_FEATURES):
     """How well each raw feature alone predicts the label.
 
     For every feature a shallow decision tree is fitted on that column only
@@ -1294,6 +1995,16 @@ def predictive_power(df, target, numeric, categorical, cv=5, seed=0, score="bala
     mi_max_rows : int, default 10000
         Mutual information is estimated on at most this many rows (random
         subsample) to bound the k-NN estimator's cost.
+    max_cells : int, default PP_MAX_CELLS
+        When rows x features exceed this, every feature is scored on the same
+        stratified, seeded sub-sample of max(PP_MIN_ROWS, max_cells //
+        n_features) rows, so the cost grows with the number of columns, not
+        with rows x columns.
+    max_features : int, default PP_MAX_FEATURES
+        With more features, only the ``max_features`` with the strongest
+        one-pass association (eta^2 for numerics, Cramer's V^2 for
+        categoricals; ``_association``) get trees and mutual information;
+        the others keep NaN scores (listed last).
 
     Returns
     -------
@@ -1302,23 +2013,62 @@ def predictive_power(df, target, numeric, categorical, cv=5, seed=0, score="bala
         ``accuracy`` (CV mean), ``baseline`` (CV accuracy of the training
         fold's majority class), ``balanced_accuracy`` (CV mean), ``score``,
         ``pps`` and ``mutual_info`` (nats, sklearn ``mutual_info_classif``).
+        ``attrs``: ``n_rows`` (rows of ``df``), ``n_rows_used``,
+        ``subsampled`` (bool), ``max_cells``, ``n_scored`` (features with
+        trees) and ``max_features``; when rows were sub-sampled or features
+        left unscored, ``attrs["note"]`` says so in one sentence for the report.
     """
     numeric, categorical = _check_features([("df", df)], target, numeric, categorical)
     _check_cv(cv, len(df))
     _check_score(score)
+    n_rows, n_feat = len(df), len(numeric) + len(categorical)
+    n_used = n_rows
+    if n_rows * n_feat > max_cells:
+        n_used = min(n_rows, max(PP_MIN_ROWS, max_cells // n_feat))
+    if n_used < n_rows:
+        (y_all,) = _labels(df[target])
+        try:
+            rows, _ = train_test_split(np.arange(n_rows), train_size=n_used, random_state=seed,
+                                       stratify=y_all)
+        except ValueError:          # a class too small to stratify: a plain random sample
+            rows = np.random.default_rng(seed).choice(n_rows, size=n_used, replace=False)
+        df = df.iloc[np.sort(rows)]
     (y,) = _labels(df[target])
     k = len(np.unique(y))
+    scored = set(numeric + categorical)
+    if n_feat > max_features:
+        assoc = _association(df, y, numeric, categorical)
+        order = np.argsort(-assoc, kind="stable")[:max_features]
+        scored = {(numeric + categorical)[i] for i in order}
     rows = []
     for kind, cols in (("numeric", numeric), ("categorical", categorical)):
         for c in cols:
+            if c not in scored:
+                rows.append({"feature": c, "kind": kind, "accuracy": np.nan, "baseline": np.nan,
+                             "balanced_accuracy": np.nan, "score": score, "pps": np.nan,
+                             "mutual_info": np.nan})
+                continue
             v = _raw(df[c], kind)
             res = _single_feature_cv(v, y, kind, cv, seed, max_depth, min_leaf_share, score)
             rows.append({"feature": c, "kind": kind, "accuracy": res[0], "baseline": res[1],
                          "balanced_accuracy": res[2], "score": score,
                          "pps": _pps(res, score, k),
                          "mutual_info": _mutual_info(v, y, kind, seed, mi_max_rows)})
-    out = pd.DataFrame(rows).set_index("feature")
-    return out.sort_values("pps", ascending=False, kind="stable")
+    out = pd.DataFrame(rows).set_index("feature").sort_values("pps", ascending=False, kind="stable")
+    out.attrs.update(n_rows=int(n_rows), n_rows_used=int(n_used), subsampled=bool(n_used < n_rows),
+                     max_cells=int(max_cells), n_scored=len(scored), max_features=int(max_features))
+    notes = []
+    if n_used < n_rows:
+        notes.append(f"predictive power was computed on a stratified random sample of {n_used:,} of "
+                     f"the {n_rows:,} rows ({n_feat:,} features x rows above the cap of "
+                     f"{max_cells:,} cells)")
+    if len(scored) < n_feat:
+        notes.append(f"only the {len(scored):,} of {n_feat:,} features with the strongest one-pass "
+                     "association with the label (eta^2 / Cramer's V^2) were scored; the others "
+                     "have no pps")
+    if notes:
+        out.attrs["note"] = "; ".join(notes) + "."
+    return out
 
 
 def dominance(pp_table, ratio=2.0, min_pps=0.3):

@@ -28,6 +28,7 @@ Writes, under ``--out`` (default ``out/``), every file atomically:
 import argparse
 import json
 import math
+import os
 import platform
 import sys
 import time
@@ -53,6 +54,19 @@ REPO_DIR = Path(__file__).resolve().parent
 DEFAULTS = dict(target="price_class", out="out", parts="A,B,C,D,Q2", iterations=200,
                 quick_iterations=30, lr=0.1, hidden="64,64", activations="relu,sigmoid",
                 seed=42, dtype="float32", corr_threshold=0.5, val_size=0.2)
+
+# Sizes refused before any work (``validate`` and ``check_sizes``), each with what would fit.
+SEED_MAX = 2**32 - 1            # numpy's legacy seeding and scikit-learn's random_state accept 0..2**32-1
+MAX_ITERATIONS = 10**7          # the loss history alone takes 8 * (4 + layers) bytes per iteration
+CV_FOLDS = 5                    # Part A's cross-validation: every class needs this many training rows
+ASSUMED_FLOPS = 2e10            # optimistic full-batch throughput (flop/s), so only the hopeless is refused
+MAX_TRAIN_SECONDS = 24 * 3600   # one network's estimated training time above this is refused
+PARAM_COPIES = 20               # theta, gradient, best-so-far and up to 16 per-block gradient buffers
+ACTIVATION_COPIES = 3           # pre-activation, activation and delta of every layer, per row
+ENCODED_COPIES = 3              # encoded train/val/test matrices plus one transform's temporaries
+MEMORY_SHARE = 0.8              # share of the available memory a run may plan to use
+SEPARATOR_NAMES = {",": ",", "comma": ",", ";": ";", "semicolon": ";", "tab": "\t", "\\t": "\t",
+                   "\t": "\t", "|": "|", "pipe": "|"}
 
 
 @dataclass(frozen=True)
@@ -80,6 +94,12 @@ class Config:
     val_size: float
     repeats: int
     lr_grid: tuple
+    train: Any = None
+    test: Any = None
+    sep: Any = None
+    test_size: Any = None
+    keep_columns: Any = None
+    expand_dates: bool = False
 
 
 class UsageError(ValueError):
@@ -103,14 +123,31 @@ def build_parser():
                "Q2 shared bias. C and D use B's networks (B runs first when needed). "
                "Exit codes: 0 ok, 1 a part failed (see <out>/logs/), 2 bad options or data.")
     p.add_argument("--data-dir", metavar="DIR", default=None,
-                   help="folder holding train.csv and test.csv (default: $MLP_DATA_DIR, ./data, "
-                        "<repo>/data, <repo>/../shared/data; synthetic data if none has both)")
+                   help="folder holding train.csv and test.csv (also .csv.gz, .csv.bz2, .csv.xz, "
+                        ".zip, .tsv, .parquet; default: $MLP_DATA_DIR, ./data, <repo>/data, "
+                        "<repo>/../shared/data; synthetic data if none has both)")
+    p.add_argument("--train", metavar="FILE", default=None,
+                   help="training file, any name (instead of --data-dir)")
+    p.add_argument("--test", metavar="FILE", default=None,
+                   help="test file, any name; it may lack the label column (needs --train)")
+    p.add_argument("--test-size", type=float, default=None, metavar="F",
+                   help="no test file: hold out this fraction of the training file as the test "
+                        "set (stratified, seeded by --seed; the report says so)")
+    p.add_argument("--sep", default=None, metavar="SEP",
+                   help="CSV delimiter: , ; tab | or any one character (default: detected)")
     p.add_argument("--target", default=d["target"], metavar="COL",
-                   help="label column, integer classes (default: %(default)s)")
+                   help="label column: integers, names (low/mid/high) or true/false "
+                        "(default: %(default)s)")
     p.add_argument("--categorical", metavar="COL[,COL]", default=None,
                    help="columns to treat as categorical (default: inferred: non-numeric columns)")
     p.add_argument("--drop", metavar="COL[,COL]", default=None,
                    help="columns to ignore (e.g. ids or a leaking feature)")
+    p.add_argument("--keep-columns", metavar="COL[,COL]", default=None,
+                   help="use these columns even if they look like no feature (ID-like, constant, "
+                        "date, very high cardinality; such columns are left out by default)")
+    p.add_argument("--expand-dates", action="store_true",
+                   help="turn each date column into numeric year, month and day-of-week columns "
+                        "instead of leaving it out")
     p.add_argument("--out", metavar="DIR", default=d["out"],
                    help="output folder for figures, tables, metrics and the report (default: %(default)s)")
     p.add_argument("--parts", default=d["parts"], metavar="LIST",
@@ -189,6 +226,10 @@ def validate(ns):
         d["quick_iterations"] if ns.quick else d["iterations"])
     if iterations < 1:
         raise UsageError(f"--iterations: must be at least 1, got {iterations}")
+    if iterations > MAX_ITERATIONS:
+        raise UsageError(f"--iterations: {iterations:,} is more than this tool runs (at most "
+                         f"{MAX_ITERATIONS:,}: each iteration is a full pass over the training rows "
+                         "and keeps a history entry); pass --iterations up to that")
     if not (math.isfinite(ns.lr) and ns.lr > 0):
         raise UsageError(f"--lr: must be a positive finite number, got {ns.lr}")
     try:
@@ -206,8 +247,8 @@ def validate(ns):
                          f"choose from {', '.join(known)}")
     if len(set(acts)) != len(acts):
         raise UsageError(f"--activations: an activation is listed twice in {ns.activations!r}")
-    if ns.seed < 0:
-        raise UsageError(f"--seed: must be a non-negative integer, got {ns.seed}")
+    if not 0 <= ns.seed <= SEED_MAX:
+        raise UsageError(f"--seed: must be an integer from 0 to {SEED_MAX} (2**32 - 1), got {ns.seed}")
     if ns.dtype not in ("float64", "float32"):
         raise UsageError(f"--dtype: must be float64 or float32, got {ns.dtype!r}")
     threads = ns.threads
@@ -230,6 +271,13 @@ def validate(ns):
     if categorical and drop and set(categorical) & set(drop):
         both = sorted(set(categorical) & set(drop))[0]
         raise UsageError(f"--categorical/--drop: column {both!r} is in both lists; keep it in one")
+    keep = _col_list(ns.keep_columns, "--keep-columns")
+    if keep and drop and set(keep) & set(drop):
+        both = sorted(set(keep) & set(drop))[0]
+        raise UsageError(f"--keep-columns/--drop: column {both!r} is in both lists; keep it in one")
+    train, test, sep, test_size = _data_options(ns)
+    # the networks alone, for the smallest data (1 input, 2 classes, no rows): a lower bound
+    check_network_memory(hidden, 1, 2, 0, ns.dtype, threads)
     out = Path(ns.out).expanduser()
     if out.exists() and not out.is_dir():
         raise UsageError(f"--out: {str(out)!r} exists and is not a folder; pass another --out")
@@ -240,7 +288,136 @@ def validate(ns):
         corr_threshold=float(ns.corr_threshold), val_size=d["val_size"],
         repeats=1 if ns.quick else 3,
         lr_grid=tuple(float(f"{ns.lr * f:.6g}") for f in ((0.1, 1, 3) if ns.quick else (0.1, 0.3, 1, 3, 10))),
+        train=train, test=test, sep=sep, test_size=test_size, keep_columns=keep,
+        expand_dates=bool(ns.expand_dates),
     )
+
+
+def _data_options(ns):
+    """``(train, test, sep, test_size)`` from --train/--test/--sep/--test-size, checked."""
+    if ns.train is not None and ns.data_dir is not None:
+        raise UsageError("--train/--data-dir: pass either a folder (--data-dir) or files (--train, "
+                         "--test), not both")
+    if ns.test is not None and ns.train is None:
+        raise UsageError(f"--test: {ns.test!r} needs its training file; pass --train FILE too")
+    for option, value in (("--train", ns.train), ("--test", ns.test)):
+        if value is not None and not Path(value).expanduser().is_file():
+            raise UsageError(f"{option}: file {value!r} not found; pass the path of an existing file")
+    if ns.test_size is not None:
+        if not (math.isfinite(ns.test_size) and 0 < ns.test_size < 1):
+            raise UsageError(f"--test-size: must be a fraction in (0, 1), e.g. 0.2, got {ns.test_size}")
+        if ns.test is not None:
+            raise UsageError("--test-size/--test: --test-size splits a single file, but --test gives "
+                             "a test file; pass one of them")
+    sep = ns.sep
+    if sep is not None:
+        sep = SEPARATOR_NAMES.get(sep.lower(), sep)
+        if len(sep) != 1 or sep in "\"'\n\r":
+            raise UsageError(f"--sep: expected one delimiter character (, ; tab |), got {ns.sep!r}")
+    as_path = (lambda v: None if v is None else str(Path(v).expanduser()))
+    return as_path(ns.train), as_path(ns.test), sep, ns.test_size
+
+
+def available_memory():
+    """Bytes of memory available to this run (``MemAvailable`` of /proc/meminfo, else the free
+    physical pages), or None when the platform does not say."""
+    try:
+        with open("/proc/meminfo") as fh:
+            for line in fh:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    try:
+        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):
+        return None
+
+
+def _gb(n_bytes):
+    return f"{n_bytes / 2**30:.1f} GB"
+
+
+def network_bytes(hidden, n_inputs, n_classes, n_rows, dtype):
+    """Estimated bytes to train one network: ``PARAM_COPIES`` copies of the parameters plus
+    ``ACTIVATION_COPIES`` activations of every layer for every row, in ``dtype``."""
+    itemsize = 4 if dtype == "float32" else 8
+    widths = (n_inputs, *hidden, n_classes)
+    params = sum((a + 1) * b for a, b in zip(widths[:-1], widths[1:]))
+    return itemsize * (PARAM_COPIES * params + ACTIVATION_COPIES * n_rows * sum(widths[1:]))
+
+
+def _concurrent(threads):
+    """Networks trained at the same time: one per worker process."""
+    import jobs
+    cores = threads or os.cpu_count() or 1
+    return max(1, min(cores, jobs.MAX_WORKERS))
+
+
+def check_network_memory(hidden, n_inputs, n_classes, n_rows, dtype, threads, available=None):
+    """Raise UsageError naming --hidden and the widest layers that fit when the networks'
+    estimated memory (``network_bytes`` x networks trained at once) exceeds ``MEMORY_SHARE``
+    of the available memory (``available_memory()`` by default; None skips the check)."""
+    available = available_memory() if available is None else available
+    if available is None:
+        return
+    copies = _concurrent(threads)
+    budget = MEMORY_SHARE * available
+
+    def need(h):
+        return copies * network_bytes(h, n_inputs, n_classes, n_rows, dtype)
+    if need(hidden) <= budget:
+        return
+    lo, hi = 0, max(hidden)                     # the widest uniform layers that fit
+    while lo < hi:
+        mid = (lo + hi + 1) // 2
+        lo, hi = (mid, hi) if need((mid,) * len(hidden)) <= budget else (lo, mid - 1)
+    fits = (f"at most {lo:,} units per layer (--hidden {','.join([str(lo)] * len(hidden))}) would fit"
+            if lo else "no network of this depth fits; use fewer layers or more memory")
+    raise UsageError(f"--hidden: {','.join(map(str, hidden))} needs about {_gb(need(hidden))} "
+                     f"({copies} network(s) trained at once, {n_rows:,} rows, {n_inputs:,} inputs) but "
+                     f"{_gb(available)} is available; {fits}")
+
+
+def check_sizes(cfg, dataset, available=None):
+    """Refuse data whose options cannot fit, after loading and before encoding: too few rows of
+    a class for the ``CV_FOLDS``-fold cross-validation, an encoded matrix larger than the
+    available memory, networks too wide for it or too slow to train. Raises ``UsageError``."""
+    import pandas as pd
+    import prep
+    y = pd.Series(dataset.train[dataset.target])
+    counts = y.value_counts()
+    where = cfg.train or (dataset.files[0] if dataset.files else dataset.source)
+    if counts.min() < CV_FOLDS:
+        raise UsageError(f"training data {where}: class {prep.label_text(counts.idxmin())} has {counts.min()} row(s); "
+                         f"the {CV_FOLDS}-fold cross-validation and the stratified validation split need "
+                         f"at least {CV_FOLDS} rows of every class; add rows of that class or remove them")
+    n_rows = len(dataset.train) + len(dataset.test)
+    levels = {c: int(dataset.train[c].nunique()) for c in dataset.categorical}
+    width = len(dataset.numeric) + sum(levels.values())
+    available = available_memory() if available is None else available
+    if available is not None:
+        need = ENCODED_COPIES * 8 * n_rows * width
+        if need > MEMORY_SHARE * available:
+            widest = sorted(levels, key=levels.get, reverse=True)[:3]
+            raise UsageError(f"--drop: the encoded data ({n_rows:,} rows x {width:,} columns) needs "
+                             f"about {_gb(need)} but {_gb(available)} is available; the widest "
+                             f"categorical columns are " + ", ".join(f"{c!r} ({levels[c]:,} levels)"
+                                                                    for c in widest)
+                             + f"; pass --drop {','.join(widest)}")
+        n_fit = int(len(dataset.train) * (1 - cfg.val_size))
+        check_network_memory(cfg.hidden, width, len(dataset.classes), n_fit, cfg.dtype, cfg.threads,
+                             available=available)
+    n_fit = int(len(dataset.train) * (1 - cfg.val_size))
+    widths = (width, *cfg.hidden, len(dataset.classes))
+    flops = 6.0 * n_fit * sum(a * b for a, b in zip(widths[:-1], widths[1:]))   # forward + backward
+    seconds = cfg.iterations * flops / ASSUMED_FLOPS
+    if seconds > MAX_TRAIN_SECONDS:
+        fit = int(MAX_TRAIN_SECONDS * ASSUMED_FLOPS / flops)
+        raise UsageError(f"--iterations: {cfg.iterations:,} full-batch iterations on {n_fit:,} rows "
+                         f"with --hidden {','.join(map(str, cfg.hidden))} would take about "
+                         f"{seconds / 3600:,.0f} hours per network; at most {fit:,} iterations fit in "
+                         f"{MAX_TRAIN_SECONDS // 3600} hours (or use smaller --hidden)")
 
 
 # -------------------------------------------------------------------- context
@@ -2123,12 +2300,18 @@ def _versions():
 def load(cfg):
     """Load, validate and encode the data; return ``(dataset, data)``.
 
-    Data mistakes surface as ``prep.DataError`` (a ``ValueError``).
+    Data mistakes surface as ``prep.DataError`` (a ``ValueError``), sizes that cannot fit
+    as ``UsageError`` (``check_sizes``), both before any encoding or training.
     """
     import prep
     dataset = prep.load_data(cfg.data_dir, target=cfg.target,
                              categorical=list(cfg.categorical) if cfg.categorical else None,
-                             drop=list(cfg.drop) if cfg.drop else None, seed=cfg.seed)
+                             drop=list(cfg.drop) if cfg.drop else None, seed=cfg.seed,
+                             train_path=cfg.train, test_path=cfg.test, sep=cfg.sep,
+                             test_size=cfg.test_size,
+                             keep=list(cfg.keep_columns) if cfg.keep_columns else None,
+                             expand_dates=cfg.expand_dates)
+    check_sizes(cfg, dataset)
     data = prep.encode(dataset, missing_indicators=False, val_size=cfg.val_size, seed=cfg.seed)
     return dataset, data
 
@@ -2145,7 +2328,7 @@ def _data_metrics(dataset, data):
             "target": dataset.target, "numeric": list(dataset.numeric),
             "categorical": list(dataset.categorical), "classes": list(dataset.classes),
             "n_classes": len(dataset.classes), "n_train": n_fit + n_val, "n_fit": n_fit,
-            "n_val": n_val, "n_test": len(data["y_test"]),
+            "n_val": n_val, "n_test": len(data["X_test"]),
             "n_features": int(data["X_train"].shape[1]),
             "feature_names": list(data["feature_names"])}
 

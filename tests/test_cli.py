@@ -49,7 +49,8 @@ def test_help_lists_every_option():
     assert res.returncode == 0
     for opt in ("--data-dir", "--target", "--categorical", "--drop", "--out", "--parts",
                 "--iterations", "--lr", "--hidden", "--activations", "--seed", "--dtype",
-                "--threads", "--quick", "--corr-threshold"):
+                "--threads", "--quick", "--corr-threshold", "--train", "--test", "--test-size",
+                "--sep", "--keep-columns", "--expand-dates"):
         assert opt in res.stdout, opt
 
 

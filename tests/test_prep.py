@@ -278,7 +278,7 @@ def test_missing_file(tmp_path):
     d = write_pair(tmp_path, csv_text(GOOD_TRAIN))
     with pytest.raises(DataError, match=r"test.csv not found"):
         prep.load_csv_pair(d)
-    with pytest.raises(DataError, match=r"test.csv not found in .* \(looked for .*test.csv\)"):
+    with pytest.raises(DataError, match=r"test.csv not found in .* \(looked for .*test.csv and test\{.csv.gz,.*--test-size"):
         prep.find_data_dir(d)
     with pytest.raises(DataError, match=r"does not exist"):
         prep.find_data_dir(tmp_path / "nope")
@@ -394,6 +394,7 @@ def test_real_data_loads(shared_data_dir):
     assert len(ds.train) == 41348 and len(ds.test) == 7297
     assert len(ds.categorical) == 2 and len(ds.numeric) == 4
     assert_array_equal(ds.classes, [0, 1, 2, 3])
+    assert ds.classes.dtype == np.int64 and ds.test_labelled and ds.excluded.empty
     assert ds.test.drop(columns=ds.target).isna().sum().sum() == 0
     e = prep.encode(ds)
     assert np.isfinite(e["X_train"]).all() and np.isfinite(e["X_test"]).all()
