@@ -728,6 +728,10 @@ class Report:
     ----------
     title : str
         Document title (the page's ``<h1>`` and ``<title>``).
+    run_id : str, optional
+        The run that wrote the document (``rundir.new_run_id``): shown under the
+        title and, in HTML, also as ``<meta name="run-id">``, so anyone can check
+        that a report and the ``metrics.json`` beside it belong together.
 
     Examples
     --------
@@ -743,8 +747,9 @@ class Report:
     docstring.
     """
 
-    def __init__(self, title):
+    def __init__(self, title, run_id=None):
         self.title = str(title)
+        self.run_id = None if run_id is None else str(run_id)
         self.blocks = []
 
     # -- building ---------------------------------------------------------------
@@ -854,6 +859,8 @@ class Report:
         base_dir = os.fspath(base_dir) if base_dir is not None else os.getcwd()
         anchors = self._anchors()
         out = [f"# {self.title}", ""]
+        if self.run_id:
+            out += [f"Run `{self.run_id}`", ""]
         if toc:
             entries = [(b, a) for b, a in zip(self.blocks, anchors)
                        if isinstance(b, Heading) and b.level in (2, 3)]
@@ -925,9 +932,14 @@ class Report:
             nav = _toc_html([(b, a) for b, a in zip(self.blocks, anchors)
                              if isinstance(b, Heading) and b.level in (2, 3)])
         title = html.escape(self.title, quote=False)
+        run = ""
+        if self.run_id:
+            rid = html.escape(self.run_id)
+            run = f"<meta name=\"run-id\" content=\"{rid}\">\n"
+            nav = f"<p class=\"run-id\">Run <code>{rid}</code></p>\n" + nav
         return ("<!DOCTYPE html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n"
                 "<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\n"
-                f"<title>{title}</title>\n<style>{_CSS}</style>\n</head>\n<body>\n<main>\n"
+                + run + f"<title>{title}</title>\n<style>{_CSS}</style>\n</head>\n<body>\n<main>\n"
                 f"<h1 id=\"{slugify(self.title)}\">{_inline_html(self.title)}</h1>\n"
                 + nav + "\n".join(body) + "\n</main>\n</body>\n</html>\n")
 
