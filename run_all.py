@@ -1767,6 +1767,7 @@ def main(argv=None):
     """
     t_start = time.perf_counter()
     run = pool = ctx = None
+    sigint = signal.getsignal(signal.SIGINT)    # restored at the end (main() called in-process)
     try:
         _unblock_sigint()
         try:
@@ -1883,6 +1884,12 @@ def main(argv=None):
     except BaseException:
         _stop_run(run, pool, ctx)
         raise
+    finally:
+        if signal.getsignal(signal.SIGINT) is not sigint and sigint is not None:
+            try:
+                signal.signal(signal.SIGINT, sigint)
+            except ValueError:      # not the main thread
+                pass
 
 
 if __name__ == "__main__":

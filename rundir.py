@@ -304,6 +304,7 @@ class RunDir:
 
     def __init__(self, out, run_id=None, use_flock=None, owned=RUN_ENTRIES):
         self.owned = frozenset(owned)
+        self.given = os.fspath(out)
         self.run_id = run_id or new_run_id()
         self.out = Path(os.path.realpath(os.path.abspath(os.path.expanduser(os.fspath(out)))))
         self.parent = self.out.parent
@@ -326,14 +327,21 @@ class RunDir:
             ``out`` is a file, read-only or cannot be created beside.
         """
         out = self.out
+        shown = repr(self.given) + ("" if self.given == str(out) else f" (= {str(out)!r})")
         if out.exists() and not out.is_dir():
-            raise OutError(f"--out {str(out)!r} is a file, not a folder; pass a folder")
+            raise OutError(f"--out {shown} is a file, not a folder; pass a folder")
         if out.is_dir() and not os.access(out, os.W_OK | os.X_OK):
-            raise OutError(f"--out {str(out)!r} is read-only; make it writable or pass another --out")
+            raise OutError(f"--out {shown} is read-only; make it writable or pass another --out")
+        for above in out.parents:       # the first folder up the path that exists
+            if os.path.lexists(above):
+                if not above.is_dir():
+                    raise OutError(f"--out: cannot create {str(out)!r}: {str(above)!r} is a file, "
+                                   "not a folder; pass another --out")
+                break
         try:
             self.parent.mkdir(parents=True, exist_ok=True)
         except OSError as e:
-            raise OutError(f"--out: cannot create {str(self.parent)!r} ({_why(e)}); "
+            raise OutError(f"--out: cannot create {str(out)!r} ({_why(e)}: {e.filename or self.parent}); "
                            f"pass another --out") from None
         try:
             self._lock.acquire()
