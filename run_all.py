@@ -1721,15 +1721,19 @@ def _stop_run(run, pool, ctx=None, keep=True):
     _ignore_sigint()
     if pool is not None:
         pool.close(cancel=True)
-    if run is None or run.state != "open":
-        return "nothing was written"
-    if ctx is not None and keep:
-        try:
-            write_json(run.staging / "metrics.json", {"run_id": run.run_id, **ctx.metrics})
-        except (OSError, ValueError, TypeError):
-            pass
+    if run is None:
+        return "stopped while starting; nothing was written"
+    kept = None
+    if run.state == "open":
+        if ctx is not None and keep:
+            try:
+                write_json(run.staging / "metrics.json", {"run_id": run.run_id, **ctx.metrics})
+            except (OSError, ValueError, TypeError):
+                pass
+        kept = run.abandon(keep=keep)
+    else:
+        run.release()
     previous = run.previous_run_id()
-    kept = run.abandon(keep=keep)
     where = (f"{str(run.out)!r} still holds the previous run" + (f" ({previous})" if previous else "")
              if run.out.exists() else f"nothing was written to {str(run.out)!r}")
     return where + (f"; this run's partial output is in {str(kept)!r}" if kept else "")
