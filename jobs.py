@@ -433,7 +433,9 @@ class Jobs:
     def _pool_submit(self, fn, *args):
         with _no_sigint():          # workers may be started here
             inner = self._pool.submit(fn, *args)
-        if self._reader is None:    # after the first start: never fork a process with this thread
+        if self._reader is None or not self._reader.is_alive():
+            # started after the first workers: a forked worker must not copy this thread
+            self._stop_reading.clear()
             self._reader = threading.Thread(target=self._read_messages, name="jobs-output", daemon=True)
             self._reader.start()
         return inner

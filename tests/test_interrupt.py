@@ -22,7 +22,7 @@ import pytest
 
 import rundir
 import run_all
-from test_cli import write_pair
+from test_cli import stub_parts, write_pair  # noqa: F401  (stub_parts: a fixture)
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -174,6 +174,19 @@ def test_disk_full_while_writing_is_one_line_exit_2(tmp_path, monkeypatch, capsy
     assert run_ids(out) == {"old"}
     assert sorted(p.name for p in tmp_path.iterdir()) == ["data", "out"]
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler   # main() restored it
+
+
+def test_final_summary_names_failed_and_skipped_parts_and_only_existing_logs(tmp_path, stub_parts,
+                                                                               capsys):
+    data, out = write_pair(tmp_path / "data"), tmp_path / "out"
+    assert run_all.main(["--data-dir", str(data), "--target", "label", "--out", str(out),
+                         "--seed", "13", "--threads", "1"]) == 1       # the stub B fails
+    printed = capsys.readouterr().out.strip().splitlines()
+    log = out / "logs" / "partB.log"
+    assert log.exists() and sorted(p.name for p in (out / "logs").iterdir()) == ["partB.log"]
+    assert printed[-2] == f"part B failed (traceback: {log}); part C, D skipped (needs part B)"
+    assert printed[-1].startswith(f"report: {out / 'report.html'}")
+    assert len(run_ids(out)) == 1 and sorted(p.name for p in tmp_path.iterdir()) == ["data", "out"]
 
 
 # ------------------------------------------------------------- real runs
