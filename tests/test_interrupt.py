@@ -247,13 +247,19 @@ def _args(data, out, parts, iterations=30):
             "--iterations", str(iterations), "--out", str(out)]
 
 
+def _default_sigint():
+    """In the child: Ctrl-C as in a terminal, even when these tests run in a
+    background job (whose children inherit SIGINT ignored)."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 class Run:
     """``run_all.py`` in its own process group, its stdout read line by line."""
 
     def __init__(self, data, out, parts, iterations=30):
         self.p = subprocess.Popen([sys.executable, "-u", "run_all.py", *_args(data, out, parts, iterations)],
                                   cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                                  start_new_session=True)
+                                  start_new_session=True, preexec_fn=_default_sigint)
         self.lines = []
 
     def wait_for(self, text, timeout=120):

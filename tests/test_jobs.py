@@ -323,7 +323,8 @@ def test_ctrl_c_while_workers_start_prints_no_traceback_from_them(tmp_path):
     script = tmp_path / "ctrl_c.py"
     script.write_text(_CTRL_C.format(repo=os.path.dirname(jobs.__file__)))
     proc = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, start_new_session=True)
+                            stderr=subprocess.PIPE, text=True, start_new_session=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     assert proc.stdout.readline() == "started\n"
     time.sleep(0.1)                      # the spawned workers are importing
     os.killpg(proc.pid, signal.SIGINT)   # the whole process group, as a terminal does
