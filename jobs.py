@@ -22,6 +22,14 @@ same arrays and arguments it would receive in-process (tests/test_jobs.py).
 
 With ``workers=0`` a job runs in the calling process the first time its
 result is asked for (``run_all.py --threads 1``).
+
+What a job prints does not go to the terminal from the worker: each line comes
+back to the main process tagged with the job's key and ``group`` (e.g. the
+part that uses it), for the caller to print where it belongs
+(``Jobs.take_lines`` or a ``sink``); jobs may report how far they are
+(``report_progress``) for an estimate of the time left (``Jobs.remaining``).
+Workers ignore Ctrl-C (the main process stops them) and die with the main
+process however it ends, SIGKILL included (``_die_with_parent``).
 """
 import heapq
 import io
