@@ -1879,13 +1879,16 @@ def main(argv=None):
         return 130
     except OSError as e:
         msg = _output_error(e, run)
+        where = _stop_run(run, pool, ctx)
         if msg is None:
-            _stop_run(run, pool, ctx)
+            print(f"crashed: {where}", file=sys.stderr)
             raise
-        _stop_run(run, pool, ctx)
         print(f"error: {msg}", file=sys.stderr)
         return 2
-    except BaseException:
+    except Exception:           # a bug: its traceback follows this line
+        print(f"crashed: {_stop_run(run, pool, ctx)}", file=sys.stderr)
+        raise
+    except BaseException:       # SystemExit and the like: clean up quietly
         _stop_run(run, pool, ctx)
         raise
     finally:
