@@ -330,3 +330,39 @@ def test_ctrl_c_while_workers_start_prints_no_traceback_from_them(tmp_path):
     os.killpg(proc.pid, signal.SIGINT)   # the whole process group, as a terminal does
     _, err = proc.communicate(timeout=30)
     assert proc.returncode == 130 and err == "stopped\n", err
+
+
+_WATCHED = """
+import os, sys, time
+sys.path.insert(0, {repo!r})
+import jobs
+sys.platform = "elsewhere"          # no PR_SET_PDEATHSIG: only the watchdog thread is left
+jobs._die_with_parent(os.getppid())
+print("ready", flush=True)
+time.sleep(60)
+"""
+_MIDDLE = """
+import subprocess, sys, time
+child = subprocess.Popen([sys.executable, "-c", {code!r}], stdout=subprocess.PIPE, text=True)
+assert child.stdout.readline() == "ready\\n"
+print(child.pid, flush=True)
+time.sleep(60)
+"""
+
+
+@pytest.mark.slow
+def test_watchdog_alone_ends_a_worker_whose_parent_was_killed():
+    import signal
+    import subprocess
+    import sys
+    code = _WATCHED.format(repo=os.path.dirname(jobs.__file__))
+    middle = subprocess.Popen([sys.executable, "-c", _MIDDLE.format(code=code)], stdout=subprocess.PIPE,
+                              text=True)
+    child = int(middle.stdout.readline())
+    assert _alive(child)
+    os.kill(middle.pid, signal.SIGKILL)
+    middle.wait()
+    deadline = time.monotonic() + 5
+    while _alive(child) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not _alive(child)
