@@ -1001,6 +1001,10 @@ class Report:
     ----------
     title : str
         Document title (the page's ``<h1>`` and ``<title>``).
+    run_id : str, optional
+        The run that wrote the document (``rundir.new_run_id``): shown under the
+        title and, in HTML, also as ``<meta name="run-id">``, so anyone can check
+        that a report and the ``metrics.json`` beside it belong together.
 
     Examples
     --------
@@ -1016,8 +1020,9 @@ class Report:
     docstring.
     """
 
-    def __init__(self, title):
+    def __init__(self, title, run_id=None):
         self.title = str(title)
+        self.run_id = None if run_id is None else str(run_id)
         self.blocks = []
         self.glossary = {}   # term -> (meaning, short); see ``define``
 
@@ -1207,6 +1212,8 @@ class Report:
         anchors = self._anchors()
         terms = _Terms(self.glossary)
         out = [f"# {self.title}", ""]
+        if self.run_id:
+            out += [f"Run `{self.run_id}`", ""]
         if toc:
             entries = [(b.level, _plain(b.text), a) for b, a in zip(self.blocks, anchors)
                        if isinstance(b, Heading) and b.level in (2, 3)]
@@ -1314,12 +1321,17 @@ class Report:
             at = h2[1] if len(h2) > 1 else len(self.blocks)
             body.insert(at, inline)
         title = html.escape(self.title, quote=False)
+        run = run_line = ""
+        if self.run_id:
+            rid = html.escape(self.run_id)
+            run = f"<meta name=\"run-id\" content=\"{rid}\">\n"
+            run_line = f"<p class=\"run-id\">Run <code>{rid}</code></p>\n"
         return ("<!DOCTYPE html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n"
                 "<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\n"
-                f"<title>{title}</title>\n<style>{_CSS}</style>\n</head>\n<body>\n"
+                + run + f"<title>{title}</title>\n<style>{_CSS}</style>\n</head>\n<body>\n"
                 f"<div class=\"layout{' with-toc' if side else ''}\">\n" + side + "<main>\n"
                 f"<h1 id=\"{slugify(self.title)}\">{_inline_html(self.title)}</h1>\n"
-                + "\n".join(body) + "\n</main>\n</div>\n</body>\n</html>\n")
+                + run_line + "\n".join(body) + "\n</main>\n</div>\n</body>\n</html>\n")
 
     def _block_html(self, b, anchor, terms=None, base_dir=None):
         def text(s):

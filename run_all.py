@@ -26,10 +26,12 @@ Writes, under ``--out`` (default ``out/``), every file atomically:
   traceback of a part that failed.
 """
 import argparse
+import errno
 import json
 import math
 import os
 import platform
+import signal
 import sys
 import time
 import traceback
@@ -37,6 +39,10 @@ import warnings
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
+
+if __name__ == "__main__" and hasattr(signal, "pthread_sigmask"):
+    # A Ctrl-C while the modules below load waits for main(): one line, exit 130.
+    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
 
 import matplotlib
 
@@ -2349,106 +2355,219 @@ SYNTHETIC_BANNER = ("SYNTHETIC DATA: no train.csv/test.csv pair was found, so th
                     "built-in synthetic dataset. Its numbers say nothing about real data; pass "
                     "--data-dir DIR to analyse your CSVs.")
 
+# OSErrors that mean "the output cannot be written" (one line, exit 2) wherever
+# they happen: a full disk or quota, a file-size limit, a read-only filesystem.
+_OUT_ERRNOS = {getattr(errno, n) for n in ("ENOSPC", "EDQUOT", "EFBIG", "EROFS") if hasattr(errno, n)}
+
+
+def _unblock_sigint():
+    """Deliver a Ctrl-C held back while the modules loaded (see the top of the file)."""
+    if hasattr(signal, "pthread_sigmask"):
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
+
+
+def _ignore_sigint():
+    """From here on Ctrl-C is ignored: the clean-up, or the final swap of out/, runs
+    to its end (each takes a moment)."""
+    try:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+    except ValueError:      # not the main thread: nothing to protect against here
+        pass
+
+
+def _output_error(e, run):
+    """The one-line message for ``e`` if it is about writing the run's output, else None."""
+    path = e.filename
+    inside = run is not None and path is not None and str(os.fspath(path)).startswith(str(run.parent))
+    if e.errno not in _OUT_ERRNOS and not inside:
+        return None
+    return (f"--out: cannot write {os.fspath(path) if path is not None else str(run.out)!r} "
+            f"({e.strerror or type(e).__name__}); free some space or pass another --out")
+
+
+def _stop_run(run, pool, ctx=None, keep=True):
+    """Clean up a run that will not finish: stop the workers, keep the metrics so
+    far in its partial output, move that aside (``rundir.RunDir.abandon``).
+    Returns the end of the one line telling the user where things are."""
+    _ignore_sigint()
+    if pool is not None:
+        pool.close(cancel=True)
+    if run is None:
+        return "stopped while starting; nothing was written"
+    kept = None
+    if run.state == "open":
+        if ctx is not None and keep:
+            try:
+                write_json(run.staging / "metrics.json", {"run_id": run.run_id, **ctx.metrics})
+            except (OSError, ValueError, TypeError):
+                pass
+        kept = run.abandon(keep=keep)
+    else:
+        run.release()
+    previous = run.previous_run_id()
+    where = (f"{str(run.out)!r} still holds the previous run" + (f" ({previous})" if previous else "")
+             if run.out.exists() else f"nothing was written to {str(run.out)!r}")
+    return where + (f"; this run's partial output is in {str(kept)!r}" if kept else "")
+
+
+def _print_job_line(group, key, line):
+    """Until the part loop prints each job's lines under its part (``Jobs.take_lines``):
+    print them as they arrive, whole lines only."""
+    print(line, flush=True)
+
+
+def _part_outcome(failed, out):
+    """One line on the parts that did not finish: which failed (with the log files
+    that exist) and which were skipped because a part they need failed."""
+    logs = {c: out / "logs" / f"{PARTS[c][0]}.log" for c in failed}
+    crashed = [c for c in failed if logs[c].exists() or not any(n in failed for n in NEEDS.get(c, ()))]
+    skipped = [c for c in failed if c not in crashed]
+    text = []
+    if crashed:
+        found = [str(logs[c]) for c in crashed if logs[c].exists()]
+        text.append(f"part {', '.join(crashed)} failed" + (f" (traceback: {', '.join(found)})" if found else ""))
+    if skipped:
+        text.append(f"part {', '.join(skipped)} skipped (needs part "
+                    f"{', '.join(sorted({n for c in skipped for n in NEEDS.get(c, ()) if n in failed}))})")
+    return "; ".join(text)
+
 
 def main(argv=None):
-    """Run the CLI; return the exit code (0 ok, 1 a part failed, 2 bad options or data)."""
+    """Run the CLI; return the exit code (0 ok, 1 a part failed, 2 bad options, data or
+    --out, 130 interrupted).
+
+    The run writes into a staging folder beside ``--out`` under a lock and swaps it
+    into place at the end (``rundir``); interrupted or failed, it leaves ``--out``
+    as it was and says so in one line.
+    """
     t_start = time.perf_counter()
+    run = pool = ctx = None
+    sigint = signal.getsignal(signal.SIGINT)    # restored at the end (main() called in-process)
     try:
-        cfg = validate(build_parser().parse_args(argv))
-    except UsageError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+        _unblock_sigint()
+        try:
+            cfg = validate(build_parser().parse_args(argv))
+        except UsageError as e:
+            print(f"error: {e}", file=sys.stderr)
+            return 2
+        import rundir
+        run = rundir.RunDir(cfg.out)
+        try:
+            notes = run.open()
+        except rundir.OutError as e:
+            run = None
+            print(f"error: {e}", file=sys.stderr)
+            return 2
+        for note in notes:
+            print(note, flush=True)
+        out = run.staging
 
-    out = Path(cfg.out)
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-    except OSError as e:
-        print(f"error: --out: cannot create {str(out)!r} ({e.strerror}); pass another --out",
-              file=sys.stderr)
-        return 2
+        import numba
+        # Trainings and experiments run in worker processes, one numba thread each.
+        # The main process then runs its own (small) kernels on one thread too: a
+        # parallel kernel whose threads compete with busy workers for the cores
+        # waits (or spins) at every barrier for a descheduled thread (measured: Part C
+        # 2.5x slower with two numba threads).
+        cores = cfg.threads or numba.config.NUMBA_NUM_THREADS
+        workers = min(cores, jobs_mod.MAX_WORKERS) if cores > 1 else 0
+        if workers:     # the main process's BLAS and OpenMP (scikit-learn) threads too
+            from threadpoolctl import threadpool_limits
+            threadpool_limits(limits=1)
+        # Fork the workers now, before this process starts numba's thread pool
+        # (numba.set_num_threads below does) or runs OpenMP code (see jobs.Jobs):
+        # they inherit the imported libraries for free. When no part queues jobs
+        # up front, or forking is not safe (not Linux; numba's threads already
+        # running, e.g. main() called from a program that trained before), spawn.
+        import gc
+        import mlp
+        gc.freeze()     # the imported modules' objects: never collected, not copied into forks
+        parts = plan(cfg.parts)
+        start_now = workers > 0 and bool({"B", "Q2"} & set(parts))  # C and D need B
+        pool = jobs_mod.Jobs(workers, start_method="fork" if start_now and jobs_mod.fork_is_safe()
+                             else "spawn",
+                             warm_up=[(mlp.warm_up, (cfg.dtype, ("network",))),
+                                      (mlp.warm_up, (cfg.dtype, ("shared_bias",)))],
+                             sink=_print_job_line)
+        if start_now:
+            pool.start()        # the workers start while the data loads
+        numba.set_num_threads(1 if workers else cores)
 
-    import numba
-    # Trainings and experiments run in worker processes, one numba thread each.
-    # The main process then runs its own (small) kernels on one thread too: a
-    # parallel kernel whose threads compete with busy workers for the cores
-    # waits (or spins) at every barrier for a descheduled thread (measured: Part C
-    # 2.5x slower with two numba threads).
-    cores = cfg.threads or numba.config.NUMBA_NUM_THREADS
-    workers = min(cores, jobs_mod.MAX_WORKERS) if cores > 1 else 0
-    numba.set_num_threads(1 if workers else cores)
-    if workers:     # the same for the main process's BLAS and OpenMP (scikit-learn) threads
-        from threadpoolctl import threadpool_limits
-        threadpool_limits(limits=1)
-    # Fork the workers now, before this process runs any parallel numba kernel or
-    # OpenMP code (see jobs.Jobs): they inherit the imported libraries for free.
-    # Where that is not safe (not Linux; numba's threads already running, e.g.
-    # main() called from a program that trained before), spawn them.
-    import gc
-    import mlp
-    gc.freeze()     # the imported modules' objects: never collected, not copied into forks
-    pool = jobs_mod.Jobs(workers, start_method="fork" if jobs_mod.fork_is_safe() else "spawn",
-                         warm_up=[(mlp.warm_up, (cfg.dtype, ("network",))),
-                                  (mlp.warm_up, (cfg.dtype, ("shared_bias",)))])
-    parts = plan(cfg.parts)
-    if {"B", "Q2"} & set(parts):    # the parts that queue jobs (C and D need B)
-        pool.start()        # the workers start while the data loads
+        t0 = time.perf_counter()
+        try:
+            dataset, data = load(cfg)
+        except _user_errors() as e:
+            _stop_run(run, pool, keep=False)
+            print(f"error: {e}".splitlines()[0], file=sys.stderr)
+            return 2
+        t_data = time.perf_counter() - t0
 
-    t0 = time.perf_counter()
-    try:
-        dataset, data = load(cfg)
-    except _user_errors() as e:
-        pool.close(cancel=True)
-        print(f"error: {e}".splitlines()[0], file=sys.stderr)
-        return 2
-    t_data = time.perf_counter() - t0
+        if dataset.synthetic:
+            print("!" * 72 + f"\n{SYNTHETIC_BANNER}\n" + "!" * 72, flush=True)
+        else:
+            print(f"data: {dataset.source} ({len(dataset.train)} train rows, {len(dataset.test)} test rows)")
 
-    if dataset.synthetic:
-        print("!" * 72 + f"\n{SYNTHETIC_BANNER}\n" + "!" * 72, flush=True)
-    else:
-        print(f"data: {dataset.source} ({len(dataset.train)} train rows, {len(dataset.test)} test rows)")
+        config = {"run_id": run.run_id, **asdict(cfg),
+                  "data_dir_resolved": str(Path(dataset.source).resolve()) if not dataset.synthetic
+                  else "synthetic",
+                  "out_resolved": str(run.out),
+                  "numba_threads": numba.get_num_threads(), "worker_processes": workers,
+                  "worker_start": pool.start_method if workers else None,
+                  "versions": _versions(), "platform": platform.platform(),
+                  "argv": list(sys.argv[1:] if argv is None else argv)}
+        write_json(out / "config.json", config)
 
-    config = {**asdict(cfg),
-              "data_dir_resolved": str(Path(dataset.source).resolve()) if not dataset.synthetic
-              else "synthetic",
-              "out_resolved": str(out.resolve()),
-              "numba_threads": numba.get_num_threads(), "worker_processes": workers,
-              "versions": _versions(), "platform": platform.platform(),
-              "argv": list(sys.argv[1:] if argv is None else argv)}
-    write_json(out / "config.json", config)
-
-    ctx = Context(cfg=cfg, dataset=dataset, data=data, out=out,
-                  report=rp.Report("body"), metrics={"data": _data_metrics(dataset, data),
-                                                     "timing": {"data": round(t_data, 3)}},
-                  jobs=pool, parts=parts)
-    extra = [p for p in parts if p not in cfg.parts]
-    if extra:
-        print(f"also running part {', '.join(extra)}: "
-              f"{', '.join(p for p in cfg.parts if p in NEEDS)} uses its results")
-    interrupted = True
-    try:
+        ctx = Context(cfg=cfg, dataset=dataset, data=data, out=out,
+                      report=rp.Report("body"), metrics={"data": _data_metrics(dataset, data),
+                                                         "timing": {"data": round(t_data, 3)}},
+                      jobs=pool, parts=parts)
+        extra = [p for p in parts if p not in cfg.parts]
+        if extra:
+            print(f"also running part {', '.join(extra)}: "
+                  f"{', '.join(p for p in cfg.parts if p in NEEDS)} uses its results")
         ctx.plan = schedule(ctx)
         failed = run_parts(ctx, parts)
-        interrupted = False
-    except KeyboardInterrupt:
-        print("interrupted; metrics so far are in " + str(out / "metrics.json"), file=sys.stderr)
-        return 130
-    finally:  # even on Ctrl-C: keep what was computed
-        ctx.jobs.close(cancel=interrupted)
+        pool.close()
         timing = ctx.metrics["timing"]
         timing["total"] = round(time.perf_counter() - t_start, 3)
         timing["workers"] = workers
         timing.update(_cpu_seconds())
-        write_json(out / "metrics.json", ctx.metrics)
+        write_json(out / "metrics.json", {"run_id": run.run_id, **ctx.metrics})
 
-    doc = rp.Report("MLP on tabular data: training, attribution and diagnosis")
-    if dataset.synthetic:
-        doc.banner(SYNTHETIC_BANNER)
-    doc.extend(summary(ctx)).extend(ctx.report)
-    md_path, html_path = doc.write(out / "report.md", out / "report.html")
-    if failed:
-        print(f"{len(failed)} part(s) failed: {', '.join(failed)}; tracebacks in {out / 'logs'}")
-    print(f"report: {html_path} (Markdown: {md_path})")
-    return 1 if failed else 0
+        print("writing the report ...", flush=True)
+        doc = rp.Report("MLP on tabular data: training, attribution and diagnosis", run_id=run.run_id)
+        if dataset.synthetic:
+            doc.banner(SYNTHETIC_BANNER)
+        doc.extend(summary(ctx)).extend(ctx.report)
+        doc.write(out / "report.md", out / "report.html")
+        _ignore_sigint()        # the run is complete: put it in place
+        run.commit()
+        if failed:
+            print(_part_outcome(failed, run.out))
+        print(f"report: {run.out / 'report.html'} (Markdown: {run.out / 'report.md'}; run {run.run_id})")
+        return 1 if failed else 0
+    except KeyboardInterrupt:
+        print(f"interrupted: {_stop_run(run, pool, ctx)}", file=sys.stderr)
+        return 130
+    except OSError as e:
+        msg = _output_error(e, run)
+        where = _stop_run(run, pool, ctx)
+        if msg is None:
+            print(f"crashed: {where}", file=sys.stderr)
+            raise
+        print(f"error: {msg}", file=sys.stderr)
+        return 2
+    except Exception:           # a bug: its traceback follows this line
+        print(f"crashed: {_stop_run(run, pool, ctx)}", file=sys.stderr)
+        raise
+    except BaseException:       # SystemExit and the like: clean up quietly
+        _stop_run(run, pool, ctx)
+        raise
+    finally:
+        if signal.getsignal(signal.SIGINT) is not sigint and sigint is not None:
+            try:
+                signal.signal(signal.SIGINT, sigint)
+            except ValueError:      # not the main thread
+                pass
 
 
 if __name__ == "__main__":

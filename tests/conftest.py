@@ -17,6 +17,10 @@ if str(REPO) not in sys.path:
 SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 
 
+def pytest_configure(config):
+    config.addinivalue_line("markers", "slow: runs real processes for seconds (still runs in CI)")
+
+
 @pytest.fixture(scope="session", autouse=True)
 def _private_math_cache(tmp_path_factory):
     """Rendered math goes to a cache folder of this test session, not the user's."""

@@ -176,3 +176,193 @@ def test_bad_start_method():
 def test_mlp_warm_up_rejects_unknown_kernels():
     with pytest.raises(ValueError, match="unknown"):
         mlp.warm_up("float32", kernels=("network", "gpu"))
+
+
+# ------------------------------------------------------ output and progress
+def _chatty(name, n):
+    import sys
+    for i in range(n):
+        print(f"{name} line {i}")
+    print(f"{name} warning", file=sys.stderr)
+    print(f"{name} no newline", end="")
+    return name
+
+
+def _progressing(seconds):
+    for f in (0.25, 0.5):
+        jobs.report_progress(f)
+    time.sleep(seconds)
+    return "ok"
+
+
+@pytest.mark.parametrize("workers", [0, 1])
+def test_printed_lines_come_back_tagged_by_group_and_complete_at_result(workers):
+    with jobs.Jobs(workers) as p:
+        p.submit("b1", _chatty, "b1", 3, group="B")
+        p.submit("q", _chatty, "q", 1, group="Q2")
+        assert p.result("b1") == "b1" and p.result("q") == "q"
+        # all of a job's lines are here once its result is (stdout and stderr, partial last line)
+        assert p.take_lines("B") == ["b1 line 0", "b1 line 1", "b1 line 2", "b1 warning", "b1 no newline"]
+        assert p.take_lines("B") == []                      # taken once
+        assert p.take_lines() == ["q line 0", "q warning", "q no newline"]
+
+
+def test_sink_receives_group_key_and_line():
+    got = []
+    with jobs.Jobs(1, sink=lambda group, key, line: got.append((group, key, line))) as p:
+        p.submit(("fit", "x"), _chatty, "x", 1, group="D").result(timeout=120)
+        assert got == [("D", ("fit", "x"), "x line 0"), ("D", ("fit", "x"), "x warning"),
+                       ("D", ("fit", "x"), "x no newline")]
+        assert p.take_lines() == []                         # a sink gets them instead
+
+
+def test_in_process_sink_may_print_without_recursing(capsys):
+    p = jobs.Jobs(0, sink=lambda group, key, line: print(f"[{group}] {line}"))
+    p.submit("a", _chatty, "a", 1, group="C").result()
+    assert capsys.readouterr().out.splitlines() == ["[C] a line 0", "[C] a warning", "[C] a no newline"]
+
+
+def test_status_progress_and_remaining_time():
+    p = jobs.Jobs(0)
+    for k in range(3):
+        p.submit(k, _progressing, 0.2, group="g")
+    assert p.remaining("g") is None                         # nothing known yet
+    p.result(0)
+    first = p.status("g")[0]
+    assert first.state == "done" and first.fraction == 0.5 and first.seconds >= 0.2
+    assert [s.state for s in p.status()] == ["done", "waiting", "waiting"]
+    # two waiting jobs like the finished one, on one process
+    assert 2 * 0.2 <= p.remaining("g") <= 2 * first.seconds + 0.01      # (seconds are rounded)
+    assert p.remaining("other") == 0.0
+
+
+# --------------------------------------------------------- dying, Ctrl-C
+_PARENT = """
+import os, sys, time
+sys.path.insert(0, {repo!r})
+import jobs
+
+def nap(s):
+    time.sleep(s)
+    return os.getpid()
+
+if __name__ == "__main__":
+    p = jobs.Jobs(2, start_method={method!r})
+    p.start()
+    pids = {{p.submit(k, nap, 0.3).result() for k in range(4)}}
+    p.submit("long", nap, 60)
+    print(" ".join(map(str, sorted(pids))), flush=True)
+    time.sleep(60)
+"""
+
+
+def _alive(pid):
+    try:
+        with open(f"/proc/{pid}/stat") as fh:
+            return fh.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+def _children(ppid):
+    kids = []
+    for d in os.listdir("/proc"):
+        try:
+            with open(f"/proc/{d}/stat") as fh:
+                if int(fh.read().rsplit(")", 1)[1].split()[1]) == ppid:
+                    kids.append(int(d))
+        except (OSError, ValueError, IndexError):
+            pass
+    return kids
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("method", ["fork", "spawn"])
+def test_workers_die_when_the_parent_is_killed(tmp_path, method):
+    import signal
+    import subprocess
+    import sys
+    script = tmp_path / "parent.py"
+    script.write_text(_PARENT.format(repo=os.path.dirname(jobs.__file__), method=method))
+    proc = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE, text=True)
+    workers = [int(x) for x in proc.stdout.readline().split()]
+    pids = _children(proc.pid)          # the workers, and with spawn the resource tracker
+    assert len(workers) == 2 and set(workers) <= set(pids) and all(_alive(pid) for pid in pids)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    deadline = time.monotonic() + 5
+    while any(_alive(pid) for pid in pids) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not any(_alive(pid) for pid in pids)
+
+
+_CTRL_C = """
+import sys, time
+sys.path.insert(0, {repo!r})
+import jobs
+import numpy, scipy.linalg      # a worker re-imports this script: its start-up takes a while
+
+if __name__ == "__main__":
+    p = jobs.Jobs(2, start_method="spawn")
+    try:
+        p.start()
+        print("started", flush=True)
+        time.sleep(30)
+    except KeyboardInterrupt:
+        p.close(cancel=True)
+        print("stopped", file=sys.stderr)
+        sys.exit(130)
+"""
+
+
+@pytest.mark.slow
+def test_ctrl_c_while_workers_start_prints_no_traceback_from_them(tmp_path):
+    import signal
+    import subprocess
+    import sys
+    script = tmp_path / "ctrl_c.py"
+    script.write_text(_CTRL_C.format(repo=os.path.dirname(jobs.__file__)))
+    proc = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, start_new_session=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    assert proc.stdout.readline() == "started\n"
+    time.sleep(0.1)                      # the spawned workers are importing
+    os.killpg(proc.pid, signal.SIGINT)   # the whole process group, as a terminal does
+    _, err = proc.communicate(timeout=30)
+    assert proc.returncode == 130 and err == "stopped\n", err
+
+
+_WATCHED = """
+import os, sys, time
+sys.path.insert(0, {repo!r})
+import jobs
+sys.platform = "elsewhere"          # no PR_SET_PDEATHSIG: only the watchdog thread is left
+jobs._die_with_parent(os.getppid())
+print("ready", flush=True)
+time.sleep(60)
+"""
+_MIDDLE = """
+import subprocess, sys, time
+child = subprocess.Popen([sys.executable, "-c", {code!r}], stdout=subprocess.PIPE, text=True)
+assert child.stdout.readline() == "ready\\n"
+print(child.pid, flush=True)
+time.sleep(60)
+"""
+
+
+@pytest.mark.slow
+def test_watchdog_alone_ends_a_worker_whose_parent_was_killed():
+    import signal
+    import subprocess
+    import sys
+    code = _WATCHED.format(repo=os.path.dirname(jobs.__file__))
+    middle = subprocess.Popen([sys.executable, "-c", _MIDDLE.format(code=code)], stdout=subprocess.PIPE,
+                              text=True)
+    child = int(middle.stdout.readline())
+    assert _alive(child)
+    os.kill(middle.pid, signal.SIGKILL)
+    middle.wait()
+    deadline = time.monotonic() + 5
+    while _alive(child) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not _alive(child)
