@@ -655,7 +655,7 @@ class Jobs:
         self.close(cancel=exc_type is not None)
         return False
 
-    def after(self, key, inputs, fn, *args, priority=0, **kwargs):
+    def after(self, key, inputs, fn, *args, priority=0, group=None, **kwargs):
         """Queue ``fn(*results, *args, **kwargs)`` under ``key`` once every future in
         ``inputs`` has finished (``results``: theirs, in order); return its future now.
 
@@ -667,8 +667,11 @@ class Jobs:
         if key in self._futures:
             return self._futures[key]
         inputs = list(inputs)
+        job_id = next(self._ids)
+        self._info[job_id] = _JobInfo(key, group)
         if self.workers == 0:
-            fut = _Deferred(lambda: fn(*[i.result() for i in inputs], *args, **kwargs), (), {})
+            fut = _Deferred(self, job_id, lambda: fn(*[i.result() for i in inputs], *args, **kwargs),
+                            (), {})
             self._futures[key] = fut
             return fut
         self._ensure_pool()
@@ -686,10 +689,14 @@ class Jobs:
             except BaseException as e:      # an input failed: so does the job
                 fut.set_exception(e)
                 return
-            with self._lock:
-                heapq.heappush(self._waiting, (priority, next(self._order), fut, fn,
-                                               (*results, *args), kwargs))
-            self._dispatch()
+            try:
+                with self._lock:
+                    heapq.heappush(self._waiting, (priority, next(self._order), job_id, fut, fn,
+                                                   (*results, *args), kwargs))
+                self._dispatch()
+            except BaseException as e:      # never leave the job's waiter hanging
+                if not fut.done():
+                    fut.set_exception(e)
 
         if not inputs:
             left[0] = 1

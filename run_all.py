@@ -2419,7 +2419,7 @@ def _print_job_line(group, key, line):
 def _part_outcome(failed, out):
     """One line on the parts that did not finish: which failed (with the log files
     that exist) and which were skipped because a part they need failed."""
-    logs = {c: out / "logs" / f"{PARTS[c][0]}.log" for c in failed}
+    logs = {c: out / "logs" / f"{PARTS[c].key}.log" for c in failed}
     crashed = [c for c in failed if logs[c].exists() or not any(n in failed for n in NEEDS.get(c, ()))]
     skipped = [c for c in failed if c not in crashed]
     text = []
