@@ -946,7 +946,7 @@ def render_b(res, out):
         for act, g in res.gradients.items():
             full = _grad_table({"grad_abs_mean": g}, k=None)      # every iteration, for the CSV
             path = out.save_table(full, f"b_gradients_{act}", show=False)
-            shown = full[full["iteration"].isin(_sample_iterations(len(full)))]
+            shown = full[full["iteration"].isin(_sample_iterations(len(full)))].reset_index(drop=True)
             r.table(shown, formats=plain,
                     caption=f"{act}: gradient magnitudes at {len(shown)} of its {len(full)} iterations "
                             f"(every iteration: [{rp.display_path(path, out.out)}]"
@@ -2158,9 +2158,12 @@ def define_terms(report, blocks=None):
     (default: the report's own blocks): explained at its first use and in the glossary."""
     import re
     text = "\n".join(_block_texts(report.blocks if blocks is None else blocks))
-    for term, (short, meaning) in GLOSSARY.items():
-        if re.search(r"(?<!\w)" + re.escape(term) + r"(?!\w)", text):
+    for term in sorted(GLOSSARY, key=len, reverse=True):    # "ROC AUC" is not a use of "AUC"
+        pattern = re.compile(r"(?<!\w)" + re.escape(term) + r"(?!\w)")
+        if pattern.search(text):
+            short, meaning = GLOSSARY[term]
             report.define(term, meaning, short=short)
+            text = pattern.sub(" ", text)
     return report
 
 
