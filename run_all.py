@@ -939,7 +939,7 @@ def render_b(res, out):
     out.save_figure(plots.gradient_magnitudes(series), "b_gradient_magnitudes.png",
                     "Mean |dL/dW| of the first and second hidden layer's weights per iteration (log scale)")
     if res.gradient_summary:
-        r.para("mean |dL/dW1| is the mean absolute gradient of the loss with respect to the weights of the "
+        r.para("In the tables, mean |dL/dW1| is the mean absolute gradient of the loss with respect to the weights of the "
                "first hidden layer (the layer nearest the input), mean |dL/dW2| the same for the second; "
                "their ratio W2/W1 above 1 means the gradient shrinks on its way back to the first layer.")
         plain = {c: _plain_number for c in ("mean|dL/dW1|", "mean|dL/dW2|", "ratio W2/W1")}
@@ -2099,8 +2099,8 @@ GLOSSARY = {
            "Kolmogorov–Smirnov statistic: the largest gap between the cumulative distributions of a "
            "numeric column in two files (0 = identical, 1 = no overlap)"),
     "Cramér's V": ("association of a categorical column with the file",
-                   "Cramér's V: the association between a categorical column and the file a row comes "
-                   "from (0 = the same level shares in both files, 1 = no level in common)"),
+                   "the association between a categorical column and the file a row comes from (0 = the "
+                   "same level shares in both files, 1 = no level in common)"),
     "ROC AUC": ("area under the ROC curve",
                 "area under the receiver-operating-characteristic curve: the chance that a classifier "
                 "scores a random row of one group above a random row of the other (0.5 = chance, 1 = "
@@ -2118,17 +2118,15 @@ GLOSSARY = {
     "MLP": ("multi-layer perceptron", "multi-layer perceptron: a feed-forward network of fully connected layers"),
     "L2": ("weight penalty", "L2 penalty (weight decay): adds λ times the sum of squared weights to the loss"),
     "Glorot": ("weights scaled to the layer sizes",
-               "Glorot (Xavier) initialisation: weights drawn with variance 2 / (fan_in + fan_out), so the "
-               "signal keeps its scale from layer to layer"),
+               "Glorot (Xavier) initialisation: weights drawn with variance 2 / (fan_in + fan_out), so "
+               "the signal keeps its scale from layer to layer"),
     "Spearman correlation": ("correlation of two rankings",
-                             "Spearman correlation: the correlation of two rankings (+1 = same order, "
-                             "−1 = reversed order, 0 = unrelated)"),
+                             "the correlation of two rankings (+1 = same order, −1 = reversed order, "
+                             "0 = unrelated)"),
     "z-scored": ("minus the training mean, divided by the training standard deviation",
-                 "z-scored: centred on the training split's mean and divided by its standard deviation"),
+                 "centred on the training split's mean and divided by its standard deviation"),
     "one-hot": ("one 0/1 column per level",
-                "one-hot encoding: a categorical column becomes one 0/1 column per level"),
-    "softmax": ("exponentials normalised to sum to 1",
-                "softmax: o_k = exp(a_k) / Σ_j exp(a_j), turning scores into class probabilities"),
+                "encoding: a categorical column becomes one 0/1 column per level"),
 }
 
 
@@ -2269,14 +2267,15 @@ def verdict_sentences(d):
             + ([f"{who} {scores}."] if scores else [])
     try:
         ev = d.diagnosis.report["evidence"]
-        pps = "; ".join(f"`{f}`: pps {ev.loc[f, 'pps_train']:.2f} on train, {ev.loc[f, 'pps_test']:.2f} on test"
-                        for f in suspects) if len(suspects) > 1 else \
-            f"pps {ev.loc[suspects[0], 'pps_train']:.2f} on train, {ev.loc[suspects[0], 'pps_test']:.2f} on test"
+        falls = [f"from {ev.loc[f, 'pps_train']:.2f} on train to {ev.loc[f, 'pps_test']:.2f} on test"
+                 for f in suspects]
+        pps = (f": its pps falls {falls[0]}" if len(suspects) == 1 else
+               ": their pps falls " + ", ".join(f"{x} (`{f}`)" for x, f in zip(falls, suspects)))
     except (AttributeError, KeyError, TypeError):
         pps = ""
     verb = "predicts" if len(suspects) == 1 else "predict"
     first = (f"{_names(suspects)} {verb} the label far less well in the test file than in the training "
-             f"file" + (f" ({pps})" if pps else "") + ".")
+             f"file{pps}.")
     share = (getattr(d, "attribution_share", None) or {}).get("train")
     lean = ""
     if share is not None and suspects[0] in getattr(share, "index", ()):
@@ -2362,7 +2361,7 @@ def _data_line(data, out):
     if data.get("synthetic"):
         where = "the built-in synthetic data"
     else:
-        where = f"`{rp.display_path(data.get('source', '?'), out)}`"
+        where = f"train.csv and test.csv in `{rp.display_path(data.get('source', '?'), out)}`"
     n = rp.format_number
     classes = data.get("classes") or []
     text = f"Data: {where}: "

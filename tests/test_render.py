@@ -41,7 +41,7 @@ def test_summary_data_line_has_separators_relative_path_and_class_names(run, tmp
     md = run_all.summary(ctx).to_markdown()
     line = next(ln for ln in md.splitlines() if ln.startswith("Data:"))
     assert "41,348 training rows (33,078 to fit, 8,270 to validate) and 7,297 test rows" in line
-    assert "`../data`" in line and str(tmp_path) not in line
+    assert "in `../data`" in line and str(tmp_path) not in line
     assert "3 classes (cheap, fair, dear)" in line
     assert "**Run time:** 2 min 5 s" in md
 
@@ -164,7 +164,7 @@ class _D:
 def test_verdict_sentences_from_todays_fields():
     s = run_all.verdict_sentences(_D(["shortcut"], 2, 1))
     assert s == ["`shortcut` predicts the label far less well in the test file than in the training file "
-                 "(pps 0.81 on train, 0.02 on test).",
+                 ": its pps falls from 0.81 on train to 0.02 on test.",
                  "The `relu` network leans on `shortcut` (47% of its input sensitivity) and scores 0.410 on "
                  "test against 0.880 on validation."]
     none = run_all.verdict_sentences(_D([], 0, 0))
