@@ -163,7 +163,7 @@ class _D:
 
 def test_verdict_sentences_from_todays_fields():
     s = run_all.verdict_sentences(_D(["shortcut"], 2, 1))
-    assert s == ["`shortcut` predicts the label far less well in the test file than in the training file "
+    assert s == ["`shortcut` predicts the label far less well in the test file than in the training file"
                  ": its pps falls from 0.81 on train to 0.02 on test.",
                  "The `relu` network leans on `shortcut` (47% of its input sensitivity) and scores 0.410 on "
                  "test against 0.880 on validation."]
