@@ -916,8 +916,9 @@ def render_b(res, out):
            f"{res.n_fit:,}-row training split, validated on {res.n_val:,} rows. Forward "
            "pass, loss and backpropagation are hand-written numba kernels (`mlp.loss_and_grads`), "
            "checked against finite differences and a NumPy reference in the tests.")
-    out.save_table(pd.DataFrame(res.final), "b_accuracy", caption=f"Final accuracy (majority-class "
-                   f"baseline: train {base:.3f}, validation {base_val:.3f})", floatfmt=".3f")
+    _show_table(out, pd.DataFrame(res.final), "b_accuracy", caption=f"Final accuracy (majority-class "
+                f"baseline: train {base:.3f}, validation {base_val:.3f})", floatfmt=".3f",
+                na={"final_loss": "diverged", "final_val_loss": "diverged"})
     out.save_figure(plots.accuracy_curves({a: n.history_ for a, n in res.networks.items()}, baseline=base),
                     "b_accuracy_curves.png", "Train (solid) and validation (dashed) accuracy per iteration")
     best = next(row for row in res.final if row["activation"] == res.best)
@@ -982,7 +983,7 @@ def render_b(res, out):
     if res.sigmoid_setup is not None:
         r.heading("Sigmoid: activation or set-up?", 3)
         rows = res.sigmoid_setup
-        _show_table(out, pd.DataFrame(rows), "b_sigmoid_setup", formats={"lr": "g"},
+        _show_table(out, pd.DataFrame(rows), "b_sigmoid_setup", formats={"lr": "g"}, na={"final_loss": "diverged"},
                     caption="Sigmoid networks with other initialisation and step size", floatfmt=".3f")
         base_row = rows[0]
         effects = [f"init `{row['init']}` with lr {row['lr']:g}: {row['val_acc']:.3f} validation accuracy "
