@@ -656,9 +656,9 @@ def render_a(res, out):
         f"{len(cat)} categorical columns become {res.n_onehot} "
         "one-hot columns (nominal levels have no order; an integer code would invent one). "
         "Levels unseen in training encode as all zeros.",
-        "Numeric columns are z-scored with the training split's mean and standard deviation: their "
-        "standard deviations range from " + f"{min(spread.values()):.3g} to {max(spread.values()):.3g}"
-        " before scaling, and gradient descent with one learning rate needs inputs on one scale."
+        "Numeric columns are z-scored: before scaling their standard deviations range from "
+        f"{min(spread.values()):.3g} to {max(spread.values()):.3g}, and gradient descent with one "
+        "learning rate needs inputs on one scale."
         if num else "No numeric columns.",
         f"{len(res.feature_names)} encoded features in total.",
     ])
