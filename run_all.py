@@ -603,6 +603,11 @@ def compute_a(ctx):
         top=list(pp.index[:3]))
 
 
+# Column names of the CSVs as the report's tables show them.
+_READABLE = {"train_acc": "train accuracy", "val_acc": "validation accuracy", "test_acc": "test accuracy",
+             "final_loss": "final loss", "final_val_loss": "final validation loss"}
+
+
 def _show_table(out, df, name, caption=None, shown=None, **table_kw):
     """Write ``df`` in full as ``out/tables/<name>.csv`` and show ``shown`` (default ``df``)
     in the report with ``Report.table``'s options (``floatfmt``, ``formats``, ``na``, ``key``)."""
@@ -916,9 +921,11 @@ def render_b(res, out):
            f"{res.n_fit:,}-row training split, validated on {res.n_val:,} rows. Forward "
            "pass, loss and backpropagation are hand-written numba kernels (`mlp.loss_and_grads`), "
            "checked against finite differences and a NumPy reference in the tests.")
-    _show_table(out, pd.DataFrame(res.final), "b_accuracy", caption=f"Final accuracy (majority-class "
+    final = pd.DataFrame(res.final)
+    _show_table(out, final, "b_accuracy", caption=f"Final accuracy (majority-class "
                 f"baseline: train {base:.3f}, validation {base_val:.3f})", floatfmt=".3f",
-                na={"final_loss": "diverged", "final_val_loss": "diverged"})
+                shown=final.rename(columns=_READABLE), na={"final loss": "diverged", "final validation loss":
+                                                          "diverged"})
     out.save_figure(plots.accuracy_curves({a: n.history_ for a, n in res.networks.items()}, baseline=base),
                     "b_accuracy_curves.png", "Train (solid) and validation (dashed) accuracy per iteration")
     best = next(row for row in res.final if row["activation"] == res.best)
@@ -983,7 +990,8 @@ def render_b(res, out):
     if res.sigmoid_setup is not None:
         r.heading("Sigmoid: activation or set-up?", 3)
         rows = res.sigmoid_setup
-        _show_table(out, pd.DataFrame(rows), "b_sigmoid_setup", formats={"lr": "g"}, na={"final_loss": "diverged"},
+        _show_table(out, pd.DataFrame(rows), "b_sigmoid_setup", formats={"lr": "g"}, na={"final loss": "diverged"},
+                    shown=pd.DataFrame(rows).rename(columns=_READABLE),
                     caption="Sigmoid networks with other initialisation and step size", floatfmt=".3f")
         base_row = rows[0]
         effects = [f"init `{row['init']}` with lr {row['lr']:g}: {row['val_acc']:.3f} validation accuracy "
