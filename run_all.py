@@ -786,19 +786,34 @@ def compute_a(ctx):
         top=list(pp.index[:3]))
 
 
+# Column names of the CSVs as the report's tables show them.
+_READABLE = {"train_acc": "train accuracy", "val_acc": "validation accuracy", "test_acc": "test accuracy",
+             "final_loss": "final loss", "final_val_loss": "final validation loss"}
+
+
+def _show_table(out, df, name, caption=None, shown=None, **table_kw):
+    """Write ``df`` in full as ``out/tables/<name>.csv`` and show ``shown`` (default ``df``)
+    in the report with ``Report.table``'s options (``floatfmt``, ``formats``, ``na``, ``key``)."""
+    path = out.save_table(df, name, show=False)
+    out.report.table(df if shown is None else shown, caption=caption, **table_kw)
+    return path
+
+
 def render_a(res, out):
     """Part A's tables (tables/a_*.csv), figures (figures/a_*.png) and report section."""
     import plots
 
     r, num, cat, tgt = out.report, res.numeric, res.categorical, res.target
     r.heading("Structure", 3)
-    out.save_table(res.structure, "a_structure", caption="Columns of train.csv")
+    _show_table(out, res.structure, "a_structure", caption="Columns of train.csv",
+                formats={c: ".1%" for c in ("missing_share",) if c in res.structure})
     r.para(f"train: {res.n_train:,} rows × {res.n_columns} columns "
            f"({len(num)} numeric, {len(cat)} categorical, target `{tgt}`); "
            f"test: {res.n_test:,} rows.")
 
     r.heading("Missing values and imputation", 3)
-    out.save_table(res.missing, "a_missing", caption="Missing cells per column", floatfmt=".3g")
+    _show_table(out, res.missing, "a_missing", caption="Missing cells per column", floatfmt=".3g",
+                formats={c: ".1%" for c in ("train_share", "test_share") if c in res.missing})
     only_train = res.only_in_train
     r.bullets([
         f"{res.n_missing_train:,} missing cells in train across {res.n_missing_columns} columns; "
@@ -817,10 +832,10 @@ def render_a(res, out):
     cd = res.class_distribution
     fig = plots.class_distribution(cd["table"]["count"].to_numpy(), list(cd["table"].index))
     out.save_figure(fig, "a_class_distribution.png", "Class counts and shares in train.csv")
-    r.para(f"Majority class {cd['majority_class']} holds {cd['majority_baseline_accuracy']:.1%} of the "
-           f"rows (the accuracy of always predicting it); the smallest class {cd['minority_class']} "
-           f"holds {cd['table']['share'].min():.1%}; imbalance ratio max/min = "
-           f"{cd['imbalance_ratio']:.1f}.")
+    r.para(f"The majority class, `{cd['majority_class']}`, holds {cd['majority_baseline_accuracy']:.1%} of "
+           f"the rows (the accuracy of always predicting it); the smallest class, `{cd['minority_class']}`, "
+           f"holds {cd['table']['share'].min():.1%}. The largest class is {cd['imbalance_ratio']:.1f}× the "
+           "smallest.")
     out.save_table(cd["table"].reset_index(), "a_classes", caption="Class counts (train)", show=False)
 
     r.heading("Encoding and scaling", 3)
@@ -829,9 +844,9 @@ def render_a(res, out):
         f"{len(cat)} categorical columns become {res.n_onehot} "
         "one-hot columns (nominal levels have no order; an integer code would invent one). "
         "Levels unseen in training encode as all zeros.",
-        "Numeric columns are z-scored with the training split's mean and standard deviation: their "
-        "standard deviations range from " + f"{min(spread.values()):.3g} to {max(spread.values()):.3g}"
-        " before scaling, and gradient descent with one learning rate needs inputs on one scale."
+        "Numeric columns are z-scored: before scaling their standard deviations range from "
+        f"{min(spread.values()):.3g} to {max(spread.values()):.3g}, and gradient descent with one "
+        "learning rate needs inputs on one scale."
         if num else "No numeric columns.",
         f"{len(res.feature_names)} encoded features in total.",
     ])
@@ -849,7 +864,8 @@ def render_a(res, out):
     out.save_figure(plots.correlation_heatmap(res.corr, th), "a_correlation.png",
                     "Pearson correlation of the encoded training features")
     if len(res.pairs):
-        out.save_table(res.pairs, "a_correlated_pairs", caption=f"Pairs with |r| ≥ {th:g}", floatfmt=".3f")
+        _show_table(out, res.pairs, "a_correlated_pairs", caption=f"Pairs with |r| ≥ {th:g}", floatfmt=".2f",
+                    shown=res.pairs.drop(columns=[c for c in ("threshold",) if c in res.pairs]))
     else:
         r.para(f"No pair of encoded features has |r| ≥ {th:g}.")
 
@@ -870,6 +886,7 @@ def render_a(res, out):
         text += ("No feature dominates" + (f": the best reaches {ratio:.1f}× the runner-up"
                  if ratio is not None else "") + f" (rule: {DOMINANCE.description}).")
     r.para(text)
+    define_terms(r)
 
 
 # Part B's rules.
@@ -885,13 +902,28 @@ SIGMOID_LIFT = Rule("sigmoid set-up lift", 0.01,
 
 
 def _grad_table(hist, k=10):
-    """First and last ``k`` iterations of mean |dL/dW1|, |dL/dW2| and their ratio."""
+    """Mean |dL/dW1|, |dL/dW2| and their ratio per iteration: the first and last ``k``
+    iterations, or every iteration when ``k`` is None (the CSV ``render_b`` writes)."""
     import pandas as pd
     g = hist["grad_abs_mean"]
     n = len(g)
-    idx = sorted(set(range(min(k, n))) | set(range(max(0, n - k), n)))
+    idx = list(range(n)) if k is None else sorted(set(range(min(k, n))) | set(range(max(0, n - k), n)))
     return pd.DataFrame({"iteration": [i + 1 for i in idx], "mean|dL/dW1|": g[idx, 0],
                          "mean|dL/dW2|": g[idx, 1], "ratio W2/W1": g[idx, 1] / g[idx, 0]})
+
+
+def _sample_iterations(n, max_rows=8):
+    """A few iterations out of ``1..n`` for a table a reader can take in: the first, the
+    1-2-5 steps in between (gradients change fastest early) and the last, at most ``max_rows``."""
+    steps, base = [], 1
+    while base < n:
+        steps += [x * base for x in (1, 2, 5) if x * base < n]
+        base *= 10
+    steps = sorted(set(steps) | {n})
+    if len(steps) > max_rows:           # keep first and last, thin the middle evenly
+        keep = [round(i * (len(steps) - 1) / (max_rows - 1)) for i in range(max_rows)]
+        steps = [steps[i] for i in sorted(set(keep))]
+    return steps
 
 
 def _sigmoid_trials(cfg):
@@ -1072,16 +1104,21 @@ def render_b(res, out):
            f"{res.n_fit:,}-row training split, validated on {res.n_val:,} rows. Forward "
            "pass, loss and backpropagation are hand-written numba kernels (`mlp.loss_and_grads`), "
            "checked against finite differences and a NumPy reference in the tests.")
-    out.save_table(pd.DataFrame(res.final), "b_accuracy", caption=f"Final accuracy (majority-class "
-                   f"baseline: train {base:.4f}, validation {base_val:.4f})", floatfmt=".4f")
+    final = pd.DataFrame(res.final)
+    _show_table(out, final, "b_accuracy", caption=f"Final accuracy (majority-class "
+                f"baseline: train {base:.3f}, validation {base_val:.3f})", floatfmt=".3f",
+                shown=final.rename(columns=_READABLE), na={"final loss": "diverged", "final validation loss":
+                                                          "diverged"})
     out.save_figure(plots.accuracy_curves({a: n.history_ for a, n in res.networks.items()}, baseline=base),
                     "b_accuracy_curves.png", "Train (solid) and validation (dashed) accuracy per iteration")
     best = next(row for row in res.final if row["activation"] == res.best)
-    text = (f"`{best['activation']}` reaches the best validation accuracy, {best['val_acc']:.4f} "
-            f"(train {best['train_acc']:.4f}).")
+    text = (f"`{best['activation']}` reaches the best validation accuracy, {best['val_acc']:.3f} "
+            f"(train {best['train_acc']:.3f}).")
     if res.stuck:
-        text += (f" {', '.join('`%s`' % s for s in res.stuck)} is stuck ({STUCK.description}; "
-                 f"baseline {base_val:.4f}): it predicts (almost) only the majority class.")
+        one = len(res.stuck) == 1
+        text += (f" {_names(res.stuck)} {'is' if one else 'are'} stuck ({STUCK.description}; "
+                 f"baseline {base_val:.3f}): {'it predicts' if one else 'they predict'} (almost) only the "
+                 "majority class.")
     r.para(text)
 
     r.heading("B(b): gradient magnitudes per layer", 3)
@@ -1093,19 +1130,29 @@ def render_b(res, out):
     out.save_figure(plots.gradient_magnitudes(series), "b_gradient_magnitudes.png",
                     "Mean |dL/dW| of the first and second hidden layer's weights per iteration (log scale)")
     if res.gradient_summary:
-        for act, t in res.gradient_tables.items():
-            out.save_table(t, f"b_gradients_{act}", caption=f"{act}: first and last 10 iterations",
-                           floatfmt=".3e")
+        r.para("In the tables, mean |dL/dW1| is the mean absolute gradient of the loss with respect to the weights of the "
+               "first hidden layer (the layer nearest the input), mean |dL/dW2| the same for the second; "
+               "their ratio W2/W1 above 1 means the gradient shrinks on its way back to the first layer.")
+        plain = {c: _plain_number for c in ("mean|dL/dW1|", "mean|dL/dW2|", "ratio W2/W1")}
+        for act, g in res.gradients.items():
+            full = _grad_table({"grad_abs_mean": g}, k=None)      # every iteration, for the CSV
+            path = out.save_table(full, f"b_gradients_{act}", show=False)
+            shown = full[full["iteration"].isin(_sample_iterations(len(full)))].reset_index(drop=True)
+            r.table(shown, formats=plain,
+                    caption=f"{act}: gradient magnitudes at {len(shown)} of its {len(full)} iterations "
+                            f"(every iteration: [{rp.display_path(path, out.out)}]"
+                            f"({rp.display_path(path, out.out)}))")
         rows = res.gradient_summary
-        out.save_table(pd.DataFrame(rows), "b_gradient_summary",
-                       caption="Gradient magnitudes: first vs last iteration", floatfmt=".3g")
+        _show_table(out, pd.DataFrame(rows), "b_gradient_summary", caption="Gradient magnitudes: first vs "
+                    "last iteration", formats={c: _plain_number for c in rows[0] if c != "activation"})
         lines = []
         for row in rows:
             first, last = row["ratio W2/W1 first"], row["ratio W2/W1 last"]
             where = "smaller in the first layer" if first > VANISHING.threshold else "larger in the first layer"
             lines.append(f"`{row['activation']}`: at the first iteration mean |dL/dW2| / mean |dL/dW1| = "
                          f"{first:.2f} (gradients {where}); at the last iteration {last:.2f}. "
-                         f"mean |dL/dW1| goes from {row['dW1 first']:.2e} to {row['dW1 last']:.2e}.")
+                         f"Over training mean |dL/dW1| goes from {_plain_number(row['dW1 first'])} to "
+                         f"{_plain_number(row['dW1 last'])}.")
         if res.vanishing:
             vanishing = [row for row in rows if row["activation"] in res.vanishing]
             worst = max(vanishing, key=lambda row: row["ratio W2/W1 first"])
@@ -1126,13 +1173,14 @@ def render_b(res, out):
     if res.sigmoid_setup is not None:
         r.heading("Sigmoid: activation or set-up?", 3)
         rows = res.sigmoid_setup
-        out.save_table(pd.DataFrame(rows), "b_sigmoid_setup",
-                       caption="Sigmoid networks with other initialisation and step size", floatfmt=".4f")
+        _show_table(out, pd.DataFrame(rows), "b_sigmoid_setup", formats={"lr": "g"}, na={"final loss": "diverged"},
+                    shown=pd.DataFrame(rows).rename(columns=_READABLE),
+                    caption="Sigmoid networks with other initialisation and step size", floatfmt=".3f")
         base_row = rows[0]
-        effects = [f"init `{row['init']}` with lr {row['lr']:g}: {row['val_acc']:.4f} validation accuracy "
-                   f"({(row['val_acc'] - base_row['val_acc']) * 100:+.1f} points)" for row in rows[1:]]
+        effects = [f"init `{row['init']}` with lr {row['lr']:g}: {row['val_acc']:.3f} validation accuracy "
+                   f"({_points(row['val_acc'] - base_row['val_acc'])})" for row in rows[1:]]
         r.para(f"Against the assignment's set-up (init `normal`, lr {base_row['lr']:g}: "
-               f"{base_row['val_acc']:.4f}): " + "; ".join(effects) + ". "
+               f"{base_row['val_acc']:.3f}): " + "; ".join(effects) + ". "
                + _SIGMOID_VERDICTS[res.sigmoid_verdict].format(iterations=res.iterations)
                + f" (Rule: {SIGMOID_LIFT.description}.)")
 
@@ -1140,16 +1188,17 @@ def render_b(res, out):
     depths, ratios = res.depths, res.depth_ratios
     out.save_figure(plots.depth_ratios(depths, ratios), "b_depth_ratios.png",
                     f"Mean |dL/dW| of the last hidden layer over the first, at initialisation "
-                    f"(width {res.depth_width}, N(0, 0.1²), geometric mean of {res.repeats} seeds)")
+                    f"(width {res.depth_width}, N(0, 0.1²), geometric mean of {_plural(res.repeats, 'seed')})")
     out.save_table(pd.DataFrame({"hidden layers": depths, **{act: ratios[act] for act in ratios}}),
                    "b_depth_ratios", caption="Last-hidden / first-layer gradient ratio at init",
                    floatfmt=".3g")
     lines = []
     for act, vals in ratios.items():
         growth = (vals[-1] / vals[0]) ** (1 / (depths[-1] - depths[0]))
-        lines.append(f"`{act}`: ratio {vals[0]:.3g} at {depths[0]} layers, {vals[-1]:.3g} at "
-                     f"{depths[-1]} layers (×{growth:.2f} per added layer).")
+        lines.append(f"`{act}`: ratio {_plain_number(vals[0])} at {depths[0]} layers, "
+                     f"{_plain_number(vals[-1])} at {depths[-1]} layers (×{growth:.2f} per added layer).")
     r.bullets(lines)
+    define_terms(r)
 
 
 def attribution_checks(data, cfg, act, model):
@@ -1300,8 +1349,8 @@ def render_c(res, out):
            "column as a whole and has no such bias).")
     for act, att in res.attribution.items():
         o = att["output"]
-        out.save_table(o["table"].drop(columns=[c for c in ("source",) if c in o["table"]]),
-                       f"c_attribution_{act}", floatfmt=".4g",
+        _show_table(out, o["table"].drop(columns=[c for c in ("source",) if c in o["table"]]),
+                       f"c_attribution_{act}", floatfmt=".3g", formats={"share": ".1%"},
                        caption=f"{act}: mean |∂o_m/∂x| over {o['n_samples']:,} correctly classified "
                                f"training samples (of {o['n_total']:,})")
     out.save_figure(plots.attribution_bars({a: v["output"]["table"] for a, v in res.attribution.items()},
@@ -1320,7 +1369,7 @@ def render_c(res, out):
     for act, table in res.permutation_tables.items():
         out.save_table(table, f"c_permutation_{act}", floatfmt=".4f",
                        caption=f"{act}: permutation importance (accuracy drop when a column is "
-                               f"shuffled, {res.repeats} repeats), training split and test set")
+                               f"shuffled, {_plural(res.repeats, 'repeat')}), training split and test set")
         ch = res.checks[act]
         if np.isnan(ch["spearman_perm_train"]):
             agree = ("permutation importance is zero for every column on the training split (the network "
@@ -1356,6 +1405,7 @@ def render_c(res, out):
                      f"top-ranked input of {', '.join('`%s`' % a for a in res.dominant_agree)}: the network "
                      "leans on exactly the feature whose relationship with the label Part D must check.")
     r.bullets(lines)
+    define_terms(r)
 
 
 def _slug(name):
@@ -1976,6 +2026,26 @@ def compute_q2(ctx):
                                  if s["mean_norm_output_path"]])
 
 
+def _q2_display(summary, n_seeds, n_iter):
+    """Question 2's table as a reader takes it in: one row per learning rate and model,
+    counts as "k of n" seeds, "> n_iter" for a threshold the median seed never reaches
+    (the CSV keeps ``_q2_verdict``'s numbers)."""
+    import pandas as pd
+    order = {"shared": 0, "independent": 1}
+    rows = []
+    for sm in sorted(summary, key=lambda x: (x["lr"], order.get(x["model"], 2))):
+        iters = sm.get("iters_to_threshold") or []
+        median = sm["iters_to_threshold_median"]
+        rows.append({"lr": rp.format_number(sm["lr"], "g"), "biases": sm["model"],
+                     "iterations to threshold": f"> {n_iter}" if median is None else rp.format_number(median, ".3g"),
+                     "seeds reaching it": f"{sum(i is not None for i in iters)} of {len(iters) or n_seeds}",
+                     "diverged": _count(sm["diverged_frac"], n_seeds),
+                     "final loss": sm["final_loss_mean"], "final accuracy": sm["final_acc_mean"],
+                     "cos(paths)": sm["mean_cos_paths"], "|δ_out|": sm["mean_norm_output_path"],
+                     "|δ_hidden|": sm["mean_norm_hidden_path"]})
+    return pd.DataFrame(rows)
+
+
 def render_q2(res, out):
     """Question 2's derivation, tables (tables/q2_*.csv), figures (figures/q2_*.png) and answer."""
     import numpy as np
@@ -1994,8 +2064,14 @@ def render_q2(res, out):
            "decrease any run achieved at that learning rate (median over seeds).")
     for task, exp in res.experiments.items():
         label = "training data" if task == "data" else "synthetic task"
-        out.save_table(res.tables[task], f"q2_{task}", floatfmt=".3g",
-                       caption=f"{label}: shared vs independent biases per learning rate (means over seeds)")
+        n = len(res.seeds)
+        _show_table(out, res.tables[task], f"q2_{task}", shown=_q2_display(exp["summary"], n, res.n_iter),
+                    floatfmt=".3g", na={"final loss": "diverged", "final accuracy": "diverged"}, key=2,
+                    caption=f"{label}: shared vs independent biases per lr, over {_plural(n, 'seed')}. "
+                            f"Iterations to threshold: median over seeds (> {res.n_iter}: most seeds do "
+                            f"not reach it within the {res.n_iter} iterations); final loss and accuracy: "
+                            "mean over the seeds that did not diverge; cos(paths), |δ_out|, |δ_hidden|: "
+                            "mean cosine and norms of the two bias-gradient paths")
         curves = {f"lr = {lr:g}": {mdl: exp["curves"][(mdl, lr)]["loss"] for mdl in ("shared", "independent")}
                   for lr in res.lrs}
         out.save_figure(plots.loss_panels(curves, f"Q2 on the {label}: loss (mean, min–max over seeds)"),
@@ -2045,6 +2121,7 @@ def render_q2(res, out):
                  + (" — measurably, in the settings listed below." if changed else
                     " — not measurably in these settings."))
     r.bullets(lines)
+    define_terms(r)
 
 
 # ------------------------------------------------------------ registry, schedule
@@ -2202,19 +2279,305 @@ def run_parts(ctx, parts, log=print):
 
 
 # -------------------------------------------------------------------- summary
-def _fmt(v):
-    if isinstance(v, float):
-        return f"{v:.4f}"
-    return "" if v is None else str(v)
+# Every abbreviation and term of art the report's text may use: term -> (what its
+# first use shows in parentheses, the glossary's definition). ``define_terms``
+# registers the ones a report actually uses, so the glossary lists no stray entry.
+GLOSSARY = {
+    "pps": ("predictive-power score",
+            "predictive-power score: how well one column alone predicts the label, measured with a "
+            "small cross-validated decision tree (0 = no better than always predicting the majority "
+            "class, 1 = perfectly)"),
+    "KS": ("Kolmogorov–Smirnov statistic",
+           "Kolmogorov–Smirnov statistic: the largest gap between the cumulative distributions of a "
+           "numeric column in two files (0 = identical, 1 = no overlap)"),
+    "Cramér's V": ("association of a categorical column with the file",
+                   "the association between a categorical column and the file a row comes from (0 = the "
+                   "same level shares in both files, 1 = no level in common)"),
+    "ROC AUC": ("area under the ROC curve",
+                "area under the receiver-operating-characteristic curve: the chance that a classifier "
+                "scores a random row of one group above a random row of the other (0.5 = chance, 1 = "
+                "perfect separation)"),
+    "AUC": ("area under the ROC curve",
+            "area under the receiver-operating-characteristic curve (0.5 = chance, 1 = perfect separation)"),
+    "ReLU": ("rectified linear unit, max(0, z)", "rectified linear unit: the activation g(z) = max(0, z)"),
+    "CI": ("confidence interval",
+           "confidence interval: a range that contains the true value in the stated share of repeated samples"),
+    "macro-F1": ("F1 averaged over classes",
+                 "macro-averaged F1 score: the F1 score (harmonic mean of precision and recall) of each "
+                 "class, averaged with the same weight for every class, so small classes count as much as "
+                 "large ones"),
+    "lr": ("learning rate", "learning rate: the step size of gradient descent"),
+    "MLP": ("multi-layer perceptron", "multi-layer perceptron: a feed-forward network of fully connected layers"),
+    "L2": ("weight penalty", "L2 penalty (weight decay): adds λ times the sum of squared weights to the loss"),
+    "Glorot": ("weights scaled to the layer sizes",
+               "Glorot (Xavier) initialisation: weights drawn with variance 2 / (fan_in + fan_out), so "
+               "the signal keeps its scale from layer to layer"),
+    "Spearman correlation": ("correlation of two rankings",
+                             "the correlation of two rankings (+1 = same order, −1 = reversed order, "
+                             "0 = unrelated)"),
+    "z-scored": ("minus the training mean, divided by the training standard deviation",
+                 "centred on the training split's mean and divided by its standard deviation"),
+    "one-hot": ("one 0/1 column per level",
+                "encoding: a categorical column becomes one 0/1 column per level"),
+}
+
+
+def _block_texts(blocks):
+    """The running text, captions and table cells of report blocks (not code or math)."""
+    def flat(items):
+        for it in items:
+            if isinstance(it, (list, tuple)):
+                yield from flat(it)
+            else:
+                yield str(it)
+    for b in blocks:
+        for name in ("text", "caption"):
+            v = getattr(b, name, None)
+            if isinstance(v, str) and not isinstance(b, (rp.Code, rp.Math)):
+                yield v
+        if isinstance(b, rp.Bullets):
+            yield from flat(b.items)
+        if isinstance(b, rp.Table):
+            yield from map(str, b.columns)
+            for row in b.rows:
+                yield from map(str, row)
+
+
+def define_terms(report, blocks=None):
+    """Register on ``report`` (``Report.define``) every ``GLOSSARY`` term used in ``blocks``
+    (default: the report's own blocks): explained at its first use and in the glossary."""
+    import re
+    text = "\n".join(_block_texts(report.blocks if blocks is None else blocks))
+    for term in sorted(GLOSSARY, key=len, reverse=True):    # "ROC AUC" is not a use of "AUC"
+        pattern = re.compile(r"(?<!\w)" + re.escape(term) + r"(?!\w)")
+        if pattern.search(text):
+            short, meaning = GLOSSARY[term]
+            report.define(term, meaning, short=short)
+            text = pattern.sub(" ", text)
+    return report
+
+
+def _fmt(v, spec=".3f", na="–"):
+    """A number for running text: ``report.format_number`` with ``spec``; ``na`` for None/NaN."""
+    if v is None or (not isinstance(v, int) and v != v):
+        return na
+    return rp.format_number(v, spec)
+
+
+def _plural(n, word, plural=None):
+    """``"1 seed"``, ``"3 seeds"`` (with thousands separators)."""
+    return f"{rp.format_number(n)} {word if n == 1 else plural or word + 's'}"
+
+
+def _count(frac, n):
+    """A fraction of ``n`` runs as the count a reader can check: ``"4 of 5"``."""
+    return f"{int(round(frac * n))} of {n}"
+
+
+def _points(delta):
+    """An accuracy difference in percentage points: ``"+3.2 points"``."""
+    return f"{delta * 100:+.1f} points".replace("-", "−")
+
+
+_SUPERSCRIPT = str.maketrans("-0123456789", "⁻⁰¹²³⁴⁵⁶⁷⁸⁹")
+
+
+def _plain_number(v, sig=3):
+    """``v`` with ``sig`` significant digits in plain notation: ``0.00252``, ``6,860``, and
+    ``4.3 × 10⁻⁶`` only where a decimal would need more than four zeros."""
+    if v is None or not math.isfinite(v):
+        return _fmt(v)
+    if v != 0 and abs(v) < 1e-4:
+        mantissa, exp = f"{v:.{sig - 1}e}".split("e")
+        return f"{mantissa} × 10{str(int(exp)).translate(_SUPERSCRIPT)}"
+    return rp.format_number(v, f".{sig}g")
+
+
+def _duration(seconds):
+    """``"48 s"``, ``"2 min 5 s"``, ``"1 h 3 min"``."""
+    s = int(round(seconds))
+    if s < 60:
+        return f"{seconds:.1f} s" if seconds < 10 else f"{s} s"
+    if s < 3600:
+        return f"{s // 60} min {s % 60} s"
+    return f"{s // 3600} h {s % 3600 // 60} min"
+
+
+def _sentence(text):
+    """``text`` as a sentence: stripped, capitalised, ending with a full stop."""
+    text = str(text).strip()
+    if not text:
+        return ""
+    if text[0].islower():
+        text = text[0].upper() + text[1:]
+    return text if text[-1] in ".!?" else text + "."
+
+
+def _names(items):
+    """Names in code spans joined for a sentence: "`a`", "`a` and `b`", "`a`, `b` and `c`"."""
+    items = [f"`{i}`" for i in items]
+    return items[0] if len(items) == 1 else ", ".join(items[:-1]) + " and " + items[-1]
+
+
+def verdict_sentences(d):
+    """Part D's verdict in one or two plain sentences, each ending with a full stop.
+
+    A result that offers ``summary_sentences`` (a list of sentences, a string, or a
+    method returning either) is quoted as it is. Otherwise the sentences are built
+    from the fields Part D's result has today: ``suspects``, the diagnosis evidence
+    (``pps_train``/``pps_test`` per feature), ``network``, ``split_accuracy`` and
+    ``attribution_share``; whatever is missing is left out, and a result with only
+    a ``cause`` is quoted by its cause.
+
+    Parameters
+    ----------
+    d : Part D's result, or None when it did not run
+
+    Returns
+    -------
+    list of str
+    """
+    if d is None:
+        return ["Part D did not run, so there is no diagnosis."]
+    own = getattr(d, "summary_sentences", None)
+    if callable(own):
+        own = own()
+    if own:
+        return [s for s in map(_sentence, [own] if isinstance(own, str) else own) if s]
+    suspects = getattr(d, "suspects", None)
+    if suspects is None:
+        cause = getattr(d, "cause", None)
+        return [_sentence(cause)] if cause else ["Part D reported no diagnosis."]
+    suspects = list(suspects)
+    net = getattr(d, "network", None)
+    acc = (getattr(d, "split_accuracy", None) or {}).get(net, {})
+    scores = (f"scores {_fmt(acc['test'])} on test against {_fmt(acc['val'])} on validation"
+              if "test" in acc and "val" in acc else "")
+    who = f"The `{net}` network" if net else "The network"
+    if not suspects:
+        return [f"No feature's relationship with the label breaks between the training and the test file."]\
+            + ([f"{who} {scores}."] if scores else [])
+    try:
+        ev = d.diagnosis.report["evidence"]
+        falls = [f"from {ev.loc[f, 'pps_train']:.2f} on train to {ev.loc[f, 'pps_test']:.2f} on test"
+                 for f in suspects]
+        pps = (f": its pps falls {falls[0]}" if len(suspects) == 1 else
+               ": their pps falls " + ", ".join(f"{x} (`{f}`)" for x, f in zip(falls, suspects)))
+    except (AttributeError, KeyError, TypeError):
+        pps = ""
+    verb = "predicts" if len(suspects) == 1 else "predict"
+    first = (f"{_names(suspects)} {verb} the label far less well in the test file than in the training "
+             f"file{pps}.")
+    share = (getattr(d, "attribution_share", None) or {}).get("train")
+    lean = ""
+    if share is not None and suspects[0] in getattr(share, "index", ()):
+        lean = f"leans on `{suspects[0]}` ({share[suspects[0]]:.0%} of its input sensitivity)"
+    second = " and ".join(x for x in (lean, scores) if x)
+    return [first] + ([f"{who} {second}."] if second else [])
+
+
+def recommended_mitigation(d):
+    """The mitigation the summary recommends and how it was chosen, or None.
+
+    The one chosen on validation (``d.mitigations[d.by_val]``, the first row being
+    the unmitigated baseline) when the result exposes it; otherwise the result's own
+    ``mitigation`` (today picked on test, and said so).
+
+    Returns
+    -------
+    dict or None
+        ``name``, ``chosen_on`` ("validation" or "test"), ``val_acc`` (or None),
+        ``test_acc``, ``baseline_test_acc``, ``is_baseline``, and ``best_on_test``
+        (the row that does best on test when it differs, else None).
+    """
+    if d is None:
+        return None
+    rows, i = getattr(d, "mitigations", None), getattr(d, "by_val", None)
+    if rows and i is not None:
+        chosen, base = rows[i], rows[0]
+        j = getattr(d, "best", None)
+        best = rows[j] if j is not None and rows[j]["name"] != chosen["name"] else None
+        return {"name": chosen["name"], "chosen_on": "validation", "val_acc": chosen.get("val_acc"),
+                "test_acc": chosen["test_acc"], "baseline_test_acc": base["test_acc"], "is_baseline": i == 0,
+                "best_on_test": best}
+    m = getattr(d, "mitigation", None)
+    if not m:
+        return None
+    return {"name": m["name"], "chosen_on": "test", "val_acc": m.get("val_acc"), "test_acc": m["test_acc"],
+            "baseline_test_acc": m.get("baseline_test_acc"), "is_baseline": False, "best_on_test": None}
+
+
+def _mitigation_sentences(m):
+    if m is None:
+        return ["Part D did not run, so no mitigation was measured."]
+    gain = (f" against {_fmt(m['baseline_test_acc'])} without it ({_points(m['test_acc'] - m['baseline_test_acc'])})"
+            if m.get("baseline_test_acc") is not None else "")
+    if m["chosen_on"] == "validation" and m["is_baseline"]:
+        out = [f"No mitigation beats the unmitigated network on validation, so none is recommended; "
+               f"its test accuracy is {_fmt(m['test_acc'])}."]
+    elif m["chosen_on"] == "validation":
+        out = [f"Recommended (highest validation accuracy, {_fmt(m['val_acc'])}): **{m['name']}**, with "
+               f"test accuracy {_fmt(m['test_acc'])}{gain}."]
+    else:
+        out = [f"Best on test: **{m['name']}**, test accuracy {_fmt(m['test_acc'])}{gain}."]
+    b = m.get("best_on_test")
+    if b is not None:
+        out.append(f"On test **{b['name']}** does best ({_fmt(b['test_acc'])}), but a choice made on test "
+                   "would use the data that is meant to judge it; validation, cut from the training file, "
+                   "cannot show that.")
+    return out
+
+
+def _summary_accuracy(results):
+    """Network -> split -> accuracy for the summary table; Part D's mitigation row is the
+    recommended one (chosen on validation) when the result says which that is."""
+    acc = {}
+    for code in PARTS:
+        res = results.get(code)
+        if res is None:
+            continue
+        rows = dict(res.accuracy)
+        split = getattr(res, "split_accuracy", None)
+        m = recommended_mitigation(res) if code == "D" else None
+        if split is not None and m is not None and m["chosen_on"] == "validation":
+            rows = {k: v for k, v in rows.items() if k in split}
+            if not m["is_baseline"]:
+                rows[f"{res.network} + {m['name']} (recommended)"] = {"val": m["val_acc"], "test": m["test_acc"]}
+        for net, splits in rows.items():
+            acc.setdefault(net, {}).update(splits)
+    return acc
+
+
+def _data_line(data, out):
+    """The data paragraph: where from (relative to the report), rows, features, classes."""
+    if data.get("synthetic"):
+        where = "the built-in synthetic data"
+    else:
+        where = f"train.csv and test.csv in `{rp.display_path(data.get('source', '?'), out)}`"
+    n = rp.format_number
+    classes = data.get("classes") or []
+    text = f"Data: {where}: "
+    if "n_train" in data:
+        text += (f"{n(data['n_train'])} training rows ({n(data.get('n_fit', 0))} to fit, "
+                 f"{n(data.get('n_val', 0))} to validate) and {n(data.get('n_test', 0))} test rows; ")
+    if "n_features" in data:
+        text += f"{_plural(data['n_features'], 'encoded feature')}; "
+    if classes:
+        text += (f"target `{data.get('target', '?')}` with {len(classes)} classes "
+                 f"({', '.join(map(str, classes))})")
+    return _sentence(text.rstrip("; "))
 
 
 def summary(ctx):
-    """One-screen summary built from the part results (``ctx.results``); whatever is
+    """The first screen: the data, the accuracy table, Part D's verdict in one or two
+    sentences (``verdict_sentences``), the recommended mitigation with its test result
+    (``recommended_mitigation``) and the run time; then each part's status. Whatever is
     missing shows as "not run".
 
     Reads each result's ``accuracy`` (network -> split -> accuracy; later parts
-    override earlier ones) and ``headline``, Part D's ``cause`` and
-    ``mitigation``; the status of each part and ``timing`` from ``ctx.metrics``.
+    override earlier ones) and ``headline``, Part D's result as the two functions
+    above do, ``data`` and ``timing`` from ``ctx.metrics``. Registers the
+    ``GLOSSARY`` terms that the summary and the parts' report (``ctx.report``) use.
 
     Returns
     -------
@@ -2226,56 +2589,41 @@ def summary(ctx):
     frag.heading("Summary", 2)
     data = m.get("data", {})
     if data:
-        frag.para(f"Data: `{data.get('source', '?')}`, {data.get('n_train', '?')} training rows "
-                  f"({data.get('n_fit', '?')} fit / {data.get('n_val', '?')} validation), "
-                  f"{data.get('n_test', '?')} test rows, {data.get('n_features', '?')} encoded "
-                  f"features, {data.get('n_classes', '?')} classes.")
-    acc = {}
-    for code in PARTS:
-        if code in results:
-            for net, splits in results[code].accuracy.items():
-                acc.setdefault(net, {}).update(splits)
+        frag.para(_data_line(data, ctx.out))
+    acc = _summary_accuracy(results)
     if acc:
         frag.table([{"network": net, "train": s.get("train"), "validation": s.get("val"),
                      "test": s.get("test")} for net, s in acc.items()],
-                   caption="Accuracy", floatfmt=".4f")
+                   caption="Accuracy (share of rows classified correctly)", floatfmt=".3f")
     else:
         frag.para("Accuracy: not run.")
     d = results.get("D")
-    frag.para(f"**Diagnosed cause of the generalisation gap:** {d.cause if d is not None else 'not run'}")
-    if d is not None:
-        mit = d.mitigation
-        text = (f"{mit['name']}: test accuracy {_fmt(mit['test_acc'])} "
-                f"(baseline {_fmt(mit['baseline_test_acc'])})")
-    else:
-        text = "not run"
-    frag.para(f"**Best mitigation:** {text}")
+    frag.para("**Verdict:** " + " ".join(verdict_sentences(d)))
+    frag.para("**Mitigation:** " + " ".join(_mitigation_sentences(recommended_mitigation(d))))
     timing = m.get("timing", {})
+    if "total" in timing:
+        text = f"**Run time:** {_duration(timing['total'])} (data loading {_duration(timing.get('data', 0))})"
+        if timing.get("workers"):
+            text += f", with {_plural(timing['workers'], 'worker process', 'worker processes')} beside the main one"
+        if timing.get("cpu_main") is not None:
+            text += (f"; CPU time {_duration(timing['cpu_main'])} in the main process and "
+                     f"{_duration(timing.get('cpu_workers', 0))} in the workers")
+        frag.para(text + ".")
     rows = []
     for code, part in PARTS.items():
         pm = m.get(part.key)
         if pm is None:
             status = "not run"
         elif "error" in pm:
-            status = f"failed: {pm['error']}"
+            status = pm["error"] if pm["error"].startswith("skipped") else f"failed: {pm['error']}"
         else:
             status = "done"
         res = results.get(code)
         rows.append({"part": part.title, "status": status, "seconds": timing.get(part.key),
                      "headline": res.headline if res is not None else ""})
-    frag.table(rows, caption="Parts", floatfmt=".1f")
-    if "total" in timing:
-        text = (f"Total run time {timing['total']:.1f} s before writing this report "
-                f"(data loading {timing.get('data', 0):.1f} s).")
-        if timing.get("workers"):
-            text += (f" Trainings and experiments ran in {timing['workers']} worker processes "
-                     "beside the main process, which runs the parts in order: a part's time is the "
-                     "main process's time on it, including waiting for trainings that may have "
-                     "started during earlier parts.")
-        if timing.get("cpu_main") is not None:
-            text += (f" CPU time: main process {timing['cpu_main']:.0f} s, worker processes "
-                     f"{timing.get('cpu_workers', 0):.0f} s.")
-        frag.para(text)
+    frag.table(rows, caption="Parts (seconds: the main process's time on the part, including waiting for "
+                             "trainings that ran in the background)", floatfmt=".1f")
+    define_terms(frag, frag.blocks + ctx.report.blocks)
     return frag
 
 

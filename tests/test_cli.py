@@ -204,8 +204,9 @@ def test_main_writes_config_metrics_and_report(tmp_path, stub_parts, capsys):
     assert "partC" not in metrics and "q2" not in metrics
     md = (out / "report.md").read_text()
     assert md.index("## Summary") < md.index("## Part A")
-    assert "| relu | 0.9000 | 0.8000 | 0.4000 |" in md  # B's train/val merged with D's test
-    assert "a shifted feature" in md and "drop it: test accuracy 0.7000 (baseline 0.4000)" in md
+    assert "| relu | 0.900 | 0.800 | 0.400 |" in md  # B's train/val merged with D's test
+    assert "**Verdict:** A shifted feature." in md
+    assert "**drop it**, test accuracy 0.700 against 0.400 without it (+30.0 points)." in md
     assert "| Part C: input gradients and feature attribution | not run |" in md
     assert "SYNTHETIC" not in md
     assert (out / "report.html").read_text().startswith("<!DOCTYPE html>")
@@ -255,8 +256,8 @@ def test_summary_with_nothing_run():
                           report=run_all.rp.Report("x"))
     md = run_all.summary(ctx).to_markdown()
     assert "Accuracy: not run." in md
-    assert "**Diagnosed cause of the generalisation gap:** not run" in md
-    assert "**Best mitigation:** not run" in md
+    assert "**Verdict:** Part D did not run, so there is no diagnosis." in md
+    assert "**Mitigation:** Part D did not run, so no mitigation was measured." in md
     assert md.count("| not run |") == len(run_all.PARTS)
 
 

@@ -143,8 +143,12 @@ def test_metrics_are_the_serialised_results(run):
 def test_summary_reads_the_results(run):
     ctx = dataclasses.replace(run, metrics={"partD": {}})
     md = run_all.summary(ctx).to_markdown()
-    assert f"**Diagnosed cause of the generalisation gap:** {run.results['D'].cause}" in md
-    assert run.results["D"].mitigation["name"] in md
+    d = run.results["D"]
+    verdict = next(ln for ln in md.splitlines() if ln.startswith("**Verdict:** "))
+    assert f"`{SHORTCUT}` predicts the label far less well in the test file" in verdict
+    assert verdict.count(".") >= len(run_all.verdict_sentences(d))
+    chosen = d.mitigations[d.by_val]          # the summary recommends the validation winner
+    assert chosen["name"] in md and f"{chosen['test_acc']:.3f}" in md
     for act in run.cfg.activations:
         assert f"| {act} |" in md
 
