@@ -613,8 +613,8 @@ def _missingness(name, m_tr, y_tr, m_te, y_te, k, seed, th):
 
 # -- model level: proxy vs refit within test, greedy leave-out -----------------
 
-_PROXY = dict(max_iter=60, learning_rate=0.1, max_leaf_nodes=15, min_samples_leaf=20,
-              early_stopping=False)
+_PROXY = dict(max_iter=100, learning_rate=0.1, max_leaf_nodes=15, min_samples_leaf=20,
+              early_stopping=True, validation_fraction=0.15, n_iter_no_change=5)
 
 
 def _proxy(X, y, cat_mask, seed):
@@ -1160,7 +1160,7 @@ def make_shift_dataset(kind, seed=0, n_train=3000, n_test=1500):
     """
     if kind not in SHIFT_KINDS:
         raise ValueError(f"kind must be one of {list(SHIFT_KINDS)}, got {kind!r}")
-    rng = np.random.default_rng(seed)
+    rng = np.random.default_rng([seed, SHIFT_KINDS.index(kind)])
     used = set()
     n_num = int(rng.integers(2, 5)) + (1 if kind == "interaction" else 0)
     n_cat = int(rng.integers(1, 3))
@@ -1188,7 +1188,7 @@ def make_shift_dataset(kind, seed=0, n_train=3000, n_test=1500):
     if kind in ("covariate_shift", "missingness"):
         culprit = [numeric[int(rng.integers(n_num))]]
     if kind == "interaction":
-        culprit = list(rng.choice(numeric, size=2, replace=False))
+        culprit = [str(c) for c in rng.choice(numeric, size=2, replace=False)]
     c0 = culprit[0]
     if kind in ("relationship_broken", "concept_shift", "covariate_shift"):
         if c0 in numeric:                     # a strong feature
