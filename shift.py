@@ -113,6 +113,13 @@ RULES = {r.name: r for r in (
              "99th percentile of the TV between two samples of these sizes from one "
              "distribution; chi-square p < 0.01",
              "the class shares moved"),
+    RuleSpec("em_consistent",
+             "largest total variation between the EM class shares of the model and those of "
+             "one informative feature's P(y | x_j) (no test labels)", 0.0,
+             "1.5 x 99th percentile of that feature's bootstrap EM spread + the model's band "
+             "(features with >= 0.1 nats of train information only)",
+             "every feature agrees on the estimated test class shares, as a prior shift "
+             "implies"),
     RuleSpec("class_conditional_holds",
              "number of non-suspect features still shifted after re-weighting train to test's "
              "class shares", 0.0, "as marginal_shift",
@@ -280,17 +287,19 @@ def prior_correction(proba, train_priors, test_priors):
     return np.where(s > 0, w / np.where(s > 0, s, 1.0), 1.0 / p.shape[1])
 
 
-def em_priors(proba, train_priors, tol=1e-8, max_iter=1000):
+def em_priors(proba, train_priors, tol=1e-8, max_iter=1000, weights=None):
     """Test class shares estimated from unlabelled predictions (EM of Saerens et al. 2002).
 
-    Iterates pi <- mean_i prior_correction(proba, train_priors, pi)_i until it moves
-    by less than ``tol``.
+    Iterates pi <- weighted mean_i prior_correction(proba, train_priors, pi)_i until it
+    moves by less than ``tol``.
 
     Parameters
     ----------
     proba : ndarray of shape (n_samples, n_classes)
         A calibrated model's probabilities on the unlabelled rows.
     train_priors : ndarray of shape (n_classes,)
+    weights : ndarray of shape (n_samples,), optional
+        Row counts (e.g. the number of test rows sharing one predicted row).
 
     Returns
     -------
@@ -298,9 +307,14 @@ def em_priors(proba, train_priors, tol=1e-8, max_iter=1000):
     """
     p = np.asarray(proba, dtype=np.float64)
     a = np.asarray(train_priors, dtype=np.float64)
+    w = np.ones(len(p)) if weights is None else np.asarray(weights, dtype=np.float64)
+    if p.ndim != 2 or a.shape != (p.shape[1],) or w.shape != (len(p),):
+        raise ValueError(f"proba must be (n, k), train_priors (k,) and weights (n,); got "
+                         f"{p.shape}, {a.shape}, {w.shape}")
+    w = w / w.sum()
     pi = a.copy()
     for _ in range(int(max_iter)):
-        new = prior_correction(p, a, pi).mean(axis=0)
+        new = w @ prior_correction(p, a, pi)
         if np.abs(new - pi).max() < tol:
             return new
         pi = new
@@ -495,8 +509,10 @@ class _Cells:
         return self
 
     def predict_proba(self, v):
-        cells = self._cell(v)
-        out = np.tile(self.prior, (len(v), 1))
+        return self.predict_proba_cells(self._cell(v))
+
+    def predict_proba_cells(self, cells):
+        out = np.tile(self.prior, (len(cells), 1))
         ok = cells >= 0
         out[ok] = self.table[cells[ok]]
         return out
@@ -547,7 +563,7 @@ def _conditional(name, kind, v_tr, y_tr, v_te, y_te, k, seed, max_rows, th):
     fired = g_fit > max(thr, b_fit) and g_rw > max(thr, b_rw)
     stat = min(g_fit, g_rw)
     ratio = info_te / info_tr if info_tr > 0 else float("nan")
-    gone = bool(info_te <= max(th["relationship_gone"] * info_tr, info_band))
+    gone = bool(fired and info_te <= max(th["relationship_gone"] * info_tr, info_band))
     row.update(info_train=info_tr, info_test=info_te, gap_fitted=g_fit, gap_reweighted=g_rw,
                gap_band=max(b_fit, b_rw), gap_threshold=thr,
                pps_train=_pps(y_tr[sub], pred_tr, k), pps_test=_pps(y_te, pred_te, k),
@@ -726,6 +742,43 @@ def _check_thresholds(thresholds):
     return th
 
 
+def _em_consistency(Xtr, y_tr, Xte, names, kinds_of, k, seed, pi_em, band_full, rng,
+                    min_info=0.1, boots=30):
+    """Do single-feature EM estimates of test's class shares agree with the model's?
+
+    Under a prior shift P(x_j | y) holds for every feature, so EM run on each
+    informative feature's train-fitted P(y | x_j) estimates the same shares. Returns
+    (consistent, largest TV beyond its band, that feature, its band).
+    """
+    pi_tr = np.clip(_shares(y_tr, k), _EPS, None)
+    worst, who, band_w = -np.inf, None, float("nan")
+    for j, (c, kd) in enumerate(zip(names, kinds_of)):
+        a, b = ~np.isnan(Xtr[:, j]), ~np.isnan(Xte[:, j])
+        if a.sum() < 50 or b.sum() < 50:
+            continue
+        sub = rng.choice(np.flatnonzero(a), min(int(a.sum()), 20000), replace=False)
+        half = len(sub) // 2
+        m = _Cells(kd, k, seed).fit(Xtr[sub[:half], j], y_tr[sub[:half]])
+        ll = _ll_rows(m.predict_proba(Xtr[sub[half:], j]), y_tr[sub[half:]])
+        info = float(np.mean(_ll_rows(np.tile(m.prior, (len(ll), 1)), y_tr[sub[half:]]) - ll))
+        if info < min_info:
+            continue
+        cells = m._cell(Xte[b, j])                             # one row of P per cell
+        uc, cnt = np.unique(cells, return_counts=True)
+        P = np.clip(m.predict_proba_cells(uc), _EPS, None)     # (n_cells, k)
+        pr = np.clip(m.prior, _EPS, None)
+        est = em_priors(P, pr, tol=1e-7, weights=cnt)
+        bs = [_tv(em_priors(P, pr, tol=1e-7, weights=wb + 1e-12), est)
+              for wb in rng.multinomial(int(cnt.sum()), cnt / cnt.sum(), size=boots)]
+        band = 1.5 * float(np.quantile(bs, 0.99)) + band_full   # 1.5: cell-model noise
+        excess = _tv(est, pi_em) - band
+        if excess > worst:
+            worst, who, band_w = excess, c, band
+    if who is None:
+        return True, 0.0, None, 0.0
+    return bool(worst <= 0), float(worst + band_w), who, band_w
+
+
 def _null_tv(pi, n1, n2, rng, sims=300):
     """99th percentile of the TV between two multinomial samples of sizes n1, n2 from pi."""
     a = rng.multinomial(n1, pi, size=sims) / n1
@@ -809,6 +862,11 @@ def diagnose(train, test, target, numeric, categorical, *, model=None, seed=0,
         tv = _tv(pi_tr, pi_te)
         moved = tv >= max(th["prior_shift"], band_tv) and (not labelled or p_chi < 0.01)
         rules.append(_rule("prior_shift", None, tv, th["prior_shift"], band_tv, moved, th))
+        if moved and not labelled:      # EM assumes P(x | y) holds: check it feature by feature
+            ok, worst, who, band_w = _em_consistency(Xtr, y_tr, Xte, names, kinds_of, k, seed,
+                                                     pi_te, band_tv, rng)
+            rules.append(_rule("em_consistent", who, worst, th["em_consistent"], band_w, ok, th))
+            moved = ok
         priors = Priors(classes, tuple(pi_tr), tuple(pi_te), source, tuple(predicted), p_chi,
                         tv, band_tv)
 
@@ -826,7 +884,8 @@ def diagnose(train, test, target, numeric, categorical, *, model=None, seed=0,
                                th))
 
         # -- per feature: marginal shift (train re-weighted to test's shares), conditional
-        w = (pi_te / np.clip(pi_tr, _EPS, None))[y_tr]
+        w = (pi_te / np.clip(pi_tr, _EPS, None))[y_tr] if (labelled or moved) \
+            else np.ones(len(y_tr))
         ev = _marginal_shift(train, test, numeric, categorical, w, th["marginal_shift"])
         if labelled:
             raw = _marginal_shift(train, test, numeric, categorical, np.ones(len(y_tr)),
@@ -856,10 +915,6 @@ def diagnose(train, test, target, numeric, categorical, *, model=None, seed=0,
             if rows:
                 ev = ev.join(pd.DataFrame(rows).set_index("feature"))
 
-        # -- adversarial validation
-        auc, drops = _adversarial(Xtr, Xte, cat_mask, seed)
-        ev["adv_auc_drop"] = drops
-        adv = {"auc_no_missing": auc, "threshold": th["adversarial_auc"]}
 
         # -- model level: transfer gap, closure by suspects, greedy leave-out
         if labelled:
@@ -889,16 +944,22 @@ def diagnose(train, test, target, numeric, categorical, *, model=None, seed=0,
                       float(ll_v.mean()), float(ll_t.mean()), lg, (lg - _Z * lse, lg + _Z * lse),
                       bool(outside), g0, b0, g0 - group_g, group_g)
 
+        # -- adversarial validation: all features (descriptive), then without the blamed
+        # ones (decides covariate_shift: a broken feature also moves the joint distribution)
+        blamed = {s.feature for s in suspects}
+        auc_all, drops = _adversarial(Xtr, Xte, cat_mask, seed)
+        ev["adv_auc_drop"] = drops
+        rest = [j for j, c in enumerate(names) if c not in blamed]
+        auc = (auc_all if len(rest) == len(names) else
+               _adversarial(Xtr[:, rest], Xte[:, rest], cat_mask[rest], seed)[0] if rest
+               else 0.5)
+        adv = {"auc_no_missing": auc_all, "auc_without_suspects": auc,
+               "threshold": th["adversarial_auc"]}
+
     # -- verdict
-    blamed = {s.feature for s in suspects}
-    cov_col = "shifted"
-    shifted = sorted(c for c in names if bool(ev.loc[c, cov_col]))
+    shifted = sorted(c for c in names if bool(ev.loc[c, "shifted"]))
     still = [c for c in shifted if c not in blamed]
-    adv_fire = auc >= th["adversarial_auc"] and not (moved and labelled)
-    if adv_fire and blamed:        # the adversary must rely on a feature nobody blames
-        top = ev["adv_auc_drop"].drop(index=list(blamed)).max() if len(blamed) < len(names) \
-            else 0.0
-        adv_fire = top >= 0.01
+    adv_fire = auc >= th["adversarial_auc"] and not moved   # a prior shift moves x too
     rules.append(_rule("adversarial_auc", None, auc, th["adversarial_auc"], 0.0, adv_fire, th))
     for c in names:
         rules.append(_rule("marginal_shift", c, ev.loc[c, "shift_effect"], th["marginal_shift"],
@@ -1026,9 +1087,11 @@ def explain(diagnosis):
             f"{c} ({ev.loc[c, 'shift_test']} {ev.loc[c, 'shift_effect']:.3f})"
             for c in d.shifted_features) + (" after re-weighting train to test's class shares"
                                             if d.labelled else "") + ".")
-    adv = d.adversarial["auc_no_missing"]
-    out.append(f"Adversarial validation tells train from test with AUC {adv:.3f} (threshold "
-               f"{d.adversarial['threshold']:.2f}).")
+    adv = d.adversarial
+    out.append(f"Adversarial validation tells train from test with AUC {adv['auc_no_missing']:.3f}"
+               + (f" ({adv['auc_without_suspects']:.3f} without the suspects)"
+                  if d.suspects else "") + f" (threshold {adv['threshold']:.2f}, missing values "
+               f"hidden).")
     if g is not None:
         if d.suspects and g.outside_noise and g.closed_by_suspects > g.transfer_band:
             out.append(f"Root cause: {', '.join(d.suspect_features)}; removing "
