@@ -84,8 +84,8 @@ RULES = {r.name: r for r in (
              "z=2.58 x binomial standard error of the difference",
              "test accuracy is lower than validation accuracy beyond sampling noise"),
     RuleSpec("model_transfer_gap",
-             "log loss on test of the train-fitted proxy (re-weighted to test's class shares) "
-             "- log loss of the proxy refitted within test by CV", 0.01,
+             "log loss on test of the train-fitted proxy (the smaller of: as fitted, re-weighted "
+             "to test's class shares) - log loss of the proxy refitted within test by CV", 0.01,
              "z=2.58 x standard error of the per-row loss difference",
              "a model of all features transfers worse than one learnt within test"),
     RuleSpec("conditional_shift",
@@ -207,7 +207,7 @@ class Gap:
     log_loss_gap: float
     log_loss_ci: tuple
     outside_noise: bool
-    transfer_gap: float           # proxy vs refit within test (re-weighted), nats
+    transfer_gap: float           # proxy vs refit within test (min of as fitted, re-weighted)
     transfer_band: float
     closed_by_suspects: float     # nats of transfer gap closed by removing the suspects
     residual: float               # transfer gap left after removing the suspects
@@ -675,22 +675,23 @@ class _Transfer:
             return self.cache[key]
         k, y = self.k, self.yte
         if len(drop) == self.Xtr.shape[1]:
-            ll_t = _ll_rows(np.tile(self.pi_te, (len(y), 1)), y)
+            ll_t = ll_rw = _ll_rows(np.tile(self.pi_te, (len(y), 1)), y)
             ll_cv = np.empty(len(y))
             for tr, te in _folds(y, 3, self.seed):
                 ll_cv[te] = _ll_rows(np.tile(np.clip(_shares(y[tr], k), _EPS, None),
                                              (len(te), 1)), y[te])
         else:
             Xtr, Xte, cat = self._matrices(drop, fill)
-            P = prior_correction(np.clip(_full_proba(_proxy(Xtr, self.ytr, cat, self.seed),
-                                                     Xte, k), _EPS, None),
-                                 self.pi_tr, self.pi_te)
+            P = np.clip(_full_proba(_proxy(Xtr, self.ytr, cat, self.seed), Xte, k), _EPS, None)
             ll_t = _ll_rows(P, y)
+            ll_rw = _ll_rows(prior_correction(P, self.pi_tr, self.pi_te), y)
             ll_cv = np.empty(len(y))
             for tr, te in _folds(y, 3, self.seed):
                 ll_cv[te] = _ll_rows(_full_proba(_proxy(Xte[tr], y[tr], cat, self.seed),
                                                  Xte[te], k), y[te])
-        self.cache[key] = _gap_stat(ll_t, ll_cv)
+        # as fitted (a covariate shift keeps P(y | x)) and re-weighted to test's shares (a
+        # prior shift keeps P(x | y)): the relationship changed only if both lose
+        self.cache[key] = min(_gap_stat(ll_t, ll_cv), _gap_stat(ll_rw, ll_cv))
         return self.cache[key]
 
 
