@@ -121,12 +121,14 @@ RULES = {r.name: r for r in (
              "every feature agrees on the estimated test class shares, as a prior shift "
              "implies"),
     RuleSpec("class_conditional_holds",
-             "number of non-suspect features still shifted after re-weighting train to test's "
-             "class shares", 0.0, "as marginal_shift",
+             "number of non-suspect features whose P(x | y) shifted (marginal_shift)", 0.0,
+             "as marginal_shift",
              "the class shares explain the input shift, P(x | y) holds"),
     RuleSpec("marginal_shift",
-             "KS statistic (numeric) or Cramer's V (categorical), train re-weighted to test's "
-             "class shares when test has labels", 0.10, "p < 0.01 (effective sample sizes)",
+             "KS statistic (numeric) or Cramer's V (categorical) of P(x | y), the largest over "
+             "the classes (labelled test), or of P(x) with train re-weighted to the EM class "
+             "shares (unlabelled)", 0.10,
+             "p < 0.01 (Bonferroni over classes; effective sample sizes)",
              "the feature's distribution moved"),
     RuleSpec("adversarial_auc",
              "out-of-fold ROC AUC of a train-vs-test classifier, missingness hidden", 0.60,
@@ -440,6 +442,28 @@ def _marginal_shift(train, test, numeric, categorical, w, thr):
     out = pd.DataFrame(rows, columns=["feature", "kind", "shift_test", "shift_effect",
                                       "shift_p"]).set_index("feature")
     out["shift_threshold"] = thr
+    out["shifted"] = (out["shift_effect"] > thr) & (out["shift_p"] < 0.01)
+    return out
+
+
+def _class_conditional_shift(train, test, y_tr, y_te, numeric, categorical, k, thr,
+                             min_rows=30):
+    """Shift of P(x_j | y): the largest per-class effect (KS or Cramer's V) over the classes
+    with >= ``min_rows`` rows in both files, its p-value Bonferroni-corrected by the number
+    of classes compared. Same columns as :func:`_marginal_shift`."""
+    parts = []
+    for c in range(k):
+        a, b = y_tr == c, y_te == c
+        if a.sum() >= min_rows and b.sum() >= min_rows:
+            parts.append(_marginal_shift(train[a], test[b], numeric, categorical,
+                                         np.ones(int(a.sum())), thr))
+    if not parts:
+        return _marginal_shift(train, test, numeric, categorical, np.ones(len(y_tr)), thr)
+    eff = pd.concat([p["shift_effect"] for p in parts], axis=1).max(axis=1)
+    pv = (pd.concat([p["shift_p"] for p in parts], axis=1).min(axis=1) * len(parts)).clip(
+        upper=1.0)
+    out = parts[0].copy()
+    out["shift_effect"], out["shift_p"] = eff, pv
     out["shifted"] = (out["shift_effect"] > thr) & (out["shift_p"] < 0.01)
     return out
 
@@ -885,9 +909,12 @@ def diagnose(train, test, target, numeric, categorical, *, model=None, seed=0,
                                th))
 
         # -- per feature: marginal shift (train re-weighted to test's shares), conditional
-        w = (pi_te / np.clip(pi_tr, _EPS, None))[y_tr] if (labelled or moved) \
-            else np.ones(len(y_tr))
-        ev = _marginal_shift(train, test, numeric, categorical, w, th["marginal_shift"])
+        if labelled:
+            ev = _class_conditional_shift(train, test, y_tr, y_te, numeric, categorical, k,
+                                          th["marginal_shift"])
+        else:
+            w = (pi_te / np.clip(pi_tr, _EPS, None))[y_tr] if moved else np.ones(len(y_tr))
+            ev = _marginal_shift(train, test, numeric, categorical, w, th["marginal_shift"])
         if labelled:
             raw = _marginal_shift(train, test, numeric, categorical, np.ones(len(y_tr)),
                                   th["marginal_shift"])
@@ -1086,7 +1113,7 @@ def explain(diagnosis):
     if d.shifted_features:
         out.append("Inputs moved: " + ", ".join(
             f"{c} ({ev.loc[c, 'shift_test']} {ev.loc[c, 'shift_effect']:.3f})"
-            for c in d.shifted_features) + (" after re-weighting train to test's class shares"
+            for c in d.shifted_features) + (" within a class (P(x | y) changed)"
                                             if d.labelled else "") + ".")
     adv = d.adversarial
     out.append(f"Adversarial validation tells train from test with AUC {adv['auc_no_missing']:.3f}"
