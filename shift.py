@@ -674,12 +674,13 @@ class _Transfer:
     """Log loss of a train-fitted proxy on test against a proxy refitted within test, for
     any subset of columns left out (dropped) or hot-decked (missingness removed)."""
 
-    def __init__(self, Xtr, ytr, Xte, yte, cat_mask, k, seed):
+    def __init__(self, Xtr, ytr, Xte, yte, cat_mask, k, seed, P_all=None):
         self.Xtr, self.ytr, self.Xte, self.yte = Xtr, ytr, Xte, yte
         self.cat, self.k, self.seed = cat_mask, k, seed
         self.pi_tr = np.clip(_shares(ytr, k), _EPS, None)
         self.pi_te = np.clip(_shares(yte, k), _EPS, None)
         self.cache = {}
+        self.P_all = P_all          # test probabilities of the proxy on all columns, if known
 
     def _matrices(self, drop, fill):
         rng = np.random.default_rng(self.seed)
@@ -706,7 +707,9 @@ class _Transfer:
                                              (len(te), 1)), y[te])
         else:
             Xtr, Xte, cat = self._matrices(drop, fill)
-            P = np.clip(_full_proba(_proxy(Xtr, self.ytr, cat, self.seed), Xte, k), _EPS, None)
+            P = self.P_all if (not drop and not fill and self.P_all is not None) else \
+                _full_proba(_proxy(Xtr, self.ytr, cat, self.seed), Xte, k)
+            P = np.clip(P, _EPS, None)
             ll_t = _ll_rows(P, y)
             ll_rw = _ll_rows(prior_correction(P, self.pi_tr, self.pi_te), y)
             ll_cv = np.empty(len(y))
@@ -812,7 +815,7 @@ def _null_tv(pi, n1, n2, rng, sims=300):
 
 
 def diagnose(train, test, target, numeric, categorical, *, model=None, seed=0,
-             thresholds=None, max_rows=20000):
+             thresholds=None, max_rows=15000):
     """Diagnose how ``test`` differs from ``train`` and what that does to a model.
 
     Parameters
@@ -835,8 +838,9 @@ def diagnose(train, test, target, numeric, categorical, *, model=None, seed=0,
     seed : int, default 0
     thresholds : dict, optional
         ``{rule name: value}`` overriding :data:`RULES` thresholds.
-    max_rows : int, default 20000
-        Train rows used by the model-level checks (a random subsample above it).
+    max_rows : int, default 15000
+        Train rows used by the proxy model and the single-feature train CV (a random
+        subsample above it; 20% of train is always held out for validation).
 
     Returns
     -------
@@ -946,8 +950,8 @@ def diagnose(train, test, target, numeric, categorical, *, model=None, seed=0,
 
         # -- model level: transfer gap, closure by suspects, greedy leave-out
         if labelled:
-            sub = rng.choice(len(y_tr), min(len(y_tr), max_rows), replace=False)
-            tr = _Transfer(Xtr[sub], y_tr[sub], Xte, y_te, cat_mask, k, seed)
+            tr = _Transfer(Xtr[fit], y_tr[fit], Xte, y_te, cat_mask, k, seed,
+                           None if model is not None else P_te)
             g0, b0 = tr.gap()
             tgap = g0 > max(b0, th["model_transfer_gap"])
             rules.append(_rule("model_transfer_gap", None, g0, th["model_transfer_gap"], b0,
