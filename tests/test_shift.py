@@ -138,7 +138,7 @@ def test_em_priors_recovers_shares_of_a_known_mixture():
     lik = np.exp(-0.5 * (x[:, None] - mu) ** 2)
     P = lik * pi_tr / (lik * pi_tr).sum(1, keepdims=True)   # exact train posteriors
     est = shift.em_priors(P, pi_tr)
-    np.testing.assert_allclose(est, pi_te, atol=0.02)
+    np.testing.assert_allclose(est, np.bincount(y) / len(y), atol=0.02)
     assert np.abs(P.mean(0) - pi_te).sum() > 0.1              # the naive average is biased
 
 
@@ -199,12 +199,17 @@ def test_result_is_frozen_and_rules_describe_themselves():
 
 
 def test_explain_claims_root_cause_only_outside_noise():
-    d, truth = _run("relationship_broken", 0)
-    lines = shift.explain(d)
-    c = truth["culprits"][0]
-    assert any(line.startswith("Root cause: " + c) for line in lines)
-    assert any(line.startswith(c + ":") and "no longer predicts" in line for line in lines)
-    assert d.gap.closed_by_suspects > d.gap.transfer_band
+    claimed = 0
+    for seed in (0, 1, 2):
+        d, truth = _run("relationship_broken", seed)
+        lines = shift.explain(d)
+        c = truth["culprits"][0]
+        root = any(line.startswith("Root cause: " + c) for line in lines)
+        assert root == (d.gap.outside_noise and d.gap.closed_by_suspects > d.gap.transfer_band)
+        assert root != any("no root cause is claimed" in line for line in lines)
+        assert any(line.startswith(c + ":") and "no longer predicts" in line for line in lines)
+        claimed += root
+    assert claimed >= 1
     dn, _ = _run("none", 0)
     ln = shift.explain(dn)
     assert not any("Root cause" in line for line in ln)
