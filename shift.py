@@ -43,7 +43,7 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
@@ -171,8 +171,8 @@ def _fmt(x):
     return "n/a" if x is None or not np.isfinite(x) else f"{x:.4g}"
 
 
-def _rule(name, subject, value, threshold, band, fired, thresholds):
-    del thresholds
+def _rule(name, subject, value, threshold, band, fired):
+    """A :class:`Rule` of the spec ``name`` (its statistic text comes from :data:`RULES`)."""
     return Rule(name, subject, RULES[name].statistic, float(value), float(threshold),
                 float(band), bool(fired))
 
@@ -592,10 +592,10 @@ def _conditional(name, kind, v_tr, y_tr, v_te, y_te, k, seed, max_rows, th):
                gap_band=max(b_fit, b_rw), gap_threshold=thr,
                pps_train=_pps(y_tr[sub], pred_tr, k), pps_test=_pps(y_te, pred_te, k),
                conditional_shift=bool(fired), relationship_gone=gone)
-    rules = [_rule("conditional_shift", name, stat, thr, max(b_fit, b_rw), fired, th)]
+    rules = [_rule("conditional_shift", name, stat, thr, max(b_fit, b_rw), fired)]
     if fired:
         rules.append(_rule("relationship_gone", name, ratio, th["relationship_gone"],
-                           info_band / info_tr if info_tr > 0 else float("nan"), gone, th))
+                           info_band / info_tr if info_tr > 0 else float("nan"), gone))
     return row, rules
 
 
@@ -619,7 +619,7 @@ def _missingness(name, m_tr, y_tr, m_te, y_te, k, seed, th):
     ct = ct[:, ct.sum(0) > 0]
     p = float(stats.chi2_contingency(ct, correction=False)[1]) if ct.shape[1] > 1 else 1.0
     signal = tv_tr >= th["missingness_signal"] and p < 0.01
-    rules = [_rule("missingness_signal", name, tv_tr, th["missingness_signal"], 0.0, signal, th)]
+    rules = [_rule("missingness_signal", name, tv_tr, th["missingness_signal"], 0.0, signal)]
     row.update(missing_tv_train=tv_tr, missing_p_train=p)
     if not signal:
         return row, rules
@@ -647,7 +647,7 @@ def _missingness(name, m_tr, y_tr, m_te, y_te, k, seed, th):
     band = _Z * math.sqrt(var)
     gone = bool(np.isfinite(drop) and drop >= max(thr, band))
     row.update(missing_tv_test=tv_te, missing_vanished=bool(vanished), missingness=gone)
-    rules.append(_rule("missingness_gone", name, drop, thr, band, gone, th))
+    rules.append(_rule("missingness_gone", name, drop, thr, band, gone))
     return row, rules
 
 
@@ -740,7 +740,7 @@ def _leave_out(tr, names, start_drop, start_fill, th, max_steps=3):
         best = max(cands, key=lambda j: closure[j])
         ok = closure[best] >= th["leave_out_closure"] and gap - res[best][0] > band
         rules.append(_rule("leave_out_closure", names[best], closure[best],
-                           th["leave_out_closure"], band / gap, ok, th))
+                           th["leave_out_closure"], band / gap, ok))
         if not ok:
             break
         drop.add(best)
@@ -752,7 +752,7 @@ def _leave_out(tr, names, start_drop, start_fill, th, max_steps=3):
             if j not in group and c >= th["leave_out_closure"] and c * g0 > b0:
                 group.append(j)
                 rules.append(_rule("leave_out_closure", names[j], c, th["leave_out_closure"],
-                                   b0 / g0, True, th))
+                                   b0 / g0, True))
     if group:
         gap, band = tr.gap(set(start_drop) | set(group), start_fill)
     return group, rules, (gap, band)
@@ -890,11 +890,11 @@ def diagnose(train, test, target, numeric, categorical, *, model=None, seed=0,
             p_chi, source = float("nan"), "em"
         tv = _tv(pi_tr, pi_te)
         moved = tv >= max(th["prior_shift"], band_tv) and (not labelled or p_chi < 0.01)
-        rules.append(_rule("prior_shift", None, tv, th["prior_shift"], band_tv, moved, th))
+        rules.append(_rule("prior_shift", None, tv, th["prior_shift"], band_tv, moved))
         if moved and not labelled:      # EM assumes P(x | y) holds: check it feature by feature
             ok, worst, who, band_w = _em_consistency(Xtr, y_tr, Xte, names, kinds_of, k, seed,
                                                      pi_te, band_tv, rng)
-            rules.append(_rule("em_consistent", who, worst, th["em_consistent"], band_w, ok, th))
+            rules.append(_rule("em_consistent", who, worst, th["em_consistent"], band_w, ok))
             moved = ok
         priors = Priors(classes, tuple(pi_tr), tuple(pi_te), source, tuple(predicted), p_chi,
                         tv, band_tv)
@@ -909,8 +909,7 @@ def diagnose(train, test, target, numeric, categorical, *, model=None, seed=0,
             lg = float(ll_t.mean() - ll_v.mean())
             lse = math.sqrt(ll_t.var() / len(ll_t) + ll_v.var() / len(ll_v))
             outside = acc_v - acc_t > _Z * se
-            rules.append(_rule("gap_outside_noise", None, acc_v - acc_t, 0.0, _Z * se, outside,
-                               th))
+            rules.append(_rule("gap_outside_noise", None, acc_v - acc_t, 0.0, _Z * se, outside))
 
         # -- per feature: marginal shift (train re-weighted to test's shares), conditional
         if labelled:
@@ -935,8 +934,8 @@ def diagnose(train, test, target, numeric, categorical, *, model=None, seed=0,
                     suspects.append(Suspect(c, kind, "conditional_shift",
                                             min(row["gap_fitted"], row["gap_reweighted"]),
                                             row["gap_threshold"]))
-            row, rr = _missingness(c, np.isnan(Xtr[:, j]), y_tr, np.isnan(Xte[:, j]), y_te, k,
-                                   seed, th)
+            row, rr = _missingness(c, train[c].isna().to_numpy(), y_tr,
+                                   test[c].isna().to_numpy(), y_te, k, seed, th)
             rows_m.append(row)
             rules += rr
             if row.get("missingness"):
@@ -955,7 +954,7 @@ def diagnose(train, test, target, numeric, categorical, *, model=None, seed=0,
             g0, b0 = tr.gap()
             tgap = g0 > max(b0, th["model_transfer_gap"])
             rules.append(_rule("model_transfer_gap", None, g0, th["model_transfer_gap"], b0,
-                               tgap, th))
+                               tgap))
             drop = frozenset(names.index(s.feature) for s in suspects if s.kind != "missingness")
             fill = frozenset(names.index(s.feature) for s in suspects
                              if s.kind == "missingness") - drop
@@ -970,7 +969,7 @@ def diagnose(train, test, target, numeric, categorical, *, model=None, seed=0,
                                             th["leave_out_closure"]))
             resid_fire = tgap and group_g > max(group_b, th["unexplained_gap"])
             rules.append(_rule("unexplained_gap", None, group_g, th["unexplained_gap"], group_b,
-                               resid_fire, th))
+                               resid_fire))
             gap = Gap(acc_v, acc_t, acc_v - acc_t, (acc_v - acc_t - _Z * se,
                                                     acc_v - acc_t + _Z * se),
                       float(ll_v.mean()), float(ll_t.mean()), lg, (lg - _Z * lse, lg + _Z * lse),
@@ -992,12 +991,12 @@ def diagnose(train, test, target, numeric, categorical, *, model=None, seed=0,
     shifted = sorted(c for c in names if bool(ev.loc[c, "shifted"]))
     still = [c for c in shifted if c not in blamed]
     adv_fire = auc >= th["adversarial_auc"] and not moved   # a prior shift moves x too
-    rules.append(_rule("adversarial_auc", None, auc, th["adversarial_auc"], 0.0, adv_fire, th))
+    rules.append(_rule("adversarial_auc", None, auc, th["adversarial_auc"], 0.0, adv_fire))
     for c in names:
         rules.append(_rule("marginal_shift", c, ev.loc[c, "shift_effect"], th["marginal_shift"],
-                           0.0, bool(ev.loc[c, "shifted"]), th))
+                           0.0, bool(ev.loc[c, "shifted"])))
     holds = len(still) == 0
-    rules.append(_rule("class_conditional_holds", None, len(still), 0.0, 0.0, holds, th))
+    rules.append(_rule("class_conditional_holds", None, len(still), 0.0, 0.0, holds))
     kinds = {s.kind for s in suspects}
     if still or adv_fire:
         kinds.add("covariate_shift")
