@@ -1086,8 +1086,11 @@ def explain(diagnosis):
     verb = "moved" if any(r.fired for r in d.rules if r.name == "prior_shift") else \
         "did not move beyond noise"
     src = "estimated by EM from the predictions" if pr.source == "em" else "from the labels"
-    out.append(f"Class shares (test {src}) {verb}: total variation {pr.total_variation:.3f} "
-               f"(noise band {pr.band:.3f}); " + ", ".join(
+    pure = ("prior_shift" in d.verdict.kinds)
+    why = ("" if verb != "moved" else " and P(x | label) holds (a prior shift)" if pure else
+           " but P(x | label) changed too, so this is not a pure prior shift")
+    out.append(f"Class shares (test {src}) {verb}{why}: total variation "
+               f"{pr.total_variation:.3f} (noise band {pr.band:.3f}); " + ", ".join(
                    f"{c}: {a:.3f} -> {b:.3f}" for c, a, b in zip(pr.classes, pr.train, pr.test))
                + ".")
     ev = d.evidence
@@ -1133,6 +1136,10 @@ def explain(diagnosis):
             out.append(f"Suspects {', '.join(d.suspect_features)} are named, but the gap is "
                        + ("within noise" if not g.outside_noise else
                           "not measurably closed by removing them") + ": no root cause is claimed.")
+        if g.outside_noise and g.transfer_gap <= g.transfer_band and not d.suspects:
+            out.append("The train-fitted proxy predicts test as well as a model refitted within "
+                       "test, so the accuracy drop comes from where the test rows lie (or from "
+                       "the class shares), not from a changed relationship.")
         if "unexplained" in d.verdict.kinds:
             out.append(f"Unexplained: {g.residual:.3f} nats of transfer gap (band "
                        f"{g.transfer_band:.3f}) and an accuracy gap of {g.accuracy_gap:+.3f} "
