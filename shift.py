@@ -881,12 +881,23 @@ def diagnose(train, test, target, numeric, categorical, *, model=None, seed=0,
             band_tv = _null_tv((ct.sum(0) / ct.sum()), len(y_tr), len(y_te), rng)
             source = "labels"
         else:
-            pi_te = em_priors(np.clip(P_te, _EPS, None), np.clip(pi_tr, _EPS, None))
-            boots = [em_priors(np.clip(P_te[b], _EPS, None), np.clip(pi_tr, _EPS, None),
+            # a train-only missingness signal moves the predictions without any prior shift:
+            # EM runs on a proxy that cannot see missingness in those columns
+            gone = [j for j, c in enumerate(names) if _missingness(
+                c, train[c].isna().to_numpy(), y_tr, test[c].isna().to_numpy(), None, k, seed,
+                th)[0].get("missingness")]
+            P_em = P_te
+            if gone:
+                Xf_tr, Xf_te = Xtr[fit].copy(), Xte.copy()
+                Xf_tr[:, gone] = _hot_deck(Xf_tr[:, gone], rng)
+                Xf_te[:, gone] = _hot_deck(Xf_te[:, gone], rng)
+                P_em = _full_proba(_proxy(Xf_tr, y_tr[fit], cat_mask, seed), Xf_te, k)
+            pi_te = em_priors(np.clip(P_em, _EPS, None), np.clip(pi_tr, _EPS, None))
+            boots = [em_priors(np.clip(P_em[b], _EPS, None), np.clip(pi_tr, _EPS, None),
                                tol=1e-6)
-                     for b in (rng.integers(0, len(P_te), len(P_te)) for _ in range(30))]
+                     for b in (rng.integers(0, len(P_em), len(P_em)) for _ in range(30))]
             band_tv = float(np.quantile([_tv(b, pi_te) for b in boots], 0.99)) \
-                + _null_tv(pi_tr, len(y_tr), len(P_te), rng)
+                + _null_tv(pi_tr, len(y_tr), len(P_em), rng)
             p_chi, source = float("nan"), "em"
         tv = _tv(pi_tr, pi_te)
         moved = tv >= max(th["prior_shift"], band_tv) and (not labelled or p_chi < 0.01)
