@@ -657,10 +657,28 @@ _PROXY = dict(max_iter=100, learning_rate=0.1, max_leaf_nodes=15, min_samples_le
               early_stopping=True, validation_fraction=0.15, n_iter_no_change=5)
 
 
+class _Constant:
+    """The proxy of a one-class fold: always that class."""
+
+    def __init__(self, label):
+        self.classes_ = np.array([label])
+
+    def predict_proba(self, X):
+        return np.ones((len(X), 1))
+
+
 def _proxy(X, y, cat_mask, seed):
+    """HistGradientBoosting with early stopping on an internal split of (X, y); without it
+    when a class has too few rows to stratify that split."""
+    labels, counts = np.unique(y, return_counts=True)
+    if len(labels) == 1:
+        return _Constant(labels[0])
+    cfg = dict(_PROXY)
+    if counts.min() < 10:
+        cfg.update(early_stopping=False, max_iter=40)
     cats = cat_mask if cat_mask.any() else None
     return HistGradientBoostingClassifier(categorical_features=cats, random_state=seed,
-                                          **_PROXY).fit(X, y)
+                                          **cfg).fit(X, y)
 
 
 def _full_proba(model, X, k):

@@ -261,3 +261,17 @@ def test_real_data_amenity_score_relationship_broken(shared_data_dir):
     assert d.verdict.kind == "relationship_broken"
     assert "unexplained" not in d.verdict.kinds
     assert d.gap.outside_noise and d.gap.residual < d.gap.transfer_band
+
+
+def test_rare_class_and_few_rows_do_not_crash():
+    """A class with 3 train rows (cannot stratify early stopping) and a tiny test file."""
+    tr, te, target, num, cat, _ = shift.make_shift_dataset("none", 3, 1200, 400)
+    tr, te = tr.copy(), te.copy()
+    tr[target], te[target] = tr[target].astype(object), te[target].astype(object)
+    tr.loc[tr.index[:3], target] = "rare"
+    te.loc[te.index[:1], target] = "rare"
+    d = shift.diagnose(tr, te, target, num, cat)
+    assert "rare" in d.priors.classes and len(d.priors.classes) == len(d.priors.train)
+    assert d.verdict.kinds == ("none",)
+    small = shift.diagnose(tr.iloc[:200], te.iloc[:100], target, num[:1], [])
+    assert small.suspect_features == () and small.gap is not None
