@@ -229,7 +229,41 @@ class Priors:
 
 @dataclass(frozen=True)
 class Diagnosis:
-    """Everything :func:`diagnose` found (frozen; see :meth:`to_dict` for JSON)."""
+    """Everything :func:`diagnose` found (frozen; see :meth:`to_dict` for JSON).
+
+    Attributes
+    ----------
+    verdict : Verdict
+        ``kinds`` (tuple of :data:`KINDS`, ``("none",)`` when nothing holds) and ``kind``
+        (the primary one, first of ``kinds`` in the order of ``_PRIMARY_ORDER``).
+    suspects : tuple of Suspect
+        ``feature``, ``kind`` (its mechanism), ``rule`` and ``statistic``/``threshold`` of
+        the rule that fired, in column order.
+    suspect_features : tuple of str
+        Raw column names of the suspects, sorted.
+    shifted_features : tuple of str
+        Columns whose P(x | y) (labelled) or P(x) (unlabelled) moved, sorted.
+    gap : Gap or None
+        Validation vs test accuracy and log loss with 99% intervals, and the model
+        transfer gap (nats), its band, how much removing the suspects closes and the
+        residual. None without test labels.
+    priors : Priors
+        Class vocabulary, train and test shares (labels or EM), mean predicted shares on
+        test, chi-square p, total variation and its noise band.
+    evidence : DataFrame of shape (n_features, n_columns)
+        One row per feature: marginal / class-conditional shift, conditional-shift gaps,
+        information in train and within test, pps (descriptive), missingness statistics
+        and adversarial permutation AUC drops.
+    rules : tuple of Rule
+        Every rule applied, fired or not, with ``description``.
+    adversarial : dict
+        ``auc_no_missing`` (all features), ``auc_without_suspects`` and ``threshold``.
+    labelled : bool
+    skipped : tuple of str
+        The checks that needed test labels (empty when test has them).
+    seconds : float
+        Wall time of :func:`diagnose`.
+    """
 
     verdict: Verdict
     suspects: tuple
