@@ -1,0 +1,1433 @@
+"""Part D: why does a model trained on ``train`` fail on ``test``? (the shift diagnosis)
+
+``diagnose(train, test, target, numeric, categorical)`` returns a frozen
+:class:`Diagnosis`: a verdict (one or several *kinds* of shift), the suspect
+features with their mechanism, the validation-vs-test gap with its confidence
+interval, the per-feature evidence table, the class priors of both files and
+every :class:`Rule` that was applied (fired or not). It writes nothing.
+
+The kinds, and the statistic that decides each (every rule is a named entry of
+:data:`RULES`; its description is generated from its fields):
+
+- ``covariate_shift``: the inputs moved (marginal KS / Cramer's V after
+  re-weighting train to test's class shares, adversarial validation AUC), the
+  relationships hold. It names no suspect.
+- ``prior_shift``: the class shares moved (chi-square + total variation; EM
+  estimate of Saerens, Latinne & Decaestecker 2002 without test labels) while
+  P(x | y) holds (no feature shifts once train is re-weighted to test's shares).
+- ``relationship_broken`` / ``concept_shift``: the train-fitted model of
+  P(y | x_j) for one feature (missing values excluded: missingness is its own
+  check) loses log loss on test against the same model refitted within test by
+  cross-validation, both as fitted and re-weighted to test's class shares. If
+  the refit within test is no better than the class prior the relationship is
+  gone (broken: shortcut, leak, ID-like column); otherwise it is a different
+  one (concept shift).
+- ``missingness``: whether a value is missing carries the label in train
+  (total variation between P(y | missing) and P(y | present)) and no longer
+  does in test (missingness vanished or its association dropped).
+- ``interaction``: a proxy model (HistGradientBoosting) fitted on train loses
+  log loss on test against a model refitted within test; removing the
+  single-feature suspects does not close that gap, a greedy leave-out of
+  further features does.
+- ``unexplained``: a gap beyond noise that no check accounts for (its size is
+  reported).
+- ``none``: no gap beyond noise and nothing shifted.
+
+Nothing here is chosen on test: thresholds are fixed in :data:`RULES`, the
+proxy model's settings are constants, and the test labels are used only to
+measure. Helpers for Part D's mitigations: :func:`prior_correction`,
+:func:`em_priors`, :func:`mitigations_for`. :func:`make_shift_dataset` plants
+each mechanism on a randomly drawn schema (tests and sweeps).
+"""
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+from scipy import stats
+from sklearn.ensemble import HistGradientBoostingClassifier
+from sklearn.metrics import roc_auc_score
+from sklearn.model_selection import KFold, StratifiedKFold
+from sklearn.tree import DecisionTreeClassifier
+from threadpoolctl import threadpool_limits
+
+from prep import _check_features, _check_range, _codes, to_jsonable
+
+KINDS = ("none", "covariate_shift", "prior_shift", "relationship_broken", "concept_shift",
+         "missingness", "interaction", "unexplained")
+# order in which the primary kind is chosen when several hold (the most actionable first)
+_PRIMARY_ORDER = ("relationship_broken", "concept_shift", "missingness", "interaction",
+                  "prior_shift", "unexplained", "covariate_shift", "none")
+_EPS = 1e-6            # probability floor for log loss
+_Z = 2.576             # two-sided 99% normal quantile: every noise band is z * standard error
+_MAX_CAT_LEVELS = 250  # HistGradientBoosting's native categorical limit (rarer levels pooled)
+
+
+# -- rules ------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class RuleSpec:
+    """A decision rule: what is measured, its threshold and how its noise band is formed."""
+
+    name: str
+    statistic: str
+    threshold: float
+    noise: str
+    meaning: str
+
+
+RULES = {r.name: r for r in (
+    RuleSpec("gap_outside_noise", "validation accuracy - test accuracy", 0.0,
+             "z=2.58 x binomial standard error of the difference",
+             "test accuracy is lower than validation accuracy beyond sampling noise"),
+    RuleSpec("model_transfer_gap",
+             "log loss on test of the train-fitted proxy (the smaller of: as fitted, re-weighted "
+             "to test's class shares) - log loss of the proxy refitted within test by CV", 0.01,
+             "z=2.58 x standard error of the per-row loss difference",
+             "a model of all features transfers worse than one learnt within test"),
+    RuleSpec("conditional_shift",
+             "min(log-loss gap as fitted, log-loss gap re-weighted to test's class shares) of "
+             "the train-fitted P(y | feature) against its refit within test", 0.01,
+             "z=2.58 x standard error of the per-row loss difference (threshold also >= 10% "
+             "of the feature's information in train)",
+             "the feature's relationship with the label changed"),
+    RuleSpec("relationship_gone",
+             "information of the feature about the label within test (prior log loss - CV "
+             "log loss) / the same within train", 0.25,
+             "z=2.58 x standard error of the within-test information",
+             "the feature no longer predicts the label in test (broken), else it predicts it "
+             "differently (concept shift)"),
+    RuleSpec("missingness_signal",
+             "total variation between P(y | missing) and P(y | present) in train", 0.10,
+             "chi-square p < 0.01 and at least 10 missing rows",
+             "whether the value is missing carries the label in train"),
+    RuleSpec("missingness_gone",
+             "drop of that total variation from train to test (test TV = 0 when missingness "
+             "vanished: test rate < train rate / 4)", 0.5,
+             "threshold is a share of the train TV; band z=2.58 x parametric-bootstrap sd",
+             "the missingness signal of train is not there in test"),
+    RuleSpec("prior_shift", "total variation of the class shares, train vs test", 0.05,
+             "99th percentile of the TV between two samples of these sizes from one "
+             "distribution; chi-square p < 0.01",
+             "the class shares moved"),
+    RuleSpec("em_consistent",
+             "largest total variation between the EM class shares of the model and those of "
+             "one informative feature's P(y | x_j) (no test labels)", 0.0,
+             "1.5 x 99th percentile of that feature's bootstrap EM spread + the model's band "
+             "(features with >= 0.1 nats of train information only)",
+             "every feature agrees on the estimated test class shares, as a prior shift "
+             "implies"),
+    RuleSpec("class_conditional_holds",
+             "number of non-suspect features whose P(x | y) shifted (marginal_shift)", 0.0,
+             "as marginal_shift",
+             "the class shares explain the input shift, P(x | y) holds"),
+    RuleSpec("marginal_shift",
+             "KS statistic (numeric) or Cramer's V (categorical) of P(x | y), the largest over "
+             "the classes (labelled test), or of P(x) with train re-weighted to the EM class "
+             "shares (unlabelled)", 0.10,
+             "p < 0.01 (Bonferroni over classes; effective sample sizes)",
+             "the feature's distribution moved"),
+    RuleSpec("adversarial_auc",
+             "out-of-fold ROC AUC of a train-vs-test classifier, missingness hidden", 0.60,
+             "threshold only (AUC 0.5 = indistinguishable)",
+             "the inputs' joint distribution moved"),
+    RuleSpec("leave_out_closure",
+             "share of the remaining model transfer gap closed by leaving a feature out", 0.5,
+             "closure must also exceed the gap's noise band",
+             "the feature takes part in a relationship that exists in train and not in test"),
+    RuleSpec("unexplained_gap",
+             "model transfer gap left after removing every suspect", 0.01,
+             "z=2.58 x standard error of the per-row loss difference",
+             "part of the gap is accounted for by no check"),
+)}
+
+
+@dataclass(frozen=True)
+class Rule:
+    """One application of a :class:`RuleSpec`: its value, band and whether it fired."""
+
+    name: str
+    subject: str | None
+    statistic: str
+    value: float
+    threshold: float
+    noise_band: float
+    fired: bool
+
+    @property
+    def description(self):
+        spec = RULES[self.name]
+        where = f" for {self.subject}" if self.subject is not None else ""
+        verb = "fired" if self.fired else "did not fire"
+        return (f"rule {self.name}{where} {verb}: {self.statistic} = {_fmt(self.value)} against "
+                f"threshold {_fmt(self.threshold)} and noise band {_fmt(self.noise_band)} "
+                f"({spec.noise}); when it fires: {spec.meaning}.")
+
+
+def _fmt(x):
+    return "n/a" if x is None or not np.isfinite(x) else f"{x:.4g}"
+
+
+def _rule(name, subject, value, threshold, band, fired):
+    """A :class:`Rule` of the spec ``name`` (its statistic text comes from :data:`RULES`)."""
+    return Rule(name, subject, RULES[name].statistic, float(value), float(threshold),
+                float(band), bool(fired))
+
+
+# -- result types -----------------------------------------------------------
+
+@dataclass(frozen=True)
+class Suspect:
+    """A feature blamed for the gap, its mechanism and the statistic that fired."""
+
+    feature: str
+    kind: str
+    rule: str
+    statistic: float
+    threshold: float
+
+
+@dataclass(frozen=True)
+class Verdict:
+    kinds: tuple
+    kind: str
+
+
+@dataclass(frozen=True)
+class Gap:
+    """Validation vs test performance of the proxy model (or the user's model)."""
+
+    val_accuracy: float
+    test_accuracy: float
+    accuracy_gap: float
+    accuracy_ci: tuple
+    val_log_loss: float
+    test_log_loss: float
+    log_loss_gap: float
+    log_loss_ci: tuple
+    outside_noise: bool
+    transfer_gap: float           # proxy vs refit within test (min of as fitted, re-weighted)
+    transfer_band: float
+    closed_by_suspects: float     # nats of transfer gap closed by removing the suspects
+    residual: float               # transfer gap left after removing the suspects
+
+
+@dataclass(frozen=True)
+class Priors:
+    classes: tuple
+    train: tuple
+    test: tuple
+    source: str                   # "labels" or "em" (estimated from predictions)
+    predicted: tuple              # mean predicted class probabilities on test
+    chi2_p: float
+    total_variation: float
+    band: float
+
+
+@dataclass(frozen=True)
+class Diagnosis:
+    """Everything :func:`diagnose` found (frozen; see :meth:`to_dict` for JSON).
+
+    Attributes
+    ----------
+    verdict : Verdict
+        ``kinds`` (tuple of :data:`KINDS`, ``("none",)`` when nothing holds) and ``kind``
+        (the primary one, first of ``kinds`` in the order of ``_PRIMARY_ORDER``).
+    suspects : tuple of Suspect
+        ``feature``, ``kind`` (its mechanism), ``rule`` and ``statistic``/``threshold`` of
+        the rule that fired, in column order.
+    suspect_features : tuple of str
+        Raw column names of the suspects, sorted.
+    shifted_features : tuple of str
+        Columns whose P(x | y) (labelled) or P(x) (unlabelled) moved, sorted.
+    gap : Gap or None
+        Validation vs test accuracy and log loss with 99% intervals, and the model
+        transfer gap (nats), its band, how much removing the suspects closes and the
+        residual. None without test labels.
+    priors : Priors
+        Class vocabulary, train and test shares (labels or EM), mean predicted shares on
+        test, chi-square p, total variation and its noise band.
+    evidence : DataFrame of shape (n_features, n_columns)
+        One row per feature: marginal / class-conditional shift, conditional-shift gaps,
+        information in train and within test, pps (descriptive), missingness statistics
+        and adversarial permutation AUC drops.
+    rules : tuple of Rule
+        Every rule applied, fired or not, with ``description``.
+    adversarial : dict
+        ``auc_no_missing`` (all features), ``auc_without_suspects`` and ``threshold``.
+    labelled : bool
+    skipped : tuple of str
+        The checks that needed test labels (empty when test has them).
+    seconds : float
+        Wall time of :func:`diagnose`.
+    """
+
+    verdict: Verdict
+    suspects: tuple
+    suspect_features: tuple
+    shifted_features: tuple
+    gap: Gap | None
+    priors: Priors
+    evidence: pd.DataFrame = field(repr=False)
+    rules: tuple = field(repr=False)
+    adversarial: dict = field(repr=False)
+    labelled: bool = True
+    skipped: tuple = ()
+    seconds: float = float("nan")
+
+    def to_dict(self):
+        """JSON-able dict (numbers as Python scalars, NaN as None)."""
+        out = {"verdict": {"kind": self.verdict.kind, "kinds": list(self.verdict.kinds),
+                           "suspect_features": list(self.suspect_features),
+                           "suspects": [s.__dict__ for s in self.suspects]},
+               "shifted_features": list(self.shifted_features),
+               "gap": None if self.gap is None else self.gap.__dict__,
+               "priors": self.priors.__dict__, "labelled": self.labelled,
+               "skipped": list(self.skipped), "adversarial": self.adversarial,
+               "rules": [dict(r.__dict__, description=r.description) for r in self.rules],
+               "evidence": self.evidence, "seconds": self.seconds}
+        return to_jsonable(out)
+
+
+# -- small numerics ---------------------------------------------------------
+
+def prior_correction(proba, train_priors, test_priors):
+    """Bayes re-weighting of class probabilities to new class shares.
+
+    p'(y | x) = p(y | x) * pi_test(y) / pi_train(y), renormalised per row; valid when
+    P(x | y) is the same in both files (prior shift).
+
+    Parameters
+    ----------
+    proba : ndarray of shape (n_samples, n_classes)
+    train_priors, test_priors : ndarray of shape (n_classes,)
+
+    Returns
+    -------
+    ndarray of shape (n_samples, n_classes)
+    """
+    p = np.asarray(proba, dtype=np.float64)
+    a = np.asarray(train_priors, dtype=np.float64)
+    b = np.asarray(test_priors, dtype=np.float64)
+    if p.ndim != 2 or a.shape != (p.shape[1],) or b.shape != (p.shape[1],):
+        raise ValueError(f"proba must be (n, k) and both priors (k,); got {p.shape}, {a.shape}, "
+                         f"{b.shape}")
+    if (a <= 0).any() or not np.isfinite(p).all():
+        raise ValueError("train_priors must be > 0 and proba finite; drop classes absent "
+                         "from train first")
+    w = p * (b / a)
+    s = w.sum(axis=1, keepdims=True)
+    return np.where(s > 0, w / np.where(s > 0, s, 1.0), 1.0 / p.shape[1])
+
+
+def em_priors(proba, train_priors, tol=1e-8, max_iter=1000, weights=None):
+    """Test class shares estimated from unlabelled predictions (EM of Saerens et al. 2002).
+
+    Iterates pi <- weighted mean_i prior_correction(proba, train_priors, pi)_i until it
+    moves by less than ``tol``.
+
+    Parameters
+    ----------
+    proba : ndarray of shape (n_samples, n_classes)
+        A calibrated model's probabilities on the unlabelled rows.
+    train_priors : ndarray of shape (n_classes,)
+    weights : ndarray of shape (n_samples,), optional
+        Row counts (e.g. the number of test rows sharing one predicted row).
+
+    Returns
+    -------
+    ndarray of shape (n_classes,)
+    """
+    p = np.asarray(proba, dtype=np.float64)
+    a = np.asarray(train_priors, dtype=np.float64)
+    w = np.ones(len(p)) if weights is None else np.asarray(weights, dtype=np.float64)
+    if p.ndim != 2 or a.shape != (p.shape[1],) or w.shape != (len(p),):
+        raise ValueError(f"proba must be (n, k), train_priors (k,) and weights (n,); got "
+                         f"{p.shape}, {a.shape}, {w.shape}")
+    w = w / w.sum()
+    pi = a.copy()
+    for _ in range(int(max_iter)):
+        new = w @ prior_correction(p, a, pi)
+        if np.abs(new - pi).max() < tol:
+            return new
+        pi = new
+    return pi
+
+
+def _ll_rows(P, y):
+    """Per-row log loss -log P[i, y_i], shape (n,)."""
+    return -np.log(np.clip(P[np.arange(len(y)), y], _EPS, 1.0))
+
+
+def _shares(y, k):
+    return np.bincount(y, minlength=k).astype(np.float64) / max(len(y), 1)
+
+
+def _gap_stat(ll_a, ll_b):
+    """Mean of the paired per-row difference a - b and its z * standard error."""
+    d = ll_a - ll_b
+    se = d.std(ddof=1) / math.sqrt(len(d)) if len(d) > 1 else float("inf")
+    return float(d.mean()), float(_Z * se)
+
+
+def _folds(y, cv, seed):
+    _, counts = np.unique(y, return_counts=True)
+    if len(counts) > 1 and counts.min() >= cv:
+        return StratifiedKFold(n_splits=cv, shuffle=True, random_state=seed).split(y, y)
+    return KFold(n_splits=cv, shuffle=True, random_state=seed).split(y)
+
+
+def _tv(p, q):
+    return float(0.5 * np.abs(np.asarray(p) - np.asarray(q)).sum())
+
+
+# -- inputs -----------------------------------------------------------------
+
+def _classes(train_y, test_y):
+    """Class vocabulary (train's labels, sorted when they sort) and int codes of both."""
+    vals = list(pd.unique(train_y.to_numpy(dtype=object)))
+    try:
+        vals = sorted(vals)
+    except TypeError:
+        vals = sorted(vals, key=repr)
+    idx = pd.Index(vals, dtype=object)
+    y_tr = idx.get_indexer(train_y.to_numpy(dtype=object))
+    y_te = None
+    if test_y is not None:
+        y_te = idx.get_indexer(test_y.to_numpy(dtype=object))
+        if (y_te < 0).any():
+            new = sorted({repr(v) for v in test_y[y_te < 0].unique()})
+            raise ValueError(f"test has label(s) {new} that never occur in train; a model of "
+                             f"train cannot predict them: drop those test rows first")
+    if len(vals) < 2:
+        raise ValueError(f"train's label has a single value {vals!r}; need >= 2 classes")
+    return tuple(vals), y_tr.astype(np.int64), None if y_te is None else y_te.astype(np.int64)
+
+
+def _design(train, test, numeric, categorical):
+    """Proxy-model matrices (n, d): numerics as floats with NaN, categoricals as codes of
+    train's levels (most frequent first, at most 250; rarer and unseen levels -> NaN)."""
+    Xtr, Xte = [], []
+    for c in numeric:
+        Xtr.append(pd.to_numeric(train[c], errors="coerce").to_numpy(dtype=np.float64))
+        Xte.append(pd.to_numeric(test[c], errors="coerce").to_numpy(dtype=np.float64))
+    for c in categorical:
+        levels = train[c].astype(object).value_counts(dropna=True).index[:_MAX_CAT_LEVELS]
+        for X, df in ((Xtr, train), (Xte, test)):
+            codes = _codes(df[c].astype(object), levels)
+            X.append(np.where((codes < 0) | (codes >= len(levels)), np.nan, codes))
+    return np.column_stack(Xtr), np.column_stack(Xte)
+
+
+# -- covariate shift (moved from prep.feature_shift / adversarial_validation) --
+
+def _weighted_ks(a, wa, b):
+    """KS statistic between the weighted ECDF of a and the ECDF of b, and its p-value
+    with the effective size of a."""
+    oa = np.argsort(a, kind="stable")
+    a, wa = a[oa], wa[oa]
+    b = np.sort(b)
+    grid = np.union1d(a, b)
+    Fa = np.cumsum(wa)[np.searchsorted(a, grid, side="right") - 1] / wa.sum()
+    Fa = np.where(np.searchsorted(a, grid, side="right") == 0, 0.0, Fa)
+    Fb = np.searchsorted(b, grid, side="right") / len(b)
+    d = float(np.abs(Fa - Fb).max())
+    n_eff = wa.sum() ** 2 / (wa ** 2).sum()
+    m = len(b)
+    p = float(stats.kstwobign.sf(d * math.sqrt(n_eff * m / (n_eff + m))))
+    return d, p
+
+
+def _marginal_shift(train, test, numeric, categorical, w, thr):
+    """Per-feature marginal shift, train rows weighted by ``w``: DataFrame indexed by feature."""
+    rows = []
+    for c in numeric:
+        a = pd.to_numeric(train[c], errors="coerce").to_numpy(dtype=np.float64)
+        b = pd.to_numeric(test[c], errors="coerce").to_numpy(dtype=np.float64)
+        ok = ~np.isnan(a)
+        b = b[~np.isnan(b)]
+        if ok.sum() and len(b):
+            d, p = _weighted_ks(a[ok], w[ok], b)
+        else:
+            d, p = float("nan"), float("nan")
+        rows.append((c, "numeric", "ks", d, p))
+    for c in categorical:
+        a = train[c].astype(object)
+        b = test[c].astype(object)
+        ok = a.notna().to_numpy()
+        levels = pd.Index(pd.unique(pd.concat([a[ok], b.dropna()]).to_numpy(dtype=object)))
+        ca = levels.get_indexer(a[ok].to_numpy(dtype=object))
+        cb = levels.get_indexer(b.dropna().to_numpy(dtype=object))
+        wa = w[ok]
+        if len(levels) >= 2 and len(ca) and len(cb):
+            n_eff = wa.sum() ** 2 / (wa ** 2).sum()
+            ta = np.bincount(ca, weights=wa, minlength=len(levels)) / wa.sum() * n_eff
+            tb = np.bincount(cb, minlength=len(levels)).astype(np.float64)
+            ct = np.vstack([ta, tb])
+            ct = ct[:, ct.sum(axis=0) > 0]
+            chi2, p, _, _ = stats.chi2_contingency(ct, correction=False)
+            v = math.sqrt(chi2 / ct.sum())
+        else:
+            v, p = 0.0, 1.0
+        rows.append((c, "categorical", "cramers_v", float(v), float(p)))
+    out = pd.DataFrame(rows, columns=["feature", "kind", "shift_test", "shift_effect",
+                                      "shift_p"]).set_index("feature")
+    out["shift_threshold"] = thr
+    out["shifted"] = (out["shift_effect"] > thr) & (out["shift_p"] < 0.01)
+    return out
+
+
+def _class_conditional_shift(train, test, y_tr, y_te, numeric, categorical, k, thr,
+                             min_rows=30):
+    """Shift of P(x_j | y): the largest per-class effect (KS or Cramer's V) over the classes
+    with >= ``min_rows`` rows in both files, its p-value Bonferroni-corrected by the number
+    of classes compared. Same columns as :func:`_marginal_shift`."""
+    parts = []
+    for c in range(k):
+        a, b = y_tr == c, y_te == c
+        if a.sum() >= min_rows and b.sum() >= min_rows:
+            parts.append(_marginal_shift(train[a], test[b], numeric, categorical,
+                                         np.ones(int(a.sum())), thr))
+    if not parts:
+        return _marginal_shift(train, test, numeric, categorical, np.ones(len(y_tr)), thr)
+    eff = pd.concat([p["shift_effect"] for p in parts], axis=1).max(axis=1)
+    pv = (pd.concat([p["shift_p"] for p in parts], axis=1).min(axis=1) * len(parts)).clip(
+        upper=1.0)
+    out = parts[0].copy()
+    out["shift_effect"], out["shift_p"] = eff, pv
+    out["shifted"] = (out["shift_effect"] > thr) & (out["shift_p"] < 0.01)
+    return out
+
+
+def _hot_deck(X, rng):
+    """Fill each NaN with a random observed value of its column: missingness carries no signal."""
+    X = X.copy()
+    for j in range(X.shape[1]):
+        nan = np.isnan(X[:, j])
+        if nan.any() and (~nan).any():
+            X[nan, j] = rng.choice(X[~nan, j], size=int(nan.sum()))
+    return X
+
+
+def _adversarial(Xtr, Xte, cat_mask, seed, max_rows=3000, cv=3, max_iter=40):
+    """Train-vs-test AUC with missingness hidden (hot deck) and per-feature permutation
+    AUC drops: (auc, drops of shape (d,))."""
+    rng = np.random.default_rng(seed)
+    n = min(len(Xtr), len(Xte), max_rows)
+    X = np.vstack([Xtr[rng.choice(len(Xtr), n, replace=False)],
+                   Xte[rng.choice(len(Xte), n, replace=False)]])
+    X = _hot_deck(X, rng)
+    z = np.r_[np.zeros(n, dtype=np.int64), np.ones(n, dtype=np.int64)]
+    oof, drops = np.zeros(2 * n), np.zeros(X.shape[1])
+    for tr, te in StratifiedKFold(cv, shuffle=True, random_state=seed).split(X, z):
+        m = HistGradientBoostingClassifier(
+            max_iter=max_iter, max_leaf_nodes=15, early_stopping=False, random_state=seed,
+            categorical_features=cat_mask if cat_mask.any() else None).fit(X[tr], z[tr])
+        oof[te] = m.predict_proba(X[te])[:, 1]
+        auc = roc_auc_score(z[te], oof[te])
+        for j in range(X.shape[1]):
+            Xp = X[te].copy()
+            Xp[:, j] = Xp[rng.permutation(len(te)), j]
+            drops[j] += (auc - roc_auc_score(z[te], m.predict_proba(Xp)[:, 1])) / cv
+    return float(roc_auc_score(z, oof)), drops
+
+
+# -- one feature: P(y | x_j) as fitted on train vs refitted within test ------
+
+_PSEUDO = 10.0   # m-estimate pseudo-counts pulling each cell towards the fold's prior
+
+
+class _Cells:
+    """P(y | x) of one column as smoothed class counts per cell (tree leaf or level)."""
+
+    def __init__(self, kind, k, seed):
+        self.kind, self.k, self.seed = kind, k, seed
+
+    def _cell(self, v):
+        if self.kind == "categorical":
+            return self.index.get_indexer(v)                    # unseen level -> -1
+        return self.tree.apply(v[:, None].astype(np.float32))
+
+    def fit(self, v, y):
+        self.prior = _shares(y, self.k)
+        if self.kind == "categorical":
+            self.index = pd.Index(np.unique(v))
+        else:
+            leaf = max(20, len(y) // 100)
+            self.tree = DecisionTreeClassifier(max_leaf_nodes=16, min_samples_leaf=leaf,
+                                               random_state=self.seed).fit(v[:, None], y)
+        cells = self._cell(v)
+        self.ncell = int(cells.max()) + 1
+        counts = np.zeros((self.ncell, self.k))
+        np.add.at(counts, (cells, y), 1.0)
+        self.table = (counts + _PSEUDO * self.prior) / (counts.sum(1, keepdims=True) + _PSEUDO)
+        return self
+
+    def predict_proba(self, v):
+        return self.predict_proba_cells(self._cell(v))
+
+    def predict_proba_cells(self, cells):
+        out = np.tile(self.prior, (len(cells), 1))
+        ok = cells >= 0
+        out[ok] = self.table[cells[ok]]
+        return out
+
+
+def _cv_rows(v, y, kind, k, seed, cv=5):
+    """Out-of-fold per-row log loss of the cell model and of the fold prior, and the
+    out-of-fold argmax: three arrays of shape (n,)."""
+    ll, ll0, pred = np.empty(len(y)), np.empty(len(y)), np.empty(len(y), dtype=np.int64)
+    for tr, te in _folds(y, cv, seed):
+        m = _Cells(kind, k, seed).fit(v[tr], y[tr])
+        P = m.predict_proba(v[te])
+        ll[te], pred[te] = _ll_rows(P, y[te]), P.argmax(1)
+        ll0[te] = _ll_rows(np.tile(m.prior, (len(te), 1)), y[te])
+    return ll, ll0, pred
+
+
+def _pps(y, pred, k):
+    """Balanced accuracy normalised to 0 (chance) .. 1 (perfect), clipped at 0."""
+    n = np.bincount(y, minlength=k)
+    hit = np.bincount(y[pred == y], minlength=k)
+    present = n > 0
+    bal = float(np.mean(hit[present] / n[present]))
+    kk = present.sum()
+    return max(0.0, (bal - 1 / kk) / (1 - 1 / kk)) if kk > 1 else 0.0
+
+
+def _conditional(name, kind, v_tr, y_tr, v_te, y_te, k, seed, max_rows, th):
+    """Per-feature conditional-shift statistics (missing rows excluded) and its rules."""
+    rng = np.random.default_rng(seed)
+    a, b = ~np.isnan(v_tr), ~np.isnan(v_te)
+    v_tr, y_tr, v_te, y_te = v_tr[a], y_tr[a], v_te[b], y_te[b]
+    row = {"feature": name}
+    if len(y_tr) < 50 or len(y_te) < 50:
+        return row, []
+    m = _Cells(kind, k, seed).fit(v_tr, y_tr)
+    P = m.predict_proba(v_te)                                   # (n_te, k)
+    pi_te = _shares(y_te, k)
+    P_rw = prior_correction(P, m.prior, np.clip(pi_te, _EPS, None))
+    ll_cv, ll0_cv, pred_te = _cv_rows(v_te, y_te, kind, k, seed)
+    sub = rng.choice(len(y_tr), min(len(y_tr), max_rows), replace=False)
+    ll_tr, ll0_tr, pred_tr = _cv_rows(v_tr[sub], y_tr[sub], kind, k, seed)
+    info_tr = float(np.mean(ll0_tr - ll_tr))
+    info_te, info_band = _gap_stat(ll0_cv, ll_cv)
+    g_fit, b_fit = _gap_stat(_ll_rows(P, y_te), ll_cv)
+    g_rw, b_rw = _gap_stat(_ll_rows(P_rw, y_te), ll_cv)
+    thr = max(th["conditional_shift"], 0.1 * max(info_tr, 0.0))
+    fired = g_fit > max(thr, b_fit) and g_rw > max(thr, b_rw)
+    stat = min(g_fit, g_rw)
+    ratio = info_te / info_tr if info_tr > 0 else float("nan")
+    gone = bool(fired and info_te <= max(th["relationship_gone"] * info_tr, info_band))
+    row.update(info_train=info_tr, info_test=info_te, gap_fitted=g_fit, gap_reweighted=g_rw,
+               gap_band=max(b_fit, b_rw), gap_threshold=thr,
+               pps_train=_pps(y_tr[sub], pred_tr, k), pps_test=_pps(y_te, pred_te, k),
+               conditional_shift=bool(fired), relationship_gone=gone)
+    rules = [_rule("conditional_shift", name, stat, thr, max(b_fit, b_rw), fired)]
+    if fired:
+        rules.append(_rule("relationship_gone", name, ratio, th["relationship_gone"],
+                           info_band / info_tr if info_tr > 0 else float("nan"), gone))
+    return row, rules
+
+
+# -- missingness as its own pseudo-feature ------------------------------------
+
+def _tv_missing(m, y, k):
+    """TV between P(y | missing) and P(y | present); None when < 10 rows on either side."""
+    if m.sum() < 10 or (~m).sum() < 10:
+        return None
+    return _tv(_shares(y[m], k), _shares(y[~m], k))
+
+
+def _missingness(name, m_tr, y_tr, m_te, y_te, k, seed, th):
+    """Missingness rules for one column (m_* bool arrays, True = missing)."""
+    rate_tr, rate_te = float(m_tr.mean()), float(m_te.mean())
+    row = {"feature": name, "missing_train": rate_tr, "missing_test": rate_te}
+    tv_tr = _tv_missing(m_tr, y_tr, k)
+    if tv_tr is None:
+        return row, []
+    ct = np.vstack([np.bincount(y_tr[m_tr], minlength=k), np.bincount(y_tr[~m_tr], minlength=k)])
+    ct = ct[:, ct.sum(0) > 0]
+    p = float(stats.chi2_contingency(ct, correction=False)[1]) if ct.shape[1] > 1 else 1.0
+    signal = tv_tr >= th["missingness_signal"] and p < 0.01
+    rules = [_rule("missingness_signal", name, tv_tr, th["missingness_signal"], 0.0, signal)]
+    row.update(missing_tv_train=tv_tr, missing_p_train=p)
+    if not signal:
+        return row, rules
+    vanished = rate_te < rate_tr / 4 and rate_tr * len(m_te) >= 10
+    rng = np.random.default_rng(seed)
+
+    def boot_sd(m, y):        # parametric bootstrap of the TV (multinomial per side)
+        pm, pp = _shares(y[m], k), _shares(y[~m], k)
+        nm, npr = int(m.sum()), int((~m).sum())
+        a = rng.multinomial(nm, pm, size=200) / nm
+        b = rng.multinomial(npr, pp, size=200) / npr
+        return float((0.5 * np.abs(a - b).sum(1)).std())
+
+    if y_te is None:                       # label-free: only "vanished" can be seen
+        tv_te, var = (0.0 if vanished else float("nan")), boot_sd(m_tr, y_tr) ** 2
+    else:
+        tv_te = _tv_missing(m_te, y_te, k)
+        if tv_te is None:
+            tv_te = 0.0 if (vanished or m_te.sum() < 10) else float("nan")
+            var = boot_sd(m_tr, y_tr) ** 2
+        else:
+            var = boot_sd(m_tr, y_tr) ** 2 + boot_sd(m_te, y_te) ** 2
+    drop = tv_tr - tv_te
+    thr = th["missingness_gone"] * tv_tr
+    band = _Z * math.sqrt(var)
+    gone = bool(np.isfinite(drop) and drop >= max(thr, band))
+    row.update(missing_tv_test=tv_te, missing_vanished=bool(vanished), missingness=gone)
+    rules.append(_rule("missingness_gone", name, drop, thr, band, gone))
+    return row, rules
+
+
+# -- model level: proxy vs refit within test, greedy leave-out -----------------
+
+_PROXY = dict(max_iter=100, learning_rate=0.1, max_leaf_nodes=15, min_samples_leaf=20,
+              early_stopping=True, validation_fraction=0.15, n_iter_no_change=5)
+
+
+class _Constant:
+    """The proxy of a one-class fold: always that class."""
+
+    def __init__(self, label):
+        self.classes_ = np.array([label])
+
+    def predict_proba(self, X):
+        return np.ones((len(X), 1))
+
+
+def _proxy(X, y, cat_mask, seed):
+    """HistGradientBoosting with early stopping on an internal split of (X, y); without it
+    when a class has too few rows to stratify that split."""
+    labels, counts = np.unique(y, return_counts=True)
+    if len(labels) == 1:
+        return _Constant(labels[0])
+    cfg = dict(_PROXY)
+    if counts.min() < 10:
+        cfg.update(early_stopping=False, max_iter=40)
+    cats = cat_mask if cat_mask.any() else None
+    return HistGradientBoostingClassifier(categorical_features=cats, random_state=seed,
+                                          **cfg).fit(X, y)
+
+
+def _full_proba(model, X, k):
+    """(n, k) probabilities even when the model saw only some of the k classes."""
+    P = np.full((len(X), k), 0.0)
+    P[:, model.classes_] = model.predict_proba(X)
+    return P
+
+
+class _Transfer:
+    """Log loss of a train-fitted proxy on test against a proxy refitted within test, for
+    any subset of columns left out (dropped) or hot-decked (missingness removed)."""
+
+    def __init__(self, Xtr, ytr, Xte, yte, cat_mask, k, seed, P_all=None):
+        self.Xtr, self.ytr, self.Xte, self.yte = Xtr, ytr, Xte, yte
+        self.cat, self.k, self.seed = cat_mask, k, seed
+        self.pi_tr = np.clip(_shares(ytr, k), _EPS, None)
+        self.pi_te = np.clip(_shares(yte, k), _EPS, None)
+        self.cache = {}
+        self.P_all = P_all          # test probabilities of the proxy on all columns, if known
+
+    def _matrices(self, drop, fill):
+        rng = np.random.default_rng(self.seed)
+        Xtr, Xte = self.Xtr, self.Xte
+        if fill:
+            f = sorted(fill)
+            Xtr, Xte = Xtr.copy(), Xte.copy()
+            Xtr[:, f] = _hot_deck(Xtr[:, f], rng)
+            Xte[:, f] = _hot_deck(Xte[:, f], rng)
+        keep = [j for j in range(Xtr.shape[1]) if j not in drop]
+        return Xtr[:, keep], Xte[:, keep], self.cat[keep]
+
+    def gap(self, drop=frozenset(), fill=frozenset()):
+        """(gap, band) in nats; a constant model when every column is dropped."""
+        key = (frozenset(drop), frozenset(fill))
+        if key in self.cache:
+            return self.cache[key]
+        k, y = self.k, self.yte
+        if len(drop) == self.Xtr.shape[1]:
+            ll_t = ll_rw = _ll_rows(np.tile(self.pi_te, (len(y), 1)), y)
+            ll_cv = np.empty(len(y))
+            for tr, te in _folds(y, 3, self.seed):
+                ll_cv[te] = _ll_rows(np.tile(np.clip(_shares(y[tr], k), _EPS, None),
+                                             (len(te), 1)), y[te])
+        else:
+            Xtr, Xte, cat = self._matrices(drop, fill)
+            P = self.P_all if (not drop and not fill and self.P_all is not None) else \
+                _full_proba(_proxy(Xtr, self.ytr, cat, self.seed), Xte, k)
+            P = np.clip(P, _EPS, None)
+            ll_t = _ll_rows(P, y)
+            ll_rw = _ll_rows(prior_correction(P, self.pi_tr, self.pi_te), y)
+            ll_cv = np.empty(len(y))
+            for tr, te in _folds(y, 3, self.seed):
+                ll_cv[te] = _ll_rows(_full_proba(_proxy(Xte[tr], y[tr], cat, self.seed),
+                                                 Xte[te], k), y[te])
+        # as fitted (a covariate shift keeps P(y | x)) and re-weighted to test's shares (a
+        # prior shift keeps P(x | y)): the relationship changed only if both lose
+        self.cache[key] = min(_gap_stat(ll_t, ll_cv), _gap_stat(ll_rw, ll_cv))
+        return self.cache[key]
+
+
+def _leave_out(tr, names, start_drop, start_fill, th, max_steps=3):
+    """Greedy leave-out of features not yet blamed: returns (group indices, rules, gap)."""
+    gap, band = tr.gap(start_drop, start_fill)
+    drop, group, rules = set(start_drop), [], []
+    first = None
+    for _ in range(max_steps):
+        if gap <= max(band, th["unexplained_gap"]):
+            break
+        cands = [j for j in range(len(names)) if j not in drop]
+        if not cands:
+            break
+        res = {j: tr.gap(drop | {j}, start_fill) for j in cands}
+        closure = {j: (gap - res[j][0]) / gap for j in cands}
+        if first is None:
+            first = (gap, band, closure)
+        best = max(cands, key=lambda j: closure[j])
+        ok = closure[best] >= th["leave_out_closure"] and gap - res[best][0] > band
+        rules.append(_rule("leave_out_closure", names[best], closure[best],
+                           th["leave_out_closure"], band / gap, ok))
+        if not ok:
+            break
+        drop.add(best)
+        group.append(best)
+        gap, band = res[best]
+    if group and first is not None:       # partners: single removals closing the first gap
+        g0, b0, closure = first
+        for j, c in closure.items():
+            if j not in group and c >= th["leave_out_closure"] and c * g0 > b0:
+                group.append(j)
+                rules.append(_rule("leave_out_closure", names[j], c, th["leave_out_closure"],
+                                   b0 / g0, True))
+    if group:
+        gap, band = tr.gap(set(start_drop) | set(group), start_fill)
+    return group, rules, (gap, band)
+
+
+# -- the diagnosis ------------------------------------------------------------
+
+def _check_thresholds(thresholds):
+    th = {name: spec.threshold for name, spec in RULES.items()}
+    for name, value in (thresholds or {}).items():
+        if name not in th:
+            raise ValueError(f"unknown rule {name!r} in thresholds=; valid names: {sorted(th)}")
+        _check_range(f"thresholds[{name!r}]", value, 0.0, 1.0)
+        th[name] = float(value)
+    return th
+
+
+def _em_consistency(Xtr, y_tr, Xte, names, kinds_of, k, seed, pi_em, band_full, rng,
+                    min_info=0.1, boots=30):
+    """Do single-feature EM estimates of test's class shares agree with the model's?
+
+    Under a prior shift P(x_j | y) holds for every feature, so EM run on each
+    informative feature's train-fitted P(y | x_j) estimates the same shares. Returns
+    (consistent, largest TV beyond its band, that feature, its band).
+    """
+    pi_tr = np.clip(_shares(y_tr, k), _EPS, None)
+    worst, who, band_w = -np.inf, None, float("nan")
+    for j, (c, kd) in enumerate(zip(names, kinds_of)):
+        a, b = ~np.isnan(Xtr[:, j]), ~np.isnan(Xte[:, j])
+        if a.sum() < 50 or b.sum() < 50:
+            continue
+        sub = rng.choice(np.flatnonzero(a), min(int(a.sum()), 20000), replace=False)
+        half = len(sub) // 2
+        m = _Cells(kd, k, seed).fit(Xtr[sub[:half], j], y_tr[sub[:half]])
+        ll = _ll_rows(m.predict_proba(Xtr[sub[half:], j]), y_tr[sub[half:]])
+        info = float(np.mean(_ll_rows(np.tile(m.prior, (len(ll), 1)), y_tr[sub[half:]]) - ll))
+        if info < min_info:
+            continue
+        cells = m._cell(Xte[b, j])                             # one row of P per cell
+        uc, cnt = np.unique(cells, return_counts=True)
+        P = np.clip(m.predict_proba_cells(uc), _EPS, None)     # (n_cells, k)
+        pr = np.clip(m.prior, _EPS, None)
+        est = em_priors(P, pr, tol=1e-7, weights=cnt)
+        bs = [_tv(em_priors(P, pr, tol=1e-7, weights=wb + 1e-12), est)
+              for wb in rng.multinomial(int(cnt.sum()), cnt / cnt.sum(), size=boots)]
+        band = 1.5 * float(np.quantile(bs, 0.99)) + band_full   # 1.5: cell-model noise
+        excess = _tv(est, pi_em) - band
+        if excess > worst:
+            worst, who, band_w = excess, c, band
+    if who is None:
+        return True, 0.0, None, 0.0
+    return bool(worst <= 0), float(worst + band_w), who, band_w
+
+
+def _null_tv(pi, n1, n2, rng, sims=300):
+    """99th percentile of the TV between two multinomial samples of sizes n1, n2 from pi."""
+    a = rng.multinomial(n1, pi, size=sims) / n1
+    b = rng.multinomial(n2, pi, size=sims) / n2
+    return float(np.quantile(0.5 * np.abs(a - b).sum(1), 0.99))
+
+
+def diagnose(train, test, target, numeric, categorical, *, model=None, seed=0,
+             thresholds=None, max_rows=15000):
+    """Diagnose how ``test`` differs from ``train`` and what that does to a model.
+
+    Parameters
+    ----------
+    train : DataFrame
+        With the ``target`` column (labels of any type: ints, strings, bools).
+    test : DataFrame
+        With or without ``target``; without it only the label-free checks run
+        (feature shift, adversarial validation, predicted class distribution and
+        EM-estimated priors, vanished missingness) and ``skipped`` names the others.
+    target : str
+    numeric, categorical : list of str
+        Feature columns (raw names).
+    model : object, optional
+        A fitted classifier with ``predict_proba(frame)`` on the raw feature columns
+        (columns ``numeric + categorical``) whose columns follow ``model.classes_``
+        (or the sorted train labels). Used for the validation/test gap, the
+        predicted class distribution and the EM priors; the transfer and leave-out
+        checks refit the proxy model (HistGradientBoosting) either way.
+    seed : int, default 0
+    thresholds : dict, optional
+        ``{rule name: value}`` overriding :data:`RULES` thresholds.
+    max_rows : int, default 15000
+        Train rows used by the proxy model and the single-feature train CV (a random
+        subsample above it; 20% of train is always held out for validation).
+
+    Returns
+    -------
+    Diagnosis
+    """
+    t0 = time.perf_counter()
+    numeric, categorical = _check_features([("train", train)], target, numeric, categorical)
+    _check_features([("test", test)], None, numeric, categorical)
+    th = _check_thresholds(thresholds)
+    labelled = target in test.columns
+    classes, y_tr, y_te = _classes(train[target], test[target] if labelled else None)
+    k = len(classes)
+    names = numeric + categorical
+    kinds_of = ["numeric"] * len(numeric) + ["categorical"] * len(categorical)
+    cat_mask = np.array([kd == "categorical" for kd in kinds_of])
+    rng = np.random.default_rng(seed)
+    Xtr, Xte = _design(train, test, numeric, categorical)     # (n_tr, d), (n_te, d)
+    rules, suspects = [], []
+
+    with threadpool_limits(limits=1, user_api="openmp"):
+        # -- proxy (or user's) model: validation vs test gap, predicted distribution
+        perm = rng.permutation(len(y_tr))
+        n_val = max(int(0.2 * len(y_tr)), 1)
+        val, fit = perm[:n_val], perm[n_val:n_val + max_rows]
+        if model is not None:
+            P_val, P_te = _user_proba(model, train.iloc[val], test, names, classes)
+        else:
+            proxy = _proxy(Xtr[fit], y_tr[fit], cat_mask, seed)
+            P_val, P_te = _full_proba(proxy, Xtr[val], k), _full_proba(proxy, Xte, k)
+        pi_tr = _shares(y_tr, k)
+        predicted = P_te.mean(axis=0)
+
+        # -- class priors
+        if labelled:
+            pi_te = _shares(y_te, k)
+            ct = np.vstack([np.bincount(y_tr, minlength=k), np.bincount(y_te, minlength=k)])
+            p_chi = float(stats.chi2_contingency(ct[:, ct.sum(0) > 0], correction=False)[1])
+            band_tv = _null_tv((ct.sum(0) / ct.sum()), len(y_tr), len(y_te), rng)
+            source = "labels"
+        else:
+            # a train-only missingness signal moves the predictions without any prior shift:
+            # EM runs on a proxy that cannot see missingness in those columns
+            gone = [j for j, c in enumerate(names) if _missingness(
+                c, train[c].isna().to_numpy(), y_tr, test[c].isna().to_numpy(), None, k, seed,
+                th)[0].get("missingness")]
+            P_em = P_te
+            if gone:
+                Xf_tr, Xf_te = Xtr[fit].copy(), Xte.copy()
+                Xf_tr[:, gone] = _hot_deck(Xf_tr[:, gone], rng)
+                Xf_te[:, gone] = _hot_deck(Xf_te[:, gone], rng)
+                P_em = _full_proba(_proxy(Xf_tr, y_tr[fit], cat_mask, seed), Xf_te, k)
+            pi_te = em_priors(np.clip(P_em, _EPS, None), np.clip(pi_tr, _EPS, None))
+            boots = [em_priors(np.clip(P_em[b], _EPS, None), np.clip(pi_tr, _EPS, None),
+                               tol=1e-6)
+                     for b in (rng.integers(0, len(P_em), len(P_em)) for _ in range(30))]
+            band_tv = float(np.quantile([_tv(b, pi_te) for b in boots], 0.99)) \
+                + _null_tv(pi_tr, len(y_tr), len(P_em), rng)
+            p_chi, source = float("nan"), "em"
+        tv = _tv(pi_tr, pi_te)
+        moved = tv >= max(th["prior_shift"], band_tv) and (not labelled or p_chi < 0.01)
+        rules.append(_rule("prior_shift", None, tv, th["prior_shift"], band_tv, moved))
+        if moved and not labelled:      # EM assumes P(x | y) holds: check it feature by feature
+            ok, worst, who, band_w = _em_consistency(Xtr, y_tr, Xte, names, kinds_of, k, seed,
+                                                     pi_te, band_tv, rng)
+            rules.append(_rule("em_consistent", who, worst, th["em_consistent"], band_w, ok))
+            moved = ok
+        priors = Priors(classes, tuple(pi_tr), tuple(pi_te), source, tuple(predicted), p_chi,
+                        tv, band_tv)
+
+        # -- gap: validation vs test of the same model
+        gap = None
+        if labelled:
+            acc_v = float(np.mean(P_val.argmax(1) == y_tr[val]))
+            acc_t = float(np.mean(P_te.argmax(1) == y_te))
+            se = math.sqrt(acc_v * (1 - acc_v) / len(val) + acc_t * (1 - acc_t) / len(y_te))
+            ll_v, ll_t = _ll_rows(P_val, y_tr[val]), _ll_rows(P_te, y_te)
+            lg = float(ll_t.mean() - ll_v.mean())
+            lse = math.sqrt(ll_t.var() / len(ll_t) + ll_v.var() / len(ll_v))
+            outside = acc_v - acc_t > _Z * se
+            rules.append(_rule("gap_outside_noise", None, acc_v - acc_t, 0.0, _Z * se, outside))
+
+        # -- per feature: marginal shift (train re-weighted to test's shares), conditional
+        if labelled:
+            ev = _class_conditional_shift(train, test, y_tr, y_te, numeric, categorical, k,
+                                          th["marginal_shift"])
+        else:
+            w = (pi_te / np.clip(pi_tr, _EPS, None))[y_tr] if moved else np.ones(len(y_tr))
+            ev = _marginal_shift(train, test, numeric, categorical, w, th["marginal_shift"])
+        if labelled:
+            raw = _marginal_shift(train, test, numeric, categorical, np.ones(len(y_tr)),
+                                  th["marginal_shift"])
+            ev["raw_shift_effect"], ev["raw_shifted"] = raw["shift_effect"], raw["shifted"]
+        rows_c, rows_m = [], []
+        for j, (c, kd) in enumerate(zip(names, kinds_of)):
+            if labelled:
+                row, rr = _conditional(c, kd, Xtr[:, j], y_tr, Xte[:, j], y_te, k, seed,
+                                       max_rows, th)
+                rows_c.append(row)
+                rules += rr
+                if row.get("conditional_shift"):
+                    kind = "relationship_broken" if row["relationship_gone"] else "concept_shift"
+                    suspects.append(Suspect(c, kind, "conditional_shift",
+                                            min(row["gap_fitted"], row["gap_reweighted"]),
+                                            row["gap_threshold"]))
+            row, rr = _missingness(c, train[c].isna().to_numpy(), y_tr,
+                                   test[c].isna().to_numpy(), y_te, k, seed, th)
+            rows_m.append(row)
+            rules += rr
+            if row.get("missingness"):
+                suspects.append(Suspect(c, "missingness", "missingness_gone",
+                                        row["missing_tv_train"] - row["missing_tv_test"],
+                                        th["missingness_gone"] * row["missing_tv_train"]))
+        for rows in (rows_c, rows_m):
+            if rows:
+                ev = ev.join(pd.DataFrame(rows).set_index("feature"))
+
+
+        # -- model level: transfer gap, closure by suspects, greedy leave-out
+        if labelled:
+            tr = _Transfer(Xtr[fit], y_tr[fit], Xte, y_te, cat_mask, k, seed,
+                           None if model is not None else P_te)
+            g0, b0 = tr.gap()
+            tgap = g0 > max(b0, th["model_transfer_gap"])
+            rules.append(_rule("model_transfer_gap", None, g0, th["model_transfer_gap"], b0,
+                               tgap))
+            drop = frozenset(names.index(s.feature) for s in suspects if s.kind != "missingness")
+            fill = frozenset(names.index(s.feature) for s in suspects
+                             if s.kind == "missingness") - drop
+            g1, b1 = tr.gap(drop, fill) if (drop or fill) else (g0, b0)
+            group_g, group_b = g1, b1
+            if tgap:
+                group, rr, (group_g, group_b) = _leave_out(tr, names, drop, fill, th)
+                rules += rr
+                for j in group:
+                    suspects.append(Suspect(names[j], "interaction", "leave_out_closure",
+                                            next(r.value for r in rr if r.subject == names[j]),
+                                            th["leave_out_closure"]))
+            resid_fire = tgap and group_g > max(group_b, th["unexplained_gap"])
+            rules.append(_rule("unexplained_gap", None, group_g, th["unexplained_gap"], group_b,
+                               resid_fire))
+            gap = Gap(acc_v, acc_t, acc_v - acc_t, (acc_v - acc_t - _Z * se,
+                                                    acc_v - acc_t + _Z * se),
+                      float(ll_v.mean()), float(ll_t.mean()), lg, (lg - _Z * lse, lg + _Z * lse),
+                      bool(outside), g0, b0, g0 - group_g, group_g)
+
+        # -- adversarial validation: all features (descriptive), then without the blamed
+        # ones (decides covariate_shift: a broken feature also moves the joint distribution)
+        blamed = {s.feature for s in suspects}
+        auc_all, drops = _adversarial(Xtr, Xte, cat_mask, seed)
+        ev["adv_auc_drop"] = drops
+        rest = [j for j, c in enumerate(names) if c not in blamed]
+        auc = (auc_all if len(rest) == len(names) else
+               _adversarial(Xtr[:, rest], Xte[:, rest], cat_mask[rest], seed)[0] if rest
+               else 0.5)
+        adv = {"auc_no_missing": auc_all, "auc_without_suspects": auc,
+               "threshold": th["adversarial_auc"]}
+
+    # -- verdict
+    shifted = sorted(c for c in names if bool(ev.loc[c, "shifted"]))
+    still = [c for c in shifted if c not in blamed]
+    adv_fire = auc >= th["adversarial_auc"] and not moved   # a prior shift moves x too
+    rules.append(_rule("adversarial_auc", None, auc, th["adversarial_auc"], 0.0, adv_fire))
+    for c in names:
+        rules.append(_rule("marginal_shift", c, ev.loc[c, "shift_effect"], th["marginal_shift"],
+                           0.0, bool(ev.loc[c, "shifted"])))
+    holds = len(still) == 0
+    rules.append(_rule("class_conditional_holds", None, len(still), 0.0, 0.0, holds))
+    kinds = {s.kind for s in suspects}
+    if still or adv_fire:
+        kinds.add("covariate_shift")
+    if moved and holds:
+        kinds.add("prior_shift")
+    if labelled and (rules_fired(rules, "unexplained_gap")
+                     or (gap.outside_noise and not kinds)):
+        kinds.add("unexplained")
+    if not kinds:
+        kinds = {"none"}
+    kinds = tuple(k_ for k_ in _PRIMARY_ORDER if k_ in kinds)
+    skipped = () if labelled else (
+        "conditional_shift (needs test labels)", "missingness association in test "
+        "(needs test labels; only vanished missingness is checked)",
+        "class priors by chi-square (estimated by EM instead)",
+        "validation vs test gap (needs test labels)",
+        "model transfer gap and leave-out attribution (need test labels)")
+    order = {c: i for i, c in enumerate(names)}
+    suspects = tuple(sorted(suspects, key=lambda s: order[s.feature]))
+    ev.index.name = "feature"
+    return Diagnosis(Verdict(kinds, kinds[0]), suspects, tuple(sorted(blamed)),
+                     tuple(shifted), gap, priors, ev, tuple(rules), to_jsonable(adv), labelled,
+                     skipped, time.perf_counter() - t0)
+
+
+def rules_fired(rules, name):
+    """True when any rule called ``name`` fired."""
+    return any(r.fired for r in rules if r.name == name)
+
+
+def _user_proba(model, val_frame, test, names, classes):
+    if not hasattr(model, "predict_proba"):
+        raise ValueError(f"model= must have predict_proba; got {type(model).__name__}")
+    out = []
+    for frame in (val_frame, test):
+        P = np.asarray(model.predict_proba(frame[names]), dtype=np.float64)
+        if P.ndim != 2 or P.shape[0] != len(frame):
+            raise ValueError(f"model.predict_proba returned shape {P.shape}; expected "
+                             f"({len(frame)}, n_classes)")
+        mc = list(getattr(model, "classes_", classes))
+        if len(mc) != P.shape[1]:
+            raise ValueError(f"model.predict_proba has {P.shape[1]} columns but "
+                             f"{len(mc)} classes_; they must match")
+        full = np.zeros((len(frame), len(classes)))
+        idx = pd.Index(classes, dtype=object).get_indexer(pd.Index(mc, dtype=object))
+        if (idx < 0).any():
+            raise ValueError(f"model.classes_ {mc} are not train's labels {list(classes)}")
+        full[:, idx] = P
+        out.append(full)
+    return out
+
+
+# -- sentences ------------------------------------------------------------------
+
+def _rise(x):
+    return "rises" if x > 0 else "falls" if x < 0 else "stays"
+
+
+def explain(diagnosis):
+    """Sentences written from the statistics of a :class:`Diagnosis`.
+
+    Each sentence quotes the statistic of the rule that fired, with its verb taken
+    from the sign of the number; a "root cause" is named only when the gap is
+    outside noise and removing the cause measurably closes the transfer gap.
+
+    Returns
+    -------
+    list of str
+    """
+    d = diagnosis
+    out = []
+    pr = d.priors
+    g = d.gap
+    if g is not None:
+        lo, hi = g.accuracy_ci
+        out.append(f"Accuracy {_rise(-g.accuracy_gap)} from {g.val_accuracy:.3f} on validation "
+                   f"to {g.test_accuracy:.3f} on test (gap {g.accuracy_gap:+.3f}, 99% CI "
+                   f"{lo:+.3f} to {hi:+.3f}: "
+                   + ("outside noise)." if g.outside_noise else "within noise)."))
+        out.append(f"A proxy model fitted on train has a log loss on test "
+                   f"{abs(g.transfer_gap):.3f} nats {'above' if g.transfer_gap > 0 else 'below'} "
+                   f"that of a model refitted within test (noise band {g.transfer_band:.3f}).")
+    else:
+        out.append("Test has no labels: " + "; ".join(d.skipped) + ".")
+        out.append("Predicted class shares on test: " + ", ".join(
+            f"{c}: {p:.3f}" for c, p in zip(pr.classes, pr.predicted)) + ".")
+    verb = "moved" if any(r.fired for r in d.rules if r.name == "prior_shift") else \
+        "did not move beyond noise"
+    src = "estimated by EM from the predictions" if pr.source == "em" else "from the labels"
+    pure = ("prior_shift" in d.verdict.kinds)
+    why = ("" if verb != "moved" else " and P(x | label) holds (a prior shift)" if pure else
+           " but P(x | label) changed too, so this is not a pure prior shift")
+    out.append(f"Class shares (test {src}) {verb}{why}: total variation "
+               f"{pr.total_variation:.3f} (noise band {pr.band:.3f}); " + ", ".join(
+                   f"{c}: {a:.3f} -> {b:.3f}" for c, a, b in zip(pr.classes, pr.train, pr.test))
+               + ".")
+    ev = d.evidence
+    for s in d.suspects:
+        r = ev.loc[s.feature]
+        if s.kind in ("relationship_broken", "concept_shift"):
+            how = ("no longer predicts the label within test" if s.kind == "relationship_broken"
+                   else "still predicts the label within test, but differently")
+            out.append(
+                f"{s.feature}: P(label | {s.feature}) learnt on train scores "
+                f"{r['gap_fitted']:.3f} nats worse on test than its refit within test "
+                f"({r['gap_reweighted']:.3f} after re-weighting to test's class shares; "
+                f"threshold {s.threshold:.3f}, band {r['gap_band']:.3f}); it carries "
+                f"{r['info_train']:.3f} nats about the label in train and {r['info_test']:.3f} "
+                f"within test: it {how} ({s.kind}).")
+        elif s.kind == "missingness":
+            out.append(
+                f"{s.feature}: missing values carry the label in train (TV between P(label | "
+                f"missing) and P(label | present) {r['missing_tv_train']:.3f}, missing rate "
+                f"{r['missing_train']:.3f}) but not in test (TV {r['missing_tv_test']:.3f}, "
+                f"missing rate {r['missing_test']:.3f}) (missingness).")
+        else:
+            out.append(f"{s.feature}: leaving it out of the proxy closes {s.statistic:.0%} of "
+                       f"the remaining transfer gap although its own relationship with the "
+                       f"label did not change (interaction).")
+    if d.shifted_features:
+        out.append("Inputs moved: " + ", ".join(
+            f"{c} ({ev.loc[c, 'shift_test']} {ev.loc[c, 'shift_effect']:.3f})"
+            for c in d.shifted_features) + (" within a class (P(x | y) changed)"
+                                            if d.labelled else "") + ".")
+    adv = d.adversarial
+    out.append(f"Adversarial validation tells train from test with AUC {adv['auc_no_missing']:.3f}"
+               + (f" ({adv['auc_without_suspects']:.3f} without the suspects)"
+                  if d.suspects else "") + f" (threshold {adv['threshold']:.2f}, missing values "
+               f"hidden).")
+    if g is not None:
+        if d.suspects and g.outside_noise and g.closed_by_suspects > g.transfer_band:
+            out.append(f"Root cause: {', '.join(d.suspect_features)}; removing "
+                       f"{'it' if len(d.suspect_features) == 1 else 'them'} closes "
+                       f"{g.closed_by_suspects:.3f} of the {g.transfer_gap:.3f} nats transfer "
+                       f"gap ({g.residual:.3f} left).")
+        elif d.suspects:
+            out.append(f"Suspects {', '.join(d.suspect_features)} are named, but the gap is "
+                       + ("within noise" if not g.outside_noise else
+                          "not measurably closed by removing them") + ": no root cause is claimed.")
+        if g.outside_noise and g.transfer_gap <= g.transfer_band and not d.suspects:
+            out.append("The train-fitted proxy predicts test as well as a model refitted within "
+                       "test, so the accuracy drop comes from where the test rows lie (or from "
+                       "the class shares), not from a changed relationship.")
+        if "unexplained" in d.verdict.kinds:
+            out.append(f"Unexplained: {g.residual:.3f} nats of transfer gap (band "
+                       f"{g.transfer_band:.3f}) and an accuracy gap of {g.accuracy_gap:+.3f} "
+                       f"are accounted for by no check.")
+        if d.verdict.kinds == ("none",):
+            out.append(f"No check found a shift; the accuracy gap is {g.accuracy_gap:+.3f} "
+                       f"(within noise).")
+    elif d.verdict.kinds == ("none",):
+        out.append("No label-free check found a shift.")
+    return out
+
+
+# -- mitigations per verdict kind ---------------------------------------------------
+
+@dataclass(frozen=True)
+class Mitigation:
+    name: str
+    kind: str
+    features: tuple
+    action: str
+
+
+def _m_broken(d, kind):
+    f = tuple(s.feature for s in d.suspects if s.kind == kind)
+    return [Mitigation("drop_features", kind, f,
+                       f"retrain without {', '.join(f)}: its relationship with the label "
+                       f"does not hold on test")]
+
+
+def _m_missing(d, kind):
+    f = tuple(s.feature for s in d.suspects if s.kind == kind)
+    return [Mitigation("impute_without_signal", kind, f,
+                       f"impute {', '.join(f)} without the missingness signal (hot-deck: a "
+                       f"random observed value) and add no missing-value indicator columns: "
+                       f"indicators hand the model the train-only signal and make it worse"),
+            Mitigation("drop_features", kind, f, f"or retrain without {', '.join(f)}")]
+
+
+def _m_prior(d, kind):
+    return [Mitigation("prior_correction", kind, (),
+                       "re-weight the model's probabilities to the test class shares "
+                       "(prior_correction; em_priors when test has no labels)")]
+
+
+def _m_cov(d, kind):
+    return [Mitigation("importance_weighting", kind, tuple(d.shifted_features),
+                       "relationships hold; if accuracy drops, weight train rows by the "
+                       "adversarial classifier's odds or regularise (L2, early stopping)")]
+
+
+def _m_unexplained(d, kind):
+    return [Mitigation("regularise", kind, (),
+                       "no cause identified: compare L2, class weights and early stopping on "
+                       "validation; do not choose on test")]
+
+
+MITIGATIONS = {"relationship_broken": lambda d: _m_broken(d, "relationship_broken"),
+               "concept_shift": lambda d: _m_broken(d, "concept_shift"),
+               "interaction": lambda d: _m_broken(d, "interaction"),
+               "missingness": lambda d: _m_missing(d, "missingness"),
+               "prior_shift": lambda d: _m_prior(d, "prior_shift"),
+               "covariate_shift": lambda d: _m_cov(d, "covariate_shift"),
+               "unexplained": lambda d: _m_unexplained(d, "unexplained"),
+               "none": lambda d: []}
+
+
+def mitigations_for(diagnosis):
+    """The mitigations that follow the verdict, one list entry per (kind, action).
+
+    Returns
+    -------
+    list of Mitigation
+        ``name`` (a Part D mitigation id), ``kind`` (the verdict kind it answers),
+        ``features`` and ``action`` (what to do). The choice among them is made on
+        validation data by the caller, never on test.
+    """
+    return [m for kind in diagnosis.verdict.kinds for m in MITIGATIONS[kind](diagnosis)]
+
+
+# -- synthetic mechanisms -------------------------------------------------------------
+
+SHIFT_KINDS = ("none", "covariate_shift", "prior_shift", "relationship_broken", "concept_shift",
+               "missingness", "interaction")
+_SYLL = ("ka", "lo", "mi", "ru", "te", "sa", "no", "vi", "be", "do", "zu", "pe", "ra", "fo")
+
+
+def _word(rng, used):
+    while True:
+        w = "".join(rng.choice(_SYLL, size=int(rng.integers(2, 4))))
+        w += rng.choice(["", "_score", "_count", "_rate", "_type", "_id", "_level"])
+        if w not in used:
+            used.add(w)
+            return w
+
+
+def make_shift_dataset(kind, seed=0, n_train=3000, n_test=1500):
+    """A train/test pair with one planted mechanism on a randomly drawn schema.
+
+    Features are generated from the label (class-conditional, independent given the
+    label), so P(y | x) is known; the culprit column (a pair for ``interaction``) is
+    drawn at random. Labels are ints, strings or booleans at random.
+
+    Parameters
+    ----------
+    kind : str
+        One of :data:`SHIFT_KINDS`.
+    seed : int
+    n_train, n_test : int
+
+    Returns
+    -------
+    train, test : DataFrame
+    target : str
+    numeric, categorical : list of str
+    truth : dict
+        ``kind``, ``culprits`` (tuple of the columns a diagnosis must blame; empty for
+        none / covariate_shift / prior_shift), ``shifted`` (the moved column of a
+        covariate shift) and ``classes``.
+    """
+    if kind not in SHIFT_KINDS:
+        raise ValueError(f"kind must be one of {list(SHIFT_KINDS)}, got {kind!r}")
+    rng = np.random.default_rng([seed, SHIFT_KINDS.index(kind)])
+    used = set()
+    n_num = int(rng.integers(2, 5)) + (1 if kind == "interaction" else 0)
+    n_cat = int(rng.integers(1, 3))
+    numeric = [_word(rng, used) for _ in range(n_num)]
+    categorical = [_word(rng, used) for _ in range(n_cat)]
+    target = _word(rng, used)
+    k = int(rng.integers(2, 5))
+    style = rng.choice(["int", "str", "bool"] if k == 2 else ["int", "str"])
+    if style == "int":
+        labels = np.sort(rng.choice(np.arange(0, 20), size=k, replace=False))
+    elif style == "str":
+        labels = np.array(["low", "mid", "high", "top"][:k] if rng.random() < 0.5
+                          else [_word(rng, used) for _ in range(k)], dtype=object)
+    else:
+        labels = np.array([False, True], dtype=object)
+    pi = rng.dirichlet(np.full(k, 6.0))
+    # class-conditional parameters
+    mu = {c: rng.normal(0, rng.uniform(0.4, 0.9), size=k) for c in numeric}
+    scale = {c: (rng.uniform(0.5, 50), rng.uniform(-100, 100)) for c in numeric}
+    lv = {c: np.array([_word(rng, used) for _ in range(int(rng.integers(3, 6)))], dtype=object)
+          for c in categorical}
+    lp = {c: rng.dirichlet(np.ones(len(lv[c])) * 1.5, size=k) for c in categorical}
+    feats = numeric + categorical
+    culprit = [feats[int(rng.integers(len(feats)))]]
+    if kind in ("covariate_shift", "missingness"):
+        culprit = [numeric[int(rng.integers(n_num))]]
+    if kind == "interaction":
+        culprit = [str(c) for c in rng.choice(numeric, size=2, replace=False)]
+    c0 = culprit[0]
+    if kind in ("relationship_broken", "concept_shift", "covariate_shift"):
+        if c0 in numeric:                     # a strong feature
+            mu[c0] = np.linspace(-1.5, 1.5, k)[rng.permutation(k)]
+        else:
+            lp[c0] = rng.dirichlet(np.ones(len(lv[c0])) * 0.3, size=k)
+
+    def draw(n, pi_, mode):
+        y = rng.choice(k, size=n, p=pi_)
+        cols = {}
+        for c in numeric:
+            yy = y
+            if c == c0 and mode == "broken":
+                yy = rng.choice(k, size=n, p=pi_)
+            if c == c0 and mode == "concept":
+                yy = np.roll(np.arange(k), 1)[y]
+            cols[c] = mu[c][yy] + rng.normal(size=n)
+        for c in categorical:
+            yy = y
+            if c == c0 and mode == "broken":
+                yy = rng.choice(k, size=n, p=pi_)
+            if c == c0 and mode == "concept":
+                yy = np.roll(np.arange(k), 1)[y]
+            u = rng.random(n)[:, None]
+            cols[c] = lv[c][(u > np.cumsum(lp[c][yy], axis=1)).sum(1).clip(0, len(lv[c]) - 1)]
+        if kind == "interaction":
+            a, b = culprit
+            s = np.where(np.arange(k) % 2 == 0, 1.0, -1.0)[rng.permutation(k)]
+            cols[a] = rng.normal(size=n)
+            sign = np.sign(cols[a]) * s[y]
+            if mode == "interaction_gone":
+                sign = rng.choice([-1.0, 1.0], size=n)
+            flip = rng.random(n) < 0.1
+            cols[b] = np.abs(rng.normal(size=n)) * np.where(flip, -sign, sign)
+        return y, cols
+
+    modes = {"relationship_broken": "broken", "concept_shift": "concept",
+             "interaction": "interaction_gone"}
+    y_tr, cols_tr = draw(n_train, pi, "train")
+    pi_te = pi
+    if kind == "prior_shift":
+        while True:
+            pi_te = rng.dirichlet(np.full(k, 2.0))
+            if _tv(pi, pi_te) >= 0.2 and pi_te.min() > 0.03:
+                break
+    if kind == "covariate_shift":             # test covers only the upper part of c0's range
+        cut = np.quantile(cols_tr[c0], rng.uniform(0.3, 0.5))
+        ys, cs = [], {c: [] for c in feats}
+        while sum(len(v) for v in ys) < n_test:
+            y_, c_ = draw(4 * n_test, pi, "test")
+            keep = c_[c0] > cut
+            ys.append(y_[keep])
+            for c in feats:
+                cs[c].append(c_[c][keep])
+        y_te = np.concatenate(ys)[:n_test]
+        cols_te = {c: np.concatenate(v)[:n_test] for c, v in cs.items()}
+    else:
+        y_te, cols_te = draw(n_test, pi_te, modes.get(kind, "test"))
+    frames = []
+    for y, cols, part in ((y_tr, cols_tr, "train"), (y_te, cols_te, "test")):
+        df = pd.DataFrame({c: cols[c] * scale[c][0] + scale[c][1] if c in numeric else cols[c]
+                           for c in feats})
+        if kind == "missingness" and part == "train":
+            cls = int(np.argmax(pi))          # the most common class goes missing
+            rate = rng.uniform(0.05, 0.15) / pi[cls]
+            miss = (y == cls) & (rng.random(len(y)) < min(rate, 0.9))
+            df.loc[miss, c0] = np.nan
+        mcar = [c for c in numeric if c != c0][:1]
+        for c in mcar:                        # benign missingness, same rate in both files
+            df.loc[rng.random(len(y)) < 0.02, c] = np.nan
+        df[target] = labels[y]
+        frames.append(df[rng.permutation(list(df.columns)).tolist()] if part == "train"
+                      else df[frames[0].columns])
+    truth = {"kind": kind, "classes": tuple(labels.tolist()),
+             "culprits": tuple(sorted(culprit)) if kind in (
+                 "relationship_broken", "concept_shift", "missingness", "interaction") else (),
+             "shifted": (c0,) if kind == "covariate_shift" else ()}
+    return frames[0], frames[1], target, numeric, categorical, truth
