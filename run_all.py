@@ -33,6 +33,7 @@ import os
 import platform
 import signal
 import sys
+import threading
 import time
 import traceback
 import warnings
@@ -586,6 +587,10 @@ class Step:
             self._callbacks.append(fn)
 
 
+# How often a training tells the job pool how far it is (``_progress``).
+PROGRESS_STEPS = 50
+
+
 class Schedule(dict):
     """Name -> future, dict of futures or ``Step``: what ``schedule`` declared for a run."""
 
@@ -594,12 +599,18 @@ class Schedule(dict):
         return [s for s in self.values() if isinstance(s, Step) and s.before == code]
 
 
-def _progress(label, n_iter, every=None):
-    """A ``progress`` callback for ``MLP.fit`` printing iteration, loss and elapsed time."""
+def _progress(label, n_iter, every=None, steps=PROGRESS_STEPS):
+    """A ``progress`` callback for ``MLP.fit`` printing iteration, loss and elapsed time
+    (``every`` iterations, default a quarter of them) and telling the job pool how far
+    the training is (``jobs.report_progress``, ``steps`` times per training), for the
+    console's estimate of the time left."""
     every = every or max(1, n_iter // 4)
+    tell = max(1, n_iter // steps)
     t0 = time.perf_counter()
 
     def report(t, loss, val_loss):
+        if (t + 1) % tell == 0 or t + 1 == n_iter:
+            jobs_mod.report_progress((t + 1) / n_iter)
         if t == 0 or (t + 1) % every == 0 or t + 1 == n_iter:
             val = "" if val_loss != val_loss else f", val loss {val_loss:.4f}"
             print(f"    {label}: iteration {t + 1}/{n_iter}, loss {loss:.4f}{val}, "
@@ -623,19 +634,20 @@ def _fit_params(cfg, **params):
     return kw
 
 
-def _train_async(ctx, label, data=None, priority=0, validate=True, **params):
+def _train_async(ctx, label, data=None, priority=0, validate=True, group=None, **params):
     """Queue the training of an ``mlp.MLP`` on ``data`` (default: the run's encoded
     split) with the run's defaults overridden by ``params``; return its future.
 
     ``validate``: evaluate the validation split at every iteration (learning
     curves, early stopping); without it only the training loss is tracked.
+    ``group``: the code of the part whose console section shows its lines.
     """
     d = ctx.data if data is None else data
     kw = _fit_params(ctx.cfg, **params)
     key = ("fit", label, validate, tuple(sorted(kw.items())))
     return ctx.jobs.submit(key, _fit_job, label, kw, d["X_train"], d["y_train"],
                            d["X_val"] if validate else None, d["y_val"] if validate else None,
-                           priority=priority)
+                           priority=priority, group=group)
 
 
 @dataclass(frozen=True, eq=False)
@@ -1534,7 +1546,7 @@ def _mitigations_step(ctx, networks, diagnosis):
         validate = _needs_val(params)
         kw = _fit_params(cfg, activation=act, **params)
         fut = ctx.jobs.submit(("fit", f"{act} {name}", validate, tuple(sorted(kw.items()))), _fit_scored_job,
-                              f"{act} {name}", kw, _splits(data), validate, priority=PRIORITY["D"])
+                              f"{act} {name}", kw, _splits(data), validate, priority=PRIORITY["D"], group="D")
         out.append(Mitigation(name, spec, data, params, fut))
     return out
 
@@ -1568,7 +1580,8 @@ def _combination_after(ctx, networks, diagnosis, mitigations):
                           names=[(m.name, m.params) for m in options],
                           base_f1=networks[act].scores["val"]["macro_f1"], suspects=diagnosis.suspects,
                           act=act, cfg_params=_fit_params(ctx.cfg),
-                          data=_splits(removal[0].data if removal else ctx.data), priority=PRIORITY["D"])
+                          data=_splits(removal[0].data if removal else ctx.data), priority=PRIORITY["D"],
+                          group="D")
 
 
 @dataclass(frozen=True, eq=False)
@@ -1942,7 +1955,7 @@ def _q2_jobs(ctx):
     n_jobs = 1 if ctx.jobs.workers else cfg.threads
     return {task: [ctx.jobs.submit(("q2", task, lr), mlp.bias_experiment, X, Y, lrs=(lr,), seeds=seeds,
                                    n_iter=n_iter, hidden="relu", output="softmax", loss="ce",
-                                   n_jobs=n_jobs, priority=PRIORITY["Q2"])
+                                   n_jobs=n_jobs, priority=PRIORITY["Q2"], group="Q2")
                    for lr in lrs]
             for task, (X, Y) in _q2_tasks(ctx).items()}
 
@@ -2183,12 +2196,14 @@ def schedule(ctx):
     plan_ = Schedule()
     if "B" in parts:
         # B(a): one network per activation (inputs: the encoded data)
-        plan_["B.fits"] = {act: _train_async(ctx, act, activation=act, priority=PRIORITY["B"])
+        plan_["B.fits"] = {act: _train_async(ctx, act, activation=act, priority=PRIORITY["B"],
+                                                group="B")
                            for act in cfg.activations}
         # sigmoid set-up study, compared by final accuracy and gradient ratio: no validation curve
         if "sigmoid" in cfg.activations:
             plan_["B.sigmoid"] = {(init, lr): _train_async(ctx, f"sigmoid {init} lr={lr:g}", activation="sigmoid",
-                                                           init=init, lr=lr, priority=PRIORITY["B"], validate=False)
+                                                           init=init, lr=lr, priority=PRIORITY["B"], validate=False,
+                                                           group="B")
                                   for init, lr in _sigmoid_trials(cfg)[1:]}
     if "Q2" in parts:
         # Question 2: one job per task and learning rate (inputs: the encoded data)
@@ -2218,13 +2233,15 @@ def schedule(ctx):
     return plan_
 
 
-def run_parts(ctx, parts, log=print):
+def run_parts(ctx, parts, log=print, console=None):
     """Run ``parts`` in order, each timed and isolated; return the codes of parts that failed.
 
     For each part: the schedule's steps declared before it, its computation
     (the result goes to ``ctx.results[code]``, its serialised form to
     ``ctx.metrics[key]``) and its renderer. ``log`` is ``print`` or anything
-    accepting its arguments (incl. ``flush=``).
+    accepting its arguments (incl. ``flush=``); with a ``Console`` the
+    headers, the job lines and the estimates go through it instead
+    (``Console.begin``/``end`` around each part).
 
     A part that raises gets ``{"error": "...", "partial": {...}}`` in
     ``ctx.metrics[key]`` (``partial``: its serialised result when only the
@@ -2236,6 +2253,15 @@ def run_parts(ctx, parts, log=print):
     failed = []
     timing = ctx.metrics.setdefault("timing", {})
     plan_ = ctx.plan if ctx.plan is not None else Schedule()
+    if console is not None:
+        log = console
+
+    def begin(code, header):
+        if console is not None:
+            console.begin(code, header)
+        else:
+            log(header, flush=True)
+
     for i, code in enumerate(parts, 1):
         part = PARTS[code]
         key, title = part.key, part.title
@@ -2246,10 +2272,12 @@ def run_parts(ctx, parts, log=print):
             msg = f"skipped: needs part {', '.join(missing)}, which failed"
             ctx.metrics[key] = {"error": msg}
             ctx.report.banner(f"{title} was {msg}.", kind="error")
-            log(f"[{i}/{len(parts)}] {title}: {msg}")
+            begin(code, f"[{i}/{len(parts)}] {title}: {msg}")
+            if console is not None:
+                console.end(code)
             failed.append(code)
             continue
-        log(f"[{i}/{len(parts)}] {title} ...", flush=True)
+        begin(code, f"[{i}/{len(parts)}] {title} ...")
         t0 = time.perf_counter()
         try:
             for step in plan_.steps_before(code):
@@ -2274,6 +2302,9 @@ def run_parts(ctx, parts, log=print):
         else:
             elapsed = time.perf_counter() - t0
             log(f"    done in {elapsed:.1f} s")
+        finally:
+            if console is not None:
+                console.end(code)
         timing[key] = round(elapsed, 3)
     return failed
 
@@ -2758,10 +2789,212 @@ def _stop_run(run, pool, ctx=None, keep=True):
     return where + (f"; this run's partial output is in {str(kept)!r}" if kept else "")
 
 
-def _print_job_line(group, key, line):
-    """Until the part loop prints each job's lines under its part (``Jobs.take_lines``):
-    print them as they arrive, whole lines only."""
-    print(line, flush=True)
+class Console:
+    """The run's console: each part's header, then the lines of the jobs that belong
+    to it, and estimates of the time left.
+
+    A worker job's printed lines (``Jobs`` ``sink``) are kept until the part of
+    their ``group`` starts (``begin``), then printed; while it runs they are
+    printed as they arrive. Lines of a part that has ended are printed with its
+    code in front; lines without a group (warm-up) at once. ``install`` routes
+    this process's own ``print`` through the console too, so nothing
+    interleaves mid-line.
+
+    Every ``interval`` seconds while a part runs, the console says how long the
+    background jobs will take (``Jobs.remaining``): on a terminal as one status
+    line rewritten in place, otherwise (a pipe, a file) as a plain line, at most
+    one per ``interval`` and only when the estimate changed.
+
+    Parameters
+    ----------
+    stream : text stream, optional
+        Where everything goes (default: ``sys.stdout`` when created).
+    tty : bool, optional
+        Rewrite one status line in place (default: ``stream.isatty()``).
+    interval : float, optional
+        Seconds between estimates (default 1 on a terminal, 10 otherwise).
+    """
+
+    def __init__(self, stream=None, tty=None, interval=None):
+        self.out = stream if stream is not None else sys.stdout
+        if tty is None:
+            try:
+                tty = bool(self.out.isatty())
+            except (AttributeError, ValueError):
+                tty = False
+        self.tty = tty
+        self.interval = interval if interval is not None else (1.0 if tty else 10.0)
+        self.jobs = None
+        self._lock = threading.RLock()
+        self._pending = {}          # group -> lines printed before its part started
+        self._current = None        # the code of the running part
+        self._ended = set()
+        self._status = ""           # the status line on screen (tty only)
+        self._last_estimate = None
+        self._stop = threading.Event()
+        self._ticker = None
+        self._saved_stdout = None
+
+    # ----------------------------------------------------------------- output
+    def _write(self, text):
+        """Write whole lines (``text`` ends with a newline), under the status line."""
+        with self._lock:
+            if self._status:
+                self.out.write("\r\033[K")
+            self.out.write(text)
+            if self._status:
+                self.out.write(self._status)
+            self.out.flush()
+
+    def __call__(self, *args, sep=" ", end="\n", flush=False, file=None):
+        """``print`` for the part loop and ``main``."""
+        self._write(sep.join(str(a) for a in args) + end)
+
+    def job_line(self, group, key, line):
+        """The ``Jobs`` sink: one line a job printed."""
+        with self._lock:
+            if group is None or group == self._current:
+                self._write(line + "\n")
+            elif group in self._ended:
+                self._write(f"    [{group}] {line.strip()}\n")
+            else:
+                self._pending.setdefault(group, []).append(line)
+
+    def install(self):
+        """Route ``sys.stdout`` through the console until ``close``; returns self."""
+        if self._saved_stdout is None:
+            self._saved_stdout = sys.stdout
+            sys.stdout = _ConsoleStream(self)
+        return self
+
+    # ------------------------------------------------------------------ parts
+    def begin(self, code, header):
+        """Part ``code`` starts: print ``header``, the lines its jobs printed so far
+        and the estimate of the time left."""
+        with self._lock:
+            self._write(header + "\n")
+            self._current = code
+            lines = self._pending.pop(code, [])
+            if lines:
+                self._write("".join(line + "\n" for line in lines))
+            text = self.estimate(code)
+            if text:
+                self._write(f"    {text}\n")
+                self._last_estimate = text
+        if self._ticker is None and self.jobs is not None and self.jobs.workers:
+            self._ticker = threading.Thread(target=self._tick, name="console-estimate", daemon=True)
+            self._ticker.start()
+
+    def end(self, code):
+        """Part ``code`` has ended: later lines of its jobs are printed with its code."""
+        with self._lock:
+            self._clear_status()
+            self._current = None
+            self._ended.add(code)
+            lines = self._pending.pop(code, [])
+            if lines:
+                self._write("".join(f"    [{code}] {line.strip()}\n" for line in lines))
+            text = self.estimate()
+            if text and text != self._last_estimate and text.startswith("about"):
+                self._write(f"    {text}\n")
+                self._last_estimate = text
+
+    def close(self):
+        """Stop the estimates, print the lines no part showed, restore ``sys.stdout``."""
+        self._stop.set()
+        if self._ticker is not None:
+            self._ticker.join(timeout=2.0)
+        with self._lock:
+            self._clear_status()
+            for group, lines in self._pending.items():
+                self._write("".join(f"    [{group}] {line.strip()}\n" for line in lines))
+            self._pending = {}
+        if self._saved_stdout is not None:
+            stream = sys.stdout
+            sys.stdout, self._saved_stdout = self._saved_stdout, None
+            if isinstance(stream, _ConsoleStream) and stream._buf:
+                self._write(stream._buf + "\n")
+
+    # -------------------------------------------------------------- estimates
+    def estimate(self, code=None):
+        """One sentence on the time the background jobs still need: those of part
+        ``code`` and all of them; None when no job is unfinished. It gives a number
+        only when ``Jobs.remaining`` has a basis (a finished job or reported progress)."""
+        if self.jobs is None:
+            return None
+        status = self.jobs.status()
+        left = [s for s in status if s.state in ("waiting", "running")]
+        if not left:
+            return None
+        mine = [s for s in left if code is not None and s.group == code]
+        total = self.jobs.remaining()
+        if total is None:
+            return (f"{_plural(len(left), 'background job')} to go; no time estimate yet "
+                    "(none has finished or reported progress)")
+        text = f"about {_seconds(total)} left in {_plural(len(left), 'background job')}"
+        if mine:
+            part = self.jobs.remaining(code)
+            text += (f", of which part {code}'s {len(mine)}"
+                     + (f" about {_seconds(part)}" if part is not None else " (no estimate yet)"))
+        running = sum(s.state == "running" for s in left)
+        return text + f" ({running} running)"
+
+    def _tick(self):
+        while not self._stop.wait(self.interval):
+            with self._lock:
+                if self._current is None:
+                    continue
+                try:
+                    text = self.estimate(self._current)
+                except Exception:       # a job table changing under us: try again later
+                    continue
+                if self.tty:
+                    self._clear_status()
+                    if text:
+                        self._status = f"    ... {text}"
+                        self.out.write(self._status)
+                        self.out.flush()
+                elif text and text != self._last_estimate:
+                    self._write(f"    {text}\n")
+                    self._last_estimate = text
+
+    def _clear_status(self):
+        if self._status:
+            self.out.write("\r\033[K")
+            self.out.flush()
+            self._status = ""
+
+
+class _ConsoleStream:
+    """``sys.stdout`` while a ``Console`` is installed: whole lines go through it."""
+
+    def __init__(self, console):
+        self._console, self._buf = console, ""
+
+    def write(self, text):
+        self._buf += str(text)
+        if "\n" in self._buf:
+            whole, self._buf = self._buf.rsplit("\n", 1)
+            self._console._write(whole + "\n")
+        return len(text)
+
+    def flush(self):            # an unfinished line waits for its end
+        self._console.out.flush()
+
+    def isatty(self):
+        return False
+
+    def __getattr__(self, name):
+        return getattr(self._console.out, name)
+
+
+def _seconds(t):
+    """A time estimate as people say it: "8 s", "2 min", "1.5 h"."""
+    if t < 90:
+        return f"{max(1, round(t))} s"
+    if t < 5400:
+        return f"{round(t / 60)} min"
+    return f"{t / 3600:.1f} h"
 
 
 def _part_outcome(failed, out):
@@ -2780,6 +3013,16 @@ def _part_outcome(failed, out):
     return "; ".join(text)
 
 
+def _run_outcome(parts, failed, out, seconds):
+    """The run's last word on its parts: how long it took, which parts finished,
+    which failed (with the log files that exist) and which were skipped."""
+    done = [c for c in parts if c not in failed]
+    text = [f"part {', '.join(done)} done"] if done else []
+    if failed:
+        text.append(_part_outcome(failed, out))
+    return f"run finished in {_duration(seconds)}: " + "; ".join(text)
+
+
 def main(argv=None):
     """Run the CLI; return the exit code (0 ok, 1 a part failed, 2 bad options, data or
     --out, 130 interrupted).
@@ -2789,7 +3032,7 @@ def main(argv=None):
     as it was and says so in one line.
     """
     t_start = time.perf_counter()
-    run = pool = ctx = None
+    run = pool = ctx = console = None
     sigint = signal.getsignal(signal.SIGINT)    # restored at the end (main() called in-process)
     try:
         _unblock_sigint()
@@ -2831,11 +3074,14 @@ def main(argv=None):
         gc.freeze()     # the imported modules' objects: never collected, not copied into forks
         parts = plan(cfg.parts)
         start_now = workers > 0 and bool({"B", "Q2"} & set(parts))  # C and D need B
+        # the workers' lines wait for their part's header (Console)
+        console = Console()
         pool = jobs_mod.Jobs(workers, start_method="fork" if start_now and jobs_mod.fork_is_safe()
                              else "spawn",
                              warm_up=[(mlp.warm_up, (cfg.dtype, ("network",))),
                                       (mlp.warm_up, (cfg.dtype, ("shared_bias",)))],
-                             sink=_print_job_line)
+                             sink=console.job_line)
+        console.jobs = pool
         if start_now:
             pool.start()        # the workers start while the data loads
         numba.set_num_threads(1 if workers else cores)
@@ -2873,8 +3119,10 @@ def main(argv=None):
             print(f"also running part {', '.join(extra)}: "
                   f"{', '.join(p for p in cfg.parts if p in NEEDS)} uses its results")
         ctx.plan = schedule(ctx)
-        failed = run_parts(ctx, parts)
+        console.install()
+        failed = run_parts(ctx, parts, console=console)
         pool.close()
+        console.close()
         timing = ctx.metrics["timing"]
         timing["total"] = round(time.perf_counter() - t_start, 3)
         timing["workers"] = workers
@@ -2889,8 +3137,7 @@ def main(argv=None):
         doc.write(out / "report.md", out / "report.html")
         _ignore_sigint()        # the run is complete: put it in place
         run.commit()
-        if failed:
-            print(_part_outcome(failed, run.out))
+        print(_run_outcome(parts, failed, run.out, time.perf_counter() - t_start))
         print(f"report: {run.out / 'report.html'} (Markdown: {run.out / 'report.md'}; run {run.run_id})")
         return 1 if failed else 0
     except KeyboardInterrupt:
@@ -2911,6 +3158,8 @@ def main(argv=None):
         _stop_run(run, pool, ctx)
         raise
     finally:
+        if console is not None:
+            console.close()
         if signal.getsignal(signal.SIGINT) is not sigint and sigint is not None:
             try:
                 signal.signal(signal.SIGINT, sigint)
