@@ -231,6 +231,10 @@ def test_failing_part_is_isolated(tmp_path, stub_parts, capsys):
     assert "failed: RuntimeError: boom in B" in md
     printed = capsys.readouterr().out
     assert "FAILED" in printed and "Traceback" not in printed
+    outcome = [line for line in printed.splitlines() if line.startswith("run finished in ")]
+    assert len(outcome) == 1 and "part A, Q2 done; part B failed (traceback: " in outcome[0]
+    assert str(out / "logs" / "partB.log") in outcome[0]
+    assert outcome[0].endswith("part C, D skipped (needs part B)") and "partC.log" not in outcome[0]
 
 
 def test_synthetic_run_is_announced(tmp_path, stub_parts, capsys, monkeypatch):
