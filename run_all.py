@@ -741,6 +741,15 @@ class AResult(_Result):
     predictive_power: Any       # DataFrame indexed by feature, sorted by pps
     dominance: dict             # prep.dominance output under DOMINANCE
     top: list                   # the three features with the highest pps
+    excluded: Any = None        # DataFrame, prep.screen_columns: column, kind, rule, reason, ..., action
+    predictive_note: str = None  # predictive_power's attrs["note"] (sub-sampled rows, unscored features)
+    corr_n_features: int = 0    # encoded features the correlations scanned
+    corr_top_k: int = 0         # of which the heatmap shows at most this many
+    n_pairs_found: int = 0      # pairs with |r| >= corr_threshold (``pairs`` keeps the strongest)
+    pairs_truncated: bool = False
+    figure_numeric: list = ()   # the numeric columns the box plots show (highest pps first)
+    figure_categorical: list = ()  # the categorical columns the count plots show
+    figure_limit: int = 0       # at most this many feature columns in the figures (FIGURE_FEATURES)
 
     @property
     def headline(self):
@@ -765,12 +774,37 @@ class AResult(_Result):
                 "predictive_power": j(self.predictive_power.reset_index()),
                 "dominance": j(self.dominance),
                 "expected_top_features": self.top,
+                "screened_columns": j(self.excluded) if self.excluded is not None else [],
+                "notes": {"predictive_power": self.predictive_note,
+                          "correlation": {"n_features": self.corr_n_features, "heatmap_top_k": self.corr_top_k,
+                                          "n_pairs_found": self.n_pairs_found,
+                                          "pairs_truncated": self.pairs_truncated},
+                          "figures": {"numeric": list(self.figure_numeric),
+                                      "categorical": list(self.figure_categorical),
+                                      "limit": self.figure_limit}},
                 "headline": self.headline}
 
 
+# Part A's figures draw at most this many feature columns, those with the highest pps:
+# a 1,000-column file would otherwise make a figure of 1,000 panels (memory, minutes).
+FIGURE_FEATURES = 12
+# Part A's report shows at most this many correlated pairs (the CSV holds all that were kept).
+PAIRS_SHOWN = 20
+
+
+def _figure_columns(pp, numeric, categorical, limit=FIGURE_FEATURES):
+    """The numeric and categorical columns Part A's figures show: the ``limit`` features
+    with the highest pps (unscored ones last, in file order), each list in pps order."""
+    ranked = [f for f in pp.index if pp.loc[f, "pps"] == pp.loc[f, "pps"]]
+    ranked += [f for f in list(numeric) + list(categorical) if f not in ranked]
+    chosen = ranked[:limit]
+    return [f for f in chosen if f in numeric], [f for f in chosen if f in categorical]
+
+
 def compute_a(ctx):
-    """Part A's numbers: structure, missing values, class balance, encoding, correlations,
-    each feature's predictive power and whether one dominates (``DOMINANCE``)."""
+    """Part A's numbers: structure, columns that are no features (``Dataset.excluded``),
+    missing values, class balance, encoding, correlations, each feature's predictive
+    power and whether one dominates (``DOMINANCE``), and the columns the figures show."""
     import prep
 
     ds, cfg, d = ctx.dataset, ctx.cfg, ctx.data
@@ -781,6 +815,7 @@ def compute_a(ctx):
     cd = prep.class_distribution(ds.train[tgt])
     corr, pairs = prep.correlation_pairs(d["X_train"], d["feature_names"], threshold=cfg.corr_threshold)
     pp = prep.predictive_power(ds.train, tgt, num, cat, seed=cfg.seed)
+    fig_num, fig_cat = _figure_columns(pp, num, cat)
     return AResult(
         target=tgt, numeric=num, categorical=cat, n_train=len(ds.train), n_test=len(ds.test),
         n_columns=ds.train.shape[1], structure=st.reset_index(), missing=miss.reset_index(),
@@ -795,7 +830,13 @@ def compute_a(ctx):
         train=ds.train, corr=corr, corr_threshold=cfg.corr_threshold, pairs=pairs,
         predictive_power=pp,
         dominance=prep.dominance(pp, ratio=DOMINANCE.threshold, min_pps=DOMINANCE.value("min_pps")),
-        top=list(pp.index[:3]))
+        top=list(pp.index[:3]),
+        excluded=ds.excluded.copy(), predictive_note=pp.attrs.get("note"),
+        corr_n_features=int(corr.attrs.get("n_features", len(d["feature_names"]))),
+        corr_top_k=int(corr.attrs.get("top_k", len(corr))),
+        n_pairs_found=int(pairs.attrs.get("n_pairs_found", len(pairs))),
+        pairs_truncated=bool(pairs.attrs.get("truncated", False)),
+        figure_numeric=fig_num, figure_categorical=fig_cat, figure_limit=FIGURE_FEATURES)
 
 
 # Column names of the CSVs as the report's tables show them.
@@ -811,6 +852,58 @@ def _show_table(out, df, name, caption=None, shown=None, **table_kw):
     return path
 
 
+# How Part A's table names the rules of ``prep.SCREEN_RULES`` (the key itself when missing here).
+_SCREEN_LABELS = {"constant": "constant", "date": "date/time", "id_like": "ID-like",
+                  "high_cardinality": "very high cardinality"}
+
+
+def _render_screened(res, out):
+    """Part A's table of the columns that are not features (``AResult.excluded``) and
+    what was done with them: left out of the inputs, kept (``--keep-columns``) or
+    expanded (``--expand-dates``)."""
+    import prep
+    r, table = out.report, res.excluded
+    r.heading("Columns that are not features", 3)
+    if table is None or not len(table):
+        r.para("Every column looks like a feature: none is ID-like, constant, a date or a "
+               "categorical with a level for nearly every row.")
+        return
+    shown = table.assign(reason=[_SCREEN_LABELS.get(k, k) for k in table["rule"]])
+    _show_table(out, table, "a_screened_columns", caption="Columns screened out of train.csv",
+                shown=shown[["column", "reason", "detail", "action", "kind"]], key=["column", "reason"])
+    action = table["action"].astype(str)
+    left_out = list(table.loc[action == "excluded", "column"])
+    kept = list(table.loc[action.str.startswith("kept"), "column"])
+    expanded = table.loc[action.str.startswith("expanded")]
+    items = []
+    if left_out:
+        items.append(f"{_names(left_out)} {'was' if len(left_out) == 1 else 'were'} **left out of the "
+                     "network's inputs** (and of every later part). To use "
+                     f"{'it' if len(left_out) == 1 else 'one'} anyway, pass "
+                     f"`--keep-columns {left_out[0]}` (a comma-separated list keeps several).")
+    if kept:
+        items.append(f"{_names(kept)} {'is' if len(kept) == 1 else 'are'} flagged but kept, as "
+                     "`--keep-columns` asked.")
+    for col, act in zip(expanded["column"], expanded["action"]):
+        items.append(f"`{col}` was {act.replace('expanded into ', 'expanded into numeric ')} "
+                     "(`--expand-dates`).")
+    dates = [c for c, rule, a in zip(table["column"], table["rule"], action) if rule == "date" and a == "excluded"]
+    if dates:
+        items.append("`--expand-dates` turns a date column into numeric year, month and day-of-week "
+                     f"columns instead of leaving it out ({_names(dates)}).")
+    for rule in dict.fromkeys(table["rule"]):
+        items.append(f"*{_SCREEN_LABELS.get(rule, rule)}*: {_sentence(prep.SCREEN_RULES.get(rule, rule))}")
+    r.bullets(items)
+
+
+def _shown_of(shown, total, what):
+    """A caption's note on a figure that shows some of the features: "" when it shows all."""
+    if len(shown) >= total:
+        return ""
+    return (f": the {len(shown)} of {total:,} {what} with the highest predictive power "
+            "(all of them in tables/a_predictive_power.csv)")
+
+
 def render_a(res, out):
     """Part A's tables (tables/a_*.csv), figures (figures/a_*.png) and report section."""
     import plots
@@ -822,6 +915,7 @@ def render_a(res, out):
     r.para(f"train: {res.n_train:,} rows × {res.n_columns} columns "
            f"({len(num)} numeric, {len(cat)} categorical, target `{tgt}`); "
            f"test: {res.n_test:,} rows.")
+    _render_screened(res, out)
 
     r.heading("Missing values and imputation", 3)
     _show_table(out, res.missing, "a_missing", caption="Missing cells per column", floatfmt=".3g",
@@ -864,20 +958,38 @@ def render_a(res, out):
     ])
 
     r.heading("Features against the target", 3)
-    if num:
-        out.save_figure(plots.numeric_boxplots(res.train, num, tgt), "a_numeric_boxplots.png",
-                        "Numeric features by class (train)")
-    if cat:
-        out.save_figure(plots.categorical_countplots(res.train, cat, tgt), "a_categorical_counts.png",
-                        "Categorical features by class (train)")
+    fig_num, fig_cat = list(res.figure_numeric), list(res.figure_categorical)
+    if fig_num:
+        out.save_figure(plots.numeric_boxplots(res.train, fig_num, tgt), "a_numeric_boxplots.png",
+                        "Numeric features by class (train)" + _shown_of(fig_num, len(num), "numeric features"))
+    if fig_cat:
+        out.save_figure(plots.categorical_countplots(res.train, fig_cat, tgt), "a_categorical_counts.png",
+                        "Categorical features by class (train)"
+                        + _shown_of(fig_cat, len(cat), "categorical features"))
+    if len(fig_num) + len(fig_cat) < len(num) + len(cat):
+        r.para(f"The figures show the {len(fig_num) + len(fig_cat)} features with the highest predictive "
+               f"power (at most {res.figure_limit}) of {len(num) + len(cat):,}, so that they stay "
+               "legible and small.")
 
     r.heading("Correlations", 3)
     th = res.corr_threshold
+    n_corr = len(res.corr)
     out.save_figure(plots.correlation_heatmap(res.corr, th), "a_correlation.png",
-                    "Pearson correlation of the encoded training features")
+                    "Pearson correlation of the encoded training features"
+                    + (f": the {n_corr} of {res.corr_n_features:,} most correlated with another feature"
+                       if n_corr < res.corr_n_features else ""))
+    if n_corr < res.corr_n_features:
+        r.para(f"The heatmap shows the {n_corr} of the {res.corr_n_features:,} encoded features with the "
+               f"strongest correlation to any other (at most {res.corr_top_k}); every pair was scanned "
+               "for the table below.")
     if len(res.pairs):
+        pairs = res.pairs.drop(columns=[c for c in ("threshold",) if c in res.pairs])
         _show_table(out, res.pairs, "a_correlated_pairs", caption=f"Pairs with |r| ≥ {th:g}", floatfmt=".2f",
-                    shown=res.pairs.drop(columns=[c for c in ("threshold",) if c in res.pairs]))
+                    shown=pairs.head(PAIRS_SHOWN))
+        if res.n_pairs_found > min(len(pairs), PAIRS_SHOWN):
+            r.para(f"{res.n_pairs_found:,} pairs of encoded features have |r| ≥ {th:g}; the table shows the "
+                   f"{min(len(pairs), PAIRS_SHOWN)} strongest and tables/a_correlated_pairs.csv "
+                   + (f"the {len(pairs):,} strongest." if res.pairs_truncated else "all of them."))
     else:
         r.para(f"No pair of encoded features has |r| ≥ {th:g}.")
 
@@ -898,6 +1010,8 @@ def render_a(res, out):
         text += ("No feature dominates" + (f": the best reaches {ratio:.1f}× the runner-up"
                  if ratio is not None else "") + f" (rule: {DOMINANCE.description}).")
     r.para(text)
+    if res.predictive_note:
+        r.para(_sentence(res.predictive_note))
     define_terms(r)
 
 
