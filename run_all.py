@@ -3128,13 +3128,15 @@ def _part_outcome(failed, out):
 
 
 def _run_outcome(parts, failed, out, seconds):
-    """The run's last word on its parts: how long it took, which parts finished,
-    which failed (with the log files that exist) and which were skipped."""
+    """The run's last word on its parts, one line each: how long it took and which
+    parts finished; then (``_part_outcome``) which failed, with the log files that
+    exist, and which were skipped."""
     done = [c for c in parts if c not in failed]
-    text = [f"part {', '.join(done)} done"] if done else []
+    lines = [f"run finished in {_duration(seconds)}: "
+             + (f"part {', '.join(done)} done" if done else "no part finished")]
     if failed:
-        text.append(_part_outcome(failed, out))
-    return f"run finished in {_duration(seconds)}: " + "; ".join(text)
+        lines.append(_part_outcome(failed, out))
+    return "\n".join(lines)
 
 
 def main(argv=None):
