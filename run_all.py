@@ -865,8 +865,9 @@ def _render_screened(res, out):
     r, table = out.report, res.excluded
     r.heading("Columns that are not features", 3)
     if table is None or not len(table):
-        r.para("Every column looks like a feature: none is ID-like, constant, a date or a "
-               "categorical with a level for nearly every row.")
+        labels = [_SCREEN_LABELS.get(k, k) for k in prep.SCREEN_RULES]
+        r.para("Every column looks like a feature: none matches a rule of the screen ("
+               + ", ".join(labels) + ").")
         return
     shown = table.assign(reason=[_SCREEN_LABELS.get(k, k) for k in table["rule"]])
     _show_table(out, table, "a_screened_columns", caption="Columns screened out of train.csv",
