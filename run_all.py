@@ -2962,7 +2962,10 @@ class Console:
             self.out.flush()
 
     def __call__(self, *args, sep=" ", end="\n", flush=False, file=None):
-        """``print`` for the part loop and ``main``."""
+        """``print`` for the part loop and ``main`` (to ``file`` when one is given)."""
+        if file is not None:
+            print(*args, sep=sep, end=end, file=file, flush=flush)
+            return
         self._write(sep.join(str(a) for a in args) + end)
 
     def job_line(self, group, key, line):
@@ -3014,14 +3017,15 @@ class Console:
                 self._write(f"    {text}\n")
                 self._last_estimate = text
 
-    def close(self):
-        """Stop the estimates, print the lines no part showed, restore ``sys.stdout``."""
+    def close(self, pending=True):
+        """Stop the estimates, print the lines no part showed (unless not ``pending``:
+        they are dropped), restore ``sys.stdout``. Safe to call again."""
         self._stop.set()
         if self._ticker is not None:
             self._ticker.join(timeout=2.0)
         with self._lock:
             self._clear_status()
-            for group, lines in self._pending.items():
+            for group, lines in self._pending.items() if pending else ():
                 self._write("".join(f"    [{group}] {line.strip()}\n" for line in lines))
             self._pending = {}
         if self._saved_stdout is not None:
@@ -3258,6 +3262,8 @@ def main(argv=None):
         print(f"report: {run.out / 'report.html'} (Markdown: {run.out / 'report.md'}; run {run.run_id})")
         return 1 if failed else 0
     except KeyboardInterrupt:
+        if console is not None:
+            console.close(pending=False)    # no status line or stale lines before the message
         print(f"interrupted: {_stop_run(run, pool, ctx)}", file=sys.stderr)
         return 130
     except OSError as e:
