@@ -1319,7 +1319,7 @@ def _q2_jobs(ctx):
     rate's runs and threshold are independent of the others'); ``{task: [futures]}``."""
     import numpy as np
     from sklearn.datasets import make_classification
-    import mlp
+    import shared_bias
 
     if "q2_jobs" in ctx.results:
         return ctx.results["q2_jobs"]
@@ -1333,7 +1333,7 @@ def _q2_jobs(ctx):
     # in a worker one thread per job; in-process the experiment's own threads (--threads)
     n_jobs = 1 if ctx.jobs.workers else cfg.threads
     ctx.results["q2_jobs"] = {
-        task: [ctx.jobs.submit(("q2", task, lr), mlp.bias_experiment, X, Y, lrs=(lr,), seeds=seeds,
+        task: [ctx.jobs.submit(("q2", task, lr), shared_bias.bias_experiment, X, Y, lrs=(lr,), seeds=seeds,
                                n_iter=n_iter, hidden="relu", output="softmax", loss="ce",
                                n_jobs=n_jobs, priority=PRIORITY["Q2"])
                for lr in lrs]
@@ -1342,7 +1342,7 @@ def _q2_jobs(ctx):
 
 
 def _merge_bias_experiments(exps):
-    """One ``mlp.bias_experiment`` result from results for disjoint learning rates
+    """One ``shared_bias.bias_experiment`` result from results for disjoint learning rates
     (same task, seeds and iterations), in the order given."""
     config = dict(exps[0]["config"], lrs=[lr for e in exps for lr in e["config"]["lrs"]])
     return {"config": config, "summary": [s for e in exps for s in e["summary"]],
@@ -1712,11 +1712,11 @@ def main(argv=None):
     # Where that is not safe (not Linux; numba's threads already running, e.g.
     # main() called from a program that trained before), spawn them.
     import gc
-    import mlp
+    import mlp, shared_bias  # noqa: E401
     gc.freeze()     # the imported modules' objects: never collected, not copied into forks
     pool = jobs_mod.Jobs(workers, start_method="fork" if jobs_mod.fork_is_safe() else "spawn",
                          warm_up=[(mlp.warm_up, (cfg.dtype, ("network",))),
-                                  (mlp.warm_up, (cfg.dtype, ("shared_bias",)))])
+                                  (shared_bias.warm_up, ())])
     parts = plan(cfg.parts)
     if {"B", "Q2"} & set(parts):    # the parts that queue jobs (C and D need B)
         pool.start()        # the workers start while the data loads
