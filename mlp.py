@@ -145,13 +145,19 @@ ACTIVATIONS = {a.name: a.code for a in ACTIVATION_TABLE}
 _KERNEL_ACTIVATIONS = tuple((a.code, a.g, a.g_float32, a.dg) for a in ACTIVATION_TABLE)
 
 
+def registry_code(codes, param, value):
+    """``codes[value]`` (a registry's name -> code map); for an unknown name a
+    ``ValueError`` that names the parameter ``param`` and the options."""
+    try:
+        return codes[value]
+    except (KeyError, TypeError):
+        raise ValueError(f"{param}={value!r} is not supported; "
+                         f"use one of {sorted(codes)}") from None
+
+
 def activation_code(activation):
     """Integer code of a hidden activation name; ``ValueError`` if unknown."""
-    try:
-        return ACTIVATIONS[activation]
-    except (KeyError, TypeError):
-        raise ValueError(f"activation={activation!r} is not supported; "
-                         f"use one of {sorted(ACTIVATIONS)}") from None
+    return registry_code(ACTIVATIONS, "activation", activation)
 
 
 @njit(cache=True, error_model="numpy", fastmath={"contract"})
@@ -391,6 +397,15 @@ def _forward(theta, sizes, code, X, tile, log):
 
 # =================================================================== backward
 @njit(cache=True, inline="always")
+def _tile_logits(Ws, bs, code, X, s, stop, tile, acts, dbuf):
+    """Forward pass of the tile of rows [s, min(s + tile, stop)) of X: returns its
+    rows Xt (r, d), their logits (r, K) and the (r, K) buffer for the logit delta."""
+    Xt = X[s:min(s + tile, stop)]                              # (r, d)
+    Z = _tile_forward(Ws, bs, code, Xt, acts)                  # (r, K) logits
+    return Xt, Z, _delta_view(dbuf, 0, Xt.shape[0], Z.shape[1])
+
+
+@njit(cache=True, inline="always")
 def _delta_to_input(D, W, A, code, Dn):
     """Dn = (D W) * g'(z): the delta at the input of layer W from the delta D at its
     output, with A = g(z) the activation that layer read. (r, fan_in)."""
@@ -419,11 +434,8 @@ def _block_loss_grad(theta, sizes, code, X, y, scale, start, stop, tile, g):
     loss = 0.0
     correct = 0
     for s in range(start, stop, tile):
-        e = min(s + tile, stop)
-        r = e - s
-        Xt = X[s:e]                                            # (r, d)
-        Zout = _tile_forward(Ws, bs, code, Xt, acts)           # (r, K) logits
-        D = _delta_view(dbuf, 0, r, K)
+        Xt, Zout, D = _tile_logits(Ws, bs, code, X, s, stop, tile, acts, dbuf)
+        r = Xt.shape[0]
         for i in range(r):
             best, zmax, ssum = _softmax_row(Zout, i, ez)
             yi = y[s + i]
@@ -1316,12 +1328,9 @@ def _block_input_gradients(theta, sizes, code, X, y, target, start, stop, tile, 
     acts, dbuf = _tile_workspaces(sizes, tile, dt)
     o = np.empty(K)                                            # softmax of one sample, float64
     for s in range(start, stop, tile):
-        e = min(s + tile, stop)
-        r = e - s
-        Xt = X[s:e]                                            # (r, d)
-        Z = _tile_forward(Ws, bs, code, Xt, acts)              # (r, K) logits
+        Xt, Z, D = _tile_logits(Ws, bs, code, X, s, stop, tile, acts, dbuf)
+        r = Xt.shape[0]
         # ---- delta at the logits a, dt/da, one row per sample
-        D = _delta_view(dbuf, 0, r, K)
         for i in range(r):
             m, _, tot = _softmax_row(Z, i, o)
             pred[s + i] = m
@@ -1331,7 +1340,7 @@ def _block_input_gradients(theta, sizes, code, X, y, target, start, stop, tile, 
         # ---- backward: delta_l = g'(h_l) * (delta_{l+1} W_l); at l = 0 it is dt/dx
         for l in range(L - 1, -1, -1):
             if l == 0:
-                np.dot(D, Ws[0], G[s:e])                       # (r, d): each row its own sample
+                np.dot(D, Ws[0], G[s:s + r])                  # (r, d): each row its own sample
             else:
                 D = _delta_to_input(D, Ws[l], acts[l - 1][:r], code,
                                     _delta_view(dbuf, L - l, r, sizes[l]))
@@ -1358,11 +1367,8 @@ def _input_gradients(theta, sizes, code, X, y, target):
 
 # ------------------------------------------------------------------ validation
 def _attr_target_code(target):
-    try:
-        return ATTRIBUTION_TARGETS[target]
-    except (KeyError, TypeError):
-        raise ValueError(f"target={target!r} is not supported; use one of "
-                         f"{sorted(ATTRIBUTION_TARGETS)}") from None
+    """Integer code of an attribution target name; ``ValueError`` if unknown."""
+    return registry_code(ATTRIBUTION_TARGETS, "target", target)
 
 
 def _attr_inputs(weights, biases, X, y, activation, target, dtype):

@@ -20,7 +20,8 @@ from typing import Callable, NamedTuple, Optional
 import numpy as np
 from numba import literal_unroll, njit
 
-from mlp import ACTIVATION_TABLE, ACTIVATIONS, _KERNEL_ACTIVATIONS, activation_code
+from mlp import (ACTIVATION_TABLE, ACTIVATIONS, _KERNEL_ACTIVATIONS, activation_code,
+                 registry_code)
 from numerics import exp_nonpositive, log_normal
 
 # Samples per block. The kernel is serial and works on one block of samples at
@@ -391,19 +392,15 @@ def _bias_net_loss_and_grads(W, U, b1, b2, XT, YT, hcode, ocode, lcode):
 def _bias_net_codes(hidden, output, loss):
     """Validate the (hidden, output, loss) names and return their kernel codes."""
     hcode = activation_code(hidden)
-    if output not in BIAS_NET_OUTPUTS:
-        raise ValueError(f"output={output!r} is not supported; use one of "
-                         f"{sorted(BIAS_NET_OUTPUTS)}")
-    if loss not in BIAS_NET_LOSSES:
-        raise ValueError(f"loss={loss!r} is not supported; use one of "
-                         f"{sorted(BIAS_NET_LOSSES)}")
-    need = LOSS_TABLE[BIAS_NET_LOSSES[loss]].fused_with
+    ocode = registry_code(BIAS_NET_OUTPUTS, "output", output)
+    lcode = registry_code(BIAS_NET_LOSSES, "loss", loss)
+    need = LOSS_TABLE[lcode].fused_with
     if need is not None and output != need:
         others = [f"loss={l.name!r} with output={l.fused_with!r}" for l in LOSS_TABLE
                   if l.fused_with not in (None, need)]
         raise ValueError(f"loss={loss!r} needs output={need!r} (got output={output!r}); "
                          f"use output={need!r}" + "".join(f", or {o}" for o in others))
-    return hcode, BIAS_NET_OUTPUTS[output], BIAS_NET_LOSSES[loss]
+    return hcode, ocode, lcode
 
 
 def _as_finite_float64(name, a, ndim):
