@@ -29,19 +29,38 @@ NumPy reference (``reference_*``); the validating wrappers ``loss_and_grads``
 ``input_gradients``, ``feature_attribution``, ``permutation_check``,
 ``randomization_check``).
 """
+import hashlib
 import os
 import tempfile
 import warnings
 from typing import Callable, NamedTuple
 
-# numba writes its on-disk cache next to this file; fall back to a temporary
-# directory when that is not writable (read-only install, shared checkout).
-if "NUMBA_CACHE_DIR" not in os.environ and not os.access(
-        os.path.dirname(os.path.abspath(__file__)), os.W_OK):
-    os.environ["NUMBA_CACHE_DIR"] = os.path.join(tempfile.gettempdir(), "mlp-numba-cache")
+
+def _kernel_cache_dir():
+    """numba's cache folder for the kernels, keyed by the source of the modules
+    that hold them. numba checks only the time stamp of a kernel's own file,
+    but the kernels here inline numerics.py and those of shared_bias.py inline
+    this file's registry: editing any of the three must recompile them all.
+    Next to this file, or in a temporary directory when that is not writable."""
+    here = os.path.dirname(os.path.abspath(__file__))
+    digest = hashlib.sha1()
+    for name in ("mlp.py", "numerics.py", "shared_bias.py"):
+        with open(os.path.join(here, name), "rb") as f:
+            digest.update(f.read())
+    base = (os.path.join(here, "__pycache__") if os.access(here, os.W_OK)
+            else os.path.join(tempfile.gettempdir(), "mlp-numba-cache"))
+    return os.path.join(base, "numba-" + digest.hexdigest()[:12])
+
+
+# an explicit NUMBA_CACHE_DIR wins (then editing one module does not recompile
+# the kernels of another that inline it: clear that folder by hand)
+if "NUMBA_CACHE_DIR" not in os.environ:
+    os.environ["NUMBA_CACHE_DIR"] = _kernel_cache_dir()
 
 import numpy as np
 import numba as nb
+
+nb.config.CACHE_DIR = os.environ["NUMBA_CACHE_DIR"]    # also when numba was imported first
 from numba import literal_unroll, njit, prange
 from numba.core.errors import NumbaExperimentalFeatureWarning
 
