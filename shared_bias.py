@@ -42,9 +42,10 @@ _SIGMOID_GRAD = ACTIVATION_TABLE[_SIGMOID].dg
 
 def _with_kernel_flags(f):
     """The registry formula ``f`` (@njit) compiled again with the kernel's flags.
-    A formula the kernel reaches through a registry tuple is a call to code
-    compiled with the formula's own flags (none), not inlined into the kernel's
-    reassociating code; this copy keeps the kernel's arithmetic as it was."""
+    Reached through mlp's registry tuple, g' did not get the kernel's
+    reassociation (the hidden sigmoid/tanh gradients changed in the last bits);
+    this copy, compiled with the kernel's fastmath flags, gives the kernel's
+    arithmetic back bitwise. The formula itself stays in mlp.ACTIVATION_TABLE."""
     return njit(nogil=True, inline="always", error_model="numpy",
                 fastmath=_BIAS_NET_FASTMATH)(f.py_func)
 
@@ -282,13 +283,11 @@ assert all(l.code == i for i, l in enumerate(LOSS_TABLE)), "codes must be row po
 #: output functions g1 and losses l by name -> kernel code
 BIAS_NET_OUTPUTS = {o.name: o.code for o in OUTPUT_TABLE}
 BIAS_NET_LOSSES = {l.name: l.code for l in LOSS_TABLE}
-_KERNEL_OUTPUTS = tuple((o.code, o.forward, o.backward) for o in OUTPUT_TABLE)
-_KERNEL_LOSSES = tuple((l.code, l.kernel, l.fused_with is not None) for l in LOSS_TABLE)
 
 
-# A head is an (output, loss) pair the loss allows. The kernel unrolls over
-# the heads (one copy of its output and loss code per head, all inlined so
-# that they compile with the kernel's flags), built here from the two tables.
+# A head is an (output, loss) pair the loss allows, built here from the two
+# tables. The kernel unrolls over the heads: one copy of the output and loss
+# code per head; the functions carry the kernel's fastmath flags themselves.
 @njit(cache=True, nogil=True, inline="always")
 def _fused_backward(P, D, aux, rows, nb):
     """The loss already gave dl/dz: nothing to apply."""
