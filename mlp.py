@@ -306,7 +306,7 @@ def _n_blocks(n, tile):
     return min(n_tiles, MAX_BLOCKS)
 
 
-@njit(cache=True, inline="always")
+@njit(cache=True)
 def _block_rows(b, n_blocks, n, tile):
     """Rows [start, stop) of block b: whole tiles, contiguous, blocks in order."""
     n_tiles = (n + tile - 1) // tile
@@ -339,7 +339,7 @@ def _tile_workspaces(sizes, tile, dt):
     return acts, dbuf
 
 
-@njit(cache=True, inline="always")
+@njit(cache=True)
 def _delta_view(dbuf, k, r, width):
     """(r, width) view of ping-pong buffer k % 2; the output delta uses k = 0
     and the delta of layer l's input k = L - l, so consecutive layers alternate."""
@@ -368,7 +368,7 @@ def _tile_forward(Ws, bs, code, Xt, acts):
     return A                                    # logits (r, K)
 
 
-@njit(cache=True, inline="always")
+@njit(cache=True)
 def _softmax_row(Z, i, ez):
     """ez[k] = exp(z_k - max z) for the logits z = Z[i] (float64, each <= 1: no
     overflow); returns (argmax z, first on ties; max z; sum_k ez[k]). Softmax is
@@ -415,7 +415,7 @@ def _forward(theta, sizes, code, X, tile, log):
 
 
 # =================================================================== backward
-@njit(cache=True, inline="always")
+@njit(cache=True)
 def _tile_logits(Ws, bs, code, X, s, stop, tile, acts, dbuf):
     """Forward pass of the tile of rows [s, min(s + tile, stop)) of X: returns its
     rows Xt (r, d), their logits (r, K) and the (r, K) buffer for the logit delta."""
@@ -424,7 +424,7 @@ def _tile_logits(Ws, bs, code, X, s, stop, tile, acts, dbuf):
     return Xt, Z, _delta_view(dbuf, 0, Xt.shape[0], Z.shape[1])
 
 
-@njit(cache=True, inline="always")
+@njit(cache=True)
 def _delta_to_input(D, W, A, code, Dn):
     """Dn = (D W) * g'(z): the delta at the input of layer W from the delta D at its
     output, with A = g(z) the activation that layer read. (r, fan_in)."""
@@ -530,6 +530,12 @@ def _reference_act_grad(a, activation):
     return ACTIVATION_TABLE[activation_code(activation)].reference_dg(a)
 
 
+def reference_softmax(Z):
+    """Row-wise softmax of Z (n, K) in NumPy, shifted by the row max (no overflow)."""
+    E = np.exp(Z - Z.max(axis=1, keepdims=True))
+    return E / E.sum(axis=1, keepdims=True)
+
+
 def reference_forward(weights, biases, X, activation):
     """Softmax probabilities in plain NumPy (slow, readable; for tests and bench).
 
@@ -547,10 +553,7 @@ def reference_forward(weights, biases, X, activation):
     A = X
     for W, b in zip(weights[:-1], biases[:-1]):
         A = _reference_act(A @ W.T + b, activation)        # (n, fan_out)
-    Z = A @ weights[-1].T + biases[-1]                      # (n, K) logits
-    Z = Z - Z.max(axis=1, keepdims=True)
-    E = np.exp(Z)
-    return E / E.sum(axis=1, keepdims=True)
+    return reference_softmax(A @ weights[-1].T + biases[-1])   # of the (n, K) logits
 
 
 def reference_loss_and_grads(weights, biases, X, y, activation, l2=0.0, sample_weight=None):
@@ -1321,7 +1324,7 @@ ATTRIBUTION_TARGETS = {t.name: t.code for t in ATTRIBUTION_TABLE}
 _KERNEL_TARGETS = tuple((t.code, t.delta, t.needs_y) for t in ATTRIBUTION_TABLE)
 
 
-@njit(cache=True, inline="always")
+@njit(cache=True)
 def _target_delta(o, m, y, i, target, D):
     """D[i, k] = dt/da_k for the target with code ``target`` (one sample)."""
     K = o.shape[0]
@@ -1474,8 +1477,7 @@ def reference_input_gradients(weights, biases, X, y, activation, target="output"
         a = h[-1] @ W.T + b                              # (n, sizes[l+1])
         h.append(_reference_act(a, activation) if l < len(Ws) - 1 else a)
     z = h[-1]
-    o = np.exp(z - z.max(axis=1, keepdims=True))
-    o /= o.sum(axis=1, keepdims=True)                   # (n, K) softmax
+    o = reference_softmax(z)                            # (n, K)
     m = np.argmax(z, axis=1)
     delta = tgt.reference_delta(o, m, y)                # (n, K) dt/da at the logits
     for l in range(len(Ws) - 1, -1, -1):

@@ -21,7 +21,7 @@ import numpy as np
 from numba import literal_unroll, njit
 
 from mlp import (ACTIVATION_TABLE, ACTIVATIONS, _KERNEL_ACTIVATIONS, activation_code,
-                 registry_code)
+                 reference_softmax, registry_code)
 from numerics import exp_nonpositive, log_normal
 
 # Samples per block. The kernel is serial and works on one block of samples at
@@ -187,11 +187,6 @@ def _softmax_backward(P, D, aux, rows, nb):
             D[c, i] = P[c, i] * (D[c, i] - aux[i])
 
 
-def _reference_softmax(z):
-    e = np.exp(z - z.max(axis=1, keepdims=True))
-    return e / e.sum(axis=1, keepdims=True)
-
-
 class BiasNetOutput(NamedTuple):
     """One output function g1 of the bias network."""
     name: str
@@ -208,7 +203,7 @@ OUTPUT_TABLE = (
                   ACTIVATION_TABLE[_SIGMOID].reference_g, lambda P, E: E * P * (1 - P)),
     BiasNetOutput("identity", 1, _identity_forward, _identity_backward,
                   lambda Z: Z, lambda P, E: E),
-    BiasNetOutput("softmax", 2, _softmax_forward, _softmax_backward, _reference_softmax,
+    BiasNetOutput("softmax", 2, _softmax_forward, _softmax_backward, reference_softmax,
                   lambda P, E: P * (E - np.sum(P * E, axis=1, keepdims=True))),
 )
 
