@@ -67,8 +67,8 @@ def test_codes_are_row_positions_and_names_unique():
 
 @pytest.mark.parametrize("activation", ACTS)
 def test_activation_formulas_agree(activation):
-    """Kernel g, g_float32 and dg against the NumPy reference g, dg, and dg
-    against the derivative of the reference g."""
+    """Kernel g, g_float32, dg and mul_dg against the NumPy reference g, dg, and
+    dg against the derivative of the reference g."""
     a = mlp.ACTIVATION_TABLE[mlp.ACTIVATIONS[activation]]
     z = np.concatenate([np.linspace(-6, -0.01, 40), np.linspace(0.01, 6, 40)])
     ref = a.reference_g(z)
@@ -76,6 +76,9 @@ def test_activation_formulas_agree(activation):
     g32 = np.array([a.g_float32(np.float32(v)) for v in z.astype(np.float32)])
     assert_allclose(g32, a.reference_g(z.astype(np.float32).astype(np.float64)), rtol=2e-8)
     assert_allclose([a.dg(v) for v in ref], a.reference_dg(ref), rtol=1e-15, atol=1e-300)
+    d = np.linspace(-2, 2, z.size)
+    assert_allclose([a.mul_dg(u, v) for u, v in zip(d, ref)], d * a.reference_dg(ref),
+                    rtol=1e-15, atol=1e-300)
     numeric = (a.reference_g(z + EPS) - a.reference_g(z - EPS)) / (2 * EPS)
     assert_allclose(a.reference_dg(ref), numeric, rtol=1e-6, atol=1e-9)
 
