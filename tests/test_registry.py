@@ -13,12 +13,13 @@ from numpy.testing import assert_allclose
 
 import mlp
 import shared_bias as sb
+from test_shared_bias import _fd     # central differences, eps 1e-6
 
 ACTS = [a.name for a in mlp.ACTIVATION_TABLE]
 TARGETS = [t.name for t in mlp.ATTRIBUTION_TABLE]
 HEADS = [(o.name, l.name) for l in sb.LOSS_TABLE for o in sb.OUTPUT_TABLE
          if l.fused_with in (None, o.name)]
-EPS = 1e-6
+EPS = 1e-6                                  # also _fd's step
 BAD_CODE = 99
 
 
@@ -36,21 +37,6 @@ def _net(sizes, seed):
         assert np.abs(Z).min() > 1e-3, "pick another seed: a pre-activation is near 0"
         A = np.maximum(Z, 0)
     return Ws, bs, X, y
-
-
-def _central(f, x):
-    """Central finite-difference gradient of the scalar f() with respect to the
-    array x, perturbed in place."""
-    g = np.zeros_like(x)
-    for idx in np.ndindex(x.shape):
-        old = x[idx]
-        x[idx] = old + EPS
-        fp = f()
-        x[idx] = old - EPS
-        fm = f()
-        x[idx] = old
-        g[idx] = (fp - fm) / (2 * EPS)
-    return g
 
 
 # ------------------------------------------------------- the tables themselves
@@ -105,7 +91,7 @@ def test_network_kernels_match_reference_and_finite_differences(activation):
         return mlp._run_loss_and_grad(theta, sz, code, X, y, w, 0.1)[0]
 
     grad = np.concatenate([np.concatenate([g.ravel(), b.ravel()]) for g, b in zip(dW, db)])
-    assert_allclose(grad, _central(f, theta), rtol=1e-6, atol=1e-9)
+    assert_allclose(grad, _fd(f, theta), rtol=1e-6, atol=1e-9)
 
 
 @pytest.mark.parametrize("activation", ACTS)
@@ -131,7 +117,7 @@ def test_input_gradients_match_reference_and_finite_differences(activation, targ
             log_p = a - a.max() - np.log(np.exp(a - a.max()).sum())
             return {"output": np.exp(log_p[m]), "logit": a[m], "loss": -log_p[y[s]]}[target]
 
-        assert_allclose(G[s], _central(t, x)[0], rtol=1e-6, atol=1e-9)
+        assert_allclose(G[s], _fd(t, x)[0], rtol=1e-6, atol=1e-9)
 
 
 # --------------------------------------------------- the shared-bias network
@@ -159,7 +145,7 @@ def test_bias_net_kernels_match_reference_and_finite_differences(activation, out
             return sb.independent_bias_loss_and_grads(W, U, b1, b2, X, Y, activation,
                                                       output, loss)[0]
 
-        assert_allclose(g[name], _central(f, p), rtol=1e-6, atol=1e-9)
+        assert_allclose(g[name], _fd(f, p), rtol=1e-6, atol=1e-9)
     # the shared model is the same kernel at b1 = b2 = b: its gradient is both paths
     Ls, gs = sb.shared_bias_loss_and_grads(W, U, b1, X, Y, activation, output, loss)
     RLs, rgs = sb.reference_bias_loss_and_grads(W, U, b1, b1, X, Y, activation, output, loss)
