@@ -473,10 +473,7 @@ def independent_bias_loss_and_grads(W, U, b1, b2, X, Y, hidden="relu", output="s
         raise ValueError(f"b1 has shape {b1.shape}; expected ({W.shape[0]},) = W rows")
     if b2.shape != (U.shape[0],):
         raise ValueError(f"b2 has shape {b2.shape}; expected ({U.shape[0]},) = Y columns")
-    L, gW, gU, gb1, gb2, hits = (a[0] for a in _bias_net_loss_and_grads(
-        W[None], U[None], b1[None], b2[None], np.ascontiguousarray(X.T),
-        np.ascontiguousarray(Y.T), *codes))                  # one run
-    _check_bias_result(L)
+    L, gW, gU, gb1, gb2, hits = _one_run(W, U, b1, b2, X, Y, codes)
     return float(L), {"W": gW, "U": gU, "b1": gb1, "b2": gb2,
                       "accuracy": hits / X.shape[0]}
 
@@ -520,10 +517,7 @@ def shared_bias_loss_and_grads(W, U, b, X, Y, hidden="relu", output="sigmoid", l
                          f"independent_bias_loss_and_grads for separate biases")
     if b.shape != (m,):
         raise ValueError(f"b has shape {b.shape}; expected ({m},) = W rows = Y columns")
-    L, gW, gU, gb1, gb2, hits = (a[0] for a in _bias_net_loss_and_grads(
-        W[None], U[None], b[None], b[None], np.ascontiguousarray(X.T),
-        np.ascontiguousarray(Y.T), *codes))                  # one run
-    _check_bias_result(L)
+    L, gW, gU, gb1, gb2, hits = _one_run(W, U, b, b, X, Y, codes)
     return float(L), {"W": gW, "U": gU, "b": gb1 + gb2, "b_output_path": gb2,
                       "b_hidden_path": gb1, "accuracy": hits / X.shape[0]}
 
@@ -552,6 +546,15 @@ def reference_bias_loss_and_grads(W, U, b1, b2, X, Y, hidden="relu", output="sig
     n = X.shape[0]
     return float(np.mean(ls.reference(P, Z, Y))), {
         "W": D1.T @ X / n, "U": D2.T @ H / n, "b1": D1.mean(axis=0), "b2": D2.mean(axis=0)}
+
+
+def _one_run(W, U, b1, b2, X, Y, codes):
+    """The kernel for one run on validated inputs: (L, gW, gU, gb1, gb2, hits); L finite."""
+    L, gW, gU, gb1, gb2, hits = (a[0] for a in _bias_net_loss_and_grads(
+        W[None], U[None], b1[None], b2[None], np.ascontiguousarray(X.T),
+        np.ascontiguousarray(Y.T), *codes))
+    _check_bias_result(L)
+    return L, gW, gU, gb1, gb2, hits
 
 
 def _check_bias_result(L):
