@@ -1288,7 +1288,6 @@ def replay_early_stopping(model, patience):
     return replay
 
 
-
 # ================================================================ attribution (Part C)
 # Gradient-based feature attribution: input gradients of a trained network
 # (sensitivity analysis, Aggarwal sec. 2.8), their aggregation into per-feature
