@@ -1,8 +1,10 @@
-"""The network: numba kernels, the ``MLP`` estimator, attribution, shared bias.
+"""The network: activations, forward, backward, the ``MLP`` estimator, attribution.
 
-Everything that computes with the network's parameters lives here. Kernels are
-pairs: ``_name`` is a pure ``@njit`` function of arrays and scalars, ``name`` is
-the public wrapper that validates its inputs and checks its result.
+Everything that computes with the parameters of the softmax MLP lives here.
+Kernels are pairs: ``_name`` is a pure ``@njit`` function of arrays and
+scalars, ``name`` is the public wrapper that validates its inputs and checks
+its result. The vectorised exp/sigmoid/tanh the kernels use are in
+``numerics.py``; the shared-bias network of Question 2 is ``shared_bias.py``.
 
 Parameter layout (shared by every kernel)
 -----------------------------------------
@@ -14,36 +16,56 @@ bias ``b[l]`` of shape ``(sizes[l+1],)`` per layer; a layer computes
 ``pack``/``unpack`` convert between the list form and the flat form;
 ``unpack`` returns views, so writing into them writes into ``theta``.
 
-Hidden activations are coded as small integers (``ACTIVATIONS``) so kernels
-take no strings; the output layer is always softmax.
+Hidden activations are rows of ``ACTIVATION_TABLE`` (name, integer code,
+formulas); kernels take the code, never a string, and dispatch through the
+table. The output layer is always softmax.
 
 Sections, in file order
 -----------------------
-activations and parameter layout; the training kernels (tiled, block-parallel
-loss + gradient, forward); their plain NumPy reference (``reference_*``); the
-validating wrappers ``loss_and_grads`` / ``forward``; the ``MLP`` estimator;
-attribution (Part C: ``input_gradients``, ``feature_attribution``,
-``permutation_check``, ``randomization_check``); the shared-bias network
-(Question 2: ``shared_bias_loss_and_grads``, ``independent_bias_loss_and_grads``,
-``train_bias_model``, ``bias_experiment``).
+activations (the registry) and parameter layout; forward (tiled softmax
+forward pass); backward (tiled, block-parallel loss + gradient); their plain
+NumPy reference (``reference_*``); the validating wrappers ``loss_and_grads``
+/ ``forward``; the ``MLP`` estimator; attribution (Part C:
+``input_gradients``, ``feature_attribution``, ``permutation_check``,
+``randomization_check``).
 """
+import hashlib
 import os
 import tempfile
 import warnings
-from concurrent.futures import ThreadPoolExecutor
+from typing import Callable, NamedTuple
 
-# numba writes its on-disk cache next to this file; fall back to a temporary
-# directory when that is not writable (read-only install, shared checkout).
-if "NUMBA_CACHE_DIR" not in os.environ and not os.access(
-        os.path.dirname(os.path.abspath(__file__)), os.W_OK):
-    os.environ["NUMBA_CACHE_DIR"] = os.path.join(tempfile.gettempdir(), "mlp-numba-cache")
+
+def _kernel_cache_dir():
+    """numba's cache folder for the kernels, keyed by the source of the modules
+    that hold them. numba checks only the time stamp of a kernel's own file,
+    but the kernels here inline numerics.py and those of shared_bias.py inline
+    this file's registry: editing any of the three must recompile them all.
+    Next to this file, or in a temporary directory when that is not writable."""
+    here = os.path.dirname(os.path.abspath(__file__))
+    digest = hashlib.sha1()
+    for name in ("mlp.py", "numerics.py", "shared_bias.py"):
+        with open(os.path.join(here, name), "rb") as f:
+            digest.update(f.read())
+    base = (os.path.join(here, "__pycache__") if os.access(here, os.W_OK)
+            else os.path.join(tempfile.gettempdir(), "mlp-numba-cache"))
+    return os.path.join(base, "numba-" + digest.hexdigest()[:12])
+
+
+# an explicit NUMBA_CACHE_DIR wins (then editing one module does not recompile
+# the kernels of another that inline it: clear that folder by hand)
+if "NUMBA_CACHE_DIR" not in os.environ:
+    os.environ["NUMBA_CACHE_DIR"] = _kernel_cache_dir()
 
 import numpy as np
 import numba as nb
-from numba import njit, prange
 
-ACTIVATIONS = {"relu": 0, "sigmoid": 1, "tanh": 2}
-RELU, SIGMOID, TANH = 0, 1, 2
+nb.config.CACHE_DIR = os.environ["NUMBA_CACHE_DIR"]    # also when numba was imported first
+from numba import literal_unroll, njit, prange
+from numba.core.errors import NumbaExperimentalFeatureWarning
+
+from numerics import fast_sigmoid, fast_tanh, sigmoid_for_float32
+
 DTYPES = {"float64": np.float64, "float32": np.float32}
 
 # numba would pick the OpenMP threading layer when libgomp is present; GNU
@@ -53,147 +75,170 @@ DTYPES = {"float64": np.float64, "float32": np.float32}
 if "NUMBA_THREADING_LAYER" not in os.environ:
     nb.config.THREADING_LAYER = "workqueue"
 
+# Kernels dispatch on a code by unrolling a registry tuple of (code, jitted
+# functions) with ``literal_unroll``; each function is called directly (and
+# inlined) in its own copy of the loop. While typing such a tuple numba warns
+# that first-class function types are experimental; no first-class (indirect)
+# call is made, so the warning says nothing about this code.
+warnings.filterwarnings("ignore", message="First-class function type feature is experimental",
+                        category=NumbaExperimentalFeatureWarning)
+
 
 # ---------------------------------------------------------------- activations
+# g is the form the kernels evaluate: vectorisable (numerics.py), computed in
+# float64 and rounded once on the store; g_float32 is what float32 tiles use.
+# dg is g'(z) written in terms of the output a = g(z), so the backward pass
+# needs only the stored activations; mul_dg(d, a) = d * g'(z) is the form the
+# network's backward pass uses (relu as a select). All are inline="always" so
+# they compile with the flags of the loop that calls them.
 @njit(cache=True, inline="always")
-def _act(z, code):
-    """g(z) for the hidden activation ``code`` (relu, sigmoid, tanh)."""
-    if code == RELU:
-        return z if z > 0 else z * 0
-    elif code == SIGMOID:
-        # two branches so exp never overflows
-        if z >= 0:
-            return 1 / (1 + np.exp(-z))
-        e = np.exp(z)
-        return e / (1 + e)
-    else:
-        return np.tanh(z)
+def _relu(z):
+    """max(z, 0) in z's own dtype."""
+    return z if z > 0 else z * 0
 
 
 @njit(cache=True, inline="always")
-def _act_grad(a, code):
-    """g'(z) written in terms of the output a = g(z)."""
-    if code == RELU:
-        return a * 0 + 1 if a > 0 else a * 0
-    elif code == SIGMOID:
-        return a * (1 - a)
-    else:
-        return 1 - a * a
-
-
-# Vectorisable sigmoid and tanh for the elementwise loops over a tile.
-# np.exp / np.tanh are scalar libm calls that LLVM cannot vectorise (no SVML),
-# which made sigmoid/tanh training steps 2-4x slower than relu. These use only
-# +, *, /, compares and integer bit operations, so a loop over a tile row
-# compiles to packed AVX code. Accuracy (float64): <= ~2.2 ulp relative against
-# mpmath over |z| up to 800, incl. z -> 0 for tanh; saturate to 0/1 (sigmoid),
-# +-1 (tanh) without overflow; NaN stays NaN. Callers compile them with
-# error_model="numpy" (no ZeroDivisionError branch, which blocks vectorisation)
-# and may add fastmath={"contract"} (FMA); never "reassoc", which would fold the
-# round-to-integer trick (y + _SHIFTER) - _SHIFTER away.
-_LOG2E = 1.4426950408889634
-_LN2_HI = 6.93147180369123816490e-01   # ln 2 rounded to 32 bits: k * _LN2_HI is exact
-_LN2_LO = 1.90821492927058770002e-10   # ln 2 - _LN2_HI
-_SHIFTER = 6755399441055744.0          # 1.5 * 2**52: t + _SHIFTER rounds t to an integer
-_SHIFTER_BITS = int(np.float64(_SHIFTER).view(np.int64))   # ... held in the low bits
-_EXPONENT_ONE = 1023 << 52             # bit pattern of 1.0 (2**k is (k + 1023) << 52)
+def _relu_grad(a):
+    """relu'(z) from a = relu(z): 1 where a > 0, else 0."""
+    return a * 0 + 1 if a > 0 else a * 0
 
 
 @njit(cache=True, inline="always")
-def _reduce_ln2(y):
-    """(k, r) with y = k ln2 + r, k = round(y / ln 2) an integer, |r| <= ln2/2 (Cody-Waite)."""
-    t = y * _LOG2E + _SHIFTER
-    kf = t - _SHIFTER                          # k as a float
-    k = np.float64(t).view(np.int64) - _SHIFTER_BITS   # ... and as an integer
-    return k, (y - kf * _LN2_HI) - kf * _LN2_LO
+def _relu_mul_grad(d, a):
+    """d * relu'(z) as a select, not a product: the loop vectorises without
+    float32 -> float64 round trips (measured 6x faster than a conditional store)."""
+    return d if a > 0 else 0.0
 
 
 @njit(cache=True, inline="always")
-def _sigmoid_from_exp(z, e):
-    """sigmoid(z) from e = exp(-|z|) in (0, 1]: no overflow for any z."""
-    u = 1.0 / (1.0 + e)
-    return u if z >= 0 else e * u
+def _sigmoid(z):
+    """1 / (1 + exp(-z)) in float64, without overflow."""
+    return fast_sigmoid(np.float64(z))
 
 
 @njit(cache=True, inline="always")
-def _exp_split(y):
-    """(s, q) with exp(y) = s * (1 + q) for float64 y <= 0; s = 2**k, q = expm1(r), |r| <= ln2/2."""
-    y = -745.5 if y < -745.5 else y            # exp(-745.5) rounds to 0; NaN passes through
-    k, r = _reduce_ln2(y)
-    # expm1(r) = r + r^2 (1/2! + r/3! + ... + r^11/13!), Horner; truncation < 1e-17
-    p = 1.6059043836821613e-10
-    p = p * r + 2.08767569878681e-09
-    p = p * r + 2.505210838544172e-08
-    p = p * r + 2.755731922398589e-07
-    p = p * r + 2.7557319223985893e-06
-    p = p * r + 2.48015873015873e-05
-    p = p * r + 0.0001984126984126984
-    p = p * r + 0.001388888888888889
-    p = p * r + 0.008333333333333333
-    p = p * r + 0.041666666666666664
-    p = p * r + 0.16666666666666666
-    p = p * r + 0.5
-    q = r + (r * r) * p
-    # 2**k as two normal powers of two, so k down to -1076 underflows gracefully
-    ka = k >> 1
-    s = (np.int64((ka << 52) + _EXPONENT_ONE).view(np.float64)
-         * np.int64(((k - ka) << 52) + _EXPONENT_ONE).view(np.float64))
-    return s, q
+def _sigmoid_float32(z):
+    """sigmoid for float32 tiles: a shorter polynomial, still correctly rounded."""
+    return sigmoid_for_float32(np.float64(z))
 
 
 @njit(cache=True, inline="always")
-def _sigmoid_for_float32(z):
-    """sigmoid(z) in float64 accurate enough to round correctly to float32: a
-    shorter expm1 polynomial (truncation < 1e-15 relative, against float32's
-    half ulp of 6e-8) and one power-of-two factor, since exp(-104) already
-    rounds to 0 in float32. About a third cheaper than ``_fast_sigmoid``."""
-    y = -abs(z)
-    y = -104.0 if y < -104.0 else y           # NaN passes through
-    k, r = _reduce_ln2(y)
-    # p = sum_{i=0..9} r^i / (i+2)!, as even and odd halves in r^2: two
-    # independent Horner chains of 5 (the loop is bound by the chain's latency)
-    r2 = r * r
-    pe = 2.755731922398589e-07                 # 1/10!, 1/8!, ..., 1/2!
-    pe = pe * r2 + 2.48015873015873e-05
-    pe = pe * r2 + 0.001388888888888889
-    pe = pe * r2 + 0.041666666666666664
-    pe = pe * r2 + 0.5
-    po = 2.505210838544172e-08                 # 1/11!, 1/9!, ..., 1/3!
-    po = po * r2 + 2.7557319223985893e-06
-    po = po * r2 + 0.0001984126984126984
-    po = po * r2 + 0.008333333333333333
-    po = po * r2 + 0.16666666666666666
-    q = r + r2 * (pe + r * po)                 # expm1(r)
-    s = np.int64((k << 52) + _EXPONENT_ONE).view(np.float64)   # 2**k, k >= -151
-    return _sigmoid_from_exp(z, s + s * q)
+def _sigmoid_grad(a):
+    """sigmoid'(z) = a (1 - a)."""
+    return a * (1 - a)
 
 
 @njit(cache=True, inline="always")
-def _fast_sigmoid(z):
-    """1 / (1 + exp(-z)) in float64 from e = exp(-|z|) in (0, 1]: no overflow."""
-    s, q = _exp_split(-abs(z))
-    return _sigmoid_from_exp(z, s + s * q)
+def _sigmoid_mul_grad(d, a):
+    """d * sigmoid'(z) from a = sigmoid(z)."""
+    return d * _sigmoid_grad(a)
 
 
 @njit(cache=True, inline="always")
-def _fast_tanh(z):
-    """tanh(z) = -m / (2 + m) * sign(z), m = expm1(-2|z|): no cancellation near 0."""
-    s, q = _exp_split(-2.0 * abs(z))
-    m = (s - 1.0) + s * q                      # expm1(-2|z|) in [-1, 0]
-    t = -m / (2.0 + m)
-    return t if z >= 0 else -t
+def _tanh(z):
+    """tanh(z) in float64."""
+    return fast_tanh(np.float64(z))
+
+
+@njit(cache=True, inline="always")
+def _tanh_grad(a):
+    """tanh'(z) = 1 - a^2."""
+    return 1 - a * a
+
+
+@njit(cache=True, inline="always")
+def _tanh_mul_grad(d, a):
+    """d * tanh'(z) from a = tanh(z)."""
+    return d * _tanh_grad(a)
+
+
+def _reference_sigmoid(z):
+    from scipy.special import expit
+    return expit(z)
+
+
+class Activation(NamedTuple):
+    """One hidden activation: its name, kernel code and formulas."""
+    name: str
+    code: int
+    g: Callable               # @njit scalar g(z), the vectorisable form (float64 tiles)
+    g_float32: Callable       # @njit scalar g(z) for float32 tiles
+    dg: Callable              # @njit scalar g'(z) from a = g(z)
+    mul_dg: Callable          # @njit scalar d * g'(z) from (d, a), the backward pass's form
+    reference_g: Callable     # NumPy g(Z), elementwise
+    reference_dg: Callable    # NumPy g'(z) from A = g(Z), elementwise
+
+
+#: The registry of hidden activations. Adding one is one row here and its
+#: formulas above; every kernel, the NumPy reference and the name checks
+#: read it. Codes are the row positions.
+ACTIVATION_TABLE = (
+    Activation("relu", 0, _relu, _relu, _relu_grad, _relu_mul_grad,
+               lambda z: np.maximum(z, 0.0), lambda a: (a > 0).astype(a.dtype)),
+    Activation("sigmoid", 1, _sigmoid, _sigmoid_float32, _sigmoid_grad, _sigmoid_mul_grad,
+               _reference_sigmoid, lambda a: a * (1 - a)),
+    Activation("tanh", 2, _tanh, _tanh, _tanh_grad, _tanh_mul_grad, np.tanh, lambda a: 1 - a * a),
+)
+assert all(a.code == i for i, a in enumerate(ACTIVATION_TABLE)), "codes must be row positions"
+ACTIVATIONS = {a.name: a.code for a in ACTIVATION_TABLE}
+# what the kernels unroll over: (code, g, g_float32, dg, mul_dg)
+_KERNEL_ACTIVATIONS = tuple((a.code, a.g, a.g_float32, a.dg, a.mul_dg) for a in ACTIVATION_TABLE)
+
+
+def registry_code(codes, param, value):
+    """``codes[value]`` (a registry's name -> code map); for an unknown name a
+    ``ValueError`` that names the parameter ``param`` and the options."""
+    try:
+        return codes[value]
+    except (KeyError, TypeError):
+        raise ValueError(f"{param}={value!r} is not supported; "
+                         f"use one of {sorted(codes)}") from None
+
+
+def activation_code(activation):
+    """Integer code of a hidden activation name; ``ValueError`` if unknown."""
+    return registry_code(ACTIVATIONS, "activation", activation)
+
+
+@njit(cache=True, error_model="numpy", fastmath={"contract"})
+def _bias_act(Z, b, code):
+    """Z <- g(Z + b) in place, g the activation ``code`` (float32 tiles use g_float32).
+
+    The dispatch sits outside the loops: one copy of the loop per activation.
+    """
+    r, m = Z.shape
+    known = False
+    for act in literal_unroll(_KERNEL_ACTIVATIONS):
+        if act[0] == code:
+            known = True
+            if Z.itemsize == 4:
+                for i in range(r):
+                    for j in range(m):
+                        Z[i, j] = act[2](Z[i, j] + b[j])
+            else:
+                for i in range(r):
+                    for j in range(m):
+                        Z[i, j] = act[1](Z[i, j] + b[j])
+    if not known:
+        raise ValueError("unknown activation code; use a code from mlp.ACTIVATIONS")
+
+
+@njit(cache=True)
+def _mul_act_grad(D, A, code):
+    """D <- D * g'(z), with g'(z) written from the activation output A = g(z)."""
+    r, m = D.shape
+    known = False
+    for act in literal_unroll(_KERNEL_ACTIVATIONS):
+        if act[0] == code:
+            known = True
+            for i in range(r):
+                for j in range(m):
+                    D[i, j] = act[4](D[i, j], A[i, j])
+    if not known:
+        raise ValueError("unknown activation code; use a code from mlp.ACTIVATIONS")
 
 
 # ------------------------------------------------------------ parameter layout
-def activation_code(activation):
-    """Integer code of a hidden activation name; ``ValueError`` if unknown."""
-    try:
-        return ACTIVATIONS[activation]
-    except (KeyError, TypeError):
-        raise ValueError(f"activation={activation!r} is not supported; "
-                         f"use one of {sorted(ACTIVATIONS)}") from None
-
-
 def resolve_dtype(dtype):
     """``np.float64`` or ``np.float32`` from a name or dtype; ``ValueError`` otherwise."""
     name = np.dtype(dtype).name if not isinstance(dtype, str) else dtype
@@ -262,9 +307,8 @@ def _offsets(sizes):
     return off
 
 
-# ===================================================================== kernels
-# Full-batch loss and gradient, tile by tile.
-#
+
+# ===================================================================== tiling
 # Samples are cut into tiles of TILE rows; a tile's forward and backward pass
 # run while its activations (TILE x width) are in cache, so no (n, width)
 # matrix ever exists. Tiles are grouped into a FIXED number of contiguous
@@ -284,6 +328,15 @@ def _n_blocks(n, tile):
 
 
 @njit(cache=True)
+def _block_rows(b, n_blocks, n, tile):
+    """Rows [start, stop) of block b: whole tiles, contiguous, blocks in order."""
+    n_tiles = (n + tile - 1) // tile
+    start = min((b * n_tiles // n_blocks) * tile, n)
+    stop = min(((b + 1) * n_tiles // n_blocks) * tile, n)
+    return start, stop
+
+
+@njit(cache=True)
 def _layer_views(theta, sizes):
     """Views W[l] (fan_out, fan_in) and b[l] (fan_out,) into the flat ``theta``."""
     off = _offsets(sizes)
@@ -294,53 +347,27 @@ def _layer_views(theta, sizes):
     return Ws, bs
 
 
-@njit(cache=True, error_model="numpy", fastmath={"contract"})
-def _bias_act(Z, b, code):
-    """Z <- g(Z + b) in place (the branch on ``code`` sits outside the loops).
-
-    Sigmoid and tanh use the vectorisable ``_fast_*`` forms, evaluated in
-    float64 also for float32 tiles (rounded once on the store); sigmoid on a
-    float32 tile uses the cheaper ``_sigmoid_for_float32``.
-    """
-    r, m = Z.shape
-    if code == RELU:
-        for i in range(r):
-            for j in range(m):
-                z = Z[i, j] + b[j]
-                Z[i, j] = z if z > 0 else z * 0
-    elif code == SIGMOID and Z.itemsize == 4:
-        for i in range(r):
-            for j in range(m):
-                Z[i, j] = _sigmoid_for_float32(np.float64(Z[i, j] + b[j]))
-    elif code == SIGMOID:
-        for i in range(r):
-            for j in range(m):
-                Z[i, j] = _fast_sigmoid(np.float64(Z[i, j] + b[j]))
-    else:
-        for i in range(r):
-            for j in range(m):
-                Z[i, j] = _fast_tanh(np.float64(Z[i, j] + b[j]))
+@njit(cache=True)
+def _tile_workspaces(sizes, tile, dt):
+    """Per-block buffers reused by every tile: the activations acts[l] (tile,
+    sizes[l+1]) and two ping-pong rows for the deltas of the backward pass."""
+    L = sizes.shape[0] - 1
+    maxw = 0
+    for l in range(L + 1):
+        maxw = max(maxw, sizes[l])
+    acts = [np.empty((tile, sizes[l + 1]), dtype=dt) for l in range(L)]
+    dbuf = np.empty((2, tile * maxw), dtype=dt)
+    return acts, dbuf
 
 
 @njit(cache=True)
-def _mul_act_grad(D, A, code):
-    """D <- D * g'(z), with g'(z) written from the activation output A = g(z)."""
-    r, m = D.shape
-    if code == RELU:
-        # a select, not a conditional store: the loop vectorises (measured 6x faster)
-        for i in range(r):
-            for j in range(m):
-                D[i, j] = D[i, j] if A[i, j] > 0 else 0.0
-    elif code == SIGMOID:
-        for i in range(r):
-            for j in range(m):
-                D[i, j] *= A[i, j] * (1 - A[i, j])
-    else:
-        for i in range(r):
-            for j in range(m):
-                D[i, j] *= 1 - A[i, j] * A[i, j]
+def _delta_view(dbuf, k, r, width):
+    """(r, width) view of ping-pong buffer k % 2; the output delta uses k = 0
+    and the delta of layer l's input k = L - l, so consecutive layers alternate."""
+    return dbuf[k % 2, :r * width].reshape(r, width)
 
 
+# ==================================================================== forward
 @njit(cache=True)
 def _tile_forward(Ws, bs, code, Xt, acts):
     """acts[l] = g(acts[l-1] W[l]^T + b[l]) for hidden l; the last is the logits."""
@@ -362,6 +389,71 @@ def _tile_forward(Ws, bs, code, Xt, acts):
     return A                                    # logits (r, K)
 
 
+@njit(cache=True, inline="always")
+def _softmax_row(Z, i, ez):
+    """ez[k] = exp(z_k - max z) for the logits z = Z[i] (float64, each <= 1: no
+    overflow); returns (argmax z, first on ties; max z; sum_k ez[k]). Softmax is
+    ez / sum and log-sum-exp is max z + log(sum)."""
+    K = Z.shape[1]
+    zmax = Z[i, 0]
+    best = 0
+    for k in range(1, K):
+        if Z[i, k] > zmax:
+            zmax = Z[i, k]
+            best = k
+    ssum = 0.0
+    for k in range(K):
+        ez[k] = np.exp(np.float64(Z[i, k]) - zmax)
+        ssum += ez[k]
+    return best, zmax, ssum
+
+
+@njit(cache=True, parallel=True)
+def _forward(theta, sizes, code, X, tile, log):
+    """P = softmax(f(X)) (or log P when ``log``), shape (n, K), tile by tile."""
+    n = X.shape[0]
+    L = sizes.shape[0] - 1
+    K = sizes[L]
+    dt = theta.dtype
+    out = np.empty((n, K), dtype=dt)
+    n_tiles = (n + tile - 1) // tile
+    Ws, bs = _layer_views(theta, sizes)
+    for t in nb.prange(n_tiles):                # each tile writes its own rows
+        acts = [np.empty((tile, sizes[l + 1]), dtype=dt) for l in range(L)]
+        ez = np.empty(K)
+        s = t * tile
+        e = min(s + tile, n)
+        Z = _tile_forward(Ws, bs, code, X[s:e], acts)
+        for i in range(e - s):
+            _, zmax, ssum = _softmax_row(Z, i, ez)
+            lse = zmax + np.log(ssum)
+            for k in range(K):
+                if log:
+                    out[s + i, k] = np.float64(Z[i, k]) - lse
+                else:
+                    out[s + i, k] = np.exp(np.float64(Z[i, k]) - lse)
+    return out
+
+
+# =================================================================== backward
+@njit(cache=True)
+def _tile_logits(Ws, bs, code, X, s, stop, tile, acts, dbuf):
+    """Forward pass of the tile of rows [s, min(s + tile, stop)) of X: returns its
+    rows Xt (r, d), their logits (r, K) and the (r, K) buffer for the logit delta."""
+    Xt = X[s:min(s + tile, stop)]                              # (r, d)
+    Z = _tile_forward(Ws, bs, code, Xt, acts)                  # (r, K) logits
+    return Xt, Z, _delta_view(dbuf, 0, Xt.shape[0], Z.shape[1])
+
+
+@njit(cache=True)
+def _delta_to_input(D, W, A, code, Dn):
+    """Dn = (D W) * g'(z): the delta at the input of layer W from the delta D at its
+    output, with A = g(z) the activation that layer read. (r, fan_in)."""
+    np.dot(D, W, Dn)                                           # dL/dA
+    _mul_act_grad(Dn, A, code)                                 # dL/dZ
+    return Dn
+
+
 @njit(cache=True)
 def _block_loss_grad(theta, sizes, code, X, y, scale, start, stop, tile, g):
     """Add d/dtheta of sum_i scale_i * CE_i over rows [start, stop) into ``g``.
@@ -372,40 +464,23 @@ def _block_loss_grad(theta, sizes, code, X, y, scale, start, stop, tile, g):
     L = sizes.shape[0] - 1
     Ws, bs = _layer_views(theta, sizes)
     gWs, gbs = _layer_views(g, sizes)
-    maxw = 0
     maxp = 0
     for l in range(L):
-        maxw = max(maxw, sizes[l + 1])
         maxp = max(maxp, sizes[l + 1] * sizes[l])
-    # per-block workspaces, allocated once and reused by every tile
-    acts = [np.empty((tile, sizes[l + 1]), dtype=dt) for l in range(L)]
-    dbuf0 = np.empty(tile * maxw, dtype=dt)
-    dbuf1 = np.empty(tile * maxw, dtype=dt)
+    acts, dbuf = _tile_workspaces(sizes, tile, dt)
     gtmp = np.empty(maxp, dtype=dt)
     K = sizes[L]
     ez = np.empty(K)                                           # exp(z - max z), float64
     loss = 0.0
     correct = 0
     for s in range(start, stop, tile):
-        e = min(s + tile, stop)
-        r = e - s
-        Xt = X[s:e]                                            # (r, d)
-        Zout = _tile_forward(Ws, bs, code, Xt, acts)           # (r, K) logits
-        D = dbuf0[:r * K].reshape(r, K)
+        Xt, Zout, D = _tile_logits(Ws, bs, code, X, s, stop, tile, acts, dbuf)
+        r = Xt.shape[0]
         for i in range(r):
-            zmax = Zout[i, 0]
-            best = 0
-            for k in range(1, K):
-                if Zout[i, k] > zmax:
-                    zmax = Zout[i, k]
-                    best = k
+            best, zmax, ssum = _softmax_row(Zout, i, ez)
             yi = y[s + i]
             if best == yi:
                 correct += 1
-            ssum = 0.0
-            for k in range(K):
-                ez[k] = np.exp(np.float64(Zout[i, k]) - zmax)   # <= 1: no overflow
-                ssum += ez[k]
             lse = zmax + np.log(ssum)                          # log sum_k exp(z_k)
             loss += scale[s + i] * (lse - Zout[i, yi])
             # softmax + CE fused: dCE/dz_k = p_k - [k == y], the softmax Jacobian
@@ -414,7 +489,6 @@ def _block_loss_grad(theta, sizes, code, X, y, scale, start, stop, tile, g):
             for k in range(K):
                 D[i, k] = c * ez[k]
             D[i, yi] -= scale[s + i]
-        use0 = True
         for l in range(L - 1, -1, -1):
             A = Xt if l == 0 else acts[l - 1][:r]              # (r, fan_in)
             fo = sizes[l + 1]
@@ -430,12 +504,7 @@ def _block_loss_grad(theta, sizes, code, X, y, scale, start, stop, tile, g):
                 for a in range(fo):
                     gb[a] += D[i, a]
             if l > 0:
-                buf = dbuf1 if use0 else dbuf0
-                use0 = not use0
-                Dn = buf[:r * fi].reshape(r, fi)               # (r, fan_in)
-                np.dot(D, Ws[l], Dn)                           # dL/dA[l-1]
-                _mul_act_grad(Dn, A, code)                     # dL/dZ[l-1]
-                D = Dn
+                D = _delta_to_input(D, Ws[l], A, code, _delta_view(dbuf, L - l, r, fi))
     return loss, correct
 
 
@@ -444,13 +513,11 @@ def _loss_and_grad(theta, sizes, code, X, y, scale, l2, tile, n_blocks):
     """L = sum_i scale_i CE_i + l2/2 sum_l ||W_l||^2 and dL/dtheta; also #correct."""
     n = X.shape[0]
     P = theta.shape[0]
-    n_tiles = (n + tile - 1) // tile
     G = np.zeros((n_blocks, P), dtype=theta.dtype)             # per-block gradients
     losses = np.zeros(n_blocks)
     corrects = np.zeros(n_blocks, dtype=np.int64)
     for b in nb.prange(n_blocks):
-        start = min((b * n_tiles // n_blocks) * tile, n)
-        stop = min(((b + 1) * n_tiles // n_blocks) * tile, n)
+        start, stop = _block_rows(b, n_blocks, n, tile)
         lb, cb = _block_loss_grad(theta, sizes, code, X, y, scale, start, stop, tile, G[b])
         losses[b] = lb
         corrects[b] = cb
@@ -473,56 +540,21 @@ def _loss_and_grad(theta, sizes, code, X, y, scale, l2, tile, n_blocks):
     return loss, grad.astype(theta.dtype), correct
 
 
-@njit(cache=True, parallel=True)
-def _forward(theta, sizes, code, X, tile, log):
-    """P = softmax(f(X)) (or log P when ``log``), shape (n, K), tile by tile."""
-    n = X.shape[0]
-    L = sizes.shape[0] - 1
-    K = sizes[L]
-    dt = theta.dtype
-    out = np.empty((n, K), dtype=dt)
-    n_tiles = (n + tile - 1) // tile
-    Ws, bs = _layer_views(theta, sizes)
-    for t in nb.prange(n_tiles):                # each tile writes its own rows
-        acts = [np.empty((tile, sizes[l + 1]), dtype=dt) for l in range(L)]
-        s = t * tile
-        e = min(s + tile, n)
-        Z = _tile_forward(Ws, bs, code, X[s:e], acts)
-        for i in range(e - s):
-            zmax = Z[i, 0]
-            for k in range(1, K):
-                zmax = max(zmax, Z[i, k])
-            ssum = 0.0
-            for k in range(K):
-                ssum += np.exp(np.float64(Z[i, k]) - zmax)
-            lse = zmax + np.log(ssum)
-            for k in range(K):
-                if log:
-                    out[s + i, k] = np.float64(Z[i, k]) - lse
-                else:
-                    out[s + i, k] = np.exp(np.float64(Z[i, k]) - lse)
-    return out
-
-
 # ============================================================ NumPy reference
 def _reference_act(z, activation):
-    if activation == "relu":
-        return np.maximum(z, 0.0)
-    if activation == "sigmoid":
-        from scipy.special import expit
-        return expit(z)
-    if activation == "tanh":
-        return np.tanh(z)
-    activation_code(activation)         # raises a ValueError naming the options
+    """g(z) in NumPy for the activation named ``activation`` (``ValueError`` if unknown)."""
+    return ACTIVATION_TABLE[activation_code(activation)].reference_g(z)
 
 
 def _reference_act_grad(a, activation):
-    """g'(z) from the activation output a = g(z)."""
-    if activation == "relu":
-        return (a > 0).astype(a.dtype)
-    if activation == "sigmoid":
-        return a * (1 - a)
-    return 1 - a * a
+    """g'(z) in NumPy from the activation output a = g(z)."""
+    return ACTIVATION_TABLE[activation_code(activation)].reference_dg(a)
+
+
+def reference_softmax(Z):
+    """Row-wise softmax of Z (n, K) in NumPy, shifted by the row max (no overflow)."""
+    E = np.exp(Z - Z.max(axis=1, keepdims=True))
+    return E / E.sum(axis=1, keepdims=True)
 
 
 def reference_forward(weights, biases, X, activation):
@@ -542,10 +574,7 @@ def reference_forward(weights, biases, X, activation):
     A = X
     for W, b in zip(weights[:-1], biases[:-1]):
         A = _reference_act(A @ W.T + b, activation)        # (n, fan_out)
-    Z = A @ weights[-1].T + biases[-1]                      # (n, K) logits
-    Z = Z - Z.max(axis=1, keepdims=True)
-    E = np.exp(Z)
-    return E / E.sum(axis=1, keepdims=True)
+    return reference_softmax(A @ weights[-1].T + biases[-1])   # of the (n, K) logits
 
 
 def reference_loss_and_grads(weights, biases, X, y, activation, l2=0.0, sample_weight=None):
@@ -581,6 +610,7 @@ def reference_loss_and_grads(weights, biases, X, y, activation, l2=0.0, sample_w
         if l > 0:
             D = (D @ weights[l]) * _reference_act_grad(acts[l], activation)
     return loss, dW, db
+
 
 
 # ==================================================== validating wrappers
@@ -760,6 +790,7 @@ def forward(weights, biases, X, activation, dtype=None):
     if not np.all(np.isfinite(P)):
         raise ValueError("probabilities are not finite; scale the inputs or shrink the weights")
     return P
+
 
 
 # ================================================================ estimator
@@ -1402,27 +1433,26 @@ class MLP(ClassifierMixin, BaseEstimator):
         return model
 
 
-def warm_up(dtype="float64", kernels=("network", "shared_bias")):
+def warm_up(dtype="float64", kernels=("network",)):
     """Compile (or load from numba's cache) kernels by running them once on a tiny problem.
 
     Parameters
     ----------
     dtype : "float64" or "float32", the dtype of the network kernels to prepare
-    kernels : iterable of {"network", "shared_bias"}
-        "network": what ``MLP.fit`` with validation data and ``MLP.predict`` use;
-        "shared_bias": what ``bias_experiment`` uses (float64 only).
+    kernels : iterable of {"network"}
+        "network": what ``MLP.fit`` with validation data and ``MLP.predict`` use.
+        The Question 2 network has its own ``shared_bias.warm_up``.
     """
     kernels = set(kernels)
-    unknown = kernels - {"network", "shared_bias"}
+    unknown = kernels - {"network"}
     if unknown:
-        raise ValueError(f"kernels={sorted(unknown)} unknown; use 'network' and/or 'shared_bias'")
+        raise ValueError(f"kernels={sorted(unknown)} unknown; use 'network' "
+                         "(the Question 2 network: shared_bias.warm_up)")
     rng = np.random.default_rng(0)
     X, y = rng.standard_normal((8, 3)), np.arange(8) % 2
     if "network" in kernels:
         # the activation is a run-time argument of the kernels: one fit compiles all
         MLP(hidden=(2,), n_iter=1, dtype=dtype).fit(X, y, X, y).predict(X)
-    if "shared_bias" in kernels:
-        bias_experiment(X, np.eye(2)[y], lrs=(0.1,), seeds=(0,), n_iter=1, n_jobs=1)
 
 
 def replay_early_stopping(model, patience):
@@ -1485,7 +1515,68 @@ def replay_early_stopping(model, patience):
 
 
 
-ATTRIBUTION_TARGETS = {"output": 0, "logit": 1, "loss": 2}
+# Attribution targets t, each as the delta dt/da_k at the logits a of one sample
+# (o = softmax(a), m = argmax a, y the true label). The kernel form fills one
+# entry; the reference form builds the whole (n, K) matrix.
+@njit(cache=True, inline="always")
+def _target_output(o, m, y, k):
+    """t = o_m: d o_m / d a_k = o_m (1[k = m] - o_k)."""
+    return o[m] * ((1.0 if k == m else 0.0) - o[k])
+
+
+@njit(cache=True, inline="always")
+def _target_logit(o, m, y, k):
+    """t = a_m: d a_m / d a_k = 1[k = m]."""
+    return 1.0 if k == m else 0.0
+
+
+@njit(cache=True, inline="always")
+def _target_loss(o, m, y, k):
+    """t = -log o_y: softmax + cross-entropy fused, dL/da_k = o_k - 1[k = y], valid
+    because d log o_y / d a_k = 1[k = y] - o_k."""
+    return o[k] - (1.0 if k == y else 0.0)
+
+
+class AttributionTarget(NamedTuple):
+    """One attribution target: name, kernel code, delta at the logits."""
+    name: str
+    code: int
+    delta: Callable             # @njit (o, m, y, k) -> dt/da_k for one sample
+    reference_delta: Callable   # NumPy (o (n, K), m (n,), y (n,) or None) -> (n, K)
+    needs_y: bool
+
+
+def _reference_target_output(o, m, y):
+    n, K = o.shape
+    return o[np.arange(n), m][:, None] * (np.eye(K)[m] - o)
+
+
+#: The registry of attribution targets (codes are the row positions).
+ATTRIBUTION_TABLE = (
+    AttributionTarget("output", 0, _target_output, _reference_target_output, False),
+    AttributionTarget("logit", 1, _target_logit, lambda o, m, y: np.eye(o.shape[1])[m], False),
+    AttributionTarget("loss", 2, _target_loss,
+                      lambda o, m, y: o - np.eye(o.shape[1])[np.asarray(y, dtype=np.int64)], True),
+)
+assert all(t.code == i for i, t in enumerate(ATTRIBUTION_TABLE)), "codes must be row positions"
+ATTRIBUTION_TARGETS = {t.name: t.code for t in ATTRIBUTION_TABLE}
+_KERNEL_TARGETS = tuple((t.code, t.delta, t.needs_y) for t in ATTRIBUTION_TABLE)
+
+
+@njit(cache=True)
+def _target_delta(o, m, y, i, target, D):
+    """D[i, k] = dt/da_k for the target with code ``target`` (one sample)."""
+    K = o.shape[0]
+    known = False
+    for tg in literal_unroll(_KERNEL_TARGETS):
+        if tg[0] == target:
+            known = True
+            yi = y[i] if tg[2] else -1              # y is empty unless the target needs it
+            for k in range(K):
+                D[i, k] = tg[1](o, m, yi, k)
+    if not known:
+        raise ValueError("unknown attribution target code; use a code from "
+                         "mlp.ATTRIBUTION_TARGETS")
 
 
 @njit(cache=True)
@@ -1495,59 +1586,25 @@ def _block_input_gradients(theta, sizes, code, X, y, target, start, stop, tile, 
     L = sizes.shape[0] - 1
     K = sizes[L]
     Ws, bs = _layer_views(theta, sizes)
-    maxw = 0
-    for l in range(L + 1):
-        maxw = max(maxw, sizes[l])
-    # per-block workspaces, allocated once and reused by every tile
-    acts = [np.empty((tile, sizes[l + 1]), dtype=dt) for l in range(L)]
-    dbuf0 = np.empty(tile * maxw, dtype=dt)
-    dbuf1 = np.empty(tile * maxw, dtype=dt)
+    acts, dbuf = _tile_workspaces(sizes, tile, dt)
     o = np.empty(K)                                            # softmax of one sample, float64
     for s in range(start, stop, tile):
-        e = min(s + tile, stop)
-        r = e - s
-        Xt = X[s:e]                                            # (r, d)
-        Z = _tile_forward(Ws, bs, code, Xt, acts)              # (r, K) logits
+        Xt, Z, D = _tile_logits(Ws, bs, code, X, s, stop, tile, acts, dbuf)
+        r = Xt.shape[0]
         # ---- delta at the logits a, dt/da, one row per sample
-        D = dbuf0[:r * K].reshape(r, K)
         for i in range(r):
-            m = 0
-            for k in range(1, K):
-                if Z[i, k] > Z[i, m]:
-                    m = k
+            m, _, tot = _softmax_row(Z, i, o)
             pred[s + i] = m
-            tot = 0.0
-            for k in range(K):
-                o[k] = np.exp(np.float64(Z[i, k]) - np.float64(Z[i, m]))
-                tot += o[k]
             for k in range(K):
                 o[k] /= tot
-            if target == 0:
-                # d o_m / d a_k = o_m (1[k = m] - o_k)
-                for k in range(K):
-                    D[i, k] = o[m] * ((1.0 if k == m else 0.0) - o[k])
-            elif target == 1:
-                for k in range(K):
-                    D[i, k] = 1.0 if k == m else 0.0
-            else:
-                # softmax + cross-entropy fused: dL/da = o - onehot(y), valid
-                # because L = -log o_y and d log o_y / d a_k = 1[k = y] - o_k
-                for k in range(K):
-                    D[i, k] = o[k] - (1.0 if k == y[s + i] else 0.0)
+            _target_delta(o, m, y[s:], i, target, D)
         # ---- backward: delta_l = g'(h_l) * (delta_{l+1} W_l); at l = 0 it is dt/dx
-        use0 = True
         for l in range(L - 1, -1, -1):
-            fi = sizes[l]
             if l == 0:
-                Dn = G[s:e]                                    # (r, d): each row its own sample
+                np.dot(D, Ws[0], G[s:s + r])                  # (r, d): each row its own sample
             else:
-                buf = dbuf1 if use0 else dbuf0
-                use0 = not use0
-                Dn = buf[:r * fi].reshape(r, fi)               # (r, fan_in)
-            np.dot(D, Ws[l], Dn)
-            if l > 0:
-                _mul_act_grad(Dn, acts[l - 1][:r], code)       # times g'(z) of layer l's input
-            D = Dn
+                D = _delta_to_input(D, Ws[l], acts[l - 1][:r], code,
+                                    _delta_view(dbuf, L - l, r, sizes[l]))
 
 
 @njit(cache=True, parallel=True)
@@ -1562,22 +1619,17 @@ def _input_gradients(theta, sizes, code, X, y, target):
     G = np.empty((n, d), dtype=X.dtype)
     pred = np.empty(n, dtype=np.int64)
     tile = TILE
-    n_tiles = (n + tile - 1) // tile
-    n_blocks = min(n_tiles, MAX_BLOCKS)
+    n_blocks = min((n + tile - 1) // tile, MAX_BLOCKS)
     for b in prange(n_blocks):
-        start = min((b * n_tiles // n_blocks) * tile, n)
-        stop = min(((b + 1) * n_tiles // n_blocks) * tile, n)
+        start, stop = _block_rows(b, n_blocks, n, tile)
         _block_input_gradients(theta, sizes, code, X, y, target, start, stop, tile, G, pred)
     return G, pred
 
 
 # ------------------------------------------------------------------ validation
 def _attr_target_code(target):
-    try:
-        return ATTRIBUTION_TARGETS[target]
-    except (KeyError, TypeError):
-        raise ValueError(f"target={target!r} is not supported; use one of "
-                         f"{sorted(ATTRIBUTION_TARGETS)}") from None
+    """Integer code of an attribution target name; ``ValueError`` if unknown."""
+    return registry_code(ATTRIBUTION_TARGETS, "target", target)
 
 
 def _attr_inputs(weights, biases, X, y, activation, target, dtype):
@@ -1594,9 +1646,10 @@ def _attr_inputs(weights, biases, X, y, activation, target, dtype):
                          f"the same way as the training data")
     X_arr = _check_X(X_arr, dtype)
     if y is None:
-        if tcode == ATTRIBUTION_TARGETS["loss"]:
-            raise ValueError("target='loss' needs the true labels y; pass y "
-                             "or use target='output' / 'logit'")
+        if ATTRIBUTION_TABLE[tcode].needs_y:
+            others = [t.name for t in ATTRIBUTION_TABLE if not t.needs_y]
+            raise ValueError(f"target={target!r} needs the true labels y; pass y "
+                             f"or use target={' / '.join(map(repr, others))}")
         y_arr = np.zeros(0, dtype=np.int64)
     else:
         y_arr = _check_y_index(y, X_arr.shape[0], int(sizes[-1]))
@@ -1653,7 +1706,9 @@ def reference_input_gradients(weights, biases, X, y, activation, target="output"
     G : ndarray of shape (n_samples, n_features), float64
     """
     activation_code(activation)
-    _attr_target_code(target)
+    tgt = ATTRIBUTION_TABLE[_attr_target_code(target)]
+    if tgt.needs_y and y is None:
+        raise ValueError(f"target={target!r} needs the true labels y")
     Ws = [np.asarray(W, dtype=np.float64) for W in weights]
     bs = [np.asarray(b, dtype=np.float64) for b in biases]
     h = [np.asarray(X, dtype=np.float64)]               # h[0] = x, h[l] = layer l output
@@ -1661,19 +1716,9 @@ def reference_input_gradients(weights, biases, X, y, activation, target="output"
         a = h[-1] @ W.T + b                              # (n, sizes[l+1])
         h.append(_reference_act(a, activation) if l < len(Ws) - 1 else a)
     z = h[-1]
-    o = np.exp(z - z.max(axis=1, keepdims=True))
-    o /= o.sum(axis=1, keepdims=True)                   # (n, K) softmax
-    n, K = o.shape
+    o = reference_softmax(z)                            # (n, K)
     m = np.argmax(z, axis=1)
-    e_m = np.eye(K)[m]                                  # (n, K) one-hot of the winner
-    if target == "output":
-        delta = o[np.arange(n), m][:, None] * (e_m - o)  # d o_m / d a
-    elif target == "logit":
-        delta = e_m
-    else:
-        if y is None:
-            raise ValueError("target='loss' needs the true labels y")
-        delta = o - np.eye(K)[np.asarray(y, dtype=np.int64)]   # dL/da = o - onehot(y)
+    delta = tgt.reference_delta(o, m, y)                # (n, K) dt/da at the logits
     for l in range(len(Ws) - 1, -1, -1):
         delta = delta @ Ws[l]                            # (n, sizes[l]) = W_l^T delta
         if l > 0:
@@ -1944,746 +1989,3 @@ def randomization_check(weights, biases, X, y, activation, seed=0, threshold=0.5
     result["trained_scores"] = trained["scores"]
     result["random_scores"] = random["scores"]
     return result
-
-
-# ======================================================= shared-bias network (Question 2)
-#
-# One hidden layer, h1 = g(W x + b1), y_hat = g1(U h1 + b2), L = mean_i l(y_hat_i, y_i).
-# The shared-bias network of Question 2 is the special case b1 = b2 = b (so the
-# hidden width m equals the output width k), and its bias gradient is the sum
-# of the two paths: dL/db = dL/db1 + dL/db2 = delta_hidden + delta_out. One
-# kernel serves both models; the wrappers only differ in how they name things.
-
-
-
-#: output non-linearities g1 of the shared-bias network (codes used by the kernel)
-BIAS_NET_OUTPUTS = {"sigmoid": 0, "identity": 1, "softmax": 2}
-#: per-sample losses l of the shared-bias network (codes used by the kernel)
-BIAS_NET_LOSSES = {"mse": 0, "bce": 1, "ce": 2}
-_OUT_SIGMOID, _OUT_IDENTITY, _OUT_SOFTMAX = 0, 1, 2
-_LOSS_MSE, _LOSS_BCE, _LOSS_CE = 0, 1, 2
-_SIGMOID_CODE = 1            # ACTIVATIONS["sigmoid"], reused for the output sigmoid
-# Samples per block. The kernel is serial and works on one block of samples at
-# a time with the sample index innermost (the block of X copied transposed into
-# a fixed-stride buffer), so the loops over samples vectorise. One call
-# evaluates several runs (parameter sets) on each block while it sits in L1,
-# so X streams from memory once per call, not once per run; parallelism is
-# across groups of runs (one group per thread, see _train_bias_many), and a
-# run's arithmetic does not depend on which other runs share its call.
-_BIAS_NET_BLOCK = 256
-# reassociation lets LLVM vectorise the per-block sums over samples; no
-# nnan/ninf, so the isfinite guards keep working (see STYLE.md). The exp/log
-# helpers below are compiled without reassoc (their rounding tricks need it off).
-_BIAS_NET_FASTMATH = {"nsz", "arcp", "contract", "reassoc"}
-_SQRT2 = 1.4142135623730951
-_MANTISSA_BITS = (1 << 52) - 1
-_TWO52_BITS = int(np.float64(2.0 ** 52).view(np.int64))     # 2**52 + e has bits _TWO52_BITS | e
-
-
-@njit(cache=True, inline="always")
-def _log_normal(x):
-    """log(x) for normal x > 0 (NaN, +inf pass through): x = 2^e m, log m = 2 atanh((m-1)/(m+1))."""
-    bits = np.float64(x).view(np.int64)
-    m = np.int64((bits & _MANTISSA_BITS) | _EXPONENT_ONE).view(np.float64)      # [1, 2)
-    e = np.int64((bits >> 52) | _TWO52_BITS).view(np.float64) - (2.0 ** 52 + 1023)
-    big = m > _SQRT2
-    m = 0.5 * m if big else m                  # m in [sqrt(1/2), sqrt(2))
-    e = e + 1.0 if big else e
-    s = (m - 1.0) / (m + 1.0)                  # |s| < 0.172
-    z = s * s
-    # atanh(s) / s - 1 = z/3 + z^2/5 + ... + z^11/23, Horner; truncation < 1e-18
-    p = 1.0 / 23.0
-    p = p * z + 1.0 / 21.0
-    p = p * z + 1.0 / 19.0
-    p = p * z + 1.0 / 17.0
-    p = p * z + 1.0 / 15.0
-    p = p * z + 1.0 / 13.0
-    p = p * z + 1.0 / 11.0
-    p = p * z + 1.0 / 9.0
-    p = p * z + 1.0 / 7.0
-    p = p * z + 1.0 / 5.0
-    p = p * z + 1.0 / 3.0
-    v = e * _LN2_HI + (2.0 * s + (2.0 * s * (z * p) + e * _LN2_LO))
-    return v if x <= 1.7976931348623157e308 else x
-
-
-@njit(cache=True, nogil=True, error_model="numpy", fastmath={"contract"})
-def _bias_net_act(Z, A, code, rows, nb):
-    """A[j, i] = g(Z[j, i]) for j < rows, i < nb; g = relu, sigmoid or tanh by ``code``."""
-    if code == RELU:
-        for j in range(rows):
-            for i in range(nb):
-                A[j, i] = _act(Z[j, i], RELU)
-    elif code == SIGMOID:
-        for j in range(rows):
-            for i in range(nb):
-                A[j, i] = _fast_sigmoid(Z[j, i])
-    else:
-        for j in range(rows):
-            for i in range(nb):
-                A[j, i] = _fast_tanh(Z[j, i])
-
-
-@njit(cache=True, nogil=True, error_model="numpy", fastmath={"contract"})
-def _bias_net_softmax(Z, P, lse, rows, nb):
-    """P[:, i] = softmax(Z[:, i]), lse[i] = log sum_c exp(Z[c, i]) for i < nb (Z has ``rows`` classes)."""
-    for i in range(nb):
-        lse[i] = Z[0, i]                       # running max
-    for c in range(1, rows):
-        for i in range(nb):
-            lse[i] = max(lse[i], Z[c, i])
-    for c in range(rows):
-        for i in range(nb):
-            s, q = _exp_split(Z[c, i] - lse[i])
-            P[c, i] = s + s * q                # exp(z - zmax) in (0, 1]
-    esum = np.zeros(nb)
-    for c in range(rows):
-        for i in range(nb):
-            esum[i] += P[c, i]
-    for c in range(rows):
-        for i in range(nb):
-            P[c, i] /= esum[i]
-    for i in range(nb):
-        lse[i] += _log_normal(esum[i])        # esum in [1, rows]
-
-
-@njit(cache=True, nogil=True, inline="always", error_model="numpy", fastmath=_BIAS_NET_FASTMATH)
-def _add_block_sums(D, A, rows, cols, nb, gb, gw):
-    """gb[a] += sum_i D[a, i] and gw[a, c] += sum_i D[a, i] A[c, i] over a block's nb samples."""
-    for a in range(rows):
-        acc = 0.0
-        for i in range(nb):
-            acc += D[a, i]
-        gb[a] += acc
-        for c in range(cols):
-            acc = 0.0
-            for i in range(nb):
-                acc += D[a, i] * A[c, i]
-            gw[a, c] += acc
-
-
-@njit(cache=True, nogil=True, error_model="numpy", fastmath=_BIAS_NET_FASTMATH)
-def _bias_net_loss_and_grads(W, U, b1, b2, XT, YT, hcode, ocode, lcode):
-    """Per run r: L = mean_i l(g1(U_r g(W_r x_i + b1_r) + b2_r), y_i); dL/dW, dL/dU, dL/db1 (hidden path), dL/db2 (output path), #argmax hits."""
-    d, n = XT.shape
-    R, m = W.shape[0], W.shape[1]
-    k = U.shape[1]
-    B = _BIAS_NET_BLOCK
-    Xb = np.empty((d, B))
-    Yb = np.empty((k, B))
-    Z1 = np.empty((m, B))
-    H = np.empty((m, B))
-    D1 = np.empty((m, B))
-    Z2 = np.empty((k, B))
-    P = np.empty((k, B))
-    D2 = np.empty((k, B))
-    lse = np.empty(B)
-    aux = np.empty(B)
-    li = np.empty(B)
-    zbest = np.empty(B)
-    ybest = np.empty(B)
-    zarg = np.empty(B)
-    yarg = np.empty(B)
-    gW = np.zeros((R, m, d))
-    gU = np.zeros((R, k, m))
-    gb1 = np.zeros((R, m))
-    gb2 = np.zeros((R, k))
-    loss = np.zeros(R)
-    hits = np.zeros(R, dtype=np.int64)
-    for s0 in range(0, n, B):
-        nb = min(B, n - s0)
-        # block samples s0 .. s0+nb-1, copied to fixed-stride buffers: Xb[:, i] = x_{s0+i}
-        for t in range(d):
-            for i in range(nb):
-                Xb[t, i] = XT[t, s0 + i]
-        for c in range(k):
-            for i in range(nb):
-                Yb[c, i] = YT[c, s0 + i]
-        # argmax y (the same for every run); class loop outermost so the sample loops vectorise
-        for i in range(nb):
-            ybest[i] = Yb[0, i]
-            yarg[i] = 0.0
-        for c in range(1, k):
-            for i in range(nb):
-                yc = Yb[c, i]
-                yarg[i] = c if yc > ybest[i] else yarg[i]
-                ybest[i] = yc if yc > ybest[i] else ybest[i]
-        for r in range(R):
-            # forward, hidden: Z1 = W X + b1, H = g(Z1)              # (m, nb)
-            for j in range(m):
-                for i in range(nb):
-                    Z1[j, i] = b1[r, j]
-                for t in range(d):
-                    w = W[r, j, t]
-                    for i in range(nb):
-                        Z1[j, i] += w * Xb[t, i]
-            _bias_net_act(Z1, H, hcode, m, nb)
-            # forward, output pre-activation: Z2 = U H + b2          # (k, nb)
-            for c in range(k):
-                for i in range(nb):
-                    Z2[c, i] = b2[r, c]
-                for j in range(m):
-                    u = U[r, c, j]
-                    for i in range(nb):
-                        Z2[c, i] += u * H[j, i]
-            # output P = g1(Z2)
-            if ocode == _OUT_SOFTMAX:
-                _bias_net_softmax(Z2, P, lse, k, nb)           # lse = logsumexp(Z2)
-            elif ocode == _OUT_SIGMOID:
-                _bias_net_act(Z2, P, _SIGMOID_CODE, k, nb)
-            else:
-                for c in range(k):
-                    for i in range(nb):
-                        P[c, i] = Z2[c, i]
-            # per-sample loss li and delta_out D2 = dl/dZ2 = dl/dP (.) g1'(Z2)   # (k, nb)
-            for i in range(nb):
-                li[i] = 0.0
-            if lcode == _LOSS_MSE:
-                # l = 1/2 ||p - y||^2, dl/dp = e = p - y
-                for c in range(k):
-                    for i in range(nb):
-                        e = P[c, i] - Yb[c, i]
-                        li[i] += 0.5 * e * e
-                        D2[c, i] = e
-                if ocode == _OUT_SIGMOID:
-                    for c in range(k):
-                        for i in range(nb):
-                            D2[c, i] *= _act_grad(P[c, i], _SIGMOID_CODE)
-                elif ocode == _OUT_SOFTMAX:
-                    # softmax Jacobian diag(p) - p p^T applied to e: p (e - p.e)
-                    for i in range(nb):
-                        aux[i] = 0.0
-                    for c in range(k):
-                        for i in range(nb):
-                            aux[i] += P[c, i] * D2[c, i]
-                    for c in range(k):
-                        for i in range(nb):
-                            D2[c, i] = P[c, i] * (D2[c, i] - aux[i])
-            elif lcode == _LOSS_BCE:
-                # l = sum softplus(z) - y z  (= -[y log s + (1-y) log(1-s)] without log(0));
-                # fused delta dl/dz = sigmoid(z) - y
-                for c in range(k):
-                    for i in range(nb):
-                        z = Z2[c, i]
-                        li[i] += max(z, 0.0) + np.log1p(np.exp(-abs(z))) - Yb[c, i] * z
-                        D2[c, i] = P[c, i] - Yb[c, i]
-            else:
-                # l = -sum y log softmax(z) = (sum y) logsumexp(z) - sum y z;
-                # fused delta dl/dz = (sum y) p - y  (= p - y for one-hot y)
-                for i in range(nb):
-                    aux[i] = 0.0
-                for c in range(k):
-                    for i in range(nb):
-                        aux[i] += Yb[c, i]
-                        li[i] -= Yb[c, i] * Z2[c, i]
-                for i in range(nb):
-                    li[i] += aux[i] * lse[i]
-                for c in range(k):
-                    for i in range(nb):
-                        D2[c, i] = aux[i] * P[c, i] - Yb[c, i]
-            acc = 0.0
-            for i in range(nb):
-                acc += li[i]
-            loss[r] += acc
-            # accuracy: argmax Z2 (monotone in P for every output) == argmax y
-            for i in range(nb):
-                zbest[i] = Z2[0, i]
-                zarg[i] = 0.0
-            for c in range(1, k):
-                for i in range(nb):
-                    zc = Z2[c, i]
-                    zarg[i] = c if zc > zbest[i] else zarg[i]
-                    zbest[i] = zc if zc > zbest[i] else zbest[i]
-            cnt = 0
-            for i in range(nb):
-                cnt += 1 if zarg[i] == yarg[i] else 0
-            hits[r] += cnt
-            # backward: delta_hidden D1 = (U^T D2) (.) g'(Z1)          # (m, nb)
-            for j in range(m):
-                for i in range(nb):
-                    D1[j, i] = 0.0
-                for c in range(k):
-                    u = U[r, c, j]
-                    for i in range(nb):
-                        D1[j, i] += u * D2[c, i]
-            if hcode == RELU:
-                for j in range(m):
-                    for i in range(nb):
-                        D1[j, i] *= _act_grad(H[j, i], RELU)
-            elif hcode == SIGMOID:
-                for j in range(m):
-                    for i in range(nb):
-                        D1[j, i] *= _act_grad(H[j, i], SIGMOID)
-            else:
-                for j in range(m):
-                    for i in range(nb):
-                        D1[j, i] *= _act_grad(H[j, i], TANH)
-            # gradient sums over the block (fixed order: blocks in sequence)
-            _add_block_sums(D2, H, k, m, nb, gb2[r], gU[r])      # output layer: b2 path, U
-            _add_block_sums(D1, Xb, m, d, nb, gb1[r], gW[r])     # hidden layer: b1 path, W
-    inv = 1.0 / n
-    return loss * inv, gW * inv, gU * inv, gb1 * inv, gb2 * inv, hits
-
-
-def _bias_net_codes(hidden, output, loss):
-    """Validate the (hidden, output, loss) names and return their kernel codes."""
-    hcode = activation_code(hidden)
-    if output not in BIAS_NET_OUTPUTS:
-        raise ValueError(f"output={output!r} is not supported; use one of "
-                         f"{sorted(BIAS_NET_OUTPUTS)}")
-    if loss not in BIAS_NET_LOSSES:
-        raise ValueError(f"loss={loss!r} is not supported; use one of "
-                         f"{sorted(BIAS_NET_LOSSES)}")
-    if loss == "bce" and output != "sigmoid":
-        raise ValueError(f"loss='bce' needs output='sigmoid' (got output={output!r}); "
-                         f"use output='sigmoid', or loss='ce' with output='softmax'")
-    if loss == "ce" and output != "softmax":
-        raise ValueError(f"loss='ce' needs output='softmax' (got output={output!r}); "
-                         f"use output='softmax', or loss='bce' with output='sigmoid'")
-    return hcode, BIAS_NET_OUTPUTS[output], BIAS_NET_LOSSES[loss]
-
-
-def _as_finite_float64(name, a, ndim):
-    """``a`` as a contiguous float64 array of ``ndim`` dims with finite values, else ValueError."""
-    try:
-        a = np.ascontiguousarray(a, dtype=np.float64)
-    except (TypeError, ValueError):
-        raise ValueError(f"{name} must be a numeric array; got {type(a).__name__}") from None
-    if a.ndim != ndim:
-        raise ValueError(f"{name} must be {ndim}-D; got shape {a.shape}")
-    if not np.all(np.isfinite(a)):
-        bad = np.argwhere(~np.isfinite(a))[:3].tolist()
-        raise ValueError(f"{name} has non-finite values (NaN/inf) at {bad}; impute or drop "
-                         f"them first, or lower the learning rate if they come from training")
-    return a
-
-
-def _check_bias_net(W, U, biases, X, Y, hidden, output, loss):
-    """Validate and convert the inputs of the bias network; ``biases`` is a dict name -> array."""
-    codes = _bias_net_codes(hidden, output, loss)
-    X = _as_finite_float64("X", X, 2)
-    Y = _as_finite_float64("Y", Y, 2)
-    W = _as_finite_float64("W", W, 2)
-    U = _as_finite_float64("U", U, 2)
-    biases = [_as_finite_float64(name, b, 1) for name, b in biases.items()]
-    n, d = X.shape
-    if n == 0:
-        raise ValueError("X has no rows; pass at least one sample")
-    if Y.shape[0] != n:
-        raise ValueError(f"Y has {Y.shape[0]} rows but X has {n}; pass one target row per sample")
-    m, k = W.shape[0], Y.shape[1]
-    if W.shape[1] != d:
-        raise ValueError(f"W has shape {W.shape}; expected (m, {d}) to match X's {d} columns")
-    if U.shape != (k, m):
-        raise ValueError(f"U has shape {U.shape}; expected ({k}, {m}) = (Y columns, W rows)")
-    return W, U, biases, X, Y, codes
-
-
-def independent_bias_loss_and_grads(W, U, b1, b2, X, Y, hidden="relu", output="sigmoid",
-                                    loss="mse"):
-    """Loss and gradients of h1 = g(W x + b1), y_hat = g1(U h1 + b2) with separate biases.
-
-    Parameters
-    ----------
-    W : ndarray of shape (m, n_features)
-        Hidden-layer weights.
-    U : ndarray of shape (k, m)
-        Output-layer weights; ``k`` is the number of target columns.
-    b1 : ndarray of shape (m,)
-        Hidden-layer bias.
-    b2 : ndarray of shape (k,)
-        Output-layer bias.
-    X : ndarray of shape (n_samples, n_features)
-    Y : ndarray of shape (n_samples, k)
-        Targets (one-hot rows for classification).
-    hidden : {"relu", "sigmoid", "tanh"}
-        Hidden activation g.
-    output : {"sigmoid", "identity", "softmax"}
-        Output function g1.
-    loss : {"mse", "bce", "ce"}
-        Per-sample loss l: ``"mse"`` = 1/2 ||y_hat - y||^2, ``"bce"`` (needs
-        ``output="sigmoid"``) = -sum[y log y_hat + (1 - y) log(1 - y_hat)],
-        ``"ce"`` (needs ``output="softmax"``) = -sum y log y_hat.
-
-    Returns
-    -------
-    loss : float
-        Mean of l over the samples.
-    grads : dict
-        ``"W"`` (m, n_features), ``"U"`` (k, m), ``"b1"`` (m,), ``"b2"`` (k,),
-        and ``"accuracy"``: fraction of rows where argmax y_hat == argmax y.
-    """
-    W, U, (b1, b2), X, Y, codes = _check_bias_net(W, U, {"b1": b1, "b2": b2}, X, Y,
-                                                  hidden, output, loss)
-    if b1.shape != (W.shape[0],):
-        raise ValueError(f"b1 has shape {b1.shape}; expected ({W.shape[0]},) = W rows")
-    if b2.shape != (U.shape[0],):
-        raise ValueError(f"b2 has shape {b2.shape}; expected ({U.shape[0]},) = Y columns")
-    L, gW, gU, gb1, gb2, hits = (a[0] for a in _bias_net_loss_and_grads(
-        W[None], U[None], b1[None], b2[None], np.ascontiguousarray(X.T),
-        np.ascontiguousarray(Y.T), *codes))                  # one run
-    _check_bias_result(L)
-    return float(L), {"W": gW, "U": gU, "b1": gb1, "b2": gb2,
-                      "accuracy": hits / X.shape[0]}
-
-
-def shared_bias_loss_and_grads(W, U, b, X, Y, hidden="relu", output="sigmoid", loss="mse"):
-    """Loss and gradients of h1 = g(W x + b), y_hat = g1(U h1 + b) with one shared bias b.
-
-    The bias reaches the loss along two paths, and its gradient is their sum:
-    dL/db = mean_i [delta_out_i + delta_hidden_i], with
-    delta_out = dl/dz2 = dl/dy_hat (.) g1'(z2) and
-    delta_hidden = (U^T delta_out) (.) g'(z1).
-
-    Parameters
-    ----------
-    W : ndarray of shape (m, n_features)
-    U : ndarray of shape (m, m)
-        Output weights; sharing b requires hidden width m == output width k.
-    b : ndarray of shape (m,)
-        The shared bias.
-    X : ndarray of shape (n_samples, n_features)
-    Y : ndarray of shape (n_samples, m)
-        Targets (one-hot rows for classification).
-    hidden, output, loss : str
-        As in ``independent_bias_loss_and_grads``.
-
-    Returns
-    -------
-    loss : float
-        Mean of l over the samples.
-    grads : dict
-        ``"W"`` (m, n_features), ``"U"`` (m, m), ``"b"`` (m,) the total bias
-        gradient, ``"b_output_path"`` (m,) = mean delta_out,
-        ``"b_hidden_path"`` (m,) = mean delta_hidden (the two sum to ``"b"``),
-        and ``"accuracy"``.
-    """
-    W, U, (b,), X, Y, codes = _check_bias_net(W, U, {"b": b}, X, Y, hidden, output, loss)
-    m, k = W.shape[0], Y.shape[1]
-    if m != k:
-        raise ValueError(f"a shared bias needs hidden width == output width, but W has "
-                         f"{m} rows and Y has {k} columns; use W with {k} rows, or "
-                         f"independent_bias_loss_and_grads for separate biases")
-    if b.shape != (m,):
-        raise ValueError(f"b has shape {b.shape}; expected ({m},) = W rows = Y columns")
-    L, gW, gU, gb1, gb2, hits = (a[0] for a in _bias_net_loss_and_grads(
-        W[None], U[None], b[None], b[None], np.ascontiguousarray(X.T),
-        np.ascontiguousarray(Y.T), *codes))                  # one run
-    _check_bias_result(L)
-    return float(L), {"W": gW, "U": gU, "b": gb1 + gb2, "b_output_path": gb2,
-                      "b_hidden_path": gb1, "accuracy": hits / X.shape[0]}
-
-
-def _check_bias_result(L):
-    if not np.isfinite(L):
-        raise ValueError(f"the loss is {L}: the parameters are too large for this "
-                         f"output/loss (overflow); rescale them or lower the learning rate")
-
-
-def train_bias_model(X, Y, W0, U0, b0, shared=True, lr=0.5, n_iter=300, hidden="relu",
-                     output="softmax", loss="ce"):
-    """Full-batch gradient descent on the shared- or independent-bias network.
-
-    Parameters
-    ----------
-    X : ndarray of shape (n_samples, n_features)
-    Y : ndarray of shape (n_samples, k)
-    W0 : ndarray of shape (k, n_features)
-        Initial hidden weights (hidden width m == k so both models apply).
-    U0 : ndarray of shape (k, k)
-    b0 : ndarray of shape (k,)
-        Initial bias; the independent model starts with b1 = b2 = b0.
-    shared : bool
-        True: one bias b in both layers; False: independent b1, b2.
-    lr : float
-        Step size (> 0).
-    n_iter : int
-        Number of gradient steps; the loss is evaluated n_iter + 1 times.
-    hidden, output, loss : str
-        As in ``independent_bias_loss_and_grads``.
-
-    Returns
-    -------
-    dict
-        ``"loss"``, ``"accuracy"`` : ndarray of shape (n_iter + 1,), value
-        before step t (entry n_iter: after the last step); NaN after divergence.
-        ``"norm_output_path"``, ``"norm_hidden_path"``, ``"cos_paths"`` :
-        ndarray of shape (n_iter + 1,): ||mean delta_out||, ||mean delta_hidden||
-        (for the independent model ||dL/db2|| and ||dL/db1||) and the cosine
-        between the two vectors (NaN when either is zero).
-        ``"diverged"`` : bool, the loss became non-finite or exceeded 10x its
-        initial value; ``"diverged_at"`` : int or None, the first such
-        evaluation; training stops there.
-        ``"params"`` : dict of the last finite parameters (``W``, ``U`` and
-        ``b`` or ``b1``, ``b2``).
-    """
-    W, U, (b,), X, Y, codes = _check_bias_net(W0, U0, {"b0": b0}, X, Y, hidden, output, loss)
-    m, k = W.shape[0], Y.shape[1]
-    if m != k:
-        raise ValueError(f"train_bias_model compares shared and independent biases, so the "
-                         f"hidden width must equal the output width; W0 has {m} rows and Y "
-                         f"has {k} columns: use W0 of shape ({k}, {X.shape[1]})")
-    if b.shape != (m,):
-        raise ValueError(f"b0 has shape {b.shape}; expected ({m},)")
-    if not (isinstance(lr, (int, float, np.floating, np.integer)) and np.isfinite(lr) and lr > 0):
-        raise ValueError(f"lr={lr!r} must be a finite positive number, e.g. 0.5")
-    if not (isinstance(n_iter, (int, np.integer)) and n_iter >= 0):
-        raise ValueError(f"n_iter={n_iter!r} must be a non-negative integer, e.g. 300")
-    return _train_bias_many(X, Y, [(W, U, b)], [bool(shared)], [float(lr)], int(n_iter),
-                            codes)[0]
-
-
-_REC_KEYS = ("loss", "accuracy", "norm_output_path", "norm_hidden_path", "cos_paths")
-
-
-def _train_bias_runs(XT, YT, inits, shared, lrs, n_iter, codes):
-    """Full-batch GD of several runs, theta <- theta - lr dL/dtheta, on validated inputs.
-
-    XT (d, n), YT (k, n) are X and Y transposed (the kernel's layout). Each
-    iteration evaluates every run still going in one kernel call. Per run,
-    records loss, accuracy, ||db output path||, ||db hidden path|| and their
-    cosine before each step; a run stops at its first non-finite loss or loss
-    > 10x its initial one. A run's results do not depend on the other runs.
-    """
-    n, R = XT.shape[1], len(inits)
-    W = np.stack([w for w, _, _ in inits])                  # (R, m, d)
-    U = np.stack([u for _, u, _ in inits])                  # (R, k, m)
-    b1 = np.stack([b for _, _, b in inits])                 # (R, m)
-    b2 = b1.copy()                                          # (R, k); shared: b1 == b2 == b
-    recs = [{key: np.full(n_iter + 1, np.nan) for key in _REC_KEYS} for _ in range(R)]
-    prev = [(W[r].copy(), U[r].copy(), b1[r].copy(), b2[r].copy()) for r in range(R)]
-    final, diverged_at, L0 = [None] * R, [None] * R, [None] * R
-    live = list(range(R))
-    for t in range(n_iter + 1):
-        if not live:
-            break
-        Ls, gWs, gUs, gb1s, gb2s, hits = _bias_net_loss_and_grads(
-            W[live], U[live], b1[live], b2[live], XT, YT, *codes)
-        still = []
-        for q, r in enumerate(live):
-            # shared run: db1, db2 are the hidden and output paths of dL/db
-            L, gW, gU, gb1, gb2 = Ls[q], gWs[q], gUs[q], gb1s[q], gb2s[q]
-            L0[r] = L if L0[r] is None else L0[r]
-            if not (np.isfinite(L) and L <= 10 * L0[r] and np.all(np.isfinite(gW))
-                    and np.all(np.isfinite(gU))):
-                diverged_at[r] = t
-                final[r] = prev[r]                  # last parameters with a finite loss
-                continue
-            rec = recs[r]
-            n_out, n_hid = np.sqrt(gb2 @ gb2), np.sqrt(gb1 @ gb1)
-            rec["loss"][t] = L
-            rec["accuracy"][t] = hits[q] / n
-            rec["norm_output_path"][t] = n_out
-            rec["norm_hidden_path"][t] = n_hid
-            if n_out > 0 and n_hid > 0:
-                rec["cos_paths"][t] = (gb1 @ gb2) / (n_out * n_hid)
-            if t == n_iter:
-                final[r] = (W[r], U[r], b1[r], b2[r])
-                continue
-            prev[r] = (W[r].copy(), U[r].copy(), b1[r].copy(), b2[r].copy())
-            lr = lrs[r]
-            W[r] = W[r] - lr * gW
-            U[r] = U[r] - lr * gU
-            if shared[r]:
-                b1[r] = b2[r] = b1[r] - lr * (gb1 + gb2)        # dL/db = both paths
-            else:
-                b1[r], b2[r] = b1[r] - lr * gb1, b2[r] - lr * gb2
-            still.append(r)
-        live = still
-    for r in range(R):
-        Wf, Uf, b1f, b2f = (x.copy() for x in final[r])
-        params = {"W": Wf, "U": Uf, "b": b1f} if shared[r] else {"W": Wf, "U": Uf, "b1": b1f,
-                                                                  "b2": b2f}
-        recs[r].update(diverged=diverged_at[r] is not None, diverged_at=diverged_at[r],
-                       params=params)
-    return recs
-
-
-def _train_bias_many(X, Y, inits, shared, lrs, n_iter, codes, n_jobs=None):
-    """``_train_bias_runs`` for each (init, shared, lr); one result dict per run, in order.
-
-    Runs are dealt round-robin into ``n_jobs`` groups (default: all CPUs), one
-    thread and one batched kernel call per iteration per group. Runs are
-    independent and write only their own arrays, so the results are the same
-    for any ``n_jobs``.
-    """
-    XT, YT = np.ascontiguousarray(X.T), np.ascontiguousarray(Y.T)   # (d, n), (k, n)
-    R = len(inits)
-    n_jobs = max(1, min(n_jobs or os.cpu_count() or 1, R))
-    groups = [list(range(g, R, n_jobs)) for g in range(n_jobs)]
-
-    def one(group):
-        return _train_bias_runs(XT, YT, [inits[r] for r in group],
-                                [bool(shared[r]) for r in group],
-                                [float(lrs[r]) for r in group], n_iter, codes)
-
-    if n_jobs == 1:
-        results = [one(groups[0])]
-    else:
-        with ThreadPoolExecutor(max_workers=n_jobs) as pool:
-            results = list(pool.map(one, groups))
-    runs = [None] * R
-    for group, recs in zip(groups, results):
-        for r, rec in zip(group, recs):
-            runs[r] = rec
-    return runs
-
-
-def bias_experiment(X, Y, lrs=(0.05, 0.1, 0.3, 1.0, 3.0), seeds=(0, 1, 2, 3, 4), n_iter=300,
-                    hidden="relu", output="softmax", loss="ce", init_scale=0.1,
-                    threshold=None, n_jobs=None):
-    """Shared vs independent biases: full-batch GD for each lr x seed from the same start.
-
-    For every seed one initial (W0, U0, b0) is drawn, entries
-    ``init_scale * N(0, 1)``, and both models are trained from it (the
-    independent one with b1 = b2 = b0), so any difference comes from sharing.
-
-    Parameters
-    ----------
-    X : ndarray of shape (n_samples, n_features)
-    Y : ndarray of shape (n_samples, k)
-        Targets; the hidden width is k.
-    lrs : sequence of float
-        Learning rates.
-    seeds : sequence of int
-        One initialisation per seed (``np.random.default_rng(seed)``).
-    n_iter : int
-        Gradient steps per run.
-    hidden, output, loss : str
-        As in ``independent_bias_loss_and_grads``.
-    init_scale : float
-        Standard deviation of the initial parameters.
-    threshold : float or None
-        Loss level for "iterations to threshold". None: per lr,
-        ``best + 0.05 * (initial - best)`` where ``best`` is the lowest final
-        loss of any run (either model, any seed) at that lr and ``initial`` the
-        mean initial loss: the iteration at which a run has made 95 % of the
-        best achieved decrease.
-    n_jobs : int or None
-        Threads running the (independent) runs; None: all CPUs. Results do
-        not depend on it.
-
-    Returns
-    -------
-    dict
-        ``"config"``: the arguments (JSON-friendly). ``"summary"``: list of
-        JSON-friendly dicts, one per (model, lr), with ``model``, ``lr``,
-        ``threshold``, ``iters_to_threshold`` (per seed, None if never
-        reached), ``iters_to_threshold_median`` (None unless more than half
-        of the seeds reach it), ``final_loss_mean``, ``final_acc_mean``,
-        ``final_acc_std`` (over non-diverged seeds; None if none),
-        ``diverged_frac``, ``mean_norm_output_path``, ``mean_norm_hidden_path``,
-        ``mean_cos_paths`` (averaged over iterations and seeds).
-        ``"curves"``: dict keyed by ``(model, lr)`` with ``"loss"`` and
-        ``"accuracy"`` arrays of shape (n_seeds, n_iter + 1) (NaN after
-        divergence), ``"loss_mean"``, ``"loss_min"``, ``"loss_max"`` of shape
-        (n_iter + 1,) (NaN-aware over seeds), and the path arrays
-        ``"norm_output_path"``, ``"norm_hidden_path"``, ``"cos_paths"`` of
-        shape (n_seeds, n_iter + 1).
-    """
-    lrs = [float(lr) for lr in lrs]
-    seeds = [int(s) for s in seeds]
-    if not lrs or not seeds:
-        raise ValueError("lrs and seeds must each hold at least one value")
-    if not all(np.isfinite(lr) and lr > 0 for lr in lrs):
-        raise ValueError(f"lrs={lrs} must all be finite positive numbers, e.g. (0.1, 1.0)")
-    if not (isinstance(n_iter, (int, np.integer)) and n_iter >= 0):
-        raise ValueError(f"n_iter={n_iter!r} must be a non-negative integer, e.g. 300")
-    if not (np.isfinite(init_scale) and init_scale > 0):
-        raise ValueError(f"init_scale={init_scale!r} must be a finite positive number, e.g. 0.1")
-    if threshold is not None and not np.isfinite(threshold):
-        raise ValueError(f"threshold={threshold!r} must be a finite loss value or None")
-    d, k = np.shape(X)[-1], np.shape(Y)[-1]
-    # validates X, Y and the names once (the initial parameters are well-formed by construction)
-    _, _, _, X, Y, codes = _check_bias_net(np.zeros((k, d)), np.zeros((k, k)), {"b0": np.zeros(k)},
-                                           X, Y, hidden, output, loss)
-    inits = []
-    for s in seeds:
-        rng = np.random.default_rng(s)
-        inits.append((init_scale * rng.standard_normal((k, d)),
-                      init_scale * rng.standard_normal((k, k)),
-                      init_scale * rng.standard_normal(k)))
-    # one parallel call for all runs; lr varies fastest so that runs which
-    # diverge early (large lr) are spread evenly over the threads
-    models = ("shared", "independent")
-    grid = [(si, model, lr) for si in range(len(seeds)) for model in models for lr in lrs]
-    runs = _train_bias_many(X, Y, [inits[si] for si, _, _ in grid],
-                            [model == "shared" for _, model, _ in grid],
-                            [lr for _, _, lr in grid], int(n_iter), codes, n_jobs)
-    curves = {}
-    for model in models:
-        for lr in lrs:
-            sel = [runs[g] for g, (_, mdl, l) in enumerate(grid) if mdl == model and l == lr]
-            c = {key: np.stack([r[key] for r in sel]) for key in _REC_KEYS}
-            c["diverged"] = np.array([r["diverged"] for r in sel])
-            curves[(model, lr)] = c
-    summary = []
-    for lr in lrs:
-        finals = np.concatenate([curves[(mdl, lr)]["loss"][:, -1]
-                                 for mdl in ("shared", "independent")])
-        finals = finals[np.isfinite(finals)]
-        # default: 95 % of the largest decrease any run achieved at this lr
-        # (a ratio such as 1.05 x best final loss is met at iteration 0 when
-        # the loss barely moves, e.g. on data with little signal)
-        start = float(np.nanmean(curves[("shared", lr)]["loss"][:, 0]))
-        if threshold is not None:
-            thr = float(threshold)
-        elif finals.size and finals.min() < start:
-            thr = float(finals.min()) + 0.05 * (start - float(finals.min()))
-        else:
-            thr = None          # no run decreased the loss at this lr: nothing to reach
-        for model in ("shared", "independent"):
-            c = curves[(model, lr)]
-            c["loss_mean"], c["loss_min"], c["loss_max"] = _nan_band(c["loss"])
-            summary.append(_summarise_runs(model, lr, thr, c))
-    config = dict(lrs=lrs, seeds=seeds, n_iter=int(n_iter), hidden=hidden, output=output,
-                  loss=loss, init_scale=float(init_scale),
-                  threshold=None if threshold is None else float(threshold),
-                  threshold_rule="given" if threshold is not None else
-                  "best final + 0.05 * (initial - best final), per lr",
-                  n_samples=int(X.shape[0]), n_features=int(d), k=int(k))
-    return {"config": config, "summary": summary, "curves": curves}
-
-
-def _summarise_runs(model, lr, thr, c):
-    """JSON-friendly summary of the runs of one (model, lr)."""
-    def f(x):
-        return None if x is None or not np.isfinite(x) else float(x)
-
-    loss, ok = c["loss"], ~c["diverged"]
-    iters = []
-    for row in loss:
-        hit = np.flatnonzero(row <= thr) if thr is not None else np.array([], dtype=int)
-        iters.append(int(hit[0]) if hit.size else None)
-    reached = sorted(i for i in iters if i is not None)
-    # median over all seeds with "never" as +inf; defined when most seeds reach thr
-    never_inf = [np.inf if i is None else i for i in iters]
-    median = float(np.median(never_inf)) if 2 * len(reached) > len(iters) else None
-    final_loss, final_acc = loss[ok, -1], c["accuracy"][ok, -1]
-
-    def nanmean(a):
-        a = a[np.isfinite(a)]
-        return f(a.mean()) if a.size else None
-
-    return {
-        "model": model, "lr": float(lr), "threshold": f(thr),
-        "iters_to_threshold": iters, "iters_to_threshold_median": median,
-        "final_loss_mean": f(final_loss.mean()) if final_loss.size else None,
-        "final_acc_mean": f(final_acc.mean()) if final_acc.size else None,
-        "final_acc_std": f(final_acc.std()) if final_acc.size else None,
-        "diverged_frac": float(c["diverged"].mean()),
-        "mean_norm_output_path": nanmean(c["norm_output_path"]),
-        "mean_norm_hidden_path": nanmean(c["norm_hidden_path"]),
-        "mean_cos_paths": nanmean(c["cos_paths"]),
-    }
-
-
-def _nan_band(curves):
-    """NaN-aware mean, min and max over axis 0 (NaN where every row is NaN)."""
-    has = np.any(np.isfinite(curves), axis=0)
-    filled = np.where(np.isfinite(curves), curves, 0.0)
-    cnt = np.maximum(np.isfinite(curves).sum(axis=0), 1)
-    mean = np.where(has, filled.sum(axis=0) / cnt, np.nan)
-    lo = np.where(has, np.where(np.isfinite(curves), curves, np.inf).min(axis=0), np.nan)
-    hi = np.where(has, np.where(np.isfinite(curves), curves, -np.inf).max(axis=0), np.nan)
-    return mean, lo, hi

@@ -2063,12 +2063,12 @@ def _q2_tasks(ctx):
 def _q2_jobs(ctx):
     """Queue the Q2 experiments, one job per task and learning rate (each learning
     rate's runs and threshold are independent of the others'); ``{task: [futures]}``."""
-    import mlp
+    import shared_bias
     cfg = ctx.cfg
     seeds, lrs, n_iter = _q2_setup(cfg)
     # in a worker one thread per job; in-process the experiment's own threads (--threads)
     n_jobs = 1 if ctx.jobs.workers else cfg.threads
-    return {task: [ctx.jobs.submit(("q2", task, lr), mlp.bias_experiment, X, Y, lrs=(lr,), seeds=seeds,
+    return {task: [ctx.jobs.submit(("q2", task, lr), shared_bias.bias_experiment, X, Y, lrs=(lr,), seeds=seeds,
                                    n_iter=n_iter, hidden="relu", output="softmax", loss="ce",
                                    n_jobs=n_jobs, priority=PRIORITY["Q2"], group="Q2")
                    for lr in lrs]
@@ -2076,7 +2076,7 @@ def _q2_jobs(ctx):
 
 
 def _merge_bias_experiments(exps):
-    """One ``mlp.bias_experiment`` result from results for disjoint learning rates
+    """One ``shared_bias.bias_experiment`` result from results for disjoint learning rates
     (same task, seeds and iterations), in the order given."""
     config = dict(exps[0]["config"], lrs=[lr for e in exps for lr in e["config"]["lrs"]])
     return {"config": config, "summary": [s for e in exps for s in e["summary"]],
@@ -2091,7 +2091,7 @@ _Q2_WORDS = {"slower": "slower", "faster": "faster", "less_stable": "diverges mo
 class Q2Result(_Result):
     """Question 2: shared vs independent biases per task and learning rate.
 
-    ``experiments[task]`` is the merged ``mlp.bias_experiment`` result
+    ``experiments[task]`` is the merged ``shared_bias.bias_experiment`` result
     (``config``, ``summary``, ``curves``); ``tables[task]`` the per-learning-rate
     comparison; ``findings[task]`` the learning rates where sharing is
     slower/faster/less_stable/more_stable (``Q2_SPEED``, ``Q2_STABILITY``).
@@ -3191,7 +3191,7 @@ def main(argv=None):
         # up front, or forking is not safe (not Linux; numba's threads already
         # running, e.g. main() called from a program that trained before), spawn.
         import gc
-        import mlp
+        import mlp, shared_bias  # noqa: E401
         gc.freeze()     # the imported modules' objects: never collected, not copied into forks
         parts = plan(cfg.parts)
         start_now = workers > 0 and bool({"B", "Q2"} & set(parts))  # C and D need B
@@ -3200,7 +3200,7 @@ def main(argv=None):
         pool = jobs_mod.Jobs(workers, start_method="fork" if start_now and jobs_mod.fork_is_safe()
                              else "spawn",
                              warm_up=[(mlp.warm_up, (cfg.dtype, ("network",))),
-                                      (mlp.warm_up, (cfg.dtype, ("shared_bias",)))],
+                                      (shared_bias.warm_up, ())],
                              sink=console.job_line)
         console.jobs = pool
         if start_now:

@@ -9,6 +9,7 @@ import pytest
 
 import jobs
 import mlp
+import shared_bias
 import run_all
 
 
@@ -125,9 +126,9 @@ def test_q2_split_by_learning_rate_merges_to_the_single_experiment():
     X, y = _data(200, 4, seed=1)
     Y = np.eye(3)[y]
     lrs, seeds = (0.3, 3.0, 30.0), (0, 1)
-    whole = mlp.bias_experiment(X, Y, lrs=lrs, seeds=seeds, n_iter=15, n_jobs=1)
+    whole = shared_bias.bias_experiment(X, Y, lrs=lrs, seeds=seeds, n_iter=15, n_jobs=1)
     merged = run_all._merge_bias_experiments(
-        [mlp.bias_experiment(X, Y, lrs=(lr,), seeds=seeds, n_iter=15, n_jobs=1) for lr in lrs])
+        [shared_bias.bias_experiment(X, Y, lrs=(lr,), seeds=seeds, n_iter=15, n_jobs=1) for lr in lrs])
     assert merged["config"] == whole["config"]
     assert merged["summary"] == whole["summary"]
     assert merged["curves"].keys() == whole["curves"].keys()

@@ -2,8 +2,8 @@
 import numpy as np
 import pytest
 
-from mlp import (bias_experiment, independent_bias_loss_and_grads,
-                       shared_bias_loss_and_grads, train_bias_model)
+from shared_bias import (bias_experiment, independent_bias_loss_and_grads,
+                         shared_bias_loss_and_grads, train_bias_model)
 
 HIDDEN = ("relu", "sigmoid", "tanh")
 HEADS = (("sigmoid", "mse"), ("identity", "mse"), ("sigmoid", "bce"),
