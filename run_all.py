@@ -1810,7 +1810,7 @@ class DResult(_Result):
                 s += (f"; {rec['name']} {_verb(rec['gain'], 'raises', 'lowers')} test accuracy by "
                       f"{abs(rec['gain']) * 100:.1f} points (99% CI {rec['gain_lo'] * 100:+.1f} to "
                       f"{rec['gain_hi'] * 100:+.1f})"
-                      + (", so it is the root cause" if self.root_cause else
+                      + (f", so the root cause is {_cause_words(res)}" if self.root_cause else
                          ", not measurably, so no root cause is claimed"))
             out.append(s + ".")
         else:
@@ -1858,6 +1858,13 @@ _KIND_TEXT = {"relationship_broken": "predicts the label in train but not in tes
                              "not in test"}
 
 
+def _cause_words(res):
+    """The diagnosed cause in words: the suspects with their mechanism, or the prior shift."""
+    if res.suspects:
+        return ", ".join(f"`{s.feature}` ({s.kind})" for s in res.suspects)
+    return "the shift of the class shares (prior_shift)"
+
+
 def _verdict_sentence(res):
     """The verdict in one sentence, from ``shift.Diagnosis`` fields."""
     parts = []
@@ -1871,7 +1878,9 @@ def _verdict_sentence(res):
         parts.append(f"the class shares moved (total variation {p.total_variation:.3f}, noise band "
                      f"{p.band:.3f}) while P(x | label) holds (prior_shift)")
     if "covariate_shift" in kinds:
-        parts.append("the inputs moved but no feature's relationship with the label changed (covariate_shift)")
+        parts.append("the inputs moved but no feature's relationship with the label changed (covariate_shift)"
+                     if res.labelled else "the inputs moved; whether their relationships with the label "
+                     "hold needs test labels (covariate_shift)")
     if "unexplained" in kinds and res.gap is not None:
         parts.append(f"{res.gap.residual:.3f} nats of the model's transfer gap is accounted for by no check "
                      "(unexplained)")
@@ -2025,7 +2034,7 @@ def render_d(res, out):
                f"{abs(gap):.1f} points {'below' if gap > 0 else 'above'} validation; always predicting the "
                f"training majority class scores {res.base_test:.4f} on test.")
     else:
-        r.para(prep.UNLABELLED_TEST_MESSAGE.format(file="test", target=ds.target) + ". The `" + act +
+        r.para(_sentence(_data_notes(ds)[-1]) + " The `" + act +
                f"` network (best validation accuracy) scores {a['train']:.4f} on the training split and "
                f"{a['val']:.4f} on validation; on test it predicts "
                + ", ".join(f"{c}: {s:.3f}" for c, s in zip(res.labels, res.predicted_shares)) + " of the rows.")
