@@ -1885,7 +1885,8 @@ def _verdict_sentence(res):
         parts.append(f"{res.gap.residual:.3f} nats of the model's transfer gap is accounted for by no check "
                      "(unexplained)")
     if not parts:
-        return "No check found a shift between the training and the test file (verdict: none)."
+        return (f"No {'' if res.labelled else 'label-free '}check found a shift between the training and "
+                "the test file (verdict: none).")
     return "Diagnosis: " + "; ".join(parts) + "."
 
 
@@ -2853,6 +2854,9 @@ def _mitigation_sentences(m):
         return ["Part D did not run, so no mitigation was measured."]
     gain = (f" against {_fmt(m['baseline_test_acc'])} without it ({_points(m['test_acc'] - m['baseline_test_acc'])})"
             if m.get("baseline_test_acc") is not None and m.get("test_acc") is not None else "")
+    if m.get("test_acc") is None:        # an unlabelled test file: nothing measured on test
+        chosen = "none is recommended" if m["is_baseline"] else f"**{m['name']}** is recommended"
+        return [f"On validation {chosen}; test has no labels, so no mitigation's test accuracy is measured."]
     if m["chosen_on"] == "verdict":
         out = [f"Recommended (it answers the diagnosis's verdict, which validation, cut from the training "
                f"file, cannot see; validation ranks {m['validation_winner']} first): **{m['name']}**, with "
