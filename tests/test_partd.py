@@ -164,3 +164,17 @@ def test_real_data_diagnosis_names_amenity_score(shared_data_dir):
     assert [(s.feature, s.kind) for s in res.suspects] == [("amenity_score", "relationship_broken")]
     assert res.suspect_features == ("amenity_score",)
     assert res.seconds < 20
+
+
+def test_console_notes_say_split_and_unlabelled(tmp_path):
+    train, test = prep.make_synthetic(n_train=400, n_test=100, seed=1, target="label")
+    train.to_csv(tmp_path / "all.csv", index=False)
+    test.drop(columns=["label"]).to_csv(tmp_path / "new.csv", index=False)
+    split = prep.load_files(tmp_path / "all.csv", target="label", test_size=0.25, seed=3)
+    assert run_all._data_notes(split) == [prep.split_banner(split)]
+    assert "25%" in prep.split_banner(split)
+    unlabelled = prep.load_files(tmp_path / "all.csv", tmp_path / "new.csv", target="label")
+    (note,) = run_all._data_notes(unlabelled)
+    assert note == prep.UNLABELLED_TEST_MESSAGE.format(file=unlabelled.files[1], target="label")
+    plain = prep.load_files(tmp_path / "all.csv", tmp_path / "all.csv", target="label")
+    assert run_all._data_notes(plain) == []
