@@ -659,11 +659,15 @@ class Fitted:
 
 def evaluate(model, data):
     """Accuracy and macro-F1 of ``model`` on the train, val and test arrays of ``data``,
-    with the predictions (``"pred"``) they came from: ``{split: {"acc", "macro_f1", "pred"}}``."""
+    with the predictions (``"pred"``) they came from: ``{split: {"acc", "macro_f1", "pred"}}``
+    (``acc`` and ``macro_f1`` None for a split without labels: an unlabelled test file)."""
     from sklearn.metrics import accuracy_score, f1_score
     out = {}
     for split in ("train", "val", "test"):
         y, p = data[f"y_{split}"], model.predict(data[f"X_{split}"])
+        if y is None:
+            out[split] = {"acc": None, "pred": p, "macro_f1": None}
+            continue
         out[split] = {"acc": float(accuracy_score(y, p)), "pred": p,
                       "macro_f1": float(f1_score(y, p, average="macro"))}
     return out
@@ -1340,7 +1344,7 @@ def attribution_checks(data, cfg, act, model):
                                    feature_source=source)
     perm = {split: mlp.permutation_check(model, data[f"X_{split}"], data[f"y_{split}"], sens, names, source,
                                          n_repeats=cfg.repeats, seed=cfg.seed)
-            for split in ("train", "test")}
+            for split in ("train", "test") if data[f"y_{split}"] is not None}   # test may be unlabelled
     return {"sensitivity": sens, "permutation": perm}
 
 
@@ -1431,19 +1435,22 @@ def compute_c(ctx):
 
     checks, perm_tables = {}, {}
     for act, model in nets.items():
-        pc_train, pc_test = (checks_of[act]["permutation"][split] for split in ("train", "test"))
+        pc_train = checks_of[act]["permutation"]["train"]
+        pc_test = checks_of[act]["permutation"].get("test")       # None: test has no labels
         rnd = mlp.randomization_check(model.weights_, model.biases_, d["X_train"], d["y_train"], act,
                                       seed=cfg.seed)
         checks[act] = {"spearman_perm_train": pc_train["spearman_original"],
-                       "spearman_perm_test": pc_test["spearman_original"],
+                       "spearman_perm_test": None if pc_test is None else pc_test["spearman_original"],
                        "spearman_perm_train_encoded": pc_train["spearman_encoded"],
                        "spearman_randomised": rnd["spearman"], "randomisation_passed": rnd["passed"],
                        "randomisation_threshold": rnd["threshold"]}
         perm = pc_train["original"][["feature", "perm_mean", "perm_rank"]].rename(
             columns={"perm_mean": "perm. importance (train)", "perm_rank": "perm. rank (train)"})
-        perm_t = pc_test["original"][["feature", "perm_mean", "perm_rank"]].rename(
-            columns={"perm_mean": "perm. importance (test)", "perm_rank": "perm. rank (test)"})
-        perm_tables[act] = table = perm.merge(perm_t, on="feature")
+        if pc_test is not None:
+            perm_t = pc_test["original"][["feature", "perm_mean", "perm_rank"]].rename(
+                columns={"perm_mean": "perm. importance (test)", "perm_rank": "perm. rank (test)"})
+            perm = perm.merge(perm_t, on="feature")
+        perm_tables[act] = table = perm
         checks[act]["permutation"] = prep.to_jsonable(table)
     if pp is not None:
         for act, res in results.items():
@@ -1496,15 +1503,18 @@ def render_c(res, out):
     for act, table in res.permutation_tables.items():
         out.save_table(table, f"c_permutation_{act}", floatfmt=".4f",
                        caption=f"{act}: permutation importance (accuracy drop when a column is "
-                               f"shuffled, {_plural(res.repeats, 'repeat')}), training split and test set")
+                               f"shuffled, {_plural(res.repeats, 'repeat')}), training split"
+                               + (" and test set" if "perm. importance (test)" in table.columns else ""))
         ch = res.checks[act]
         if np.isnan(ch["spearman_perm_train"]):
             agree = ("permutation importance is zero for every column on the training split (the network "
                      "predicts the same class whatever one column holds), so no rank correlation is defined")
         else:
             agree = (f"Spearman correlation of the attribution ranking with permutation importance "
-                     f"{ch['spearman_perm_train']:+.2f} on the training split and "
-                     f"{ch['spearman_perm_test']:+.2f} on the test set (original columns)")
+                     f"{ch['spearman_perm_train']:+.2f} on the training split"
+                     + (" (test has no labels, so no test-set permutation check)"
+                        if ch["spearman_perm_test"] is None else
+                        f" and {ch['spearman_perm_test']:+.2f} on the test set") + " (original columns)")
         lines.append(
             f"`{act}`: {agree}; with a network whose weights are re-drawn at random the ranking "
             f"correlates {ch['spearman_randomised']:+.2f} with the trained one — the sanity check " +
@@ -1551,37 +1561,72 @@ def _without(dataset, columns):
 
 
 @dataclass(frozen=True, eq=False)
-class Diagnosis:
-    """What changed between train and test, for Part B's best network.
+class NetworkOnFrames:
+    """Part B's network on raw frames: the run's fitted ``prep.Preprocessor``, then the MLP.
 
-    ``report`` is the diagnosis library's result (today ``prep.diagnose``:
-    ``evidence``, ``summary``, ``explanation``, ``suspect_features``);
-    ``importance[split]`` the network's permutation importance per original column.
+    The ``model=`` that ``shift.diagnose`` calls: ``predict_proba(frame)`` of shape
+    (n_rows, n_classes), columns in ``classes_`` order (the dataset's label values).
+    """
+    preprocessor: Any
+    network: Any
+    classes_: list
+
+    def predict_proba(self, frame):
+        import warnings
+        import prep
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", prep.UnseenCategoryWarning)
+            X = self.preprocessor.transform(frame)
+        return self.network.predict_proba(X)
+
+
+@dataclass(frozen=True, eq=False)
+class Diagnosis:
+    """What changed between train and test, for Part B's best network (``network``).
+
+    ``result`` is ``shift.diagnose``'s frozen ``shift.Diagnosis`` (verdict, suspects
+    with their mechanism, gap, priors, evidence, rules); ``importance[split]`` the
+    network's permutation importance per original column (descriptive evidence;
+    ``"test"`` only when test has labels).
     """
     network: str
     importance: dict
-    report: dict
-    suspects: list
+    result: Any
+
+    @property
+    def suspects(self):
+        """The suspect columns (raw names, sorted)."""
+        return list(self.result.suspect_features)
+
+    @property
+    def seconds(self):
+        return float(self.result.seconds)
 
 
-def run_diagnosis(dataset, importance, seed):
-    """The train/test shift diagnosis (the one place that calls the diagnosis library:
-    ``prep.diagnose`` today, ``shift.diagnose`` once it lands)."""
-    import prep
-    return prep.diagnose(dataset.train, dataset.test, dataset.target, list(dataset.numeric),
-                         list(dataset.categorical), model_importance=importance, seed=seed)
+def run_diagnosis(dataset, seed, model=None, val_rows=None):
+    """The train/test shift diagnosis: ``shift.diagnose`` on the dataset's raw frames (the
+    one place that calls the diagnosis library). ``model``: a ``NetworkOnFrames`` (or
+    None: the library's proxy model); ``val_rows``: positions in ``dataset.train`` of the
+    rows ``model`` was not trained on."""
+    import shift
+    return shift.diagnose(dataset.train, dataset.test, dataset.target, list(dataset.numeric),
+                          list(dataset.categorical), model=model, seed=seed, val_rows=val_rows)
 
 
 def _diagnosis_step(ctx, networks, checks):
-    """Step ``D.diagnosis``: diagnose the shift for Part B's best network, using the
-    permutation importances of the step ``checks``."""
+    """Step ``D.diagnosis``: diagnose the shift with Part B's best network (on the run's
+    validation split, which it was not trained on); the permutation importances of the
+    step ``checks`` go along as descriptive evidence."""
     act = best_network({a: f.scores for a, f in networks.items()})
     perm = {}
-    for split in ("train", "test"):
-        pc = checks["permutation"][split]["original"]
+    for split, pc in checks["permutation"].items():
+        pc = pc["original"]
         perm[split] = dict(zip(pc["feature"], pc["perm_mean"].astype(float)))
-    report = run_diagnosis(ctx.dataset, perm, ctx.cfg.seed)
-    return Diagnosis(network=act, importance=perm, report=report, suspects=list(report["suspect_features"]))
+    ds, d = ctx.dataset, ctx.data
+    model = NetworkOnFrames(d["preprocessor"], networks[act].model, ds.classes.tolist())
+    val_rows = ds.train.index.get_indexer(d["val_df"].index)
+    result = run_diagnosis(ds, ctx.cfg.seed, model=model, val_rows=val_rows)
+    return Diagnosis(network=act, importance=perm, result=result)
 
 
 # Part D's mitigations that need no diagnosis: (name, data, MLP parameters).
@@ -1591,6 +1636,75 @@ MITIGATIONS = [("missing-value indicators", "indicators", {}),
                ("L2 1e-3", None, {"l2": 1e-3}),
                ("early stopping (val loss)", None, {"early_stopping": True, "patience": 10})]
 
+
+def _hot_deck_train(dataset, columns, seed):
+    """A copy of ``dataset`` whose train missing values in ``columns`` are replaced by random
+    observed train values of the same column (hot-deck), so that whether a value is
+    missing no longer carries the label; test is unchanged (its own missing values go
+    through the run's train-fitted imputation)."""
+    import numpy as np
+    from dataclasses import replace
+    rng = np.random.default_rng(seed)
+    train = dataset.train.copy()
+    for c in columns:
+        miss = train[c].isna().to_numpy()
+        seen = train.loc[~miss, c].to_numpy()
+        if miss.any() and len(seen):
+            train.loc[miss, c] = seen[rng.integers(0, len(seen), int(miss.sum()))]
+    return replace(dataset, train=train)
+
+
+class PriorCorrected:
+    """The baseline network with its probabilities re-weighted from the training split's class
+    shares to the shares that ``shift.em_priors`` estimates from the rows it is given, without
+    their labels (``shift.prior_correction``; no retraining). ``predict(X)``: class indices."""
+
+    def __init__(self, network, train_priors):
+        import numpy as np
+        self.network = network
+        self.train_priors = np.clip(np.asarray(train_priors, dtype=np.float64), 1e-6, None)
+        self.n_iter_, self.history_ = network.n_iter_, network.history_
+
+    def estimated_priors(self, X):
+        import numpy as np
+        import shift
+        return shift.em_priors(np.clip(self.network.predict_proba(X), 1e-6, None), self.train_priors)
+
+    def predict(self, X):
+        import shift
+        P = self.network.predict_proba(X)
+        return shift.prior_correction(P, self.train_priors, self.estimated_priors(X)).argmax(axis=1)
+
+
+# The mitigations that answer a verdict: ``shift.mitigations_for`` names -> what Part D
+# trains for them: ``(dataset, features, seed) -> (row name, data spec)``; the spec is a
+# ``prep.Dataset`` to train on, or "prior_correction" (the baseline's outputs corrected).
+# "drop_features" answers only the kinds whose relationship does not hold on test (a
+# missingness suspect is answered by "impute_without_signal"); "importance_weighting" and
+# "regularise" are not trained here (the latter is ``MITIGATIONS``).
+DROPPED_KINDS = ("relationship_broken", "concept_shift", "interaction")
+VERDICT_MITIGATIONS = {
+    "drop_features": lambda ds, f, seed: (f"remove {', '.join(f)}", _without(ds, list(f))),
+    "impute_without_signal": lambda ds, f, seed: (f"impute {', '.join(f)} without its missingness signal",
+                                                  _hot_deck_train(ds, f, seed)),
+    "prior_correction": lambda ds, f, seed: ("prior correction (EM-estimated shares)", "prior_correction"),
+}
+
+
+def verdict_mitigations(result):
+    """The trainings that answer ``result``'s verdict (``shift.mitigations_for``), one per
+    registry entry: ``[(registry name, verdict kinds answered, features)]``, dropped
+    features pooled over ``DROPPED_KINDS``."""
+    import shift
+    out = {}
+    for m in shift.mitigations_for(result):
+        if m.name not in VERDICT_MITIGATIONS or (m.name == "drop_features" and m.kind not in DROPPED_KINDS):
+            continue
+        kinds, feats = out.get(m.name, ((), ()))
+        out[m.name] = (kinds + (m.kind,), feats + tuple(f for f in m.features if f not in feats))
+    return [(name, kinds, tuple(sorted(feats))) for name, (kinds, feats) in out.items()]
+
+
 # Part D's rules.
 TOUCHES_CAUSE = Rule("does not touch the cause", 2.0,
                      "a mitigation *does not touch the cause* when it moves test accuracy by less than "
@@ -1598,19 +1712,35 @@ TOUCHES_CAUSE = Rule("does not touch the cause", 2.0,
 STILL_LEARNING = Rule("still learning", 0.01,
                       "a network is *still learning* when its training loss fell by more than {points}% over "
                       "the last fifth of its iterations")
+VALIDATION_BLIND = Rule("validation cannot see the cause", 0.0,
+                        "the *recommended* mitigation is the one that answers the verdict's primary kind "
+                        "when the diagnosis names a cause in how test differs from train (a suspect "
+                        "feature or a prior shift) and the validation–test gap is outside noise (or "
+                        "test has no labels): the validation split is cut from the training file and "
+                        "shares its distribution, so it cannot see that cause. Otherwise it is the "
+                        "validation winner. Test accuracy never chooses")
+ROOT_CAUSE = Rule("root cause", 0.99,
+                  "a named cause is called the *root cause* only when the validation–test gap is outside "
+                  "noise and the mitigation that removes or corrects it measurably closes it: the lower "
+                  "end of the {points:s}% interval of its paired test-accuracy gain over the baseline "
+                  "is above 0")
+_Z99 = 2.576    # two-sided 99% normal quantile
 
 
 @dataclass(frozen=True, eq=False)
 class Mitigation:
-    """One of Part D's mitigation trainings: its name, data (``spec``: None, "indicators"
-    or a reduced ``prep.Dataset``), the encoded splits, MLP options and the future of
-    its ``Fitted`` network (already done when replayed instead of trained)."""
+    """One of Part D's mitigations: its name, data (``spec``: None, "indicators",
+    "prior_correction" or a changed ``prep.Dataset``), the encoded splits, MLP options,
+    the verdict kinds it answers (``answers``, empty for ``MITIGATIONS``), the future of
+    its ``Fitted`` network (already done when replayed or not trained)."""
     name: str
     spec: Any
     data: dict
     params: dict
     source: Any
     replayed: bool = False
+    answers: tuple = ()
+    drops: tuple = ()
 
 
 def _done(value):
@@ -1629,28 +1759,41 @@ def _needs_val(params):
 
 def _mitigations_step(ctx, networks, diagnosis):
     """Step ``D.mitigations``: queue the trainings of Part D's mitigations of the diagnosed
-    network: removing the suspects, then ``MITIGATIONS``; a list of ``Mitigation``.
+    network: those answering the verdict (``verdict_mitigations``), then ``MITIGATIONS``;
+    a list of ``Mitigation``.
 
-    Early stopping is not trained again when ``mlp.replay_early_stopping`` can
+    The prior correction trains nothing (the baseline's outputs, corrected, scored
+    here); early stopping is not trained again when ``mlp.replay_early_stopping`` can
     give its exact result from the baseline (the same network, trained with
     validation data and without early stopping).
     """
+    import numpy as np
     import mlp
     import prep
     cfg, act = ctx.cfg, diagnosis.network
     baseline = networks[act].model
-    suspects = diagnosis.suspects
-    removal = [(f"remove {', '.join(suspects)}", _without(ctx.dataset, suspects), {})] if suspects else []
+    planned = []
+    for reg, kinds, feats in verdict_mitigations(diagnosis.result):
+        name, spec = VERDICT_MITIGATIONS[reg](ctx.dataset, feats, cfg.seed)
+        planned.append((name, spec, {}, kinds, feats if reg == "drop_features" else ()))
+    planned += [(name, spec, params, (), ()) for name, spec, params in MITIGATIONS]
     out = []
-    for name, spec, params in removal + MITIGATIONS:
-        if spec is None:
+    for name, spec, params, kinds, drops in planned:
+        if spec is None or spec == "prior_correction":
             data = ctx.data
         elif isinstance(spec, str):
             if spec != "indicators":
-                raise ValueError(f"unknown mitigation data {spec!r}; use None, 'indicators' or a Dataset")
+                raise ValueError(f"unknown mitigation data {spec!r}; use None, 'indicators', "
+                                 "'prior_correction' or a Dataset")
             data = prep.encode(ctx.dataset, missing_indicators=True, val_size=cfg.val_size, seed=cfg.seed)
         else:
             data = prep.encode(spec, val_size=cfg.val_size, seed=cfg.seed)
+        if spec == "prior_correction":
+            shares = np.bincount(ctx.data["y_train"], minlength=len(ctx.dataset.classes)) / len(ctx.data["y_train"])
+            model = PriorCorrected(baseline, shares)
+            out.append(Mitigation(name, spec, data, params, _done(Fitted(model, evaluate(model, data))),
+                                  answers=kinds))
+            continue
         replay = None
         if spec is None and set(params) == {"early_stopping", "patience"}:
             replay = mlp.replay_early_stopping(baseline, params["patience"])
@@ -1662,16 +1805,16 @@ def _mitigations_step(ctx, networks, diagnosis):
         kw = _fit_params(cfg, activation=act, **params)
         fut = ctx.jobs.submit(("fit", f"{act} {name}", validate, tuple(sorted(kw.items()))), _fit_scored_job,
                               f"{act} {name}", kw, _splits(data), validate, priority=PRIORITY["D"], group="D")
-        out.append(Mitigation(name, spec, data, params, fut))
+        out.append(Mitigation(name, spec, data, params, fut, answers=kinds, drops=drops))
     return out
 
 
 def _combination_job(*options, names, base_f1, suspects, act, cfg_params, data):
-    """Part D's combined mitigation (in a worker): removing the suspects plus every
+    """Part D's combined mitigation (in a worker): removing the dropped suspects plus every
     training option (data unchanged; ``options``: their ``Fitted``, ``names``: their
     (name, params)) whose network has a higher validation macro-F1 than the baseline
     (``base_f1``); chosen on validation data only. ``(name, params, Fitted)``, or None
-    when there is nothing to combine (no suspect and at most one helpful option)."""
+    when there is nothing to combine (no dropped suspect and at most one helpful option)."""
     helpful = [(name, params) for (name, params), f in zip(names, options)
                if f.scores["val"]["macro_f1"] > base_f1]
     if not (suspects or len(helpful) > 1):
@@ -1689,14 +1832,42 @@ def _combination_after(ctx, networks, diagnosis, mitigations):
     """Step ``D.combination``: queue ``_combination_job`` to run when the training options
     of ``mitigations`` (data unchanged) have finished; its future."""
     options = [m for m in mitigations if m.spec is None]
-    removal = [m for m in mitigations if m.spec is not None and not isinstance(m.spec, str)]
+    removal = [m for m in mitigations if m.drops]
     act = diagnosis.network
     return ctx.jobs.after(("combination", act), [m.source for m in options], _combination_job,
                           names=[(m.name, m.params) for m in options],
-                          base_f1=networks[act].scores["val"]["macro_f1"], suspects=diagnosis.suspects,
+                          base_f1=networks[act].scores["val"]["macro_f1"],
+                          suspects=list(removal[0].drops) if removal else [],
                           act=act, cfg_params=_fit_params(ctx.cfg),
                           data=_splits(removal[0].data if removal else ctx.data), priority=PRIORITY["D"],
                           group="D")
+
+
+def _paired_gain(pred, base_pred, y, z=_Z99):
+    """Test-accuracy gain of ``pred`` over ``base_pred`` on the same rows with its two-sided
+    interval (normal approximation to the paired binomial difference): (gain, lo, hi)."""
+    import numpy as np
+    diff = (pred == y).astype(float) - (base_pred == y).astype(float)     # (n,) in {-1, 0, 1}
+    g = float(diff.mean())
+    se = float(diff.std(ddof=1) / np.sqrt(len(diff))) if len(diff) > 1 else float("inf")
+    return g, g - z * se, g + z * se
+
+
+def recommend(rows, result, labelled):
+    """``VALIDATION_BLIND``: the index of the recommended mitigation row and the reason
+    ("verdict" or "validation"). ``rows``: Part D's mitigation rows (row 0 the baseline,
+    ``answers`` the verdict kinds a row answers); ``result``: the ``shift.Diagnosis``.
+    Reads validation scores and the diagnosis only, never a mitigation's test score."""
+    by_val = max(range(len(rows)), key=lambda i: rows[i]["val_acc"])
+    gap = result.gap
+    beyond = (not labelled) or (gap is not None and gap.outside_noise)
+    named = bool(result.suspects) or "prior_shift" in result.verdict.kinds
+    if named and beyond:
+        for kind in result.verdict.kinds:
+            for i, r in enumerate(rows):
+                if kind in r["answers"]:
+                    return i, "verdict"
+    return by_val, "validation"
 
 
 @dataclass(frozen=True, eq=False)
@@ -1704,28 +1875,34 @@ class DResult(_Result):
     """Part D: test accuracy, per-class results, attribution on train vs test, the shift
     diagnosis and the measured mitigations of Part B's best network (``network``).
 
-    ``mitigations`` rows: name, val/test accuracy and macro-F1, iterations (the
-    first row is the baseline); ``best`` indexes the best on test, ``by_val``
-    the best on validation; ``touches_cause[i]`` applies ``TOUCHES_CAUSE``.
+    ``mitigations`` rows: name, answers (verdict kinds), val/test accuracy and macro-F1
+    (test None without test labels), iterations, and for rows answering the verdict the
+    paired test-accuracy gain over the baseline with its 99% interval; the first row is
+    the baseline. ``by_val`` indexes the validation winner, ``recommended`` the row that
+    ``VALIDATION_BLIND`` recommends (``reason``: "verdict" or "validation");
+    ``touches_cause[i]`` applies ``TOUCHES_CAUSE``. ``labelled``: test has labels.
     """
     network: str
     labels: list
+    labelled: bool
     accuracy_rows: list         # per network: accuracies per split and the gaps
-    split_accuracy: dict        # network -> split -> accuracy
-    base_test: float            # test accuracy of always predicting the training majority class
+    split_accuracy: dict        # network -> split -> accuracy (test None without labels)
+    base_test: Any              # test accuracy of always predicting the training majority class
     per_class: Any              # DataFrame
-    classification_report: dict
-    confusion: Any              # ndarray (n_classes, n_classes), rows: true class
+    classification_report: Any  # dict, None without test labels
+    confusion: Any              # ndarray (n_classes, n_classes), rows: true class; None without labels
+    predicted_shares: list      # share of test rows predicted as each class
     attribution_share: dict     # split -> Series of shares per original column
     diagnosis: Diagnosis
-    evidence_columns: list
     dataset: Any                # prep.Dataset, for the suspects' figures
     mitigations: list
     params: list                # MLP options per mitigation row
     replayed: list              # names of mitigations replayed instead of trained
     best_iters: dict            # mitigation name -> best_iter_ (early stopping)
-    best: int
     by_val: int
+    recommended: int
+    reason: str
+    root_cause: bool            # ``ROOT_CAUSE`` applied to the recommended verdict mitigation
     touches_cause: list
     loss_fall: Any              # (fall, k, last loss) of the suspect-free network, or None
     iterations: int
@@ -1735,262 +1912,422 @@ class DResult(_Result):
         return self.diagnosis.suspects
 
     @property
+    def verdict(self):
+        return self.diagnosis.result.verdict
+
+    @property
     def accuracy(self):
         acc = {a: dict(s) for a, s in self.split_accuracy.items()}
-        best = self.mitigations[self.best]
-        acc[f"{self.network} ({best['name']})"] = {"val": best["val_acc"], "test": best["test_acc"]}
+        rec = self.mitigations[self.recommended]
+        if self.recommended:
+            acc[f"{self.network} ({rec['name']})"] = {"val": rec["val_acc"], "test": rec["test_acc"]}
         return acc
 
     @property
-    def cause(self):
-        """The root-cause sentence, from the diagnosis's numbers."""
-        suspects, ev = self.suspects, self.diagnosis.report["evidence"]
-        if not suspects:
-            return "no feature's relationship with the label breaks between train and test"
-        f = suspects[0]
-        e = ev.loc[f]
-        cause = (f"the relationship between `{', '.join(suspects)}` and the label does not hold on test: "
-                 f"`{f}` alone predicts the label with pps {e['pps_train']:.2f} on train but "
-                 f"{e['pps_test']:.2f} on test")
-        if "model_imp_train" in ev.columns:
-            cause += (f"; the network's accuracy drops by {e['model_imp_train']:.3f} when `{f}` is shuffled "
-                      f"on train but by {e['model_imp_test']:.3f} on test")
-        return cause + (f" and `{f}` carries {self.attribution_share['train'].get(f, float('nan')):.0%} "
-                        "of its input sensitivity")
-
-    @property
-    def mitigation(self):
-        best, base = self.mitigations[self.best], self.mitigations[0]
-        return {"name": best["name"], "test_acc": best["test_acc"], "test_macro_f1": best["test_macro_f1"],
-                "baseline_test_acc": base["test_acc"]}
+    def summary_sentences(self):
+        """One or two plain sentences from the diagnosis and the measured mitigation."""
+        res = self.diagnosis.result
+        out = [_verdict_sentence(res)]
+        g, rec, base = res.gap, self.mitigations[self.recommended], self.mitigations[0]
+        if g is not None:
+            lo, hi = g.accuracy_ci
+            s = (f"Accuracy {_verb(-g.accuracy_gap, 'rises', 'falls')} from {g.val_accuracy:.3f} on "
+                 f"validation to {g.test_accuracy:.3f} on test (gap {g.accuracy_gap:+.3f}, 99% CI "
+                 f"{lo:+.3f} to {hi:+.3f}, {'outside' if g.outside_noise else 'within'} noise)")
+            if self.reason == "verdict" and rec.get("gain") is not None:
+                s += (f"; {rec['name']} {_verb(rec['gain'], 'raises', 'lowers')} test accuracy by "
+                      f"{abs(rec['gain']) * 100:.1f} points (99% CI {rec['gain_lo'] * 100:+.1f} to "
+                      f"{rec['gain_hi'] * 100:+.1f})"
+                      + (f", so the root cause is {_cause_words(res)}" if self.root_cause else
+                         ", not measurably, so no root cause is claimed"))
+            out.append(s + ".")
+        else:
+            out.append("Test has no labels, so only the label-free checks ran.")
+        return out
 
     @property
     def headline(self):
-        a, best = self.split_accuracy[self.network], self.mitigations[self.best]
-        return (f"test {a['test']:.3f} vs val {a['val']:.3f}; suspects: {', '.join(self.suspects) or 'none'}; "
-                f"best: {best['name']} ({best['test_acc']:.3f})")
+        a, rec = self.split_accuracy[self.network], self.mitigations[self.recommended]
+        test = "unlabelled" if a["test"] is None else f"{a['test']:.3f}"
+        return (f"test {test} vs val {a['val']:.3f}; verdict {self.verdict.kind}; suspects: "
+                f"{', '.join(self.suspects) or 'none'}; recommended ({self.reason}): {rec['name']}")
 
     def to_metrics(self):
         import prep
         j = prep.to_jsonable
         a = self.split_accuracy[self.network]
+        d = self.diagnosis.result.to_dict()
+        rec = self.mitigations[self.recommended]
         return {"train_acc": a["train"], "val_acc": a["val"], "test_acc": a["test"], "network": self.network,
-                "accuracy": self.accuracy, "per_class": j(self.per_class),
+                "test_labelled": self.labelled, "accuracy": self.accuracy, "per_class": j(self.per_class),
                 "classification_report": j(self.classification_report),
-                "confusion_matrix": self.confusion.tolist(), "cause": self.cause,
-                "suspect_features": self.suspects, "drift": j(self.diagnosis.report["evidence"].reset_index()),
-                "diagnosis_summary": j(self.diagnosis.report["summary"]),
-                "model_importance": self.diagnosis.importance, "mitigations": self.mitigations,
-                "mitigation": self.mitigation, "headline": self.headline}
+                "confusion_matrix": None if self.confusion is None else self.confusion.tolist(),
+                "predicted_shares": dict(zip(self.labels, self.predicted_shares)),
+                "verdict": d["verdict"], "suspect_features": self.suspects, "diagnosis": d,
+                "diagnosis_seconds": self.diagnosis.seconds, "summary": self.summary_sentences,
+                "drift": d["evidence"], "model_importance": self.diagnosis.importance,
+                "mitigations": self.mitigations, "validation_winner": self.mitigations[self.by_val]["name"],
+                "recommended": {"name": rec["name"], "reason": self.reason, "rule": VALIDATION_BLIND.description,
+                                "val_acc": rec["val_acc"], "test_acc": rec["test_acc"],
+                                "test_macro_f1": rec["test_macro_f1"], "root_cause": self.root_cause},
+                "headline": self.headline}
+
+
+def _verb(x, up, down, same="does not change"):
+    """A verb from the sign of ``x``."""
+    return up if x > 0 else down if x < 0 else same
+
+
+# What a suspect's mechanism means, per verdict kind (sentences are built from it).
+_KIND_TEXT = {"relationship_broken": "predicts the label in train but not in test",
+              "concept_shift": "predicts the label differently in test than in train",
+              "missingness": "carries the label in train through which values are missing, and not in test",
+              "interaction": "takes part in a joint relationship with the label that holds in train and "
+                             "not in test"}
+
+
+def _cause_words(res):
+    """The diagnosed cause in words: the suspects with their mechanism, or the prior shift."""
+    if res.suspects:
+        return ", ".join(f"`{s.feature}` ({s.kind})" for s in res.suspects)
+    return "the shift of the class shares (prior_shift)"
+
+
+def _verdict_sentence(res):
+    """The verdict in one sentence, from ``shift.Diagnosis`` fields."""
+    parts = []
+    for kind, text in _KIND_TEXT.items():
+        feats = [s.feature for s in res.suspects if s.kind == kind]
+        if feats:
+            parts.append(f"{_names(feats)} {text.replace('predicts', 'predict').replace('carries', 'carry').replace('takes', 'take') if len(feats) > 1 else text} ({kind})")
+    kinds = res.verdict.kinds
+    if "prior_shift" in kinds:
+        p = res.priors
+        parts.append(f"the class shares moved (total variation {p.total_variation:.3f}, noise band "
+                     f"{p.band:.3f}) while P(x | label) holds (prior_shift)")
+    if "covariate_shift" in kinds:
+        parts.append("the inputs moved but no feature's relationship with the label changed (covariate_shift)"
+                     if res.labelled else "the inputs moved; whether their relationships with the label "
+                     "hold needs test labels (covariate_shift)")
+    if "unexplained" in kinds and res.gap is not None:
+        parts.append(f"{res.gap.residual:.3f} nats of the model's transfer gap is accounted for by no check "
+                     "(unexplained)")
+    if not parts:
+        return (f"No {'' if res.labelled else 'label-free '}check found a shift between the training and "
+                "the test file (verdict: none).")
+    return "Diagnosis: " + "; ".join(parts) + "."
 
 
 def compute_d(ctx):
     """Part D's numbers for Part B's best network: accuracy per split, per-class results,
     attribution on train vs test, the diagnosis (step ``D.diagnosis``) and the mitigations
-    (jobs of the steps ``D.mitigations`` and ``D.combination``)."""
+    (jobs of the steps ``D.mitigations`` and ``D.combination``). Without test labels the
+    test scores are None and the test attribution uses the predicted classes."""
     import numpy as np
     import pandas as pd
     from sklearn.metrics import classification_report, confusion_matrix
     import mlp
+    import prep
 
     cfg, d, ds, plan = ctx.cfg, ctx.data, ctx.dataset, ctx.plan
+    labelled = d["y_test"] is not None
     b = ctx.results["B"]
     nets, evals = b.networks, b.scores
-    labels = [str(c) for c in ds.classes]
+    labels = [prep.label_text(c).strip("'") for c in ds.classes]
     rows, acc = [], {}
+
+    def diff(a, b_):
+        return None if a is None or b_ is None else a - b_
+
     for act, ev in evals.items():
         acc[act] = {s: ev[s]["acc"] for s in ev}
         rows.append({"network": act, "train": ev["train"]["acc"], "validation": ev["val"]["acc"],
-                     "test": ev["test"]["acc"], "train − test": ev["train"]["acc"] - ev["test"]["acc"],
-                     "validation − test": ev["val"]["acc"] - ev["test"]["acc"],
+                     "test": ev["test"]["acc"], "train − test": diff(ev["train"]["acc"], ev["test"]["acc"]),
+                     "validation − test": diff(ev["val"]["acc"], ev["test"]["acc"]),
                      "test macro-F1": ev["test"]["macro_f1"]})
     act = b.best
     model = nets[act]
-    base_test = float(np.mean(d["y_test"] == np.bincount(d["y_train"]).argmax()))
+    majority = np.bincount(d["y_train"]).argmax()
+    base_test = float(np.mean(d["y_test"] == majority)) if labelled else None
     per_class = pd.DataFrame({"class": labels})
     for split in ("train", "val", "test"):
         y, p = d[f"y_{split}"], evals[act][split]["pred"]
+        if y is None:
+            per_class["test predicted n"] = np.bincount(p, minlength=len(labels))
+            continue
         per_class[f"{split} recall"] = [float(np.mean(p[y == k] == k)) if np.any(y == k) else np.nan
                                         for k in range(len(labels))]
         per_class[f"{split} n"] = np.bincount(y, minlength=len(labels))
     p_test = evals[act]["test"]["pred"]
-    rep = classification_report(d["y_test"], p_test, target_names=labels, output_dict=True, zero_division=0)
-    cm = confusion_matrix(d["y_test"], p_test, labels=range(len(labels)))
+    shares = (np.bincount(p_test, minlength=len(labels)) / len(p_test)).tolist()
+    rep = cm = None
+    if labelled:
+        rep = classification_report(d["y_test"], p_test, labels=range(len(labels)), target_names=labels,
+                                    output_dict=True, zero_division=0)
+        cm = confusion_matrix(d["y_test"], p_test, labels=range(len(labels)))
 
     names, source = list(d["feature_names"]), list(d["feature_source"])
     share = {}
     for split in ("train", "test"):
-        res = mlp.feature_attribution(model.weights_, model.biases_, d[f"X_{split}"], d[f"y_{split}"],
+        y = d[f"y_{split}"] if d[f"y_{split}"] is not None else p_test    # unlabelled: predicted classes
+        res = mlp.feature_attribution(model.weights_, model.biases_, d[f"X_{split}"], y,
                                       act, target="output", samples="all", feature_names=names,
                                       feature_source=source)
         share[split] = res["by_source"].set_index("feature")["share"]
 
     diag = plan["D.diagnosis"].result()
-    ev = diag.report["evidence"]
-    show = [c for c in ("kind", "shift_effect", "shifted", "missing_train", "missing_test", "adv_auc_drop",
-                        "pps_train", "pps_test", "pps_drop", "transfer_pps", "transfer_drop",
-                        "model_imp_train", "model_imp_test", "suspect") if c in ev.columns]
-
     results, params, replayed, best_iters, models = [], [], [], {}, {}
+    base_pred = evals[act]["test"]["pred"]
 
-    def record(name, fitted, p):
+    def record(name, fitted, p, answers=()):
         models[name] = fitted.model
         s = fitted.scores
-        results.append({"name": name, "val_acc": s["val"]["acc"], "val_macro_f1": s["val"]["macro_f1"],
-                        "test_acc": s["test"]["acc"], "test_macro_f1": s["test"]["macro_f1"],
-                        "iterations": fitted.model.n_iter_})
+        row = {"name": name, "answers": list(answers), "val_acc": s["val"]["acc"],
+               "val_macro_f1": s["val"]["macro_f1"], "test_acc": s["test"]["acc"],
+               "test_macro_f1": s["test"]["macro_f1"], "iterations": fitted.model.n_iter_,
+               "gain": None, "gain_lo": None, "gain_hi": None}
+        if labelled and answers:
+            row["gain"], row["gain_lo"], row["gain_hi"] = _paired_gain(s["test"]["pred"], base_pred, d["y_test"])
+        results.append(row)
         params.append(p)
         if p.get("early_stopping"):
             best_iters[name] = fitted.model.best_iter_
 
     record("baseline", Fitted(model, evals[act]), {})
+    removal = None
     for m in plan["D.mitigations"].result():
         if m.replayed:
             replayed.append(m.name)
-        record(m.name, m.source.result(), m.params)
+        record(m.name, m.source.result(), m.params, m.answers)
+        if m.drops and removal is None:
+            removal = m.name
     combo = plan["D.combination"].result().result()
     if combo:
         name, combo_params, fitted = combo
         record(name, fitted, combo_params)
-    best = max(range(len(results)), key=lambda i: results[i]["test_acc"])
     by_val = max(range(len(results)), key=lambda i: results[i]["val_acc"])
+    recommended, reason = recommend(results, diag.result, labelled)
+    rec, g = results[recommended], diag.result.gap
+    root = bool(reason == "verdict" and g is not None and g.outside_noise and rec["gain_lo"] is not None
+                and rec["gain_lo"] > 0)
     base = results[0]
-    touches = [abs((res["test_acc"] - base["test_acc"]) * 100) >= TOUCHES_CAUSE.threshold for res in results]
+    touches = [labelled and abs((res["test_acc"] - base["test_acc"]) * 100) >= TOUCHES_CAUSE.threshold
+               for res in results]
     loss_fall = None
-    if diag.suspects:
-        loss = models[results[1]["name"]].history_["loss"]
+    if removal is not None:
+        loss = models[removal].history_["loss"]
         k = max(1, len(loss) // 5)
         fall = (loss[-k - 1] - loss[-1]) / loss[-k - 1] if len(loss) > k else 0.0
-        loss_fall = (fall, k, loss[-1])
-    return DResult(network=act, labels=labels, accuracy_rows=rows, split_accuracy=acc, base_test=base_test,
-                   per_class=per_class, classification_report=rep, confusion=cm, attribution_share=share,
-                   diagnosis=diag, evidence_columns=show, dataset=ds, mitigations=results, params=params,
-                   replayed=replayed, best_iters=best_iters, best=best, by_val=by_val, touches_cause=touches,
-                   loss_fall=loss_fall, iterations=cfg.iterations)
+        loss_fall = (float(fall), k, float(loss[-1]))
+    return DResult(network=act, labels=labels, labelled=labelled, accuracy_rows=rows, split_accuracy=acc,
+                   base_test=base_test, per_class=per_class, classification_report=rep, confusion=cm,
+                   predicted_shares=shares, attribution_share=share, diagnosis=diag, dataset=ds,
+                   mitigations=results, params=params, replayed=replayed, best_iters=best_iters,
+                   by_val=by_val, recommended=recommended, reason=reason, root_cause=root,
+                   touches_cause=touches, loss_fall=loss_fall, iterations=cfg.iterations)
+
+
+# The evidence columns Part D's table shows (those ``shift.diagnose`` filled), in order.
+EVIDENCE_COLUMNS = ("shift_test", "shift_effect", "shifted", "gap_fitted", "gap_reweighted", "gap_band",
+                    "info_train", "info_test", "pps_train", "pps_test", "missing_train", "missing_test",
+                    "missing_tv_train", "missing_tv_test", "adv_auc_drop")
+
+
+def _fired_rules_table(rules):
+    """The rules that fired: one row each (rule, subject, value, threshold, noise band)."""
+    return [{"rule": r.name, "subject": r.subject or "", "value": r.value, "threshold": r.threshold,
+             "noise band": r.noise_band} for r in rules if r.fired]
 
 
 def render_d(res, out):
-    """Part D's tables (tables/d_*.csv), figures (figures/d_*.png) and report section."""
+    """Part D's tables (tables/d_*.csv), figures (figures/d_*.png) and report section; every
+    sentence is written from the result's numbers (``shift.explain`` for the diagnosis)."""
     import pandas as pd
     import plots
+    import prep
+    import shift
 
     r, act, ds = out.report, res.network, res.dataset
+    diag = res.diagnosis.result
     a = res.split_accuracy[act]
+    banner = prep.split_banner(ds)
+    if banner:
+        r.banner(banner)
     r.heading("Test accuracy", 3)
     out.save_table(pd.DataFrame(res.accuracy_rows), "d_accuracy", caption="Accuracy per split and the gaps",
                    floatfmt=".4f")
-    base_test = res.base_test
-    r.para(f"The `{act}` network (best validation accuracy) scores {a['train']:.4f} on the training "
-           f"split, {a['val']:.4f} on validation and **{a['test']:.4f} on test** — "
-           f"{(a['val'] - a['test']) * 100:.1f} points below validation"
-           + (f" and {(base_test - a['test']) * 100:.1f} points below always predicting the training "
-              f"majority class ({base_test:.4f})." if a["test"] < base_test else
-              f" (always predicting the training majority class scores {base_test:.4f})."))
+    if res.labelled:
+        gap = (a["val"] - a["test"]) * 100
+        r.para(f"The `{act}` network (best validation accuracy) scores {a['train']:.4f} on the training "
+               f"split, {a['val']:.4f} on validation and **{a['test']:.4f} on test**: "
+               f"{abs(gap):.1f} points {'below' if gap > 0 else 'above'} validation; always predicting the "
+               f"training majority class scores {res.base_test:.4f} on test.")
+    else:
+        r.para(_sentence(_data_notes(ds)[-1]) + " The `" + act +
+               f"` network (best validation accuracy) scores {a['train']:.4f} on the training split and "
+               f"{a['val']:.4f} on validation; on test it predicts "
+               + ", ".join(f"{c}: {s:.3f}" for c, s in zip(res.labels, res.predicted_shares)) + " of the rows.")
     out.save_table(res.per_class, "d_per_class", caption=f"`{act}`: per-class accuracy (recall) per split",
                    floatfmt=".3f")
-    out.save_table(pd.DataFrame(res.classification_report).T.reset_index(names="class"),
-                   "d_classification_report",
-                   caption=f"`{act}`: scikit-learn classification report on test", floatfmt=".3f")
-    out.save_figure(plots.confusion(res.confusion, res.labels), "d_confusion_test.png",
-                    f"`{act}`: confusion matrix on test (rows: true class)")
+    if res.labelled:
+        out.save_table(pd.DataFrame(res.classification_report).T.reset_index(names="class"),
+                       "d_classification_report",
+                       caption=f"`{act}`: scikit-learn classification report on test", floatfmt=".3f")
+        out.save_figure(plots.confusion(res.confusion, res.labels), "d_confusion_test.png",
+                        f"`{act}`: confusion matrix on test (rows: true class)")
 
     r.heading("Attribution on train and on test", 3)
     att = res.attribution_share
     side = pd.DataFrame({"train share": att["train"], "test share": att["test"]})
     side = side.sort_values("train share", ascending=False).reset_index()
     out.save_table(side, "d_attribution_train_test", floatfmt=".3f",
-                   caption=f"`{act}`: share of mean |∂o_m/∂x| per original column, all samples of each split")
+                   caption=f"`{act}`: share of mean |∂o_m/∂x| per original column, all samples of each split"
+                           + ("" if res.labelled else " (test: m = the predicted class, test has no labels)"))
 
     r.heading("Diagnosis: what changed between train and test", 3)
-    diag = res.diagnosis.report
-    ev = diag["evidence"]
-    out.save_table(ev[res.evidence_columns].reset_index(), "d_evidence", floatfmt=".3f",
-                   caption="Evidence per feature: marginal shift (KS or Cramér's V), train-only "
-                           "missingness, adversarial-validation importance, single-feature predictive "
-                           "power on train vs test (pps) and of the train-fitted tree applied to test "
-                           "(transfer), and the network's permutation importance on train vs test")
+    r.para(f"The diagnosis (`shift.diagnose`, with the `{act}` network on the run's validation split) took "
+           f"{diag.seconds:.1f} s. Verdict: **{diag.verdict.kind}** (all kinds that hold: "
+           f"{', '.join(diag.verdict.kinds)}); suspects: "
+           + (", ".join(f"`{s.feature}` ({s.kind})" for s in diag.suspects) or "none") + ".")
+    r.bullets(shift.explain(diag))
+    if diag.skipped:
+        r.para("Checks that need test labels, skipped here: " + "; ".join(diag.skipped) + ".")
+    ev = diag.evidence.copy()
+    for split, imp in res.diagnosis.importance.items():
+        ev[f"net_perm_{split}"] = ev.index.map(imp)
+    cols = [c for c in EVIDENCE_COLUMNS if c in ev.columns] + [c for c in ev.columns if c.startswith("net_perm_")]
+    out.save_table(ev[cols].reset_index(), "d_evidence", floatfmt=".3f",
+                   caption="Evidence per feature: shift of the inputs (KS or Cramér's V), the train-fitted "
+                           "P(label | feature) against its refit within test (log-loss gaps, nats), the "
+                           "feature's information about the label in train and within test, pps (descriptive), "
+                           "missingness, adversarial-validation importance and the network's permutation "
+                           "importance per split (descriptive)")
     out.save_table(ev.reset_index(), "d_evidence_full", show=False)
-    r.bullets(diag["explanation"])
-    th = diag["summary"].get("thresholds", {})
-    r.para(f"Rule: a feature is a *suspect* when its single-feature predictive power drops by at "
-           f"least {th.get('drop_threshold', 0.2):g} from train to test (either measured within test, "
-           "or by applying the tree fitted on train to test). This needs labels from the deployment "
-           "distribution: here the labelled test set; in practice a small labelled sample of new data. "
-           "Marginal shift tests and adversarial validation need no labels but cannot tell a harmless "
-           "covariate shift from a broken feature–label relationship.")
-    suspects = res.suspects
-    r.para(f"**Root cause:** {res.cause}.")
-    for f in suspects:
-        fig = plots.feature_by_class_per_split({"train.csv": ds.train, "test.csv": ds.test}, f, ds.target,
-                                               numeric=f in ds.numeric)
-        out.save_figure(fig, f"d_suspect_{_slug(f)}.png", f"`{f}` against the label in train.csv and in test.csv")
+    fired = _fired_rules_table(diag.rules)
+    if fired:
+        out.save_table(pd.DataFrame(fired), "d_rules_fired", floatfmt=".4g",
+                       caption="The diagnosis rules that fired (every rule applied is in tables/d_rules.csv)")
+    out.save_table(pd.DataFrame([dict(r_.__dict__, description=r_.description) for r_ in diag.rules]),
+                   "d_rules", show=False)
+    seen = []
+    for r_ in diag.rules:
+        if r_.fired and r_.name not in seen:
+            seen.append(r_.name)
+    if seen:
+        r.bullets([f"Rule `{n}`: {shift.RULES[n].statistic}; threshold {shift.RULES[n].threshold:g} "
+                   f"({shift.RULES[n].noise}); when it fires: {shift.RULES[n].meaning}." for n in seen])
+    if res.labelled:
+        for s in diag.suspects:
+            f = s.feature
+            fig = plots.feature_by_class_per_split({"train.csv": ds.train, "test.csv": ds.test}, f, ds.target,
+                                                   numeric=f in ds.numeric)
+            out.save_figure(fig, f"d_suspect_{_slug(f)}.png", f"`{f}` against the label in train.csv and in test.csv")
 
     r.heading("Mitigations", 3)
     results = res.mitigations
     table = pd.DataFrame(results)
+    table["answers"] = table["answers"].map(lambda k: ", ".join(k))
     out.save_table(table, "d_mitigations", floatfmt=".4f",
-                   caption=f"`{act}` networks trained from the same seed with each mitigation")
-    out.save_figure(plots.grouped_bars(table.set_index("name")[["val_acc", "test_acc"]],
-                                       "Validation vs test accuracy per mitigation", "accuracy"),
-                    "d_mitigations.png", "Validation and test accuracy per mitigation")
-    best, base, by_val = results[res.best], results[0], results[res.by_val]
-    lines = [f"Best on test: **{best['name']}**, test accuracy {best['test_acc']:.4f} (macro-F1 "
-             f"{best['test_macro_f1']:.4f}) against {base['test_acc']:.4f} ({base['test_macro_f1']:.4f}) "
-             f"for the baseline: {(best['test_acc'] - base['test_acc']) * 100:+.1f} points; the "
-             f"validation–test gap goes from {(base['val_acc'] - base['test_acc']) * 100:.1f} to "
-             f"{(best['val_acc'] - best['test_acc']) * 100:.1f} points."]
-    if by_val["name"] != best["name"]:
-        lines.append(f"Validation accuracy alone could not have revealed the problem: it ranks "
-                     f"**{by_val['name']}** first ({by_val['val_acc']:.4f} validation, {by_val['test_acc']:.4f} "
-                     f"test), because the validation split is drawn from the same file as the training "
-                     f"split and shares its shortcut.")
-    else:
-        lines.append(f"Here validation accuracy also ranks **{by_val['name']}** first, so it would "
-                     f"have picked the same model.")
-    for i, row in enumerate(results[1:], 1):
-        if i == res.best:
-            continue
-        delta = (row["test_acc"] - base["test_acc"]) * 100
-        note, p = "", res.params[i]
-        if p.get("early_stopping"):
-            note = (f" (stopped at iteration {row['iterations']})" if row["iterations"] < res.iterations
-                    else f" (never triggered: the validation loss never went {p['patience']} "
-                         f"iterations without a new minimum; the iterate with the lowest one, "
-                         f"{res.best_iters[row['name']] + 1}, is kept"
-                         + (" — replayed from the baseline's validation record, which gives the "
-                            "same network as training it)" if row["name"] in res.replayed else ")"))
-        lines.append(f"{row['name']}: test accuracy {row['test_acc']:.4f} ({delta:+.1f} points), "
-                     f"macro-F1 {row['test_macro_f1']:.4f}{note}"
-                     + ("." if res.touches_cause[i] else " — it does not touch the cause."))
-    lines.append(f"Rule: {TOUCHES_CAUSE.description}.")
-    r.bullets(lines)
+                   caption=f"`{act}` networks trained from the same seed with each mitigation (answers: the "
+                           "verdict kind a mitigation follows from; gain: paired test-accuracy gain over the "
+                           "baseline with its 99% interval)")
+    if res.labelled:
+        out.save_figure(plots.grouped_bars(table.set_index("name")[["val_acc", "test_acc"]],
+                                           "Validation vs test accuracy per mitigation", "accuracy"),
+                        "d_mitigations.png", "Validation and test accuracy per mitigation")
+    r.bullets(_mitigation_lines(res))
 
     r.heading("Why it does well in training and fails on test", 3)
-    if suspects:
-        still_learning = ""
+    r.bullets(_why_lines(res))
+
+
+def _mitigation_lines(res):
+    """The mitigation bullets, from the rows, the rule and the diagnosis."""
+    rows, base = res.mitigations, res.mitigations[0]
+    rec, win = rows[res.recommended], rows[res.by_val]
+    lines = []
+    if res.reason == "verdict":
+        lines.append(f"Recommended: **{rec['name']}**, the mitigation that answers the verdict "
+                     f"({', '.join(rec['answers'])}); validation ranks **{win['name']}** first "
+                     f"({win['val_acc']:.4f} validation accuracy against {rec['val_acc']:.4f})"
+                     + (": validation, cut from the training file, cannot see this shift."
+                        if win is not rec else ", the same choice."))
+    else:
+        lines.append(f"Recommended: **{win['name']}**, the validation winner ({win['val_acc']:.4f} "
+                     "validation accuracy)" + (": no mitigation beats the unmitigated network on validation."
+                                               if res.by_val == 0 else "."))
+    if res.labelled:
+        top = max(range(len(rows)), key=lambda i: rows[i]["test_acc"])
+        lines.append(f"Its test accuracy is {rec['test_acc']:.4f} (macro-F1 {rec['test_macro_f1']:.4f}) against "
+                     f"{base['test_acc']:.4f} ({base['test_macro_f1']:.4f}) for the baseline"
+                     + (f"; test {'agrees' if top == res.recommended else 'does not agree'}: the highest test "
+                        f"accuracy is {rows[top]['test_acc']:.4f} ({rows[top]['name']}), reported only, "
+                        "never used to choose." if top != res.recommended else "; test agrees: no row does "
+                                                                                "better on test."))
+        for i, row in enumerate(rows):
+            if row["gain"] is None:
+                continue
+            lines.append(f"{row['name']} (answers {', '.join(row['answers'])}): it "
+                         f"{_verb(row['gain'], 'raises', 'lowers')} test accuracy by "
+                         f"{abs(row['gain']) * 100:.1f} points (99% CI {row['gain_lo'] * 100:+.1f} to "
+                         f"{row['gain_hi'] * 100:+.1f} points, paired over the test rows)"
+                         + (", measurably." if row["gain_lo"] > 0 or row["gain_hi"] < 0 else ", within noise."))
+        if "missingness" in res.verdict.kinds:
+            ind = next((row for row in rows if row["name"] == "missing-value indicators"), None)
+            if ind is not None:
+                delta = (ind["test_acc"] - base["test_acc"]) * 100
+                lines.append("Missing-value indicator columns hand the network the train-only missingness "
+                             f"signal, which makes a missingness case worse; here they "
+                             f"{_verb(delta, 'raise', 'lower')} test accuracy by {abs(delta):.1f} points.")
+        for i, row in enumerate(rows[1:], 1):
+            delta = (row["test_acc"] - base["test_acc"]) * 100
+            note, p = "", res.params[i]
+            if p.get("early_stopping"):
+                note = (f" (stopped at iteration {row['iterations']})" if row["iterations"] < res.iterations
+                        else f" (never triggered; the iterate with the lowest validation loss, "
+                             f"{res.best_iters[row['name']] + 1}, is kept"
+                             + (", replayed from the baseline's validation record)" if row["name"] in res.replayed
+                                else ")"))
+            lines.append(f"{row['name']}: validation {row['val_acc']:.4f}, test {row['test_acc']:.4f} "
+                         f"({delta:+.1f} points), test macro-F1 {row['test_macro_f1']:.4f}{note}"
+                         + ("." if res.touches_cause[i] else " — it does not touch the cause."))
+        lines.append(f"Rule: {TOUCHES_CAUSE.description}.")
+        lines.append(f"Rule: {ROOT_CAUSE.description}.")
+    else:
+        lines.append("Test has no labels, so no mitigation's test accuracy can be measured; the table "
+                     "gives validation scores only.")
+    lines.append(f"Rule: {VALIDATION_BLIND.description}.")
+    return lines
+
+
+def _why_lines(res):
+    """Why the network does well in training and fails on test, from the diagnosis numbers."""
+    diag, att = res.diagnosis.result, res.attribution_share
+    a = res.split_accuracy[res.network]
+    lines = list(res.summary_sentences)
+    ev, imp = diag.evidence, res.diagnosis.importance
+    for s in diag.suspects:
+        f, e = s.feature, ev.loc[s.feature]
+        text = f"`{f}` ({s.kind}) carries {att['train'].get(f, float('nan')):.0%} of the network's input " \
+               f"sensitivity on train and {att['test'].get(f, float('nan')):.0%} on test"
+        if "train" in imp and "test" in imp:
+            d_imp = imp["test"].get(f, float("nan")) - imp["train"].get(f, float("nan"))
+            text += (f"; shuffling it costs {imp['train'].get(f, float('nan')):.3f} accuracy on train and "
+                     f"{imp['test'].get(f, float('nan')):.3f} on test (importance {_verb(d_imp, 'rises', 'falls')})")
+        if "info_train" in e and "info_test" in e and s.kind != "missingness":
+            text += (f"; it carries {e['info_train']:.3f} nats about the label in train and "
+                     f"{e['info_test']:.3f} within test")
+        lines.append(text + ".")
+    if diag.suspects and res.labelled:
+        lines.append(f"The validation split is cut from the training file, so it shares train's relationships "
+                     f"and scores {a['val']:.4f}; test, where they differ, scores {a['test']:.4f}.")
+    if res.loss_fall is not None and res.labelled:
         fall, k, last = res.loss_fall
         if fall > STILL_LEARNING.threshold:
-            still_learning = (f" Its training loss is still falling at the last iteration ({last:.3f}, "
-                              f"{fall:.1%} lower than {k} iterations earlier; {STILL_LEARNING.description}): "
-                              "with the shortcut gone the network learns the remaining signal more slowly, "
-                              "and more iterations would likely raise its accuracy further.")
-        f = suspects[0]
-        e = ev.loc[f]
-        removed = results[1]
-        r.para(f"In the training file `{f}` is a shortcut: alone it predicts the label with pps "
-               f"{e['pps_train']:.2f}, the network learns to lean on it (it carries "
-               f"{att['train'].get(f, float('nan')):.0%} of the input sensitivity and shuffling it costs "
-               f"{e.get('model_imp_train', float('nan')):.3f} accuracy), and the validation split — cut from "
-               f"the same file — rewards that ({a['val']:.4f}). In the test file the same feature no longer "
-               f"predicts the label (pps {e['pps_test']:.2f}; the train-fitted single-feature tree reaches pps "
-               f"{e['transfer_pps']:.2f} there), so the network's main input sends it the wrong way "
-               f"({a['test']:.4f}). Without `{', '.join(suspects)}` the network must use the weaker but "
-               f"stable features: validation accuracy falls to "
-               f"{removed['val_acc']:.4f} while test accuracy rises to {removed['test_acc']:.4f}."
-               + still_learning)
-    else:
-        r.para("No feature's relationship with the label changes between train and test beyond the "
-               "threshold; the gap, if any, is not explained by a broken feature.")
+            lines.append(f"Without the dropped features the training loss is still falling at the last "
+                         f"iteration ({last:.3f}, {fall:.1%} lower than {k} iterations earlier; "
+                         f"{STILL_LEARNING.description}): more iterations may change its accuracy.")
+    return lines
 
 
 Q2_LRS = (0.1, 0.3, 1.0, 3.0, 10.0)
@@ -2639,13 +2976,18 @@ def recommended_mitigation(d):
     if d is None:
         return None
     rows, i = getattr(d, "mitigations", None), getattr(d, "by_val", None)
+    rec = getattr(d, "recommended", None)          # Part D's VALIDATION_BLIND rule, when it has one
+    by_verdict = rec is not None and getattr(d, "reason", None) == "verdict"
+    if by_verdict:
+        i = rec
     if rows and i is not None:
         chosen, base = rows[i], rows[0]
         j = getattr(d, "best", None)
         best = rows[j] if j is not None and rows[j]["name"] != chosen["name"] else None
-        return {"name": chosen["name"], "chosen_on": "validation", "val_acc": chosen.get("val_acc"),
-                "test_acc": chosen["test_acc"], "baseline_test_acc": base["test_acc"], "is_baseline": i == 0,
-                "best_on_test": best}
+        return {"name": chosen["name"], "chosen_on": "verdict" if by_verdict else "validation",
+                "val_acc": chosen.get("val_acc"), "test_acc": chosen["test_acc"],
+                "baseline_test_acc": base["test_acc"], "is_baseline": i == 0, "best_on_test": best,
+                "validation_winner": rows[d.by_val]["name"] if by_verdict else chosen["name"]}
     m = getattr(d, "mitigation", None)
     if not m:
         return None
@@ -2657,8 +2999,15 @@ def _mitigation_sentences(m):
     if m is None:
         return ["Part D did not run, so no mitigation was measured."]
     gain = (f" against {_fmt(m['baseline_test_acc'])} without it ({_points(m['test_acc'] - m['baseline_test_acc'])})"
-            if m.get("baseline_test_acc") is not None else "")
-    if m["chosen_on"] == "validation" and m["is_baseline"]:
+            if m.get("baseline_test_acc") is not None and m.get("test_acc") is not None else "")
+    if m.get("test_acc") is None:        # an unlabelled test file: nothing measured on test
+        chosen = "none is recommended" if m["is_baseline"] else f"**{m['name']}** is recommended"
+        return [f"On validation {chosen}; test has no labels, so no mitigation's test accuracy is measured."]
+    if m["chosen_on"] == "verdict":
+        out = [f"Recommended (it answers the diagnosis's verdict, which validation, cut from the training "
+               f"file, cannot see; validation ranks {m['validation_winner']} first): **{m['name']}**, with "
+               f"test accuracy {_fmt(m['test_acc'])}{gain}."]
+    elif m["chosen_on"] == "validation" and m["is_baseline"]:
         out = [f"No mitigation beats the unmitigated network on validation, so none is recommended; "
                f"its test accuracy is {_fmt(m['test_acc'])}."]
     elif m["chosen_on"] == "validation":
@@ -2685,7 +3034,7 @@ def _summary_accuracy(results):
         rows = dict(res.accuracy)
         split = getattr(res, "split_accuracy", None)
         m = recommended_mitigation(res) if code == "D" else None
-        if split is not None and m is not None and m["chosen_on"] == "validation":
+        if split is not None and m is not None and m["chosen_on"] in ("validation", "verdict"):
             rows = {k: v for k, v in rows.items() if k in split}
             if not m["is_baseline"]:
                 rows[f"{res.network} + {m['name']} (recommended)"] = {"val": m["val_acc"], "test": m["test_acc"]}
@@ -2852,6 +3201,18 @@ SYNTHETIC_BANNER = ("SYNTHETIC DATA: no train.csv/test.csv pair was found, so th
 # OSErrors that mean "the output cannot be written" (one line, exit 2) wherever
 # they happen: a full disk or quota, a file-size limit, a read-only filesystem.
 _OUT_ERRNOS = {getattr(errno, n) for n in ("ENOSPC", "EDQUOT", "EFBIG", "EROFS") if hasattr(errno, n)}
+
+
+def _data_notes(dataset):
+    """The console lines about the data a user must know: a test set split from the one
+    labelled file (``prep.split_banner``) and a test file without labels
+    (``prep.UNLABELLED_TEST_MESSAGE``)."""
+    import prep
+    notes = [prep.split_banner(dataset)] if dataset.split_from_one_file else []
+    if not dataset.test_labelled:
+        file = dataset.files[1] if len(dataset.files) > 1 else "test"
+        notes.append(prep.UNLABELLED_TEST_MESSAGE.format(file=file, target=dataset.target))
+    return notes
 
 
 def _unblock_sigint():
@@ -3220,6 +3581,8 @@ def main(argv=None):
             print("!" * 72 + f"\n{SYNTHETIC_BANNER}\n" + "!" * 72, flush=True)
         else:
             print(f"data: {dataset.source} ({len(dataset.train)} train rows, {len(dataset.test)} test rows)")
+        for note in _data_notes(dataset):
+            print(f"note: {note}", flush=True)
 
         config = {"run_id": run.run_id, **asdict(cfg),
                   "data_dir_resolved": str(Path(dataset.source).resolve()) if not dataset.synthetic

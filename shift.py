@@ -867,7 +867,7 @@ def _null_tv(pi, n1, n2, rng, sims=300):
 
 
 def diagnose(train, test, target, numeric, categorical, *, model=None, seed=0,
-             thresholds=None, max_rows=15000):
+             thresholds=None, max_rows=15000, val_rows=None):
     """Diagnose how ``test`` differs from ``train`` and what that does to a model.
 
     Parameters
@@ -893,6 +893,10 @@ def diagnose(train, test, target, numeric, categorical, *, model=None, seed=0,
     max_rows : int, default 15000
         Train rows used by the proxy model and the single-feature train CV (a random
         subsample above it; 20% of train is always held out for validation).
+    val_rows : array of int, optional
+        Positions of the train rows to use as the validation rows (default: a random
+        20%). Pass the rows ``model`` was *not* trained on, so its validation accuracy
+        is not inflated by its own training rows.
 
     Returns
     -------
@@ -915,8 +919,18 @@ def diagnose(train, test, target, numeric, categorical, *, model=None, seed=0,
     with threadpool_limits(limits=1, user_api="openmp"):
         # -- proxy (or user's) model: validation vs test gap, predicted distribution
         perm = rng.permutation(len(y_tr))
-        n_val = max(int(0.2 * len(y_tr)), 1)
-        val, fit = perm[:n_val], perm[n_val:n_val + max_rows]
+        if val_rows is None:
+            n_val = max(int(0.2 * len(y_tr)), 1)
+            val, fit = perm[:n_val], perm[n_val:n_val + max_rows]
+        else:
+            val = np.asarray(val_rows, dtype=np.int64).ravel()
+            if len(val) == 0 or val.min() < 0 or val.max() >= len(y_tr) \
+                    or len(np.unique(val)) != len(val):
+                raise ValueError(f"val_rows must be distinct positions 0..{len(y_tr) - 1} of "
+                                 f"train rows; got {len(val)} values in "
+                                 f"[{val.min() if len(val) else None}, "
+                                 f"{val.max() if len(val) else None}]")
+            fit = perm[~np.isin(perm, val)][:max_rows]
         if model is not None:
             P_val, P_te = _user_proba(model, train.iloc[val], test, names, classes)
         else:

@@ -19,6 +19,7 @@ import jobs
 import prep
 import report as rp
 import run_all
+import shift
 
 SHORTCUT = "open_days"
 RENAME = {"amenity_score": "comfort", "availability_365": "open_days", "room_type": "kind"}
@@ -107,12 +108,23 @@ def test_part_d_names_the_planted_shortcut_and_measures_its_removal(run):
     d = run.results["D"]
     assert d.network == run.results["B"].best
     assert d.suspects == [SHORTCUT]
+    assert [(s.feature, s.kind) for s in d.diagnosis.result.suspects] == [(SHORTCUT, "relationship_broken")]
     names = [m["name"] for m in d.mitigations]
     assert names[:2] == ["baseline", f"remove {SHORTCUT}"]
+    assert d.mitigations[1]["answers"] == ["relationship_broken"]
     assert {n for n, _, _ in run_all.MITIGATIONS} <= set(names)
     assert d.mitigations[1]["test_acc"] > d.mitigations[0]["test_acc"]
-    assert d.best == max(range(len(names)), key=lambda i: d.mitigations[i]["test_acc"])
-    assert SHORTCUT in d.cause
+    assert d.by_val == max(range(len(names)), key=lambda i: d.mitigations[i]["val_acc"])
+    assert not hasattr(d, "best")                   # nothing is picked on test
+    # validation cannot see the shortcut: it prefers a network that keeps it, the rule recommends removal
+    assert d.mitigations[d.by_val]["val_acc"] > d.mitigations[1]["val_acc"]
+    assert (d.recommended, d.reason) == (1, "verdict")
+    gain, lo, hi = (d.mitigations[1][k] for k in ("gain", "gain_lo", "gain_hi"))
+    assert gain == pytest.approx(d.mitigations[1]["test_acc"] - d.mitigations[0]["test_acc"])
+    assert lo < gain < hi and d.root_cause == (lo > 0)
+    sentences = d.summary_sentences
+    assert 1 <= len(sentences) <= 2 and f"`{SHORTCUT}`" in sentences[0] and "relationship_broken" in sentences[0]
+    assert "falls" in sentences[1]            # validation accuracy is above test accuracy here
     base = d.mitigations[0]["test_acc"]
     assert d.touches_cause == [abs(m["test_acc"] - base) * 100 >= run_all.TOUCHES_CAUSE.threshold
                                for m in d.mitigations]
@@ -132,7 +144,10 @@ def test_metrics_are_the_serialised_results(run):
     m = {code: run.results[code].to_metrics() for code in PARTS}
     json.dumps(run_all.jsonable(m), allow_nan=False)
     assert m["D"]["suspect_features"] == [SHORTCUT]
-    assert m["D"]["cause"] == run.results["D"].cause
+    assert m["D"]["verdict"] == run.results["D"].diagnosis.result.to_dict()["verdict"]
+    assert m["D"]["verdict"]["suspects"][0]["kind"] == "relationship_broken"
+    assert m["D"]["summary"] == run.results["D"].summary_sentences
+    assert m["D"]["diagnosis_seconds"] == run.results["D"].diagnosis.seconds > 0
     assert m["B"]["gradients"][run.results["B"].best]["mean_abs_dW"] == \
         run.results["B"].gradients[run.results["B"].best].tolist()
     assert m["Q2"]["answer"] == run.results["Q2"].answer
@@ -145,10 +160,12 @@ def test_summary_reads_the_results(run):
     md = run_all.summary(ctx).to_markdown()
     d = run.results["D"]
     verdict = next(ln for ln in md.splitlines() if ln.startswith("**Verdict:** "))
-    assert f"`{SHORTCUT}` predicts the label far less well in the test file" in verdict
-    assert verdict.count(".") >= len(run_all.verdict_sentences(d))
-    chosen = d.mitigations[d.by_val]          # the summary recommends the validation winner
-    assert chosen["name"] in md and f"{chosen['test_acc']:.3f}" in md
+    # quoted as they are (the glossary only spells out a term at its first use)
+    assert verdict.replace("CI (confidence interval)", "CI") == "**Verdict:** " + " ".join(d.summary_sentences)
+    chosen = d.mitigations[d.recommended]     # the rule's choice (here the verdict's, not validation's)
+    mitigation = next(ln for ln in md.splitlines() if ln.startswith("**Mitigation:** "))
+    assert f"**{chosen['name']}**" in mitigation and f"{chosen['test_acc']:.3f}" in mitigation
+    assert d.mitigations[d.by_val]["name"] in mitigation
     for act in run.cfg.activations:
         assert f"| {act} |" in md
 
@@ -192,7 +209,8 @@ EXPECTED = {
     "B": ["tables/b_accuracy.csv", "tables/b_gradient_summary.csv", "figures/b_gradient_magnitudes.png",
           "tables/b_sigmoid_setup.csv", "figures/b_depth_ratios.png"],
     "C": ["tables/c_comparison.csv", "figures/c_attribution_original.png"],
-    "D": ["tables/d_mitigations.csv", "tables/d_evidence.csv", f"figures/d_suspect_{SHORTCUT}.png"],
+    "D": ["tables/d_mitigations.csv", "tables/d_evidence.csv", "tables/d_rules_fired.csv", "tables/d_rules.csv",
+          f"figures/d_suspect_{SHORTCUT}.png"],
     "Q2": ["tables/q2_data.csv", "tables/q2_synthetic.csv", "figures/q2_data_loss.png"],
 }
 
@@ -207,7 +225,11 @@ def test_rendering_writes_the_expected_files(run, code, tmp_path):
     if code == "B":
         assert run_all.SIGMOID_LIFT.description in md
     if code == "D":
-        assert run_all.TOUCHES_CAUSE.description in md and run.results["D"].cause in md
+        d = run.results["D"]
+        assert run_all.TOUCHES_CAUSE.description in md and run_all.VALIDATION_BLIND.description in md
+        for sentence in shift.explain(d.diagnosis.result) + d.summary_sentences:
+            assert sentence in md.replace("CI (confidence interval)", "CI"), sentence
+        assert "| conditional_shift | open_days |" in md        # the table of rules that fired
         assert (tmp_path / "tables/d_mitigations.csv").read_text().count("\n") == \
             len(run.results["D"].mitigations) + 1
 

@@ -38,8 +38,12 @@ def test_quick_run_on_synthetic_csvs(tmp_path):
     assert {"accuracy", "gradients", "depth_ratios"} <= set(metrics["partB"])
     assert {"rankings", "checks"} <= set(metrics["partC"])
     d = metrics["partD"]
-    assert {"test_acc", "train_acc", "val_acc", "suspect_features", "drift", "mitigations"} <= set(d)
+    assert {"test_acc", "train_acc", "val_acc", "suspect_features", "drift", "mitigations", "verdict"} <= set(d)
     assert d["suspect_features"] == ["reviews"]
+    assert d["verdict"]["kind"] == "relationship_broken"
+    assert [(s["feature"], s["kind"]) for s in d["verdict"]["suspects"]] == [("reviews", "relationship_broken")]
+    assert d["recommended"]["name"] == "remove reviews" and d["recommended"]["reason"] == "verdict"
+    assert d["diagnosis_seconds"] < 20
     assert all({"name", "val_acc", "test_acc", "test_macro_f1"} <= set(m) for m in d["mitigations"])
     removed = next(m for m in d["mitigations"] if m["name"] == "remove reviews")
     assert removed["test_acc"] > d["test_acc"]
