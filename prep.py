@@ -1235,7 +1235,7 @@ class Preprocessor(TransformerMixin, BaseEstimator):
         if missing:
             raise DataError(f"{what}: frame lacks feature columns {_names(missing)}; "
                             "pass a frame with the columns the Preprocessor was built for")
-        out = pd.DataFrame(index=df.index)
+        cols = {}      # built at once: adding a wide frame's columns one by one fragments it
         for c in numeric:
             num = pd.to_numeric(df[c], errors="coerce").to_numpy(dtype=np.float64)
             bad = (np.isnan(num) & df[c].notna().to_numpy()) | np.isinf(num)
@@ -1243,10 +1243,10 @@ class Preprocessor(TransformerMixin, BaseEstimator):
                 raise DataError(f"{what}: numeric column {c!r} has non-numeric or infinite values in "
                                 f"{_where(df, bad, '')} (e.g. {_example(df[c][bad].to_numpy())}); "
                                 "validate the data with validate_frames first")
-            out[c] = num
+            cols[c] = num
         for c in categorical:
-            out[c] = _categorical_values(df[c])
-        return out
+            cols[c] = _categorical_values(df[c])
+        return pd.DataFrame(cols, index=df.index, columns=list(numeric) + list(categorical))
 
     def fit(self, X, y=None):
         """Fit imputers, encoder and scaler on the feature columns of ``X``.

@@ -117,14 +117,16 @@ def test_recommendation_never_reads_test_scores():
     val = [0.90, 0.60, 0.88, 0.70]
     # validation and test disagree: validation favours the baseline, test the removal
     for test in ([0.30, 0.55, 0.31, 0.40], [0.30, 0.20, 0.90, 0.10], [0.5, 0.5, 0.5, 0.5]):
-        assert run_all.recommend(_rows(val, test, answers), broken, True) == (1, "verdict")
-        assert run_all.recommend(_rows(val, test, answers), _diag(("none",), (), False), True) == (0, "validation")
-        # a named cause inside noise: the validation winner, not the test winner
-        assert run_all.recommend(_rows(val, test, answers), _diag(("relationship_broken",), ("f",), False),
-                                 True) == (0, "validation")
+        rows = _rows(val, test, answers)
+        assert run_all.recommend(rows) == 0               # the validation winner, whatever test says
+        assert run_all.diagnosis_fix(rows, broken, True) == 1
+        assert run_all.diagnosis_fix(rows, _diag(("none",), (), False), True) is None
+        # a named cause inside noise: no fix is put forward
+        assert run_all.diagnosis_fix(rows, _diag(("relationship_broken",), ("f",), False), True) is None
     # a covariate shift names no cause: validation decides even though another row is best on test
     rows = _rows([0.7, 0.8, 0.75], [0.9, 0.1, 0.95], [[], [], []])
-    assert run_all.recommend(rows, _diag(("covariate_shift",), (), True), True) == (1, "validation")
+    assert run_all.recommend(rows) == 1
+    assert run_all.diagnosis_fix(rows, _diag(("covariate_shift",), (), True), True) is None
 
 
 def test_unlabelled_test_with_string_labels_runs_end_to_end(tmp_path):

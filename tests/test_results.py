@@ -116,9 +116,10 @@ def test_part_d_names_the_planted_shortcut_and_measures_its_removal(run):
     assert d.mitigations[1]["test_acc"] > d.mitigations[0]["test_acc"]
     assert d.by_val == max(range(len(names)), key=lambda i: d.mitigations[i]["val_acc"])
     assert not hasattr(d, "best")                   # nothing is picked on test
-    # validation cannot see the shortcut: it prefers a network that keeps it, the rule recommends removal
+    # validation cannot see the shortcut: it prefers a network that keeps it; the recommendation
+    # stays the validation winner and the removal is reported as the diagnosis's fix
     assert d.mitigations[d.by_val]["val_acc"] > d.mitigations[1]["val_acc"]
-    assert (d.recommended, d.reason) == (1, "verdict")
+    assert (d.recommended, d.reason, d.fix) == (d.by_val, "validation", 1)
     gain, lo, hi = (d.mitigations[1][k] for k in ("gain", "gain_lo", "gain_hi"))
     assert gain == pytest.approx(d.mitigations[1]["test_acc"] - d.mitigations[0]["test_acc"])
     assert lo < gain < hi and d.root_cause == (lo > 0)
@@ -162,10 +163,11 @@ def test_summary_reads_the_results(run):
     verdict = next(ln for ln in md.splitlines() if ln.startswith("**Verdict:** "))
     # quoted as they are (the glossary only spells out a term at its first use)
     assert verdict.replace("CI (confidence interval)", "CI") == "**Verdict:** " + " ".join(d.summary_sentences)
-    chosen = d.mitigations[d.recommended]     # the rule's choice (here the verdict's, not validation's)
+    chosen = d.mitigations[d.recommended]     # the validation winner
+    fix = d.mitigations[d.fix]                # the diagnosis's fix, reported beside it
     mitigation = next(ln for ln in md.splitlines() if ln.startswith("**Mitigation:** "))
     assert f"**{chosen['name']}**" in mitigation and f"{chosen['test_acc']:.3f}" in mitigation
-    assert d.mitigations[d.by_val]["name"] in mitigation
+    assert f"**{fix['name']}**" in mitigation and f"{fix['test_acc']:.3f}" in mitigation
     for act in run.cfg.activations:
         assert f"| {act} |" in md
 

@@ -42,7 +42,8 @@ def test_quick_run_on_synthetic_csvs(tmp_path):
     assert d["suspect_features"] == ["reviews"]
     assert d["verdict"]["kind"] == "relationship_broken"
     assert [(s["feature"], s["kind"]) for s in d["verdict"]["suspects"]] == [("reviews", "relationship_broken")]
-    assert d["recommended"]["name"] == "remove reviews" and d["recommended"]["reason"] == "verdict"
+    assert d["recommended"]["name"] == d["validation_winner"] and d["recommended"]["reason"] == "validation"
+    assert d["diagnosis_fix"]["name"] == "remove reviews"
     assert d["diagnosis_seconds"] < 20
     assert all({"name", "val_acc", "test_acc", "test_macro_f1"} <= set(m) for m in d["mitigations"])
     removed = next(m for m in d["mitigations"] if m["name"] == "remove reviews")
