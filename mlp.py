@@ -970,18 +970,11 @@ class MLP(ClassifierMixin, BaseEstimator):
     def __init__(self, hidden=(64, 64), activation="relu", lr=0.1, n_iter=200,
                  init="normal", init_scale=0.1, seed=42, dtype="float64", l2=0.0,
                  class_weight=None, early_stopping=False, patience=20):
-        self.hidden = hidden
-        self.activation = activation
-        self.lr = lr
-        self.n_iter = n_iter
-        self.init = init
-        self.init_scale = init_scale
-        self.seed = seed
-        self.dtype = dtype
-        self.l2 = l2
-        self.class_weight = class_weight
-        self.early_stopping = early_stopping
-        self.patience = patience
+        # stored as given (scikit-learn's convention); checked in ``fit``
+        self.hidden, self.activation, self.lr, self.n_iter = hidden, activation, lr, n_iter
+        self.init, self.init_scale, self.seed, self.dtype = init, init_scale, seed, dtype
+        self.l2, self.class_weight = l2, class_weight
+        self.early_stopping, self.patience = early_stopping, patience
 
     def __sklearn_is_fitted__(self):
         return hasattr(self, "weights_")
