@@ -487,7 +487,6 @@ class Table:
     rows: list           # list of lists of str (already formatted)
     caption: str = None
     align: list = None   # "l" / "r" / "c" per column
-    markup: bool = False  # cells are inline Markdown (from a snippet) rather than literal text
     key: int = 1         # leading columns repeated in every piece when the table is split
 
 
@@ -512,11 +511,6 @@ class Code:
 class Banner:
     text: str
     kind: str = "warning"
-
-
-@dataclass
-class Quote:
-    text: str
 
 
 @dataclass
@@ -716,31 +710,27 @@ def _per_column(name, values, columns, default):
 
 
 # ------------------------------------------------------------ Markdown snippets
-_FENCE = re.compile(r"^(\s*)(`{3,}|~{3,})\s*([\w+.#-]*)")
-_HEADING = re.compile(r"^(#{1,6})\s+(.*?)\s*#*\s*$")
-_LIST = re.compile(r"^(\s*)([-*+]|\d+[.)])\s+(.*)$")
-_TABLE_SEP = re.compile(r"^\s*\|?\s*:?-{2,}:?\s*(\|\s*:?-{2,}:?\s*)*\|?\s*$")
-_IMAGE = re.compile(r"^\s*!\[([^\]]*)\]\(([^)\s]+)\)\s*$")
-_RULE = re.compile(r"^\s*([-*_])(\s*\1){2,}\s*$")
+_HEADING = re.compile(r"^(#{1,6})\s+(.*?)\s*$")
+_LIST = re.compile(r"^(-|\d+\.)\s+(.*)$")
 
 
-def _split_row(line):
-    line = line.strip()
-    if line.startswith("|"):
-        line = line[1:]
-    if line.endswith("|") and not line.endswith("\\|"):
-        line = line[:-1]
-    cells = re.split(r"(?<!\\)\|", line)
-    return [c.strip().replace("\\|", "|") for c in cells]
+def parse_markdown(text, level_offset=0):
+    """Parse the Markdown that ``docs/`` uses into report blocks, and no more.
 
+    Supported, each starting at the beginning of a line:
 
-def parse_markdown(text, level_offset=0, base_dir=None):
-    """Parse the Markdown subset this project writes into report blocks.
+    - ``#`` ... ``######`` headings;
+    - paragraphs (consecutive lines, joined with spaces);
+    - display math ``$$ ... $$`` on one line of its own;
+    - fenced code: a line starting with three backticks (optionally followed by
+      a language) up to the next such line;
+    - flat lists: ``-`` items or ``1.`` items, continued by indented lines; a
+      blank line followed by another item of the same kind continues the list.
 
-    Supported: ATX headings (``#``), paragraphs, ``-``/``*``/``1.`` lists (nested
-    by indentation), fenced code, ``$$ ... $$`` display math (on one line or
-    spanning lines), pipe tables, block quotes, horizontal rules and images on
-    their own line. Anything else is kept as paragraph text.
+    Inline markup (``**bold**``, `` `code` ``, ``$math$``, links) is left in the
+    text and rendered by the renderers. Anything else (block quotes, tables,
+    images, rules, nested lists, multi-line ``$$``, ``\\[ \\]``) stays
+    paragraph text.
 
     Parameters
     ----------
@@ -748,14 +738,12 @@ def parse_markdown(text, level_offset=0, base_dir=None):
         The Markdown source.
     level_offset : int
         Added to every heading level (e.g. 1 to nest a document under a ``##`` section).
-    base_dir : str, optional
-        Folder that relative image paths are relative to.
 
     Returns
     -------
     list of blocks
     """
-    lines = text.replace("\r\n", "\n").replace("\t", "    ").split("\n")
+    lines = text.replace("\r\n", "\n").split("\n")
     blocks, para, i = [], [], 0
 
     def flush():
@@ -769,130 +757,50 @@ def parse_markdown(text, level_offset=0, base_dir=None):
         if not stripped:
             flush()
             i += 1
-            continue
-        m = _FENCE.match(line)
-        if m:
+        elif line.startswith("```"):
             flush()
-            fence, lang, body = m.group(2), m.group(3), []
+            end = next((j for j in range(i + 1, len(lines)) if lines[j].startswith("```")), len(lines))
+            blocks.append(Code("\n".join(lines[i + 1:end]), line[3:].strip()))
+            i = end + 1
+        elif line.startswith("$$") and len(stripped) > 4 and stripped.endswith("$$"):
+            flush()
+            blocks.append(Math(stripped[2:-2].strip()))
             i += 1
-            while i < len(lines) and not lines[i].strip().startswith(fence):
-                body.append(lines[i])
-                i += 1
-            i += 1  # closing fence (or end of text)
-            if lang.lower() == "math":
-                blocks.append(Math("\n".join(body)))
-            else:
-                blocks.append(Code("\n".join(body), lang))
-            continue
-        if stripped.startswith("$$") or stripped.startswith("\\["):
+        elif _HEADING.match(line):
             flush()
-            close = "$$" if stripped.startswith("$$") else "\\]"
-            rest = stripped[2:]
-            if close in rest:
-                body, after = rest.split(close, 1)
-                blocks.append(Math(body.strip()))
-                if after.strip():
-                    para.append(after)
-                i += 1
-                continue
-            body = [rest] if rest.strip() else []
+            m = _HEADING.match(line)
+            blocks.append(Heading(m.group(2), min(6, max(1, len(m.group(1)) + level_offset))))
             i += 1
-            while i < len(lines) and close not in lines[i]:
-                body.append(lines[i])
-                i += 1
-            if i < len(lines):
-                before = lines[i].split(close, 1)[0]
-                if before.strip():
-                    body.append(before)
+        elif _LIST.match(line):
+            flush()
+            ordered = line[0].isdigit()
+            items, i = _parse_list(lines, i, ordered)
+            blocks.append(Bullets(items, ordered))
+        else:
+            para.append(line)
             i += 1
-            blocks.append(Math("\n".join(body).strip()))
-            continue
-        m = _HEADING.match(line)
-        if m:
-            flush()
-            level = min(6, max(1, len(m.group(1)) + level_offset))
-            blocks.append(Heading(m.group(2), level))
-            i += 1
-            continue
-        if _RULE.match(line) and not para:
-            blocks.append(Rule())
-            i += 1
-            continue
-        m = _IMAGE.match(line)
-        if m:
-            flush()
-            path = m.group(2)
-            if base_dir and not os.path.isabs(path) and "://" not in path:
-                path = os.path.join(base_dir, path)
-            blocks.append(Figure(path, m.group(1) or None))
-            i += 1
-            continue
-        if "|" in line and i + 1 < len(lines) and _TABLE_SEP.match(lines[i + 1]):
-            flush()
-            columns = _split_row(line)
-            align = []
-            for spec in _split_row(lines[i + 1]):
-                left, right = spec.startswith(":"), spec.endswith(":")
-                align.append("c" if left and right else "r" if right else "l")
-            rows = []
-            i += 2
-            while i < len(lines) and "|" in lines[i] and lines[i].strip():
-                cells = _split_row(lines[i])
-                cells = (cells + [""] * len(columns))[:len(columns)]
-                rows.append(cells)
-                i += 1
-            blocks.append(Table(columns, rows, None, (align + ["l"] * len(columns))[:len(columns)], markup=True))
-            continue
-        if stripped.startswith(">"):
-            flush()
-            body = []
-            while i < len(lines) and lines[i].strip().startswith(">"):
-                body.append(lines[i].strip()[1:].strip())
-                i += 1
-            blocks.append(Quote(" ".join(body)))
-            continue
-        m = _LIST.match(line)
-        if m and (not para or not m.group(1)):
-            flush()
-            items, i = _parse_list(lines, i)
-            blocks.append(Bullets(items, ordered=m.group(2)[0].isdigit()))
-            continue
-        para.append(line)
-        i += 1
     flush()
     return blocks
 
 
-def _parse_list(lines, i):
-    """Parse a (possibly nested) list starting at ``lines[i]``; return (items, next i)."""
-    first = _LIST.match(lines[i])
-    indent = len(first.group(1))
+def _parse_list(lines, i, ordered):
+    """Parse the flat list starting at ``lines[i]``; return (items, next i)."""
+    def item(line):
+        m = _LIST.match(line)
+        return m.group(2).strip() if m and line[0].isdigit() == ordered else None
+
     items = []
     while i < len(lines):
         line = lines[i]
-        if not line.strip():
-            # a blank line ends the list unless the next line continues it
-            j = i + 1
-            if j < len(lines) and lines[j].strip() and (len(lines[j]) - len(lines[j].lstrip())) >= indent \
-                    and (_LIST.match(lines[j]) or (len(lines[j]) - len(lines[j].lstrip())) > indent):
-                i = j
-                continue
-            break
-        m = _LIST.match(line)
-        cur = len(line) - len(line.lstrip())
-        if m and cur == indent:
-            items.append(m.group(3).strip())
-            i += 1
-        elif m and cur > indent and items:
-            sub, i = _parse_list(lines, i)
-            items.append(sub)
-        elif m and cur < indent:
-            break
-        elif cur > indent and items and isinstance(items[-1], str):
+        if item(line) is not None:
+            items.append(item(line))
+        elif line.strip() and line[0].isspace():
             items[-1] += " " + line.strip()  # continuation line
-            i += 1
+        elif not line.strip() and i + 1 < len(lines) and item(lines[i + 1]) is not None:
+            pass                             # a blank line between items
         else:
             break
+        i += 1
     return items, i
 
 
@@ -1168,7 +1076,7 @@ class Report:
         """Add a horizontal rule."""
         return self._add(Rule())
 
-    def markdown(self, text, level_offset=0, base_dir=None):
+    def markdown(self, text, level_offset=0):
         """Add a Markdown snippet (see ``parse_markdown`` for the supported subset).
 
         Parameters
@@ -1177,10 +1085,8 @@ class Report:
             Markdown source, e.g. ``Path("docs/partC_derivation.md").read_text()``.
         level_offset : int
             Added to the snippet's heading levels so it nests under the current section.
-        base_dir : str, optional
-            Folder that relative image paths in the snippet are relative to.
         """
-        self.blocks.extend(parse_markdown(str(text), level_offset, base_dir))
+        self.blocks.extend(parse_markdown(str(text), level_offset))
         return self
 
     def extend(self, other):
@@ -1245,7 +1151,7 @@ class Report:
             def cell(s):
                 if isinstance(s, _PathCell):
                     s = display_path(s.abs, base_dir)
-                return str(s).replace("\n", " ") if b.markup else _md_cell(s)
+                return _md_cell(s)
 
             sep = {"l": "---", "r": "--:", "c": ":-:"}
             align = b.align or ["l"] * len(b.columns)
@@ -1274,8 +1180,6 @@ class Report:
             icon = {"warning": "⚠️", "error": "❌", "info": "ℹ️"}[b.kind]
             return "\n".join(f"> {'**' + icon + ' ' + text(ln) + '**' if ln.strip() else ''}"
                              for ln in b.text.split("\n"))
-        if isinstance(b, Quote):
-            return f"> {text(b.text)}"
         if isinstance(b, Rule):
             return "---"
         raise TypeError(f"unknown block {b!r}")
@@ -1365,8 +1269,6 @@ class Report:
         if isinstance(b, Banner):
             body = "<br>".join(text(ln) for ln in b.text.split("\n"))
             return f'<div class="banner {b.kind}" role="note">{body}</div>'
-        if isinstance(b, Quote):
-            return f"<blockquote><p>{text(b.text)}</p></blockquote>"
         if isinstance(b, Rule):
             return "<hr>"
         raise TypeError(f"unknown block {b!r}")
@@ -1395,13 +1297,12 @@ _WRAP_AT = 28          # a text cell with spaces wraps to about this many charac
 
 def _column_widths(table):
     """Estimated width of each column in characters (cell padding included)."""
-    plain = _plain if table.markup else str
     widths = []
     for j, c in enumerate(table.columns):
-        head = max((len(w) for w in re.split(r"[\s_/]+", plain(c))), default=0)  # headers wrap there
+        head = max((len(w) for w in re.split(r"[\s_/]+", str(c))), default=0)  # headers wrap there
         cells = 0
         for r in table.rows:
-            s = plain(r[j])
+            s = str(r[j])
             longest = max((len(w) for w in s.split()), default=0)
             cells = max(cells, min(len(s), max(longest, _WRAP_AT)))
         widths.append(max(head, cells, 1) + 2)
@@ -1413,7 +1314,7 @@ def _transposed(t):
     columns = [t.columns[0]] + [str(r[0]) for r in t.rows]
     rows = [[t.columns[j]] + [r[j] for r in t.rows] for j in range(1, len(t.columns))]
     numeric = all(a == "r" for a in (t.align or ["l"] * len(t.columns))[1:])
-    return Table(columns, rows, t.caption, ["l"] + ["r" if numeric else "l"] * len(t.rows), t.markup, 1)
+    return Table(columns, rows, t.caption, ["l"] + ["r" if numeric else "l"] * len(t.rows), 1)
 
 
 def _table_pieces(t):
@@ -1454,7 +1355,7 @@ def _table_pieces(t):
         note = f"part {i} of {len(groups)}" + (", continued below" if i < len(groups) else "")
         caption = f"{t.caption} ({note})" if t.caption else note[0].upper() + note[1:]
         piece = Table([t.columns[j] for j in cols], [[r[j] for j in cols] for r in t.rows],
-                      caption, [align[j] for j in cols], t.markup, key)
+                      caption, [align[j] for j in cols], key)
         pieces.append((piece, "wide" if sum(widths[j] for j in cols) > TABLE_NORMAL_CHARS else ""))
     return pieces
 
@@ -1463,12 +1364,10 @@ def _table_html(t, cls, terms, base_dir):
     def cell(s):
         if isinstance(s, _PathCell):
             s = display_path(s.abs, base_dir)
-        if t.markup:
-            return _inline_html(str(s), terms)
         return terms.html(str(s), False) if terms is not None else html.escape(str(s), quote=False)
 
     def head(s):  # literal headers may wrap after "_" and "/" (long snake_case names)
-        if t.markup or isinstance(s, _PathCell):
+        if isinstance(s, _PathCell):
             return cell(s)
         return "<wbr>".join(cell(piece) for piece in re.split(r"(?<=[_/])(?=.)", str(s)))
 

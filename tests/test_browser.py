@@ -104,8 +104,7 @@ def built(tmp_path_factory):
     rep.math(r"\frac{\partial L}{\partial b} = \delta_{\mathrm{out}} + \delta_{\mathrm{hidden}}, \quad "
              r"o = \operatorname{softmax}(a_3)")
     rep.para(r"Inline math $m = \operatorname{argmax}_k o_k$ and a fraction $\frac{1}{n}$.")
-    rep.markdown("| setting | cos(paths) | \\|δ_out\\| | \\|δ_hidden\\| |\n|---|--:|--:|--:|\n"
-                 "| lr 3 | -0.12 | 0.5 | 0.7 |\n")
+    rep.table([{"setting": "lr 3", "cos(paths)": -0.12, "|δ_out|": 0.5, "|δ_hidden|": 0.7}])
     rep.figure(fig2, "Loss panels")
     html_path = out / "report.html"
     rep.write(out / "report.md", html_path)

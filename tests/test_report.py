@@ -2,6 +2,7 @@
 import base64
 import os
 import re
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -199,33 +200,31 @@ def test_math_renders_without_a_usable_cache_folder(tmp_path, monkeypatch):
 
 
 # ------------------------------------------------------- Markdown snippets
+DOCS = Path(__file__).resolve().parents[1] / "docs"
+DOC_FILES = ("partC_derivation.md", "q2_derivation.md")   # what run_all.py includes with Report.markdown
+
 SNIPPET = r"""# Input gradients
 
-Backprop one more step gives $\partial L / \partial x$:
+Backprop one more step gives $\partial L / \partial x$
+for **every** feature:
 
-$$
-\frac{\partial L}{\partial x} = W_1^\top \delta_1
-$$
+$$\frac{\partial L}{\partial x} = W_1^\top \delta_1$$
 
 $$ a = b $$
 
-| feature | meaning |
-|---|--:|
-| `x_i` | **input** |
+1. **Forward pass.** Keep the
+   activations.
 
-1. forward pass
-2. backward pass
-   - keep $\delta_1$
-   - multiply
-3. done
+2. Backward pass.
 
-```python
-g = W1.T @ delta1   # (d, n)
+- keep $\delta_1$
+  for the input
+- multiply
+
+```text
+g <- W_1^T delta_1   # (d, n)
 ```
 
-> A quote with *emphasis*.
-
----
 Plain closing paragraph
 over two lines.
 """
@@ -234,34 +233,67 @@ over two lines.
 def test_markdown_snippet_parsed_into_blocks():
     blocks = rp.parse_markdown(SNIPPET, level_offset=1)
     kinds = [type(b).__name__ for b in blocks]
-    assert kinds == ["Heading", "Para", "Math", "Math", "Table", "Bullets", "Code", "Quote", "Rule", "Para"]
+    assert kinds == ["Heading", "Para", "Math", "Math", "Bullets", "Bullets", "Code", "Para"]
     assert blocks[0].level == 2 and blocks[0].text == "Input gradients"
+    assert blocks[1].text == r"Backprop one more step gives $\partial L / \partial x$ for **every** feature:"
     assert blocks[2].latex == r"\frac{\partial L}{\partial x} = W_1^\top \delta_1"
     assert blocks[3].latex == "a = b"
-    assert blocks[4].columns == ["feature", "meaning"] and blocks[4].rows == [["`x_i`", "**input**"]]
-    assert blocks[4].align == ["l", "r"]
-    assert blocks[5].ordered and blocks[5].items == [
-        "forward pass", "backward pass", [r"keep $\delta_1$", "multiply"], "done"]
-    assert blocks[6].lang == "python" and "W1.T @ delta1" in blocks[6].text
-    assert blocks[9].text == "Plain closing paragraph over two lines."
+    assert blocks[4].ordered and blocks[4].items == [
+        "**Forward pass.** Keep the activations.", "Backward pass."]
+    assert not blocks[5].ordered and blocks[5].items == [r"keep $\delta_1$ for the input", "multiply"]
+    assert blocks[6].lang == "text" and blocks[6].text == "g <- W_1^T delta_1   # (d, n)"
+    assert blocks[7].text == "Plain closing paragraph over two lines."
 
 
-def test_markdown_snippet_renders(tmp_path):
+def test_markdown_snippet_renders():
     rep = rp.Report("T").markdown(SNIPPET, level_offset=1)
     h = rep.to_html()
     assert '<h2 id="input-gradients">Input gradients</h2>' in h
-    assert "<td class=\"l\"><code>x_i</code></td>" in h and "<strong>input</strong>" in h
+    assert "<strong>every</strong>" in h and "<strong>Forward pass.</strong>" in h
     assert h.count("data:image/svg+xml") >= 4  # 2 display + 2 inline
-    assert "W1.T @ delta1   # (d, n)" in h
-    assert "<blockquote><p>A quote with <em>emphasis</em>.</p></blockquote>" in h
+    assert "<ol>" in h and "<ul>" in h
+    assert "g &lt;- W_1^T delta_1   # (d, n)" in h
     md = rep.to_markdown()
     assert "## Input gradients" in md and "$$\n\\frac{\\partial L}" in md
-    assert "| `x_i` | **input** |" in md  # snippet cells keep their Markdown
 
 
-def test_markdown_image_relative_to_base_dir(png):
-    rep = rp.Report("T").markdown("![Loss curve](line.png)\n", base_dir=str(png.parent))
-    assert _imgs(rep.to_html())[0].startswith("data:image/png;base64,")
+@pytest.mark.parametrize("source", [
+    "> A quote with *emphasis*.",
+    "| feature | meaning |\n|---|--:|\n| `x_i` | **input** |",
+    "![Loss curve](line.png)",
+    "---",
+    "$$\na = b\n$$",
+    "\\[ a = b \\]",
+    "  - an indented item",
+    "* a star item",
+])
+def test_markdown_outside_the_subset_stays_paragraph_text(source):
+    blocks = rp.parse_markdown(source)
+    assert [type(b).__name__ for b in blocks] == ["Para"]
+    assert blocks[0].text == " ".join(s.strip() for s in source.split("\n"))
+
+
+def test_markdown_list_is_flat():
+    blocks = rp.parse_markdown("1. one\n2. two\n   - not a sub-list\n3. three\n")
+    assert [type(b).__name__ for b in blocks] == ["Bullets"]
+    assert blocks[0].items == ["one", "two - not a sub-list", "three"]
+
+
+@pytest.mark.parametrize("name", DOC_FILES)
+def test_markdown_subset_covers_the_docs(name):
+    text = (DOCS / name).read_text(encoding="utf-8")
+    blocks = rp.parse_markdown(text, level_offset=2)
+    supported = (rp.Heading, rp.Para, rp.Math, rp.Code, rp.Bullets)
+    assert all(type(b) in supported for b in blocks), [type(b).__name__ for b in blocks]
+    for b in blocks:
+        if isinstance(b, rp.Bullets):
+            assert all(isinstance(item, str) for item in b.items)
+    assert sum(isinstance(b, rp.Math) for b in blocks) == text.count("\n$$")
+    assert sum(isinstance(b, rp.Heading) for b in blocks) == sum(ln.startswith("#") for ln in text.split("\n"))
+    body = rp.Report("T").markdown(text, level_offset=2).to_html().split("</style>", 1)[1]
+    assert "$$" not in body and "```" not in body
+    assert not re.search(r"^\s*(-|\d+\.) ", body, re.M), "a list marker was left as text"
+    assert not re.search(r"<p>\s*(-|\d+\.) ", body), "a list marker was left as text"
 
 
 # ---------------------------------------------------------- atomic writes
