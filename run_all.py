@@ -3643,8 +3643,9 @@ def main(argv=None):
         timing = ctx.metrics["timing"]
         timing["total"] = round(time.perf_counter() - t_start, 3)
         timing["workers"] = workers
-        if "D" in ctx.results:          # the shift diagnosis itself, inside Part D's wait
-            timing["diagnosis"] = round(ctx.results["D"].diagnosis.seconds, 3)
+        seconds = getattr(getattr(ctx.results.get("D"), "diagnosis", None), "seconds", None)
+        if seconds is not None:         # the shift diagnosis itself, inside Part D's wait
+            timing["diagnosis"] = round(seconds, 3)
         timing.update(_cpu_seconds())
         write_json(out / "metrics.json", {"run_id": run.run_id, **ctx.metrics})
 
