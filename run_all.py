@@ -3248,6 +3248,35 @@ def _data_notes(dataset):
     return notes
 
 
+class _Interrupt:
+    """Ctrl-C as a ``KeyboardInterrupt`` in the main thread, raised again every 0.2 s
+    until ``main()``'s handler has taken it (``take``): Python drops an exception raised
+    while a finalizer or weakref callback runs ("Exception ignored in ..."), and the run
+    would then go on as if nothing had happened."""
+
+    def __init__(self):
+        self.pending = self.taken = False
+
+    def handler(self, signum, frame):
+        if self.taken:                  # main() is already stopping the run
+            return
+        if not self.pending:
+            self.pending = True
+            threading.Thread(target=self._repeat, name="sigint-repeat", daemon=True).start()
+        raise KeyboardInterrupt
+
+    def _repeat(self):
+        import _thread
+        for _ in range(50):             # 10 s at most
+            time.sleep(0.2)
+            if self.taken:
+                return
+            _thread.interrupt_main(signal.SIGINT)
+
+    def take(self):
+        self.taken = True
+
+
 def _unblock_sigint():
     """Deliver a Ctrl-C held back while the modules loaded (see the top of the file)."""
     if hasattr(signal, "pthread_sigmask"):
@@ -3415,8 +3444,8 @@ class Console:
         """Stop the estimates, print the lines no part showed (unless not ``pending``:
         they are dropped), restore ``sys.stdout``. Safe to call again."""
         self._stop.set()
-        if self._ticker is not None:
-            self._ticker.join(timeout=2.0)
+        if self._ticker is not None and self._ticker.ident is not None:   # started (Ctrl-C may
+            self._ticker.join(timeout=2.0)                                # hit inside start())
         with self._lock:
             self._clear_status()
             for group, lines in self._pending.items() if pending else ():
@@ -3549,7 +3578,10 @@ def main(argv=None):
     t_start = time.perf_counter()
     run = pool = ctx = console = None
     sigint = signal.getsignal(signal.SIGINT)    # restored at the end (main() called in-process)
+    interrupt = _Interrupt()
     try:
+        if threading.current_thread() is threading.main_thread() and sigint is signal.default_int_handler:
+            signal.signal(signal.SIGINT, interrupt.handler)
         _unblock_sigint()
         try:
             cfg = validate(build_parser().parse_args(argv))
@@ -3661,6 +3693,7 @@ def main(argv=None):
         print(f"report: {run.out / 'report.html'} (Markdown: {run.out / 'report.md'}; run {run.run_id})")
         return 1 if failed else 0
     except KeyboardInterrupt:
+        interrupt.take()
         if console is not None:
             console.close(pending=False)    # no status line or stale lines before the message
         print(f"interrupted: {_stop_run(run, pool, ctx)}", file=sys.stderr)

@@ -389,3 +389,36 @@ def test_sigkill_leaves_no_process_and_the_next_run_repairs(tmp_path, data, prev
         assert "stopped before it finished" in said, said
     assert point == "start-up" or (lock_left and staging_left)
     _only_one_run(out, previous[1], new_allowed=False)
+
+
+SWALLOWED = r"""
+import os, signal, sys, time
+sys.path.insert(0, {repo!r})
+import run_all
+interrupt = run_all._Interrupt()
+signal.signal(signal.SIGINT, interrupt.handler)
+
+class Dropper:
+    def __del__(self):          # a KeyboardInterrupt raised here is printed and dropped
+        os.kill(os.getpid(), signal.SIGINT)
+        time.sleep(0.05)
+
+t0 = time.monotonic()
+try:
+    Dropper()
+    while time.monotonic() - t0 < 3:
+        time.sleep(0.01)
+    print("not interrupted")
+except KeyboardInterrupt:
+    interrupt.take()
+    print(f"interrupted after {{time.monotonic() - t0:.2f}} s")
+"""
+
+
+def test_a_ctrl_c_that_python_drops_in_a_finalizer_is_raised_again():
+    res = subprocess.run([sys.executable, "-c", SWALLOWED.format(repo=str(REPO))],
+                         capture_output=True, text=True, timeout=60)
+    assert "Exception ignored" in res.stderr      # the first one was dropped ...
+    out = res.stdout.strip()
+    assert out.startswith("interrupted after"), (out, res.stderr)   # ... and raised again
+    assert float(out.split()[2]) < 1.5
