@@ -870,7 +870,6 @@ img.math-inline { display: inline; }
           padding: .7rem 1rem; margin: 1rem 0; font-weight: 600; }
 .banner.error { border-color: #cf222e; background: #ffebe9; }
 .banner.info { border-color: #0969da; background: #ddf4ff; }
-blockquote { margin: 1rem 0; padding: 0 1rem; color: var(--muted); border-left: .25em solid var(--line); }
 .missing { color: #cf222e; }
 hr { border: 0; border-top: 1px solid var(--line); margin: 2rem 0; }
 .glossary dt { font-weight: 600; margin-top: .5rem; } .glossary dd { margin-left: 1.5rem; }
@@ -888,7 +887,7 @@ hr { border: 0; border-top: 1px solid var(--line); margin: 2rem 0; }
   h2, h3, h4, caption { break-after: avoid; page-break-after: avoid; }
   .table-wrap, pre, .math { overflow: visible; }
   pre { white-space: pre-wrap; }
-  table, figure, .math, pre, .banner, blockquote, tr, dt, dd { break-inside: avoid; page-break-inside: avoid; }
+  table, figure, .math, pre, .banner, tr, dt, dd { break-inside: avoid; page-break-inside: avoid; }
   table.long { break-inside: auto; page-break-inside: auto; }   /* long tables flow on; rows stay whole */
   thead { display: table-header-group; }
   figure img { max-height: __FIGH__in; width: auto; border: 0; }
