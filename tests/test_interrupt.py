@@ -298,18 +298,26 @@ def _one_interrupt_line(code, err):
     return lines[0]
 
 
+def _sigint_keeps_the_previous_run(run, out, previous):
+    """Ctrl-C the run's process group; check one interrupt line, no process left and the
+    previous run intact; return (the interrupt line, seconds from Ctrl-C to exit)."""
+    t0 = time.monotonic()
+    os.killpg(run.p.pid, signal.SIGINT)
+    code, _, err = run.finish()
+    elapsed = time.monotonic() - t0
+    line = _one_interrupt_line(code, err)
+    assert _gone(run.p.pid)
+    _only_one_run(out, previous[1], new_allowed=False)
+    return line, elapsed
+
+
 @pytest.mark.slow
 def test_sigint_during_startup_keeps_the_previous_run(tmp_path, data, previous):
     out = _copy(previous, tmp_path)
     run = Run(data, out, "B,Q2")
     time.sleep(0.4)                                     # importing, starting the workers
-    t0 = time.monotonic()
-    os.killpg(run.p.pid, signal.SIGINT)
-    code, _, err = run.finish()
-    assert time.monotonic() - t0 < 5
-    _one_interrupt_line(code, err)
-    assert _gone(run.p.pid)
-    _only_one_run(out, previous[1], new_allowed=False)
+    _, elapsed = _sigint_keeps_the_previous_run(run, out, previous)
+    assert elapsed < 5
 
 
 @pytest.mark.slow
@@ -322,14 +330,9 @@ def test_concurrent_run_is_refused_then_sigint_in_b(tmp_path, data, previous):
     assert second.returncode == 2 and "Traceback" not in second.stderr
     lines = second.stderr.strip().splitlines()
     assert len(lines) == 1 and f"pid {run.p.pid}, started 20" in lines[0], second.stderr
-    t0 = time.monotonic()
-    os.killpg(run.p.pid, signal.SIGINT)
-    code, stdout, err = run.finish()
-    assert time.monotonic() - t0 < 5
-    line = _one_interrupt_line(code, err)
+    line, elapsed = _sigint_keeps_the_previous_run(run, out, previous)
+    assert elapsed < 5
     assert "partial output is in" in line and f"still holds the previous run ({previous[1]})" in line
-    assert _gone(run.p.pid)
-    _only_one_run(out, previous[1], new_allowed=False)
     partial = list(tmp_path.glob("out.incomplete-*"))
     assert len(partial) == 1 and (partial[0] / "config.json").exists()
 
@@ -339,11 +342,7 @@ def test_sigint_during_q2_keeps_the_previous_run(tmp_path, data, previous):
     out = _copy(previous, tmp_path)
     run = Run(data, out, "Q2")
     run.wait_for("Question 2")
-    os.killpg(run.p.pid, signal.SIGINT)
-    code, _, err = run.finish()
-    _one_interrupt_line(code, err)
-    assert _gone(run.p.pid)
-    _only_one_run(out, previous[1], new_allowed=False)
+    _sigint_keeps_the_previous_run(run, out, previous)
 
 
 @pytest.mark.slow
