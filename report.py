@@ -486,8 +486,12 @@ class Table:
     columns: list
     rows: list           # list of lists of str (already formatted)
     caption: str = None
-    align: list = None   # "l" / "r" / "c" per column
+    align: list = None   # "l" / "r" / "c" per column (default: all "l")
     key: int = 1         # leading columns repeated in every piece when the table is split
+
+    def __post_init__(self):
+        if self.align is None:
+            self.align = ["l"] * len(self.columns)
 
 
 @dataclass
@@ -1153,12 +1157,11 @@ class Report:
                 return _md_cell(s)
 
             sep = {"l": "---", "r": "--:", "c": ":-:"}
-            align = b.align or ["l"] * len(b.columns)
             lines = []
             if b.caption:
                 lines += [f"*{text(b.caption)}*", ""]
             lines.append("| " + " | ".join(cell(c) for c in b.columns) + " |")
-            lines.append("|" + "|".join(sep[a] for a in align) + "|")
+            lines.append("|" + "|".join(sep[a] for a in b.align) + "|")
             lines += ["| " + " | ".join(cell(c) for c in r) + " |" for r in b.rows]
             return "\n".join(lines)
         if isinstance(b, Figure):
@@ -1312,7 +1315,7 @@ def _transposed(t):
     """``t`` with rows and columns swapped (its one key column becomes the header row)."""
     columns = [t.columns[0]] + [str(r[0]) for r in t.rows]
     rows = [[t.columns[j]] + [r[j] for r in t.rows] for j in range(1, len(t.columns))]
-    numeric = all(a == "r" for a in (t.align or ["l"] * len(t.columns))[1:])
+    numeric = all(a == "r" for a in t.align[1:])
     return Table(columns, rows, t.caption, ["l"] + ["r" if numeric else "l"] * len(t.rows), 1)
 
 
@@ -1347,14 +1350,13 @@ def _table_pieces(t):
         width += widths[j]
     if cur or not groups:
         groups.append(cur)
-    align = t.align or ["l"] * len(t.columns)
     pieces = []
     for i, g in enumerate(groups, 1):
         cols = list(range(key)) + g
         note = f"part {i} of {len(groups)}" + (", continued below" if i < len(groups) else "")
         caption = f"{t.caption} ({note})" if t.caption else note[0].upper() + note[1:]
         piece = Table([t.columns[j] for j in cols], [[r[j] for j in cols] for r in t.rows],
-                      caption, [align[j] for j in cols], key)
+                      caption, [t.align[j] for j in cols], key)
         pieces.append((piece, "wide" if sum(widths[j] for j in cols) > TABLE_NORMAL_CHARS else ""))
     return pieces
 
@@ -1370,16 +1372,15 @@ def _table_html(t, cls, terms, base_dir):
             return cell(s)
         return "<wbr>".join(cell(piece) for piece in re.split(r"(?<=[_/])(?=.)", str(s)))
 
-    align = t.align or ["l"] * len(t.columns)
     classes = " ".join(c for c in (cls, "long" if len(t.rows) > LONG_TABLE_ROWS else "") if c)
     parts = [f'<div class="table-wrap"><table{f" class={chr(34)}{classes}{chr(34)}" if classes else ""}>']
     if t.caption:
         parts.append(f"<caption>{_inline_html(t.caption, terms, expand=True)}</caption>")
     parts.append("<thead><tr>" + "".join(f'<th class="{a}">{head(c)}</th>'
-                                         for c, a in zip(t.columns, align)) + "</tr></thead>")
+                                         for c, a in zip(t.columns, t.align)) + "</tr></thead>")
     parts.append("<tbody>")
     for r in t.rows:
-        parts.append("<tr>" + "".join(f'<td class="{a}">{cell(c)}</td>' for c, a in zip(r, align)) + "</tr>")
+        parts.append("<tr>" + "".join(f'<td class="{a}">{cell(c)}</td>' for c, a in zip(r, t.align)) + "</tr>")
     parts.append("</tbody></table></div>")
     return "\n".join(parts)
 
