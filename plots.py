@@ -10,7 +10,7 @@ Reading size: the report shows a figure at most ``WIDTH_IN`` wide and
 natural size, larger), so every figure is drawn at most that large and every
 text in it is at least ``MIN_FONT_PT``: at the size shown, no text is smaller
 than 9 pt. Multi-panel figures wrap their panels into rows instead of growing
-wider (tests/test_plots_fonts.py checks every function).
+wider (tests/test_plots.py checks every function).
 """
 import textwrap
 
@@ -35,7 +35,7 @@ def _done(fig):
 
 def _grid(n, max_cols, row_height, **kw):
     """``n`` panels in rows of at most ``max_cols``, the figure ``WIDTH_IN`` wide; unused
-    panels are switched off. Returns (fig, flat list of the ``n`` axes)."""
+    panels are switched off. Returns (fig, flat list of the ``n`` axes, the 2-D axes array)."""
     ncol = max(1, min(max_cols, n))
     nrow = int(np.ceil(n / ncol))
     fig, axes = plt.subplots(nrow, ncol, figsize=(WIDTH_IN, min(MAX_HEIGHT_IN, row_height * nrow)),
