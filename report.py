@@ -1103,6 +1103,14 @@ class Report:
         seen = {slugify(self.title): 1, "glossary": 1 if self.glossary else 0}
         return [slugify(b.text, seen) if isinstance(b, Heading) else None for b in self.blocks]
 
+    def _toc_entries(self, anchors):
+        """(level, text, anchor) of the level-2/3 headings, then the glossary's when there is one."""
+        entries = [(b.level, b.text, a) for b, a in zip(self.blocks, anchors)
+                   if isinstance(b, Heading) and b.level in (2, 3)]
+        if self.glossary:
+            entries.append((2, "Glossary", "glossary"))
+        return entries
+
     def _glossary_entries(self):
         return sorted(self.glossary.items(), key=lambda kv: kv[0].lower())
 
@@ -1124,13 +1132,10 @@ class Report:
         if self.run_id:
             out += [f"Run `{self.run_id}`", ""]
         if toc:
-            entries = [(b.level, _plain(b.text), a) for b, a in zip(self.blocks, anchors)
-                       if isinstance(b, Heading) and b.level in (2, 3)]
-            if self.glossary:
-                entries.append((2, "Glossary", "glossary"))
+            entries = self._toc_entries(anchors)
             if entries:
                 out += ["**Contents**", ""]
-                out += [f"{'  ' * (lvl - 2)}- [{text}](#{a})" for lvl, text, a in entries]
+                out += [f"{'  ' * (lvl - 2)}- [{_plain(text)}](#{a})" for lvl, text, a in entries]
                 out.append("")
         for b in self.blocks:
             out.append(self._block_md(b, base_dir, terms))
@@ -1211,10 +1216,8 @@ class Report:
         anchors = self._anchors()
         terms = _Terms(self.glossary)
         body = [self._block_html(b, a, terms, base_dir) for b, a in zip(self.blocks, anchors)]
-        entries = [(b.level, b.text, a) for b, a in zip(self.blocks, anchors)
-                   if isinstance(b, Heading) and b.level in (2, 3)]
+        entries = self._toc_entries(anchors)
         if self.glossary:
-            entries.append((2, "Glossary", "glossary"))
             body.append(_glossary_html(self._glossary_entries()))
         side = inline = ""
         if toc and entries:
