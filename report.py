@@ -1371,8 +1371,6 @@ def _table_html(t, cls, terms, base_dir):
         return terms.html(str(s), False) if terms is not None else html.escape(str(s), quote=False)
 
     def head(s):  # literal headers may wrap after "_" and "/" (long snake_case names)
-        if isinstance(s, _PathCell):
-            return cell(s)
         return "<wbr>".join(cell(piece) for piece in re.split(r"(?<=[_/])(?=.)", str(s)))
 
     classes = " ".join(c for c in (cls, "long" if len(t.rows) > LONG_TABLE_ROWS else "") if c)
