@@ -369,8 +369,8 @@ def _inline_md_terms(text, terms, expand):
         out.append(terms.md(text[pos:m.start()], expand))
         pos = m.end()
         g = m.groupdict()
-        if g["bold"] is not None or g["em"] is not None:
-            inner = g["bold"] if g["bold"] is not None else g["em"]
+        inner = next((g[k] for k in ("bold", "ubold", "em", "uem") if g[k] is not None), None)
+        if inner is not None:
             s = m.group(0)
             lead = s[:s.index(inner)]
             out.append(lead + _inline_md_terms(inner, terms, expand) + s[len(lead) + len(inner):])
