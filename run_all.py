@@ -2442,6 +2442,9 @@ def _merge_bias_experiments(exps):
 
 _Q2_WORDS = {"slower": "slower", "faster": "faster", "less_stable": "diverges more",
              "more_stable": "diverges less"}
+# The same findings as ``render_q2``'s answer words them, in the order it lists them.
+_Q2_ANSWERS = {"less_stable": "diverges more often", "more_stable": "diverges less often",
+               "slower": "converges more slowly", "faster": "converges faster"}
 
 
 @dataclass(frozen=True, eq=False)
@@ -2577,15 +2580,8 @@ def render_q2(res, out):
     lines = []
     for task, f in res.findings.items():
         label = "training data" if task == "data" else "synthetic task"
-        parts_ = []
-        if f["less_stable"]:
-            parts_.append(f"sharing diverges more often at lr {', '.join(f'{x:g}' for x in f['less_stable'])}")
-        if f["more_stable"]:
-            parts_.append(f"sharing diverges less often at lr {', '.join(f'{x:g}' for x in f['more_stable'])}")
-        if f["slower"]:
-            parts_.append(f"sharing converges more slowly at lr {', '.join(f'{x:g}' for x in f['slower'])}")
-        if f["faster"]:
-            parts_.append(f"sharing converges faster at lr {', '.join(f'{x:g}' for x in f['faster'])}")
+        parts_ = [f"sharing {phrase} at lr {', '.join(f'{x:g}' for x in f[key])}"
+                  for key, phrase in _Q2_ANSWERS.items() if f[key]]
         lines.append(f"{label}: " + ("; ".join(parts_) if parts_ else
                                      f"no difference beyond the rules ({Q2_SPEED.description}; "
                                      f"{Q2_STABILITY.description})") + ".")
