@@ -2522,11 +2522,11 @@ def _q2_display(summary, n_seeds, n_iter):
     order = {"shared": 0, "independent": 1}
     rows = []
     for sm in sorted(summary, key=lambda x: (x["lr"], order.get(x["model"], 2))):
-        iters = sm.get("iters_to_threshold") or []
+        iters = sm["iters_to_threshold"]               # one entry per seed
         median = sm["iters_to_threshold_median"]
         rows.append({"lr": rp.format_number(sm["lr"], "g"), "biases": sm["model"],
                      "iterations to threshold": f"> {n_iter}" if median is None else rp.format_number(median, ".3g"),
-                     "seeds reaching it": f"{sum(i is not None for i in iters)} of {len(iters) or n_seeds}",
+                     "seeds reaching it": f"{sum(i is not None for i in iters)} of {len(iters)}",
                      "diverged": _count(sm["diverged_frac"], n_seeds),
                      "final loss": sm["final_loss_mean"], "final accuracy": sm["final_acc_mean"],
                      "cos(paths)": sm["mean_cos_paths"], "|δ_out|": sm["mean_norm_output_path"],
