@@ -402,6 +402,7 @@ def check_sizes(cfg, dataset, available=None):
     n_rows = len(dataset.train) + len(dataset.test)
     levels = {c: int(dataset.train[c].nunique()) for c in dataset.categorical}
     width = len(dataset.numeric) + sum(levels.values())
+    n_fit = int(len(dataset.train) * (1 - cfg.val_size))
     available = available_memory() if available is None else available
     if available is not None:
         need = ENCODED_COPIES * 8 * n_rows * width
@@ -412,10 +413,8 @@ def check_sizes(cfg, dataset, available=None):
                              f"categorical columns are " + ", ".join(f"{c!r} ({levels[c]:,} levels)"
                                                                     for c in widest)
                              + f"; pass --drop {','.join(widest)}")
-        n_fit = int(len(dataset.train) * (1 - cfg.val_size))
         check_network_memory(cfg.hidden, width, len(dataset.classes), n_fit, cfg.dtype, cfg.threads,
                              available=available)
-    n_fit = int(len(dataset.train) * (1 - cfg.val_size))
     widths = (width, *cfg.hidden, len(dataset.classes))
     flops = 6.0 * n_fit * sum(a * b for a, b in zip(widths[:-1], widths[1:]))   # forward + backward
     seconds = cfg.iterations * flops / ASSUMED_FLOPS
