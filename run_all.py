@@ -356,9 +356,8 @@ def network_bytes(hidden, n_inputs, n_classes, n_rows, dtype):
 
 def _concurrent(threads):
     """Networks trained at the same time: one per worker process."""
-    import jobs
     cores = threads or os.cpu_count() or 1
-    return max(1, min(cores, jobs.MAX_WORKERS))
+    return max(1, min(cores, jobs_mod.MAX_WORKERS))
 
 
 def check_network_memory(hidden, n_inputs, n_classes, n_rows, dtype, threads, available=None):
