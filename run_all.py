@@ -1015,7 +1015,6 @@ def render_a(res, out):
     r.para(text)
     if res.predictive_note:
         r.para(_sentence(res.predictive_note))
-    define_terms(r)
 
 
 # Part B's rules.
@@ -1327,7 +1326,6 @@ def render_b(res, out):
         lines.append(f"`{act}`: ratio {_plain_number(vals[0])} at {depths[0]} layers, "
                      f"{_plain_number(vals[-1])} at {depths[-1]} layers (×{growth:.2f} per added layer).")
     r.bullets(lines)
-    define_terms(r)
 
 
 def attribution_checks(data, cfg, act, model):
@@ -1544,7 +1542,6 @@ def render_c(res, out):
                      f"top-ranked input of {', '.join('`%s`' % a for a in res.dominant_agree)}: the network "
                      "leans on exactly the feature whose relationship with the label Part D must check.")
     r.bullets(lines)
-    define_terms(r)
 
 
 def _slug(name):
@@ -2600,7 +2597,6 @@ def render_q2(res, out):
                  + (" — measurably, in the settings listed below." if changed else
                     " — not measurably in these settings."))
     r.bullets(lines)
-    define_terms(r)
 
 
 # ------------------------------------------------------------ registry, schedule
@@ -2778,7 +2774,8 @@ def run_parts(ctx, parts, log=print, console=None):
 # -------------------------------------------------------------------- summary
 # Every abbreviation and term of art the report's text may use: term -> (what its
 # first use shows in parentheses, the glossary's definition). ``define_terms``
-# registers the ones a report actually uses, so the glossary lists no stray entry.
+# registers the ones a report actually uses, so the glossary lists no stray entry;
+# ``summary`` applies it once to the summary and every part's section together.
 GLOSSARY = {
     "pps": ("predictive-power score",
             "predictive-power score: how well one column alone predicts the label, measured with a "
