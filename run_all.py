@@ -1207,10 +1207,10 @@ def compute_b(ctx):
 
 
 _SIGMOID_VERDICTS = {
-    "step_size": "Glorot initialisation alone does not help within {iterations} iterations; with the "
-                 "larger step the sigmoid network learns. The failure at the assignment's settings is "
-                 "the step size, too small for gradients that shrink by g'(z) ≤ 0.25 per layer — not "
-                 "an inability of sigmoid to fit this task.",
+    "step_size": "Glorot initialisation alone does not lift it by more than a point within {iterations} "
+                 "iterations; with the larger step it does. What holds the sigmoid network back at the "
+                 "assignment's settings is the step size, too small for gradients that shrink by "
+                 "g'(z) ≤ 0.25 per layer — not an inability of sigmoid to fit this task.",
     "init": "The initialisation alone already lifts it: the N(0, 0.1²) weights leave the sigmoid units "
             "in a regime where too little gradient reaches the first layer.",
     "activation": "Neither change lifts it by more than a point within {iterations} iterations: here "
