@@ -356,9 +356,8 @@ def network_bytes(hidden, n_inputs, n_classes, n_rows, dtype):
 
 def _concurrent(threads):
     """Networks trained at the same time: one per worker process."""
-    import jobs
     cores = threads or os.cpu_count() or 1
-    return max(1, min(cores, jobs.MAX_WORKERS))
+    return max(1, min(cores, jobs_mod.MAX_WORKERS))
 
 
 def check_network_memory(hidden, n_inputs, n_classes, n_rows, dtype, threads, available=None):
@@ -402,6 +401,7 @@ def check_sizes(cfg, dataset, available=None):
     n_rows = len(dataset.train) + len(dataset.test)
     levels = {c: int(dataset.train[c].nunique()) for c in dataset.categorical}
     width = len(dataset.numeric) + sum(levels.values())
+    n_fit = int(len(dataset.train) * (1 - cfg.val_size))
     available = available_memory() if available is None else available
     if available is not None:
         need = ENCODED_COPIES * 8 * n_rows * width
@@ -412,10 +412,8 @@ def check_sizes(cfg, dataset, available=None):
                              f"categorical columns are " + ", ".join(f"{c!r} ({levels[c]:,} levels)"
                                                                     for c in widest)
                              + f"; pass --drop {','.join(widest)}")
-        n_fit = int(len(dataset.train) * (1 - cfg.val_size))
         check_network_memory(cfg.hidden, width, len(dataset.classes), n_fit, cfg.dtype, cfg.threads,
                              available=available)
-    n_fit = int(len(dataset.train) * (1 - cfg.val_size))
     widths = (width, *cfg.hidden, len(dataset.classes))
     flops = 6.0 * n_fit * sum(a * b for a, b in zip(widths[:-1], widths[1:]))   # forward + backward
     seconds = cfg.iterations * flops / ASSUMED_FLOPS
@@ -1017,7 +1015,6 @@ def render_a(res, out):
     r.para(text)
     if res.predictive_note:
         r.para(_sentence(res.predictive_note))
-    define_terms(r)
 
 
 # Part B's rules.
@@ -1210,10 +1207,10 @@ def compute_b(ctx):
 
 
 _SIGMOID_VERDICTS = {
-    "step_size": "Glorot initialisation alone does not help within {iterations} iterations; with the "
-                 "larger step the sigmoid network learns. The failure at the assignment's settings is "
-                 "the step size, too small for gradients that shrink by g'(z) ≤ 0.25 per layer — not "
-                 "an inability of sigmoid to fit this task.",
+    "step_size": "Glorot initialisation alone does not lift it by more than a point within {iterations} "
+                 "iterations; with the larger step it does. What holds the sigmoid network back at the "
+                 "assignment's settings is the step size, too small for gradients that shrink by "
+                 "g'(z) ≤ 0.25 per layer — not an inability of sigmoid to fit this task.",
     "init": "The initialisation alone already lifts it: the N(0, 0.1²) weights leave the sigmoid units "
             "in a regime where too little gradient reaches the first layer.",
     "activation": "Neither change lifts it by more than a point within {iterations} iterations: here "
@@ -1329,23 +1326,25 @@ def render_b(res, out):
         lines.append(f"`{act}`: ratio {_plain_number(vals[0])} at {depths[0]} layers, "
                      f"{_plain_number(vals[-1])} at {depths[-1]} layers (×{growth:.2f} per added layer).")
     r.bullets(lines)
-    define_terms(r)
 
 
 def attribution_checks(data, cfg, act, model):
     """Sensitivity of ``model`` (mean |do_m/dx| over the correctly classified training
     samples, ``mlp.feature_attribution``) and its ``mlp.permutation_check`` on the
-    training split and the test set: ``{"sensitivity": ..., "permutation": {split: ...}}``.
-    Part C reports them; Part D's diagnosis uses the permutation importances."""
+    training split and the test set: ``{"sensitivity": ..., "permutation": {split: ...},
+    "seconds_sensitivity": ...}`` (the time of the sensitivity alone, for Part C's
+    ``seconds_attribution``). Part C reports them; Part D's diagnosis uses the permutation importances."""
     import mlp
     names, source = list(data["feature_names"]), list(data["feature_source"])
+    t0 = time.perf_counter()
     sens = mlp.feature_attribution(model.weights_, model.biases_, data["X_train"], data["y_train"], act,
                                    target="output", samples="correct", feature_names=names,
                                    feature_source=source)
+    seconds = time.perf_counter() - t0
     perm = {split: mlp.permutation_check(model, data[f"X_{split}"], data[f"y_{split}"], sens, names, source,
                                          n_repeats=cfg.repeats, seed=cfg.seed)
             for split in ("train", "test") if data[f"y_{split}"] is not None}   # test may be unlabelled
-    return {"sensitivity": sens, "permutation": perm}
+    return {"sensitivity": sens, "permutation": perm, "seconds_sensitivity": seconds}
 
 
 def _checks_step(ctx, networks):
@@ -1408,16 +1407,17 @@ def compute_c(ctx):
     names, source = list(d["feature_names"]), list(d["feature_source"])
     checks_of = {b.best: ctx.plan["checks"].result()}
 
-    results = {}
-    t0 = time.perf_counter()
+    results, seconds = {}, 0.0      # seconds: sensitivity and logit attribution, not the permutation checks
     for act, model in nets.items():
         if act not in checks_of:
             checks_of[act] = attribution_checks(d, cfg, act, model)
+        t0 = time.perf_counter()
         logit = mlp.feature_attribution(model.weights_, model.biases_, d["X_train"], d["y_train"], act,
                                         target="logit", samples="correct", feature_names=names,
                                         feature_source=source)
+        seconds += time.perf_counter() - t0 + checks_of[act]["seconds_sensitivity"]
         results[act] = {"output": checks_of[act]["sensitivity"], "logit": logit}
-    seconds = round(time.perf_counter() - t0, 3)
+    seconds = round(seconds, 3)
 
     pp = a.predictive_power if a is not None else None
     side = pd.DataFrame({"feature": sorted(set(source), key=source.index)})
@@ -1542,7 +1542,6 @@ def render_c(res, out):
                      f"top-ranked input of {', '.join('`%s`' % a for a in res.dominant_agree)}: the network "
                      "leans on exactly the feature whose relationship with the label Part D must check.")
     r.bullets(lines)
-    define_terms(r)
 
 
 def _slug(name):
@@ -2438,6 +2437,9 @@ def _merge_bias_experiments(exps):
 
 _Q2_WORDS = {"slower": "slower", "faster": "faster", "less_stable": "diverges more",
              "more_stable": "diverges less"}
+# The same findings as ``render_q2``'s answer words them, in the order it lists them.
+_Q2_ANSWERS = {"less_stable": "diverges more often", "more_stable": "diverges less often",
+               "slower": "converges more slowly", "faster": "converges faster"}
 
 
 @dataclass(frozen=True, eq=False)
@@ -2515,11 +2517,11 @@ def _q2_display(summary, n_seeds, n_iter):
     order = {"shared": 0, "independent": 1}
     rows = []
     for sm in sorted(summary, key=lambda x: (x["lr"], order.get(x["model"], 2))):
-        iters = sm.get("iters_to_threshold") or []
+        iters = sm["iters_to_threshold"]               # one entry per seed
         median = sm["iters_to_threshold_median"]
         rows.append({"lr": rp.format_number(sm["lr"], "g"), "biases": sm["model"],
                      "iterations to threshold": f"> {n_iter}" if median is None else rp.format_number(median, ".3g"),
-                     "seeds reaching it": f"{sum(i is not None for i in iters)} of {len(iters) or n_seeds}",
+                     "seeds reaching it": f"{sum(i is not None for i in iters)} of {len(iters)}",
                      "diverged": _count(sm["diverged_frac"], n_seeds),
                      "final loss": sm["final_loss_mean"], "final accuracy": sm["final_acc_mean"],
                      "cos(paths)": sm["mean_cos_paths"], "|δ_out|": sm["mean_norm_output_path"],
@@ -2573,15 +2575,8 @@ def render_q2(res, out):
     lines = []
     for task, f in res.findings.items():
         label = "training data" if task == "data" else "synthetic task"
-        parts_ = []
-        if f["less_stable"]:
-            parts_.append(f"sharing diverges more often at lr {', '.join(f'{x:g}' for x in f['less_stable'])}")
-        if f["more_stable"]:
-            parts_.append(f"sharing diverges less often at lr {', '.join(f'{x:g}' for x in f['more_stable'])}")
-        if f["slower"]:
-            parts_.append(f"sharing converges more slowly at lr {', '.join(f'{x:g}' for x in f['slower'])}")
-        if f["faster"]:
-            parts_.append(f"sharing converges faster at lr {', '.join(f'{x:g}' for x in f['faster'])}")
+        parts_ = [f"sharing {phrase} at lr {', '.join(f'{x:g}' for x in f[key])}"
+                  for key, phrase in _Q2_ANSWERS.items() if f[key]]
         lines.append(f"{label}: " + ("; ".join(parts_) if parts_ else
                                      f"no difference beyond the rules ({Q2_SPEED.description}; "
                                      f"{Q2_STABILITY.description})") + ".")
@@ -2602,7 +2597,6 @@ def render_q2(res, out):
                  + (" — measurably, in the settings listed below." if changed else
                     " — not measurably in these settings."))
     r.bullets(lines)
-    define_terms(r)
 
 
 # ------------------------------------------------------------ registry, schedule
@@ -2780,7 +2774,8 @@ def run_parts(ctx, parts, log=print, console=None):
 # -------------------------------------------------------------------- summary
 # Every abbreviation and term of art the report's text may use: term -> (what its
 # first use shows in parentheses, the glossary's definition). ``define_terms``
-# registers the ones a report actually uses, so the glossary lists no stray entry.
+# registers the ones a report actually uses, so the glossary lists no stray entry;
+# ``summary`` applies it once to the summary and every part's section together.
 GLOSSARY = {
     "pps": ("predictive-power score",
             "predictive-power score: how well one column alone predicts the label, measured with a "
