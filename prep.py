@@ -1526,9 +1526,10 @@ def _check_range(name, value, lo, hi):
 
 
 def _folds(y, cv, seed):
-    """Stratified folds when every class has >= cv members, plain K-fold otherwise."""
+    """Stratified folds when there are >= 2 classes, each with >= cv members; plain K-fold
+    otherwise."""
     _, counts = np.unique(y, return_counts=True)
-    if counts.min() >= cv:
+    if len(counts) > 1 and counts.min() >= cv:
         return StratifiedKFold(n_splits=cv, shuffle=True, random_state=seed)
     return KFold(n_splits=cv, shuffle=True, random_state=seed)
 

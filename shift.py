@@ -50,11 +50,11 @@ import pandas as pd
 from scipy import stats
 from sklearn.ensemble import HistGradientBoostingClassifier
 from sklearn.metrics import roc_auc_score
-from sklearn.model_selection import KFold, StratifiedKFold
+from sklearn.model_selection import StratifiedKFold
 from sklearn.tree import DecisionTreeClassifier
 from threadpoolctl import threadpool_limits
 
-from prep import _check_features, _check_range, _codes, to_jsonable
+from prep import _check_features, _check_range, _codes, _folds, to_jsonable
 
 KINDS = ("none", "covariate_shift", "prior_shift", "relationship_broken", "concept_shift",
          "missingness", "interaction", "unexplained")
@@ -373,13 +373,6 @@ def _gap_stat(ll_a, ll_b):
     return float(d.mean()), float(_Z * se)
 
 
-def _folds(y, cv, seed):
-    _, counts = np.unique(y, return_counts=True)
-    if len(counts) > 1 and counts.min() >= cv:
-        return StratifiedKFold(n_splits=cv, shuffle=True, random_state=seed).split(y, y)
-    return KFold(n_splits=cv, shuffle=True, random_state=seed).split(y)
-
-
 def _tv(p, q):
     return float(0.5 * np.abs(np.asarray(p) - np.asarray(q)).sum())
 
@@ -580,7 +573,7 @@ def _cv_rows(v, y, kind, k, seed, cv=5):
     """Out-of-fold per-row log loss of the cell model and of the fold prior, and the
     out-of-fold argmax: three arrays of shape (n,)."""
     ll, ll0, pred = np.empty(len(y)), np.empty(len(y)), np.empty(len(y), dtype=np.int64)
-    for tr, te in _folds(y, cv, seed):
+    for tr, te in _folds(y, cv, seed).split(y, y):
         m = _Cells(kind, k, seed).fit(v[tr], y[tr])
         P = m.predict_proba(v[te])
         ll[te], pred[te] = _ll_rows(P, y[te]), P.argmax(1)
@@ -754,7 +747,7 @@ class _Transfer:
         if len(drop) == self.Xtr.shape[1]:
             ll_t = ll_rw = _ll_rows(np.tile(self.pi_te, (len(y), 1)), y)
             ll_cv = np.empty(len(y))
-            for tr, te in _folds(y, 3, self.seed):
+            for tr, te in _folds(y, 3, self.seed).split(y, y):
                 ll_cv[te] = _ll_rows(np.tile(np.clip(_shares(y[tr], k), _EPS, None),
                                              (len(te), 1)), y[te])
         else:
@@ -765,7 +758,7 @@ class _Transfer:
             ll_t = _ll_rows(P, y)
             ll_rw = _ll_rows(prior_correction(P, self.pi_tr, self.pi_te), y)
             ll_cv = np.empty(len(y))
-            for tr, te in _folds(y, 3, self.seed):
+            for tr, te in _folds(y, 3, self.seed).split(y, y):
                 ll_cv[te] = _ll_rows(_full_proba(_proxy(Xte[tr], y[tr], cat, self.seed),
                                                  Xte[te], k), y[te])
         # as fitted (a covariate shift keeps P(y | x)) and re-weighted to test's shares (a
