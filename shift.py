@@ -54,7 +54,8 @@ from sklearn.model_selection import StratifiedKFold
 from sklearn.tree import DecisionTreeClassifier
 from threadpoolctl import threadpool_limits
 
-from prep import _check_features, _check_range, _codes, _folds, to_jsonable
+from prep import (_balanced_accuracy, _check_features, _check_range, _codes, _folds, _normalise,
+                  to_jsonable)
 
 KINDS = ("none", "covariate_shift", "prior_shift", "relationship_broken", "concept_shift",
          "missingness", "interaction", "unexplained")
@@ -581,14 +582,9 @@ def _cv_rows(v, y, kind, k, seed, cv=5):
     return ll, ll0, pred
 
 
-def _pps(y, pred, k):
-    """Balanced accuracy normalised to 0 (chance) .. 1 (perfect), clipped at 0."""
-    n = np.bincount(y, minlength=k)
-    hit = np.bincount(y[pred == y], minlength=k)
-    present = n > 0
-    bal = float(np.mean(hit[present] / n[present]))
-    kk = present.sum()
-    return max(0.0, (bal - 1 / kk) / (1 - 1 / kk)) if kk > 1 else 0.0
+def _pps(y, pred):
+    """Balanced accuracy normalised to 0 (chance over the classes in y) .. 1, clipped at 0."""
+    return max(0.0, _normalise(_balanced_accuracy(y, pred), 1.0 / len(np.unique(y))))
 
 
 def _conditional(name, kind, v_tr, y_tr, v_te, y_te, k, seed, max_rows, th):
@@ -617,7 +613,7 @@ def _conditional(name, kind, v_tr, y_tr, v_te, y_te, k, seed, max_rows, th):
     gone = bool(fired and info_te <= max(th["relationship_gone"] * info_tr, info_band))
     row.update(info_train=info_tr, info_test=info_te, gap_fitted=g_fit, gap_reweighted=g_rw,
                gap_band=max(b_fit, b_rw), gap_threshold=thr,
-               pps_train=_pps(y_tr[sub], pred_tr, k), pps_test=_pps(y_te, pred_te, k),
+               pps_train=_pps(y_tr[sub], pred_tr), pps_test=_pps(y_te, pred_te),
                conditional_shift=bool(fired), relationship_gone=gone)
     rules = [_rule("conditional_shift", name, stat, thr, max(b_fit, b_rw), fired)]
     if fired:
