@@ -1365,20 +1365,21 @@ def make_shift_dataset(kind, seed=0, n_train=3000, n_test=1500):
 
     def draw(n, pi_, mode):
         y = rng.choice(k, size=n, p=pi_)
+
+        def given(c):
+            """The labels column c is drawn from: y, except for the culprit of a broken
+            (fresh labels) or concept (labels rotated by one) mechanism."""
+            if c == c0 and mode == "broken":
+                return rng.choice(k, size=n, p=pi_)
+            if c == c0 and mode == "concept":
+                return np.roll(np.arange(k), 1)[y]
+            return y
+
         cols = {}
         for c in numeric:
-            yy = y
-            if c == c0 and mode == "broken":
-                yy = rng.choice(k, size=n, p=pi_)
-            if c == c0 and mode == "concept":
-                yy = np.roll(np.arange(k), 1)[y]
-            cols[c] = mu[c][yy] + rng.normal(size=n)
+            cols[c] = mu[c][given(c)] + rng.normal(size=n)
         for c in categorical:
-            yy = y
-            if c == c0 and mode == "broken":
-                yy = rng.choice(k, size=n, p=pi_)
-            if c == c0 and mode == "concept":
-                yy = np.roll(np.arange(k), 1)[y]
+            yy = given(c)
             u = rng.random(n)[:, None]
             cols[c] = lv[c][(u > np.cumsum(lp[c][yy], axis=1)).sum(1).clip(0, len(lv[c]) - 1)]
         if kind == "interaction":
