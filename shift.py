@@ -1262,14 +1262,11 @@ def _m_unexplained(d, kind):
                        "validation; do not choose on test")]
 
 
-MITIGATIONS = {"relationship_broken": lambda d: _m_broken(d, "relationship_broken"),
-               "concept_shift": lambda d: _m_broken(d, "concept_shift"),
-               "interaction": lambda d: _m_broken(d, "interaction"),
-               "missingness": lambda d: _m_missing(d, "missingness"),
-               "prior_shift": lambda d: _m_prior(d, "prior_shift"),
-               "covariate_shift": lambda d: _m_cov(d, "covariate_shift"),
-               "unexplained": lambda d: _m_unexplained(d, "unexplained"),
-               "none": lambda d: []}
+# verdict kind -> its mitigations, each function called as f(diagnosis, kind)
+MITIGATIONS = {"relationship_broken": _m_broken, "concept_shift": _m_broken,
+               "interaction": _m_broken, "missingness": _m_missing, "prior_shift": _m_prior,
+               "covariate_shift": _m_cov, "unexplained": _m_unexplained,
+               "none": lambda d, kind: []}
 
 
 def mitigations_for(diagnosis):
@@ -1282,7 +1279,7 @@ def mitigations_for(diagnosis):
         ``features`` and ``action`` (what to do). The choice among them is made on
         validation data by the caller, never on test.
     """
-    return [m for kind in diagnosis.verdict.kinds for m in MITIGATIONS[kind](diagnosis)]
+    return [m for kind in diagnosis.verdict.kinds for m in MITIGATIONS[kind](diagnosis, kind)]
 
 
 # -- synthetic mechanisms -------------------------------------------------------------
