@@ -1284,8 +1284,7 @@ def mitigations_for(diagnosis):
 
 # -- synthetic mechanisms -------------------------------------------------------------
 
-SHIFT_KINDS = ("none", "covariate_shift", "prior_shift", "relationship_broken", "concept_shift",
-               "missingness", "interaction")
+SHIFT_KINDS = tuple(k for k in KINDS if k != "unexplained")   # every kind that can be planted
 _SYLL = ("ka", "lo", "mi", "ru", "te", "sa", "no", "vi", "be", "do", "zu", "pe", "ra", "fo")
 
 
