@@ -1149,8 +1149,7 @@ def explain(diagnosis):
         out.append("Test has no labels: " + "; ".join(d.skipped) + ".")
         out.append("Predicted class shares on test: " + ", ".join(
             f"{c}: {p:.3f}" for c, p in zip(pr.classes, pr.predicted)) + ".")
-    verb = "moved" if any(r.fired for r in d.rules if r.name == "prior_shift") else \
-        "did not move beyond noise"
+    verb = "moved" if rules_fired(d.rules, "prior_shift") else "did not move beyond noise"
     src = "estimated by EM from the predictions" if pr.source == "em" else "from the labels"
     pure = ("prior_shift" in d.verdict.kinds)
     why = ("" if verb != "moved" else " and P(x | label) holds (a prior shift)" if pure else
