@@ -1511,7 +1511,7 @@ def _check_features(frames, target, numeric, categorical):
     return numeric, categorical
 
 
-def _check_cv(cv, n, y=None):
+def _check_cv(cv, n):
     if not isinstance(cv, (int, np.integer)) or cv < 2:
         raise ValueError(f"cv must be an integer >= 2, got {cv!r}")
     if n < 2 * cv:
