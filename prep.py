@@ -1534,15 +1534,9 @@ def _folds(y, cv, seed):
     return KFold(n_splits=cv, shuffle=True, random_state=seed)
 
 
-def _labels(*series):
-    """Integer-code one or more label Series on a shared vocabulary."""
-    allv = pd.concat([pd.Series(s.to_numpy(dtype=object)) for s in series], ignore_index=True)
-    codes, _ = pd.factorize(allv, sort=True)
-    out, start = [], 0
-    for s in series:
-        out.append(codes[start:start + len(s)].astype(np.int64))
-        start += len(s)
-    return out
+def _labels(series):
+    """Integer codes of a label Series, shape (n,), classes in sorted order."""
+    return pd.factorize(pd.Series(series.to_numpy(dtype=object)), sort=True)[0].astype(np.int64)
 
 
 def _codes(values, categories):
@@ -2018,14 +2012,14 @@ def predictive_power(df, target, numeric, categorical, cv=5, seed=0, score="bala
     if n_rows * n_feat > max_cells:
         n_used = min(n_rows, max(PP_MIN_ROWS, max_cells // n_feat))
     if n_used < n_rows:
-        (y_all,) = _labels(df[target])
+        y_all = _labels(df[target])
         try:
             rows, _ = train_test_split(np.arange(n_rows), train_size=n_used, random_state=seed,
                                        stratify=y_all)
         except ValueError:          # a class too small to stratify: a plain random sample
             rows = np.random.default_rng(seed).choice(n_rows, size=n_used, replace=False)
         df = df.iloc[np.sort(rows)]
-    (y,) = _labels(df[target])
+    y = _labels(df[target])
     k = len(np.unique(y))
     scored = set(numeric + categorical)
     if n_feat > max_features:
