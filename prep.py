@@ -1442,14 +1442,12 @@ def encode(dataset, missing_indicators=False, val_size=0.2, seed=42):
 
 
 # ---------------------------------------------------------------------------
-# EDA and shift diagnostics
+# EDA
 #
 # Label-free and label-aware statistics on any pair of classification frames
 # (train, test): structure and missingness tables, class balance, correlated
-# pairs, single-feature predictive power (Part A), and the three checks that
-# explain a train/test gap (Part D): marginal shift per feature, adversarial
-# validation, and the change of each feature's relationship with the label.
-# Every statistic comes with its threshold (a keyword argument) and a verdict.
+# pairs and single-feature predictive power (Part A). The train/test shift
+# diagnosis (Part D) is shift.py; it reuses the argument checks and helpers below.
 # ---------------------------------------------------------------------------
 
 
