@@ -25,7 +25,8 @@ sees the float64 matrices that ``encode`` returns.
 - EDA: ``structure_table``, ``missing_table``,
   ``class_distribution``, ``correlation_pairs``, ``predictive_power`` and
   ``dominance`` (Part A). The train/test shift diagnosis of Part D lives in
-  ``shift.py`` (it uses the argument checks and ``to_jsonable`` here).
+  ``shift.py`` (it uses the argument checks, ``_codes``, ``_folds``, the balanced-
+  accuracy score helpers and ``to_jsonable`` here).
   Every statistic comes with its threshold and verdict; nothing here knows a
   column name.
 
