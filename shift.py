@@ -927,6 +927,9 @@ def diagnose(train, test, target, numeric, categorical, *, model=None, seed=0,
             P_val, P_te = _full_proba(proxy, Xtr[val], k), _full_proba(proxy, Xte, k)
         pi_tr = _shares(y_tr, k)
         predicted = P_te.mean(axis=0)
+        # missingness as a pseudo-feature, per column (each call seeds its own rng)
+        missing = [_missingness(c, train[c].isna().to_numpy(), y_tr, test[c].isna().to_numpy(),
+                                y_te, k, seed, th) for c in names]
 
         # -- class priors
         if labelled:
@@ -938,9 +941,7 @@ def diagnose(train, test, target, numeric, categorical, *, model=None, seed=0,
         else:
             # a train-only missingness signal moves the predictions without any prior shift:
             # EM runs on a proxy that cannot see missingness in those columns
-            gone = [j for j, c in enumerate(names) if _missingness(
-                c, train[c].isna().to_numpy(), y_tr, test[c].isna().to_numpy(), None, k, seed,
-                th)[0].get("missingness")]
+            gone = [j for j, (row, _) in enumerate(missing) if row.get("missingness")]
             P_em = P_te
             if gone:
                 Xf_tr, Xf_te = Xtr[fit].copy(), Xte.copy()
@@ -1000,8 +1001,7 @@ def diagnose(train, test, target, numeric, categorical, *, model=None, seed=0,
                     suspects.append(Suspect(c, kind, "conditional_shift",
                                             min(row["gap_fitted"], row["gap_reweighted"]),
                                             row["gap_threshold"]))
-            row, rr = _missingness(c, train[c].isna().to_numpy(), y_tr,
-                                   test[c].isna().to_numpy(), y_te, k, seed, th)
+            row, rr = missing[j]
             rows_m.append(row)
             rules += rr
             if row.get("missingness"):
