@@ -416,7 +416,7 @@ def _design(train, test, numeric, categorical):
     return np.column_stack(Xtr), np.column_stack(Xte)
 
 
-# -- covariate shift (moved from prep.feature_shift / adversarial_validation) --
+# -- covariate shift: marginal and class-conditional tests, adversarial validation --
 
 def _weighted_ks(a, wa, b):
     """KS statistic between the weighted ECDF of a and the ECDF of b, and its p-value
@@ -1011,7 +1011,6 @@ def diagnose(train, test, target, numeric, categorical, *, model=None, seed=0,
         for rows in (rows_c, rows_m):
             if rows:
                 ev = ev.join(pd.DataFrame(rows).set_index("feature"))
-
 
         # -- model level: transfer gap, closure by suspects, greedy leave-out
         if labelled:
