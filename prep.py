@@ -25,7 +25,8 @@ sees the float64 matrices that ``encode`` returns.
 - EDA: ``structure_table``, ``missing_table``,
   ``class_distribution``, ``correlation_pairs``, ``predictive_power`` and
   ``dominance`` (Part A). The train/test shift diagnosis of Part D lives in
-  ``shift.py`` (it uses the argument checks and ``to_jsonable`` here).
+  ``shift.py`` (it uses the argument checks, ``_codes``, ``_folds``, the balanced-
+  accuracy score helpers and ``to_jsonable`` here).
   Every statistic comes with its threshold and verdict; nothing here knows a
   column name.
 
@@ -1442,14 +1443,12 @@ def encode(dataset, missing_indicators=False, val_size=0.2, seed=42):
 
 
 # ---------------------------------------------------------------------------
-# EDA and shift diagnostics
+# EDA
 #
 # Label-free and label-aware statistics on any pair of classification frames
 # (train, test): structure and missingness tables, class balance, correlated
-# pairs, single-feature predictive power (Part A), and the three checks that
-# explain a train/test gap (Part D): marginal shift per feature, adversarial
-# validation, and the change of each feature's relationship with the label.
-# Every statistic comes with its threshold (a keyword argument) and a verdict.
+# pairs and single-feature predictive power (Part A). The train/test shift
+# diagnosis (Part D) is shift.py; it reuses the argument checks and helpers below.
 # ---------------------------------------------------------------------------
 
 
@@ -1511,7 +1510,7 @@ def _check_features(frames, target, numeric, categorical):
     return numeric, categorical
 
 
-def _check_cv(cv, n, y=None):
+def _check_cv(cv, n):
     if not isinstance(cv, (int, np.integer)) or cv < 2:
         raise ValueError(f"cv must be an integer >= 2, got {cv!r}")
     if n < 2 * cv:
@@ -1526,22 +1525,17 @@ def _check_range(name, value, lo, hi):
 
 
 def _folds(y, cv, seed):
-    """Stratified folds when every class has >= cv members, plain K-fold otherwise."""
+    """Stratified folds when there are >= 2 classes, each with >= cv members; plain K-fold
+    otherwise."""
     _, counts = np.unique(y, return_counts=True)
-    if counts.min() >= cv:
+    if len(counts) > 1 and counts.min() >= cv:
         return StratifiedKFold(n_splits=cv, shuffle=True, random_state=seed)
     return KFold(n_splits=cv, shuffle=True, random_state=seed)
 
 
-def _labels(*series):
-    """Integer-code one or more label Series on a shared vocabulary."""
-    allv = pd.concat([pd.Series(s.to_numpy(dtype=object)) for s in series], ignore_index=True)
-    codes, _ = pd.factorize(allv, sort=True)
-    out, start = [], 0
-    for s in series:
-        out.append(codes[start:start + len(s)].astype(np.int64))
-        start += len(s)
-    return out
+def _labels(series):
+    """Integer codes of a label Series, shape (n,), classes in sorted order."""
+    return pd.factorize(pd.Series(series.to_numpy(dtype=object)), sort=True)[0].astype(np.int64)
 
 
 def _codes(values, categories):
@@ -2017,14 +2011,14 @@ def predictive_power(df, target, numeric, categorical, cv=5, seed=0, score="bala
     if n_rows * n_feat > max_cells:
         n_used = min(n_rows, max(PP_MIN_ROWS, max_cells // n_feat))
     if n_used < n_rows:
-        (y_all,) = _labels(df[target])
+        y_all = _labels(df[target])
         try:
             rows, _ = train_test_split(np.arange(n_rows), train_size=n_used, random_state=seed,
                                        stratify=y_all)
         except ValueError:          # a class too small to stratify: a plain random sample
             rows = np.random.default_rng(seed).choice(n_rows, size=n_used, replace=False)
         df = df.iloc[np.sort(rows)]
-    (y,) = _labels(df[target])
+    y = _labels(df[target])
     k = len(np.unique(y))
     scored = set(numeric + categorical)
     if n_feat > max_features:

@@ -50,11 +50,12 @@ import pandas as pd
 from scipy import stats
 from sklearn.ensemble import HistGradientBoostingClassifier
 from sklearn.metrics import roc_auc_score
-from sklearn.model_selection import KFold, StratifiedKFold
+from sklearn.model_selection import StratifiedKFold
 from sklearn.tree import DecisionTreeClassifier
 from threadpoolctl import threadpool_limits
 
-from prep import _check_features, _check_range, _codes, to_jsonable
+from prep import (_balanced_accuracy, _check_features, _check_range, _codes, _folds, _normalise,
+                  to_jsonable)
 
 KINDS = ("none", "covariate_shift", "prior_shift", "relationship_broken", "concept_shift",
          "missingness", "interaction", "unexplained")
@@ -373,13 +374,6 @@ def _gap_stat(ll_a, ll_b):
     return float(d.mean()), float(_Z * se)
 
 
-def _folds(y, cv, seed):
-    _, counts = np.unique(y, return_counts=True)
-    if len(counts) > 1 and counts.min() >= cv:
-        return StratifiedKFold(n_splits=cv, shuffle=True, random_state=seed).split(y, y)
-    return KFold(n_splits=cv, shuffle=True, random_state=seed).split(y)
-
-
 def _tv(p, q):
     return float(0.5 * np.abs(np.asarray(p) - np.asarray(q)).sum())
 
@@ -422,7 +416,7 @@ def _design(train, test, numeric, categorical):
     return np.column_stack(Xtr), np.column_stack(Xte)
 
 
-# -- covariate shift (moved from prep.feature_shift / adversarial_validation) --
+# -- covariate shift: marginal and class-conditional tests, adversarial validation --
 
 def _weighted_ks(a, wa, b):
     """KS statistic between the weighted ECDF of a and the ECDF of b, and its p-value
@@ -580,7 +574,7 @@ def _cv_rows(v, y, kind, k, seed, cv=5):
     """Out-of-fold per-row log loss of the cell model and of the fold prior, and the
     out-of-fold argmax: three arrays of shape (n,)."""
     ll, ll0, pred = np.empty(len(y)), np.empty(len(y)), np.empty(len(y), dtype=np.int64)
-    for tr, te in _folds(y, cv, seed):
+    for tr, te in _folds(y, cv, seed).split(y, y):
         m = _Cells(kind, k, seed).fit(v[tr], y[tr])
         P = m.predict_proba(v[te])
         ll[te], pred[te] = _ll_rows(P, y[te]), P.argmax(1)
@@ -588,14 +582,9 @@ def _cv_rows(v, y, kind, k, seed, cv=5):
     return ll, ll0, pred
 
 
-def _pps(y, pred, k):
-    """Balanced accuracy normalised to 0 (chance) .. 1 (perfect), clipped at 0."""
-    n = np.bincount(y, minlength=k)
-    hit = np.bincount(y[pred == y], minlength=k)
-    present = n > 0
-    bal = float(np.mean(hit[present] / n[present]))
-    kk = present.sum()
-    return max(0.0, (bal - 1 / kk) / (1 - 1 / kk)) if kk > 1 else 0.0
+def _pps(y, pred):
+    """Balanced accuracy normalised to 0 (chance over the classes in y) .. 1, clipped at 0."""
+    return max(0.0, _normalise(_balanced_accuracy(y, pred), 1.0 / len(np.unique(y))))
 
 
 def _conditional(name, kind, v_tr, y_tr, v_te, y_te, k, seed, max_rows, th):
@@ -624,7 +613,7 @@ def _conditional(name, kind, v_tr, y_tr, v_te, y_te, k, seed, max_rows, th):
     gone = bool(fired and info_te <= max(th["relationship_gone"] * info_tr, info_band))
     row.update(info_train=info_tr, info_test=info_te, gap_fitted=g_fit, gap_reweighted=g_rw,
                gap_band=max(b_fit, b_rw), gap_threshold=thr,
-               pps_train=_pps(y_tr[sub], pred_tr, k), pps_test=_pps(y_te, pred_te, k),
+               pps_train=_pps(y_tr[sub], pred_tr), pps_test=_pps(y_te, pred_te),
                conditional_shift=bool(fired), relationship_gone=gone)
     rules = [_rule("conditional_shift", name, stat, thr, max(b_fit, b_rw), fired)]
     if fired:
@@ -754,7 +743,7 @@ class _Transfer:
         if len(drop) == self.Xtr.shape[1]:
             ll_t = ll_rw = _ll_rows(np.tile(self.pi_te, (len(y), 1)), y)
             ll_cv = np.empty(len(y))
-            for tr, te in _folds(y, 3, self.seed):
+            for tr, te in _folds(y, 3, self.seed).split(y, y):
                 ll_cv[te] = _ll_rows(np.tile(np.clip(_shares(y[tr], k), _EPS, None),
                                              (len(te), 1)), y[te])
         else:
@@ -765,7 +754,7 @@ class _Transfer:
             ll_t = _ll_rows(P, y)
             ll_rw = _ll_rows(prior_correction(P, self.pi_tr, self.pi_te), y)
             ll_cv = np.empty(len(y))
-            for tr, te in _folds(y, 3, self.seed):
+            for tr, te in _folds(y, 3, self.seed).split(y, y):
                 ll_cv[te] = _ll_rows(_full_proba(_proxy(Xte[tr], y[tr], cat, self.seed),
                                                  Xte[te], k), y[te])
         # as fitted (a covariate shift keeps P(y | x)) and re-weighted to test's shares (a
@@ -938,6 +927,9 @@ def diagnose(train, test, target, numeric, categorical, *, model=None, seed=0,
             P_val, P_te = _full_proba(proxy, Xtr[val], k), _full_proba(proxy, Xte, k)
         pi_tr = _shares(y_tr, k)
         predicted = P_te.mean(axis=0)
+        # missingness as a pseudo-feature, per column (each call seeds its own rng)
+        missing = [_missingness(c, train[c].isna().to_numpy(), y_tr, test[c].isna().to_numpy(),
+                                y_te, k, seed, th) for c in names]
 
         # -- class priors
         if labelled:
@@ -949,9 +941,7 @@ def diagnose(train, test, target, numeric, categorical, *, model=None, seed=0,
         else:
             # a train-only missingness signal moves the predictions without any prior shift:
             # EM runs on a proxy that cannot see missingness in those columns
-            gone = [j for j, c in enumerate(names) if _missingness(
-                c, train[c].isna().to_numpy(), y_tr, test[c].isna().to_numpy(), None, k, seed,
-                th)[0].get("missingness")]
+            gone = [j for j, (row, _) in enumerate(missing) if row.get("missingness")]
             P_em = P_te
             if gone:
                 Xf_tr, Xf_te = Xtr[fit].copy(), Xte.copy()
@@ -1011,8 +1001,7 @@ def diagnose(train, test, target, numeric, categorical, *, model=None, seed=0,
                     suspects.append(Suspect(c, kind, "conditional_shift",
                                             min(row["gap_fitted"], row["gap_reweighted"]),
                                             row["gap_threshold"]))
-            row, rr = _missingness(c, train[c].isna().to_numpy(), y_tr,
-                                   test[c].isna().to_numpy(), y_te, k, seed, th)
+            row, rr = missing[j]
             rows_m.append(row)
             rules += rr
             if row.get("missingness"):
@@ -1022,7 +1011,6 @@ def diagnose(train, test, target, numeric, categorical, *, model=None, seed=0,
         for rows in (rows_c, rows_m):
             if rows:
                 ev = ev.join(pd.DataFrame(rows).set_index("feature"))
-
 
         # -- model level: transfer gap, closure by suspects, greedy leave-out
         if labelled:
@@ -1160,8 +1148,7 @@ def explain(diagnosis):
         out.append("Test has no labels: " + "; ".join(d.skipped) + ".")
         out.append("Predicted class shares on test: " + ", ".join(
             f"{c}: {p:.3f}" for c, p in zip(pr.classes, pr.predicted)) + ".")
-    verb = "moved" if any(r.fired for r in d.rules if r.name == "prior_shift") else \
-        "did not move beyond noise"
+    verb = "moved" if rules_fired(d.rules, "prior_shift") else "did not move beyond noise"
     src = "estimated by EM from the predictions" if pr.source == "em" else "from the labels"
     pure = ("prior_shift" in d.verdict.kinds)
     why = ("" if verb != "moved" else " and P(x | label) holds (a prior shift)" if pure else
@@ -1273,14 +1260,11 @@ def _m_unexplained(d, kind):
                        "validation; do not choose on test")]
 
 
-MITIGATIONS = {"relationship_broken": lambda d: _m_broken(d, "relationship_broken"),
-               "concept_shift": lambda d: _m_broken(d, "concept_shift"),
-               "interaction": lambda d: _m_broken(d, "interaction"),
-               "missingness": lambda d: _m_missing(d, "missingness"),
-               "prior_shift": lambda d: _m_prior(d, "prior_shift"),
-               "covariate_shift": lambda d: _m_cov(d, "covariate_shift"),
-               "unexplained": lambda d: _m_unexplained(d, "unexplained"),
-               "none": lambda d: []}
+# verdict kind -> its mitigations, each function called as f(diagnosis, kind)
+MITIGATIONS = {"relationship_broken": _m_broken, "concept_shift": _m_broken,
+               "interaction": _m_broken, "missingness": _m_missing, "prior_shift": _m_prior,
+               "covariate_shift": _m_cov, "unexplained": _m_unexplained,
+               "none": lambda d, kind: []}
 
 
 def mitigations_for(diagnosis):
@@ -1293,13 +1277,12 @@ def mitigations_for(diagnosis):
         ``features`` and ``action`` (what to do). The choice among them is made on
         validation data by the caller, never on test.
     """
-    return [m for kind in diagnosis.verdict.kinds for m in MITIGATIONS[kind](diagnosis)]
+    return [m for kind in diagnosis.verdict.kinds for m in MITIGATIONS[kind](diagnosis, kind)]
 
 
 # -- synthetic mechanisms -------------------------------------------------------------
 
-SHIFT_KINDS = ("none", "covariate_shift", "prior_shift", "relationship_broken", "concept_shift",
-               "missingness", "interaction")
+SHIFT_KINDS = tuple(k for k in KINDS if k != "unexplained")   # every kind that can be planted
 _SYLL = ("ka", "lo", "mi", "ru", "te", "sa", "no", "vi", "be", "do", "zu", "pe", "ra", "fo")
 
 
@@ -1376,20 +1359,21 @@ def make_shift_dataset(kind, seed=0, n_train=3000, n_test=1500):
 
     def draw(n, pi_, mode):
         y = rng.choice(k, size=n, p=pi_)
+
+        def given(c):
+            """The labels column c is drawn from: y, except for the culprit of a broken
+            (fresh labels) or concept (labels rotated by one) mechanism."""
+            if c == c0 and mode == "broken":
+                return rng.choice(k, size=n, p=pi_)
+            if c == c0 and mode == "concept":
+                return np.roll(np.arange(k), 1)[y]
+            return y
+
         cols = {}
         for c in numeric:
-            yy = y
-            if c == c0 and mode == "broken":
-                yy = rng.choice(k, size=n, p=pi_)
-            if c == c0 and mode == "concept":
-                yy = np.roll(np.arange(k), 1)[y]
-            cols[c] = mu[c][yy] + rng.normal(size=n)
+            cols[c] = mu[c][given(c)] + rng.normal(size=n)
         for c in categorical:
-            yy = y
-            if c == c0 and mode == "broken":
-                yy = rng.choice(k, size=n, p=pi_)
-            if c == c0 and mode == "concept":
-                yy = np.roll(np.arange(k), 1)[y]
+            yy = given(c)
             u = rng.random(n)[:, None]
             cols[c] = lv[c][(u > np.cumsum(lp[c][yy], axis=1)).sum(1).clip(0, len(lv[c]) - 1)]
         if kind == "interaction":
