@@ -416,6 +416,15 @@ class Jobs:
         """
         if key in self._futures:
             return self._futures[key]
+        job_id, fut = self._new_job(key, group, fn, args, kwargs)
+        if self.workers:
+            self._enqueue(priority, job_id, fut, fn, args, kwargs)
+        return fut
+
+    def _new_job(self, key, group, fn, args, kwargs):
+        """Register the job ``key`` and return (job id, its future): with ``workers=0``
+        a ``_Deferred`` that runs ``fn(*args, **kwargs)`` when asked, else a pending
+        ``Future`` (the pool is started) for ``_enqueue``."""
         job_id = next(self._ids)
         self._info[job_id] = _JobInfo(key, group)
         if self.workers == 0:
@@ -423,11 +432,14 @@ class Jobs:
         else:
             self._ensure_pool()
             fut = Future()
-            with self._lock:
-                heapq.heappush(self._waiting, (priority, next(self._order), job_id, fut, fn, args, kwargs))
-            self._dispatch()
         self._futures[key] = fut
-        return fut
+        return job_id, fut
+
+    def _enqueue(self, priority, job_id, fut, fn, args, kwargs):
+        """Put a registered job in the waiting heap and hand out what the workers can take."""
+        with self._lock:
+            heapq.heappush(self._waiting, (priority, next(self._order), job_id, fut, fn, args, kwargs))
+        self._dispatch()
 
     def _ensure_pool(self):
         if self._pool is None:
@@ -667,15 +679,10 @@ class Jobs:
         if key in self._futures:
             return self._futures[key]
         inputs = list(inputs)
-        job_id = next(self._ids)
-        self._info[job_id] = _JobInfo(key, group)
+        job_id, fut = self._new_job(
+            key, group, lambda: fn(*[i.result() for i in inputs], *args, **kwargs), (), {})
         if self.workers == 0:
-            fut = _Deferred(self, job_id, lambda: fn(*[i.result() for i in inputs], *args, **kwargs),
-                            (), {})
-            self._futures[key] = fut
             return fut
-        self._ensure_pool()
-        fut = self._futures[key] = Future()
         left = [len(inputs)]
         counter = threading.Lock()
 
@@ -690,10 +697,7 @@ class Jobs:
                 fut.set_exception(e)
                 return
             try:
-                with self._lock:
-                    heapq.heappush(self._waiting, (priority, next(self._order), job_id, fut, fn,
-                                                   (*results, *args), kwargs))
-                self._dispatch()
+                self._enqueue(priority, job_id, fut, fn, (*results, *args), kwargs)
             except BaseException as e:      # never leave the job's waiter hanging
                 if not fut.done():
                     fut.set_exception(e)
