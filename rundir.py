@@ -172,10 +172,12 @@ class _Lock:
                 "started": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC"),
                 "host": socket.gethostname(), "run_id": self.run_id}
 
-    def _read(self, fd=None):
+    def _read(self, fd=None, path=None):
+        """The JSON info of the lock file (via ``fd``, else ``path``, else this
+        lock's path), or {} when it is unreadable or not a JSON object."""
         try:
             if fd is None:
-                with open(self.path, "rb") as fh:
+                with open(path or self.path, "rb") as fh:
                     raw = fh.read()
             else:
                 raw = os.pread(fd, 65536, 0)
@@ -242,7 +244,7 @@ class _Lock:
                     os.replace(self.path, aside)
                 except FileNotFoundError:
                     continue
-                self.taken_over = self._read_file(aside) or info
+                self.taken_over = self._read(path=aside) or info
                 try:
                     os.unlink(aside)
                 except OSError:
@@ -252,14 +254,6 @@ class _Lock:
             self._fd = fd
             return self
         raise Busy(f"cannot take the lock {self.path!r}: other runs keep replacing it; try again")
-
-    @staticmethod
-    def _read_file(path):
-        try:
-            with open(path, encoding="utf-8") as fh:
-                return json.load(fh)
-        except (OSError, ValueError):
-            return {}
 
     def release(self):
         if self._fd is None:
