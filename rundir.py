@@ -192,6 +192,11 @@ class _Lock:
         os.pwrite(fd, data, 0)
         os.fsync(fd)
 
+    def _busy(self, info):
+        """The ``Busy`` error naming the live run (``info``) that holds the lock."""
+        return Busy(f"another run is writing {self.path[:-len('.lock')]!r} "
+                    f"({_describe(info)}); wait for it or pass another --out")
+
     def acquire(self):
         """Take the lock or raise ``Busy`` (another live run) / ``OSError``."""
         return self._acquire_flock() if self.use_flock else self._acquire_excl()
@@ -205,8 +210,7 @@ class _Lock:
             except BlockingIOError:
                 info = self._read(fd)
                 os.close(fd)
-                raise Busy(f"another run is writing {self.path[:-len('.lock')]!r} "
-                           f"({_describe(info)}); wait for it or pass another --out") from None
+                raise self._busy(info) from None
             except OSError:
                 os.close(fd)
                 raise
@@ -236,8 +240,7 @@ class _Lock:
                     time.sleep(0.05)
                     info = self._read()
                 if info and holder_alive(info):
-                    raise Busy(f"another run is writing {self.path[:-len('.lock')]!r} "
-                               f"({_describe(info)}); wait for it or pass another --out") from None
+                    raise self._busy(info) from None
                 # stale: move it aside (only one taker wins the rename), then retry
                 aside = f"{self.path}.stale-{self.run_id}"
                 try:
