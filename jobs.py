@@ -694,12 +694,14 @@ class Jobs:
             try:
                 results = [i.result() for i in inputs]
             except BaseException as e:      # an input failed: so does the job
+                self._ended(job_id, e)
                 fut.set_exception(e)
                 return
             try:
                 self._enqueue(priority, job_id, fut, fn, (*results, *args), kwargs)
             except BaseException as e:      # never leave the job's waiter hanging
                 if not fut.done():
+                    self._ended(job_id, e)
                     fut.set_exception(e)
 
         if not inputs:
