@@ -85,20 +85,18 @@ def _ready():
     return os.getpid()
 
 
-def _init_worker(sys_path, warm_up=(), parent_pid=None, messages=None):
+def _init_worker(sys_path, warm_up, parent_pid, messages):
     """Worker start-up: die with the parent, ignore Ctrl-C (the parent stops the
     workers), send printed lines to the parent, one numba thread, the parent's
     import path, then the ``warm_up`` tasks."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     if hasattr(signal, "pthread_sigmask"):      # started with SIGINT blocked (see _no_sigint)
         signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
-    if parent_pid is not None:
-        _die_with_parent(parent_pid)
-    if messages is not None:
-        global _SEND
-        _SEND = messages.put
-        sys.stdout = _LineWriter("stdout", sys.stdout)
-        sys.stderr = _LineWriter("stderr", sys.stderr)
+    _die_with_parent(parent_pid)
+    global _SEND
+    _SEND = messages.put
+    sys.stdout = _LineWriter("stdout", sys.stdout)
+    sys.stderr = _LineWriter("stderr", sys.stderr)
     if "numba" in sys.modules:          # forked from a parent that imported it
         sys.modules["numba"].set_num_threads(1)
     else:                               # spawned: set before numba reads its config
