@@ -85,20 +85,18 @@ def _ready():
     return os.getpid()
 
 
-def _init_worker(sys_path, warm_up=(), parent_pid=None, messages=None):
+def _init_worker(sys_path, warm_up, parent_pid, messages):
     """Worker start-up: die with the parent, ignore Ctrl-C (the parent stops the
     workers), send printed lines to the parent, one numba thread, the parent's
     import path, then the ``warm_up`` tasks."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     if hasattr(signal, "pthread_sigmask"):      # started with SIGINT blocked (see _no_sigint)
         signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
-    if parent_pid is not None:
-        _die_with_parent(parent_pid)
-    if messages is not None:
-        global _SEND
-        _SEND = messages.put
-        sys.stdout = _LineWriter("stdout", sys.stdout)
-        sys.stderr = _LineWriter("stderr", sys.stderr)
+    _die_with_parent(parent_pid)
+    global _SEND
+    _SEND = messages.put
+    sys.stdout = _LineWriter("stdout", sys.stdout)
+    sys.stderr = _LineWriter("stderr", sys.stderr)
     if "numba" in sys.modules:          # forked from a parent that imported it
         sys.modules["numba"].set_num_threads(1)
     else:                               # spawned: set before numba reads its config
@@ -416,6 +414,15 @@ class Jobs:
         """
         if key in self._futures:
             return self._futures[key]
+        job_id, fut = self._new_job(key, group, fn, args, kwargs)
+        if self.workers:
+            self._enqueue(priority, job_id, fut, fn, args, kwargs)
+        return fut
+
+    def _new_job(self, key, group, fn, args, kwargs):
+        """Register the job ``key`` and return (job id, its future): with ``workers=0``
+        a ``_Deferred`` that runs ``fn(*args, **kwargs)`` when asked, else a pending
+        ``Future`` (the pool is started) for ``_enqueue``."""
         job_id = next(self._ids)
         self._info[job_id] = _JobInfo(key, group)
         if self.workers == 0:
@@ -423,11 +430,14 @@ class Jobs:
         else:
             self._ensure_pool()
             fut = Future()
-            with self._lock:
-                heapq.heappush(self._waiting, (priority, next(self._order), job_id, fut, fn, args, kwargs))
-            self._dispatch()
         self._futures[key] = fut
-        return fut
+        return job_id, fut
+
+    def _enqueue(self, priority, job_id, fut, fn, args, kwargs):
+        """Put a registered job in the waiting heap and hand out what the workers can take."""
+        with self._lock:
+            heapq.heappush(self._waiting, (priority, next(self._order), job_id, fut, fn, args, kwargs))
+        self._dispatch()
 
     def _ensure_pool(self):
         if self._pool is None:
@@ -667,15 +677,10 @@ class Jobs:
         if key in self._futures:
             return self._futures[key]
         inputs = list(inputs)
-        job_id = next(self._ids)
-        self._info[job_id] = _JobInfo(key, group)
+        job_id, fut = self._new_job(
+            key, group, lambda: fn(*[i.result() for i in inputs], *args, **kwargs), (), {})
         if self.workers == 0:
-            fut = _Deferred(self, job_id, lambda: fn(*[i.result() for i in inputs], *args, **kwargs),
-                            (), {})
-            self._futures[key] = fut
             return fut
-        self._ensure_pool()
-        fut = self._futures[key] = Future()
         left = [len(inputs)]
         counter = threading.Lock()
 
@@ -687,15 +692,14 @@ class Jobs:
             try:
                 results = [i.result() for i in inputs]
             except BaseException as e:      # an input failed: so does the job
+                self._ended(job_id, e)
                 fut.set_exception(e)
                 return
             try:
-                with self._lock:
-                    heapq.heappush(self._waiting, (priority, next(self._order), job_id, fut, fn,
-                                                   (*results, *args), kwargs))
-                self._dispatch()
+                self._enqueue(priority, job_id, fut, fn, (*results, *args), kwargs)
             except BaseException as e:      # never leave the job's waiter hanging
                 if not fut.done():
+                    self._ended(job_id, e)
                     fut.set_exception(e)
 
         if not inputs:

@@ -648,14 +648,7 @@ def _check_X(X, dtype, n_features=None, name="X"):
     if n_features is not None and A.shape[1] != n_features:
         raise ValueError(f"{name} has {A.shape[1]} features but the network expects "
                          f"{n_features}; use the same columns as in training")
-    A = np.ascontiguousarray(A, dtype=dtype)
-    if not np.all(np.isfinite(A)):
-        rows = np.flatnonzero(~np.all(np.isfinite(A), axis=1))
-        r = rows[0]
-        c = np.flatnonzero(~np.isfinite(A[r]))[0]
-        raise ValueError(f"{name} has NaN or Inf in {rows.size} rows (e.g. rows {rows[:5].tolist()}); "
-                         f"impute or drop them first (first bad cell at (row, column) ({r}, {c}))")
-    return A
+    return _require_finite(np.ascontiguousarray(A, dtype=dtype), name)
 
 
 def _check_y_index(y, n, n_classes, name="y"):

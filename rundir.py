@@ -172,10 +172,12 @@ class _Lock:
                 "started": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC"),
                 "host": socket.gethostname(), "run_id": self.run_id}
 
-    def _read(self, fd=None):
+    def _read(self, fd=None, path=None):
+        """The JSON info of the lock file (via ``fd``, else ``path``, else this
+        lock's path), or {} when it is unreadable or not a JSON object."""
         try:
             if fd is None:
-                with open(self.path, "rb") as fh:
+                with open(path or self.path, "rb") as fh:
                     raw = fh.read()
             else:
                 raw = os.pread(fd, 65536, 0)
@@ -190,6 +192,11 @@ class _Lock:
         os.pwrite(fd, data, 0)
         os.fsync(fd)
 
+    def _busy(self, info):
+        """The ``Busy`` error naming the live run (``info``) that holds the lock."""
+        return Busy(f"another run is writing {self.path[:-len('.lock')]!r} "
+                    f"({_describe(info)}); wait for it or pass another --out")
+
     def acquire(self):
         """Take the lock or raise ``Busy`` (another live run) / ``OSError``."""
         return self._acquire_flock() if self.use_flock else self._acquire_excl()
@@ -203,8 +210,7 @@ class _Lock:
             except BlockingIOError:
                 info = self._read(fd)
                 os.close(fd)
-                raise Busy(f"another run is writing {self.path[:-len('.lock')]!r} "
-                           f"({_describe(info)}); wait for it or pass another --out") from None
+                raise self._busy(info) from None
             except OSError:
                 os.close(fd)
                 raise
@@ -234,15 +240,14 @@ class _Lock:
                     time.sleep(0.05)
                     info = self._read()
                 if info and holder_alive(info):
-                    raise Busy(f"another run is writing {self.path[:-len('.lock')]!r} "
-                               f"({_describe(info)}); wait for it or pass another --out") from None
+                    raise self._busy(info) from None
                 # stale: move it aside (only one taker wins the rename), then retry
                 aside = f"{self.path}.stale-{self.run_id}"
                 try:
                     os.replace(self.path, aside)
                 except FileNotFoundError:
                     continue
-                self.taken_over = self._read_file(aside) or info
+                self.taken_over = self._read(path=aside) or info
                 try:
                     os.unlink(aside)
                 except OSError:
@@ -252,14 +257,6 @@ class _Lock:
             self._fd = fd
             return self
         raise Busy(f"cannot take the lock {self.path!r}: other runs keep replacing it; try again")
-
-    @staticmethod
-    def _read_file(path):
-        try:
-            with open(path, encoding="utf-8") as fh:
-                return json.load(fh)
-        except (OSError, ValueError):
-            return {}
 
     def release(self):
         if self._fd is None:

@@ -478,6 +478,19 @@ def independent_bias_loss_and_grads(W, U, b1, b2, X, Y, hidden="relu", output="s
                       "accuracy": hits / X.shape[0]}
 
 
+def _check_shared_width(W, Y, b, w_name, b_name, alternative):
+    """A bias shared by both layers needs hidden width m (rows of W) == output
+    width k (columns of Y) and b of shape (m,); ``alternative`` ends the message."""
+    m, k = W.shape[0], Y.shape[1]
+    if m != k:
+        raise ValueError(f"a shared bias needs hidden width == output width, but {w_name} has "
+                         f"{m} rows and Y has {k} columns; use {w_name} of shape "
+                         f"({k}, {W.shape[1]}){alternative}")
+    if b.shape != (m,):
+        raise ValueError(f"{b_name} has shape {b.shape}; expected ({m},) = {w_name} rows = "
+                         f"Y columns")
+
+
 def shared_bias_loss_and_grads(W, U, b, X, Y, hidden="relu", output="sigmoid", loss="mse"):
     """Loss and gradients of h1 = g(W x + b), y_hat = g1(U h1 + b) with one shared bias b.
 
@@ -510,13 +523,8 @@ def shared_bias_loss_and_grads(W, U, b, X, Y, hidden="relu", output="sigmoid", l
         and ``"accuracy"``.
     """
     W, U, (b,), X, Y, codes = _check_bias_net(W, U, {"b": b}, X, Y, hidden, output, loss)
-    m, k = W.shape[0], Y.shape[1]
-    if m != k:
-        raise ValueError(f"a shared bias needs hidden width == output width, but W has "
-                         f"{m} rows and Y has {k} columns; use W with {k} rows, or "
-                         f"independent_bias_loss_and_grads for separate biases")
-    if b.shape != (m,):
-        raise ValueError(f"b has shape {b.shape}; expected ({m},) = W rows = Y columns")
+    _check_shared_width(W, Y, b, "W", "b",
+                        ", or independent_bias_loss_and_grads for separate biases")
     L, gW, gU, gb1, gb2, hits = _one_run(W, U, b, b, X, Y, codes)
     return float(L), {"W": gW, "U": gU, "b": gb1 + gb2, "b_output_path": gb2,
                       "b_hidden_path": gb1, "accuracy": hits / X.shape[0]}
@@ -601,13 +609,8 @@ def train_bias_model(X, Y, W0, U0, b0, shared=True, lr=0.5, n_iter=300, hidden="
         ``b`` or ``b1``, ``b2``).
     """
     W, U, (b,), X, Y, codes = _check_bias_net(W0, U0, {"b0": b0}, X, Y, hidden, output, loss)
-    m, k = W.shape[0], Y.shape[1]
-    if m != k:
-        raise ValueError(f"train_bias_model compares shared and independent biases, so the "
-                         f"hidden width must equal the output width; W0 has {m} rows and Y "
-                         f"has {k} columns: use W0 of shape ({k}, {X.shape[1]})")
-    if b.shape != (m,):
-        raise ValueError(f"b0 has shape {b.shape}; expected ({m},)")
+    _check_shared_width(W, Y, b, "W0", "b0",
+                        " (train_bias_model compares the shared and independent biases)")
     if not (isinstance(lr, (int, float, np.floating, np.integer)) and np.isfinite(lr) and lr > 0):
         raise ValueError(f"lr={lr!r} must be a finite positive number, e.g. 0.5")
     if not (isinstance(n_iter, (int, np.integer)) and n_iter >= 0):

@@ -27,6 +27,10 @@ def _pid_and_threads():
     return os.getpid(), numba.get_num_threads()
 
 
+def _add(*xs):
+    return sum(xs)
+
+
 def _sleep_then(x, seconds):
     time.sleep(seconds)
     return x
@@ -96,6 +100,21 @@ def test_fit_in_a_worker_equals_fit_in_process(pool):
     for a, b in zip(remote.weights_ + remote.biases_, local.weights_ + local.biases_):
         np.testing.assert_array_equal(a, b)             # bitwise: 1 thread there, any here
     np.testing.assert_array_equal(remote.history_["val_loss"], local.history_["val_loss"])
+
+
+@pytest.mark.parametrize("workers", [0, 1])
+def test_after_runs_on_its_inputs_results_and_fails_with_a_failed_input(workers):
+    with jobs.Jobs(workers) as p:
+        a, b = p.submit("a", _square, 3), p.submit("b", _square, 4)
+        total = p.after("total", [a, b], _add, 1)
+        assert total.result() == 9 + 16 + 1
+        assert p.after("total", [], _add) is total          # same key: the first job
+        bad = p.submit("bad", _fail, "boom")
+        dependent = p.after("dependent", [a, bad], _add)
+        with pytest.raises(ValueError, match="boom"):
+            dependent.result()
+        states = {s.key: s.state for s in p.status()}
+        assert states["total"] == "done" and states["dependent"] == "failed"
 
 
 def test_lower_priority_waits_for_a_free_worker():
