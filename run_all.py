@@ -2120,8 +2120,8 @@ def compute_d(ctx):
     if combo:
         name, combo_params, fitted = combo
         record(name, fitted, combo_params)
-    by_val = max(range(len(results)), key=lambda i: results[i]["val_acc"])
-    recommended, reason = recommend(results), "validation"
+    by_val = recommended = recommend(results)      # VALIDATION_BLIND: the validation winner
+    reason = "validation"
     fix, g = diagnosis_fix(results, diag.result, labelled), diag.result.gap
     root = bool(fix is not None and g is not None and g.outside_noise and results[fix]["gain_lo"] is not None
                 and results[fix]["gain_lo"] > 0)
