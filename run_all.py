@@ -2980,32 +2980,31 @@ def recommended_mitigation(d):
 
     The one chosen on validation (``d.mitigations[d.by_val]``, the first row being
     the unmitigated baseline) when the result exposes it; otherwise the result's own
-    ``mitigation`` (today picked on test, and said so).
+    ``mitigation`` (picked on test, and said so). ``DResult`` has neither ``mitigation``
+    nor ``best`` (the row best on test): those older fields are read only for the
+    hand-built results of tests/test_cli.py (``mitigation``) and tests/test_render.py
+    (``best``).
 
     Returns
     -------
     dict or None
         ``name``, ``chosen_on`` ("validation" or "test"), ``val_acc`` (or None),
-        ``test_acc``, ``baseline_test_acc``, ``is_baseline``, and ``best_on_test``
-        (the row that does best on test when it differs, else None).
+        ``test_acc``, ``baseline_test_acc``, ``is_baseline``, ``best_on_test``
+        (the row that does best on test when it differs, else None), ``fix`` (the
+        diagnosis's fix row when it is not the recommended one) and ``root_cause``.
     """
     if d is None:
         return None
     rows, i = getattr(d, "mitigations", None), getattr(d, "by_val", None)
-    rec = getattr(d, "recommended", None)          # Part D's VALIDATION_BLIND rule, when it has one
-    by_verdict = rec is not None and getattr(d, "reason", None) == "verdict"
-    if by_verdict:
-        i = rec
     if rows and i is not None:
         chosen, base = rows[i], rows[0]
         j = getattr(d, "best", None)
         best = rows[j] if j is not None and rows[j]["name"] != chosen["name"] else None
         k = getattr(d, "fix", None)
         fix = rows[k] if k is not None and k != i else None
-        return {"name": chosen["name"], "chosen_on": "verdict" if by_verdict else "validation",
+        return {"name": chosen["name"], "chosen_on": "validation",
                 "val_acc": chosen.get("val_acc"), "test_acc": chosen["test_acc"],
                 "baseline_test_acc": base["test_acc"], "is_baseline": i == 0, "best_on_test": best,
-                "validation_winner": rows[d.by_val]["name"] if by_verdict else chosen["name"],
                 "fix": fix, "root_cause": bool(getattr(d, "root_cause", False))}
     m = getattr(d, "mitigation", None)
     if not m:
@@ -3022,11 +3021,7 @@ def _mitigation_sentences(m):
     if m.get("test_acc") is None:        # an unlabelled test file: nothing measured on test
         chosen = "none is recommended" if m["is_baseline"] else f"**{m['name']}** is recommended"
         return [f"On validation {chosen}; test has no labels, so no mitigation's test accuracy is measured."]
-    if m["chosen_on"] == "verdict":
-        out = [f"Recommended (it answers the diagnosis's verdict, which validation, cut from the training "
-               f"file, cannot see; validation ranks {m['validation_winner']} first): **{m['name']}**, with "
-               f"test accuracy {_fmt(m['test_acc'])}{gain}."]
-    elif m["chosen_on"] == "validation" and m["is_baseline"]:
+    if m["chosen_on"] == "validation" and m["is_baseline"]:
         out = [f"No mitigation beats the unmitigated network on validation, so none is recommended; "
                f"its test accuracy is {_fmt(m['test_acc'])}."]
     elif m["chosen_on"] == "validation":
@@ -3063,7 +3058,7 @@ def _summary_accuracy(results):
         rows = dict(res.accuracy)
         split = getattr(res, "split_accuracy", None)
         m = recommended_mitigation(res) if code == "D" else None
-        if split is not None and m is not None and m["chosen_on"] in ("validation", "verdict"):
+        if split is not None and m is not None and m["chosen_on"] == "validation":
             rows = {k: v for k, v in rows.items() if k in split}
             if not m["is_baseline"]:
                 rows[f"{res.network} + {m['name']} (recommended)"] = {"val": m["val_acc"], "test": m["test_acc"]}
