@@ -2922,8 +2922,9 @@ def verdict_sentences(d):
     """Part D's verdict in one or two plain sentences, each ending with a full stop.
 
     A result that offers ``summary_sentences`` (a list of sentences, a string, or a
-    method returning either) is quoted as it is. Otherwise the sentences are built
-    from the fields Part D's result has today: ``suspects``, the diagnosis evidence
+    method returning either) is quoted as it is; ``DResult`` always does. Otherwise
+    (only the hand-built results of tests/test_render.py and tests/test_cli.py) the
+    sentences are built from ``suspects``, ``diagnosis.report["evidence"]``
     (``pps_train``/``pps_test`` per feature), ``network``, ``split_accuracy`` and
     ``attribution_share``; whatever is missing is left out, and a result with only
     a ``cause`` is quoted by its cause.
