@@ -39,6 +39,7 @@ import traceback
 import warnings
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from statistics import NormalDist
 from typing import Any
 
 if __name__ == "__main__" and hasattr(signal, "pthread_sigmask"):
@@ -1725,7 +1726,7 @@ ROOT_CAUSE = Rule("root cause", 0.99,
                   "noise and the mitigation that removes or corrects it measurably closes it: the lower "
                   "end of the {points:s}% interval of its paired test-accuracy gain over the baseline "
                   "is above 0")
-_Z99 = 2.576    # two-sided 99% normal quantile
+_Z99 = NormalDist().inv_cdf(0.5 + ROOT_CAUSE.threshold / 2)   # two-sided quantile at ROOT_CAUSE's level (2.576)
 
 
 @dataclass(frozen=True, eq=False)
