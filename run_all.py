@@ -2000,6 +2000,7 @@ _KIND_TEXT = {"relationship_broken": "predicts the label in train but not in tes
               "missingness": "carries the label in train through which values are missing, and not in test",
               "interaction": "takes part in a joint relationship with the label that holds in train and "
                              "not in test"}
+_PLURAL_VERBS = {"predicts": "predict", "carries": "carry", "takes": "take"}   # each text's first word
 
 
 def _cause_words(res):
@@ -2015,7 +2016,10 @@ def _verdict_sentence(res):
     for kind, text in _KIND_TEXT.items():
         feats = [s.feature for s in res.suspects if s.kind == kind]
         if feats:
-            parts.append(f"{_names(feats)} {text.replace('predicts', 'predict').replace('carries', 'carry').replace('takes', 'take') if len(feats) > 1 else text} ({kind})")
+            if len(feats) > 1:
+                verb, rest = text.split(" ", 1)
+                text = f"{_PLURAL_VERBS[verb]} {rest}"
+            parts.append(f"{_names(feats)} {text} ({kind})")
     kinds = res.verdict.kinds
     if "prior_shift" in kinds:
         p = res.priors
