@@ -2097,7 +2097,7 @@ def compute_d(ctx):
 
     diag = plan["D.diagnosis"].result()
     results, params, replayed, best_iters, models = [], [], [], {}, {}
-    base_pred = evals[act]["test"]["pred"]
+    base_pred = p_test
 
     def record(name, fitted, p, answers=()):
         models[name] = fitted.model
