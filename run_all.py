@@ -2229,10 +2229,7 @@ def render_d(res, out):
                        caption="The diagnosis rules that fired (every rule applied is in tables/d_rules.csv)")
     out.save_table(pd.DataFrame([dict(r_.__dict__, description=r_.description) for r_ in diag.rules]),
                    "d_rules", show=False)
-    seen = []
-    for r_ in diag.rules:
-        if r_.fired and r_.name not in seen:
-            seen.append(r_.name)
+    seen = list(dict.fromkeys(r_.name for r_ in diag.rules if r_.fired))     # each fired rule once, in order
     if seen:
         r.bullets([f"Rule `{n}`: {shift.RULES[n].statistic}; threshold {shift.RULES[n].threshold:g} "
                    f"({shift.RULES[n].noise}); when it fires: {shift.RULES[n].meaning}." for n in seen])
