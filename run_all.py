@@ -2295,7 +2295,7 @@ def _mitigation_lines(res):
             if ind is not None:
                 delta = (ind["test_acc"] - base["test_acc"]) * 100
                 lines.append("Missing-value indicator columns hand the network the train-only missingness "
-                             f"signal, which makes a missingness case worse; here they "
+                             f"signal, which can make a missingness case worse; here they "
                              f"{_verb(delta, 'raise', 'lower')} test accuracy by {abs(delta):.1f} points.")
         for i, row in enumerate(rows[1:], 1):
             delta = (row["test_acc"] - base["test_acc"]) * 100
