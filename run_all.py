@@ -39,6 +39,7 @@ import traceback
 import warnings
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from statistics import NormalDist
 from typing import Any
 
 if __name__ == "__main__" and hasattr(signal, "pthread_sigmask"):
@@ -1724,7 +1725,7 @@ ROOT_CAUSE = Rule("root cause", 0.99,
                   "noise and the mitigation that removes or corrects it measurably closes it: the lower "
                   "end of the {points:s}% interval of its paired test-accuracy gain over the baseline "
                   "is above 0")
-_Z99 = 2.576    # two-sided 99% normal quantile
+_Z99 = NormalDist().inv_cdf(0.5 + ROOT_CAUSE.threshold / 2)   # two-sided quantile at ROOT_CAUSE's level (2.576)
 
 
 @dataclass(frozen=True, eq=False)
@@ -1998,6 +1999,7 @@ _KIND_TEXT = {"relationship_broken": "predicts the label in train but not in tes
               "missingness": "carries the label in train through which values are missing, and not in test",
               "interaction": "takes part in a joint relationship with the label that holds in train and "
                              "not in test"}
+_PLURAL_VERBS = {"predicts": "predict", "carries": "carry", "takes": "take"}   # each text's first word
 
 
 def _cause_words(res):
@@ -2013,7 +2015,10 @@ def _verdict_sentence(res):
     for kind, text in _KIND_TEXT.items():
         feats = [s.feature for s in res.suspects if s.kind == kind]
         if feats:
-            parts.append(f"{_names(feats)} {text.replace('predicts', 'predict').replace('carries', 'carry').replace('takes', 'take') if len(feats) > 1 else text} ({kind})")
+            if len(feats) > 1:
+                verb, rest = text.split(" ", 1)
+                text = f"{_PLURAL_VERBS[verb]} {rest}"
+            parts.append(f"{_names(feats)} {text} ({kind})")
     kinds = res.verdict.kinds
     if "prior_shift" in kinds:
         p = res.priors
@@ -2091,7 +2096,7 @@ def compute_d(ctx):
 
     diag = plan["D.diagnosis"].result()
     results, params, replayed, best_iters, models = [], [], [], {}, {}
-    base_pred = evals[act]["test"]["pred"]
+    base_pred = p_test
 
     def record(name, fitted, p, answers=()):
         models[name] = fitted.model
@@ -2119,8 +2124,8 @@ def compute_d(ctx):
     if combo:
         name, combo_params, fitted = combo
         record(name, fitted, combo_params)
-    by_val = max(range(len(results)), key=lambda i: results[i]["val_acc"])
-    recommended, reason = recommend(results), "validation"
+    by_val = recommended = recommend(results)      # VALIDATION_BLIND: the validation winner
+    reason = "validation"
     fix, g = diagnosis_fix(results, diag.result, labelled), diag.result.gap
     root = bool(fix is not None and g is not None and g.outside_noise and results[fix]["gain_lo"] is not None
                 and results[fix]["gain_lo"] > 0)
@@ -2223,10 +2228,7 @@ def render_d(res, out):
                        caption="The diagnosis rules that fired (every rule applied is in tables/d_rules.csv)")
     out.save_table(pd.DataFrame([dict(r_.__dict__, description=r_.description) for r_ in diag.rules]),
                    "d_rules", show=False)
-    seen = []
-    for r_ in diag.rules:
-        if r_.fired and r_.name not in seen:
-            seen.append(r_.name)
+    seen = list(dict.fromkeys(r_.name for r_ in diag.rules if r_.fired))     # each fired rule once, in order
     if seen:
         r.bullets([f"Rule `{n}`: {shift.RULES[n].statistic}; threshold {shift.RULES[n].threshold:g} "
                    f"({shift.RULES[n].noise}); when it fires: {shift.RULES[n].meaning}." for n in seen])
@@ -2275,7 +2277,7 @@ def _mitigation_lines(res):
         top = max(range(len(rows)), key=lambda i: rows[i]["test_acc"])
         lines.append(f"Its test accuracy is {rec['test_acc']:.4f} (macro-F1 {rec['test_macro_f1']:.4f}) against "
                      f"{base['test_acc']:.4f} ({base['test_macro_f1']:.4f}) for the baseline"
-                     + (f"; test {'agrees' if top == res.recommended else 'does not agree'}: the highest test "
+                     + (f"; test does not agree: the highest test "
                         f"accuracy is {rows[top]['test_acc']:.4f} ({rows[top]['name']}), reported only, "
                         "never used to choose." if top != res.recommended else "; test agrees: no row does "
                                                                                 "better on test."))
@@ -2292,7 +2294,7 @@ def _mitigation_lines(res):
             if ind is not None:
                 delta = (ind["test_acc"] - base["test_acc"]) * 100
                 lines.append("Missing-value indicator columns hand the network the train-only missingness "
-                             f"signal, which makes a missingness case worse; here they "
+                             f"signal, which can make a missingness case worse; here they "
                              f"{_verb(delta, 'raise', 'lower')} test accuracy by {abs(delta):.1f} points.")
         for i, row in enumerate(rows[1:], 1):
             delta = (row["test_acc"] - base["test_acc"]) * 100
@@ -2917,8 +2919,9 @@ def verdict_sentences(d):
     """Part D's verdict in one or two plain sentences, each ending with a full stop.
 
     A result that offers ``summary_sentences`` (a list of sentences, a string, or a
-    method returning either) is quoted as it is. Otherwise the sentences are built
-    from the fields Part D's result has today: ``suspects``, the diagnosis evidence
+    method returning either) is quoted as it is; ``DResult`` always does. Otherwise
+    (only the hand-built results of tests/test_render.py and tests/test_cli.py) the
+    sentences are built from ``suspects``, ``diagnosis.report["evidence"]``
     (``pps_train``/``pps_test`` per feature), ``network``, ``split_accuracy`` and
     ``attribution_share``; whatever is missing is left out, and a result with only
     a ``cause`` is quoted by its cause.
@@ -2975,32 +2978,31 @@ def recommended_mitigation(d):
 
     The one chosen on validation (``d.mitigations[d.by_val]``, the first row being
     the unmitigated baseline) when the result exposes it; otherwise the result's own
-    ``mitigation`` (today picked on test, and said so).
+    ``mitigation`` (picked on test, and said so). ``DResult`` has neither ``mitigation``
+    nor ``best`` (the row best on test): those older fields are read only for the
+    hand-built results of tests/test_cli.py (``mitigation``) and tests/test_render.py
+    (``best``).
 
     Returns
     -------
     dict or None
         ``name``, ``chosen_on`` ("validation" or "test"), ``val_acc`` (or None),
-        ``test_acc``, ``baseline_test_acc``, ``is_baseline``, and ``best_on_test``
-        (the row that does best on test when it differs, else None).
+        ``test_acc``, ``baseline_test_acc``, ``is_baseline``, ``best_on_test``
+        (the row that does best on test when it differs, else None), ``fix`` (the
+        diagnosis's fix row when it is not the recommended one) and ``root_cause``.
     """
     if d is None:
         return None
     rows, i = getattr(d, "mitigations", None), getattr(d, "by_val", None)
-    rec = getattr(d, "recommended", None)          # Part D's VALIDATION_BLIND rule, when it has one
-    by_verdict = rec is not None and getattr(d, "reason", None) == "verdict"
-    if by_verdict:
-        i = rec
     if rows and i is not None:
         chosen, base = rows[i], rows[0]
         j = getattr(d, "best", None)
         best = rows[j] if j is not None and rows[j]["name"] != chosen["name"] else None
         k = getattr(d, "fix", None)
         fix = rows[k] if k is not None and k != i else None
-        return {"name": chosen["name"], "chosen_on": "verdict" if by_verdict else "validation",
+        return {"name": chosen["name"], "chosen_on": "validation",
                 "val_acc": chosen.get("val_acc"), "test_acc": chosen["test_acc"],
                 "baseline_test_acc": base["test_acc"], "is_baseline": i == 0, "best_on_test": best,
-                "validation_winner": rows[d.by_val]["name"] if by_verdict else chosen["name"],
                 "fix": fix, "root_cause": bool(getattr(d, "root_cause", False))}
     m = getattr(d, "mitigation", None)
     if not m:
@@ -3017,11 +3019,7 @@ def _mitigation_sentences(m):
     if m.get("test_acc") is None:        # an unlabelled test file: nothing measured on test
         chosen = "none is recommended" if m["is_baseline"] else f"**{m['name']}** is recommended"
         return [f"On validation {chosen}; test has no labels, so no mitigation's test accuracy is measured."]
-    if m["chosen_on"] == "verdict":
-        out = [f"Recommended (it answers the diagnosis's verdict, which validation, cut from the training "
-               f"file, cannot see; validation ranks {m['validation_winner']} first): **{m['name']}**, with "
-               f"test accuracy {_fmt(m['test_acc'])}{gain}."]
-    elif m["chosen_on"] == "validation" and m["is_baseline"]:
+    if m["chosen_on"] == "validation" and m["is_baseline"]:
         out = [f"No mitigation beats the unmitigated network on validation, so none is recommended; "
                f"its test accuracy is {_fmt(m['test_acc'])}."]
     elif m["chosen_on"] == "validation":
@@ -3058,7 +3056,7 @@ def _summary_accuracy(results):
         rows = dict(res.accuracy)
         split = getattr(res, "split_accuracy", None)
         m = recommended_mitigation(res) if code == "D" else None
-        if split is not None and m is not None and m["chosen_on"] in ("validation", "verdict"):
+        if split is not None and m is not None and m["chosen_on"] == "validation":
             rows = {k: v for k, v in rows.items() if k in split}
             if not m["is_baseline"]:
                 rows[f"{res.network} + {m['name']} (recommended)"] = {"val": m["val_acc"], "test": m["test_acc"]}

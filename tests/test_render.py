@@ -149,7 +149,8 @@ def test_q2_rendering_shows_counts_and_keeps_the_csv(run, tmp_path):
 
 
 class _D:
-    """A hand-built Part D result with today's fields."""
+    """A hand-built Part D result with an older result's fields (no ``summary_sentences``; ``best``,
+    ``diagnosis.report``): it exercises the summary helpers' fallbacks, which ``DResult`` never reaches."""
 
     def __init__(self, suspects, by_val, best):
         self.suspects, self.network = suspects, "relu"
