@@ -2275,8 +2275,10 @@ def _mitigation_lines(res):
                          if res.fix != res.by_val else ", and validation ranks it first too."))
     if res.labelled:
         top = max(range(len(rows)), key=lambda i: rows[i]["test_acc"])
-        lines.append(f"Its test accuracy is {rec['test_acc']:.4f} (macro-F1 {rec['test_macro_f1']:.4f}) against "
-                     f"{base['test_acc']:.4f} ({base['test_macro_f1']:.4f}) for the baseline"
+        lines.append((f"Its test accuracy is {rec['test_acc']:.4f} (macro-F1 {rec['test_macro_f1']:.4f}) against "
+                      f"{base['test_acc']:.4f} ({base['test_macro_f1']:.4f}) for the baseline" if res.recommended else
+                      f"The unmitigated network's test accuracy is {base['test_acc']:.4f} (macro-F1 "
+                      f"{base['test_macro_f1']:.4f})")
                      + (f"; test does not agree: the highest test "
                         f"accuracy is {rows[top]['test_acc']:.4f} ({rows[top]['name']}), reported only, "
                         "never used to choose." if top != res.recommended else "; test agrees: no row does "
@@ -2916,15 +2918,8 @@ def _names(items):
 
 
 def verdict_sentences(d):
-    """Part D's verdict in one or two plain sentences, each ending with a full stop.
-
-    A result that offers ``summary_sentences`` (a list of sentences, a string, or a
-    method returning either) is quoted as it is; ``DResult`` always does. Otherwise
-    (only the hand-built results of tests/test_render.py and tests/test_cli.py) the
-    sentences are built from ``suspects``, ``diagnosis.report["evidence"]``
-    (``pps_train``/``pps_test`` per feature), ``network``, ``split_accuracy`` and
-    ``attribution_share``; whatever is missing is left out, and a result with only
-    a ``cause`` is quoted by its cause.
+    """Part D's verdict in one or two plain sentences, each ending with a full stop:
+    the result's own ``summary_sentences`` (``DResult`` builds them from the diagnosis).
 
     Parameters
     ----------
@@ -2936,112 +2931,53 @@ def verdict_sentences(d):
     """
     if d is None:
         return ["Part D did not run, so there is no diagnosis."]
-    own = getattr(d, "summary_sentences", None)
-    if callable(own):
-        own = own()
-    if own:
-        return [s for s in map(_sentence, [own] if isinstance(own, str) else own) if s]
-    suspects = getattr(d, "suspects", None)
-    if suspects is None:
-        cause = getattr(d, "cause", None)
-        return [_sentence(cause)] if cause else ["Part D reported no diagnosis."]
-    suspects = list(suspects)
-    net = getattr(d, "network", None)
-    acc = (getattr(d, "split_accuracy", None) or {}).get(net, {})
-    scores = (f"scores {_fmt(acc['test'])} on test against {_fmt(acc['val'])} on validation"
-              if "test" in acc and "val" in acc else "")
-    who = f"The `{net}` network" if net else "The network"
-    if not suspects:
-        return [f"No feature's relationship with the label breaks between the training and the test file."]\
-            + ([f"{who} {scores}."] if scores else [])
-    try:
-        ev = d.diagnosis.report["evidence"]
-        falls = [f"from {ev.loc[f, 'pps_train']:.2f} on train to {ev.loc[f, 'pps_test']:.2f} on test"
-                 for f in suspects]
-        pps = (f": its pps falls {falls[0]}" if len(suspects) == 1 else
-               ": their pps falls " + ", ".join(f"{x} (`{f}`)" for x, f in zip(falls, suspects)))
-    except (AttributeError, KeyError, TypeError):
-        pps = ""
-    verb = "predicts" if len(suspects) == 1 else "predict"
-    first = (f"{_names(suspects)} {verb} the label far less well in the test file than in the training "
-             f"file{pps}.")
-    share = (getattr(d, "attribution_share", None) or {}).get("train")
-    lean = ""
-    if share is not None and suspects[0] in getattr(share, "index", ()):
-        lean = f"leans on `{suspects[0]}` ({share[suspects[0]]:.0%} of its input sensitivity)"
-    second = " and ".join(x for x in (lean, scores) if x)
-    return [first] + ([f"{who} {second}."] if second else [])
+    own = d.summary_sentences
+    return [s for s in map(_sentence, [own] if isinstance(own, str) else own) if s] or \
+        ["Part D reported no diagnosis."]
 
 
 def recommended_mitigation(d):
-    """The mitigation the summary recommends and how it was chosen, or None.
-
-    The one chosen on validation (``d.mitigations[d.by_val]``, the first row being
-    the unmitigated baseline) when the result exposes it; otherwise the result's own
-    ``mitigation`` (picked on test, and said so). ``DResult`` has neither ``mitigation``
-    nor ``best`` (the row best on test): those older fields are read only for the
-    hand-built results of tests/test_cli.py (``mitigation``) and tests/test_render.py
-    (``best``).
+    """The mitigation the summary recommends (the validation winner, ``d.mitigations[d.by_val]``,
+    row 0 being the unmitigated baseline) and the diagnosis's fix beside it, or None.
 
     Returns
     -------
     dict or None
-        ``name``, ``chosen_on`` ("validation" or "test"), ``val_acc`` (or None),
-        ``test_acc``, ``baseline_test_acc``, ``is_baseline``, ``best_on_test``
-        (the row that does best on test when it differs, else None), ``fix`` (the
-        diagnosis's fix row when it is not the recommended one) and ``root_cause``.
+        ``name``, ``val_acc``, ``test_acc`` (None without test labels),
+        ``baseline_test_acc``, ``is_baseline``, ``fix`` (the diagnosis's fix row when it
+        is not the recommended one, else None) and ``root_cause``.
     """
     if d is None:
         return None
-    rows, i = getattr(d, "mitigations", None), getattr(d, "by_val", None)
-    if rows and i is not None:
-        chosen, base = rows[i], rows[0]
-        j = getattr(d, "best", None)
-        best = rows[j] if j is not None and rows[j]["name"] != chosen["name"] else None
-        k = getattr(d, "fix", None)
-        fix = rows[k] if k is not None and k != i else None
-        return {"name": chosen["name"], "chosen_on": "validation",
-                "val_acc": chosen.get("val_acc"), "test_acc": chosen["test_acc"],
-                "baseline_test_acc": base["test_acc"], "is_baseline": i == 0, "best_on_test": best,
-                "fix": fix, "root_cause": bool(getattr(d, "root_cause", False))}
-    m = getattr(d, "mitigation", None)
-    if not m:
-        return None
-    return {"name": m["name"], "chosen_on": "test", "val_acc": m.get("val_acc"), "test_acc": m["test_acc"],
-            "baseline_test_acc": m.get("baseline_test_acc"), "is_baseline": False, "best_on_test": None}
+    rows, i, k = d.mitigations, d.by_val, d.fix
+    chosen = rows[i]
+    return {"name": chosen["name"], "val_acc": chosen.get("val_acc"), "test_acc": chosen["test_acc"],
+            "baseline_test_acc": rows[0]["test_acc"], "is_baseline": i == 0,
+            "fix": rows[k] if k is not None and k != i else None, "root_cause": bool(d.root_cause)}
 
 
 def _mitigation_sentences(m):
     if m is None:
         return ["Part D did not run, so no mitigation was measured."]
-    gain = (f" against {_fmt(m['baseline_test_acc'])} without it ({_points(m['test_acc'] - m['baseline_test_acc'])})"
-            if m.get("baseline_test_acc") is not None and m.get("test_acc") is not None else "")
     if m.get("test_acc") is None:        # an unlabelled test file: nothing measured on test
         chosen = "none is recommended" if m["is_baseline"] else f"**{m['name']}** is recommended"
         return [f"On validation {chosen}; test has no labels, so no mitigation's test accuracy is measured."]
-    if m["chosen_on"] == "validation" and m["is_baseline"]:
+    if m["is_baseline"]:
         out = [f"No mitigation beats the unmitigated network on validation, so none is recommended; "
                f"its test accuracy is {_fmt(m['test_acc'])}."]
-    elif m["chosen_on"] == "validation":
-        out = [f"Recommended (highest validation accuracy, {_fmt(m['val_acc'])}): **{m['name']}**, with "
-               f"test accuracy {_fmt(m['test_acc'])}{gain}."]
     else:
-        out = [f"Best on test: **{m['name']}**, test accuracy {_fmt(m['test_acc'])}{gain}."]
+        out = [f"Recommended (highest validation accuracy, {_fmt(m['val_acc'])}): **{m['name']}**, with "
+               f"test accuracy {_fmt(m['test_acc'])} against {_fmt(m['baseline_test_acc'])} without it "
+               f"({_points(m['test_acc'] - m['baseline_test_acc'])})."]
     f = m.get("fix")
     if f is not None and f.get("test_acc") is not None:
-        gain = f.get("gain")
         ci = (f"; 99% CI {f['gain_lo'] * 100:+.1f} to {f['gain_hi'] * 100:+.1f} points"
-              if gain is not None else "")
+              if f.get("gain") is not None else "")
         out.append(f"The diagnosis's fix, **{f['name']}**, which validation (cut from the training file) "
                    f"cannot rank, scores {_fmt(f['test_acc'])} on test ({_points(f['test_acc'] - m['baseline_test_acc'])}"
                    f"{ci}): "
                    + ("the measured closure of the gap that names the root cause." if m.get("root_cause")
                       else "not a measurable closure of the gap."))
-    b = m.get("best_on_test")
-    if b is not None and (f is None or b["name"] != f["name"]):
-        out.append(f"On test **{b['name']}** does best ({_fmt(b['test_acc'])}), but a choice made on test "
-                   "would use the data that is meant to judge it; validation, cut from the training file, "
-                   "cannot show that.")
     return out
 
 
@@ -3056,7 +2992,7 @@ def _summary_accuracy(results):
         rows = dict(res.accuracy)
         split = getattr(res, "split_accuracy", None)
         m = recommended_mitigation(res) if code == "D" else None
-        if split is not None and m is not None and m["chosen_on"] == "validation":
+        if m is not None:
             rows = {k: v for k, v in rows.items() if k in split}
             if not m["is_baseline"]:
                 rows[f"{res.network} + {m['name']} (recommended)"] = {"val": m["val_acc"], "test": m["test_acc"]}

@@ -140,9 +140,12 @@ def test_plan_adds_prerequisites():
 class _StubResult:
     """A stand-in part result: one number, and what the summary reads."""
 
-    def __init__(self, code, accuracy=None, cause=None, mitigation=None):
+    def __init__(self, code, accuracy=None, summary_sentences=(), mitigations=None):
         self.code, self.accuracy, self.headline = code, accuracy or {}, f"stub {code}"
-        self.cause, self.mitigation = cause, mitigation
+        # Part D's fields that the summary reads (see run_all.DResult)
+        self.summary_sentences, self.mitigations = list(summary_sentences), mitigations
+        self.by_val, self.fix, self.root_cause = 1, None, False
+        self.network, self.split_accuracy = "relu", {"relu": dict(self.accuracy.get("relu", {}))}
 
     def to_metrics(self):
         return {"value": np.float64(0.5)}
@@ -161,9 +164,9 @@ def stub_parts(monkeypatch):
                 return _StubResult(code, accuracy={"relu": {"train": 0.9, "val": 0.8}})
             if code == "D":
                 assert ctx.results["B"].code == "B"        # D reads B's result
-                return _StubResult(code, accuracy={"relu": {"test": 0.4}}, cause="a shifted feature",
-                                   mitigation={"name": "drop it", "test_acc": 0.7,
-                                               "baseline_test_acc": 0.4})
+                return _StubResult(code, accuracy={"relu": {"test": 0.4}}, summary_sentences=["a shifted feature"],
+                                   mitigations=[{"name": "baseline", "val_acc": 0.7, "test_acc": 0.4},
+                                                {"name": "drop it", "val_acc": 0.8, "test_acc": 0.7}])
             return _StubResult(code)
         return part
 
@@ -206,7 +209,7 @@ def test_main_writes_config_metrics_and_report(tmp_path, stub_parts, capsys):
     assert md.index("## Summary") < md.index("## Part A")
     assert "| relu | 0.900 | 0.800 | 0.400 |" in md  # B's train/val merged with D's test
     assert "**Verdict:** A shifted feature." in md
-    assert "**drop it**, test accuracy 0.700 against 0.400 without it (+30.0 points)." in md
+    assert "**drop it**, with test accuracy 0.700 against 0.400 without it (+30.0 points)." in md
     assert "| Part C: input gradients and feature attribution | not run |" in md
     assert "SYNTHETIC" not in md
     assert (out / "report.html").read_text().startswith("<!DOCTYPE html>")

@@ -149,49 +149,38 @@ def test_q2_rendering_shows_counts_and_keeps_the_csv(run, tmp_path):
 
 
 class _D:
-    """A hand-built Part D result with an older result's fields (no ``summary_sentences``; ``best``,
-    ``diagnosis.report``): it exercises the summary helpers' fallbacks, which ``DResult`` never reaches."""
+    """A hand-built Part D result with the fields the summary reads from ``DResult``."""
 
-    def __init__(self, suspects, by_val, best):
-        self.suspects, self.network = suspects, "relu"
+    def __init__(self, by_val, fix=None):
+        self.network = "relu"
         self.split_accuracy = {"relu": {"train": 0.9, "val": 0.88, "test": 0.41}}
-        ev = pd.DataFrame({"pps_train": [0.81, 0.3], "pps_test": [0.02, 0.28]}, index=["shortcut", "other"])
-        self.diagnosis = SimpleNamespace(report={"evidence": ev})
-        self.attribution_share = {"train": pd.Series({"shortcut": 0.47, "other": 0.1})}
+        self.summary_sentences = ["`shortcut` predicts the label in train but not in test (relationship_broken)"]
         self.mitigations = [{"name": "baseline", "val_acc": 0.88, "test_acc": 0.41},
-                            {"name": "remove shortcut", "val_acc": 0.7, "test_acc": 0.66},
+                            {"name": "remove shortcut", "val_acc": 0.7, "test_acc": 0.66,
+                             "gain": 0.25, "gain_lo": 0.2, "gain_hi": 0.3},
                             {"name": "L2 1e-3", "val_acc": 0.89, "test_acc": 0.42}]
-        self.by_val, self.best = by_val, best
-        self.accuracy = {"relu": {"val": 0.88, "test": 0.41},
-                         f"relu ({self.mitigations[best]['name']})": {"val": 0.7, "test": 0.66}}
+        self.by_val, self.fix, self.root_cause = by_val, fix, fix is not None
+        self.accuracy = {"relu": {"val": 0.88, "test": 0.41}}
 
 
-def test_verdict_sentences_from_todays_fields():
-    s = run_all.verdict_sentences(_D(["shortcut"], 2, 1))
-    assert s == ["`shortcut` predicts the label far less well in the test file than in the training file"
-                 ": its pps falls from 0.81 on train to 0.02 on test.",
-                 "The `relu` network leans on `shortcut` (47% of its input sensitivity) and scores 0.410 on "
-                 "test against 0.880 on validation."]
-    none = run_all.verdict_sentences(_D([], 0, 0))
-    assert none[0].startswith("No feature's relationship") and all(x.endswith(".") for x in none)
-
-
-def test_verdict_sentences_prefers_what_the_result_offers():
-    d = SimpleNamespace(summary_sentences=["the shift is in x", "Drop it."], cause="ignored")
+def test_verdict_sentences_quote_the_result():
+    d = SimpleNamespace(summary_sentences=["the shift is in x", "Drop it."])
     assert run_all.verdict_sentences(d) == ["The shift is in x.", "Drop it."]
-    assert run_all.verdict_sentences(SimpleNamespace(cause="a shifted feature")) == ["A shifted feature."]
+    assert run_all.verdict_sentences(_D(0)) == [
+        "`shortcut` predicts the label in train but not in test (relationship_broken)."]
     assert run_all.verdict_sentences(None)[0].endswith(".")
 
 
 def test_recommended_mitigation_is_the_validation_winner():
-    m = run_all.recommended_mitigation(_D(["shortcut"], 2, 1))
-    assert m["name"] == "L2 1e-3" and m["chosen_on"] == "validation" and m["test_acc"] == 0.42
-    assert m["best_on_test"]["name"] == "remove shortcut"
+    m = run_all.recommended_mitigation(_D(2, fix=1))
+    assert m["name"] == "L2 1e-3" and m["test_acc"] == 0.42
+    assert m["fix"]["name"] == "remove shortcut"
     text = " ".join(run_all._mitigation_sentences(m))
     assert "**L2 1e-3**, with test accuracy 0.420 against 0.410 without it (+1.0 points)." in text
-    assert "On test **remove shortcut** does best (0.660)" in text
-    base = run_all._mitigation_sentences(run_all.recommended_mitigation(_D(["shortcut"], 0, 0)))
+    assert ("The diagnosis's fix, **remove shortcut**, which validation (cut from the training file) cannot "
+            "rank, scores 0.660 on test (+25.0 points; 99% CI +20.0 to +30.0 points)") in text
+    base = run_all._mitigation_sentences(run_all.recommended_mitigation(_D(0)))
     assert base == ["No mitigation beats the unmitigated network on validation, so none is recommended; "
                     "its test accuracy is 0.410."]
-    acc = run_all._summary_accuracy({"D": _D(["shortcut"], 2, 1)})
-    assert list(acc) == ["relu", "relu + L2 1e-3 (recommended)"]
+    acc = run_all._summary_accuracy({"D": _D(2, fix=1)})
+    assert list(acc) == ["relu", "relu + L2 1e-3 (recommended)", "relu + remove shortcut (the diagnosis's fix)"]
