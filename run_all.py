@@ -3205,6 +3205,23 @@ class _Interrupt:
     def take(self):
         self.taken = True
 
+    def install(self):
+        """Take over SIGINT and the unraisable-exception hook (where Python reports the
+        dropped ``KeyboardInterrupt`` with a traceback: it is raised again, so it is not
+        reported); ``restore`` undoes both."""
+        self._saved = (signal.getsignal(signal.SIGINT), sys.unraisablehook)
+        signal.signal(signal.SIGINT, self.handler)
+        sys.unraisablehook = self._unraisable
+
+    def _unraisable(self, args):
+        if not isinstance(args.exc_value, KeyboardInterrupt):
+            self._saved[1](args)
+
+    def restore(self):
+        if getattr(self, "_saved", None) is not None:
+            signal.signal(signal.SIGINT, self._saved[0])
+            sys.unraisablehook, self._saved = self._saved[1], None
+
 
 def _unblock_sigint():
     """Deliver a Ctrl-C held back while the modules loaded (see the top of the file)."""
@@ -3510,7 +3527,7 @@ def main(argv=None):
     interrupt = _Interrupt()
     try:
         if threading.current_thread() is threading.main_thread() and sigint is signal.default_int_handler:
-            signal.signal(signal.SIGINT, interrupt.handler)
+            interrupt.install()
         _unblock_sigint()
         try:
             cfg = validate(build_parser().parse_args(argv))
@@ -3644,6 +3661,7 @@ def main(argv=None):
     finally:
         if console is not None:
             console.close()
+        interrupt.restore()
         if signal.getsignal(signal.SIGINT) is not sigint and sigint is not None:
             try:
                 signal.signal(signal.SIGINT, sigint)
