@@ -3638,26 +3638,24 @@ def main(argv=None):
         print(_run_outcome(parts, failed, run.out, time.perf_counter() - t_start))
         print(f"report: {run.out / 'report.html'} (Markdown: {run.out / 'report.md'}; run {run.run_id})")
         return 1 if failed else 0
-    except KeyboardInterrupt:
-        interrupt.take()
-        if console is not None:
-            console.close(pending=False)    # no status line or stale lines before the message
-        print(f"interrupted: {_stop_run(run, pool, ctx)}", file=sys.stderr)
-        return 130
-    except OSError as e:
-        msg = _output_error(e, run)
+    except BaseException as e:
+        if isinstance(e, KeyboardInterrupt) or (interrupt.pending and isinstance(e, Exception)):
+            # Ctrl-C, or what it left behind: Python wraps an exception raised in some
+            # hooks (a KeyboardInterrupt inside ``__set_name__`` while numba is imported
+            # becomes a RuntimeError), and a module it stopped half-way fails later on
+            interrupt.take()
+            if console is not None:
+                console.close(pending=False)    # no status line or stale lines before the message
+            print(f"interrupted: {_stop_run(run, pool, ctx)}", file=sys.stderr)
+            return 130
+        if isinstance(e, OSError) and (msg := _output_error(e, run)) is not None:
+            _stop_run(run, pool, ctx)
+            print(f"error: {msg}", file=sys.stderr)
+            return 2
         where = _stop_run(run, pool, ctx)
-        if msg is None:
+        if isinstance(e, Exception):        # a bug: its traceback follows this line
             print(f"crashed: {where}", file=sys.stderr)
-            raise
-        print(f"error: {msg}", file=sys.stderr)
-        return 2
-    except Exception:           # a bug: its traceback follows this line
-        print(f"crashed: {_stop_run(run, pool, ctx)}", file=sys.stderr)
-        raise
-    except BaseException:       # SystemExit and the like: clean up quietly
-        _stop_run(run, pool, ctx)
-        raise
+        raise                               # SystemExit and the like: cleaned up quietly
     finally:
         if console is not None:
             console.close()

@@ -421,3 +421,30 @@ def test_a_ctrl_c_that_python_drops_in_a_finalizer_is_raised_again():
     assert out.startswith("interrupted after"), (out, res.stderr)   # dropped in __del__, raised again
     assert "Traceback" not in res.stderr and "Exception ignored" not in res.stderr, res.stderr
     assert float(out.split()[2]) < 1.5
+
+
+WRAPPED = """
+import os, signal, sys, time
+sys.path.insert(0, {repo!r})
+import run_all
+
+def importing_numba():
+    # what Python does to a Ctrl-C that lands in a class's __set_name__ while a module
+    # is imported: the KeyboardInterrupt comes back as the cause of a RuntimeError
+    try:
+        os.kill(os.getpid(), signal.SIGINT)
+        time.sleep(5)
+    except KeyboardInterrupt as e:
+        raise RuntimeError("Error calling __set_name__ on 'cached_property'") from e
+
+run_all._known_activations = importing_numba
+sys.exit(run_all.main(["--quick", "--out", {out!r}]))
+"""
+
+
+def test_a_ctrl_c_that_python_wraps_in_another_exception_is_an_interruption(tmp_path):
+    res = subprocess.run([sys.executable, "-c", WRAPPED.format(repo=str(REPO), out=str(tmp_path / "out"))],
+                         capture_output=True, text=True, timeout=60, preexec_fn=_default_sigint)
+    assert _one_interrupt_line(res.returncode, res.stderr) == \
+        "interrupted: stopped while starting; nothing was written"
+    assert not (tmp_path / "out").exists()
