@@ -25,6 +25,12 @@ Writes, under ``--out`` (default ``out/``), every file atomically:
 - ``figures/``, ``tables/`` what the parts produce; ``logs/<part>.log`` the
   traceback of a part that failed.
 """
+import _signal  # built in: no Python code runs before SIGINT is blocked
+
+if __name__ == "__main__" and hasattr(_signal, "pthread_sigmask"):
+    # A Ctrl-C while the modules below load waits for main(): one line, exit 130.
+    _signal.pthread_sigmask(_signal.SIG_BLOCK, {_signal.SIGINT})
+
 import argparse
 import errno
 import json
@@ -41,10 +47,6 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from statistics import NormalDist
 from typing import Any
-
-if __name__ == "__main__" and hasattr(signal, "pthread_sigmask"):
-    # A Ctrl-C while the modules below load waits for main(): one line, exit 130.
-    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
 
 import matplotlib
 

@@ -448,3 +448,36 @@ def test_a_ctrl_c_that_python_wraps_in_another_exception_is_an_interruption(tmp_
     assert _one_interrupt_line(res.returncode, res.stderr) == \
         "interrupted: stopped while starting; nothing was written"
     assert not (tmp_path / "out").exists()
+
+
+BLOCKED_FIRST = """
+import runpy, signal, sys
+seen = []
+
+class Spy:
+    def find_spec(self, name, path=None, target=None):
+        frame = sys._getframe(1)
+        while frame is not None and not frame.f_code.co_filename.endswith("run_all.py"):
+            frame = frame.f_back
+        if frame is not None and frame.f_code.co_name == "<module>" and name != "_signal":
+            seen.append((name, signal.SIGINT in signal.pthread_sigmask(signal.SIG_BLOCK, [])))
+        return None
+
+sys.meta_path.insert(0, Spy())
+sys.argv = ["run_all.py", "--help"]
+try:
+    runpy.run_path({path!r}, run_name="__main__")
+except SystemExit:
+    pass
+print(seen[:3], all(blocked for _, blocked in seen))
+"""
+
+
+def test_sigint_is_blocked_before_run_all_imports_anything():
+    """A Ctrl-C while ``run_all.py``'s own imports run waits for main() (one line,
+    exit 130) instead of a traceback from inside the standard library; only the
+    interpreter's start-up, before the file's first line, is left to Python."""
+    res = subprocess.run([sys.executable, "-c", BLOCKED_FIRST.format(path=str(REPO / "run_all.py"))],
+                         capture_output=True, text=True, timeout=60)
+    assert res.returncode == 0, res.stderr
+    assert res.stdout.rstrip().endswith("] True") and "('" in res.stdout, res.stdout
