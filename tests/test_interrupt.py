@@ -165,15 +165,21 @@ def test_disk_full_while_writing_is_one_line_exit_2(tmp_path, monkeypatch, capsy
     def full(path, obj):
         raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path))
     monkeypatch.setattr(run_all, "write_json", full)
-    code = run_all.main(["--data-dir", str(data), "--target", "label", "--parts", "A", "--quick",
-                         "--threads", "1", "--out", str(out)])
+    # Ctrl-C as in a terminal, even when the tests run in a background job (SIGINT ignored)
+    saved = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        code = run_all.main(["--data-dir", str(data), "--target", "label", "--parts", "A", "--quick",
+                             "--threads", "1", "--out", str(out)])
+        after = signal.getsignal(signal.SIGINT)
+    finally:
+        signal.signal(signal.SIGINT, saved)
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 2 and len(err) == 1, err
     assert err[0].startswith("error: --out: cannot write") and "config.json" in err[0]
     assert "No space left on device" in err[0]
     assert run_ids(out) == {"old"}
     assert sorted(p.name for p in tmp_path.iterdir()) == ["data", "out"]
-    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler   # main() restored it
+    assert after is signal.default_int_handler   # main() restored it
 
 
 def test_final_summary_names_failed_and_skipped_parts_and_only_existing_logs(tmp_path, stub_parts,
