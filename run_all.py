@@ -410,11 +410,15 @@ def check_sizes(cfg, dataset, available=None):
         need = ENCODED_COPIES * 8 * n_rows * width
         if need > MEMORY_SHARE * available:
             widest = sorted(levels, key=levels.get, reverse=True)[:3]
+            if widest and sum(levels[c] for c in widest) > len(dataset.numeric):
+                fix = ("the widest categorical columns are "
+                       + ", ".join(f"{c!r} ({levels[c]:,} levels)" for c in widest)
+                       + f"; pass --drop {','.join(widest)}")
+            else:               # the numeric columns are the width: fewer columns or rows
+                fix = (f"{len(dataset.numeric):,} of the columns are numeric; pass --drop with the "
+                       f"columns you can spare, or use fewer rows")
             raise UsageError(f"--drop: the encoded data ({n_rows:,} rows x {width:,} columns) needs "
-                             f"about {_gb(need)} but {_gb(available)} is available; the widest "
-                             f"categorical columns are " + ", ".join(f"{c!r} ({levels[c]:,} levels)"
-                                                                    for c in widest)
-                             + f"; pass --drop {','.join(widest)}")
+                             f"about {_gb(need)} but {_gb(available)} is available; {fix}")
         check_network_memory(cfg.hidden, width, len(dataset.classes), n_fit, cfg.dtype, cfg.threads,
                              available=available)
     widths = (width, *cfg.hidden, len(dataset.classes))

@@ -557,6 +557,17 @@ def test_encoded_width_refusal_names_the_widest_columns(tmp_path):
         run_all.check_sizes(cfg, ds, available=8000)
 
 
+def test_encoded_width_refusal_of_numeric_columns_does_not_offer_an_empty_drop(tmp_path):
+    tr = write(tmp_path / "tr.csv", frame(60).drop(columns="colour"))
+    te = write(tmp_path / "te.csv", frame(21, seed=1).drop(columns="colour"))
+    cfg = parse("--train", str(tr), "--test", str(te), "--target", "label")
+    ds = prep.load_data(train_path=tr, test_path=te, target="label")
+    with pytest.raises(run_all.UsageError) as e:
+        run_all.check_sizes(cfg, ds, available=2000)
+    assert "(81 rows x 2 columns)" in str(e.value) and "2 of the columns are numeric" in str(e.value)
+    assert not str(e.value).rstrip().endswith("--drop"), str(e.value)
+
+
 def test_cli_file_options_reach_the_loader(tmp_path):
     tr = write(tmp_path / "one.csv.gz", frame(100, labels={0: "low", 1: "mid", 2: "high"}),
                sep=";", compression="gzip")
