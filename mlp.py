@@ -52,10 +52,35 @@ def _kernel_cache_dir():
     return os.path.join(base, "numba-" + digest.hexdigest()[:12])
 
 
+KEEP_CACHES = 3     # kernel caches of other sources kept (switching branches back and forth)
+
+
+def _prune_kernel_caches(current, keep=KEEP_CACHES):
+    """Remove the ``numba-<digest>`` folders beside ``current`` but the ``keep``
+    newest (by modification time): each edit of the sources leaves one behind
+    (about 6 MB).
+    Returns the removed paths."""
+    import shutil
+    parent = os.path.dirname(current)
+    try:
+        others = [e for e in os.scandir(parent)
+                  if e.name.startswith("numba-") and e.path != current and e.is_dir()]
+    except OSError:
+        return []
+    others.sort(key=lambda e: e.stat().st_mtime, reverse=True)
+    removed = []
+    for e in others[keep:]:
+        shutil.rmtree(e.path, ignore_errors=True)
+        removed.append(e.path)
+    return removed
+
+
 # an explicit NUMBA_CACHE_DIR wins (then editing one module does not recompile
 # the kernels of another that inline it: clear that folder by hand)
 if "NUMBA_CACHE_DIR" not in os.environ:
     os.environ["NUMBA_CACHE_DIR"] = _kernel_cache_dir()
+    if not os.path.isdir(os.environ["NUMBA_CACHE_DIR"]):    # a new source: once per edit
+        _prune_kernel_caches(os.environ["NUMBA_CACHE_DIR"])
 
 import numpy as np
 import numba as nb

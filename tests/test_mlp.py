@@ -6,6 +6,7 @@ float32 per tile (the loss in float64), so float32 results are compared to the
 float64 reference with rtol 1e-4 relative to the largest entry of each array.
 """
 import json
+import os
 import re
 
 import numba
@@ -587,3 +588,15 @@ def test_balanced_class_weight_changes_gradient():
     assert not np.allclose(dW[-1], dW_plain[-1])
     # balanced weights make every class contribute the same total weight
     assert_allclose(np.bincount(y, weights=sw), [20, 20, 20])
+
+
+def test_old_kernel_caches_are_pruned_to_the_newest_few(tmp_path):
+    import mlp
+    for i, name in enumerate(["numba-a", "numba-b", "numba-c", "numba-d", "other"]):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "k.nbi").write_text("x")
+        os.utime(tmp_path / name, (1000 + i, 1000 + i))
+    removed = mlp._prune_kernel_caches(str(tmp_path / "numba-new"), keep=2)
+    assert sorted(os.path.basename(p) for p in removed) == ["numba-a", "numba-b"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["numba-c", "numba-d", "other"]
+    assert mlp._prune_kernel_caches(str(tmp_path / "missing" / "numba-x")) == []
