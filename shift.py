@@ -88,13 +88,30 @@ RULES = {r.name: r for r in (
              "log loss on test of the train-fitted proxy (the smaller of: as fitted, re-weighted "
              "to test's class shares) - log loss of the proxy refitted within test by CV", 0.01,
              "z=2.58 x standard error of the per-row loss difference",
-             "a model of all features transfers worse than one learnt within test"),
+             "a model of all features transfers worse than one learnt within test; without it "
+             "no feature is blamed for a relationship that changed but still exists "
+             "(concept_shift: a single feature's P(y | x_j) also moves when other, correlated "
+             "inputs shift)"),
     RuleSpec("conditional_shift",
              "min(log-loss gap as fitted, log-loss gap re-weighted to test's class shares) of "
              "the train-fitted P(y | feature) against its refit within test", 0.01,
              "z=2.58 x standard error of the per-row loss difference (threshold also >= 10% "
              "of the feature's information in train)",
              "the feature's relationship with the label changed"),
+    RuleSpec("unique_in_train",
+             "out-of-fold log loss in train of the proxy without the feature - with it (3 "
+             "folds, at most 6,000 rows; checked for a relationship_broken suspect when "
+             "model_transfer_gap did not fire)", 0.005,
+             "z=2.58 x standard error of the per-row difference",
+             "the feature told the label in train beyond what the other features tell; else "
+             "its lost information within test is that of a correlated, shifted input"),
+    RuleSpec("suspect_closure",
+             "transfer gap closed by leaving the suspect out as well as those blamed before it "
+             "(nats; conditional_shift suspects taken greedily by closure)", 0.01,
+             "closure must exceed z=2.58 x standard error of the remaining gap",
+             "the suspect accounts for a part of the gap; the suspects left over when none "
+             "closes more are explained by the blamed ones (their P(y | x_j) moved through "
+             "them); when not even the first closes the gap, every suspect stays blamed"),
     RuleSpec("relationship_gone",
              "information of the feature about the label within test (prior log loss - CV "
              "log loss) / the same within train", 0.25,
@@ -129,7 +146,7 @@ RULES = {r.name: r for r in (
              "KS statistic (numeric) or Cramer's V (categorical) of P(x | y), the largest over "
              "the classes (labelled test), or of P(x) with train re-weighted to the EM class "
              "shares (unlabelled)", 0.10,
-             "p < 0.01 (Bonferroni over classes; effective sample sizes)",
+             "p < 0.01 (Bonferroni over classes and features; effective sample sizes)",
              "the feature's distribution moved"),
     RuleSpec("adversarial_auc",
              "out-of-fold ROC AUC of a train-vs-test classifier, missingness hidden", 0.60,
@@ -264,6 +281,10 @@ class Diagnosis:
         The checks that needed test labels (empty when test has them).
     seconds : float
         Wall time of :func:`diagnose`.
+    proxies : tuple of str
+        Columns whose own P(y | x_j) changed (``conditional_shift``) but which close no
+        more of the model's transfer gap than noise once the suspects are left out
+        (``suspect_closure``): their change comes through the suspects. Not blamed.
     """
 
     verdict: Verdict
@@ -278,6 +299,7 @@ class Diagnosis:
     labelled: bool = True
     skipped: tuple = ()
     seconds: float = float("nan")
+    proxies: tuple = ()
 
     def to_dict(self):
         """JSON-able dict (numbers as Python scalars, NaN as None)."""
@@ -289,7 +311,8 @@ class Diagnosis:
                "priors": self.priors.__dict__, "labelled": self.labelled,
                "skipped": list(self.skipped), "adversarial": self.adversarial,
                "rules": [dict(r.__dict__, description=r.description) for r in self.rules],
-               "evidence": self.evidence, "seconds": self.seconds}
+               "evidence": self.evidence, "seconds": self.seconds,
+               "proxies": list(self.proxies)}
         return to_jsonable(out)
 
 
@@ -470,7 +493,12 @@ def _marginal_shift(train, test, numeric, categorical, w, thr):
     out = pd.DataFrame(rows, columns=["feature", "kind", "shift_test", "shift_effect",
                                       "shift_p"]).set_index("feature")
     out["shift_threshold"] = thr
-    out["shifted"] = (out["shift_effect"] > thr) & (out["shift_p"] < 0.01)
+    return _flag_shifted(out, thr)
+
+
+def _flag_shifted(out, thr, alpha=0.01):
+    """``shifted``: effect above ``thr`` and p below ``alpha`` over the number of features."""
+    out["shifted"] = (out["shift_effect"] > thr) & (out["shift_p"] * len(out) < alpha)
     return out
 
 
@@ -492,8 +520,7 @@ def _class_conditional_shift(train, test, y_tr, y_te, numeric, categorical, k, t
         upper=1.0)
     out = parts[0].copy()
     out["shift_effect"], out["shift_p"] = eff, pv
-    out["shifted"] = (out["shift_effect"] > thr) & (out["shift_p"] < 0.01)
-    return out
+    return _flag_shifted(out, thr)
 
 
 def _hot_deck(X, rng):
@@ -704,6 +731,19 @@ def _proxy(X, y, cat_mask, seed):
                                           **cfg).fit(X, y)
 
 
+_UNIQUE_ROWS = 6000     # train rows of the unique_in_train check (3-fold out-of-fold)
+
+
+def _oof_ll(X, y, cat_mask, k, seed, cv=3):
+    """Per-row out-of-fold log loss of the proxy on (X, y) (the fold prior without columns)."""
+    ll = np.empty(len(y))
+    for tr, te in _folds(y, cv, seed).split(y, y):
+        P = (_full_proba(_proxy(X[tr], y[tr], cat_mask, seed), X[te], k) if X.shape[1]
+             else np.tile(_shares(y[tr], k), (len(te), 1)))
+        ll[te] = _ll_rows(np.clip(P, _EPS, None), y[te])
+    return ll
+
+
 def _full_proba(model, X, k):
     """(n, k) probabilities even when the model saw only some of the k classes."""
     P = np.full((len(X), k), 0.0)
@@ -761,6 +801,36 @@ class _Transfer:
         # prior shift keeps P(x | y)): the relationship changed only if both lose
         self.cache[key] = min(_gap_stat(ll_t, ll_cv), _gap_stat(ll_rw, ll_cv))
         return self.cache[key]
+
+
+def _explain_away(tr, names, single, th):
+    """Which single-feature suspects (indices, strongest first) account for the model's
+    transfer gap and which are explained by them (``suspect_closure``): greedily, leave out
+    the suspect that closes most of the remaining gap while that closure exceeds its band;
+    the others close no more of it than noise. When not even the first closes it (two
+    redundant shortcuts: leaving out either alone closes little), every suspect stays
+    blamed.
+
+    Returns (blamed indices, explained indices, rules)."""
+    if len(single) == 1:
+        return list(single), [], []
+    blamed, rules = [], []
+    gap, band = tr.gap()
+    while len(blamed) < len(single) and gap > max(band, th["unexplained_gap"]):
+        cands = [j for j in single if j not in blamed]
+        res = {j: tr.gap(frozenset(blamed + [j])) for j in cands}
+        best = max(cands, key=lambda j: gap - res[j][0])
+        closure = gap - res[best][0]
+        ok = closure > max(th["suspect_closure"], band)
+        rules.append(_rule("suspect_closure", names[best], closure, th["suspect_closure"],
+                           band, ok))
+        if not ok:
+            break
+        blamed.append(best)
+        gap, band = res[best]
+    if not blamed:
+        return list(single), [], rules
+    return blamed, [j for j in single if j not in blamed], rules
 
 
 def _leave_out(tr, names, start_drop, start_fill, th, max_steps=3):
@@ -904,6 +974,8 @@ def diagnose(train, test, target, numeric, categorical, *, model=None, seed=0,
     rng = np.random.default_rng(seed)
     Xtr, Xte = _design(train, test, numeric, categorical)     # (n_tr, d), (n_te, d)
     rules, suspects = [], []
+    single = {}             # index -> Suspect of a feature whose own P(y | x_j) changed
+    proxies = ()
 
     with threadpool_limits(limits=1, user_api="openmp"):
         # -- proxy (or user's) model: validation vs test gap, predicted distribution
@@ -998,9 +1070,9 @@ def diagnose(train, test, target, numeric, categorical, *, model=None, seed=0,
                 rules += rr
                 if row.get("conditional_shift"):
                     kind = "relationship_broken" if row["relationship_gone"] else "concept_shift"
-                    suspects.append(Suspect(c, kind, "conditional_shift",
-                                            min(row["gap_fitted"], row["gap_reweighted"]),
-                                            row["gap_threshold"]))
+                    single[j] = Suspect(c, kind, "conditional_shift",
+                                        min(row["gap_fitted"], row["gap_reweighted"]),
+                                        row["gap_threshold"])
             row, rr = missing[j]
             rows_m.append(row)
             rules += rr
@@ -1020,6 +1092,28 @@ def diagnose(train, test, target, numeric, categorical, *, model=None, seed=0,
             tgap = g0 > max(b0, th["model_transfer_gap"])
             rules.append(_rule("model_transfer_gap", None, g0, th["model_transfer_gap"], b0,
                                tgap))
+            if not tgap:    # P(y | x_j) of one feature also moves when correlated inputs
+                single = {j: x for j, x in single.items()    # shift: only a lost link that
+                          if x.kind == "relationship_broken"}  # no other feature gave counts
+                rows = rng.permutation(len(y_tr))[:_UNIQUE_ROWS]
+                if single:
+                    base = _oof_ll(Xtr[rows], y_tr[rows], cat_mask, k, seed)
+                for j in list(single):
+                    keep = [i for i in range(len(names)) if i != j]
+                    u, ub = _gap_stat(_oof_ll(Xtr[rows][:, keep], y_tr[rows], cat_mask[keep], k,
+                                              seed), base)
+                    ok = u > max(th["unique_in_train"], ub)
+                    rules.append(_rule("unique_in_train", names[j], u, th["unique_in_train"],
+                                       ub, ok))
+                    if not ok:
+                        del single[j]
+            if single:                      # explain away (suspect_closure)
+                strongest = sorted(single, key=lambda j: -single[j].statistic)
+                blamed_j, explained, rr = (_explain_away(tr, names, strongest, th) if tgap
+                                           else (strongest, [], []))
+                rules += rr
+                suspects += [single[j] for j in blamed_j]
+                proxies = tuple(names[j] for j in explained)
             drop = frozenset(names.index(s.feature) for s in suspects if s.kind != "missingness")
             fill = frozenset(names.index(s.feature) for s in suspects
                              if s.kind == "missingness") - drop
@@ -1084,7 +1178,7 @@ def diagnose(train, test, target, numeric, categorical, *, model=None, seed=0,
     ev.index.name = "feature"
     return Diagnosis(Verdict(kinds, kinds[0]), suspects, tuple(sorted(blamed)),
                      tuple(shifted), gap, priors, ev, tuple(rules), to_jsonable(adv), labelled,
-                     skipped, time.perf_counter() - t0)
+                     skipped, time.perf_counter() - t0, tuple(sorted(proxies)))
 
 
 def rules_fired(rules, name):
@@ -1180,6 +1274,14 @@ def explain(diagnosis):
             out.append(f"{s.feature}: leaving it out of the proxy closes {s.statistic:.0%} of "
                        f"the remaining transfer gap although its own relationship with the "
                        f"label did not change (interaction).")
+    if d.proxies:
+        last = [r for r in d.rules if r.name == "suspect_closure" and not r.fired][-1:]
+        how = (f"leaving them out as well closes at most {last[0].value:.3f} nats of the "
+               f"remaining transfer gap (band {last[0].noise_band:.3f})" if last else
+               "the suspects close the transfer gap to within noise")
+        out.append(f"{', '.join(d.proxies)}: {'its' if len(d.proxies) == 1 else 'their'} own "
+                   f"P(label | x) changed too, but only through the suspects: {how}, so "
+                   f"{'it is' if len(d.proxies) == 1 else 'they are'} not blamed.")
     if d.shifted_features:
         out.append("Inputs moved: " + ", ".join(
             f"{c} ({ev.loc[c, 'shift_test']} {ev.loc[c, 'shift_effect']:.3f})"

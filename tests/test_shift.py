@@ -275,3 +275,77 @@ def test_rare_class_and_few_rows_do_not_crash():
     assert d.verdict.kinds == ("none",)
     small = shift.diagnose(tr.iloc[:200], te.iloc[:100], target, num[:1], [])
     assert small.suspect_features == () and small.gap is not None
+
+
+def _softmax_concept(seed, n_train=4000, n_test=2000):
+    """Labels from a softmax over five weak numerics and one strong categorical, ``shop``,
+    whose effect on the classes is permuted in test (a concept shift). The numerics' own
+    P(y | x) moves too, through ``shop``: mixed over its levels, the classes differ."""
+    rng = np.random.default_rng(seed)
+    W, E = rng.normal(scale=0.6, size=(5, 3)), rng.normal(scale=3.0, size=(4, 3))
+
+    def draw(n, shifted):
+        X = rng.normal(size=(n, 5))
+        c = rng.integers(0, 4, n)
+        logits = X @ W + (E[:, [2, 0, 1]] if shifted else E)[c]
+        p = np.exp(logits - logits.max(1, keepdims=True))
+        y = (rng.random((n, 1)) > (p / p.sum(1, keepdims=True)).cumsum(1)).sum(1)
+        df = pd.DataFrame(X, columns=[f"x{i}" for i in range(5)])
+        df["shop"], df["y"] = np.array(list("pqrs"))[c], np.array(["a", "b", "c"])[y]
+        return df
+    return draw(n_train, False), draw(n_test, True), [f"x{i}" for i in range(5)], ["shop"]
+
+
+def test_a_feature_that_moved_only_through_the_culprit_is_explained_away():
+    tr, te, num, cat = _softmax_concept(6)
+    d = shift.diagnose(tr, te, "y", num, cat, seed=0)
+    assert d.evidence.loc["x0", "conditional_shift"]    # its own P(y | x) did move ...
+    assert d.suspect_features == ("shop",)              # ... but only through shop
+    assert [s.kind for s in d.suspects] == ["concept_shift"]
+    assert d.proxies == ("x0",)
+    closure = [r for r in d.rules if r.name == "suspect_closure"]
+    assert [(r.subject, r.fired) for r in closure][:1] == [("shop", True)]
+    assert d.gap.residual <= max(d.gap.transfer_band, shift.RULES["unexplained_gap"].threshold)
+    assert any(s.startswith("x0: its own P(label | x) changed too, but only through the "
+                            "suspects") for s in shift.explain(d))
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_a_shifted_input_moves_a_correlated_feature_without_blaming_it(seed):
+    """P(y | a) holds; test covers only the middle of a's range; b is a noisy copy of a,
+    so P(y | b) moves in test and b tells little there. The model of all features
+    transfers and b tells nothing beyond a in train: no suspect."""
+    rng = np.random.default_rng(seed)
+
+    def draw(n, lo, hi):
+        a = rng.uniform(lo, hi, n)
+        b = a + rng.normal(scale=1.0, size=n)
+        y = (rng.random(n) < 1 / (1 + np.exp(-2 * a))).astype(int)
+        return pd.DataFrame({"a": a, "b": b, "z": rng.normal(size=n), "y": y})
+    tr, te = draw(4000, -3, 3), draw(2000, -1, 1)
+    d = shift.diagnose(tr, te, "y", ["a", "b", "z"], [], seed=0)
+    assert d.evidence.loc["b", "conditional_shift"] and d.evidence.loc["b", "relationship_gone"]
+    assert d.suspect_features == () and d.verdict.kinds == ("covariate_shift",)
+    assert not next(r for r in d.rules if r.name == "model_transfer_gap").fired
+    unique = next(r for r in d.rules if r.name == "unique_in_train" and r.subject == "b")
+    assert not unique.fired
+
+
+def test_a_broken_feature_the_model_did_not_need_is_still_named():
+    """The other features predict so well that the model's transfer gap stays within
+    noise, but the culprit told the label in train beyond them and not in test."""
+    tr, te, target, num, cat, truth = shift.make_shift_dataset("relationship_broken", 0)
+    d = shift.diagnose(tr, te, target, num, cat, seed=0)
+    assert not next(r for r in d.rules if r.name == "model_transfer_gap").fired
+    assert d.suspect_features == truth["culprits"]
+    unique = next(r for r in d.rules if r.name == "unique_in_train")
+    assert unique.subject == truth["culprits"][0] and unique.fired
+
+
+def test_many_unshifted_columns_raise_no_false_covariate_shift():
+    """Bonferroni over features as well as classes: one p of 0.003 among 15 columns x 3
+    classes is chance, not a shift."""
+    for seed in (0, 5, 9):
+        tr, te, target, num, cat, _ = shift.make_shift_dataset("none", seed, 1000, 500)
+        d = shift.diagnose(tr, te, target, num, cat, seed=0)
+        assert d.verdict.kinds == ("none",), (seed, d.verdict.kinds, d.shifted_features)
