@@ -26,9 +26,9 @@ The kinds, and the statistic that decides each (every rule is a named entry of
   (total variation between P(y | missing) and P(y | present)) and no longer
   does in test (missingness vanished or its association dropped).
 - ``interaction``: a proxy model (HistGradientBoosting) fitted on train loses
-  log loss on test against a model refitted within test; removing the
-  single-feature suspects does not close that gap, a greedy leave-out of
-  further features does.
+  log loss on test against a model refitted within test, no single feature's
+  relationship changed, and a greedy leave-out of features closes that gap
+  (with the missingness suspects, if any, already hot-decked).
 - ``unexplained``: a gap beyond noise that no check accounts for (its size is
   reported).
 - ``none``: no gap beyond noise and nothing shifted.
@@ -153,7 +153,8 @@ RULES = {r.name: r for r in (
              "threshold only (AUC 0.5 = indistinguishable)",
              "the inputs' joint distribution moved"),
     RuleSpec("leave_out_closure",
-             "share of the remaining model transfer gap closed by leaving a feature out", 0.5,
+             "share of the remaining model transfer gap closed by leaving a feature out (only "
+             "when no conditional_shift suspect is blamed)", 0.5,
              "closure must also exceed the gap's noise band",
              "the feature takes part in a relationship that exists in train and not in test"),
     RuleSpec("unexplained_gap",
@@ -1119,7 +1120,9 @@ def diagnose(train, test, target, numeric, categorical, *, model=None, seed=0,
                              if s.kind == "missingness") - drop
             g1, b1 = tr.gap(drop, fill) if (drop or fill) else (g0, b0)
             group_g, group_b = g1, b1
-            if tgap:
+            # a group, only when no single feature's relationship changed: the gap left
+            # after such a suspect shows through the features it acted with (unexplained)
+            if tgap and not single:
                 group, rr, (group_g, group_b) = _leave_out(tr, names, drop, fill, th)
                 rules += rr
                 for j in group:

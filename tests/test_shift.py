@@ -310,6 +310,16 @@ def test_a_feature_that_moved_only_through_the_culprit_is_explained_away():
                             "suspects") for s in shift.explain(d))
 
 
+@pytest.mark.parametrize("seed", [4, 15])
+def test_no_interaction_partners_are_invented_after_a_changed_relationship(seed):
+    """Leaving shop out does not close the whole gap (the numerics' P(y | x) moved
+    through it); the rest is not handed to a leave-out of innocent columns."""
+    tr, te, num, cat = _softmax_concept(seed)
+    d = shift.diagnose(tr, te, "y", num, cat, seed=0)
+    assert d.suspect_features == ("shop",) and "interaction" not in d.verdict.kinds
+    assert not any(r.name == "leave_out_closure" for r in d.rules)
+
+
 @pytest.mark.parametrize("seed", [0, 1])
 def test_a_shifted_input_moves_a_correlated_feature_without_blaming_it(seed):
     """P(y | a) holds; test covers only the middle of a's range; b is a noisy copy of a,
