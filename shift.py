@@ -810,11 +810,12 @@ def _explain_away(tr, names, single, th):
     the suspect that closes most of the remaining gap while that closure exceeds its band;
     the others close no more of it than noise. When not even the first closes it (two
     redundant shortcuts: leaving out either alone closes little), every suspect stays
-    blamed.
+    blamed. A left-over suspect whose removal alone closes the gap (``leave_out_closure``
+    from the full proxy) is a partner of the blamed ones in an interaction.
 
-    Returns (blamed indices, explained indices, rules)."""
+    Returns (blamed indices, explained indices, rules, partner indices)."""
     if len(single) == 1:
-        return list(single), [], []
+        return list(single), [], [], []
     blamed, rules = [], []
     gap, band = tr.gap()
     while len(blamed) < len(single) and gap > max(band, th["unexplained_gap"]):
@@ -830,8 +831,18 @@ def _explain_away(tr, names, single, th):
         blamed.append(best)
         gap, band = res[best]
     if not blamed:
-        return list(single), [], rules
-    return blamed, [j for j in single if j not in blamed], rules
+        return list(single), [], rules, []
+    # a partner in an interaction also closes nothing once its mate is out, but leaving it
+    # out alone closes the gap too (a correlated column does not: the culprit remains)
+    g0, b0 = tr.gap()
+    partners = []
+    for j in (j for j in single if j not in blamed):
+        c = (g0 - tr.gap(frozenset([j]))[0]) / g0
+        if c >= th["leave_out_closure"] and c * g0 > b0:
+            partners.append(j)
+            rules.append(_rule("leave_out_closure", names[j], c, th["leave_out_closure"],
+                               b0 / g0, True))
+    return blamed, [j for j in single if j not in blamed and j not in partners], rules, partners
 
 
 def _leave_out(tr, names, start_drop, start_fill, th, max_steps=3):
@@ -1093,6 +1104,7 @@ def diagnose(train, test, target, numeric, categorical, *, model=None, seed=0,
             tgap = g0 > max(b0, th["model_transfer_gap"])
             rules.append(_rule("model_transfer_gap", None, g0, th["model_transfer_gap"], b0,
                                tgap))
+            explained = ()
             if not tgap:    # P(y | x_j) of one feature also moves when correlated inputs
                 single = {j: x for j, x in single.items()    # shift: only a lost link that
                           if x.kind == "relationship_broken"}  # no other feature gave counts
@@ -1110,12 +1122,29 @@ def diagnose(train, test, target, numeric, categorical, *, model=None, seed=0,
                         del single[j]
             if single:                      # explain away (suspect_closure)
                 strongest = sorted(single, key=lambda j: -single[j].statistic)
-                blamed_j, explained, rr = (_explain_away(tr, names, strongest, th) if tgap
-                                           else (strongest, [], []))
+                blamed_j, explained, rr, partners = (_explain_away(tr, names, strongest, th)
+                                                     if tgap else (strongest, [], [], []))
                 rules += rr
                 suspects += [single[j] for j in blamed_j]
+                suspects += [Suspect(names[j], "interaction", "leave_out_closure",
+                                     next(r.value for r in rr if r.name == "leave_out_closure"
+                                          and r.subject == names[j]),
+                                     th["leave_out_closure"]) for j in partners]
                 proxies = tuple(names[j] for j in explained)
             drop = frozenset(names.index(s.feature) for s in suspects if s.kind != "missingness")
+            if tgap and single:     # a gap left: is a partner of the suspects behind it?
+                g_left, b_left = tr.gap(drop)
+                if g_left > max(b_left, th["unexplained_gap"]):
+                    for j in sorted(set(range(len(names))) - drop - set(explained)):
+                        c = (g0 - tr.gap(frozenset([j]))[0]) / g0
+                        if c >= th["leave_out_closure"] and c * g0 > b0:
+                            rules.append(_rule("leave_out_closure", names[j], c,
+                                               th["leave_out_closure"], b0 / g0, True))
+                            suspects.append(Suspect(names[j], "interaction",
+                                                    "leave_out_closure", c,
+                                                    th["leave_out_closure"]))
+                    drop = frozenset(names.index(s.feature) for s in suspects
+                                     if s.kind != "missingness")
             fill = frozenset(names.index(s.feature) for s in suspects
                              if s.kind == "missingness") - drop
             g1, b1 = tr.gap(drop, fill) if (drop or fill) else (g0, b0)

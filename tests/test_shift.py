@@ -359,3 +359,21 @@ def test_many_unshifted_columns_raise_no_false_covariate_shift():
         tr, te, target, num, cat, _ = shift.make_shift_dataset("none", seed, 1000, 500)
         d = shift.diagnose(tr, te, target, num, cat, seed=0)
         assert d.verdict.kinds == ("none",), (seed, d.verdict.kinds, d.shifted_features)
+
+
+@pytest.mark.parametrize("seed", [13, 16])
+def test_a_partner_of_a_single_feature_suspect_is_named_in_an_interaction(seed):
+    """Cases of the independent generator (``bench/shift_cases.py``) where one culprit of
+    an interaction also changed its own P(y | x): its partner closes the whole gap when
+    left out alone, so it is named (13: it was no suspect; 16: it was one, and closed
+    nothing once its mate was out, like a mere correlated column)."""
+    import sys
+    from pathlib import Path
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
+    import shift_cases
+    case = shift_cases.make("interaction", seed, size=(4000, 2000))
+    d = shift.diagnose(case.train, case.test, case.target, case.numeric, case.categorical, seed=0)
+    assert set(d.suspect_features) == set(case.culprits)
+    assert "interaction" in d.verdict.kinds
+    partner = next(s for s in d.suspects if s.kind == "interaction")
+    assert partner.rule == "leave_out_closure" and partner.statistic >= 0.5
