@@ -741,7 +741,7 @@ def _oof_ll(X, y, cat_mask, k, seed, cv=3):
     for tr, te in _folds(y, cv, seed).split(y, y):
         P = (_full_proba(_proxy(X[tr], y[tr], cat_mask, seed), X[te], k) if X.shape[1]
              else np.tile(_shares(y[tr], k), (len(te), 1)))
-        ll[te] = _ll_rows(np.clip(P, _EPS, None), y[te])
+        ll[te] = _ll_rows(P, y[te])
     return ll
 
 
@@ -776,28 +776,21 @@ class _Transfer:
         return Xtr[:, keep], Xte[:, keep], self.cat[keep]
 
     def gap(self, drop=frozenset(), fill=frozenset()):
-        """(gap, band) in nats; a constant model when every column is dropped."""
+        """(gap, band) in nats; the class shares when every column is dropped."""
         key = (frozenset(drop), frozenset(fill))
         if key in self.cache:
             return self.cache[key]
         k, y = self.k, self.yte
-        if len(drop) == self.Xtr.shape[1]:
+        Xtr, Xte, cat = self._matrices(drop, fill)
+        ll_cv = _oof_ll(Xte, y, cat, k, self.seed)                # the refit within test
+        if not Xtr.shape[1]:
             ll_t = ll_rw = _ll_rows(np.tile(self.pi_te, (len(y), 1)), y)
-            ll_cv = np.empty(len(y))
-            for tr, te in _folds(y, 3, self.seed).split(y, y):
-                ll_cv[te] = _ll_rows(np.tile(np.clip(_shares(y[tr], k), _EPS, None),
-                                             (len(te), 1)), y[te])
         else:
-            Xtr, Xte, cat = self._matrices(drop, fill)
             P = self.P_all if (not drop and not fill and self.P_all is not None) else \
                 _full_proba(_proxy(Xtr, self.ytr, cat, self.seed), Xte, k)
             P = np.clip(P, _EPS, None)
             ll_t = _ll_rows(P, y)
             ll_rw = _ll_rows(prior_correction(P, self.pi_tr, self.pi_te), y)
-            ll_cv = np.empty(len(y))
-            for tr, te in _folds(y, 3, self.seed).split(y, y):
-                ll_cv[te] = _ll_rows(_full_proba(_proxy(Xte[tr], y[tr], cat, self.seed),
-                                                 Xte[te], k), y[te])
         # as fitted (a covariate shift keeps P(y | x)) and re-weighted to test's shares (a
         # prior shift keeps P(x | y)): the relationship changed only if both lose
         self.cache[key] = min(_gap_stat(ll_t, ll_cv), _gap_stat(ll_rw, ll_cv))
@@ -832,17 +825,27 @@ def _explain_away(tr, names, single, th):
         gap, band = res[best]
     if not blamed:
         return list(single), [], rules, []
-    # a partner in an interaction also closes nothing once its mate is out, but leaving it
-    # out alone closes the gap too (a correlated column does not: the culprit remains)
+    partners, rr = _partners(tr, names, [j for j in single if j not in blamed], th)
+    return blamed, [j for j in single if j not in blamed and j not in partners], rules + rr, \
+        partners
+
+
+def _partners(tr, names, cands, th):
+    """The features of ``cands`` whose removal alone closes the proxy's whole transfer gap
+    (``leave_out_closure`` from the full proxy): partners in an interaction. A partner
+    closes nothing once its mate is out, like a mere correlated column, but only the
+    partner closes the gap alone (with a correlated column out, the culprit remains).
+
+    Returns (indices, rules of the ones that fired)."""
     g0, b0 = tr.gap()
-    partners = []
-    for j in (j for j in single if j not in blamed):
+    found, rules = [], []
+    for j in cands:
         c = (g0 - tr.gap(frozenset([j]))[0]) / g0
         if c >= th["leave_out_closure"] and c * g0 > b0:
-            partners.append(j)
+            found.append(j)
             rules.append(_rule("leave_out_closure", names[j], c, th["leave_out_closure"],
                                b0 / g0, True))
-    return blamed, [j for j in single if j not in blamed and j not in partners], rules, partners
+    return found, rules
 
 
 def _leave_out(tr, names, start_drop, start_fill, th, max_steps=3):
@@ -1104,12 +1107,12 @@ def diagnose(train, test, target, numeric, categorical, *, model=None, seed=0,
             tgap = g0 > max(b0, th["model_transfer_gap"])
             rules.append(_rule("model_transfer_gap", None, g0, th["model_transfer_gap"], b0,
                                tgap))
-            explained = ()
+            explained, partners = (), []
             if not tgap:    # P(y | x_j) of one feature also moves when correlated inputs
                 single = {j: x for j, x in single.items()    # shift: only a lost link that
                           if x.kind == "relationship_broken"}  # no other feature gave counts
-                rows = rng.permutation(len(y_tr))[:_UNIQUE_ROWS]
                 if single:
+                    rows = rng.permutation(len(y_tr))[:_UNIQUE_ROWS]
                     base = _oof_ll(Xtr[rows], y_tr[rows], cat_mask, k, seed)
                 for j in list(single):
                     keep = [i for i in range(len(names)) if i != j]
@@ -1126,25 +1129,19 @@ def diagnose(train, test, target, numeric, categorical, *, model=None, seed=0,
                                                      if tgap else (strongest, [], [], []))
                 rules += rr
                 suspects += [single[j] for j in blamed_j]
-                suspects += [Suspect(names[j], "interaction", "leave_out_closure",
-                                     next(r.value for r in rr if r.name == "leave_out_closure"
-                                          and r.subject == names[j]),
-                                     th["leave_out_closure"]) for j in partners]
                 proxies = tuple(names[j] for j in explained)
             drop = frozenset(names.index(s.feature) for s in suspects if s.kind != "missingness")
-            if tgap and single:     # a gap left: is a partner of the suspects behind it?
-                g_left, b_left = tr.gap(drop)
-                if g_left > max(b_left, th["unexplained_gap"]):
-                    for j in sorted(set(range(len(names))) - drop - set(explained)):
-                        c = (g0 - tr.gap(frozenset([j]))[0]) / g0
-                        if c >= th["leave_out_closure"] and c * g0 > b0:
-                            rules.append(_rule("leave_out_closure", names[j], c,
-                                               th["leave_out_closure"], b0 / g0, True))
-                            suspects.append(Suspect(names[j], "interaction",
-                                                    "leave_out_closure", c,
-                                                    th["leave_out_closure"]))
-                    drop = frozenset(names.index(s.feature) for s in suspects
-                                     if s.kind != "missingness")
+            left, band_left = tr.gap(drop | set(partners)) if tgap and single else (0.0, 0.0)
+            if left > max(band_left, th["unexplained_gap"]):
+                # a gap left: is a partner of the suspects, not yet one, behind it?
+                more, rr = _partners(tr, names, sorted(set(range(len(names))) - drop
+                                                       - set(partners) - set(explained)), th)
+                partners, rules = partners + more, rules + rr
+            suspects += [Suspect(names[j], "interaction", "leave_out_closure",
+                                 next(r.value for r in rules if r.name == "leave_out_closure"
+                                      and r.subject == names[j]), th["leave_out_closure"])
+                         for j in partners]
+            drop = frozenset(names.index(s.feature) for s in suspects if s.kind != "missingness")
             fill = frozenset(names.index(s.feature) for s in suspects
                              if s.kind == "missingness") - drop
             g1, b1 = tr.gap(drop, fill) if (drop or fill) else (g0, b0)
