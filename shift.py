@@ -534,27 +534,27 @@ def _hot_deck(X, rng):
     return X
 
 
-def _adversarial(Xtr, Xte, cat_mask, seed, max_rows=3000, cv=3, max_iter=40):
-    """Train-vs-test AUC with missingness hidden (hot deck) and per-feature permutation
-    AUC drops: (auc, drops of shape (d,))."""
+def _adversarial(Xtr, Xte, cat_mask, seed, max_rows=3000, cv=3, max_iter=40, drops=True):
+    """Train-vs-test AUC with missingness hidden (hot deck) and, with ``drops``, the
+    per-feature permutation AUC drops: (auc, drops of shape (d,), zeros without)."""
     rng = np.random.default_rng(seed)
     n = min(len(Xtr), len(Xte), max_rows)
     X = np.vstack([Xtr[rng.choice(len(Xtr), n, replace=False)],
                    Xte[rng.choice(len(Xte), n, replace=False)]])
     X = _hot_deck(X, rng)
     z = np.r_[np.zeros(n, dtype=np.int64), np.ones(n, dtype=np.int64)]
-    oof, drops = np.zeros(2 * n), np.zeros(X.shape[1])
+    oof, drop = np.zeros(2 * n), np.zeros(X.shape[1])
     for tr, te in StratifiedKFold(cv, shuffle=True, random_state=seed).split(X, z):
         m = HistGradientBoostingClassifier(
             max_iter=max_iter, max_leaf_nodes=15, early_stopping=False, random_state=seed,
             categorical_features=cat_mask if cat_mask.any() else None).fit(X[tr], z[tr])
         oof[te] = m.predict_proba(X[te])[:, 1]
         auc = roc_auc_score(z[te], oof[te])
-        for j in range(X.shape[1]):
+        for j in range(X.shape[1] if drops else 0):
             Xp = X[te].copy()
             Xp[:, j] = Xp[rng.permutation(len(te)), j]
-            drops[j] += (auc - roc_auc_score(z[te], m.predict_proba(Xp)[:, 1])) / cv
-    return float(roc_auc_score(z, oof)), drops
+            drop[j] += (auc - roc_auc_score(z[te], m.predict_proba(Xp)[:, 1])) / cv
+    return float(roc_auc_score(z, oof)), drop
 
 
 # -- one feature: P(y | x_j) as fitted on train vs refitted within test ------
@@ -1072,10 +1072,6 @@ def diagnose(train, test, target, numeric, categorical, *, model=None, seed=0,
         else:
             w = (pi_te / np.clip(pi_tr, _EPS, None))[y_tr] if moved else np.ones(len(y_tr))
             ev = _marginal_shift(train, test, numeric, categorical, w, th["marginal_shift"])
-        if labelled:
-            raw = _marginal_shift(train, test, numeric, categorical, np.ones(len(y_tr)),
-                                  th["marginal_shift"])
-            ev["raw_shift_effect"], ev["raw_shifted"] = raw["shift_effect"], raw["shifted"]
         rows_c, rows_m = [], []
         for j, (c, kd) in enumerate(zip(names, kinds_of)):
             if labelled:
@@ -1170,7 +1166,7 @@ def diagnose(train, test, target, numeric, categorical, *, model=None, seed=0,
         ev["adv_auc_drop"] = drops
         rest = [j for j, c in enumerate(names) if c not in blamed]
         auc = (auc_all if len(rest) == len(names) else
-               _adversarial(Xtr[:, rest], Xte[:, rest], cat_mask[rest], seed)[0] if rest
+               _adversarial(Xtr[:, rest], Xte[:, rest], cat_mask[rest], seed, drops=False)[0] if rest
                else 0.5)
         adv = {"auc_no_missing": auc_all, "auc_without_suspects": auc,
                "threshold": th["adversarial_auc"]}
@@ -1300,9 +1296,13 @@ def explain(diagnosis):
                 f"{r['missing_train']:.3f}) but not in test (TV {r['missing_tv_test']:.3f}, "
                 f"missing rate {r['missing_test']:.3f}) (missingness).")
         else:
+            moved = r.get("conditional_shift")      # NaN when too few rows to check
+            own = ("its own relationship with the label changed too"
+                   if isinstance(moved, (bool, np.bool_)) and moved
+                   else "its own relationship with the label did not change")
             out.append(f"{s.feature}: leaving it out of the proxy closes {s.statistic:.0%} of "
-                       f"the remaining transfer gap although its own relationship with the "
-                       f"label did not change (interaction).")
+                       f"the transfer gap left at that step, and {own}: it acts jointly with "
+                       f"the other suspects (interaction).")
     if d.proxies:
         last = [r for r in d.rules if r.name == "suspect_closure" and not r.fired][-1:]
         how = (f"leaving them out as well closes at most {last[0].value:.3f} nats of the "
@@ -1317,7 +1317,9 @@ def explain(diagnosis):
             for c in d.shifted_features) + (" within a class (P(x | y) changed)"
                                             if d.labelled else "") + ".")
     adv = d.adversarial
-    out.append(f"Adversarial validation tells train from test with AUC {adv['auc_no_missing']:.3f}"
+    tells = ("tells train from test apart" if adv["auc_no_missing"] >= adv["threshold"]
+             else "does not tell train from test apart")
+    out.append(f"Adversarial validation {tells} with AUC {adv['auc_no_missing']:.3f}"
                + (f" ({adv['auc_without_suspects']:.3f} without the suspects)"
                   if d.suspects else "") + f" (threshold {adv['threshold']:.2f}, missing values "
                f"hidden).")

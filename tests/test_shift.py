@@ -213,6 +213,9 @@ def test_explain_claims_root_cause_only_outside_noise():
     dn, _ = _run("none", 0)
     ln = shift.explain(dn)
     assert not any("Root cause" in line for line in ln)
+    tells = dn.adversarial["auc_no_missing"] >= dn.adversarial["threshold"]
+    assert any(line.startswith("Adversarial validation " + ("tells" if tells else "does not tell"))
+               for line in ln)
     assert any(line.startswith("No check found a shift") and f"{dn.gap.accuracy_gap:+.3f}" in line
                for line in ln)
     # the accuracy verb follows the sign of the numbers
@@ -377,3 +380,8 @@ def test_a_partner_of_a_single_feature_suspect_is_named_in_an_interaction(seed):
     assert "interaction" in d.verdict.kinds
     partner = next(s for s in d.suspects if s.kind == "interaction")
     assert partner.rule == "leave_out_closure" and partner.statistic >= 0.5
+    moved = d.evidence.loc[partner.feature, "conditional_shift"]
+    changed = isinstance(moved, (bool, np.bool_)) and bool(moved)
+    line = next(x for x in shift.explain(d) if x.startswith(partner.feature + ": leaving it out"))
+    assert ("its own relationship with the label changed too" in line) == changed
+    assert f"closes {partner.statistic:.0%} of the transfer gap left at that step" in line
