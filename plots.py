@@ -20,7 +20,6 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-DPI = 110
 WIDTH_IN = 7.0          # the widest figure: the report's printed column (A4 minus margins)
 MAX_HEIGHT_IN = 9.0     # the tallest (Letter minus margins and a caption)
 MIN_FONT_PT = 9         # smallest text in any figure, ticks, legends and annotations included

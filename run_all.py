@@ -3388,7 +3388,7 @@ class Console:
             if lines:
                 self._write("".join(f"    [{code}] {line.strip()}\n" for line in lines))
             text = self.estimate()
-            if text and text != self._last_estimate and text.startswith("about"):
+            if text and text != self._last_estimate and self.jobs.remaining() is not None:
                 self._write(f"    {text}\n")
                 self._last_estimate = text
 
@@ -3628,7 +3628,7 @@ def main(argv=None):
         timing["total"] = round(time.perf_counter() - t_start, 3)
         timing["workers"] = workers
         seconds = getattr(getattr(ctx.results.get("D"), "diagnosis", None), "seconds", None)
-        if seconds is not None:         # the shift diagnosis itself, inside Part D's wait
+        if seconds is not None:         # the shift diagnosis itself (a step before Part B ends)
             timing["diagnosis"] = round(seconds, 3)
         timing.update(_cpu_seconds())
         write_json(out / "metrics.json", {"run_id": run.run_id, **ctx.metrics})

@@ -199,7 +199,10 @@ def test_first_screen_shows_the_summary(tools, built):
 def test_pdf_embeds_every_figure(tools, built, printed):
     pdfimages = _tool(["pdfimages"])
     if pdfimages is None:
-        pytest.skip("pdfimages (poppler-utils) missing")
+        msg = "pdfimages not installed; install the Debian package poppler-utils (.ci/run does)"
+        if os.environ.get("CI"):
+            pytest.fail(msg + " (CI is set, so this is an error)")
+        pytest.skip(msg)
     listing = subprocess.run([pdfimages, "-list", str(printed["pdf"])], capture_output=True, text=True,
                              check=True).stdout.splitlines()[2:]
     rows = [ln.split() for ln in listing if ln.strip()]
