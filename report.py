@@ -1291,27 +1291,64 @@ class Report:
 
 
 # ------------------------------------------------------------- wide tables
-# Width budgets in characters of the table font. The binding width is paper: A4
-# minus the print margins is 180 mm (Letter is wider), about 80 characters of
-# the body's table font and 96 of the smaller font of wide tables.
-TABLE_NORMAL_CHARS = 80
-TABLE_WIDE_CHARS = 96
+# Widths are measured, not guessed: every cell's text in DejaVu Sans (the font
+# matplotlib ships, and the widest of the common sans fonts a browser falls back
+# to: its digits are 0.636 em against Liberation/Arial's 0.556 and Noto's 0.572),
+# bold for headers, at the stylesheet's table font sizes and paddings. A table
+# that fits in DejaVu Sans fits in any narrower font. The binding width is
+# paper: A4 minus the print margins (Letter is wider).
+ROOT_FONT_PX = 16                     # the stylesheet's 1rem (body 16px; print keeps rem)
+TABLE_STYLE = {"": (0.92, 0.6), "wide": (0.8, 0.4)}   # class -> (font size, side padding), in rem
+TABLE_BUDGET_PX = 0.97 * PRINT_WIDTH_IN * 96          # the printed column, less 3% for rounding and borders
 LONG_TABLE_ROWS = 12   # printed, a longer table may break across pages (its header repeats)
-_WRAP_AT = 28          # a text cell with spaces wraps to about this many characters
+_WRAP_EM = 16.0        # a text cell with spaces wraps at about this width (28 characters)
+_FONT_FILES = {False: "DejaVuSans.ttf", True: "DejaVuSans-Bold.ttf"}
+
+
+@functools.lru_cache(maxsize=2)
+def _font(bold):
+    from matplotlib import ft2font
+    return ft2font.FT2Font(os.path.join(matplotlib.get_data_path(), "fonts", "ttf", _FONT_FILES[bold]))
+
+
+@functools.lru_cache(maxsize=4096)
+def _advance_em(ch, bold):
+    """Advance width of one character in DejaVu Sans (bold or not), in em; 1 em if it has no glyph."""
+    f = _font(bold)
+    if f.get_char_index(ord(ch)) == 0:
+        return 1.0
+    from matplotlib import ft2font
+    no_scale = ft2font.LoadFlags.NO_SCALE if hasattr(ft2font, "LoadFlags") else ft2font.LOAD_NO_SCALE
+    return f.load_char(ord(ch), flags=no_scale).horiAdvance / f.units_per_EM
+
+
+def text_em(text, bold=False):
+    """Width of ``text`` on one line in DejaVu Sans, in em (multiply by the font size in px)."""
+    return sum(_advance_em(ch, bold) for ch in str(text))
 
 
 def _column_widths(table):
-    """Estimated width of each column in characters (cell padding included)."""
+    """Width of each column's content in em of the table font (the widest unbreakable run).
+
+    A header wraps after spaces, ``_`` and ``/`` (the HTML puts ``<wbr>`` there),
+    a text cell with spaces wraps at about ``_WRAP_EM``, numbers never wrap.
+    """
     widths = []
     for j, c in enumerate(table.columns):
-        head = max((len(w) for w in re.split(r"[\s_/]+", str(c))), default=0)  # headers wrap there
-        cells = 0
+        head = max((text_em(w, bold=True) for w in re.findall(r"[^\s_/]*[_/]?", str(c)) if w), default=0.0)
+        cells = 0.0
         for r in table.rows:
             s = str(r[j])
-            longest = max((len(w) for w in s.split()), default=0)
-            cells = max(cells, min(len(s), max(longest, _WRAP_AT)))
-        widths.append(max(head, cells, 1) + 2)
+            longest = max((text_em(w) for w in s.split()), default=0.0)
+            cells = max(cells, min(text_em(s), max(longest, _WRAP_EM)))
+        widths.append(max(head, cells, 0.5))
     return widths
+
+
+def table_px(widths, cls=""):
+    """Printed width in CSS px of columns of ``widths`` (em) in the style of class ``cls``."""
+    size, pad = TABLE_STYLE[cls]
+    return sum((w * size + 2 * pad) * ROOT_FONT_PX + 1 for w in widths) + 1    # + 1 px per border
 
 
 def _transposed(t):
@@ -1325,32 +1362,31 @@ def _transposed(t):
 def _table_pieces(t):
     """[(table, css class)]: ``t`` itself when it fits the page, else transposed or split.
 
-    - up to ``TABLE_NORMAL_CHARS``: as is;
-    - up to ``TABLE_WIDE_CHARS``: as is, in the smaller font of wide tables;
+    Widths are measured (``table_px``) against ``TABLE_BUDGET_PX``:
+    - fits in the body's table font: as is;
+    - fits in the smaller font of wide tables: as is, in that font;
     - wider, with one key column and at most 8 rows: transposed when that fits;
     - otherwise split into column groups that each fit, every piece starting
       with the key columns, captions numbered "part i of n".
     """
     widths = _column_widths(t)
-    total = sum(widths)
-    if total <= TABLE_NORMAL_CHARS:
+    if table_px(widths) <= TABLE_BUDGET_PX:
         return [(t, "")]
-    if total <= TABLE_WIDE_CHARS:
+    if table_px(widths, "wide") <= TABLE_BUDGET_PX:
         return [(t, "wide")]
     key = min(t.key, len(t.columns))
     if key == 1 and 1 <= len(t.rows) <= 8 and len(t.columns) > len(t.rows) + 1:
         tt = _transposed(t)
-        wt = sum(_column_widths(tt))
-        if wt <= TABLE_WIDE_CHARS:
-            return [(tt, "" if wt <= TABLE_NORMAL_CHARS else "wide")]
-    key_width = sum(widths[:key])
-    groups, cur, width = [], [], key_width
+        wt = _column_widths(tt)
+        if table_px(wt, "wide") <= TABLE_BUDGET_PX:
+            return [(tt, "" if table_px(wt) <= TABLE_BUDGET_PX else "wide")]
+    key_widths = widths[:key]
+    groups, cur = [], []
     for j in range(key, len(t.columns)):
-        if cur and width + widths[j] > TABLE_WIDE_CHARS:
+        if cur and table_px(key_widths + [widths[i] for i in cur] + [widths[j]], "wide") > TABLE_BUDGET_PX:
             groups.append(cur)
-            cur, width = [], key_width
+            cur = []
         cur.append(j)
-        width += widths[j]
     if cur or not groups:
         groups.append(cur)
     pieces = []
@@ -1360,7 +1396,7 @@ def _table_pieces(t):
         caption = f"{t.caption} ({note})" if t.caption else note[0].upper() + note[1:]
         piece = Table([t.columns[j] for j in cols], [[r[j] for j in cols] for r in t.rows],
                       caption, [t.align[j] for j in cols], key)
-        pieces.append((piece, "wide" if sum(widths[j] for j in cols) > TABLE_NORMAL_CHARS else ""))
+        pieces.append((piece, "" if table_px([widths[j] for j in cols]) <= TABLE_BUDGET_PX else "wide"))
     return pieces
 
 

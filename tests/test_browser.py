@@ -3,9 +3,13 @@
 Checks what a student handing the PDF in (and a teacher marking it) depends on:
 every column header of every table is in the printed text (no column cut off),
 the summary is on page 1, every figure and formula image loaded, and no table
-is wider than the printed column. Needs Debian's ``chromium`` and
-``poppler-utils`` (``.ci/run`` installs them): skipped when they are missing,
-except under ``CI``, where that is a failure.
+is wider than the printed column, in the browser's own fonts and in each of
+the common sans fonts forced on the page (DejaVu Sans, the widest, always;
+Liberation Sans and Noto Sans when installed). A control with a table left
+unsplit shows the width check can fail. Needs Debian's ``chromium``,
+``poppler-utils`` and ``fonts-dejavu-core`` (``.ci/run`` installs them with the
+other fonts): skipped when they are missing, except under ``CI``, where that is
+a failure.
 """
 import html
 import json
@@ -59,7 +63,22 @@ def _chromium(tools, *args, timeout=90):
 
 
 def _squash(text):
-    return re.sub(r"\s+", "", text)
+    """Text without white space or hyphens (pdftotext drops a hyphen where a line breaks)."""
+    return re.sub(r"[\s\-]+", "", text)
+
+
+def _installed_fonts():
+    """Family names fontconfig knows, or () without fc-list."""
+    fc = shutil.which("fc-list")
+    if fc is None:
+        return ()
+    out = subprocess.run([fc, ":", "family"], capture_output=True, text=True).stdout
+    return {name.strip() for line in out.splitlines() for name in line.split(",")}
+
+
+# The common sans fonts a browser falls back to, widest first. DejaVu Sans must be
+# there (it is what the table widths are measured in); the others are checked when present.
+FONTS = ("DejaVu Sans", "Liberation Sans", "Noto Sans")
 
 
 WIDE = [f"metric_{name}" for name in ("alpha", "beta", "gamma", "delta", "epsilon", "zeta", "eta", "theta",
@@ -147,6 +166,8 @@ def test_summary_is_on_page_one(printed):
 PROBE = """<script>
 window.addEventListener('load', function () {
   function all(sel) { return Array.prototype.slice.call(document.querySelectorAll(sel)); }
+  function shown(sel) { var e = document.querySelector(sel); return e && e.offsetWidth > 0 ? 1 : 0; }
+  function top(sel, side) { var e = document.querySelector(sel); return e ? Math.round(e.getBoundingClientRect()[side]) : null; }
   var imgs = all('img');
   var r = {
     images: imgs.length,
@@ -154,10 +175,10 @@ window.addEventListener('load', function () {
     clipped: all('.table-wrap').filter(function (w) { return w.scrollWidth > w.clientWidth + 1; }).length,
     widths: all('.table-wrap').map(function (w) { return w.scrollWidth + '/' + w.clientWidth; }).join(' '),
     tables: all('table').length,
-    summary_top: Math.round(document.getElementById('summary').getBoundingClientRect().top),
-    first_table_bottom: Math.round(document.querySelector('table').getBoundingClientRect().bottom),
-    side_toc: document.querySelector('nav.toc-side').offsetWidth > 0 ? 1 : 0,
-    inline_toc: document.querySelector('details.toc-inline').offsetWidth > 0 ? 1 : 0,
+    summary_top: top('#summary', 'top'),
+    first_table_bottom: top('table', 'bottom'),
+    side_toc: shown('nav.toc-side'),
+    inline_toc: shown('details.toc-inline'),
     viewport: window.innerHeight
   };
   var m = document.createElement('meta'); m.name = 'probe'; m.content = JSON.stringify(r);
@@ -166,11 +187,16 @@ window.addEventListener('load', function () {
 </script>"""
 
 
-def _probe(tools, built, width, height):
-    """Load the report in a window of ``width`` x ``height`` CSS px; what the probe script measured."""
+def _probe(tools, built, width, height, font=None, html_path=None):
+    """Load the report in a window of ``width`` x ``height`` CSS px; what the probe script measured.
+
+    ``font``: a family forced on every element instead of the stylesheet's stack.
+    """
+    page = (html_path or built["html"]).read_text(encoding="utf-8")
+    if font is not None:
+        page = page.replace("</head>", f'<style>* {{ font-family: "{font}" !important; }}</style></head>')
     probe = built["out"] / "probe.html"
-    probe.write_text(built["html"].read_text(encoding="utf-8").replace("</body>", PROBE + "</body>"),
-                     encoding="utf-8")
+    probe.write_text(page.replace("</body>", PROBE + "</body>"), encoding="utf-8")
     dom = _chromium(tools, "--dump-dom", "--virtual-time-budget=5000", "--hide-scrollbars",
                     f"--window-size={width},{height}", probe.as_uri())
     m = re.search(r'<meta name="probe" content="([^"]+)">', dom)
@@ -178,14 +204,34 @@ def _probe(tools, built, width, height):
     return json.loads(html.unescape(m.group(1)))
 
 
-def test_figures_and_math_loaded_and_no_table_wider_than_the_page(tools, built):
+@pytest.mark.parametrize("font", [None, *FONTS])
+def test_figures_and_math_loaded_and_no_table_wider_than_the_page(tools, built, font):
     """At the printed column's width: every image loaded, no table needs a scrollbar."""
-    r = _probe(tools, built, PRINT_COLUMN_PX + MAIN_PADDING_PX, 1000)
+    if font is not None and font not in _installed_fonts():
+        msg = f"font {font!r} is not installed"
+        if font == FONTS[0]:   # the one the widths are measured in: required
+            msg += "; install the Debian package fonts-dejavu-core (.ci/run does)"
+            if os.environ.get("CI"):
+                pytest.fail(msg + " (CI is set, so this is an error)")
+        pytest.skip(msg)
+    r = _probe(tools, built, PRINT_COLUMN_PX + MAIN_PADDING_PX, 1000, font=font)
     assert r["images"] >= built["n_figures"] + 3           # two figures and the formulas
     assert r["broken"] == 0, f"{r['broken']} of {r['images']} images did not load"
     assert r["tables"] > 4                                  # the wide tables were split into pieces
     assert r["clipped"] == 0, f"{r['clipped']} tables are wider than the printed column ({PRINT_COLUMN_PX} px): {r['widths']}"
     assert r["inline_toc"] == 1 and r["side_toc"] == 0      # narrow: contents collapsed after the summary
+
+
+def test_a_table_left_unsplit_is_caught(tools, built, monkeypatch):
+    """The control: the same wide evidence table, not split, is reported wider than the column."""
+    rep = rp.Report("Control")
+    t = next(b for b in built["report"].blocks if isinstance(b, rp.Table) and len(b.columns) > 10)
+    rep.blocks.append(t)
+    monkeypatch.setattr(rp, "_table_pieces", lambda table: [(table, "wide")])
+    path = built["out"] / "unsplit.html"
+    rep.write(html_path=path)
+    r = _probe(tools, built, PRINT_COLUMN_PX + MAIN_PADDING_PX, 1000, font=FONTS[0], html_path=path)
+    assert r["tables"] == 1 and r["clipped"] == 1, r
 
 
 def test_first_screen_shows_the_summary(tools, built):

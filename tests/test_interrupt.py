@@ -329,7 +329,7 @@ def test_sigint_during_startup_keeps_the_previous_run(tmp_path, data, previous):
 @pytest.mark.slow
 def test_concurrent_run_is_refused_then_sigint_in_b(tmp_path, data, previous):
     out = _copy(previous, tmp_path)
-    run = Run(data, out, "B,Q2", iterations=2000)
+    run = Run(data, out, "B,Q2", iterations=10**6)   # far longer than the test: it is stopped
     run.wait_for("Part B")
     second = subprocess.run([sys.executable, "run_all.py", *_args(data, out, "A")], cwd=REPO,
                             capture_output=True, text=True, timeout=60)
@@ -373,7 +373,7 @@ def test_sigint_while_the_report_is_written_gives_one_complete_run(tmp_path, dat
 @pytest.mark.parametrize("point", ["start-up", "Part B"])
 def test_sigkill_leaves_no_process_and_the_next_run_repairs(tmp_path, data, previous, point, capsys):
     out = _copy(previous, tmp_path)
-    run = Run(data, out, "B", iterations=3000)
+    run = Run(data, out, "B", iterations=10**6)      # far longer than the test: it is killed
     if point == "start-up":
         time.sleep(1.0)             # imports done or nearly: the lock may be taken, workers starting
     else:

@@ -415,8 +415,9 @@ def _wide_frame(n_rows, n_cols=15):
 def test_narrow_table_unchanged_and_moderately_wide_one_in_small_font():
     h = rp.Report("T").table({"a": [1], "b": [2]}).to_html()
     assert "<table>" in h
-    rep = rp.Report("T").table(_wide_frame(3, 9), floatfmt=".3f")
-    assert rp.TABLE_NORMAL_CHARS < sum(rp._column_widths(rep.blocks[-1])) <= rp.TABLE_WIDE_CHARS
+    rep = rp.Report("T").table(_wide_frame(3, 6), floatfmt=".3f")
+    widths = rp._column_widths(rep.blocks[-1])
+    assert rp.table_px(widths) > rp.TABLE_BUDGET_PX >= rp.table_px(widths, "wide")
     h = rep.to_html()
     assert h.count("<table") == 1 and '<table class="wide">' in h
 
@@ -431,7 +432,7 @@ def test_wide_table_split_with_key_columns_repeated():
     assert len(pieces) >= 2
     for piece, _ in pieces:
         assert piece.columns[:2] == ["feature", "suspect"]            # key columns in every piece
-        assert sum(rp._column_widths(piece)) <= rp.TABLE_WIDE_CHARS
+        assert rp.table_px(rp._column_widths(piece), "wide") <= rp.TABLE_BUDGET_PX
     shown = [c for piece, _ in pieces for c in piece.columns[2:]]
     assert shown == t.columns[2:]                                     # every column, once, in order
     h = rep.to_html()
@@ -454,6 +455,17 @@ def test_wide_table_with_few_rows_is_transposed():
         assert f'<td class="l">{c}</td>' in h
     md = rp.Report("T").table(df).to_markdown()                       # Markdown keeps the data's shape
     assert "| feature | measure_00 |" in md
+
+
+def test_widths_are_measured_in_the_widest_common_font():
+    """DejaVu Sans advances (em): digits 0.636, bold wider; an unknown glyph counts 1 em."""
+    assert rp.text_em("0") == pytest.approx(0.636, abs=1e-3)
+    assert rp.text_em("0123456789") == pytest.approx(6.36, abs=1e-2)
+    assert rp.text_em("W", bold=True) > rp.text_em("W")
+    assert rp.text_em("中") == 1.0                  # DejaVu Sans has no CJK glyphs
+    # a column of 10-digit numbers at the table font: 10 * 0.636 * 0.92 * 16 px + padding 19.2 + border 1
+    t = rp.Table(["x"], [["1234567890"]], None, ["r"], 1)
+    assert rp.table_px(rp._column_widths(t)) == pytest.approx(6.36 * 0.92 * 16 + 19.2 + 2, abs=0.5)
 
 
 # ------------------------------------------------------------ glossary
