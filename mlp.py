@@ -192,6 +192,7 @@ class Activation(NamedTuple):
     mul_dg: Callable          # @njit scalar d * g'(z) from (d, a), the backward pass's form
     reference_g: Callable     # NumPy g(Z), elementwise
     reference_dg: Callable    # NumPy g'(z) from A = g(Z), elementwise
+    max_slope: float          # max over z of g'(z): how much a layer can pass back at best (the report says it)
 
 
 #: The registry of hidden activations. Adding one is one row here and its
@@ -199,10 +200,10 @@ class Activation(NamedTuple):
 #: read it. Codes are the row positions.
 ACTIVATION_TABLE = (
     Activation("relu", 0, _relu, _relu, _relu_grad, _relu_mul_grad,
-               lambda z: np.maximum(z, 0.0), lambda a: (a > 0).astype(a.dtype)),
+               lambda z: np.maximum(z, 0.0), lambda a: (a > 0).astype(a.dtype), 1.0),
     Activation("sigmoid", 1, _sigmoid, _sigmoid_float32, _sigmoid_grad, _sigmoid_mul_grad,
-               _reference_sigmoid, lambda a: a * (1 - a)),
-    Activation("tanh", 2, _tanh, _tanh, _tanh_grad, _tanh_mul_grad, np.tanh, lambda a: 1 - a * a),
+               _reference_sigmoid, lambda a: a * (1 - a), 0.25),
+    Activation("tanh", 2, _tanh, _tanh, _tanh_grad, _tanh_mul_grad, np.tanh, lambda a: 1 - a * a, 1.0),
 )
 assert all(a.code == i for i, a in enumerate(ACTIVATION_TABLE)), "codes must be row positions"
 ACTIVATIONS = {a.name: a.code for a in ACTIVATION_TABLE}

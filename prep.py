@@ -47,7 +47,8 @@ import os
 import re
 import warnings
 import zipfile
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
+from typing import Any
 from pathlib import Path
 
 import numpy as np
@@ -1394,6 +1395,54 @@ def train_val_split(df, target, val_size=0.2, seed=42):
     return train_test_split(df, test_size=val_size, random_state=seed, stratify=y)
 
 
+@dataclass(frozen=True, eq=False)
+class Encoded:
+    """The encoded splits of a dataset (``encode``): what the networks train and are scored on.
+
+    Attributes
+    ----------
+    X_train, X_val, X_test : ndarray of shape (n_rows, n_features), float64
+    y_train, y_val, y_test : ndarray of shape (n_rows,), int64 or None
+        Class indices 0..K-1 into ``Dataset.classes``; ``y_test`` is None when
+        the test file has no labels.
+    preprocessor : Preprocessor or None
+        Fitted on the training split only (None in ``arrays()``).
+    feature_names, feature_source : list of str
+        The encoded features' names and the raw column each comes from.
+    train_df, val_df : pandas.DataFrame or None
+        The raw split frames (None in ``arrays()``).
+    """
+    X_train: Any
+    y_train: Any
+    X_val: Any
+    y_val: Any
+    X_test: Any
+    y_test: Any
+    preprocessor: Any = None
+    feature_names: list = field(default_factory=list)
+    feature_source: list = field(default_factory=list)
+    train_df: Any = None
+    val_df: Any = None
+
+    def X(self, split):
+        """``X_train``, ``X_val`` or ``X_test`` for ``split`` in ``("train", "val", "test")``."""
+        return getattr(self, f"X_{_split_name(split)}")
+
+    def y(self, split):
+        """``y_train``, ``y_val`` or ``y_test`` for ``split`` in ``("train", "val", "test")``."""
+        return getattr(self, f"y_{_split_name(split)}")
+
+    def arrays(self):
+        """The arrays alone (no preprocessor, no frames): what a worker process needs."""
+        return replace(self, preprocessor=None, train_df=None, val_df=None)
+
+
+def _split_name(split):
+    if split not in ("train", "val", "test"):
+        raise ValueError(f"split must be 'train', 'val' or 'test', got {split!r}")
+    return split
+
+
 def encode(dataset, missing_indicators=False, val_size=0.2, seed=42):
     """Split ``dataset.train``, fit a Preprocessor on the training split only, encode all three.
 
@@ -1408,7 +1457,7 @@ def encode(dataset, missing_indicators=False, val_size=0.2, seed=42):
 
     Returns
     -------
-    dict
+    Encoded
         ``X_train`` (n_tr, d), ``X_val`` (n_val, d), ``X_test`` (n_test, d)
         float64; ``y_train``, ``y_val``, ``y_test`` int64 class indices
         0..K-1 into ``dataset.classes`` (``dataset.decode`` maps them back;
@@ -1434,12 +1483,12 @@ def encode(dataset, missing_indicators=False, val_size=0.2, seed=42):
                             f"training classes {_listing(dataset.classes, 20)}; validate the data first")
         return idx.astype(np.int64)
 
-    return {"X_train": X_train, "y_train": labels(train_df),
-            "X_val": pre.transform(features(val_df)), "y_val": labels(val_df),
-            "X_test": pre.transform(features(dataset.test)),
-            "y_test": labels(dataset.test) if dataset.test_labelled else None,
-            "preprocessor": pre, "feature_names": list(pre.feature_names_),
-            "feature_source": list(pre.feature_source_), "train_df": train_df, "val_df": val_df}
+    return Encoded(X_train=X_train, y_train=labels(train_df),
+                   X_val=pre.transform(features(val_df)), y_val=labels(val_df),
+                   X_test=pre.transform(features(dataset.test)),
+                   y_test=labels(dataset.test) if dataset.test_labelled else None,
+                   preprocessor=pre, feature_names=list(pre.feature_names_),
+                   feature_source=list(pre.feature_source_), train_df=train_df, val_df=val_df)
 
 
 # ---------------------------------------------------------------------------
@@ -1572,14 +1621,21 @@ def _normalise(value, base):
     return float((value - base) / (1.0 - base))
 
 
+def pps_score(balanced_accuracy, n_classes):
+    """The predictive-power score of a prediction with this balanced accuracy over
+    ``n_classes`` classes: (balanced_accuracy - 1/K) / (1 - 1/K), clipped at 0 (0 is
+    chance, 1 perfect). Part A's pps and the shift diagnosis's share this definition."""
+    return max(0.0, _normalise(balanced_accuracy, 1.0 / n_classes))
+
+
 def _pps(cvres, score, n_classes):
     """Predictive power score from :func:`_single_feature_cv` output, clipped at 0.
 
-    balanced: (balanced_accuracy - 1/K) / (1 - 1/K); accuracy: (acc - majority) / (1 - majority).
+    balanced: ``pps_score``; accuracy: (acc - majority) / (1 - majority).
     """
     acc, base, bal = cvres
     if score == "balanced":
-        return max(0.0, _normalise(bal, 1.0 / n_classes))
+        return pps_score(bal, n_classes)
     return max(0.0, _normalise(acc, base))
 
 

@@ -518,8 +518,8 @@ class Banner:
 
 
 @dataclass
-class Rule:
-    pass
+class Divider:
+    """A horizontal line between blocks (``---`` in Markdown, ``<hr>`` in HTML)."""
 
 
 _NA = "–"                      # shown for NaN / None / pd.NA cells unless the caller says otherwise
@@ -1075,9 +1075,9 @@ class Report:
             raise ValueError(f"banner: kind must be 'warning', 'error' or 'info', got {kind!r}")
         return self._add(Banner(str(text), kind))
 
-    def rule(self):
-        """Add a horizontal rule."""
-        return self._add(Rule())
+    def divider(self):
+        """Add a horizontal divider (``---``)."""
+        return self._add(Divider())
 
     def markdown(self, text, level_offset=0):
         """Add a Markdown snippet (see ``parse_markdown`` for the supported subset).
@@ -1187,7 +1187,7 @@ class Report:
             icon = {"warning": "⚠️", "error": "❌", "info": "ℹ️"}[b.kind]
             return "\n".join(f"> {'**' + icon + ' ' + text(ln) + '**' if ln.strip() else ''}"
                              for ln in b.text.split("\n"))
-        if isinstance(b, Rule):
+        if isinstance(b, Divider):
             return "---"
         raise TypeError(f"unknown block {b!r}")
 
@@ -1274,7 +1274,7 @@ class Report:
         if isinstance(b, Banner):
             body = "<br>".join(text(ln) for ln in b.text.split("\n"))
             return f'<div class="banner {b.kind}" role="note">{body}</div>'
-        if isinstance(b, Rule):
+        if isinstance(b, Divider):
             return "<hr>"
         raise TypeError(f"unknown block {b!r}")
 

@@ -4,7 +4,7 @@
 :class:`Diagnosis`: a verdict (one or several *kinds* of shift), the suspect
 features with their mechanism, the validation-vs-test gap with its confidence
 interval, the per-feature evidence table, the class priors of both files and
-every :class:`Rule` that was applied (fired or not). It writes nothing.
+every :class:`RuleOutcome` that was applied (fired or not). It writes nothing.
 
 The kinds, and the statistic that decides each (every rule is a named entry of
 :data:`RULES`; its description is generated from its fields):
@@ -36,7 +36,7 @@ The kinds, and the statistic that decides each (every rule is a named entry of
 Nothing here is chosen on test: thresholds are fixed in :data:`RULES`, the
 proxy model's settings are constants, and the test labels are used only to
 measure. Helpers for Part D's mitigations: :func:`prior_correction`,
-:func:`em_priors`, :func:`mitigations_for`. :func:`make_shift_dataset` plants
+:func:`em_priors` (Part D's mitigations of each verdict kind are ``mitigations.MITIGATIONS``). :func:`make_shift_dataset` plants
 each mechanism on a randomly drawn schema (tests and sweeps).
 """
 from __future__ import annotations
@@ -44,6 +44,7 @@ from __future__ import annotations
 import math
 import time
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -54,11 +55,20 @@ from sklearn.model_selection import StratifiedKFold
 from sklearn.tree import DecisionTreeClassifier
 from threadpoolctl import threadpool_limits
 
-from prep import (_balanced_accuracy, _check_features, _check_range, _codes, _folds, _normalise,
+from prep import (_balanced_accuracy, _check_features, _check_range, _codes, _folds, pps_score,
                   to_jsonable)
+from rules import Rule
 
 KINDS = ("none", "covariate_shift", "prior_shift", "relationship_broken", "concept_shift",
          "missingness", "interaction", "unexplained")
+# What a suspect of each kind does, in words (singular; ``PLURAL_VERBS`` for several):
+# the diagnosis's sentences (``explain``) and Part D's verdict sentence both use it.
+KIND_TEXT = {"relationship_broken": "predicts the label in train but not in test",
+             "concept_shift": "predicts the label differently in test than in train",
+             "missingness": "carries the label in train through which values are missing, and not in test",
+             "interaction": "takes part in a joint relationship with the label that holds in train and "
+                            "not in test"}
+PLURAL_VERBS = {"predicts": "predict", "carries": "carry", "takes": "take"}   # each text's first word
 # order in which the primary kind is chosen when several hold (the most actionable first)
 _PRIMARY_ORDER = ("relationship_broken", "concept_shift", "missingness", "interaction",
                   "prior_shift", "unexplained", "covariate_shift", "none")
@@ -69,22 +79,17 @@ _MAX_CAT_LEVELS = 250  # HistGradientBoosting's native categorical limit (rarer 
 
 # -- rules ------------------------------------------------------------------
 
-@dataclass(frozen=True)
-class RuleSpec:
-    """A decision rule: what is measured, its threshold and how its noise band is formed."""
-
-    name: str
-    statistic: str
-    threshold: float
-    noise: str
-    meaning: str
+def _spec(name, statistic, threshold, noise, meaning):
+    """A diagnosis rule (``rules.Rule``): what it measures, its threshold, how its noise
+    band is formed and what it means when it fires."""
+    return Rule(name, threshold, meaning, statistic=statistic, noise=noise)
 
 
 RULES = {r.name: r for r in (
-    RuleSpec("gap_outside_noise", "validation accuracy - test accuracy", 0.0,
+    _spec("gap_outside_noise", "validation accuracy - test accuracy", 0.0,
              "z=2.58 x binomial standard error of the difference",
              "test accuracy is lower than validation accuracy beyond sampling noise"),
-    RuleSpec("model_transfer_gap",
+    _spec("model_transfer_gap",
              "log loss on test of the train-fitted proxy (the smaller of: as fitted, re-weighted "
              "to test's class shares) - log loss of the proxy refitted within test by CV", 0.01,
              "z=2.58 x standard error of the per-row loss difference",
@@ -92,72 +97,72 @@ RULES = {r.name: r for r in (
              "no feature is blamed for a relationship that changed but still exists "
              "(concept_shift: a single feature's P(y | x_j) also moves when other, correlated "
              "inputs shift)"),
-    RuleSpec("conditional_shift",
+    _spec("conditional_shift",
              "min(log-loss gap as fitted, log-loss gap re-weighted to test's class shares) of "
              "the train-fitted P(y | feature) against its refit within test", 0.01,
              "z=2.58 x standard error of the per-row loss difference (threshold also >= 10% "
              "of the feature's information in train)",
              "the feature's relationship with the label changed"),
-    RuleSpec("unique_in_train",
+    _spec("unique_in_train",
              "out-of-fold log loss in train of the proxy without the feature - with it (3 "
              "folds, at most 6,000 rows; checked for a relationship_broken suspect when "
              "model_transfer_gap did not fire)", 0.005,
              "z=2.58 x standard error of the per-row difference",
              "the feature told the label in train beyond what the other features tell; else "
              "its lost information within test is that of a correlated, shifted input"),
-    RuleSpec("suspect_closure",
+    _spec("suspect_closure",
              "transfer gap closed by leaving the suspect out as well as those blamed before it "
              "(nats; conditional_shift suspects taken greedily by closure)", 0.01,
              "closure must exceed z=2.58 x standard error of the remaining gap",
              "the suspect accounts for a part of the gap; the suspects left over when none "
              "closes more are explained by the blamed ones (their P(y | x_j) moved through "
              "them); when not even the first closes the gap, every suspect stays blamed"),
-    RuleSpec("relationship_gone",
+    _spec("relationship_gone",
              "information of the feature about the label within test (prior log loss - CV "
              "log loss) / the same within train", 0.25,
              "z=2.58 x standard error of the within-test information",
              "the feature no longer predicts the label in test (broken), else it predicts it "
              "differently (concept shift)"),
-    RuleSpec("missingness_signal",
+    _spec("missingness_signal",
              "total variation between P(y | missing) and P(y | present) in train", 0.10,
              "chi-square p < 0.01 and at least 10 missing rows",
              "whether the value is missing carries the label in train"),
-    RuleSpec("missingness_gone",
+    _spec("missingness_gone",
              "drop of that total variation from train to test (test TV = 0 when missingness "
              "vanished: test rate < train rate / 4)", 0.5,
              "threshold is a share of the train TV; band z=2.58 x parametric-bootstrap sd",
              "the missingness signal of train is not there in test"),
-    RuleSpec("prior_shift", "total variation of the class shares, train vs test", 0.05,
+    _spec("prior_shift", "total variation of the class shares, train vs test", 0.05,
              "99th percentile of the TV between two samples of these sizes from one "
              "distribution; chi-square p < 0.01",
              "the class shares moved"),
-    RuleSpec("em_consistent",
+    _spec("em_consistent",
              "largest total variation between the EM class shares of the model and those of "
              "one informative feature's P(y | x_j) (no test labels)", 0.0,
              "1.5 x 99th percentile of that feature's bootstrap EM spread + the model's band "
              "(features with >= 0.1 nats of train information only)",
              "every feature agrees on the estimated test class shares, as a prior shift "
              "implies"),
-    RuleSpec("class_conditional_holds",
+    _spec("class_conditional_holds",
              "number of non-suspect features whose P(x | y) shifted (marginal_shift)", 0.0,
              "as marginal_shift",
              "the class shares explain the input shift, P(x | y) holds"),
-    RuleSpec("marginal_shift",
+    _spec("marginal_shift",
              "KS statistic (numeric) or Cramer's V (categorical) of P(x | y), the largest over "
              "the classes (labelled test), or of P(x) with train re-weighted to the EM class "
              "shares (unlabelled)", 0.10,
              "p < 0.01 (Bonferroni over classes and features; effective sample sizes)",
              "the feature's distribution moved"),
-    RuleSpec("adversarial_auc",
+    _spec("adversarial_auc",
              "out-of-fold ROC AUC of a train-vs-test classifier, missingness hidden", 0.60,
              "threshold only (AUC 0.5 = indistinguishable)",
              "the inputs' joint distribution moved"),
-    RuleSpec("leave_out_closure",
+    _spec("leave_out_closure",
              "share of the remaining model transfer gap closed by leaving a feature out (only "
              "when no conditional_shift suspect is blamed)", 0.5,
              "closure must also exceed the gap's noise band",
              "the feature takes part in a relationship that exists in train and not in test"),
-    RuleSpec("unexplained_gap",
+    _spec("unexplained_gap",
              "model transfer gap left after removing every suspect", 0.01,
              "z=2.58 x standard error of the per-row loss difference",
              "part of the gap is accounted for by no check"),
@@ -165,8 +170,8 @@ RULES = {r.name: r for r in (
 
 
 @dataclass(frozen=True)
-class Rule:
-    """One application of a :class:`RuleSpec`: its value, band and whether it fired."""
+class RuleOutcome:
+    """One application of a rule of :data:`RULES`: its value, band and whether it fired."""
 
     name: str
     subject: str | None
@@ -183,7 +188,7 @@ class Rule:
         verb = "fired" if self.fired else "did not fire"
         return (f"rule {self.name}{where} {verb}: {self.statistic} = {_fmt(self.value)} against "
                 f"threshold {_fmt(self.threshold)} and noise band {_fmt(self.noise_band)} "
-                f"({spec.noise}); when it fires: {spec.meaning}.")
+                f"({spec.noise}); when it fires: {spec.description}.")
 
 
 def _fmt(x):
@@ -191,8 +196,8 @@ def _fmt(x):
 
 
 def _rule(name, subject, value, threshold, band, fired):
-    """A :class:`Rule` of the spec ``name`` (its statistic text comes from :data:`RULES`)."""
-    return Rule(name, subject, RULES[name].statistic, float(value), float(threshold),
+    """A :class:`RuleOutcome` of the rule ``name`` (its statistic text comes from :data:`RULES`)."""
+    return RuleOutcome(name, subject, RULES[name].statistic, float(value), float(threshold),
                 float(band), bool(fired))
 
 
@@ -273,7 +278,7 @@ class Diagnosis:
         One row per feature: marginal / class-conditional shift, conditional-shift gaps,
         information in train and within test, pps (descriptive), missingness statistics
         and adversarial permutation AUC drops.
-    rules : tuple of Rule
+    rules : tuple of RuleOutcome
         Every rule applied, fired or not, with ``description``.
     adversarial : dict
         ``auc_no_missing`` (all features), ``auc_without_suspects`` and ``threshold``.
@@ -610,11 +615,6 @@ def _cv_rows(v, y, kind, k, seed, cv=5):
     return ll, ll0, pred
 
 
-def _pps(y, pred):
-    """Balanced accuracy normalised to 0 (chance over the classes in y) .. 1, clipped at 0."""
-    return max(0.0, _normalise(_balanced_accuracy(y, pred), 1.0 / len(np.unique(y))))
-
-
 def _conditional(name, kind, v_tr, y_tr, v_te, y_te, k, seed, max_rows, th):
     """Per-feature conditional-shift statistics (missing rows excluded) and its rules."""
     rng = np.random.default_rng(seed)
@@ -641,7 +641,8 @@ def _conditional(name, kind, v_tr, y_tr, v_te, y_te, k, seed, max_rows, th):
     gone = bool(fired and info_te <= max(th["relationship_gone"] * info_tr, info_band))
     row.update(info_train=info_tr, info_test=info_te, gap_fitted=g_fit, gap_reweighted=g_rw,
                gap_band=max(b_fit, b_rw), gap_threshold=thr,
-               pps_train=_pps(y_tr[sub], pred_tr), pps_test=_pps(y_te, pred_te),
+               pps_train=pps_score(_balanced_accuracy(y_tr[sub], pred_tr), k),
+               pps_test=pps_score(_balanced_accuracy(y_te, pred_te), k),
                conditional_shift=bool(fired), relationship_gone=gone)
     rules = [_rule("conditional_shift", name, stat, thr, max(b_fit, b_rw), fired)]
     if fired:
@@ -977,204 +978,319 @@ def diagnose(train, test, target, numeric, categorical, *, model=None, seed=0,
     Diagnosis
     """
     t0 = time.perf_counter()
+    d = _prepare(train, test, target, numeric, categorical, thresholds, seed, max_rows)
+    rng = np.random.default_rng(seed)
+    with threadpool_limits(limits=1, user_api="openmp"):
+        m = _stage_model(d, model, val_rows, rng)
+        missing = [_missingness(c, d.train[c].isna().to_numpy(), d.y_tr, d.test[c].isna().to_numpy(),
+                                d.y_te, d.k, d.seed, d.th) for c in d.names]   # per column, seeded each
+        pri = _stage_priors(d, m, missing, rng)
+        acc = _stage_gap(d, m)
+        feat = _stage_features(d, pri, missing)
+        tr = _stage_transfer(d, m, feat, acc, rng)
+        blamed = {s.feature for s in feat.suspects + tr.suspects}
+        adv = _stage_adversarial(d, feat.evidence, blamed)
+    return _verdict(d, (pri, acc, feat, tr, adv), tr.gap, pri.priors, blamed, tr.proxies,
+                    time.perf_counter() - t0)
+
+
+# -- the stages of diagnose -----------------------------------------------------
+# Each reads the prepared inputs (``_Inputs``) and what earlier stages found, and
+# returns a ``_Found``-like result: its evidence, the rules it applied (fired or
+# not, in the order applied) and the suspects it blames. ``_check`` applies a rule
+# whose statistic must exceed both its threshold and its noise band.
+
+@dataclass(frozen=True, eq=False)
+class _Inputs:
+    """What every stage reads: the frames, the features, the labels and the thresholds."""
+    train: Any
+    test: Any
+    names: list               # feature columns, numeric first
+    kinds_of: list            # "numeric" / "categorical" per feature
+    cat_mask: Any             # (d,) bool
+    classes: Any
+    y_tr: Any                 # (n_tr,) class indices
+    y_te: Any                 # (n_te,) class indices, or None without test labels
+    k: int
+    Xtr: Any                  # (n_tr, d) design matrix (categorical codes, NaN kept)
+    Xte: Any                  # (n_te, d)
+    labelled: bool
+    th: dict
+    seed: int
+    max_rows: int
+    numeric: list
+    categorical: list
+
+
+def _prepare(train, test, target, numeric, categorical, thresholds, seed, max_rows):
     numeric, categorical = _check_features([("train", train)], target, numeric, categorical)
     _check_features([("test", test)], None, numeric, categorical)
     th = _check_thresholds(thresholds)
     labelled = target in test.columns
     classes, y_tr, y_te = _classes(train[target], test[target] if labelled else None)
-    k = len(classes)
     names = numeric + categorical
     kinds_of = ["numeric"] * len(numeric) + ["categorical"] * len(categorical)
-    cat_mask = np.array([kd == "categorical" for kd in kinds_of])
-    rng = np.random.default_rng(seed)
     Xtr, Xte = _design(train, test, numeric, categorical)     # (n_tr, d), (n_te, d)
-    rules, suspects = [], []
-    single = {}             # index -> Suspect of a feature whose own P(y | x_j) changed
-    proxies = ()
+    return _Inputs(train, test, names, kinds_of, np.array([kd == "categorical" for kd in kinds_of]),
+                   classes, y_tr, y_te, len(classes), Xtr, Xte, labelled, th, seed, max_rows,
+                   numeric, categorical)
 
-    with threadpool_limits(limits=1, user_api="openmp"):
-        # -- proxy (or user's) model: validation vs test gap, predicted distribution
-        perm = rng.permutation(len(y_tr))
-        if val_rows is None:
-            n_val = max(int(0.2 * len(y_tr)), 1)
-            val, fit = perm[:n_val], perm[n_val:n_val + max_rows]
-        else:
-            val = np.asarray(val_rows, dtype=np.int64).ravel()
-            if len(val) == 0 or val.min() < 0 or val.max() >= len(y_tr) \
-                    or len(np.unique(val)) != len(val):
-                raise ValueError(f"val_rows must be distinct positions 0..{len(y_tr) - 1} of "
-                                 f"train rows; got {len(val)} values in "
-                                 f"[{val.min() if len(val) else None}, "
-                                 f"{val.max() if len(val) else None}]")
-            fit = perm[~np.isin(perm, val)][:max_rows]
-        if model is not None:
-            P_val, P_te = _user_proba(model, train.iloc[val], test, names, classes)
-        else:
-            proxy = _proxy(Xtr[fit], y_tr[fit], cat_mask, seed)
-            P_val, P_te = _full_proba(proxy, Xtr[val], k), _full_proba(proxy, Xte, k)
-        pi_tr = _shares(y_tr, k)
-        predicted = P_te.mean(axis=0)
-        # missingness as a pseudo-feature, per column (each call seeds its own rng)
-        missing = [_missingness(c, train[c].isna().to_numpy(), y_tr, test[c].isna().to_numpy(),
-                                y_te, k, seed, th) for c in names]
 
-        # -- class priors
-        if labelled:
-            pi_te = _shares(y_te, k)
-            ct = np.vstack([np.bincount(y_tr, minlength=k), np.bincount(y_te, minlength=k)])
-            p_chi = float(stats.chi2_contingency(ct[:, ct.sum(0) > 0], correction=False)[1])
-            band_tv = _null_tv((ct.sum(0) / ct.sum()), len(y_tr), len(y_te), rng)
-            source = "labels"
-        else:
-            # a train-only missingness signal moves the predictions without any prior shift:
-            # EM runs on a proxy that cannot see missingness in those columns
-            gone = [j for j, (row, _) in enumerate(missing) if row.get("missingness")]
-            P_em = P_te
-            if gone:
-                Xf_tr, Xf_te = Xtr[fit].copy(), Xte.copy()
-                Xf_tr[:, gone] = _hot_deck(Xf_tr[:, gone], rng)
-                Xf_te[:, gone] = _hot_deck(Xf_te[:, gone], rng)
-                P_em = _full_proba(_proxy(Xf_tr, y_tr[fit], cat_mask, seed), Xf_te, k)
-            pi_te = em_priors(np.clip(P_em, _EPS, None), np.clip(pi_tr, _EPS, None))
-            boots = [em_priors(np.clip(P_em[b], _EPS, None), np.clip(pi_tr, _EPS, None),
-                               tol=1e-6)
-                     for b in (rng.integers(0, len(P_em), len(P_em)) for _ in range(30))]
-            band_tv = float(np.quantile([_tv(b, pi_te) for b in boots], 0.99)) \
-                + _null_tv(pi_tr, len(y_tr), len(P_em), rng)
-            p_chi, source = float("nan"), "em"
-        tv = _tv(pi_tr, pi_te)
-        moved = tv >= max(th["prior_shift"], band_tv) and (not labelled or p_chi < 0.01)
-        rules.append(_rule("prior_shift", None, tv, th["prior_shift"], band_tv, moved))
-        if moved and not labelled:      # EM assumes P(x | y) holds: check it feature by feature
-            ok, worst, who, band_w = _em_consistency(Xtr, y_tr, Xte, names, kinds_of, k, seed,
-                                                     pi_te, band_tv, rng)
-            rules.append(_rule("em_consistent", who, worst, th["em_consistent"], band_w, ok))
-            moved = ok
-        priors = Priors(classes, tuple(pi_tr), tuple(pi_te), source, tuple(predicted), p_chi,
-                        tv, band_tv)
+def _check(name, subject, value, threshold, band):
+    """Apply the rule ``name``: it fires when ``value`` exceeds both ``threshold`` and ``band``."""
+    return _rule(name, subject, value, threshold, band, value > max(threshold, band))
 
-        # -- gap: validation vs test of the same model
-        gap = None
-        if labelled:
-            acc_v = float(np.mean(P_val.argmax(1) == y_tr[val]))
-            acc_t = float(np.mean(P_te.argmax(1) == y_te))
-            se = math.sqrt(acc_v * (1 - acc_v) / len(val) + acc_t * (1 - acc_t) / len(y_te))
-            ll_v, ll_t = _ll_rows(P_val, y_tr[val]), _ll_rows(P_te, y_te)
-            lg = float(ll_t.mean() - ll_v.mean())
-            lse = math.sqrt(ll_t.var() / len(ll_t) + ll_v.var() / len(ll_v))
-            outside = acc_v - acc_t > _Z * se
-            rules.append(_rule("gap_outside_noise", None, acc_v - acc_t, 0.0, _Z * se, outside))
 
-        # -- per feature: marginal shift (train re-weighted to test's shares), conditional
-        if labelled:
-            ev = _class_conditional_shift(train, test, y_tr, y_te, numeric, categorical, k,
-                                          th["marginal_shift"])
-        else:
-            w = (pi_te / np.clip(pi_tr, _EPS, None))[y_tr] if moved else np.ones(len(y_tr))
-            ev = _marginal_shift(train, test, numeric, categorical, w, th["marginal_shift"])
-        rows_c, rows_m = [], []
-        for j, (c, kd) in enumerate(zip(names, kinds_of)):
-            if labelled:
-                row, rr = _conditional(c, kd, Xtr[:, j], y_tr, Xte[:, j], y_te, k, seed,
-                                       max_rows, th)
-                rows_c.append(row)
-                rules += rr
-                if row.get("conditional_shift"):
-                    kind = "relationship_broken" if row["relationship_gone"] else "concept_shift"
-                    single[j] = Suspect(c, kind, "conditional_shift",
-                                        min(row["gap_fitted"], row["gap_reweighted"]),
-                                        row["gap_threshold"])
-            row, rr = missing[j]
-            rows_m.append(row)
+@dataclass(frozen=True, eq=False)
+class _Found:
+    """What a stage found: its own evidence (``evidence``), the rules it applied, its suspects."""
+    evidence: Any = None
+    rules: tuple = ()
+    suspects: tuple = ()
+
+
+@dataclass(frozen=True, eq=False)
+class _ModelFound(_Found):
+    P_val: Any = None         # (n_val, k) the model's probabilities on the validation rows
+    P_te: Any = None          # (n_te, k) on test
+    val: Any = None           # positions of the validation rows in train
+    fit: Any = None           # positions of the rows the proxy fits on
+    user_model: bool = False  # the probabilities are the caller's model's, not the proxy's
+
+
+def _stage_model(d, model, val_rows, rng):
+    """The proxy (or the user's) model on the validation rows and on test."""
+    perm = rng.permutation(len(d.y_tr))
+    if val_rows is None:
+        n_val = max(int(0.2 * len(d.y_tr)), 1)
+        val, fit = perm[:n_val], perm[n_val:n_val + d.max_rows]
+    else:
+        val = np.asarray(val_rows, dtype=np.int64).ravel()
+        if len(val) == 0 or val.min() < 0 or val.max() >= len(d.y_tr) or len(np.unique(val)) != len(val):
+            raise ValueError(f"val_rows must be distinct positions 0..{len(d.y_tr) - 1} of "
+                             f"train rows; got {len(val)} values in "
+                             f"[{val.min() if len(val) else None}, "
+                             f"{val.max() if len(val) else None}]")
+        fit = perm[~np.isin(perm, val)][:d.max_rows]
+    if model is not None:
+        P_val, P_te = _user_proba(model, d.train.iloc[val], d.test, d.names, d.classes)
+    else:
+        proxy = _proxy(d.Xtr[fit], d.y_tr[fit], d.cat_mask, d.seed)
+        P_val, P_te = _full_proba(proxy, d.Xtr[val], d.k), _full_proba(proxy, d.Xte, d.k)
+    return _ModelFound(P_val=P_val, P_te=P_te, val=val, fit=fit, user_model=model is not None)
+
+
+@dataclass(frozen=True, eq=False)
+class _PriorsFound(_Found):
+    priors: Any = None        # Priors
+    moved: bool = False       # the class shares moved beyond noise (and EM's assumption holds)
+
+
+def _stage_priors(d, m, missing, rng):
+    """Class priors: test's shares from its labels (chi-square) or, without labels, by EM
+    on the model's predictions, against train's, with a noise band."""
+    th, k, y_tr = d.th, d.k, d.y_tr
+    pi_tr = _shares(y_tr, k)
+    rules = []
+    if d.labelled:
+        pi_te = _shares(d.y_te, k)
+        ct = np.vstack([np.bincount(y_tr, minlength=k), np.bincount(d.y_te, minlength=k)])
+        p_chi = float(stats.chi2_contingency(ct[:, ct.sum(0) > 0], correction=False)[1])
+        band_tv = _null_tv((ct.sum(0) / ct.sum()), len(y_tr), len(d.y_te), rng)
+        source = "labels"
+    else:
+        # a train-only missingness signal moves the predictions without any prior shift:
+        # EM runs on a proxy that cannot see missingness in those columns
+        gone = [j for j, (row, _) in enumerate(missing) if row.get("missingness")]
+        P_em = m.P_te
+        if gone:
+            Xf_tr, Xf_te = d.Xtr[m.fit].copy(), d.Xte.copy()
+            Xf_tr[:, gone] = _hot_deck(Xf_tr[:, gone], rng)
+            Xf_te[:, gone] = _hot_deck(Xf_te[:, gone], rng)
+            P_em = _full_proba(_proxy(Xf_tr, y_tr[m.fit], d.cat_mask, d.seed), Xf_te, k)
+        pi_te = em_priors(np.clip(P_em, _EPS, None), np.clip(pi_tr, _EPS, None))
+        boots = [em_priors(np.clip(P_em[b], _EPS, None), np.clip(pi_tr, _EPS, None), tol=1e-6)
+                 for b in (rng.integers(0, len(P_em), len(P_em)) for _ in range(30))]
+        band_tv = float(np.quantile([_tv(b, pi_te) for b in boots], 0.99)) \
+            + _null_tv(pi_tr, len(y_tr), len(P_em), rng)
+        p_chi, source = float("nan"), "em"
+    tv = _tv(pi_tr, pi_te)
+    moved = tv >= max(th["prior_shift"], band_tv) and (not d.labelled or p_chi < 0.01)
+    rules.append(_rule("prior_shift", None, tv, th["prior_shift"], band_tv, moved))
+    if moved and not d.labelled:      # EM assumes P(x | y) holds: check it feature by feature
+        ok, worst, who, band_w = _em_consistency(d.Xtr, y_tr, d.Xte, d.names, d.kinds_of, k, d.seed,
+                                                 pi_te, band_tv, rng)
+        rules.append(_rule("em_consistent", who, worst, th["em_consistent"], band_w, ok))
+        moved = ok
+    priors = Priors(d.classes, tuple(pi_tr), tuple(pi_te), source, tuple(m.P_te.mean(axis=0)), p_chi,
+                    tv, band_tv)
+    return _PriorsFound(rules=tuple(rules), priors=priors, moved=moved)
+
+
+@dataclass(frozen=True, eq=False)
+class _GapFound(_Found):
+    acc_v: float = float("nan")   # validation accuracy of the model
+    acc_t: float = float("nan")   # its test accuracy
+    se: float = float("nan")      # standard error of their difference
+    ll_v: Any = None              # (n_val,) per-row log loss on validation
+    ll_t: Any = None              # (n_te,) on test
+    outside: bool = False         # the accuracy gap is outside noise
+
+
+def _stage_gap(d, m):
+    """Validation vs test accuracy and log loss of the same model (labelled test only)."""
+    if not d.labelled:
+        return _GapFound()
+    acc_v = float(np.mean(m.P_val.argmax(1) == d.y_tr[m.val]))
+    acc_t = float(np.mean(m.P_te.argmax(1) == d.y_te))
+    se = math.sqrt(acc_v * (1 - acc_v) / len(m.val) + acc_t * (1 - acc_t) / len(d.y_te))
+    outside = acc_v - acc_t > _Z * se
+    return _GapFound(rules=(_rule("gap_outside_noise", None, acc_v - acc_t, 0.0, _Z * se, outside),),
+                     acc_v=acc_v, acc_t=acc_t, se=se, ll_v=_ll_rows(m.P_val, d.y_tr[m.val]),
+                     ll_t=_ll_rows(m.P_te, d.y_te), outside=bool(outside))
+
+
+@dataclass(frozen=True, eq=False)
+class _FeaturesFound(_Found):
+    single: dict = None       # feature index -> Suspect whose own P(y | x_j) changed (not yet blamed)
+
+
+def _stage_features(d, pri, missing):
+    """Per feature: marginal or class-conditional shift (train re-weighted to test's shares),
+    the conditional relationship with the label (labelled test), missingness."""
+    th = d.th
+    if d.labelled:
+        ev = _class_conditional_shift(d.train, d.test, d.y_tr, d.y_te, d.numeric, d.categorical, d.k,
+                                      th["marginal_shift"])
+    else:
+        pi_tr, pi_te = np.array(pri.priors.train), np.array(pri.priors.test)
+        w = (pi_te / np.clip(pi_tr, _EPS, None))[d.y_tr] if pri.moved else np.ones(len(d.y_tr))
+        ev = _marginal_shift(d.train, d.test, d.numeric, d.categorical, w, th["marginal_shift"])
+    rules, suspects, single, rows_c, rows_m = [], [], {}, [], []
+    for j, (c, kd) in enumerate(zip(d.names, d.kinds_of)):
+        if d.labelled:
+            row, rr = _conditional(c, kd, d.Xtr[:, j], d.y_tr, d.Xte[:, j], d.y_te, d.k, d.seed,
+                                   d.max_rows, th)
+            rows_c.append(row)
             rules += rr
-            if row.get("missingness"):
-                suspects.append(Suspect(c, "missingness", "missingness_gone",
-                                        row["missing_tv_train"] - row["missing_tv_test"],
-                                        th["missingness_gone"] * row["missing_tv_train"]))
-        for rows in (rows_c, rows_m):
-            if rows:
-                ev = ev.join(pd.DataFrame(rows).set_index("feature"))
+            if row.get("conditional_shift"):
+                kind = "relationship_broken" if row["relationship_gone"] else "concept_shift"
+                single[j] = Suspect(c, kind, "conditional_shift", min(row["gap_fitted"], row["gap_reweighted"]),
+                                    row["gap_threshold"])
+        row, rr = missing[j]
+        rows_m.append(row)
+        rules += rr
+        if row.get("missingness"):
+            suspects.append(Suspect(c, "missingness", "missingness_gone",
+                                    row["missing_tv_train"] - row["missing_tv_test"],
+                                    th["missingness_gone"] * row["missing_tv_train"]))
+    for rows in (rows_c, rows_m):
+        if rows:
+            ev = ev.join(pd.DataFrame(rows).set_index("feature"))
+    return _FeaturesFound(evidence=ev, rules=tuple(rules), suspects=tuple(suspects), single=single)
 
-        # -- model level: transfer gap, closure by suspects, greedy leave-out
-        if labelled:
-            tr = _Transfer(Xtr[fit], y_tr[fit], Xte, y_te, cat_mask, k, seed,
-                           None if model is not None else P_te)
-            g0, b0 = tr.gap()
-            tgap = g0 > max(b0, th["model_transfer_gap"])
-            rules.append(_rule("model_transfer_gap", None, g0, th["model_transfer_gap"], b0,
-                               tgap))
-            explained, partners = (), []
-            if not tgap:    # P(y | x_j) of one feature also moves when correlated inputs
-                single = {j: x for j, x in single.items()    # shift: only a lost link that
-                          if x.kind == "relationship_broken"}  # no other feature gave counts
-                if single:
-                    rows = rng.permutation(len(y_tr))[:_UNIQUE_ROWS]
-                    base = _oof_ll(Xtr[rows], y_tr[rows], cat_mask, k, seed)
-                for j in list(single):
-                    keep = [i for i in range(len(names)) if i != j]
-                    u, ub = _gap_stat(_oof_ll(Xtr[rows][:, keep], y_tr[rows], cat_mask[keep], k,
-                                              seed), base)
-                    ok = u > max(th["unique_in_train"], ub)
-                    rules.append(_rule("unique_in_train", names[j], u, th["unique_in_train"],
-                                       ub, ok))
-                    if not ok:
-                        del single[j]
-            if single:                      # explain away (suspect_closure)
-                strongest = sorted(single, key=lambda j: -single[j].statistic)
-                blamed_j, explained, rr, partners = (_explain_away(tr, names, strongest, th)
-                                                     if tgap else (strongest, [], [], []))
-                rules += rr
-                suspects += [single[j] for j in blamed_j]
-                proxies = tuple(names[j] for j in explained)
-            drop = frozenset(names.index(s.feature) for s in suspects if s.kind != "missingness")
-            left, band_left = tr.gap(drop | set(partners)) if tgap and single else (0.0, 0.0)
-            if left > max(band_left, th["unexplained_gap"]):
-                # a gap left: is a partner of the suspects, not yet one, behind it?
-                more, rr = _partners(tr, names, sorted(set(range(len(names))) - drop
-                                                       - set(partners) - set(explained)), th)
-                partners, rules = partners + more, rules + rr
-            suspects += [Suspect(names[j], "interaction", "leave_out_closure",
-                                 next(r.value for r in rules if r.name == "leave_out_closure"
-                                      and r.subject == names[j]), th["leave_out_closure"])
-                         for j in partners]
-            drop = frozenset(names.index(s.feature) for s in suspects if s.kind != "missingness")
-            fill = frozenset(names.index(s.feature) for s in suspects
-                             if s.kind == "missingness") - drop
-            g1, b1 = tr.gap(drop, fill) if (drop or fill) else (g0, b0)
-            group_g, group_b = g1, b1
-            # a group, only when no single feature's relationship changed: the gap left
-            # after such a suspect shows through the features it acted with (unexplained)
-            if tgap and not single:
-                group, rr, (group_g, group_b) = _leave_out(tr, names, drop, fill, th)
-                rules += rr
-                for j in group:
-                    suspects.append(Suspect(names[j], "interaction", "leave_out_closure",
-                                            next(r.value for r in rr if r.subject == names[j]),
-                                            th["leave_out_closure"]))
-            resid_fire = tgap and group_g > max(group_b, th["unexplained_gap"])
-            rules.append(_rule("unexplained_gap", None, group_g, th["unexplained_gap"], group_b,
-                               resid_fire))
-            gap = Gap(acc_v, acc_t, acc_v - acc_t, (acc_v - acc_t - _Z * se,
-                                                    acc_v - acc_t + _Z * se),
-                      float(ll_v.mean()), float(ll_t.mean()), lg, (lg - _Z * lse, lg + _Z * lse),
-                      bool(outside), g0, b0, g0 - group_g, group_g)
 
-        # -- adversarial validation: all features (descriptive), then without the blamed
-        # ones (decides covariate_shift: a broken feature also moves the joint distribution)
-        blamed = {s.feature for s in suspects}
-        auc_all, drops = _adversarial(Xtr, Xte, cat_mask, seed)
-        ev["adv_auc_drop"] = drops
-        rest = [j for j, c in enumerate(names) if c not in blamed]
-        auc = (auc_all if len(rest) == len(names) else
-               _adversarial(Xtr[:, rest], Xte[:, rest], cat_mask[rest], seed, drops=False)[0] if rest
-               else 0.5)
-        adv = {"auc_no_missing": auc_all, "auc_without_suspects": auc,
-               "threshold": th["adversarial_auc"]}
+@dataclass(frozen=True, eq=False)
+class _TransferFound(_Found):
+    gap: Any = None           # Gap, None without test labels
+    proxies: tuple = ()       # explained-away columns (suspect_closure)
 
-    # -- verdict
+
+def _stage_transfer(d, m, feat, acc, rng):
+    """Model level (labelled test): does a model of all features transfer worse than one
+    learnt within test; which suspects close that gap (greedy, explaining others away);
+    which partners or groups a gap left over shows through."""
+    if not d.labelled:
+        return _TransferFound()
+    th, names, y_tr = d.th, d.names, d.y_tr
+    rules, suspects, single = [], list(feat.suspects), dict(feat.single)
+    proxies = ()
+    tr = _Transfer(d.Xtr[m.fit], y_tr[m.fit], d.Xte, d.y_te, d.cat_mask, d.k, d.seed,
+                   None if m.user_model else m.P_te)
+    g0, b0 = tr.gap()
+    r = _check("model_transfer_gap", None, g0, th["model_transfer_gap"], b0)
+    tgap = r.fired
+    rules.append(r)
+    explained, partners = (), []
+    if not tgap:    # P(y | x_j) of one feature also moves when correlated inputs
+        single = {j: x for j, x in single.items()    # shift: only a lost link that
+                  if x.kind == "relationship_broken"}  # no other feature gave counts
+        if single:
+            rows = rng.permutation(len(y_tr))[:_UNIQUE_ROWS]
+            base = _oof_ll(d.Xtr[rows], y_tr[rows], d.cat_mask, d.k, d.seed)
+        for j in list(single):
+            keep = [i for i in range(len(names)) if i != j]
+            u, ub = _gap_stat(_oof_ll(d.Xtr[rows][:, keep], y_tr[rows], d.cat_mask[keep], d.k, d.seed), base)
+            r = _check("unique_in_train", names[j], u, th["unique_in_train"], ub)
+            rules.append(r)
+            if not r.fired:
+                del single[j]
+    if single:                      # explain away (suspect_closure)
+        strongest = sorted(single, key=lambda j: -single[j].statistic)
+        blamed_j, explained, rr, partners = (_explain_away(tr, names, strongest, th)
+                                             if tgap else (strongest, [], [], []))
+        rules += rr
+        suspects += [single[j] for j in blamed_j]
+        proxies = tuple(names[j] for j in explained)
+    drop = frozenset(names.index(s.feature) for s in suspects if s.kind != "missingness")
+    left, band_left = tr.gap(drop | set(partners)) if tgap and single else (0.0, 0.0)
+    if left > max(band_left, th["unexplained_gap"]):
+        # a gap left: is a partner of the suspects, not yet one, behind it?
+        more, rr = _partners(tr, names, sorted(set(range(len(names))) - drop
+                                               - set(partners) - set(explained)), th)
+        partners, rules = partners + more, rules + rr
+    suspects += [Suspect(names[j], "interaction", "leave_out_closure",
+                         next(r.value for r in rules if r.name == "leave_out_closure"
+                              and r.subject == names[j]), th["leave_out_closure"])
+                 for j in partners]
+    drop = frozenset(names.index(s.feature) for s in suspects if s.kind != "missingness")
+    fill = frozenset(names.index(s.feature) for s in suspects if s.kind == "missingness") - drop
+    group_g, group_b = tr.gap(drop, fill) if (drop or fill) else (g0, b0)
+    # a group, only when no single feature's relationship changed: the gap left
+    # after such a suspect shows through the features it acted with (unexplained)
+    if tgap and not single:
+        group, rr, (group_g, group_b) = _leave_out(tr, names, drop, fill, th)
+        rules += rr
+        for j in group:
+            suspects.append(Suspect(names[j], "interaction", "leave_out_closure",
+                                    next(r.value for r in rr if r.subject == names[j]),
+                                    th["leave_out_closure"]))
+    resid_fire = tgap and group_g > max(group_b, th["unexplained_gap"])
+    rules.append(_rule("unexplained_gap", None, group_g, th["unexplained_gap"], group_b, resid_fire))
+    lg = float(acc.ll_t.mean() - acc.ll_v.mean())
+    lse = math.sqrt(acc.ll_t.var() / len(acc.ll_t) + acc.ll_v.var() / len(acc.ll_v))
+    dv = acc.acc_v - acc.acc_t
+    gap = Gap(acc.acc_v, acc.acc_t, dv, (dv - _Z * acc.se, dv + _Z * acc.se),
+              float(acc.ll_v.mean()), float(acc.ll_t.mean()), lg, (lg - _Z * lse, lg + _Z * lse),
+              acc.outside, g0, b0, g0 - group_g, group_g)
+    return _TransferFound(rules=tuple(rules), suspects=tuple(suspects[len(feat.suspects):]), gap=gap,
+                          proxies=proxies)
+
+
+def _stage_adversarial(d, ev, blamed):
+    """Adversarial validation: a classifier telling test rows from train rows, on all
+    features (descriptive: its permutation AUC drops go into ``ev``), then without the
+    blamed ones (decides covariate_shift: a broken feature also moves the joint distribution)."""
+    auc_all, drops = _adversarial(d.Xtr, d.Xte, d.cat_mask, d.seed)
+    ev["adv_auc_drop"] = drops
+    rest = [j for j, c in enumerate(d.names) if c not in blamed]
+    auc = (auc_all if len(rest) == len(d.names) else
+           _adversarial(d.Xtr[:, rest], d.Xte[:, rest], d.cat_mask[rest], d.seed, drops=False)[0] if rest
+           else 0.5)
+    return _Found(evidence={"auc_no_missing": auc_all, "auc_without_suspects": auc,
+                            "threshold": d.th["adversarial_auc"]})
+
+
+def _verdict(d, found, gap, priors, blamed, proxies, seconds):
+    """The verdict from every stage's rules and suspects: the kinds that hold, primary first."""
+    pri, acc, feat, tr, adv = found
+    ev, th, names = feat.evidence, d.th, d.names
+    rules = [r for f in (pri, acc, feat, tr) for r in f.rules]
+    suspects = list(feat.suspects + tr.suspects)
+    auc = adv.evidence["auc_without_suspects"]
     shifted = sorted(c for c in names if bool(ev.loc[c, "shifted"]))
     still = [c for c in shifted if c not in blamed]
-    adv_fire = auc >= th["adversarial_auc"] and not moved   # a prior shift moves x too
+    adv_fire = auc >= th["adversarial_auc"] and not pri.moved   # a prior shift moves x too
     rules.append(_rule("adversarial_auc", None, auc, th["adversarial_auc"], 0.0, adv_fire))
     for c in names:
         rules.append(_rule("marginal_shift", c, ev.loc[c, "shift_effect"], th["marginal_shift"],
@@ -1184,15 +1300,14 @@ def diagnose(train, test, target, numeric, categorical, *, model=None, seed=0,
     kinds = {s.kind for s in suspects}
     if still or adv_fire:
         kinds.add("covariate_shift")
-    if moved and holds:
+    if pri.moved and holds:
         kinds.add("prior_shift")
-    if labelled and (rules_fired(rules, "unexplained_gap")
-                     or (gap.outside_noise and not kinds)):
+    if d.labelled and (rules_fired(rules, "unexplained_gap") or (gap.outside_noise and not kinds)):
         kinds.add("unexplained")
     if not kinds:
         kinds = {"none"}
     kinds = tuple(k_ for k_ in _PRIMARY_ORDER if k_ in kinds)
-    skipped = () if labelled else (
+    skipped = () if d.labelled else (
         "conditional_shift (needs test labels)", "missingness association in test "
         "(needs test labels; only vanished missingness is checked)",
         "class priors by chi-square (estimated by EM instead)",
@@ -1202,8 +1317,8 @@ def diagnose(train, test, target, numeric, categorical, *, model=None, seed=0,
     suspects = tuple(sorted(suspects, key=lambda s: order[s.feature]))
     ev.index.name = "feature"
     return Diagnosis(Verdict(kinds, kinds[0]), suspects, tuple(sorted(blamed)),
-                     tuple(shifted), gap, priors, ev, tuple(rules), to_jsonable(adv), labelled,
-                     skipped, time.perf_counter() - t0, tuple(sorted(proxies)))
+                     tuple(shifted), gap, priors, ev, tuple(rules), to_jsonable(adv.evidence), d.labelled,
+                     skipped, seconds, tuple(sorted(proxies)))
 
 
 def rules_fired(rules, name):
@@ -1280,8 +1395,7 @@ def explain(diagnosis):
     for s in d.suspects:
         r = ev.loc[s.feature]
         if s.kind in ("relationship_broken", "concept_shift"):
-            how = ("no longer predicts the label within test" if s.kind == "relationship_broken"
-                   else "still predicts the label within test, but differently")
+            how = KIND_TEXT[s.kind]
             out.append(
                 f"{s.feature}: P(label | {s.feature}) learnt on train scores "
                 f"{r['gap_fitted']:.3f} nats worse on test than its refit within test "
@@ -1347,70 +1461,6 @@ def explain(diagnosis):
     elif d.verdict.kinds == ("none",):
         out.append("No label-free check found a shift.")
     return out
-
-
-# -- mitigations per verdict kind ---------------------------------------------------
-
-@dataclass(frozen=True)
-class Mitigation:
-    name: str
-    kind: str
-    features: tuple
-    action: str
-
-
-def _m_broken(d, kind):
-    f = tuple(s.feature for s in d.suspects if s.kind == kind)
-    return [Mitigation("drop_features", kind, f,
-                       f"retrain without {', '.join(f)}: its relationship with the label "
-                       f"does not hold on test")]
-
-
-def _m_missing(d, kind):
-    f = tuple(s.feature for s in d.suspects if s.kind == kind)
-    return [Mitigation("impute_without_signal", kind, f,
-                       f"impute {', '.join(f)} without the missingness signal (hot-deck: a "
-                       f"random observed value) and add no missing-value indicator columns: "
-                       f"indicators hand the model the train-only signal and make it worse"),
-            Mitigation("drop_features", kind, f, f"or retrain without {', '.join(f)}")]
-
-
-def _m_prior(d, kind):
-    return [Mitigation("prior_correction", kind, (),
-                       "re-weight the model's probabilities to the test class shares "
-                       "(prior_correction; em_priors when test has no labels)")]
-
-
-def _m_cov(d, kind):
-    return [Mitigation("importance_weighting", kind, tuple(d.shifted_features),
-                       "relationships hold; if accuracy drops, weight train rows by the "
-                       "adversarial classifier's odds or regularise (L2, early stopping)")]
-
-
-def _m_unexplained(d, kind):
-    return [Mitigation("regularise", kind, (),
-                       "no cause identified: compare L2, class weights and early stopping on "
-                       "validation; do not choose on test")]
-
-
-# verdict kind -> its mitigations, each function called as f(diagnosis, kind)
-MITIGATIONS = {"relationship_broken": _m_broken, "concept_shift": _m_broken,
-               "interaction": _m_broken, "missingness": _m_missing, "prior_shift": _m_prior,
-               "covariate_shift": _m_cov, "unexplained": _m_unexplained,
-               "none": lambda d, kind: []}
-
-
-def mitigations_for(diagnosis):
-    """The mitigations that follow the verdict, one list entry per (kind, action).
-
-    Returns
-    -------
-    list of Mitigation
-        ``name`` (a Part D mitigation id), ``kind`` (the verdict kind it answers),
-        ``features`` and ``action`` (what to do). The choice among them is made on
-        validation data by the caller, never on test.
-    """
-    return [m for kind in diagnosis.verdict.kinds for m in MITIGATIONS[kind](diagnosis, kind)]
 
 
 # -- synthetic mechanisms -------------------------------------------------------------

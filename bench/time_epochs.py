@@ -141,8 +141,8 @@ def load_problem(data_dir, rows, seed, random_data=False):
         reason = "no folder with train.csv and test.csv (see prep.find_data_dir)" if path is None else None
     if reason is None:
         enc = prep.encode(prep.load_data(path))
-        X = np.ascontiguousarray(enc["X_train"], dtype=np.float64)
-        y = np.ascontiguousarray(enc["y_train"], dtype=np.int64)
+        X = np.ascontiguousarray(enc.X_train, dtype=np.float64)
+        y = np.ascontiguousarray(enc.y_train, dtype=np.int64)
         source = f"real data: prep.encode(prep.load_data('{path}'))['X_train']"
     else:
         rng = np.random.default_rng(seed)

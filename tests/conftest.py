@@ -43,3 +43,15 @@ def shared_data_dir():
             pytest.fail(msg + " (CI is set, so this is an error)")
         pytest.skip(msg)
     return SHARED_DATA
+
+
+def stub_part(monkeypatch, code, compute, render):
+    """Replace part ``code``'s module in ``run_all.PARTS`` by one with these ``compute`` and
+    ``render`` (a stand-in module registered in ``sys.modules`` for the test's duration)."""
+    import dataclasses
+    import types
+
+    import run_all
+    name = f"_stub_part_{code.lower()}"
+    monkeypatch.setitem(sys.modules, name, types.SimpleNamespace(compute=compute, render=render))
+    monkeypatch.setitem(run_all.PARTS, code, dataclasses.replace(run_all.PARTS[code], module=name))

@@ -13,7 +13,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
+import context
+import part_d
 import run_all
+from conftest import stub_part
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -124,7 +127,8 @@ def test_quick_shrinks_defaults_but_not_explicit_iterations():
     full, quick = parse(), parse("--quick")
     assert full.iterations == run_all.DEFAULTS["iterations"] == 200
     assert quick.iterations == run_all.DEFAULTS["quick_iterations"] < full.iterations
-    assert quick.repeats < full.repeats and len(quick.lr_grid) < len(full.lr_grid)
+    assert quick.study.repeats < full.study.repeats and len(quick.study.q2_lrs) < len(full.study.q2_lrs)
+    assert quick.study.q2_iterations < full.study.q2_iterations and quick.study.q2_seeds < full.study.q2_seeds
     assert parse("--quick", "--iterations", "7").iterations == 7
     cfg = parse("--hidden", "8,4,2", "--activations", "Sigmoid", "--categorical", "a, b")
     assert cfg.hidden == (8, 4, 2) and cfg.activations == ("sigmoid",) and cfg.categorical == ("a", "b")
@@ -142,7 +146,7 @@ class _StubResult:
 
     def __init__(self, code, accuracy=None, summary_sentences=(), mitigations=None):
         self.code, self.accuracy, self.headline = code, accuracy or {}, f"stub {code}"
-        # Part D's fields that the summary reads (see run_all.DResult)
+        # Part D's fields that the summary reads (see part_d.DResult)
         self.summary_sentences, self.mitigations = list(summary_sentences), mitigations
         self.by_val, self.fix, self.root_cause = 1, None, False
         self.network, self.split_accuracy = "relu", {"relu": dict(self.accuracy.get("relu", {}))}
@@ -179,11 +183,11 @@ def stub_parts(monkeypatch):
 
     def schedule(ctx):          # no real trainings behind the stand-ins
         seed[0] = ctx.cfg.seed
-        return run_all.Schedule()
+        return context.Schedule()
 
     monkeypatch.setattr(run_all, "schedule", schedule)
-    for code, part in list(run_all.PARTS.items()):
-        monkeypatch.setitem(run_all.PARTS, code, dataclasses.replace(part, compute=compute(code), render=render))
+    for code in list(run_all.PARTS):
+        stub_part(monkeypatch, code, compute(code), render)
     return calls
 
 
@@ -260,7 +264,7 @@ def test_synthetic_run_is_announced(tmp_path, stub_parts, capsys, monkeypatch):
 
 
 def test_summary_with_nothing_run():
-    ctx = run_all.Context(cfg=parse(), dataset=None, data={}, out=Path("."),
+    ctx = context.Context(cfg=parse(), dataset=None, data={}, out=Path("."),
                           report=run_all.rp.Report("x"))
     md = run_all.summary(ctx).to_markdown()
     assert "Accuracy: not run." in md

@@ -1,4 +1,4 @@
-"""Tests for the run's console (``run_all.Console``): part headers in order, each
+"""Tests for the run's console (``console.Console``): part headers in order, each
 followed by its jobs' lines, time estimates with a basis, a last line on the parts.
 """
 import io
@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 import jobs as jobs_mod
+import console
 import run_all
 
 REPO = Path(__file__).resolve().parents[1]
@@ -28,7 +29,7 @@ def _sleep_and_print(text, seconds=0.0):
 # ------------------------------------------------------------------ in-process
 def test_lines_wait_for_their_part_and_follow_it_live():
     buf = io.StringIO()
-    con = run_all.Console(stream=buf, tty=False)
+    con = console.Console(stream=buf, tty=False)
     con.job_line("D", "k1", "    d early")        # before D starts: kept
     con.job_line("B", "k2", "    b early")
     con.job_line(None, "k3", "warm-up line")      # no group: at once
@@ -48,7 +49,7 @@ def test_lines_wait_for_their_part_and_follow_it_live():
 
 def test_unshown_lines_are_printed_at_close_and_stdout_is_restored():
     buf = io.StringIO()
-    con = run_all.Console(stream=buf, tty=False)
+    con = console.Console(stream=buf, tty=False)
     before = sys.stdout
     con.install()
     assert sys.stdout is not before
@@ -62,7 +63,7 @@ def test_unshown_lines_are_printed_at_close_and_stdout_is_restored():
 
 def test_estimate_needs_a_basis():
     pool = jobs_mod.Jobs(0)
-    con = run_all.Console(stream=io.StringIO(), tty=False)
+    con = console.Console(stream=io.StringIO(), tty=False)
     con.jobs = pool
     assert con.estimate("B") is None                  # no job at all
     first = pool.submit("a", _sleep_and_print, "a", 0.2, group="B")
@@ -79,7 +80,7 @@ def test_tty_status_line_is_rewritten_and_cleared():
     buf = io.StringIO()
     pool = jobs_mod.Jobs(0)
     pool.submit("a", _sleep_and_print, "a", group="B")
-    con = run_all.Console(stream=buf, tty=True, interval=0.05)
+    con = console.Console(stream=buf, tty=True, interval=0.05)
     con.jobs = pool
     con.begin("B", "[1/1] Part B ...")
     con._status = "    ... status"                   # as the ticker leaves it

@@ -240,8 +240,8 @@ def test_any_label_type_end_to_end(tmp_path, labels, classes):
     assert_array_equal(ds.classes, classes)
     assert ds.classes.dtype == classes.dtype
     e = prep.encode(ds, seed=0)
-    for split, df in (("train", e["train_df"]), ("val", e["val_df"]), ("test", ds.test)):
-        y = e[f"y_{split}"]
+    for split, df in (("train", e.train_df), ("val", e.val_df), ("test", ds.test)):
+        y = e.y(split)
         assert y.dtype == np.int64 and set(np.unique(y)) <= set(range(len(classes)))
         assert_array_equal(ds.decode(y), df["label"].to_numpy())       # and back
     # the expected value of test row i, from the file itself
@@ -252,13 +252,13 @@ def test_any_label_type_end_to_end(tmp_path, labels, classes):
         expect = raw.to_numpy(dtype=object)
     else:
         expect = raw.astype(int).to_numpy()
-    assert_array_equal(ds.decode(e["y_test"]), expect)
+    assert_array_equal(ds.decode(e.y_test), expect)
 
 
 def test_integer_labels_encode_exactly_as_sorted_codes(tmp_path):
     ds = prep.load_files(*pair(tmp_path), target="label")
     e = prep.encode(ds, seed=0)
-    assert_array_equal(e["y_test"], np.searchsorted(ds.classes, ds.test["label"].to_numpy()))
+    assert_array_equal(e.y_test, np.searchsorted(ds.classes, ds.test["label"].to_numpy()))
     assert ds.train["label"].dtype == np.int64
 
 
@@ -279,7 +279,7 @@ def test_unlabelled_test_file(tmp_path):
     ds = prep.load_files(tr, te, target="label")
     assert ds.test_labelled is False and "label" not in ds.test.columns
     e = prep.encode(ds, seed=0)
-    assert e["y_test"] is None and e["X_test"].shape == (21, e["X_train"].shape[1])
+    assert e.y_test is None and e.X_test.shape == (21, e.X_train.shape[1])
     msg = prep.UNLABELLED_TEST_MESSAGE.format(file=te, target=ds.target)
     assert "\n" not in msg and "'label'" in msg and str(te) in msg
     assert prep.load_files(*pair(tmp_path / "p"), target="label").test_labelled is True
@@ -336,7 +336,7 @@ def test_screened_columns_leave_the_inputs_and_keep_puts_them_back(tmp_path):
     assert list(ds.test.columns) == ["income", "visits", "plan", "y"]
     assert set(ds.excluded["column"]) == {"row_id", "shuffled_id", "uuid", "version", "signup", "street"}
     e = prep.encode(ds, seed=0)
-    assert set(e["feature_source"]) == {"income", "visits", "plan"}
+    assert set(e.feature_source) == {"income", "visits", "plan"}
     kept = prep.load_files(tr, te, target="y", keep=["uuid", "row_id"])
     assert "row_id" in kept.numeric and "uuid" in kept.categorical
     flagged = kept.excluded.set_index("column")["action"]
@@ -432,11 +432,11 @@ WIDE_SCRIPT = textwrap.dedent("""
         prep.structure_table(ds.train, "label")
         prep.missing_table(ds.train, ds.test)
         prep.class_distribution(ds.train["label"])
-        corr, pairs = prep.correlation_pairs(e["X_train"], e["feature_names"])
+        corr, pairs = prep.correlation_pairs(e.X_train, e.feature_names)
         pp = prep.predictive_power(ds.train, "label", ds.numeric, ds.categorical)
         prep.dominance(pp)
         out[name] = {{"excluded": dict(zip(ds.excluded["column"], ds.excluded["rule"])),
-                      "corr": list(corr.shape), "width": int(e["X_train"].shape[1]),
+                      "corr": list(corr.shape), "width": int(e.X_train.shape[1]),
                       "top": pp.index[0]}}
     out["maxrss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     print(json.dumps(out))
@@ -577,5 +577,5 @@ def test_cli_file_options_reach_the_loader(tmp_path):
     dataset, data = run_all.load(cfg)
     assert dataset.split_from_one_file and dataset.split_seed == 7 and len(dataset.test) == 30
     assert list(dataset.classes) == ["high", "low", "mid"]
-    assert data["y_test"].shape == (30,)
+    assert data.y_test.shape == (30,)
     assert parse("--sep", "tab").sep == "\t" and parse("--sep", "\\t").sep == "\t"

@@ -21,6 +21,7 @@ from pathlib import Path
 import pytest
 
 import rundir
+import console
 import run_all
 from test_cli import stub_parts, write_pair  # noqa: F401  (stub_parts: a fixture)
 
@@ -399,8 +400,8 @@ def test_sigkill_leaves_no_process_and_the_next_run_repairs(tmp_path, data, prev
 SWALLOWED = r"""
 import os, signal, sys, time
 sys.path.insert(0, {repo!r})
-import run_all
-interrupt = run_all._Interrupt()
+import console
+interrupt = console.Interrupt()
 interrupt.install()
 
 class Dropper:

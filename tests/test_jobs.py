@@ -10,6 +10,8 @@ import pytest
 import jobs
 import mlp
 import shared_bias
+import part_q2
+import training
 import run_all
 
 
@@ -94,7 +96,7 @@ def test_worker_error_reaches_the_caller(pool):
 def test_fit_in_a_worker_equals_fit_in_process(pool):
     X, y = _data()
     params = dict(hidden=(8, 6), activation="relu", lr=0.3, n_iter=25, seed=3, dtype="float64")
-    remote = pool.submit("fit", run_all._fit_job, "t", params, X[:200], y[:200], X[200:], y[200:])
+    remote = pool.submit("fit", training.fit_job, "t", params, X[:200], y[:200], X[200:], y[200:])
     local = mlp.MLP(**params).fit(X[:200], y[:200], X[200:], y[200:])
     remote = remote.result(timeout=120)
     for a, b in zip(remote.weights_ + remote.biases_, local.weights_ + local.biases_):
@@ -146,7 +148,7 @@ def test_q2_split_by_learning_rate_merges_to_the_single_experiment():
     Y = np.eye(3)[y]
     lrs, seeds = (0.3, 3.0, 30.0), (0, 1)
     whole = shared_bias.bias_experiment(X, Y, lrs=lrs, seeds=seeds, n_iter=15, n_jobs=1)
-    merged = run_all._merge_bias_experiments(
+    merged = part_q2._merge_bias_experiments(
         [shared_bias.bias_experiment(X, Y, lrs=(lr,), seeds=seeds, n_iter=15, n_jobs=1) for lr in lrs])
     assert merged["config"] == whole["config"]
     assert merged["summary"] == whole["summary"]

@@ -14,6 +14,8 @@ import pytest
 import jobs
 import prep
 import report as rp
+import context
+import part_a
 import run_all
 
 REPO = Path(__file__).resolve().parents[1]
@@ -39,9 +41,9 @@ def _part_a(tmp_path, train, test, *args, **screen):
         ["--quick", "--threads", "1", "--target", "label", "--out", str(tmp_path), *args]))
     ds = prep.validate_frames(train, test, target="label", **screen)
     data = prep.encode(ds, val_size=cfg.val_size, seed=cfg.seed)
-    ctx = run_all.Context(cfg=cfg, dataset=ds, data=data, out=Path(tmp_path), report=rp.Report("body"),
+    ctx = context.Context(cfg=cfg, dataset=ds, data=data, out=Path(tmp_path), report=rp.Report("body"),
                           jobs=jobs.Jobs(0), parts=("A",))
-    return ctx, run_all.compute_a(ctx)
+    return ctx, part_a.compute(ctx)
 
 
 def test_a_result_lists_the_screened_columns_and_render_writes_the_table(tmp_path):
@@ -54,7 +56,7 @@ def test_a_result_lists_the_screened_columns_and_render_writes_the_table(tmp_pat
     assert not {"listing_ref", "origin", "listed_on"} & set(res.numeric + res.categorical)
     assert res.to_metrics()["screened_columns"][0]["column"] == "listing_ref"
 
-    run_all.render_a(res, ctx.output)
+    part_a.render(res, ctx.output)
     csv = pd.read_csv(tmp_path / "tables" / "a_screened_columns.csv")
     assert list(csv["column"]) == ["listing_ref", "origin", "listed_on"]
     md = ctx.report.to_markdown()
@@ -70,7 +72,7 @@ def test_kept_and_expanded_columns_say_so(tmp_path):
     actions = dict(zip(res.excluded["column"], res.excluded["action"]))
     assert actions["origin"] == "kept (keep=)" and actions["listed_on"].startswith("expanded into")
     assert "listed_on_year" in res.numeric and "origin" in res.categorical
-    run_all.render_a(res, ctx.output)
+    part_a.render(res, ctx.output)
     md = ctx.report.to_markdown()
     assert "`origin` is flagged but kept, as `--keep-columns` asked." in md
     assert "`listed_on` was expanded into numeric listed_on_year" in md
@@ -81,7 +83,7 @@ def test_clean_frame_says_every_column_is_a_feature(tmp_path):
     train, test = prep.make_synthetic(n_train=200, n_test=60, seed=3, target="label")
     ctx, res = _part_a(tmp_path, train, test)
     assert len(res.excluded) == 0
-    run_all.render_a(res, ctx.output)
+    part_a.render(res, ctx.output)
     assert "Every column looks like a feature" in ctx.report.to_markdown()
     assert not (tmp_path / "tables" / "a_screened_columns.csv").exists()
 
@@ -93,15 +95,15 @@ def test_figures_show_the_top_features_and_notes_say_what_was_cut(tmp_path, monk
     ctx, res = _part_a(tmp_path, *_frames(extra_numeric=30))
     n_features = len(res.numeric) + len(res.categorical)
     shown = list(res.figure_numeric) + list(res.figure_categorical)
-    assert len(shown) == run_all.FIGURE_FEATURES < n_features
+    assert len(shown) == part_a.FIGURE_FEATURES < n_features
     scored = res.predictive_power["pps"].dropna()
-    assert set(shown) == set(scored.index[:run_all.FIGURE_FEATURES])      # the top by pps
+    assert set(shown) == set(scored.index[:part_a.FIGURE_FEATURES])      # the top by pps
     assert len(scored) == 20 and res.predictive_note.startswith(f"only the 20 of {n_features} features")
     assert res.corr_n_features == len(res.feature_names) > len(res.corr)
-    run_all.render_a(res, ctx.output)
+    part_a.render(res, ctx.output)
     md = ctx.report.to_markdown()
     assert f"the {len(res.figure_numeric)} of {len(res.numeric)} numeric features with the highest" in md
-    assert f"The figures show the {run_all.FIGURE_FEATURES} features with the highest predictive power" in md
+    assert f"The figures show the {part_a.FIGURE_FEATURES} features with the highest predictive power" in md
     assert f"The heatmap shows the {len(res.corr)} of the {res.corr_n_features} encoded features" in md
     assert f"Only the 20 of {n_features} features with the strongest one-pass association" in md
 

@@ -20,6 +20,9 @@ import pytest
 import jobs
 import prep
 import report as rp
+import context
+import mitigations
+import part_d
 import run_all
 import shift
 
@@ -33,13 +36,13 @@ def _computed(train, test, target, out):
          "--activations", "relu", "--target", target, "--out", str(out)]))
     ds = prep.validate_frames(train, test, target=target)
     data = prep.encode(ds, val_size=cfg.val_size, seed=cfg.seed)
-    ctx = run_all.Context(cfg=cfg, dataset=ds, data=data, out=Path(out), report=rp.Report("body"),
+    ctx = context.Context(cfg=cfg, dataset=ds, data=data, out=Path(out), report=rp.Report("body"),
                           jobs=jobs.Jobs(0), parts=("B", "C", "D"))
     ctx.plan = run_all.schedule(ctx)
     for code in ("B", "C", "D"):
         for step in ctx.plan.steps_before(code):
             step.run()
-        ctx.results[code] = run_all.PARTS[code].compute(ctx)
+        ctx.results[code] = run_all.PARTS[code].impl.compute(ctx)
     return ctx
 
 
@@ -65,7 +68,7 @@ def test_compute_d_names_the_culprit_with_its_kind(kind, seed, tmp_path):
     assert m["verdict"]["kind"] == kind and m["verdict"]["suspect_features"] == sorted(truth["culprits"])
     assert sorted(d.labels) == sorted(str(c) for c in truth["classes"])     # label names, any type
     json.dumps(run_all.jsonable(m), allow_nan=False)
-    run_all.render_d(d, ctx.output)
+    part_d.render(d, ctx.output)
     md = ctx.report.to_markdown()
     assert f"Verdict: **{kind}**" in md
     for label in d.labels:
@@ -78,13 +81,13 @@ def test_prior_correction_estimates_the_test_shares_without_test_labels(tmp_path
     ctx = _computed(train, test, target, tmp_path)
     d, data = ctx.results["D"], ctx.data
     base = ctx.results["B"].networks[d.network]
-    shares_train = np.bincount(data["y_train"], minlength=len(d.labels)) / len(data["y_train"])
-    corrected = run_all.PriorCorrected(base, shares_train)
-    est = corrected.estimated_priors(data["X_test"])          # X only: no labels go in
-    true = np.bincount(data["y_test"], minlength=len(d.labels)) / len(data["y_test"])
+    shares_train = np.bincount(data.y_train, minlength=len(d.labels)) / len(data.y_train)
+    corrected = mitigations.PriorCorrected(base, shares_train)
+    est = corrected.estimated_priors(data.X_test)          # X only: no labels go in
+    true = np.bincount(data.y_test, minlength=len(d.labels)) / len(data.y_test)
     assert np.abs(est - true).sum() < np.abs(shares_train - true).sum()
     row = next(m for m in d.mitigations if m["answers"] == ["prior_shift"])
-    assert row["test_acc"] == pytest.approx(float(np.mean(corrected.predict(data["X_test"]) == data["y_test"])))
+    assert row["test_acc"] == pytest.approx(float(np.mean(corrected.predict(data.X_test) == data.y_test)))
     assert row["iterations"] == base.n_iter_                  # no retraining
 
 
@@ -92,7 +95,7 @@ def test_hot_deck_removes_the_missingness_signal_in_train_only():
     train, test = prep.make_synthetic(n_train=600, n_test=200, seed=2, missing_rate=0.1)
     ds = prep.validate_frames(train, test)
     col = next(c for c in ds.features if ds.train[c].isna().any())
-    out = run_all._hot_deck_train(ds, [col], seed=0)
+    out = mitigations.hot_deck_train(ds, [col], seed=0)
     assert not out.train[col].isna().any()
     filled = ds.train[col].isna()
     assert set(out.train.loc[filled, col]) <= set(ds.train.loc[~filled, col])       # observed values only
@@ -118,15 +121,15 @@ def test_recommendation_never_reads_test_scores():
     # validation and test disagree: validation favours the baseline, test the removal
     for test in ([0.30, 0.55, 0.31, 0.40], [0.30, 0.20, 0.90, 0.10], [0.5, 0.5, 0.5, 0.5]):
         rows = _rows(val, test, answers)
-        assert run_all.recommend(rows) == 0               # the validation winner, whatever test says
-        assert run_all.diagnosis_fix(rows, broken, True) == 1
-        assert run_all.diagnosis_fix(rows, _diag(("none",), (), False), True) is None
+        assert part_d.recommend(rows) == 0               # the validation winner, whatever test says
+        assert part_d.diagnosis_fix(rows, broken, True) == 1
+        assert part_d.diagnosis_fix(rows, _diag(("none",), (), False), True) is None
         # a named cause inside noise: no fix is put forward
-        assert run_all.diagnosis_fix(rows, _diag(("relationship_broken",), ("f",), False), True) is None
+        assert part_d.diagnosis_fix(rows, _diag(("relationship_broken",), ("f",), False), True) is None
     # a covariate shift names no cause: validation decides even though another row is best on test
     rows = _rows([0.7, 0.8, 0.75], [0.9, 0.1, 0.95], [[], [], []])
-    assert run_all.recommend(rows) == 1
-    assert run_all.diagnosis_fix(rows, _diag(("covariate_shift",), (), True), True) is None
+    assert part_d.recommend(rows) == 1
+    assert part_d.diagnosis_fix(rows, _diag(("covariate_shift",), (), True), True) is None
 
 
 def test_unlabelled_test_with_string_labels_runs_end_to_end(tmp_path):
@@ -161,7 +164,7 @@ def test_unlabelled_test_with_string_labels_runs_end_to_end(tmp_path):
 
 def test_real_data_diagnosis_names_amenity_score(shared_data_dir):
     ds = prep.load_data(shared_data_dir)
-    res = run_all.run_diagnosis(ds, seed=0)
+    res = part_d.run_diagnosis(ds, seed=0)
     assert res.verdict.kind == "relationship_broken"
     assert [(s.feature, s.kind) for s in res.suspects] == [("amenity_score", "relationship_broken")]
     assert res.suspect_features == ("amenity_score",)
@@ -173,10 +176,10 @@ def test_console_notes_say_split_and_unlabelled(tmp_path):
     train.to_csv(tmp_path / "all.csv", index=False)
     test.drop(columns=["label"]).to_csv(tmp_path / "new.csv", index=False)
     split = prep.load_files(tmp_path / "all.csv", target="label", test_size=0.25, seed=3)
-    assert run_all._data_notes(split) == [prep.split_banner(split)]
+    assert context.data_notes(split) == [prep.split_banner(split)]
     assert "25%" in prep.split_banner(split)
     unlabelled = prep.load_files(tmp_path / "all.csv", tmp_path / "new.csv", target="label")
-    (note,) = run_all._data_notes(unlabelled)
+    (note,) = context.data_notes(unlabelled)
     assert note == prep.UNLABELLED_TEST_MESSAGE.format(file=unlabelled.files[1], target="label")
     plain = prep.load_files(tmp_path / "all.csv", tmp_path / "all.csv", target="label")
-    assert run_all._data_notes(plain) == []
+    assert context.data_notes(plain) == []

@@ -200,17 +200,17 @@ def test_encode_fits_on_the_training_split_only():
     ds = prep.validate_frames(df, test, target="y")
     assert_array_equal(ds.classes, [3, 7, 9])
     e = prep.encode(ds, val_size=0.25, seed=0)
-    tr = e["train_df"]
-    st = e["preprocessor"].statistics_["a"]
+    tr = e.train_df
+    st = e.preprocessor.statistics_["a"]
     assert st["median"] == pytest.approx(np.nanmedian(tr["a"]))
     assert st["median"] != pytest.approx(np.nanmedian(df["a"]))  # not the full train
-    assert e["X_train"].shape == (90, 5) and e["X_val"].shape == (30, 5) and e["X_test"].shape == (30, 5)
+    assert e.X_train.shape == (90, 5) and e.X_val.shape == (30, 5) and e.X_test.shape == (30, 5)
     for part in ("train", "val"):
-        raw = e[f"{part}_df"]["y"].to_numpy()
-        assert e[f"y_{part}"].dtype == np.int64
-        assert_array_equal(ds.classes[e[f"y_{part}"]], raw)
-    assert_array_equal(ds.classes[e["y_test"]], test["y"].to_numpy())
-    assert e["feature_names"] == e["preprocessor"].feature_names_
+        raw = getattr(e, f"{part}_df")["y"].to_numpy()
+        assert e.y(part).dtype == np.int64
+        assert_array_equal(ds.classes[e.y(part)], raw)
+    assert_array_equal(ds.classes[e.y_test], test["y"].to_numpy())
+    assert e.feature_names == e.preprocessor.feature_names_
 
 
 # ---------------------------------------------------------------- loading and validation
@@ -349,8 +349,8 @@ def test_make_synthetic_schema_determinism_and_missing_values():
 def test_make_synthetic_label_depends_on_features():
     tr, te = prep.make_synthetic(n_train=2000, n_test=600, seed=0)
     e = prep.encode(prep.validate_frames(tr, te))
-    majority = np.bincount(e["y_test"]).max() / len(e["y_test"])
-    acc = LogisticRegression(max_iter=500).fit(e["X_train"], e["y_train"]).score(e["X_test"], e["y_test"])
+    majority = np.bincount(e.y_test).max() / len(e.y_test)
+    acc = LogisticRegression(max_iter=500).fit(e.X_train, e.y_train).score(e.X_test, e.y_test)
     assert acc > majority + 0.15
 
 
@@ -397,5 +397,5 @@ def test_real_data_loads(shared_data_dir):
     assert ds.classes.dtype == np.int64 and ds.test_labelled and ds.excluded.empty
     assert ds.test.drop(columns=ds.target).isna().sum().sum() == 0
     e = prep.encode(ds)
-    assert np.isfinite(e["X_train"]).all() and np.isfinite(e["X_test"]).all()
-    assert e["X_train"].shape[1] == e["X_test"].shape[1] == len(e["feature_names"])
+    assert np.isfinite(e.X_train).all() and np.isfinite(e.X_test).all()
+    assert e.X_train.shape[1] == e.X_test.shape[1] == len(e.feature_names)

@@ -15,13 +15,19 @@ import pandas as pd
 import pytest
 
 import report as rp
+import context
+import glossary as glossary_mod
+import part_b
+import part_d
+import part_q2
+import prose
 import run_all
 from test_results import SHORTCUT, run  # noqa: F401  (the module fixture)
 
 
 def _rendered(results, code, tmp_path):
-    out = run_all.Output(tmp_path, rp.Report("t"))
-    run_all.PARTS[code].render(results[code], out)
+    out = context.Output(tmp_path, rp.Report("t"))
+    run_all.PARTS[code].impl.render(results[code], out)
     return out
 
 
@@ -58,9 +64,9 @@ def test_every_summary_sentence_ends_with_a_full_stop(run, tmp_path):
 
 
 def test_glossary_defines_the_abbreviations_the_report_uses(run, tmp_path):
-    out = run_all.Output(tmp_path, rp.Report("body"))
+    out = context.Output(tmp_path, rp.Report("body"))
     for code in ("A", "B", "C", "D", "Q2"):
-        run_all.PARTS[code].render(run.results[code], out)
+        run_all.PARTS[code].impl.render(run.results[code], out)
     doc = rp.Report("doc").extend(run_all.summary(dataclasses.replace(run, report=out.report)))
     doc.extend(out.report)
     md = doc.to_markdown()
@@ -70,7 +76,7 @@ def test_glossary_defines_the_abbreviations_the_report_uses(run, tmp_path):
     assert "pps (predictive-power score)" in md            # explained where first used
     assert md.count("pps (predictive-power score)") == 1
     body = md.split("## Glossary", 1)[0]
-    unused = [t for t in run_all.GLOSSARY if not re.search(r"(?<!\w)" + re.escape(t) + r"(?!\w)", body)]
+    unused = [t for t in glossary_mod.GLOSSARY if not re.search(r"(?<!\w)" + re.escape(t) + r"(?!\w)", body)]
     assert unused                                           # some GLOSSARY terms go unused here ...
     for term in unused:
         assert f"- **{term}**:" not in glossary, term       # ... and are not listed
@@ -78,9 +84,9 @@ def test_glossary_defines_the_abbreviations_the_report_uses(run, tmp_path):
 
 def test_define_terms_registers_only_used_terms():
     rep = rp.Report("r").para("The lr is 0.1 and the `pps` is code.").table({"ROC AUC": [0.7]})
-    run_all.define_terms(rep)
+    glossary_mod.define_terms(rep)
     assert set(rep.glossary) == {"lr", "pps", "ROC AUC"}    # code spans count as used; tables too
-    assert not run_all.define_terms(rp.Report("r").para("nothing here")).glossary
+    assert not glossary_mod.define_terms(rp.Report("r").para("nothing here")).glossary
 
 
 def test_part_b_shows_a_few_gradient_rows_and_keeps_every_row_in_the_csv(run, tmp_path):
@@ -100,18 +106,18 @@ def test_part_b_shows_a_few_gradient_rows_and_keeps_every_row_in_the_csv(run, tm
 
 @pytest.mark.parametrize("n, expected", [(1, [1]), (7, [1, 2, 5, 7]), (200, [1, 2, 5, 10, 20, 50, 100, 200])])
 def test_sample_iterations(n, expected):
-    assert run_all._sample_iterations(n) == expected
+    assert part_b._sample_iterations(n) == expected
 
 
 def test_sample_iterations_never_exceeds_its_rows():
-    got = run_all._sample_iterations(100_000)
+    got = part_b._sample_iterations(100_000)
     assert len(got) <= 8 and got[0] == 1 and got[-1] == 100_000 and got == sorted(set(got))
 
 
 def test_plain_number():
-    assert run_all._plain_number(0.0025174) == "0.00252"
-    assert run_all._plain_number(6861.3) == "6,860"
-    assert run_all._plain_number(4.321e-6) == "4.32 × 10⁻⁶"
+    assert prose.plain_number(0.0025174) == "0.00252"
+    assert prose.plain_number(6861.3) == "6,860"
+    assert prose.plain_number(4.321e-6) == "4.32 × 10⁻⁶"
 
 
 def _q2_summary(lr, model, iters, diverged, final_loss):
@@ -128,7 +134,7 @@ def test_q2_table_shows_counts_diverged_and_unreached_thresholds():
                _q2_summary(10.0, "independent", [3, 4, 5, None, None], 0.4, 0.9),
                _q2_summary(1.0, "shared", [12, 15, 20, 11, 14], 0.0, 0.5),
                _q2_summary(1.0, "independent", [30, None, 40, 35, 33], 0.0, 0.6)]
-    df = run_all._q2_display(summary, 5, 200)
+    df = part_q2._q2_display(summary, 5, 200)
     rep = rp.Report("q").table(df, na={"final loss": "diverged", "final accuracy": "diverged"}, key=2)
     rows = [r[:7] for r in rep.blocks[0].rows]       # the cells as shown
     assert rows[0] == ["1", "shared", "14", "5 of 5", "0 of 5", "0.5", "0.7"]
@@ -165,21 +171,21 @@ class _D:
 
 def test_verdict_sentences_quote_the_result():
     d = SimpleNamespace(summary_sentences=["the shift is in x", "Drop it."])
-    assert run_all.verdict_sentences(d) == ["The shift is in x.", "Drop it."]
-    assert run_all.verdict_sentences(_D(0)) == [
+    assert part_d.verdict_sentences(d) == ["The shift is in x.", "Drop it."]
+    assert part_d.verdict_sentences(_D(0)) == [
         "`shortcut` predicts the label in train but not in test (relationship_broken)."]
-    assert run_all.verdict_sentences(None)[0].endswith(".")
+    assert part_d.verdict_sentences(None)[0].endswith(".")
 
 
 def test_recommended_mitigation_is_the_validation_winner():
-    m = run_all.recommended_mitigation(_D(2, fix=1))
+    m = part_d.recommended_mitigation(_D(2, fix=1))
     assert m["name"] == "L2 1e-3" and m["test_acc"] == 0.42
     assert m["fix"]["name"] == "remove shortcut"
-    text = " ".join(run_all._mitigation_sentences(m))
+    text = " ".join(part_d.mitigation_sentences(m))
     assert "**L2 1e-3**, with test accuracy 0.420 against 0.410 without it (+1.0 points)." in text
     assert ("The diagnosis's fix, **remove shortcut**, which validation (cut from the training file) cannot "
             "rank, scores 0.660 on test (+25.0 points; 99% CI +20.0 to +30.0 points)") in text
-    base = run_all._mitigation_sentences(run_all.recommended_mitigation(_D(0)))
+    base = part_d.mitigation_sentences(part_d.recommended_mitigation(_D(0)))
     assert base == ["No mitigation beats the unmitigated network on validation, so none is recommended; "
                     "its test accuracy is 0.410."]
     acc = run_all._summary_accuracy({"D": _D(2, fix=1)})

@@ -18,7 +18,15 @@ import pytest
 import jobs
 import prep
 import report as rp
+import context
+import mitigations
+import part_a
+import part_b
+import part_c
+import part_d
+import part_q2
 import run_all
+from conftest import stub_part
 import shift
 
 SHORTCUT = "open_days"
@@ -34,7 +42,7 @@ def _context(out, *args):
                                       columns=RENAME, target="label")
     ds = prep.validate_frames(train, test, target="label")
     data = prep.encode(ds, val_size=cfg.val_size, seed=cfg.seed)
-    return run_all.Context(cfg=cfg, dataset=ds, data=data, out=Path(out), report=rp.Report("body"),
+    return context.Context(cfg=cfg, dataset=ds, data=data, out=Path(out), report=rp.Report("body"),
                            jobs=jobs.Jobs(0), parts=PARTS)
 
 
@@ -47,14 +55,14 @@ def run(tmp_path_factory):
     for code in PARTS:
         for step in ctx.plan.steps_before(code):
             step.run()
-        ctx.results[code] = run_all.PARTS[code].compute(ctx)
+        ctx.results[code] = run_all.PARTS[code].impl.compute(ctx)
     return ctx
 
 
 # ------------------------------------------------------------------ results
 def test_results_are_frozen_and_typed(run):
-    kinds = {"A": run_all.AResult, "B": run_all.BResult, "C": run_all.CResult, "D": run_all.DResult,
-             "Q2": run_all.Q2Result}
+    kinds = {"A": part_a.AResult, "B": part_b.BResult, "C": part_c.CResult, "D": part_d.DResult,
+             "Q2": part_q2.Q2Result}
     for code, kind in kinds.items():
         res = run.results[code]
         assert type(res) is kind
@@ -69,8 +77,8 @@ def test_part_a_finds_the_planted_shortcut_first(run):
     assert a.top[0] == SHORTCUT
     assert list(a.predictive_power.index[:3]) == a.top
     assert a.dominance["feature"] == SHORTCUT
-    assert a.dominance["ratio"] == run_all.DOMINANCE.threshold
-    assert a.dominance["min_pps"] == run_all.DOMINANCE.value("min_pps")
+    assert a.dominance["ratio"] == part_a.DOMINANCE.threshold
+    assert a.dominance["min_pps"] == part_a.DOMINANCE.value("min_pps")
     assert a.n_train == 1500 and a.n_test == 500
     assert a.n_missing_test == 0 and a.n_missing_train > 0     # make_synthetic: missing in train only
 
@@ -85,17 +93,17 @@ def test_part_b_has_per_layer_gradient_arrays(run):
         assert len(b.gradient_tables[act]) == 20                     # first and last 10 iterations
     vals = {row["activation"]: row["val_acc"] for row in b.final}
     assert b.best == max(vals, key=vals.get)
-    expect_stuck = [a for a, v in vals.items() if abs(v - b.baseline["val"]) < run_all.STUCK.threshold]
+    expect_stuck = [a for a, v in vals.items() if abs(v - b.baseline["val"]) < part_b.STUCK.threshold]
     assert b.stuck == expect_stuck
     assert [r["init"] for r in b.sigmoid_setup] == ["normal", "glorot", "glorot"]
-    assert b.sigmoid_verdict == run_all._sigmoid_verdict(b.sigmoid_setup)
+    assert b.sigmoid_verdict == part_b._sigmoid_verdict(b.sigmoid_setup)
     assert set(b.depth_ratios) == set(cfg.activations)
     assert all(len(v) == len(b.depths) for v in b.depth_ratios.values())
 
 
 def test_part_c_reuses_the_scheduled_checks_of_the_best_network(run):
     b, c = run.results["B"], run.results["C"]
-    checks = run.plan["checks"].result()
+    checks = run.plan.checks.result()
     assert c.attribution[b.best]["output"] is checks["sensitivity"]      # computed once, in the step
     for act in b.networks:
         ranked = c.attribution[act]["output"]["by_source"]
@@ -112,7 +120,7 @@ def test_part_d_names_the_planted_shortcut_and_measures_its_removal(run):
     names = [m["name"] for m in d.mitigations]
     assert names[:2] == ["baseline", f"remove {SHORTCUT}"]
     assert d.mitigations[1]["answers"] == ["relationship_broken"]
-    assert {n for n, _, _ in run_all.MITIGATIONS} <= set(names)
+    assert {m.row_name() for m in mitigations.MITIGATIONS if not m.answers} <= set(names)
     assert d.mitigations[1]["test_acc"] > d.mitigations[0]["test_acc"]
     assert d.by_val == max(range(len(names)), key=lambda i: d.mitigations[i]["val_acc"])
     assert not hasattr(d, "best")                   # nothing is picked on test
@@ -127,7 +135,7 @@ def test_part_d_names_the_planted_shortcut_and_measures_its_removal(run):
     assert 1 <= len(sentences) <= 2 and f"`{SHORTCUT}`" in sentences[0] and "relationship_broken" in sentences[0]
     assert "falls" in sentences[1]            # validation accuracy is above test accuracy here
     base = d.mitigations[0]["test_acc"]
-    assert d.touches_cause == [abs(m["test_acc"] - base) * 100 >= run_all.TOUCHES_CAUSE.threshold
+    assert d.touches_cause == [abs(m["test_acc"] - base) * 100 >= part_d.TOUCHES_CAUSE.threshold
                                for m in d.mitigations]
     assert d.confusion.sum() == 500
 
@@ -174,21 +182,21 @@ def test_summary_reads_the_results(run):
 
 # -------------------------------------------------------------------- rules
 def test_rule_descriptions_state_their_thresholds():
-    assert "0.5 points" in run_all.STUCK.description and run_all.STUCK.threshold == 0.005
-    assert "1 point" in run_all.SIGMOID_LIFT.description and run_all.SIGMOID_LIFT.threshold == 0.01
-    assert "2 points" in run_all.TOUCHES_CAUSE.description
-    assert "2×" in run_all.DOMINANCE.description and "0.3" in run_all.DOMINANCE.description
-    assert "20%" in run_all.Q2_SPEED.description and run_all.Q2_SPEED.threshold == 0.2
-    assert "0.2" in run_all.Q2_STABILITY.description
-    assert "+0.2" in run_all.Q2_COSINE.description and "-0.2" in run_all.Q2_COSINE.description
-    assert "1%" in run_all.STILL_LEARNING.description
+    assert "0.5 points" in part_b.STUCK.description and part_b.STUCK.threshold == 0.005
+    assert "1 point" in part_b.SIGMOID_LIFT.description and part_b.SIGMOID_LIFT.threshold == 0.01
+    assert "2 points" in part_d.TOUCHES_CAUSE.description
+    assert "2×" in part_a.DOMINANCE.description and "0.3" in part_a.DOMINANCE.description
+    assert "20%" in part_q2.Q2_SPEED.description and part_q2.Q2_SPEED.threshold == 0.2
+    assert "0.2" in part_q2.Q2_STABILITY.description
+    assert "+0.2" in part_q2.Q2_COSINE.description and "-0.2" in part_q2.Q2_COSINE.description
+    assert "1%" in part_d.STILL_LEARNING.description
 
 
 @pytest.mark.parametrize("lifts, verdict", [((0.0, 0.05), "step_size"), ((0.02, 0.05), "init"),
                                             ((0.005, 0.008), "activation"), ((-0.1, 0.02), "step_size")])
 def test_sigmoid_verdict_applies_its_rule(lifts, verdict):
     rows = [{"val_acc": 0.5}] + [{"val_acc": 0.5 + x} for x in lifts]
-    assert run_all._sigmoid_verdict(rows) == verdict
+    assert part_b._sigmoid_verdict(rows) == verdict
 
 
 def test_q2_verdict_applies_its_rules():
@@ -199,7 +207,7 @@ def test_q2_verdict_applies_its_rules():
     summary = [s("shared", 0.1, 130, 0.0), s("independent", 0.1, 100, 0.0),     # 30% slower
                s("shared", 1.0, 110, 0.4), s("independent", 1.0, 100, 0.0),     # 10%: same speed
                s("shared", 3.0, 50, 0.0), s("independent", 3.0, 100, 0.2)]      # faster, 0.2 less divergence
-    rows, found = run_all._q2_verdict(summary)
+    rows, found = part_q2._q2_verdict(summary)
     assert found == {"slower": [0.1], "faster": [3.0], "less_stable": [1.0], "more_stable": [3.0]}
     assert [r["lr"] for r in rows] == [0.1, 1.0, 3.0]
 
@@ -219,16 +227,16 @@ EXPECTED = {
 
 @pytest.mark.parametrize("code", PARTS)
 def test_rendering_writes_the_expected_files(run, code, tmp_path):
-    out = run_all.Output(tmp_path, rp.Report("t"))
-    run_all.PARTS[code].render(run.results[code], out)
+    out = context.Output(tmp_path, rp.Report("t"))
+    run_all.PARTS[code].impl.render(run.results[code], out)
     for f in EXPECTED[code]:
         assert (tmp_path / f).stat().st_size > 100, f
     md = out.report.to_markdown()
     if code == "B":
-        assert run_all.SIGMOID_LIFT.description in md
+        assert part_b.SIGMOID_LIFT.description in md
     if code == "D":
         d = run.results["D"]
-        assert run_all.TOUCHES_CAUSE.description in md and run_all.VALIDATION_BLIND.description in md
+        assert part_d.TOUCHES_CAUSE.description in md and part_d.VALIDATION_BLIND.description in md
         for sentence in shift.explain(d.diagnosis.result) + d.summary_sentences:
             assert sentence in md.replace("CI (confidence interval)", "CI"), sentence
         assert "| conditional_shift | open_days |" in md        # the table of rules that fired
@@ -239,8 +247,8 @@ def test_rendering_writes_the_expected_files(run, code, tmp_path):
 # ------------------------------------------------------------ step, schedule
 def test_step_runs_once_and_keeps_its_error():
     calls = []
-    ok = run_all.Step("ok", lambda x: calls.append(x) or x + 1, inputs=[run_all._done(1)], before="B")
-    bad = run_all.Step("bad", lambda: 1 / 0)
+    ok = context.Step("ok", lambda x: calls.append(x) or x + 1, inputs=[part_d._done(1)], before="B")
+    bad = context.Step("bad", lambda: 1 / 0)
     seen = []
     ok.add_done_callback(lambda s: seen.append(s.result()))
     assert not ok.done() and calls == []
@@ -249,16 +257,22 @@ def test_step_runs_once_and_keeps_its_error():
     for _ in range(2):
         with pytest.raises(ZeroDivisionError):  # ... but at every caller
             bad.result()
-    plan = run_all.Schedule(x=ok, y=bad, z=run_all.Step("z", lambda: 0, before="B"))
+    plan = context.Schedule(b_fits={"relu": ok}, b_networks=ok, checks=bad,
+                            d_diagnosis=context.Step("z", lambda: 0, before="B"))
     assert [s.name for s in plan.steps_before("B")] == ["ok", "z"]
+
+
+def _declared(plan):
+    """The attributes of a ``Schedule`` that were declared (not None)."""
+    return {f.name for f in dataclasses.fields(plan) if getattr(plan, f.name) is not None}
 
 
 def test_schedule_declares_only_what_the_parts_need(tmp_path):
     ctx = _context(tmp_path, "--parts", "A,Q2")
     ctx.parts = run_all.plan(ctx.cfg.parts)
-    assert set(run_all.schedule(ctx)) == {"Q2.runs"}
+    assert _declared(run_all.schedule(ctx)) == {"q2_runs"}
     ctx.parts = run_all.plan(("C",))
-    assert set(run_all.schedule(ctx)) == {"B.fits", "B.sigmoid", "B.networks", "checks"}
+    assert _declared(run_all.schedule(ctx)) == {"b_fits", "b_sigmoid", "b_networks", "checks"}
     ctx.parts = run_all.plan(("D",))
     plan = run_all.schedule(ctx)
     assert [s.name for s in plan.steps_before("B")] == ["B.networks", "checks", "D.diagnosis",
@@ -294,7 +308,7 @@ def test_after_in_process_waits_for_its_inputs():
 def test_after_in_a_worker_runs_when_a_main_process_step_finishes():
     start = "fork" if jobs.fork_is_safe() else "spawn"
     with jobs.Jobs(1, start_method=start) as pool:
-        step = run_all.Step("s", lambda: 5)
+        step = context.Step("s", lambda: 5)
         job = pool.after("sum", [pool.submit("a", _add, 1, 2), step], _add, c=10)
         bad = pool.after("bad", [pool.submit("f", _fail, "input boom")], _add, 1)
         assert not job.done()
@@ -313,13 +327,12 @@ def test_a_failing_step_fails_the_part_that_uses_it_not_the_part_it_precedes(tmp
             return {"ok": 1}
 
     def compute_d(ctx):
-        return ctx.plan["D.step"].result()
+        return ctx.plan.d_diagnosis.result()
 
     for code, compute in (("B", lambda ctx: Res()), ("D", compute_d)):
-        monkeypatch.setitem(run_all.PARTS, code, dataclasses.replace(
-            run_all.PARTS[code], compute=compute, render=lambda res, out: None))
-    ctx = run_all.Context(cfg=None, dataset=None, data={}, out=tmp_path, report=rp.Report("x"))
-    ctx.plan = run_all.Schedule({"D.step": run_all.Step("D.step", lambda: 1 / 0, before="B")})
+        stub_part(monkeypatch, code, compute, lambda res, out: None)
+    ctx = context.Context(cfg=None, dataset=None, data={}, out=tmp_path, report=rp.Report("x"))
+    ctx.plan = context.Schedule(d_diagnosis=context.Step("D.diagnosis", lambda: 1 / 0, before="B"))
     failed = run_all.run_parts(ctx, ("B", "D"), log=lambda *a, **k: None)
     assert failed == ["D"]
     assert ctx.metrics["partB"] == {"ok": 1}

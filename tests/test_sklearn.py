@@ -104,6 +104,6 @@ def test_readme_library_example_runs(tmp_path, monkeypatch):
     ns = {}
     exec(compile(code.replace('"path/to/folder"', repr(str(data))), str(README), "exec"), ns)
     assert (tmp_path / "model.npz").is_file()
-    assert isinstance(ns["model"], mlp.MLP) and ns["model"].n_features_in_ == ns["d"]["X_train"].shape[1]
+    assert isinstance(ns["model"], mlp.MLP) and ns["model"].n_features_in_ == ns["d"].X_train.shape[1]
     assert np.isfinite(ns["loss"])
     assert ns["grid"].best_params_ in ns["grid"].cv_results_["params"]

@@ -1,0 +1,218 @@
+"""What the parts share with the run: the context they compute from, where they write, the schedule.
+
+``Context`` (the configuration, the data, the worker pool, the results of
+earlier parts), ``Output`` (the output folder and the report body a renderer
+writes to), ``Step`` and ``Schedule`` (what ``run_all.schedule`` declares),
+``PartResult`` (what every part result offers the summary) and small helpers
+the renderers share (``show_table``, ``data_notes``). Light to import: the
+data and network modules load only when used.
+"""
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+import jobs as jobs_mod
+import report as rp
+
+
+REPO_DIR = Path(__file__).resolve().parent
+
+
+@dataclass
+class Output:
+    """Where a renderer writes: the output folder and the report body.
+
+    Attributes
+    ----------
+    out : pathlib.Path
+    report : report.Report
+        Each part's renderer appends its section (level-3 headings and below;
+        ``run_parts`` writes the part's level-2 heading).
+    """
+    out: Path
+    report: rp.Report
+
+    def path(self, *parts):
+        """``out/<parts...>`` with its folder created, e.g. ``output.path("figures", "a_classes.png")``."""
+        p = self.out.joinpath(*parts)
+        p.parent.mkdir(parents=True, exist_ok=True)
+        return p
+
+    def save_figure(self, fig, name, caption=None):
+        """Save ``fig`` atomically as ``out/figures/<name>``, add it to the report, close it."""
+        path = self.path("figures", name)
+        rp.savefig_atomic(fig, path)
+        import matplotlib.pyplot as plt
+        plt.close(fig)
+        self.report.figure(path, caption)
+        return path
+
+    def save_table(self, df, name, caption=None, floatfmt=".4g", show=True):
+        """Write ``df`` as ``out/tables/<name>.csv`` atomically and (if ``show``) add it to the report."""
+        path = self.path("tables", name if name.endswith(".csv") else name + ".csv")
+        rp.write_atomic(path, df.to_csv(index=not plain_index(df)))
+        if show:
+            self.report.table(df, caption=caption, floatfmt=floatfmt)
+        return path
+
+
+def plain_index(df):
+    import pandas as pd
+    return isinstance(df.index, pd.RangeIndex)
+
+
+@dataclass
+class Context:
+    """Everything a part's computation needs, and the results of the parts that ran.
+
+    Attributes
+    ----------
+    cfg : Config
+    dataset : prep.Dataset
+        The validated train/test frames (``.train``, ``.test``, ``.target``,
+        ``.numeric``, ``.categorical``, ``.classes``, ``.source``, ``.synthetic``).
+    data : dict
+        ``prep.encode`` output: ``X_train``/``y_train``/``X_val``/``y_val``/
+        ``X_test``/``y_test``, ``feature_names``, ``feature_source``, ``preprocessor``.
+    out : pathlib.Path
+        Output folder.
+    report : report.Report
+        The report body (``output`` pairs it with ``out`` for the renderers).
+    metrics : dict
+        JSON-able results, one key per part: each part's result serialised
+        (``result.to_metrics()``), plus ``data`` and ``timing``.
+    results : dict
+        Part code -> the part's result object (``AResult`` ...), for the parts
+        that computed one; later parts and the summary read these.
+    jobs : jobs.Jobs
+        The worker pool; by default none run in the background (every job runs
+        when its result is asked for).
+    parts : tuple
+        The parts this run executes (after ``plan``).
+    plan : Schedule
+        What ``schedule`` declared: the jobs and main-process steps of the run.
+    """
+    cfg: Any
+    dataset: Any
+    data: dict
+    out: Path
+    report: rp.Report
+    metrics: dict = field(default_factory=dict)
+    results: dict = field(default_factory=dict)
+    jobs: Any = field(default_factory=lambda: jobs_mod.Jobs(0))
+    parts: tuple = ()
+    plan: Any = None
+
+    @property
+    def output(self):
+        return Output(self.out, self.report)
+
+
+class Step:
+    """A computation of the main process declared in the schedule (``schedule``).
+
+    It runs once: when ``run_parts`` reaches the part named ``before`` (it runs
+    before that part's computation), or when its result is first asked for,
+    whichever comes first. ``inputs`` are futures or steps waited for first;
+    ``fn`` receives their results. Quacks like a future (``result``, ``done``,
+    ``add_done_callback``), so ``Jobs.after`` can queue a worker job on it.
+    """
+
+    def __init__(self, name, fn, inputs=(), before=None):
+        self.name, self.before = name, before
+        self._fn, self._inputs = fn, list(inputs)
+        self._ran, self._value, self._error, self._callbacks = False, None, None, []
+
+    def run(self):
+        if self._ran:
+            return
+        self._ran = True
+        try:
+            self._value = self._fn(*[i.result() for i in self._inputs])
+        except Exception as e:          # kept, and raised to every caller (Ctrl-C passes)
+            self._error = e
+        self._fn = self._inputs = None
+        callbacks, self._callbacks = self._callbacks, []
+        for cb in callbacks:
+            cb(self)
+
+    def result(self):
+        self.run()
+        if self._error is not None:
+            raise self._error
+        return self._value
+
+    def done(self):
+        return self._ran
+
+    def add_done_callback(self, fn):
+        if self._ran:
+            fn(self)
+        else:
+            self._callbacks.append(fn)
+
+@dataclass
+class Schedule:
+    """What ``run_all.schedule`` declared for a run, one attribute per job group or step
+    (None when its part does not run); each part reads only its own.
+
+    Worker jobs: ``b_fits`` (activation -> future, Part B(a)), ``b_sigmoid`` ((init, lr)
+    -> future, Part B's sigmoid set-up study), ``q2_runs`` (task -> futures, Question 2).
+    Main-process ``Step``s, in the order they run: ``b_networks`` (the trained networks
+    and their scores), ``checks`` (sensitivity and permutation check of the best
+    network), ``d_diagnosis``, ``d_mitigations``, ``d_combination`` (Part D).
+    """
+    b_fits: Any = None
+    b_sigmoid: Any = None
+    q2_runs: Any = None
+    b_networks: Any = None
+    checks: Any = None
+    d_diagnosis: Any = None
+    d_mitigations: Any = None
+    d_combination: Any = None
+
+    def steps_before(self, code):
+        """The steps declared to run before part ``code``, in declaration order."""
+        steps = (getattr(self, f.name) for f in fields(self))
+        return [s for s in steps if isinstance(s, Step) and s.before == code]
+
+
+
+# ---------------------------------------------------------------------- parts
+# Each part: a frozen result (numbers, arrays, frames; no prose, no files), a
+# ``compute_<part>(ctx) -> <Part>Result`` and a ``render_<part>(result, out)``
+# that writes its tables, figures and report blocks. ``result.to_metrics()`` is
+# the part's entry in metrics.json; ``accuracy`` and ``headline`` feed the summary.
+
+class PartResult:
+    """What every part result offers the summary (overridden where a part has it)."""
+
+    @property
+    def accuracy(self):
+        """Network -> split -> accuracy, for the summary's accuracy table."""
+        return {}
+
+
+# Column names of the CSVs as the report's tables show them.
+READABLE = {"train_acc": "train accuracy", "val_acc": "validation accuracy", "test_acc": "test accuracy",
+             "final_loss": "final loss", "final_val_loss": "final validation loss"}
+
+
+def show_table(out, df, name, caption=None, shown=None, **table_kw):
+    """Write ``df`` in full as ``out/tables/<name>.csv`` and show ``shown`` (default ``df``)
+    in the report with ``Report.table``'s options (``floatfmt``, ``formats``, ``na``, ``key``)."""
+    path = out.save_table(df, name, show=False)
+    out.report.table(df if shown is None else shown, caption=caption, **table_kw)
+    return path
+
+
+def data_notes(dataset):
+    """The console lines about the data a user must know: a test set split from the one
+    labelled file (``prep.split_banner``) and a test file without labels
+    (``prep.UNLABELLED_TEST_MESSAGE``)."""
+    import prep
+    notes = [prep.split_banner(dataset)] if dataset.split_from_one_file else []
+    if not dataset.test_labelled:
+        file = dataset.files[1] if len(dataset.files) > 1 else "test"
+        notes.append(prep.UNLABELLED_TEST_MESSAGE.format(file=file, target=dataset.target))
+    return notes

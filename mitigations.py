@@ -1,0 +1,235 @@
+"""Part D's mitigations: the one table of what Part D may train or correct, and how.
+
+Each row (``Mitigation``) declares its name (the id the diagnosis's verdict
+kinds lead to and ``metrics.json`` can be joined on), the row label the report
+shows, the verdict kinds it answers (``shift.KINDS``; none for a general
+option that is always tried), how it prepares the network (``Prepare``:
+retrain with options, retrain on changed data, or correct the outputs after
+the fact), whether the combined mitigation may merge it, and its one-line
+explanation for the report. Part D trains the rows; validation chooses among
+them (``part_d.recommend``), never test.
+
+Adding a mitigation is one row here (plus an ``MLP`` option if it needs one);
+``part_d.mitigations_step`` dispatches on ``Prepare`` and nothing else.
+"""
+from dataclasses import dataclass, replace
+from enum import Enum
+from typing import Callable
+
+import numpy as np
+
+import shift
+
+
+class Prepare(Enum):
+    """How a mitigation changes the baseline network."""
+    OPTIONS = "retrain on the same data with MLP options"
+    DATA = "retrain on changed data"
+    POST_HOC = "correct the baseline's outputs, no retraining"
+
+
+@dataclass(frozen=True)
+class Mitigation:
+    """One row of ``MITIGATIONS``.
+
+    Attributes
+    ----------
+    name : str
+        The id (``"drop_features"``, ``"l2"`` ...): unique in the table.
+    label : str
+        The report's row name; ``{features}`` is replaced by the features it acts on.
+    answers : tuple of str
+        Verdict kinds (``shift.KINDS``) it answers, acting on those kinds' suspects;
+        empty for a general option, trained whatever the verdict.
+    prepare : Prepare
+    explain : str
+        One line for the report: what it does and when it helps.
+    params : tuple of (str, value)
+        ``Prepare.OPTIONS``: the ``mlp.MLP`` options it sets.
+    make : callable or None
+        ``Prepare.DATA``: ``(dataset, features, seed) -> prep.Dataset`` (None: the
+        run's dataset, encoded with ``encode``); ``Prepare.POST_HOC``:
+        ``(baseline, train_shares) -> model`` with ``predict``.
+    encode : tuple of (str, value)
+        ``Prepare.DATA``: options of ``prep.encode``.
+    combinable : bool
+        The combined mitigation may merge its options with the other helpful ones.
+    replay : callable or None
+        ``(baseline, params) -> model or None``: its exact result from the baseline's
+        own training record, when that exists (then it is not trained again).
+    """
+    name: str
+    label: str
+    answers: tuple
+    prepare: Prepare
+    explain: str
+    params: tuple = ()
+    make: Callable = None
+    encode: tuple = ()
+    combinable: bool = False
+    replay: Callable = None
+
+    def row_name(self, features=()):
+        """The report's name of the row acting on ``features``."""
+        return self.label.format(features=", ".join(features))
+
+    @property
+    def options(self):
+        """``params`` as a dict of ``mlp.MLP`` options."""
+        return dict(self.params)
+
+
+def without_columns(dataset, columns):
+    """A copy of ``dataset`` without the raw feature ``columns``."""
+    columns = list(columns)
+    return replace(dataset, train=dataset.train.drop(columns=columns),
+                   test=dataset.test.drop(columns=columns),
+                   numeric=[c for c in dataset.numeric if c not in columns],
+                   categorical=[c for c in dataset.categorical if c not in columns])
+
+
+def hot_deck_train(dataset, columns, seed):
+    """A copy of ``dataset`` whose train missing values in ``columns`` are replaced by random
+    observed train values of the same column (hot-deck), so that whether a value is
+    missing no longer carries the label; test is unchanged (its own missing values go
+    through the run's train-fitted imputation)."""
+    rng = np.random.default_rng(seed)
+    train = dataset.train.copy()
+    for c in columns:
+        miss = train[c].isna().to_numpy()
+        seen = train.loc[~miss, c].to_numpy()
+        if miss.any() and len(seen):
+            train.loc[miss, c] = seen[rng.integers(0, len(seen), int(miss.sum()))]
+    return replace(dataset, train=train)
+
+
+class PriorCorrected:
+    """The baseline network with its probabilities re-weighted from the training split's class
+    shares to the shares that ``shift.em_priors`` estimates from the rows it is given, without
+    their labels (``shift.prior_correction``; no retraining). ``predict(X)``: class indices."""
+
+    def __init__(self, network, train_priors):
+        self.network = network
+        self.train_priors = np.clip(np.asarray(train_priors, dtype=np.float64), 1e-6, None)
+        self.n_iter_, self.history_ = network.n_iter_, network.history_
+
+    def estimated_priors(self, X):
+        return shift.em_priors(np.clip(self.network.predict_proba(X), 1e-6, None), self.train_priors)
+
+    def predict(self, X):
+        P = self.network.predict_proba(X)
+        return shift.prior_correction(P, self.train_priors, self.estimated_priors(X)).argmax(axis=1)
+
+
+def _replay_early_stopping(baseline, params):
+    import mlp
+    return mlp.replay_early_stopping(baseline, params["patience"])
+
+
+# The table, in the order Part D reports the rows: those answering a verdict
+# first (in the order of the verdict's kinds), then the general options.
+MITIGATIONS = (
+    Mitigation("impute_without_signal", "impute {features} without its missingness signal", ("missingness",),
+               Prepare.DATA, "impute the column without the missingness signal (hot-deck: a random observed "
+               "value) and add no indicator columns, which would hand the network the train-only signal",
+               make=hot_deck_train),
+    Mitigation("drop_features", "remove {features}", ("relationship_broken", "concept_shift", "interaction"),
+               Prepare.DATA, "retrain without the suspect columns: their relationship with the label does "
+               "not hold on test", make=lambda ds, f, seed: without_columns(ds, f)),
+    Mitigation("prior_correction", "prior correction (EM-estimated shares)", ("prior_shift",), Prepare.POST_HOC,
+               "re-weight the network's probabilities from train's class shares to test's, estimated "
+               "without labels (EM)", make=PriorCorrected),
+    Mitigation("missing_indicators", "missing-value indicators", (), Prepare.DATA,
+               "one indicator column per column with missing values; helps when missingness carries the "
+               "label in train and test alike, and hands the network a train-only signal when it does not",
+               encode=(("missing_indicators", True),)),
+    Mitigation("class_weight", "class-weighted loss", (), Prepare.OPTIONS,
+               "weight the loss by inverse class frequency, for rare classes", params=(("class_weight", "balanced"),),
+               combinable=True),
+    Mitigation("l2", "L2 1e-3", (), Prepare.OPTIONS, "penalise large weights (L2, 1e-3), against overfitting",
+               params=(("l2", 1e-3),), combinable=True),
+    Mitigation("early_stopping", "early stopping (val loss)", (), Prepare.OPTIONS,
+               "keep the iterate with the lowest validation loss (patience 10), against overfitting",
+               params=(("early_stopping", True), ("patience", 10)), combinable=True,
+               replay=_replay_early_stopping),
+)
+
+
+def check_table(table):
+    """Raise ``ValueError`` unless ``table``'s rows are well formed: unique names, known
+    verdict kinds, what each ``Prepare`` needs."""
+    names = [m.name for m in table]
+    dup = sorted({n for n in names if names.count(n) > 1})
+    if dup:
+        raise ValueError(f"mitigation names must be unique; repeated: {dup}")
+    for m in table:
+        unknown = [k for k in m.answers if k not in shift.KINDS]
+        if unknown:
+            raise ValueError(f"mitigation {m.name!r} answers unknown verdict kinds {unknown}; "
+                             f"known: {list(shift.KINDS)}")
+        if m.prepare is Prepare.OPTIONS and not m.params:
+            raise ValueError(f"mitigation {m.name!r} retrains with options but sets none (params)")
+        if m.prepare is Prepare.POST_HOC and m.make is None:
+            raise ValueError(f"mitigation {m.name!r} corrects outputs but has no make(baseline, shares)")
+        if m.prepare is Prepare.DATA and m.make is None and not m.encode:
+            raise ValueError(f"mitigation {m.name!r} retrains on changed data but changes nothing "
+                             "(give make or encode)")
+    return table
+
+
+check_table(MITIGATIONS)
+
+
+def get(name, table=None):
+    """The row called ``name``; ``ValueError`` naming the known ones when there is none."""
+    table = MITIGATIONS if table is None else table
+    for m in table:
+        if m.name == name:
+            return m
+    raise ValueError(f"unknown mitigation {name!r}; known: {[m.name for m in table]}")
+
+
+@dataclass(frozen=True)
+class Planned:
+    """A row of the table as Part D trains it for one run: the features it acts on and
+    the verdict kinds (of this diagnosis) it answers."""
+    mitigation: Mitigation
+    features: tuple
+    kinds: tuple
+
+    @property
+    def name(self):
+        return self.mitigation.row_name(self.features)
+
+
+def plan(diagnosis, table=None):
+    """What Part D trains for ``diagnosis`` (a ``shift.Diagnosis``): first the rows that
+    answer its verdict kinds, in the order of the kinds, each once, acting on the
+    suspects of the kinds it answers (pooled, sorted); then every general option.
+
+    Returns
+    -------
+    list of Planned
+    """
+    table = MITIGATIONS if table is None else table
+    pooled = {}
+    for kind in diagnosis.verdict.kinds:
+        for m in table:
+            if kind in m.answers:
+                kinds, feats = pooled.get(m.name, ((), ()))
+                new = tuple(s.feature for s in diagnosis.suspects if s.kind == kind and s.feature not in feats)
+                pooled[m.name] = (kinds + (kind,), feats + new)
+    out = [Planned(get(name, table), tuple(sorted(feats)), kinds) for name, (kinds, feats) in pooled.items()]
+    return out + [Planned(m, (), ()) for m in table if not m.answers]
+
+
+def merge_options(chosen):
+    """The ``mlp.MLP`` options of the combinable rows ``chosen`` merged in their order; a row
+    whose options conflict with an earlier one's is left out. ``(options, rows merged)``."""
+    options, used = {}, []
+    for m in chosen:
+        if any(k in options and options[k] != v for k, v in m.params):
+            continue
+        options.update(m.params)
+        used.append(m)
+    return options, used

@@ -1,0 +1,784 @@
+"""Part D: test accuracy, why the network generalises or fails, and what fixes it.
+
+The diagnosis itself (statistics, rules, verdict) is ``shift.diagnose``; this
+module runs it on the best network of Part B (``diagnosis_step``), trains the
+mitigations (``mitigations_step``, ``combination_after``), chooses one on
+validation, and holds Part D's result (``DResult``), its rules, ``compute``,
+``render`` and the sentences the summary quotes (``verdict_sentences``,
+``recommended_mitigation``, ``mitigation_sentences``).
+"""
+import re
+import warnings
+from concurrent.futures import Future
+from dataclasses import dataclass
+from statistics import NormalDist
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from sklearn.metrics import classification_report, confusion_matrix
+
+import mlp
+import plots
+import prep
+import mitigations
+import shift
+from context import PartResult, data_notes
+from prose import as_sentence, fmt, names_text, points_text, verb_for
+from rules import Rule
+from training import Fitted, best_network, evaluate, fit_params, fit_scored_job
+
+
+# Priority of this part's worker jobs (lower runs first): Part D's mitigation trainings: after Part B's.
+JOB_PRIORITY = 1
+
+
+def _slug(name):
+    """A file-name-safe version of a column name."""
+    return re.sub(r"[^A-Za-z0-9_.-]+", "_", str(name)).strip("_") or "column"
+
+
+@dataclass(frozen=True, eq=False)
+class NetworkOnFrames:
+    """Part B's network on raw frames: the run's fitted ``prep.Preprocessor``, then the MLP.
+
+    The ``model=`` that ``shift.diagnose`` calls: ``predict_proba(frame)`` of shape
+    (n_rows, n_classes), columns in ``classes_`` order (the dataset's label values).
+    """
+    preprocessor: Any
+    network: Any
+    classes_: list
+
+    def predict_proba(self, frame):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", prep.UnseenCategoryWarning)
+            X = self.preprocessor.transform(frame)
+        return self.network.predict_proba(X)
+
+
+@dataclass(frozen=True, eq=False)
+class NetworkDiagnosis:
+    """What changed between train and test, for Part B's best network (``network``).
+
+    ``result`` is ``shift.diagnose``'s frozen ``shift.Diagnosis`` (verdict, suspects
+    with their mechanism, gap, priors, evidence, rules); ``importance[split]`` the
+    network's permutation importance per original column (descriptive evidence;
+    ``"test"`` only when test has labels).
+    """
+    network: str
+    importance: dict
+    result: Any
+
+    @property
+    def suspects(self):
+        """The suspect columns (raw names, sorted)."""
+        return list(self.result.suspect_features)
+
+    @property
+    def seconds(self):
+        return float(self.result.seconds)
+
+
+def run_diagnosis(dataset, seed, model=None, val_rows=None):
+    """The train/test shift diagnosis: ``shift.diagnose`` on the dataset's raw frames (the
+    one place that calls the diagnosis library). ``model``: a ``NetworkOnFrames`` (or
+    None: the library's proxy model); ``val_rows``: positions in ``dataset.train`` of the
+    rows ``model`` was not trained on."""
+    return shift.diagnose(dataset.train, dataset.test, dataset.target, list(dataset.numeric),
+                          list(dataset.categorical), model=model, seed=seed, val_rows=val_rows)
+
+
+def diagnosis_step(ctx, networks, checks):
+    """Step ``D.diagnosis``: diagnose the shift with Part B's best network (on the run's
+    validation split, which it was not trained on); the permutation importances of the
+    step ``checks`` go along as descriptive evidence."""
+    act = best_network({a: f.scores for a, f in networks.items()})
+    perm = {}
+    for split, pc in checks["permutation"].items():
+        pc = pc["original"]
+        perm[split] = dict(zip(pc["feature"], pc["perm_mean"].astype(float)))
+    ds, d = ctx.dataset, ctx.data
+    model = NetworkOnFrames(d.preprocessor, networks[act].model, ds.classes.tolist())
+    val_rows = ds.train.index.get_indexer(d.val_df.index)
+    result = run_diagnosis(ds, ctx.cfg.seed, model=model, val_rows=val_rows)
+    return NetworkDiagnosis(network=act, importance=perm, result=result)
+
+
+# Part D's mitigations that need no diagnosis: (name, data, MLP parameters).
+# Data: None = the run's encoding; "indicators" = with missing-value indicators.
+# Part D's rules.
+TOUCHES_CAUSE = Rule("does not touch the cause", 2.0,
+                     "a mitigation *does not touch the cause* when it moves test accuracy by less than "
+                     "{threshold:g} points from the baseline")
+STILL_LEARNING = Rule("still learning", 0.01,
+                      "a network is *still learning* when its training loss fell by more than {points}% over "
+                      "the last fifth of its iterations")
+VALIDATION_BLIND = Rule("chosen on validation", 0.0,
+                        "the *recommended* mitigation is the validation winner (highest validation "
+                        "accuracy); test data never chooses. When the diagnosis names a cause in how "
+                        "test differs from train (a suspect feature or a prior shift) and the "
+                        "validation–test gap is outside noise (or test has no labels), the mitigation "
+                        "that answers the verdict's primary kind is reported beside it as the "
+                        "*diagnosis's fix*, with its measured effect on test: the validation split is cut "
+                        "from the training file and shares its distribution, so it cannot rank that fix")
+ROOT_CAUSE = Rule("root cause", 0.99,
+                  "a named cause is called the *root cause* only when the validation–test gap is outside "
+                  "noise and the mitigation that removes or corrects it measurably closes it: the lower "
+                  "end of the {points:s}% interval of its paired test-accuracy gain over the baseline "
+                  "is above 0")
+_Z99 = NormalDist().inv_cdf(0.5 + ROOT_CAUSE.threshold / 2)   # two-sided quantile at ROOT_CAUSE's level (2.576)
+
+
+@dataclass(frozen=True, eq=False)
+class Trained:
+    """A row of ``mitigations.MITIGATIONS`` as trained for this run: the planned row
+    (``mitigations.Planned``: the row, the features it acts on, the verdict kinds it
+    answers), the encoded splits it was trained and scored on, its ``mlp.MLP`` options,
+    the future of its ``Fitted`` network (already done when replayed or not trained)."""
+    planned: Any
+    data: dict
+    params: dict
+    source: Any
+    replayed: bool = False
+
+    @property
+    def name(self):
+        return self.planned.name
+
+    @property
+    def answers(self):
+        return self.planned.kinds
+
+    @property
+    def drops(self):
+        """The features removed from the data (the ``drop_features`` row), else ()."""
+        return self.planned.features if self.planned.mitigation.name == "drop_features" else ()
+
+
+def _done(value):
+    """A finished future holding ``value``."""
+    fut = Future()
+    fut.set_result(value)
+    return fut
+
+
+def _needs_val(params):
+    """Part D scores each mitigation on validation once, after training; only early
+    stopping needs the validation loss at every iteration."""
+    return bool(params.get("early_stopping"))
+
+
+def mitigations_step(ctx, networks, diagnosis):
+    """Step ``D.mitigations``: queue the trainings of Part D's mitigations of the diagnosed
+    network, one per row that ``mitigations.plan`` gives for the verdict (those answering
+    it, then the general options); a list of ``Trained``.
+
+    Each row is prepared by its ``mitigations.Prepare``: options retrain on the run's
+    data, changed data is encoded afresh, a post-hoc correction wraps the baseline
+    (nothing trained). A row with ``replay`` is not trained again when the baseline's
+    own training record gives its exact result.
+    """
+    cfg, act = ctx.cfg, diagnosis.network
+    baseline = networks[act].model
+    out = []
+    for planned in mitigations.plan(diagnosis.result):
+        m = planned.mitigation
+        params, data = m.options, ctx.data
+        if m.prepare is mitigations.Prepare.DATA:
+            dataset = ctx.dataset if m.make is None else m.make(ctx.dataset, planned.features, cfg.seed)
+            data = prep.encode(dataset, val_size=cfg.val_size, seed=cfg.seed, **dict(m.encode))
+        elif m.prepare is mitigations.Prepare.POST_HOC:
+            y = ctx.data.y_train
+            model = m.make(baseline, np.bincount(y, minlength=len(ctx.dataset.classes)) / len(y))
+            out.append(Trained(planned, data, params, _done(Fitted(model, evaluate(model, data)))))
+            continue
+        replay = m.replay(baseline, params) if m.replay is not None else None
+        if replay is not None:
+            out.append(Trained(planned, data, params, _done(Fitted(replay, evaluate(replay, data))), replayed=True))
+            continue
+        validate = _needs_val(params)
+        kw = fit_params(cfg, activation=act, **params)
+        name = planned.name
+        fut = ctx.jobs.submit(("fit", f"{act} {name}", validate, tuple(sorted(kw.items()))), fit_scored_job,
+                              f"{act} {name}", kw, data.arrays(), validate, priority=JOB_PRIORITY, group="D")
+        out.append(Trained(planned, data, params, fut))
+    return out
+
+
+def _combination_job(*options, rows, base_f1, suspects, act, cfg_params, data):
+    """Part D's combined mitigation (in a worker): removing the dropped suspects plus every
+    combinable row (data unchanged; ``options``: their ``Fitted``, ``rows``: their
+    ``mitigations.Mitigation``) whose network has a higher validation macro-F1 than the
+    baseline (``base_f1``), options merged by ``mitigations.merge_options``; chosen on
+    validation data only. ``(name, params, Fitted)``, or None when there is nothing to
+    combine (no dropped suspect and at most one helpful option)."""
+    helpful = [m for m, f in zip(rows, options) if f.scores["val"]["macro_f1"] > base_f1]
+    params, used = mitigations.merge_options(helpful)
+    if not (suspects or len(used) > 1):
+        return None
+    name = "combination: " + " + ".join(([f"remove {', '.join(suspects)}"] if suspects else [])
+                                         + [m.row_name() for m in used])
+    kw = dict(cfg_params, activation=act, **params)
+    return name, params, fit_scored_job(f"{act} {name}", kw, data, _needs_val(params))
+
+
+def combination_after(ctx, networks, diagnosis, trained):
+    """Step ``D.combination``: queue ``_combination_job`` to run when the combinable rows
+    of ``trained`` have finished; its future."""
+    options = [t for t in trained if t.planned.mitigation.combinable]
+    removal = [t for t in trained if t.drops]
+    act = diagnosis.network
+    return ctx.jobs.after(("combination", act), [t.source for t in options], _combination_job,
+                          rows=[t.planned.mitigation for t in options],
+                          base_f1=networks[act].scores["val"]["macro_f1"],
+                          suspects=list(removal[0].drops) if removal else [],
+                          act=act, cfg_params=fit_params(ctx.cfg),
+                          data=(removal[0].data if removal else ctx.data).arrays(), priority=JOB_PRIORITY,
+                          group="D")
+
+
+def _paired_gain(pred, base_pred, y, z=_Z99):
+    """Test-accuracy gain of ``pred`` over ``base_pred`` on the same rows with its two-sided
+    interval (normal approximation to the paired binomial difference): (gain, lo, hi)."""
+    diff = (pred == y).astype(float) - (base_pred == y).astype(float)     # (n,) in {-1, 0, 1}
+    g = float(diff.mean())
+    se = float(diff.std(ddof=1) / np.sqrt(len(diff))) if len(diff) > 1 else float("inf")
+    return g, g - z * se, g + z * se
+
+
+def recommend(rows):
+    """``VALIDATION_BLIND``: the index of the recommended mitigation row, the validation
+    winner. ``rows``: Part D's mitigation rows (row 0 the baseline). Reads validation
+    scores only, never a test score."""
+    return max(range(len(rows)), key=lambda i: rows[i]["val_acc"])
+
+
+def diagnosis_fix(rows, result, labelled):
+    """``VALIDATION_BLIND``'s second half: the index of the row that answers the verdict's
+    primary kind (``rows[i]["answers"]``), when the diagnosis names a cause and the gap is
+    outside noise (or test has no labels); else None. Reads no mitigation's test score."""
+    gap = result.gap
+    beyond = (not labelled) or (gap is not None and gap.outside_noise)
+    named = bool(result.suspects) or "prior_shift" in result.verdict.kinds
+    if named and beyond:
+        for kind in result.verdict.kinds:
+            for i, r in enumerate(rows):
+                if kind in r["answers"]:
+                    return i
+    return None
+
+
+@dataclass(frozen=True, eq=False)
+class DResult(PartResult):
+    """Part D: test accuracy, per-class results, attribution on train vs test, the shift
+    diagnosis and the measured mitigations of Part B's best network (``network``).
+
+    ``mitigations`` rows: name, answers (verdict kinds), val/test accuracy and macro-F1
+    (test None without test labels), iterations, and for rows answering the verdict the
+    paired test-accuracy gain over the baseline with its 99% interval; the first row is
+    the baseline. ``by_val`` indexes the validation winner, which ``VALIDATION_BLIND``
+    recommends (``recommended``, ``reason`` "validation"), ``fix`` the row that answers the
+    verdict (None when the diagnosis names no cause beyond noise);
+    ``touches_cause[i]`` applies ``TOUCHES_CAUSE``. ``labelled``: test has labels.
+    """
+    network: str
+    labels: list
+    labelled: bool
+    accuracy_rows: list         # per network: accuracies per split and the gaps
+    split_accuracy: dict        # network -> split -> accuracy (test None without labels)
+    base_test: Any              # test accuracy of always predicting the training majority class
+    per_class: Any              # DataFrame
+    classification_report: Any  # dict, None without test labels
+    confusion: Any              # ndarray (n_classes, n_classes), rows: true class; None without labels
+    predicted_shares: list      # share of test rows predicted as each class
+    attribution_share: dict     # split -> Series of shares per original column
+    diagnosis: NetworkDiagnosis
+    dataset: Any                # prep.Dataset, for the suspects' figures
+    mitigations: list
+    params: list                # MLP options per mitigation row
+    kinds: list                 # per row: its ``mitigations.MITIGATIONS`` name ("baseline", "combination")
+    replayed: list              # names of mitigations replayed instead of trained
+    best_iters: dict            # mitigation name -> best_iter_ (early stopping)
+    by_val: int
+    recommended: int
+    reason: str
+    fix: Any                    # index of the diagnosis's fix (answers the verdict), or None
+    root_cause: bool            # ``ROOT_CAUSE`` applied to the diagnosis's fix
+    touches_cause: list
+    loss_fall: Any              # (fall, k, last loss) of the suspect-free network, or None
+    iterations: int
+
+    @property
+    def suspects(self):
+        return self.diagnosis.suspects
+
+    @property
+    def verdict(self):
+        return self.diagnosis.result.verdict
+
+    @property
+    def accuracy(self):
+        acc = {a: dict(s) for a, s in self.split_accuracy.items()}
+        for i in dict.fromkeys((self.recommended, self.fix)):
+            if i:
+                row = self.mitigations[i]
+                acc[f"{self.network} ({row['name']})"] = {"val": row["val_acc"], "test": row["test_acc"]}
+        return acc
+
+    @property
+    def summary_sentences(self):
+        """One or two plain sentences from the diagnosis and the measured mitigation."""
+        res = self.diagnosis.result
+        out = [_verdict_sentence(res)]
+        g = res.gap
+        rec = None if self.fix is None else self.mitigations[self.fix]
+        if g is not None:
+            lo, hi = g.accuracy_ci
+            s = (f"Accuracy {verb_for(-g.accuracy_gap, 'rises', 'falls')} from {g.val_accuracy:.3f} on "
+                 f"validation to {g.test_accuracy:.3f} on test (gap {g.accuracy_gap:+.3f}, 99% CI "
+                 f"{lo:+.3f} to {hi:+.3f}, {'outside' if g.outside_noise else 'within'} noise)")
+            if rec is not None and rec.get("gain") is not None:
+                s += (f"; {rec['name']} {verb_for(rec['gain'], 'raises', 'lowers')} test accuracy by "
+                      f"{abs(rec['gain']) * 100:.1f} points (99% CI {rec['gain_lo'] * 100:+.1f} to "
+                      f"{rec['gain_hi'] * 100:+.1f})"
+                      + (f", so the root cause is {_cause_words(res)}" if self.root_cause else
+                         ", not measurably, so no root cause is claimed"))
+            out.append(s + ".")
+        else:
+            out.append("Test has no labels, so only the label-free checks ran.")
+        return out
+
+    @property
+    def headline(self):
+        a, rec = self.split_accuracy[self.network], self.mitigations[self.recommended]
+        test = "unlabelled" if a["test"] is None else f"{a['test']:.3f}"
+        fix = "" if self.fix is None else f"; the diagnosis's fix: {self.mitigations[self.fix]['name']}"
+        return (f"test {test} vs val {a['val']:.3f}; verdict {self.verdict.kind}; suspects: "
+                f"{', '.join(self.suspects) or 'none'}; recommended on validation: {rec['name']}{fix}")
+
+    def to_metrics(self):
+        j = prep.to_jsonable
+        a = self.split_accuracy[self.network]
+        d = self.diagnosis.result.to_dict()
+        rec = self.mitigations[self.recommended]
+        return {"train_acc": a["train"], "val_acc": a["val"], "test_acc": a["test"], "network": self.network,
+                "test_labelled": self.labelled, "accuracy": self.accuracy, "per_class": j(self.per_class),
+                "classification_report": j(self.classification_report),
+                "confusion_matrix": None if self.confusion is None else self.confusion.tolist(),
+                "predicted_shares": dict(zip(self.labels, self.predicted_shares)),
+                "verdict": d["verdict"], "suspect_features": self.suspects, "diagnosis": d,
+                "diagnosis_seconds": self.diagnosis.seconds, "summary": self.summary_sentences,
+                "drift": d["evidence"], "model_importance": self.diagnosis.importance,
+                "mitigations": self.mitigations, "validation_winner": self.mitigations[self.by_val]["name"],
+                "recommended": {"name": rec["name"], "reason": self.reason, "rule": VALIDATION_BLIND.description,
+                                "val_acc": rec["val_acc"], "test_acc": rec["test_acc"],
+                                "test_macro_f1": rec["test_macro_f1"]},
+                "diagnosis_fix": None if self.fix is None else {
+                    k: self.mitigations[self.fix][k] for k in ("name", "answers", "val_acc", "test_acc",
+                                                               "test_macro_f1", "gain", "gain_lo", "gain_hi")}
+                | {"root_cause": self.root_cause},
+                "headline": self.headline}
+
+
+# What a suspect's mechanism means, per verdict kind (sentences are built from it).
+def _cause_words(res):
+    """The diagnosed cause in words: the suspects with their mechanism, or the prior shift."""
+    if res.suspects:
+        return ", ".join(f"`{s.feature}` ({s.kind})" for s in res.suspects)
+    return "the shift of the class shares (prior_shift)"
+
+
+def _verdict_sentence(res):
+    """The verdict in one sentence, from ``shift.Diagnosis`` fields."""
+    parts = []
+    for kind, text in shift.KIND_TEXT.items():
+        feats = [s.feature for s in res.suspects if s.kind == kind]
+        if feats:
+            if len(feats) > 1:
+                verb, rest = text.split(" ", 1)
+                text = f"{shift.PLURAL_VERBS[verb]} {rest}"
+            parts.append(f"{names_text(feats)} {text} ({kind})")
+    kinds = res.verdict.kinds
+    if "prior_shift" in kinds:
+        p = res.priors
+        parts.append(f"the class shares moved (total variation {p.total_variation:.3f}, noise band "
+                     f"{p.band:.3f}) while P(x | label) holds (prior_shift)")
+    if "covariate_shift" in kinds:
+        parts.append("the inputs moved but no feature's relationship with the label changed (covariate_shift)"
+                     if res.labelled else "the inputs moved; whether their relationships with the label "
+                     "hold needs test labels (covariate_shift)")
+    if "unexplained" in kinds and res.gap is not None:
+        parts.append(f"{res.gap.residual:.3f} nats of the model's transfer gap is accounted for by no check "
+                     "(unexplained)")
+    if not parts:
+        return (f"No {'' if res.labelled else 'label-free '}check found a shift between the training and "
+                "the test file (verdict: none).")
+    return "Diagnosis: " + "; ".join(parts) + "."
+
+
+def compute(ctx):
+    """Part D's numbers for Part B's best network: accuracy per split, per-class results,
+    attribution on train vs test, the diagnosis (step ``D.diagnosis``) and the mitigations
+    (jobs of the steps ``D.mitigations`` and ``D.combination``). Without test labels the
+    test scores are None and the test attribution uses the predicted classes."""
+
+    cfg, d, ds, plan = ctx.cfg, ctx.data, ctx.dataset, ctx.plan
+    labelled = d.y_test is not None
+    b = ctx.results["B"]
+    nets, evals = b.networks, b.scores
+    labels = [prep.label_text(c).strip("'") for c in ds.classes]
+    rows, acc = [], {}
+
+    def diff(a, b_):
+        return None if a is None or b_ is None else a - b_
+
+    for act, ev in evals.items():
+        acc[act] = {s: ev[s]["acc"] for s in ev}
+        rows.append({"network": act, "train": ev["train"]["acc"], "validation": ev["val"]["acc"],
+                     "test": ev["test"]["acc"], "train − test": diff(ev["train"]["acc"], ev["test"]["acc"]),
+                     "validation − test": diff(ev["val"]["acc"], ev["test"]["acc"]),
+                     "test macro-F1": ev["test"]["macro_f1"]})
+    act = b.best
+    model = nets[act]
+    majority = np.bincount(d.y_train).argmax()
+    base_test = float(np.mean(d.y_test == majority)) if labelled else None
+    per_class = pd.DataFrame({"class": labels})
+    for split in ("train", "val", "test"):
+        y, p = d.y(split), evals[act][split]["pred"]
+        if y is None:
+            per_class["test predicted n"] = np.bincount(p, minlength=len(labels))
+            continue
+        per_class[f"{split} recall"] = [float(np.mean(p[y == k] == k)) if np.any(y == k) else np.nan
+                                        for k in range(len(labels))]
+        per_class[f"{split} n"] = np.bincount(y, minlength=len(labels))
+    p_test = evals[act]["test"]["pred"]
+    shares = (np.bincount(p_test, minlength=len(labels)) / len(p_test)).tolist()
+    rep = cm = None
+    if labelled:
+        rep = classification_report(d.y_test, p_test, labels=range(len(labels)), target_names=labels,
+                                    output_dict=True, zero_division=0)
+        cm = confusion_matrix(d.y_test, p_test, labels=range(len(labels)))
+
+    names, source = list(d.feature_names), list(d.feature_source)
+    share = {}
+    for split in ("train", "test"):
+        y = d.y(split) if d.y(split) is not None else p_test    # unlabelled: predicted classes
+        res = mlp.feature_attribution(model.weights_, model.biases_, d.X(split), y,
+                                      act, target="output", samples="all", feature_names=names,
+                                      feature_source=source)
+        share[split] = res["by_source"].set_index("feature")["share"]
+
+    diag = plan.d_diagnosis.result()
+    results, params, kinds, replayed, best_iters, models = [], [], [], [], {}, {}
+    base_pred = p_test
+
+    def record(name, fitted, p, kind, answers=()):
+        models[name] = fitted.model
+        kinds.append(kind)
+        s = fitted.scores
+        row = {"name": name, "answers": list(answers), "val_acc": s["val"]["acc"],
+               "val_macro_f1": s["val"]["macro_f1"], "test_acc": s["test"]["acc"],
+               "test_macro_f1": s["test"]["macro_f1"], "iterations": fitted.model.n_iter_,
+               "gain": None, "gain_lo": None, "gain_hi": None}
+        if labelled and answers:
+            row["gain"], row["gain_lo"], row["gain_hi"] = _paired_gain(s["test"]["pred"], base_pred, d.y_test)
+        results.append(row)
+        params.append(p)
+        if p.get("early_stopping"):
+            best_iters[name] = fitted.model.best_iter_
+
+    record("baseline", Fitted(model, evals[act]), {}, "baseline")
+    removal = None
+    for m in plan.d_mitigations.result():
+        if m.replayed:
+            replayed.append(m.name)
+        record(m.name, m.source.result(), m.params, m.planned.mitigation.name, m.answers)
+        if m.drops and removal is None:
+            removal = m.name
+    combo = plan.d_combination.result().result()
+    if combo:
+        name, combo_params, fitted = combo
+        record(name, fitted, combo_params, "combination")
+    by_val = recommended = recommend(results)      # VALIDATION_BLIND: the validation winner
+    reason = "validation"
+    fix, g = diagnosis_fix(results, diag.result, labelled), diag.result.gap
+    root = bool(fix is not None and g is not None and g.outside_noise and results[fix]["gain_lo"] is not None
+                and results[fix]["gain_lo"] > 0)
+    base = results[0]
+    touches = [labelled and abs((res["test_acc"] - base["test_acc"]) * 100) >= TOUCHES_CAUSE.threshold
+               for res in results]
+    loss_fall = None
+    if removal is not None:
+        loss = models[removal].history_["loss"]
+        k = max(1, len(loss) // 5)
+        fall = (loss[-k - 1] - loss[-1]) / loss[-k - 1] if len(loss) > k else 0.0
+        loss_fall = (float(fall), k, float(loss[-1]))
+    return DResult(network=act, labels=labels, labelled=labelled, accuracy_rows=rows, split_accuracy=acc,
+                   base_test=base_test, per_class=per_class, classification_report=rep, confusion=cm,
+                   predicted_shares=shares, attribution_share=share, diagnosis=diag, dataset=ds,
+                   mitigations=results, params=params, kinds=kinds, replayed=replayed, best_iters=best_iters,
+                   by_val=by_val, recommended=recommended, reason=reason, fix=fix, root_cause=root,
+                   touches_cause=touches, loss_fall=loss_fall, iterations=cfg.iterations)
+
+
+# The evidence columns Part D's table shows (those ``shift.diagnose`` filled), in order.
+EVIDENCE_COLUMNS = ("shift_test", "shift_effect", "shifted", "gap_fitted", "gap_reweighted", "gap_band",
+                    "info_train", "info_test", "pps_train", "pps_test", "missing_train", "missing_test",
+                    "missing_tv_train", "missing_tv_test", "adv_auc_drop")
+
+
+def _fired_rules_table(rules):
+    """The rules that fired: one row each (rule, subject, value, threshold, noise band)."""
+    return [{"rule": r.name, "subject": r.subject or "", "value": r.value, "threshold": r.threshold,
+             "noise band": r.noise_band} for r in rules if r.fired]
+
+
+def render(res, out):
+    """Part D's tables (tables/d_*.csv), figures (figures/d_*.png) and report section; every
+    sentence is written from the result's numbers (``shift.explain`` for the diagnosis)."""
+
+    r, act, ds = out.report, res.network, res.dataset
+    diag = res.diagnosis.result
+    a = res.split_accuracy[act]
+    banner = prep.split_banner(ds)
+    if banner:
+        r.banner(banner)
+    r.heading("Test accuracy", 3)
+    out.save_table(pd.DataFrame(res.accuracy_rows), "d_accuracy", caption="Accuracy per split and the gaps",
+                   floatfmt=".4f")
+    if res.labelled:
+        gap = (a["val"] - a["test"]) * 100
+        r.para(f"The `{act}` network (best validation accuracy) scores {a['train']:.4f} on the training "
+               f"split, {a['val']:.4f} on validation and **{a['test']:.4f} on test**: "
+               f"{abs(gap):.1f} points {'below' if gap > 0 else 'above'} validation; always predicting the "
+               f"training majority class scores {res.base_test:.4f} on test.")
+    else:
+        r.para(as_sentence(data_notes(ds)[-1]) + " The `" + act +
+               f"` network (best validation accuracy) scores {a['train']:.4f} on the training split and "
+               f"{a['val']:.4f} on validation; on test it predicts "
+               + ", ".join(f"{c}: {s:.3f}" for c, s in zip(res.labels, res.predicted_shares)) + " of the rows.")
+    out.save_table(res.per_class, "d_per_class", caption=f"`{act}`: per-class accuracy (recall) per split",
+                   floatfmt=".3f")
+    if res.labelled:
+        out.save_table(pd.DataFrame(res.classification_report).T.reset_index(names="class"),
+                       "d_classification_report",
+                       caption=f"`{act}`: scikit-learn classification report on test", floatfmt=".3f")
+        out.save_figure(plots.confusion(res.confusion, res.labels), "d_confusion_test.png",
+                        f"`{act}`: confusion matrix on test (rows: true class)")
+
+    r.heading("Attribution on train and on test", 3)
+    att = res.attribution_share
+    side = pd.DataFrame({"train share": att["train"], "test share": att["test"]})
+    side = side.sort_values("train share", ascending=False).reset_index()
+    out.save_table(side, "d_attribution_train_test", floatfmt=".3f",
+                   caption=f"`{act}`: share of mean |∂o_m/∂x| per original column, all samples of each split"
+                           + ("" if res.labelled else " (test: m = the predicted class, test has no labels)"))
+
+    r.heading("Diagnosis: what changed between train and test", 3)
+    r.para(f"The diagnosis (`shift.diagnose`, with the `{act}` network on the run's validation split) took "
+           f"{diag.seconds:.1f} s. Verdict: **{diag.verdict.kind}** (all kinds that hold: "
+           f"{', '.join(diag.verdict.kinds)}); suspects: "
+           + (", ".join(f"`{s.feature}` ({s.kind})" for s in diag.suspects) or "none") + ".")
+    r.bullets(shift.explain(diag))
+    if diag.skipped:
+        r.para("Checks that need test labels, skipped here: " + "; ".join(diag.skipped) + ".")
+    ev = diag.evidence.copy()
+    for split, imp in res.diagnosis.importance.items():
+        ev[f"net_perm_{split}"] = ev.index.map(imp)
+    cols = [c for c in EVIDENCE_COLUMNS if c in ev.columns] + [c for c in ev.columns if c.startswith("net_perm_")]
+    out.save_table(ev[cols].reset_index(), "d_evidence", floatfmt=".3f",
+                   caption="Evidence per feature: shift of the inputs (KS or Cramér's V), the train-fitted "
+                           "P(label | feature) against its refit within test (log-loss gaps, nats), the "
+                           "feature's information about the label in train and within test, pps (descriptive), "
+                           "missingness, adversarial-validation importance and the network's permutation "
+                           "importance per split (descriptive)")
+    out.save_table(ev.reset_index(), "d_evidence_full", show=False)
+    fired = _fired_rules_table(diag.rules)
+    if fired:
+        out.save_table(pd.DataFrame(fired), "d_rules_fired", floatfmt=".4g",
+                       caption="The diagnosis rules that fired (every rule applied is in tables/d_rules.csv)")
+    out.save_table(pd.DataFrame([dict(r_.__dict__, description=r_.description) for r_ in diag.rules]),
+                   "d_rules", show=False)
+    seen = list(dict.fromkeys(r_.name for r_ in diag.rules if r_.fired))     # each fired rule once, in order
+    if seen:
+        r.bullets([f"Rule `{n}`: {shift.RULES[n].statistic}; threshold {shift.RULES[n].threshold:g} "
+                   f"({shift.RULES[n].noise}); when it fires: {shift.RULES[n].description}." for n in seen])
+    if res.labelled:
+        for s in diag.suspects:
+            f = s.feature
+            fig = plots.feature_by_class_per_split({"train.csv": ds.train, "test.csv": ds.test}, f, ds.target,
+                                                   numeric=f in ds.numeric)
+            out.save_figure(fig, f"d_suspect_{_slug(f)}.png", f"`{f}` against the label in train.csv and in test.csv")
+
+    r.heading("Mitigations", 3)
+    results = res.mitigations
+    table = pd.DataFrame(results)
+    table["answers"] = table["answers"].map(lambda k: ", ".join(k))
+    out.save_table(table, "d_mitigations", floatfmt=".4f",
+                   caption=f"`{act}` networks trained from the same seed with each mitigation (answers: the "
+                           "verdict kind a mitigation follows from; gain: paired test-accuracy gain over the "
+                           "baseline with its 99% interval)")
+    if res.labelled:
+        out.save_figure(plots.grouped_bars(table.set_index("name")[["val_acc", "test_acc"]],
+                                           "Validation vs test accuracy per mitigation", "accuracy"),
+                        "d_mitigations.png", "Validation and test accuracy per mitigation")
+    r.bullets(_mitigation_lines(res))
+
+    r.heading("Why it does well in training and fails on test", 3)
+    r.bullets(_why_lines(res))
+
+
+def _mitigation_lines(res):
+    """The mitigation bullets, from the rows, the rule and the diagnosis."""
+    rows, base = res.mitigations, res.mitigations[0]
+    rec, win = rows[res.recommended], rows[res.by_val]
+    lines = [f"Recommended: **{win['name']}**, the validation winner ({win['val_acc']:.4f} "
+             "validation accuracy)" + (": no mitigation beats the unmitigated network on validation."
+                                       if res.by_val == 0 else ".")]
+    if res.fix is not None:
+        fix = rows[res.fix]
+        lines.append(f"The diagnosis's fix: **{fix['name']}**, the mitigation that answers the verdict "
+                     f"({', '.join(fix['answers'])})" + (
+                         f"; validation scores it {fix['val_acc']:.4f} against {win['val_acc']:.4f} for "
+                         f"**{win['name']}**: validation, cut from the training file, shares its "
+                         "distribution and cannot rank a fix for how test differs from train, so this "
+                         "row is reported with its measured effect, not chosen."
+                         if res.fix != res.by_val else ", and validation ranks it first too."))
+    if res.labelled:
+        top = max(range(len(rows)), key=lambda i: rows[i]["test_acc"])
+        lines.append((f"Its test accuracy is {rec['test_acc']:.4f} (macro-F1 {rec['test_macro_f1']:.4f}) against "
+                      f"{base['test_acc']:.4f} ({base['test_macro_f1']:.4f}) for the baseline" if res.recommended else
+                      f"The unmitigated network's test accuracy is {base['test_acc']:.4f} (macro-F1 "
+                      f"{base['test_macro_f1']:.4f})")
+                     + (f"; test does not agree: the highest test "
+                        f"accuracy is {rows[top]['test_acc']:.4f} ({rows[top]['name']}), reported only, "
+                        "never used to choose." if top != res.recommended else "; test agrees: no row does "
+                                                                                "better on test."))
+        for i, row in enumerate(rows):
+            if row["gain"] is None:
+                continue
+            lines.append(f"{row['name']} (answers {', '.join(row['answers'])}): it "
+                         f"{verb_for(row['gain'], 'raises', 'lowers')} test accuracy by "
+                         f"{abs(row['gain']) * 100:.1f} points (99% CI {row['gain_lo'] * 100:+.1f} to "
+                         f"{row['gain_hi'] * 100:+.1f} points, paired over the test rows)"
+                         + (", measurably." if row["gain_lo"] > 0 or row["gain_hi"] < 0 else ", within noise."))
+        if "missingness" in res.verdict.kinds:
+            ind = next((row for row, k in zip(rows, res.kinds) if k == "missing_indicators"), None)
+            if ind is not None:
+                delta = (ind["test_acc"] - base["test_acc"]) * 100
+                lines.append("Missing-value indicator columns hand the network the train-only missingness "
+                             f"signal, which can make a missingness case worse; here they "
+                             f"{verb_for(delta, 'raise', 'lower')} test accuracy by {abs(delta):.1f} points.")
+        for i, row in enumerate(rows[1:], 1):
+            delta = (row["test_acc"] - base["test_acc"]) * 100
+            note, p = "", res.params[i]
+            if p.get("early_stopping"):
+                note = (f" (stopped at iteration {row['iterations']})" if row["iterations"] < res.iterations
+                        else f" (never triggered; the iterate with the lowest validation loss, "
+                             f"{res.best_iters[row['name']] + 1}, is kept"
+                             + (", replayed from the baseline's validation record)" if row["name"] in res.replayed
+                                else ")"))
+            lines.append(f"{row['name']}: validation {row['val_acc']:.4f}, test {row['test_acc']:.4f} "
+                         f"({delta:+.1f} points), test macro-F1 {row['test_macro_f1']:.4f}{note}"
+                         + ("." if res.touches_cause[i] else " — it does not touch the cause."))
+        lines.append(f"Rule: {TOUCHES_CAUSE.description}.")
+        lines.append(f"Rule: {ROOT_CAUSE.description}.")
+    else:
+        lines.append("Test has no labels, so no mitigation's test accuracy can be measured; the table "
+                     "gives validation scores only.")
+    lines.append(f"Rule: {VALIDATION_BLIND.description}.")
+    return lines
+
+
+def _why_lines(res):
+    """Why the network does well in training and fails on test, from the diagnosis numbers."""
+    diag, att = res.diagnosis.result, res.attribution_share
+    a = res.split_accuracy[res.network]
+    lines = list(res.summary_sentences)
+    ev, imp = diag.evidence, res.diagnosis.importance
+    for s in diag.suspects:
+        f, e = s.feature, ev.loc[s.feature]
+        text = f"`{f}` ({s.kind}) carries {att['train'].get(f, float('nan')):.0%} of the network's input " \
+               f"sensitivity on train and {att['test'].get(f, float('nan')):.0%} on test"
+        if "train" in imp and "test" in imp:
+            d_imp = imp["test"].get(f, float("nan")) - imp["train"].get(f, float("nan"))
+            text += (f"; shuffling it costs {imp['train'].get(f, float('nan')):.3f} accuracy on train and "
+                     f"{imp['test'].get(f, float('nan')):.3f} on test (importance {verb_for(d_imp, 'rises', 'falls')})")
+        if "info_train" in e and "info_test" in e and s.kind != "missingness":
+            text += (f"; it carries {e['info_train']:.3f} nats about the label in train and "
+                     f"{e['info_test']:.3f} within test")
+        lines.append(text + ".")
+    if diag.suspects and res.labelled:
+        lines.append(f"The validation split is cut from the training file, so it shares train's relationships "
+                     f"and scores {a['val']:.4f}; test, where they differ, scores {a['test']:.4f}.")
+    if res.loss_fall is not None and res.labelled:
+        fall, k, last = res.loss_fall
+        if fall > STILL_LEARNING.threshold:
+            lines.append(f"Without the dropped features the training loss is still falling at the last "
+                         f"iteration ({last:.3f}, {fall:.1%} lower than {k} iterations earlier; "
+                         f"{STILL_LEARNING.description}): more iterations may change its accuracy.")
+    return lines
+
+
+def verdict_sentences(d):
+    """Part D's verdict in one or two plain sentences, each ending with a full stop:
+    the result's own ``summary_sentences`` (``DResult`` builds them from the diagnosis).
+
+    Parameters
+    ----------
+    d : Part D's result, or None when it did not run
+
+    Returns
+    -------
+    list of str
+    """
+    if d is None:
+        return ["Part D did not run, so there is no diagnosis."]
+    own = d.summary_sentences
+    return [s for s in map(as_sentence, [own] if isinstance(own, str) else own) if s] or \
+        ["Part D reported no diagnosis."]
+
+
+def recommended_mitigation(d):
+    """The mitigation the summary recommends (the validation winner, ``d.mitigations[d.by_val]``,
+    row 0 being the unmitigated baseline) and the diagnosis's fix beside it, or None.
+
+    Returns
+    -------
+    dict or None
+        ``name``, ``val_acc``, ``test_acc`` (None without test labels),
+        ``baseline_test_acc``, ``is_baseline``, ``fix`` (the diagnosis's fix row when it
+        is not the recommended one, else None) and ``root_cause``.
+    """
+    if d is None:
+        return None
+    rows, i, k = d.mitigations, d.by_val, d.fix
+    chosen = rows[i]
+    return {"name": chosen["name"], "val_acc": chosen.get("val_acc"), "test_acc": chosen["test_acc"],
+            "baseline_test_acc": rows[0]["test_acc"], "is_baseline": i == 0,
+            "fix": rows[k] if k is not None and k != i else None, "root_cause": bool(d.root_cause)}
+
+
+def mitigation_sentences(m):
+    if m is None:
+        return ["Part D did not run, so no mitigation was measured."]
+    if m.get("test_acc") is None:        # an unlabelled test file: nothing measured on test
+        chosen = "none is recommended" if m["is_baseline"] else f"**{m['name']}** is recommended"
+        return [f"On validation {chosen}; test has no labels, so no mitigation's test accuracy is measured."]
+    if m["is_baseline"]:
+        out = [f"No mitigation beats the unmitigated network on validation, so none is recommended; "
+               f"its test accuracy is {fmt(m['test_acc'])}."]
+    else:
+        out = [f"Recommended (highest validation accuracy, {fmt(m['val_acc'])}): **{m['name']}**, with "
+               f"test accuracy {fmt(m['test_acc'])} against {fmt(m['baseline_test_acc'])} without it "
+               f"({points_text(m['test_acc'] - m['baseline_test_acc'])})."]
+    f = m.get("fix")
+    if f is not None and f.get("test_acc") is not None:
+        ci = (f"; 99% CI {f['gain_lo'] * 100:+.1f} to {f['gain_hi'] * 100:+.1f} points"
+              if f.get("gain") is not None else "")
+        out.append(f"The diagnosis's fix, **{f['name']}**, which validation (cut from the training file) "
+                   f"cannot rank, scores {fmt(f['test_acc'])} on test ({points_text(f['test_acc'] - m['baseline_test_acc'])}"
+                   f"{ci}): "
+                   + ("the measured closure of the gap that names the root cause." if m.get("root_cause")
+                      else "not a measurable closure of the gap."))
+    return out
