@@ -7,7 +7,8 @@
 - table cells and column headers are literal without being asked;
 - the HTML page carries a Content-Security-Policy that refuses scripts (checked
   in Chromium when it is installed);
-- ``report.csv_text`` neutralises the cells a spreadsheet would run as a formula.
+- ``report.csv_text`` neutralises the cells a spreadsheet would run as a formula;
+- every plotting function draws labels with dollars as written.
 """
 import csv
 import html
@@ -20,11 +21,13 @@ from html.parser import HTMLParser
 import matplotlib
 
 matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 import pytest  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 
+import plots  # noqa: E402
 import report as rp  # noqa: E402
 
 HOSTILE = [
@@ -320,3 +323,97 @@ def test_csv_text_without_formula_cells_is_to_csv():
 def test_csv_cell():
     assert rp.csv_cell("=1+1") == "'=1+1" and rp.csv_cell("'=1+1") == "'=1+1"
     assert rp.csv_cell("-1e-3") == "-1e-3" and rp.csv_cell(-3) == -3 and rp.csv_cell(None) is None
+
+
+# ------------------------------------------------------------------ figures
+DOLLARS = ["$50_$99", "tax_$ / net_$", "$0-$49"]
+
+
+def _frame(n=90):
+    rng = np.random.default_rng(0)
+    return pd.DataFrame({DOLLARS[0]: rng.normal(size=n), DOLLARS[1]: rng.normal(size=n),
+                         "level $x$": rng.choice(DOLLARS, n), "$label$": rng.choice(DOLLARS, n)})
+
+
+def _curves():
+    c = np.abs(np.random.default_rng(1).normal(1, 0.1, size=(2, 20))).cumprod(axis=1)[:, ::-1]
+    return {d: {DOLLARS[0]: c, DOLLARS[1]: c * 0.9} for d in DOLLARS}
+
+
+_df = _frame()
+_hist = {"train_acc": np.linspace(0.3, 0.9, 20), "val_acc": np.linspace(0.3, 0.8, 20)}
+_attr = pd.DataFrame({"feature": DOLLARS, "share": [0.5, 0.3, 0.2]})
+# every plotting function with dollar-laden data: (figure, labels it must show as written)
+DOLLAR_CASES = {
+    "class_distribution": [(lambda: plots.class_distribution([3, 5, 2], DOLLARS, title=DOLLARS[0]), DOLLARS)],
+    "numeric_boxplots": [(lambda: plots.numeric_boxplots(_df, DOLLARS[:2], "$label$"), DOLLARS + ["$label$"])],
+    "categorical_countplots": [(lambda: plots.categorical_countplots(_df, ["level $x$"], "$label$"),
+                                DOLLARS + ["level $x$", "$label$"])],
+    "correlation_heatmap": [(lambda: plots.correlation_heatmap(
+        pd.DataFrame(np.random.default_rng(2).normal(size=(30, 3)), columns=DOLLARS).corr()), DOLLARS)],
+    "accuracy_curves": [(lambda: plots.accuracy_curves({d: _hist for d in DOLLARS}), DOLLARS)],
+    "gradient_magnitudes": [(lambda: plots.gradient_magnitudes(
+        {(DOLLARS[0], DOLLARS[1]): np.geomspace(1, 1e-3, 20)}, title=DOLLARS[2], ylabel=DOLLARS[1]), DOLLARS)],
+    "depth_ratios": [(lambda: plots.depth_ratios([1, 2, 4], {d: [1, 0.5, 0.1] for d in DOLLARS}), DOLLARS)],
+    "attribution_bars": [(lambda: plots.attribution_bars({DOLLARS[0]: _attr, DOLLARS[1]: _attr}, DOLLARS[2]),
+                          DOLLARS)],
+    "grouped_bars": [
+        (lambda: plots.grouped_bars(pd.DataFrame({DOLLARS[0]: [1.0, 2, 3], DOLLARS[1]: [2.0, 1, 0]},
+                                                 index=DOLLARS), DOLLARS[2], DOLLARS[1]), DOLLARS),
+        (lambda: plots.grouped_bars(pd.DataFrame({DOLLARS[0]: [1.0, 2]},
+                                                 index=["drop $0-$49 column", "tax_$ / net_$ indicator"]),
+                                    "$a$", "$b$"),
+         [DOLLARS[0], "drop $0-$49 column", "tax_$ / net_$ indicator", "$a$", "$b$"])],
+    "confusion": [(lambda: plots.confusion(np.arange(9).reshape(3, 3), DOLLARS, title="$t$"), DOLLARS + ["$t$"])],
+    "loss_panels": [(lambda: plots.loss_panels(_curves(), DOLLARS[2], ylabel=DOLLARS[1]), DOLLARS)],
+    "feature_by_class_per_split": [
+        (lambda: plots.feature_by_class_per_split({"$train$.csv": _df, "$test$.csv": _df.iloc[:40]},
+                                                  DOLLARS[0], "$label$"),
+         DOLLARS + ["$train$.csv (90 rows)", "$label$"]),
+        (lambda: plots.feature_by_class_per_split({"$train$.csv": _df, "$test$.csv": _df.iloc[:40]},
+                                                  "level $x$", "$label$", numeric=False),
+         DOLLARS + ["level $x$ against $label$, per split", "share of $label$"])],
+}
+
+
+def test_every_plotting_function_has_a_dollar_case():
+    public = {name for name, f in vars(plots).items()
+              if callable(f) and not name.startswith("_") and getattr(f, "__module__", "") == plots.__name__}
+    assert public == set(DOLLAR_CASES)
+
+
+def _svg_text(fig):
+    """The texts drawn as plain text (one ``<text>`` each in an SVG), one per line.
+
+    Mathtext is drawn glyph by glyph (``<tspan>``s), so a label read as math is not among them.
+    """
+    buf = io.StringIO()
+    with matplotlib.rc_context({"svg.fonttype": "none"}):          # text as <text>, not glyph paths
+        fig.savefig(buf, format="svg")
+    return "\n".join(html.unescape(t) for t in re.findall(r"<text\b[^>]*>([^<]*)</text>", buf.getvalue()))
+
+
+@pytest.mark.parametrize("name,i", [(n, i) for n, cases in DOLLAR_CASES.items() for i in range(len(cases))])
+def test_figure_labels_with_dollars_are_drawn_as_written(name, i, tmp_path):
+    make, labels = DOLLAR_CASES[name][i]
+    fig = make()
+    try:
+        rp.savefig_atomic(fig, tmp_path / "f.png")                  # mathtext used to fail here
+        svg = _svg_text(fig)
+        missing = [lab for lab in labels if lab not in svg]
+        assert not missing, f"{name}: drawn as math (dollars gone): {missing}"
+    finally:
+        plt.close(fig)
+
+
+def test_the_dollar_check_can_fail():
+    """The control: matplotlib's default reads "$0-$49" as math, and "$50_$99" fails to draw."""
+    fig = plt.figure()
+    fig.text(0.1, 0.5, "$0-$49")
+    try:
+        assert "$0-$49" not in _svg_text(fig)
+        fig.text(0.1, 0.2, "$50_$99")
+        with pytest.raises(ValueError):
+            fig.savefig(io.BytesIO(), format="png")
+    finally:
+        plt.close(fig)
