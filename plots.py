@@ -11,6 +11,13 @@ natural size, larger), so every figure is drawn at most that large and every
 text in it is at least ``MIN_FONT_PT``: at the size shown, no text is smaller
 than 9 pt. Multi-panel figures wrap their panels into rows instead of growing
 wider (tests/test_plots.py checks every function).
+
+Text is text: column names, class labels, category levels, file names and the
+titles built from them are drawn as written, never as mathtext or TeX (a label
+``$50_$99`` keeps its dollars instead of failing the figure). Every call that
+draws a text which can hold data passes ``**TEXT``; tick labels are set at fixed
+positions (never through matplotlib's string-category axis, whose labels are
+made only when the figure is drawn), and legends are made by ``_legend``.
 """
 import textwrap
 
@@ -24,6 +31,15 @@ WIDTH_IN = 7.0          # the widest figure: the report's printed column (A4 min
 MAX_HEIGHT_IN = 9.0     # the tallest (Letter minus margins and a caption)
 MIN_FONT_PT = 9         # smallest text in any figure, ticks, legends and annotations included
 ACT_COLORS = {"relu": "tab:blue", "sigmoid": "tab:orange", "tanh": "tab:green"}
+TEXT = {"parse_math": False, "usetex": False}   # Text properties: the string is drawn as written
+
+
+def _legend(ax, **kw):
+    """``ax.legend(**kw)`` with its labels and title drawn as written (see ``TEXT``)."""
+    leg = ax.legend(**kw)
+    for t in [*leg.get_texts(), leg.get_title()]:
+        t.update(TEXT)
+    return leg
 
 
 def _done(fig):
@@ -71,8 +87,8 @@ def _boxplot_by_class(ax, df, column, target):
     classes = sorted(df[target].unique())
     ax.boxplot([df.loc[df[target] == c, column].dropna().to_numpy() for c in classes],
                showfliers=False)
-    ax.set_xticks(range(1, len(classes) + 1), [str(c) for c in classes])
-    ax.set_xlabel(target)
+    ax.set_xticks(range(1, len(classes) + 1), [str(c) for c in classes], **TEXT)
+    ax.set_xlabel(str(target), **TEXT)
 
 
 def _class_counts(df, column, target):
@@ -91,7 +107,8 @@ def class_distribution(counts, labels, title="Class distribution (train)"):
     """
     counts = np.asarray(counts, dtype=float)
     fig, ax = plt.subplots(figsize=(6, 3.6))
-    bars = ax.bar([str(l) for l in labels], counts, color="tab:blue")
+    bars = ax.bar(np.arange(len(counts)), counts, color="tab:blue")
+    ax.set_xticks(np.arange(len(counts)), [str(l) for l in labels], **TEXT)
     total = counts.sum()
     for bar, c in zip(bars, counts):
         ax.annotate(f"{int(c):,}\n{c / total:.1%}", (bar.get_x() + bar.get_width() / 2, c),
@@ -99,7 +116,7 @@ def class_distribution(counts, labels, title="Class distribution (train)"):
     ax.set_ylabel("rows")
     ax.set_xlabel("class")
     ax.set_ylim(0, counts.max() * 1.22)
-    ax.set_title(title)
+    ax.set_title(title, **TEXT)
     return _done(fig)
 
 
@@ -108,8 +125,8 @@ def numeric_boxplots(df, columns, target):
     fig, axes, _ = _grid(len(columns), 2 if len(columns) <= 4 else 3, 2.4)
     for ax, col in zip(axes, columns):
         _boxplot_by_class(ax, df, col, target)
-        ax.set_title(col, fontsize=10)
-    fig.suptitle("Numeric features by class (outliers hidden)", fontsize=11)
+        ax.set_title(str(col), fontsize=10, **TEXT)
+    fig.suptitle("Numeric features by class (outliers hidden)", fontsize=11, **TEXT)
     return _done(fig)
 
 
@@ -123,11 +140,11 @@ def categorical_countplots(df, columns, target):
         width = 0.8 / len(classes)
         for i, c in enumerate(classes):
             ax.bar(x + i * width - 0.4 + width / 2, table[c].to_numpy(), width, label=str(c))
-        ax.set_xticks(x, [str(v) for v in table.index], rotation=30, ha="right", fontsize=MIN_FONT_PT)
-        ax.set_title(col, fontsize=10)
+        ax.set_xticks(x, [str(v) for v in table.index], rotation=30, ha="right", fontsize=MIN_FONT_PT, **TEXT)
+        ax.set_title(str(col), fontsize=10, **TEXT)
         ax.set_ylabel("rows")
         if k == 0:   # one legend: the classes are the same in every panel
-            ax.legend(title=target, fontsize=MIN_FONT_PT, title_fontsize=MIN_FONT_PT)
+            _legend(ax, title=str(target), fontsize=MIN_FONT_PT, title_fontsize=MIN_FONT_PT)
     return _done(fig)
 
 
@@ -148,8 +165,9 @@ def correlation_heatmap(corr, threshold=None):
                                                  min(MAX_HEIGHT_IN, n * cell + label_in + 1.2)),
                                   height_ratios=[n * cell, 0.15])
     im = ax.imshow(corr.to_numpy(), vmin=-1, vmax=1, cmap="RdBu_r")
-    ax.set_xticks(range(n), corr.columns, rotation=60, ha="right", fontsize=MIN_FONT_PT)
-    ax.set_yticks(range(n), corr.index, fontsize=MIN_FONT_PT)
+    ax.set_xticks(range(n), [str(c) for c in corr.columns], rotation=60, ha="right", fontsize=MIN_FONT_PT,
+                  **TEXT)
+    ax.set_yticks(range(n), [str(c) for c in corr.index], fontsize=MIN_FONT_PT, **TEXT)
     values = corr.to_numpy()
     em_in = MIN_FONT_PT / 72                                   # widths of "-0.95" and "-.95" in em
     fmt = next((f for f, ems in ((lambda v: f"{v:.2f}", 3.06),
@@ -168,7 +186,7 @@ def correlation_heatmap(corr, threshold=None):
         title += " (too many to annotate; see the table)"
     elif threshold is not None:
         title += f" (|r| ≥ {threshold:g} annotated)"
-    fig.suptitle(title, fontsize=10)
+    fig.suptitle(title, fontsize=10, **TEXT)
     return _done(fig)
 
 
@@ -190,9 +208,9 @@ def accuracy_curves(histories, baseline=None):
         ax.axhline(baseline, color="grey", lw=0.8, ls=":", label=f"majority class ({baseline:.3f})")
     ax.set_xlabel("iteration (full-batch gradient step)")
     ax.set_ylabel("accuracy")
-    ax.legend(fontsize=MIN_FONT_PT)
+    _legend(ax, fontsize=MIN_FONT_PT)
     ax.grid(alpha=0.3)
-    ax.set_title("Train and validation accuracy")
+    ax.set_title("Train and validation accuracy", **TEXT)
     return _done(fig)
 
 
@@ -215,10 +233,10 @@ def gradient_magnitudes(series, title="Mean |dL/dW| per layer", ylabel="mean |dL
                 ls=styles[kinds.index(kind) % len(styles)], label=f"{group} {kind}")
     _log_y(ax)
     ax.set_xlabel("iteration")
-    ax.set_ylabel(ylabel)
-    ax.legend(fontsize=MIN_FONT_PT, ncol=2 if len(series) > 6 else 1)
+    ax.set_ylabel(ylabel, **TEXT)
+    _legend(ax, fontsize=MIN_FONT_PT, ncol=2 if len(series) > 6 else 1)
     ax.grid(alpha=0.3, which="both")
-    ax.set_title(title, fontsize=10)
+    ax.set_title(title, fontsize=10, **TEXT)
     return _done(fig)
 
 
@@ -232,14 +250,14 @@ def depth_ratios(depths, ratios):
     """
     fig, ax = plt.subplots(figsize=(6, 3.8))
     for name, r in ratios.items():
-        ax.plot(depths, r, marker="o", color=ACT_COLORS.get(name), label=name)
+        ax.plot(depths, r, marker="o", color=ACT_COLORS.get(name), label=str(name))
     _log_y(ax)
     ax.axhline(1.0, color="grey", lw=0.8)
     ax.set_xlabel("number of hidden layers")
     ax.set_ylabel("mean|dW_last| / mean|dW_1| at init")
-    ax.legend()
+    _legend(ax)
     ax.grid(alpha=0.3, which="both")
-    ax.set_title("Gradient ratio across depth")
+    ax.set_title("Gradient ratio across depth", **TEXT)
     return _done(fig)
 
 
@@ -267,13 +285,13 @@ def attribution_bars(tables, title):
     for i, name in enumerate(shares.columns):
         ax.barh(y + (n_models - 1 - 2 * i) * bar / 2, shares[name].to_numpy(dtype=float), bar,
                 color=ACT_COLORS.get(name, f"C{i}"), label=str(name))
-    ax.set_yticks(y, list(shares.index), fontsize=MIN_FONT_PT)
+    ax.set_yticks(y, [str(f) for f in shares.index], fontsize=MIN_FONT_PT, **TEXT)
     ax.set_ylim(-0.6, n_feat - 0.4)
     ax.set_xlabel("share of total attribution")
     ax.grid(alpha=0.3, axis="x")
     if n_models > 1:
-        ax.legend(fontsize=MIN_FONT_PT, loc="lower right")
-    ax.set_title(title, fontsize=11)
+        _legend(ax, fontsize=MIN_FONT_PT, loc="lower right")
+    ax.set_title(title, fontsize=11, **TEXT)
     return _done(fig)
 
 
@@ -293,21 +311,21 @@ def grouped_bars(frame, title, ylabel):
         fig, ax = plt.subplots(figsize=(WIDTH_IN, min(MAX_HEIGHT_IN, max(2.5, (0.2 + 0.14 * k) * len(labels) + 1.2))))
         for i, col in enumerate(frame.columns):
             ax.barh(pos + i * width - 0.4 + width / 2, frame[col].to_numpy(dtype=float), width, label=str(col))
-        ax.set_yticks(pos, [textwrap.fill(s, 30) for s in labels], fontsize=MIN_FONT_PT)
+        ax.set_yticks(pos, [textwrap.fill(s, 30) for s in labels], fontsize=MIN_FONT_PT, **TEXT)
         ax.invert_yaxis()                       # first row (and first column) on top, as in the table
-        ax.set_xlabel(ylabel)
+        ax.set_xlabel(ylabel, **TEXT)
         ax.grid(alpha=0.3, axis="x")
-        ax.legend(fontsize=MIN_FONT_PT, loc="upper center", bbox_to_anchor=(0.5, -0.16), ncol=k, frameon=False)
+        _legend(ax, fontsize=MIN_FONT_PT, loc="upper center", bbox_to_anchor=(0.5, -0.16), ncol=k, frameon=False)
     else:
         fig, ax = plt.subplots(figsize=(min(WIDTH_IN, max(6, 0.9 * len(pos) + 2)), 3.8))
         for i, col in enumerate(frame.columns):
             ax.bar(pos + i * width - 0.4 + width / 2, frame[col].to_numpy(dtype=float), width, label=str(col))
         ax.set_xticks(pos, labels, rotation=25 if len(labels) > 6 else 0,
-                      ha="right" if len(labels) > 6 else "center", fontsize=MIN_FONT_PT)
-        ax.set_ylabel(ylabel)
+                      ha="right" if len(labels) > 6 else "center", fontsize=MIN_FONT_PT, **TEXT)
+        ax.set_ylabel(ylabel, **TEXT)
         ax.grid(alpha=0.3, axis="y")
-        ax.legend(fontsize=MIN_FONT_PT)
-    ax.set_title(title, fontsize=10)
+        _legend(ax, fontsize=MIN_FONT_PT)
+    ax.set_title(title, fontsize=10, **TEXT)
     return _done(fig)
 
 
@@ -316,9 +334,12 @@ def confusion(matrix, labels, title="Confusion matrix (test)"):
     from sklearn.metrics import ConfusionMatrixDisplay
 
     fig, ax = plt.subplots(figsize=(4.8, 4.2))
-    ConfusionMatrixDisplay(np.asarray(matrix), display_labels=[str(l) for l in labels]).plot(
+    names = [str(l) for l in labels]
+    ConfusionMatrixDisplay(np.asarray(matrix), display_labels=names).plot(
         ax=ax, colorbar=False, values_format="d")
-    ax.set_title(title, fontsize=10)
+    ax.set_xticks(range(len(names)), names, **TEXT)     # the class names as written
+    ax.set_yticks(range(len(names)), names, **TEXT)
+    ax.set_title(title, fontsize=10, **TEXT)
     return _done(fig)
 
 
@@ -341,16 +362,16 @@ def loss_panels(curves, title, ylabel="training loss"):
             with warnings.catch_warnings():  # columns where every run diverged stay NaN
                 warnings.simplefilter("ignore", RuntimeWarning)
                 mean, lo, hi = np.nanmean(c, 0), np.nanmin(c, 0), np.nanmax(c, 0)
-            ax.plot(it, mean, color=f"C{i}", label=name, lw=1.2)
+            ax.plot(it, mean, color=f"C{i}", label=str(name), lw=1.2)
             ax.fill_between(it, lo, hi, color=f"C{i}", alpha=0.2, lw=0)
         _log_y(ax)
-        ax.set_title(panel, fontsize=10)
+        ax.set_title(str(panel), fontsize=10, **TEXT)
         ax.grid(alpha=0.3, which="both")
         ax.set_xlabel("iteration", fontsize=MIN_FONT_PT)
     for ax in axes[:, 0]:
-        ax.set_ylabel(ylabel, fontsize=MIN_FONT_PT)
-    flat[0].legend(fontsize=MIN_FONT_PT)
-    fig.suptitle(title, fontsize=10)
+        ax.set_ylabel(ylabel, fontsize=MIN_FONT_PT, **TEXT)
+    _legend(flat[0], fontsize=MIN_FONT_PT)
+    fig.suptitle(title, fontsize=10, **TEXT)
     return _done(fig)
 
 
@@ -366,20 +387,20 @@ def feature_by_class_per_split(frames, column, target, numeric=True):
     for k, (ax, (split, df)) in enumerate(zip(axes, frames.items())):
         if numeric:
             _boxplot_by_class(ax, df, column, target)
-            ax.set_ylabel(column)
+            ax.set_ylabel(str(column), **TEXT)
         else:
             counts = _class_counts(df, column, target)
             shares = counts.div(counts.sum(axis=1), axis=0)
-            bottom = np.zeros(len(shares.index))
+            x = np.arange(len(shares.index))
+            bottom = np.zeros(len(x))
             for i, c in enumerate(shares.columns):
-                ax.bar([str(v) for v in shares.index], shares[c].to_numpy(), bottom=bottom,
-                       label=str(c), color=f"C{i}")
+                ax.bar(x, shares[c].to_numpy(), bottom=bottom, label=str(c), color=f"C{i}")
                 bottom += shares[c].to_numpy()
-            ax.set_ylabel(f"share of {target}")
-            ax.tick_params(axis="x", rotation=25, labelsize=MIN_FONT_PT)
+            ax.set_xticks(x, [str(v) for v in shares.index], rotation=25, fontsize=MIN_FONT_PT, **TEXT)
+            ax.set_ylabel(f"share of {target}", **TEXT)
             if k == len(frames) - 1:   # one legend: the classes are the same in every panel
-                ax.legend(title=target, fontsize=MIN_FONT_PT, title_fontsize=MIN_FONT_PT)
-        ax.set_title(f"{split} ({len(df):,} rows)", fontsize=10)
-    fig.suptitle(f"{column} against {target}, per split", fontsize=11)
+                _legend(ax, title=str(target), fontsize=MIN_FONT_PT, title_fontsize=MIN_FONT_PT)
+        ax.set_title(f"{split} ({len(df):,} rows)", fontsize=10, **TEXT)
+    fig.suptitle(f"{column} against {target}, per split", fontsize=11, **TEXT)
     return _done(fig)
 

@@ -29,12 +29,23 @@ This module owns everything about *presenting* results; it computes nothing.
   temporary file in the target folder and ``os.replace`` it, so an interrupted
   run never leaves a half-written file behind.
 
-Inline Markdown understood in text (``para``, ``bullets``, headings, table
-cells of Markdown snippets): ``**bold**``, ``*italic*``, `` `code` ``,
-``$math$`` (pandoc's rule: no space inside the dollars and no digit right after
-the closing one, so "$5 and $10" stays text), ``[text](url)`` and backslash
-escapes. Everything else is text and is HTML-escaped; raw HTML is never passed
-through. No third-party Markdown package is used.
+Inline Markdown understood in text (``para``, ``bullets``, headings, banners,
+captions): ``**bold**``, ``*italic*``, `` `code` ``, ``$math$`` (pandoc's rule:
+no space inside the dollars and no digit right after the closing one, so "$5
+and $10" stays text), ``[text](url)``, backslash escapes of any ASCII
+punctuation and entity references (``&lt;``). Everything else is text and is
+HTML-escaped; raw HTML is never passed through. No third-party Markdown package
+is used.
+
+Data is text. A string from the user's data (a column name, a category or
+label, a file name, a message quoting one) goes into that text only through
+``literal(s)`` (or ``literal(s, code=True)`` for a code span): both renderers,
+and GitHub, then show it character for character, on one line, never as a tag,
+link, heading, emphasis or math. Table cells and column headers are always
+shown literally. The HTML page carries a Content-Security-Policy (``CSP``) that
+refuses scripts and anything from the network. ``csv_text(df, index)`` writes a
+table as CSV with the cells a spreadsheet would run as a formula neutralised
+(``csv_cell``).
 """
 import base64
 import functools
@@ -48,6 +59,7 @@ import os
 import re
 import sys
 import tempfile
+import urllib.parse
 from dataclasses import dataclass, field
 
 import matplotlib
@@ -56,7 +68,7 @@ if "matplotlib.pyplot" not in sys.modules:  # never fight a backend chosen by th
     matplotlib.use("Agg")
 
 __all__ = ["Report", "write_atomic", "savefig_atomic", "render_math_svg", "slugify",
-           "format_number", "display_path"]
+           "format_number", "display_path", "literal", "csv_cell", "csv_text", "CSP"]
 
 
 # ------------------------------------------------------------------ file writes
@@ -148,6 +160,93 @@ def savefig_atomic(fig, path, **savefig_kw):
     with matplotlib.rc_context({"svg.hashsalt": "report"}):
         fig.savefig(buf, format=fmt, **savefig_kw)
     return write_atomic(path, buf.getvalue())
+
+
+# ------------------------------------------------------------------ CSV tables
+# A spreadsheet runs a cell that starts with one of these as a formula
+# (=HYPERLINK(...), @SUM(...), -2+3, a tab or line break in front of one);
+# OWASP's CSV-injection guidance and ASVS 1.2.10: put a single quote in front.
+# The full-width forms are read as the ASCII ones by some spreadsheets.
+_FORMULA_START = frozenset("=+-@\t\r\n\0\uff1d\uff0b\uff0d\uff20")
+_PLAIN_NUMBER = re.compile(r"[+-]?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][+-]?\d+)?")
+
+
+def csv_cell(value):
+    """A CSV cell that no spreadsheet runs as a formula.
+
+    A ``str`` whose first character (after spaces) is ``=``, ``+``, ``-``, ``@``,
+    a tab, CR, LF or NUL (or a full-width ``＝ ＋ － ＠``) gets a single quote in
+    front (OWASP; a spreadsheet shows the text and hides the quote). A string
+    that is just a number (``"-1.5"``) is left alone: it is read as that number
+    and can hold no formula. Anything that is not a ``str`` is returned as is.
+
+    Examples
+    --------
+    >>> csv_cell("=HYPERLINK(A1)"), csv_cell("-1.5"), csv_cell(-1.5)
+    ("'=HYPERLINK(A1)", '-1.5', -1.5)
+    """
+    if not isinstance(value, str) or value.lstrip(" ")[:1] not in _FORMULA_START:
+        return value
+    if _PLAIN_NUMBER.fullmatch(value.strip(" ")):
+        return value
+    return "'" + value
+
+
+def _csv_index(index):
+    import pandas as pd
+    if isinstance(index, pd.MultiIndex):
+        return pd.MultiIndex.from_tuples([tuple(csv_cell(v) for v in t) for t in index],
+                                         names=[csv_cell(n) for n in index.names])
+    if index.dtype == object or isinstance(index.dtype, (pd.StringDtype, pd.CategoricalDtype)):
+        return pd.Index([csv_cell(v) for v in index], name=csv_cell(index.name), dtype=object)
+    return index.rename(csv_cell(index.name))
+
+
+def csv_text(df, index=True, **to_csv_kw):
+    """``df.to_csv(index=index)`` with every text cell passed through ``csv_cell``.
+
+    Text cells, column names, index labels and index names are neutralised;
+    numbers, booleans and dates are written as ``to_csv`` writes them. ``df``
+    is not changed. When a text holds a carriage return, lines end with CRLF
+    (RFC 4180) so that the field holding it is quoted and stays one cell.
+
+    Parameters
+    ----------
+    df : pandas.DataFrame or Series
+    index : bool
+        Write the index (as ``DataFrame.to_csv``).
+    **to_csv_kw
+        Passed to ``DataFrame.to_csv`` (e.g. ``float_format``).
+
+    Returns
+    -------
+    str
+        The CSV text, e.g. for ``write_atomic(path, csv_text(df, index=False))``.
+    """
+    import pandas as pd
+    if isinstance(df, pd.Series):
+        df = df.to_frame()
+    out = df.copy(deep=False)
+    texts = []
+    for j in range(out.shape[1]):
+        col = out.iloc[:, j]
+        if col.dtype == object or isinstance(col.dtype, (pd.StringDtype, pd.CategoricalDtype)):
+            col = col.astype(object)
+            texts += [v for v in col if isinstance(v, str)]
+            out.isetitem(j, col.map(csv_cell))
+    out.columns = _csv_index(out.columns)
+    out.index = _csv_index(out.index)
+    for labels in (out.columns, out.index):
+        for v in labels.to_flat_index():
+            texts += [x for x in (v if isinstance(v, tuple) else (v,)) if isinstance(x, str)]
+        texts += [n for n in labels.names if isinstance(n, str)]
+    if any("\r" in v for v in texts):
+        # Python's csv writer quotes a field only for the characters of its line
+        # terminator: with "\n" a bare CR stays unquoted, and a spreadsheet would
+        # start a new row there (whose first cell could be a formula). RFC 4180's
+        # CRLF line end gets every field holding a CR or LF quoted.
+        to_csv_kw.setdefault("lineterminator", "\r\n")
+    return out.to_csv(index=index, **to_csv_kw)
 
 
 # ------------------------------------------------------------------------ math
@@ -311,36 +410,150 @@ def _html_display_math(latex):
 
 
 # --------------------------------------------------------------- inline markup
-_INLINE = re.compile(r"""
-  (?P<esc>\\[\\`*_{}\[\]()#+\-.!$|<>~])
+# A string from the user's data (a column name, a category or label, a file
+# name) is text, never markup: ``literal`` writes it as inline Markdown that both
+# renderers (and GitHub) show character for character.
+_LINE_BREAK = re.compile(r"\r\n|[\n\r\t\v\f\x1c-\x1e\x85\u2028\u2029]")
+_CONTROL = re.compile(r"[\x00-\x08\x0e-\x1b\x7f]")
+# Backslash escapes for every character that can open or close inline markup
+# (emphasis, code, links, math, strikethrough, attribute lists, a heading's closing
+# hashes); entities for the characters HTML gives meaning to, because every
+# Markdown renderer decodes an entity but not every one honours ``\<``.
+_MD_ESCAPE = {**{c: "\\" + c for c in "\\`*_{}[]#~$"}, "<": "&lt;", ">": "&gt;", "&": "&amp;"}
+# what makes a line a list item ("- ", "+ ", "1. ", "2) "), a rule or a setext underline ("---", "===")
+_MD_BLOCK_START = re.compile(r"(?P<n>\d{1,9})[.)](?=[ \t]|$)|[-+](?=[ \t]|$)|[-=]+[ \t]*$")
+
+
+def _fold(text):
+    """``text`` on one line: line breaks and tabs become spaces, other control characters U+FFFD."""
+    return _CONTROL.sub("\ufffd", _LINE_BREAK.sub(" ", str(text)))
+
+
+def literal(text, code=False):
+    """A data string as inline Markdown that shows it literally, on one line.
+
+    Column names, category and label values, file names and messages that
+    quote them come from the user's data: interpolate them into the text of
+    ``para``, ``heading``, ``bullets``, ``banner`` and captions only through
+    this function, e.g. ``rep.para(f"{literal(name, code=True)} against the label")``.
+    Table cells and column headers need no call: they are always literal.
+
+    Parameters
+    ----------
+    text : object
+        The data; ``str(text)`` is used.
+    code : bool
+        Write it as a code span (monospace), the way column names are shown;
+        the fence is longer than any run of backticks in ``text``. Never wrap
+        a plain ``literal(...)`` in backticks yourself: inside a code span its
+        backslashes would show.
+
+    Returns
+    -------
+    str
+        GitHub-flavoured inline Markdown. Line breaks, tabs and other control
+        characters are folded to spaces (U+FFFD for controls that are not white
+        space), so data cannot start a heading, a list or an HTML block; every
+        character that could open markup (``* _ ` [ ] { } # ~ $ \\``, and a
+        list marker, rule or underline at the start) is backslash-escaped (an
+        ``_`` between two letters or digits cannot, and is kept as is) and
+        ``< > &`` are written as entities, so no tag, link, emphasis or math
+        is ever formed from data.
+        Bare URLs in data may still be made clickable by GitHub's autolinking;
+        their text is then the URL itself.
+
+    Examples
+    --------
+    >>> literal("[docs](https://example.org) <b>")
+    '\\\\[docs\\\\](https://example.org) &lt;b&gt;'
+    >>> literal("net_price $5 _x_")
+    'net_price \\\\$5 \\\\_x\\\\_'
+    >>> literal("a`b", code=True)
+    '``a`b``'
+    """
+    s = _fold(text)
+    if code:
+        if not s.strip(" "):
+            return "`" + (s or " ") + "`"
+        fence = "`" * (max((len(run) for run in re.findall(r"`+", s)), default=0) + 1)
+        pad = " " if s[0] == "`" or s[-1] == "`" or (s[0] == " " and s[-1] == " ") else ""
+        return fence + pad + s + pad + fence
+    out = "".join("_" if c == "_" and 0 < i < len(s) - 1 and s[i - 1].isalnum() and s[i + 1].isalnum()
+                  else _MD_ESCAPE.get(c, c) for i, c in enumerate(s))   # snake_case: no emphasis there
+    m = _MD_BLOCK_START.match(s)
+    if m:
+        cut = len(m.group("n") or "")      # before the sign, or the number's "." / ")"
+        out = out[:cut] + "\\" + out[cut:]
+    return out
+
+
+_TOK = r"(?:\\.|[^\\])"                     # one character of text; an escape is one
+_EDGE = r"(?:\\.|[^\s\\{}])"               # first/last character inside emphasis
+
+
+def _edge(excluded=""):
+    return _EDGE.format(excluded)
+
+
+_INLINE = re.compile(rf"""
+  (?P<esc>\\[!-/:-@\[-`{{-~])
+| (?P<ent>&(?:[A-Za-z][A-Za-z0-9]{{1,31}}|\#[0-9]{{1,7}}|\#[xX][0-9A-Fa-f]{{1,6}});)
 | (?P<ticks>`+)(?P<code>.+?)(?P=ticks)
 | \$\$(?P<dmath>.+?)\$\$
 | \$(?P<math>[^\s$](?:[^$]*?[^\s\\$])?)\$(?!\d)
-| \*\*(?P<bold>\S(?:.*?\S)?)\*\*
-| (?<!\w)__(?P<ubold>\S(?:.*?\S)?)__(?!\w)
-| (?<![\w*])\*(?P<em>[^\s*](?:.*?[^\s*])?)\*(?![\w*])
-| (?<!\w)_(?P<uem>[^\s_](?:.*?[^\s_])?)_(?!\w)
-| \[(?P<ltext>[^\]\n]+)\]\((?P<lurl>[^)\s]+)\)
+| \*\*(?P<bold>{_edge()}(?:{_TOK}*?{_edge()})?)\*\*
+| (?<!\w)__(?P<ubold>{_edge()}(?:{_TOK}*?{_edge()})?)__(?!\w)
+| (?<![\w*])\*(?P<em>{_edge("*")}(?:{_TOK}*?{_edge("*")})?)\*(?![\w*])
+| (?<!\w)_(?P<uem>{_edge("_")}(?:{_TOK}*?{_edge("_")})?)_(?!\w)
+| \[(?P<ltext>(?:\\.|[^\]\\\n])+)\]\((?P<lurl>[^)\s]+)\)
 """, re.X | re.S)
+_EMPHASIS = ("bold", "ubold", "em", "uem")
+
+
+def _shown(m):
+    """The text an escape or an entity stands for ("" for any other token)."""
+    if m.group("esc") is not None:
+        return m.group("esc")[1]
+    if m.group("ent") is not None:
+        return html.unescape(m.group("ent"))
+    return ""
+
+
+def _code_text(code):
+    """A code span's content as CommonMark shows it: line breaks are spaces, and one
+    space is taken off each side when both sides have one (and it is not all spaces)."""
+    code = code.replace("\n", " ")
+    if len(code) >= 2 and code[0] == " " and code[-1] == " " and code.strip(" "):
+        code = code[1:-1]
+    return code
+
+
+_UNSAFE_URL = re.compile(r"(?i)\s*(?:javascript|vbscript|data|file):")
 
 
 def _inline_html(text, terms=None, expand=False):
     """Inline Markdown subset -> HTML; all plain text is escaped.
 
     ``terms`` (a ``_Terms``) marks defined abbreviations in the plain text; with
-    ``expand`` their first use also shows the short meaning.
+    ``expand`` their first use also shows the short meaning. Escapes and entities
+    are text: they join the words around them (``pps\\_train`` holds no ``pps``).
     """
-    plain = (lambda s: html.escape(s, quote=False)) if terms is None else \
-        (lambda s: terms.html(s, expand))
-    out, pos = [], 0
+    def plain(s, before, after):
+        if terms is None:
+            return html.escape(s, quote=False)
+        return terms.html(s, expand, before, after)
+
+    out, pos, before = [], 0, ""
     for m in _INLINE.finditer(text):
-        out.append(plain(text[pos:m.start()]))
+        shown = _shown(m)
+        out.append(plain(text[pos:m.start()], before, shown[:1]))
+        before = shown[-1:]
         pos = m.end()
         g = m.groupdict()
-        if g["esc"] is not None:
-            out.append(html.escape(g["esc"][1], quote=False))
+        if g["esc"] is not None or g["ent"] is not None:
+            out.append(html.escape(shown, quote=False))
         elif g["code"] is not None:
-            out.append(f"<code>{html.escape(g['code'].strip(), quote=False)}</code>")
+            out.append(f"<code>{html.escape(_code_text(g['code']), quote=False)}</code>")
         elif g["dmath"] is not None:
             out.append(_html_inline_math(g["dmath"]))
         elif g["math"] is not None:
@@ -353,10 +566,10 @@ def _inline_html(text, terms=None, expand=False):
             out.append(f"<em>{_inline_html(inner, terms, expand)}</em>")
         else:
             url = g["lurl"]
-            if re.match(r"(?i)\s*(javascript|vbscript|data):", url):
+            if _UNSAFE_URL.match(url):
                 url = "#"
             out.append(f'<a href="{html.escape(url, quote=True)}">{_inline_html(g["ltext"])}</a>')
-    out.append(plain(text[pos:]))
+    out.append(plain(text[pos:], before, ""))
     return "".join(out)
 
 
@@ -364,20 +577,26 @@ def _inline_md_terms(text, terms, expand):
     """Inline Markdown with the first use of each defined term followed by its meaning."""
     if terms is None or terms.pattern is None:
         return text
-    out, pos = [], 0
+    out, pos, before = [], 0, ""
     for m in _INLINE.finditer(text):
-        out.append(terms.md(text[pos:m.start()], expand))
+        shown = _shown(m)
+        out.append(terms.md(text[pos:m.start()], expand, before, shown[:1]))
+        before = shown[-1:]
         pos = m.end()
         g = m.groupdict()
-        inner = next((g[k] for k in ("bold", "ubold", "em", "uem") if g[k] is not None), None)
+        inner = next((g[k] for k in _EMPHASIS if g[k] is not None), None)
         if inner is not None:
             s = m.group(0)
             lead = s[:s.index(inner)]
             out.append(lead + _inline_md_terms(inner, terms, expand) + s[len(lead) + len(inner):])
         else:
             out.append(m.group(0))
-    out.append(terms.md(text[pos:], expand))
+    out.append(terms.md(text[pos:], expand, before, ""))
     return "".join(out)
+
+
+def _is_word(ch):
+    return bool(ch) and re.match(r"\w", ch) is not None
 
 
 class _Terms:
@@ -390,11 +609,17 @@ class _Terms:
         self.pattern = (re.compile(r"(?<!\w)(" + "|".join(map(re.escape, names)) + r")(?!\w)")
                         if names else None)
 
-    def _split(self, text, expand):
-        """(text before, term, expand it?) triples and the tail of ``text``."""
+    def _split(self, text, expand, before="", after=""):
+        """(text before, term, expand it?) triples and the tail of ``text``.
+
+        ``before``/``after``: the characters shown next to ``text`` (an escaped
+        ``_`` joins a word as a plain one does), so a term is a whole word there too.
+        """
         pos = 0
         if self.pattern is not None:
             for m in self.pattern.finditer(text):
+                if (m.start() == 0 and _is_word(before)) or (m.end() == len(text) and _is_word(after)):
+                    continue
                 term = m.group(1)
                 first = expand and term not in self.expanded
                 if first:
@@ -403,10 +628,10 @@ class _Terms:
                 pos = m.end()
         yield text[pos:], None, False
 
-    def html(self, text, expand):
+    def html(self, text, expand, before="", after=""):
         out = []
-        for before, term, first in self._split(text, expand):
-            out.append(html.escape(before, quote=False))
+        for plain, term, first in self._split(text, expand, before, after):
+            out.append(html.escape(plain, quote=False))
             if term is not None:
                 meaning, short = self.glossary[term]
                 out.append(f'<abbr title="{html.escape(_plain(meaning), quote=True)}">'
@@ -415,22 +640,29 @@ class _Terms:
                     out.append(f' <span class="gloss">({_inline_html(short)})</span>')
         return "".join(out)
 
-    def md(self, text, expand):
+    def md(self, text, expand, before="", after=""):
         out = []
-        for before, term, first in self._split(text, expand):
-            out.append(before)
+        for plain, term, first in self._split(text, expand, before, after):
+            out.append(plain)
             if term is not None:
                 out.append(term + (f" ({self.glossary[term][1]})" if first else ""))
         return "".join(out)
 
 
 def _plain(text):
-    """Inline Markdown -> plain text (for slugs and the table of contents)."""
+    """Inline Markdown -> plain text (for slugs, the table of contents, alt texts)."""
     def repl(m):
         g = m.groupdict()
-        for k in ("esc", "code", "dmath", "math", "bold", "ubold", "em", "uem", "ltext"):
+        if g["esc"] is not None or g["ent"] is not None:
+            return _shown(m)
+        if g["code"] is not None:
+            return _code_text(g["code"])
+        for k in ("dmath", "math"):
             if g[k] is not None:
-                return g[k][1] if k == "esc" else (_plain(g[k]) if k in ("bold", "ubold", "em", "uem", "ltext") else g[k])
+                return g[k]
+        for k in (*_EMPHASIS, "ltext"):
+            if g[k] is not None:
+                return _plain(g[k])
         return m.group(0)
     return _INLINE.sub(repl, text)
 
@@ -454,13 +686,9 @@ def slugify(text, seen=None):
     return slug
 
 
-_MD_LITERAL = str.maketrans({"\\": "\\\\", "|": "\\|", "*": "\\*", "`": "\\`", "$": "\\$",
-                             "<": "&lt;", ">": "&gt;", "\n": " "})
-
-
 def _md_cell(text):
-    """Literal text -> a Markdown table cell that GitHub shows verbatim."""
-    return str(text).translate(_MD_LITERAL)
+    """Literal text -> a Markdown table cell that GitHub shows verbatim (``literal``, pipes escaped)."""
+    return literal(text).replace("|", "\\|")
 
 
 # ----------------------------------------------------------------------- blocks
@@ -901,6 +1129,13 @@ hr { border: 0; border-top: 1px solid var(--line); margin: 2rem 0; }
 
 _CSS = _CSS.replace("__SIDE__", str(PAGE_SIDE_MARGIN_MM)).replace("__FIGH__", f"{FIGURE_MAX_HEIGHT_IN:g}")
 
+# The page needs no script, no font, no frame and nothing from the network: its
+# images are data: URIs and its styles inline. Anything else that a rendering bug
+# might let into the page (a <script>, an inline handler, a remote image that
+# reports the reader's visit) is refused by the browser.
+CSP = ("default-src 'none'; img-src data:; style-src 'unsafe-inline'; "
+       "base-uri 'none'; form-action 'none'")
+
 _MIME = {".png": "image/png", ".svg": "image/svg+xml", ".jpg": "image/jpeg",
          ".jpeg": "image/jpeg", ".gif": "image/gif", ".webp": "image/webp"}
 
@@ -928,7 +1163,7 @@ class Report:
 
     Every adding method returns the report, so calls can be chained. Text
     arguments accept the inline Markdown subset described in the module
-    docstring.
+    docstring; a data string goes into them through ``literal``.
     """
 
     def __init__(self, title, run_id=None):
@@ -949,7 +1184,8 @@ class Report:
         return self._add(Heading(str(text), level))
 
     def para(self, text):
-        """Add a paragraph of inline Markdown (``**bold**``, `` `code` ``, ``$math$``)."""
+        """Add a paragraph of inline Markdown (``**bold**``, `` `code` ``, ``$math$``);
+        data strings in it go through ``literal``."""
         return self._add(Para(str(text)))
 
     def bullets(self, items, ordered=False):
@@ -965,7 +1201,9 @@ class Report:
         Parameters
         ----------
         data : pandas.DataFrame or Series, dict of columns, or list of dicts
-            The cells; they are shown literally (no Markdown interpretation).
+            The cells; they and the column names are data, shown literally
+            (no Markdown interpretation; pass them as they are, not through
+            ``literal``).
         caption : str, optional
             Shown above the table.
         floatfmt : str or callable
@@ -1055,9 +1293,11 @@ class Report:
         return self
 
     def figure(self, path, caption=None):
-        """Add an image file (PNG/SVG/JPEG) with an optional caption.
+        """Add an image file (PNG/SVG/JPEG) with an optional caption (inline Markdown;
+        data strings in it go through ``literal``).
 
-        The file is read when rendering: linked in Markdown, embedded in HTML.
+        The file is read when rendering: linked in Markdown (its name
+        percent-encoded), embedded in HTML.
         """
         return self._add(Figure(os.fspath(path), caption))
 
@@ -1130,12 +1370,12 @@ class Report:
         terms = _Terms(self.glossary)
         out = [f"# {self.title}", ""]
         if self.run_id:
-            out += [f"Run `{self.run_id}`", ""]
+            out += [f"Run {literal(self.run_id, code=True)}", ""]
         if toc:
             entries = self._toc_entries(anchors)
             if entries:
                 out += ["**Contents**", ""]
-                out += [f"{'  ' * (lvl - 2)}- [{_plain(text)}](#{a})" for lvl, text, a in entries]
+                out += [f"{'  ' * (lvl - 2)}- [{literal(_plain(text))}](#{a})" for lvl, text, a in entries]
                 out.append("")
         for b in self.blocks:
             out.append(self._block_md(b, base_dir, terms))
@@ -1173,8 +1413,9 @@ class Report:
             p = b.path
             if "://" not in p:
                 p = display_path(p, base_dir)
-            alt = (b.caption or os.path.basename(b.path)).replace("]", "\\]").replace("\n", " ")
-            line = f"![{alt}]({p.replace(' ', '%20')})"
+                p = urllib.parse.quote(p, safe="/")     # a file name is text, not link syntax
+            alt = literal(_plain(b.caption) if b.caption else os.path.basename(b.path))
+            line = f"![{alt}]({p})"
             return line + (f"\n\n*{text(b.caption)}*" if b.caption else "")
         if isinstance(b, Math):
             return f"$$\n{b.latex}\n$$"
@@ -1203,6 +1444,8 @@ class Report:
         is ever cut off, on screen or on paper. A print stylesheet makes the
         browser's *Print to PDF* a document to hand in (A4 or Letter: no
         scrollbars, no navigation, no page break inside a figure or table).
+        The page runs no script and loads nothing: its ``CSP`` meta tag has the
+        browser refuse any that a rendering bug might let in.
 
         Parameters
         ----------
@@ -1229,13 +1472,14 @@ class Report:
             h2 = [i for i, b in enumerate(self.blocks) if isinstance(b, Heading) and b.level <= 2]
             at = h2[1] if len(h2) > 1 else len(self.blocks)
             body.insert(at, inline)
-        title = html.escape(self.title, quote=False)
+        title = html.escape(_fold(_plain(self.title)), quote=False)
         run = run_line = ""
         if self.run_id:
             rid = html.escape(self.run_id)
             run = f"<meta name=\"run-id\" content=\"{rid}\">\n"
             run_line = f"<p class=\"run-id\">Run <code>{rid}</code></p>\n"
         return ("<!DOCTYPE html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n"
+                f'<meta http-equiv="Content-Security-Policy" content="{CSP}">\n'
                 "<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\n"
                 + run + f"<title>{title}</title>\n<style>{_CSS}</style>\n</head>\n<body>\n"
                 f"<div class=\"layout{' with-toc' if side else ''}\">\n" + side + "<main>\n"
@@ -1256,7 +1500,7 @@ class Report:
             return "\n".join(_table_html(t, cls, terms, base_dir) for t, cls in _table_pieces(b))
         if isinstance(b, Figure):
             cap = f"<figcaption>{text(b.caption)}</figcaption>" if b.caption else ""
-            alt = html.escape(b.caption or os.path.basename(b.path), quote=True)
+            alt = html.escape(_plain(b.caption) if b.caption else os.path.basename(b.path), quote=True)
             try:
                 with open(b.path, "rb") as fh:
                     data = fh.read()

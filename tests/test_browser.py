@@ -196,7 +196,10 @@ def _probe(tools, built, width, height, font=None, html_path=None):
     if font is not None:
         page = page.replace("</head>", f'<style>* {{ font-family: "{font}" !important; }}</style></head>')
     probe = built["out"] / "probe.html"
-    probe.write_text(page.replace("</body>", PROBE + "</body>"), encoding="utf-8")
+    # the probe goes in before the page's Content-Security-Policy <meta>, which forbids scripts
+    # from there on: the policy the report ships with stays in force for the whole page
+    assert page.count("<head>") == 1 and "Content-Security-Policy" in page
+    probe.write_text(page.replace("<head>", "<head>\n" + PROBE, 1), encoding="utf-8")
     dom = _chromium(tools, "--dump-dom", "--virtual-time-budget=5000", "--hide-scrollbars",
                     f"--window-size={width},{height}", probe.as_uri())
     m = re.search(r'<meta name="probe" content="([^"]+)">', dom)
