@@ -50,7 +50,7 @@ class Output:
     def save_table(self, df, name, caption=None, floatfmt=".4g", show=True):
         """Write ``df`` as ``out/tables/<name>.csv`` atomically and (if ``show``) add it to the report."""
         path = self.path("tables", name if name.endswith(".csv") else name + ".csv")
-        rp.write_atomic(path, df.to_csv(index=not plain_index(df)))
+        rp.write_atomic(path, rp.csv_text(df, index=not plain_index(df)))   # formula cells neutralised
         if show:
             self.report.table(df, caption=caption, floatfmt=floatfmt)
         return path

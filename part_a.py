@@ -15,6 +15,7 @@ import prep
 from context import PartResult, show_table
 from prose import as_sentence, names_text
 from rules import Rule
+import report as rp
 
 
 # Part A's rule for a suspiciously dominant feature (``prep.dominance`` applies it).
@@ -180,12 +181,12 @@ def _render_screened(res, out):
         items.append(f"{names_text(left_out)} {'was' if len(left_out) == 1 else 'were'} **left out of the "
                      "network's inputs** (and of every later part). To use "
                      f"{'it' if len(left_out) == 1 else 'one'} anyway, pass "
-                     f"`--keep-columns {left_out[0]}` (a comma-separated list keeps several).")
+                     f"{rp.literal('--keep-columns ' + str(left_out[0]), code=True)} (a comma-separated list keeps several).")
     if kept:
         items.append(f"{names_text(kept)} {'is' if len(kept) == 1 else 'are'} flagged but kept, as "
                      "`--keep-columns` asked.")
     for col, act in zip(expanded["column"], expanded["action"]):
-        items.append(f"`{col}` was {act.replace('expanded into ', 'expanded into numeric ')} "
+        items.append(f"{rp.literal(col, code=True)} was {act.replace('expanded into ', 'expanded into numeric ')} "
                      "(`--expand-dates`).")
     dates = [c for c, rule, a in zip(table["column"], table["rule"], action) if rule == "date" and a == "excluded"]
     if dates:
@@ -212,7 +213,7 @@ def render(res, out):
     show_table(out, res.structure, "a_structure", caption="Columns of train.csv",
                 formats={c: ".1%" for c in ("missing_share",) if c in res.structure})
     r.para(f"train: {res.n_train:,} rows × {res.n_columns} columns "
-           f"({len(num)} numeric, {len(cat)} categorical, target `{tgt}`); "
+           f"({len(num)} numeric, {len(cat)} categorical, target {rp.literal(tgt, code=True)}); "
            f"test: {res.n_test:,} rows.")
     _render_screened(res, out)
 
@@ -223,9 +224,9 @@ def render(res, out):
     r.bullets([
         f"{res.n_missing_train:,} missing cells in train across {res.n_missing_columns} columns; "
         f"{res.n_missing_test:,} in test"
-        + (f" (columns missing only in train: {', '.join(only_train)})" if only_train else "") + ".",
+        + (f" (columns missing only in train: {', '.join(rp.literal(c, code=True) for c in only_train)})" if only_train else "") + ".",
         "Numeric columns are imputed with the **median** of the training split: "
-        + ", ".join(f"`{c}` skewness {s:+.2f}" for c, s in res.skewness.items())
+        + ", ".join(f"{rp.literal(c, code=True)} skewness {s:+.2f}" for c, s in res.skewness.items())
         + "; the median is robust to the long tails a mean would follow.",
         "Categorical columns are imputed with the **most frequent level** of the training split.",
         "Imputation never looks at the label (a rule that uses the label cannot be applied to "
@@ -237,8 +238,8 @@ def render(res, out):
     cd = res.class_distribution
     fig = plots.class_distribution(cd["table"]["count"].to_numpy(), list(cd["table"].index))
     out.save_figure(fig, "a_class_distribution.png", "Class counts and shares in train.csv")
-    r.para(f"The majority class, `{cd['majority_class']}`, holds {cd['majority_baseline_accuracy']:.1%} of "
-           f"the rows (the accuracy of always predicting it); the smallest class, `{cd['minority_class']}`, "
+    r.para(f"The majority class, {rp.literal(cd['majority_class'], code=True)}, holds {cd['majority_baseline_accuracy']:.1%} of "
+           f"the rows (the accuracy of always predicting it); the smallest class, {rp.literal(cd['minority_class'], code=True)}, "
            f"holds {cd['table']['share'].min():.1%}. The largest class is {cd['imbalance_ratio']:.1f}× the "
            "smallest.")
     out.save_table(cd["table"].reset_index(), "a_classes", caption="Class counts (train)", show=False)
@@ -298,10 +299,10 @@ def render(res, out):
                    caption="Each feature alone: cross-validated single-feature tree (pps: 0 = no "
                            "better than chance, 1 = perfect) and mutual information with the label")
     text = ("By predictive power the features expected to matter most are "
-            + ", ".join(f"`{f}` (pps {pp.loc[f, 'pps']:.2f})" for f in res.top) + ". ")
+            + ", ".join(f"{rp.literal(f, code=True)} (pps {pp.loc[f, 'pps']:.2f})" for f in res.top) + ". ")
     if dom["dominant"]:
-        text += (f"**`{dom['feature']}` is suspiciously dominant**: alone it reaches pps "
-                 f"{dom['pps']:.2f}, {dom['observed_ratio']:.1f}× the runner-up `{dom['runner_up']}` "
+        text += (f"**{rp.literal(dom['feature'], code=True)} is suspiciously dominant**: alone it reaches pps "
+                 f"{dom['pps']:.2f}, {dom['observed_ratio']:.1f}× the runner-up {rp.literal(dom['runner_up'], code=True)} "
                  f"({dom['runner_up_pps']:.2f}). A single feature that predicts a label this well "
                  "deserves a check that the relationship also holds on new data (Part D).")
     else:

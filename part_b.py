@@ -244,7 +244,7 @@ def render(res, out):
     out.save_figure(plots.accuracy_curves({a: n.history_ for a, n in res.networks.items()}, baseline=base),
                     "b_accuracy_curves.png", "Train (solid) and validation (dashed) accuracy per iteration")
     best = next(row for row in res.final if row["activation"] == res.best)
-    text = (f"`{best['activation']}` reaches the best validation accuracy, {best['val_acc']:.3f} "
+    text = (f"{rp.literal(best['activation'], code=True)} reaches the best validation accuracy, {best['val_acc']:.3f} "
             f"(train {best['train_acc']:.3f}).")
     if res.stuck:
         one = len(res.stuck) == 1
@@ -281,7 +281,7 @@ def render(res, out):
         for row in rows:
             first, last = row["ratio W2/W1 first"], row["ratio W2/W1 last"]
             where = "smaller in the first layer" if first > VANISHING.threshold else "larger in the first layer"
-            lines.append(f"`{row['activation']}`: at the first iteration mean |dL/dW2| / mean |dL/dW1| = "
+            lines.append(f"{rp.literal(row['activation'], code=True)}: at the first iteration mean |dL/dW2| / mean |dL/dW1| = "
                          f"{first:.2f} (gradients {where}); at the last iteration {last:.2f}. "
                          f"Over training mean |dL/dW1| goes from {plain_number(row['dW1 first'])} to "
                          f"{plain_number(row['dW1 last'])}.")
@@ -289,7 +289,7 @@ def render(res, out):
             vanishing = [row for row in rows if row["activation"] in res.vanishing]
             worst = max(vanishing, key=lambda row: row["ratio W2/W1 first"])
             cmp = "".join(f" ({o['activation']}: {o['ratio W2/W1 first']:.2f})" for o in rows if o is not worst)
-            lines.append(f"With `{worst['activation']}` the backward signal loses a factor "
+            lines.append(f"With {rp.literal(worst['activation'], code=True)} the backward signal loses a factor "
                          f"{worst['ratio W2/W1 first']:.1f} between the second and the first hidden layer "
                          f"at the start of training{cmp}: each layer multiplies it by g'(z), which for "
                          f"{worst['activation']} is at most "
@@ -311,7 +311,7 @@ def render(res, out):
                     shown=pd.DataFrame(rows).rename(columns=READABLE),
                     caption="Sigmoid networks with other initialisation and step size", floatfmt=".3f")
         base_row = rows[0]
-        effects = [f"init `{row['init']}` with lr {row['lr']:g}: {row['val_acc']:.3f} validation accuracy "
+        effects = [f"init {rp.literal(row['init'], code=True)} with lr {row['lr']:g}: {row['val_acc']:.3f} validation accuracy "
                    f"({points_text(row['val_acc'] - base_row['val_acc'])})" for row in rows[1:]]
         r.para(f"Against the assignment's set-up (init `normal`, lr {base_row['lr']:g}: "
                f"{base_row['val_acc']:.3f}): " + "; ".join(effects) + ". "
@@ -329,6 +329,6 @@ def render(res, out):
     lines = []
     for act, vals in ratios.items():
         growth = (vals[-1] / vals[0]) ** (1 / (depths[-1] - depths[0]))
-        lines.append(f"`{act}`: ratio {plain_number(vals[0])} at {depths[0]} layers, "
+        lines.append(f"{rp.literal(act, code=True)}: ratio {plain_number(vals[0])} at {depths[0]} layers, "
                      f"{plain_number(vals[-1])} at {depths[-1]} layers (×{growth:.2f} per added layer).")
     r.bullets(lines)

@@ -21,6 +21,7 @@ import prep
 from context import REPO_DIR, PartResult, show_table
 from prose import plural_text
 from training import best_network
+import report as rp
 
 
 def attribution_checks(data, cfg, act, model):
@@ -202,7 +203,7 @@ def render(res, out):
                         if ch["spearman_perm_test"] is None else
                         f" and {ch['spearman_perm_test']:+.2f} on the test set") + " (original columns)")
         lines.append(
-            f"`{act}`: {agree}; with a network whose weights are re-drawn at random the ranking "
+            f"{rp.literal(act, code=True)}: {agree}; with a network whose weights are re-drawn at random the ranking "
             f"correlates {ch['spearman_randomised']:+.2f} with the trained one — the sanity check " +
             ("passes: the attribution depends on what the network learned." if ch["randomisation_passed"] else
              f"FAILS (≥ {ch['randomisation_threshold']:g}): the ranking barely depends on the learned weights, "
@@ -215,16 +216,16 @@ def render(res, out):
         bs = att["output"]["by_source"]
         top = bs.iloc[0]
         second = bs.iloc[1] if len(bs) > 1 else None
-        text = (f"`{act}` relies most on `{top['feature']}` ({top['share']:.0%} of the attribution"
-                + (f", {top['score'] / second['score']:.1f}× the next column `{second['feature']}`)"
+        text = (f"{rp.literal(act, code=True)} relies most on {rp.literal(top['feature'], code=True)} ({top['share']:.0%} of the attribution"
+                + (f", {top['score'] / second['score']:.1f}× the next column {rp.literal(second['feature'], code=True)})"
                    if second is not None and second["score"] > 0 else ")"))
         if res.pps is not None:
             text += (f"; its ranking agrees with Part A's single-feature predictive power with Spearman "
                      f"{res.checks[act]['spearman_vs_partA']:+.2f}, and Part A's strongest feature is "
-                     f"`{res.pps.index[0]}`")
+                     f"{rp.literal(res.pps.index[0], code=True)}")
         lines.append(text + ".")
     if res.dominant_agree:
-        lines.append(f"The feature Part A flagged as suspiciously dominant, `{res.dominant}`, is the "
+        lines.append(f"The feature Part A flagged as suspiciously dominant, {rp.literal(res.dominant, code=True)}, is the "
                      f"top-ranked input of {', '.join('`%s`' % a for a in res.dominant_agree)}: the network "
                      "leans on exactly the feature whose relationship with the label Part D must check.")
     r.bullets(lines)

@@ -27,6 +27,7 @@ from context import PartResult, data_notes
 from prose import as_sentence, fmt, names_text, points_text, verb_for
 from rules import Rule
 from training import Fitted, best_network, evaluate, fit_params, fit_scored_job
+import report as rp
 
 
 # Priority of this part's worker jobs (lower runs first): Part D's mitigation trainings: after Part B's.
@@ -322,7 +323,7 @@ class DResult(PartResult):
         for i in dict.fromkeys((self.recommended, self.fix)):
             if i:
                 row = self.mitigations[i]
-                acc[f"{self.network} ({row['name']})"] = {"val": row["val_acc"], "test": row["test_acc"]}
+                acc[f"{self.network} ({rp.literal(row['name'])})"] = {"val": row["val_acc"], "test": row["test_acc"]}
         return acc
 
     @property
@@ -338,7 +339,7 @@ class DResult(PartResult):
                  f"validation to {g.test_accuracy:.3f} on test (gap {g.accuracy_gap:+.3f}, 99% CI "
                  f"{lo:+.3f} to {hi:+.3f}, {'outside' if g.outside_noise else 'within'} noise)")
             if rec is not None and rec.get("gain") is not None:
-                s += (f"; {rec['name']} {verb_for(rec['gain'], 'raises', 'lowers')} test accuracy by "
+                s += (f"; {rp.literal(rec['name'])} {verb_for(rec['gain'], 'raises', 'lowers')} test accuracy by "
                       f"{abs(rec['gain']) * 100:.1f} points (99% CI {rec['gain_lo'] * 100:+.1f} to "
                       f"{rec['gain_hi'] * 100:+.1f})"
                       + (f", so the root cause is {_cause_words(res)}" if self.root_cause else
@@ -352,9 +353,9 @@ class DResult(PartResult):
     def headline(self):
         a, rec = self.split_accuracy[self.network], self.mitigations[self.recommended]
         test = "unlabelled" if a["test"] is None else f"{a['test']:.3f}"
-        fix = "" if self.fix is None else f"; the diagnosis's fix: {self.mitigations[self.fix]['name']}"
+        fix = "" if self.fix is None else f"; the diagnosis's fix: {rp.literal(self.mitigations[self.fix]['name'])}"
         return (f"test {test} vs val {a['val']:.3f}; verdict {self.verdict.kind}; suspects: "
-                f"{', '.join(self.suspects) or 'none'}; recommended on validation: {rec['name']}{fix}")
+                f"{', '.join(self.suspects) or 'none'}; recommended on validation: {rp.literal(rec['name'])}{fix}")
 
     def to_metrics(self):
         j = prep.to_jsonable
@@ -384,7 +385,7 @@ class DResult(PartResult):
 def _cause_words(res):
     """The diagnosed cause in words: the suspects with their mechanism, or the prior shift."""
     if res.suspects:
-        return ", ".join(f"`{s.feature}` ({s.kind})" for s in res.suspects)
+        return ", ".join(f"{rp.literal(s.feature, code=True)} ({s.kind})" for s in res.suspects)
     return "the shift of the class shares (prior_shift)"
 
 
@@ -548,7 +549,7 @@ def render(res, out):
                    floatfmt=".4f")
     if res.labelled:
         gap = (a["val"] - a["test"]) * 100
-        r.para(f"The `{act}` network (best validation accuracy) scores {a['train']:.4f} on the training "
+        r.para(f"The {rp.literal(act, code=True)} network (best validation accuracy) scores {a['train']:.4f} on the training "
                f"split, {a['val']:.4f} on validation and **{a['test']:.4f} on test**: "
                f"{abs(gap):.1f} points {'below' if gap > 0 else 'above'} validation; always predicting the "
                f"training majority class scores {res.base_test:.4f} on test.")
@@ -557,29 +558,29 @@ def render(res, out):
                f"` network (best validation accuracy) scores {a['train']:.4f} on the training split and "
                f"{a['val']:.4f} on validation; on test it predicts "
                + ", ".join(f"{c}: {s:.3f}" for c, s in zip(res.labels, res.predicted_shares)) + " of the rows.")
-    out.save_table(res.per_class, "d_per_class", caption=f"`{act}`: per-class accuracy (recall) per split",
+    out.save_table(res.per_class, "d_per_class", caption=f"{rp.literal(act, code=True)}: per-class accuracy (recall) per split",
                    floatfmt=".3f")
     if res.labelled:
         out.save_table(pd.DataFrame(res.classification_report).T.reset_index(names="class"),
                        "d_classification_report",
-                       caption=f"`{act}`: scikit-learn classification report on test", floatfmt=".3f")
+                       caption=f"{rp.literal(act, code=True)}: scikit-learn classification report on test", floatfmt=".3f")
         out.save_figure(plots.confusion(res.confusion, res.labels), "d_confusion_test.png",
-                        f"`{act}`: confusion matrix on test (rows: true class)")
+                        f"{rp.literal(act, code=True)}: confusion matrix on test (rows: true class)")
 
     r.heading("Attribution on train and on test", 3)
     att = res.attribution_share
     side = pd.DataFrame({"train share": att["train"], "test share": att["test"]})
     side = side.sort_values("train share", ascending=False).reset_index()
     out.save_table(side, "d_attribution_train_test", floatfmt=".3f",
-                   caption=f"`{act}`: share of mean |∂o_m/∂x| per original column, all samples of each split"
+                   caption=f"{rp.literal(act, code=True)}: share of mean |∂o_m/∂x| per original column, all samples of each split"
                            + ("" if res.labelled else " (test: m = the predicted class, test has no labels)"))
 
     r.heading("Diagnosis: what changed between train and test", 3)
-    r.para(f"The diagnosis (`shift.diagnose`, with the `{act}` network on the run's validation split) took "
+    r.para(f"The diagnosis (`shift.diagnose`, with the {rp.literal(act, code=True)} network on the run's validation split) took "
            f"{diag.seconds:.1f} s. Verdict: **{diag.verdict.kind}** (all kinds that hold: "
            f"{', '.join(diag.verdict.kinds)}); suspects: "
-           + (", ".join(f"`{s.feature}` ({s.kind})" for s in diag.suspects) or "none") + ".")
-    r.bullets(shift.explain(diag))
+           + (", ".join(f"{rp.literal(s.feature, code=True)} ({s.kind})" for s in diag.suspects) or "none") + ".")
+    r.bullets([rp.literal(s) for s in shift.explain(diag)])   # plain sentences naming data
     if diag.skipped:
         r.para("Checks that need test labels, skipped here: " + "; ".join(diag.skipped) + ".")
     ev = diag.evidence.copy()
@@ -601,21 +602,21 @@ def render(res, out):
                    "d_rules", show=False)
     seen = list(dict.fromkeys(r_.name for r_ in diag.rules if r_.fired))     # each fired rule once, in order
     if seen:
-        r.bullets([f"Rule `{n}`: {shift.RULES[n].statistic}; threshold {shift.RULES[n].threshold:g} "
+        r.bullets([f"Rule {rp.literal(n, code=True)}: {shift.RULES[n].statistic}; threshold {shift.RULES[n].threshold:g} "
                    f"({shift.RULES[n].noise}); when it fires: {shift.RULES[n].description}." for n in seen])
     if res.labelled:
         for s in diag.suspects:
             f = s.feature
             fig = plots.feature_by_class_per_split({"train.csv": ds.train, "test.csv": ds.test}, f, ds.target,
                                                    numeric=f in ds.numeric)
-            out.save_figure(fig, f"d_suspect_{_slug(f)}.png", f"`{f}` against the label in train.csv and in test.csv")
+            out.save_figure(fig, f"d_suspect_{_slug(f)}.png", f"{rp.literal(f, code=True)} against the label in train.csv and in test.csv")
 
     r.heading("Mitigations", 3)
     results = res.mitigations
     table = pd.DataFrame(results)
     table["answers"] = table["answers"].map(lambda k: ", ".join(k))
     out.save_table(table, "d_mitigations", floatfmt=".4f",
-                   caption=f"`{act}` networks trained from the same seed with each mitigation (answers: the "
+                   caption=f"{rp.literal(act, code=True)} networks trained from the same seed with each mitigation (answers: the "
                            "verdict kind a mitigation follows from; gain: paired test-accuracy gain over the "
                            "baseline with its 99% interval)")
     if res.labelled:
@@ -632,15 +633,15 @@ def _mitigation_lines(res):
     """The mitigation bullets, from the rows, the rule and the diagnosis."""
     rows, base = res.mitigations, res.mitigations[0]
     rec, win = rows[res.recommended], rows[res.by_val]
-    lines = [f"Recommended: **{win['name']}**, the validation winner ({win['val_acc']:.4f} "
+    lines = [f"Recommended: **{rp.literal(win['name'])}**, the validation winner ({win['val_acc']:.4f} "
              "validation accuracy)" + (": no mitigation beats the unmitigated network on validation."
                                        if res.by_val == 0 else ".")]
     if res.fix is not None:
         fix = rows[res.fix]
-        lines.append(f"The diagnosis's fix: **{fix['name']}**, the mitigation that answers the verdict "
+        lines.append(f"The diagnosis's fix: **{rp.literal(fix['name'])}**, the mitigation that answers the verdict "
                      f"({', '.join(fix['answers'])})" + (
                          f"; validation scores it {fix['val_acc']:.4f} against {win['val_acc']:.4f} for "
-                         f"**{win['name']}**: validation, cut from the training file, shares its "
+                         f"**{rp.literal(win['name'])}**: validation, cut from the training file, shares its "
                          "distribution and cannot rank a fix for how test differs from train, so this "
                          "row is reported with its measured effect, not chosen."
                          if res.fix != res.by_val else ", and validation ranks it first too."))
@@ -651,13 +652,13 @@ def _mitigation_lines(res):
                       f"The unmitigated network's test accuracy is {base['test_acc']:.4f} (macro-F1 "
                       f"{base['test_macro_f1']:.4f})")
                      + (f"; test does not agree: the highest test "
-                        f"accuracy is {rows[top]['test_acc']:.4f} ({rows[top]['name']}), reported only, "
+                        f"accuracy is {rows[top]['test_acc']:.4f} ({rp.literal(rows[top]['name'])}), reported only, "
                         "never used to choose." if top != res.recommended else "; test agrees: no row does "
                                                                                 "better on test."))
         for i, row in enumerate(rows):
             if row["gain"] is None:
                 continue
-            lines.append(f"{row['name']} (answers {', '.join(row['answers'])}): it "
+            lines.append(f"{rp.literal(row['name'])} (answers {', '.join(row['answers'])}): it "
                          f"{verb_for(row['gain'], 'raises', 'lowers')} test accuracy by "
                          f"{abs(row['gain']) * 100:.1f} points (99% CI {row['gain_lo'] * 100:+.1f} to "
                          f"{row['gain_hi'] * 100:+.1f} points, paired over the test rows)"
@@ -678,7 +679,7 @@ def _mitigation_lines(res):
                              f"{res.best_iters[row['name']] + 1}, is kept"
                              + (", replayed from the baseline's validation record)" if row["name"] in res.replayed
                                 else ")"))
-            lines.append(f"{row['name']}: validation {row['val_acc']:.4f}, test {row['test_acc']:.4f} "
+            lines.append(f"{rp.literal(row['name'])}: validation {row['val_acc']:.4f}, test {row['test_acc']:.4f} "
                          f"({delta:+.1f} points), test macro-F1 {row['test_macro_f1']:.4f}{note}"
                          + ("." if res.touches_cause[i] else " — it does not touch the cause."))
         lines.append(f"Rule: {TOUCHES_CAUSE.description}.")
@@ -698,7 +699,7 @@ def _why_lines(res):
     ev, imp = diag.evidence, res.diagnosis.importance
     for s in diag.suspects:
         f, e = s.feature, ev.loc[s.feature]
-        text = f"`{f}` ({s.kind}) carries {att['train'].get(f, float('nan')):.0%} of the network's input " \
+        text = f"{rp.literal(f, code=True)} ({s.kind}) carries {att['train'].get(f, float('nan')):.0%} of the network's input " \
                f"sensitivity on train and {att['test'].get(f, float('nan')):.0%} on test"
         if "train" in imp and "test" in imp:
             d_imp = imp["test"].get(f, float("nan")) - imp["train"].get(f, float("nan"))
@@ -763,20 +764,20 @@ def mitigation_sentences(m):
     if m is None:
         return ["Part D did not run, so no mitigation was measured."]
     if m.get("test_acc") is None:        # an unlabelled test file: nothing measured on test
-        chosen = "none is recommended" if m["is_baseline"] else f"**{m['name']}** is recommended"
+        chosen = "none is recommended" if m["is_baseline"] else f"**{rp.literal(m['name'])}** is recommended"
         return [f"On validation {chosen}; test has no labels, so no mitigation's test accuracy is measured."]
     if m["is_baseline"]:
         out = [f"No mitigation beats the unmitigated network on validation, so none is recommended; "
                f"its test accuracy is {fmt(m['test_acc'])}."]
     else:
-        out = [f"Recommended (highest validation accuracy, {fmt(m['val_acc'])}): **{m['name']}**, with "
+        out = [f"Recommended (highest validation accuracy, {fmt(m['val_acc'])}): **{rp.literal(m['name'])}**, with "
                f"test accuracy {fmt(m['test_acc'])} against {fmt(m['baseline_test_acc'])} without it "
                f"({points_text(m['test_acc'] - m['baseline_test_acc'])})."]
     f = m.get("fix")
     if f is not None and f.get("test_acc") is not None:
         ci = (f"; 99% CI {f['gain_lo'] * 100:+.1f} to {f['gain_hi'] * 100:+.1f} points"
               if f.get("gain") is not None else "")
-        out.append(f"The diagnosis's fix, **{f['name']}**, which validation (cut from the training file) "
+        out.append(f"The diagnosis's fix, **{rp.literal(f['name'])}**, which validation (cut from the training file) "
                    f"cannot rank, scores {fmt(f['test_acc'])} on test ({points_text(f['test_acc'] - m['baseline_test_acc'])}"
                    f"{ci}): "
                    + ("the measured closure of the gap that names the root cause." if m.get("root_cause")

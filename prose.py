@@ -70,5 +70,5 @@ def as_sentence(text):
 
 def names_text(items):
     """Names in code spans joined for a sentence: "`a`", "`a` and `b`", "`a`, `b` and `c`"."""
-    items = [f"`{i}`" for i in items]
+    items = [rp.literal(i, code=True) for i in items]
     return items[0] if len(items) == 1 else ", ".join(items[:-1]) + " and " + items[-1]

@@ -590,7 +590,7 @@ def run_parts(ctx, parts, log=print, console=None):
         if missing:
             msg = f"skipped: needs part {', '.join(missing)}, which failed"
             ctx.metrics[key] = {"error": msg}
-            ctx.report.banner(f"{title} was {msg}.", kind="error")
+            ctx.report.banner(f"{title} was {rp.literal(msg)}.", kind="error")
             begin(code, f"[{i}/{len(parts)}] {title}: {msg}")
             if console is not None:
                 console.end(code)
@@ -613,7 +613,7 @@ def run_parts(ctx, parts, log=print, console=None):
             partial = ctx.metrics.get(key) or {}
             ctx.results.pop(code, None)
             ctx.metrics[key] = {"error": msg, **({"partial": partial} if partial else {})}
-            ctx.report.banner(f"{title} failed: {msg}\n"
+            ctx.report.banner(f"{title} failed: {rp.literal(msg)}\n"
                               f"Traceback in logs/{key}.log; the report continues without it.",
                               kind="error")
             log(f"    FAILED after {elapsed:.1f} s: {msg} (traceback: {log_path})")
@@ -662,7 +662,7 @@ def _data_line(data, out):
     if data.get("synthetic"):
         where = "the built-in synthetic data"
     else:
-        where = f"train.csv and test.csv in `{rp.display_path(data.get('source', '?'), out)}`"
+        where = f"train.csv and test.csv in {rp.literal(rp.display_path(data.get('source', '?'), out), code=True)}"
     n = rp.format_number
     classes = data.get("classes") or []
     text = f"Data: {where}: "
@@ -672,8 +672,8 @@ def _data_line(data, out):
     if "n_features" in data:
         text += f"{plural_text(data['n_features'], 'encoded feature')}; "
     if classes:
-        text += (f"target `{data.get('target', '?')}` with {len(classes)} classes "
-                 f"({', '.join(map(str, classes))})")
+        text += (f"target {rp.literal(data.get('target', '?'), code=True)} with {len(classes)} classes "
+                 f"({', '.join(rp.literal(str(c)) for c in classes)})")
     return as_sentence(text.rstrip("; "))
 
 

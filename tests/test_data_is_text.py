@@ -417,3 +417,43 @@ def test_the_dollar_check_can_fail():
             fig.savefig(io.BytesIO(), format="png")
     finally:
         plt.close(fig)
+
+
+# ------------------------------------------------------------------ end to end
+def test_a_run_on_hostile_names_writes_no_markup_from_data(tmp_path):
+    """A whole run (Parts A and D, a tiny network) on a CSV whose column names and labels
+    are markup: report.html gets no element or link from them, report.md no raw tag or
+    live link, and no CSV table cell starts a formula."""
+    import run_all
+    rng = np.random.default_rng(0)
+    n = 240
+    bad_col, bad_cat = "<img src=x onerror=alert(1)>", "=HYPERLINK(\"https://example.org\")"
+    labels = np.array(["[docs](https://example.org/login)", "$0-$49", "<b>c</b>"])
+    y = rng.integers(0, 3, n)
+    df = pd.DataFrame({bad_col: y + rng.normal(0, 0.7, n),
+                       "tax_$ / net_$": rng.normal(0, 1, n),
+                       "plan": np.where(rng.random(n) < 0.5, bad_cat, "basic"),
+                       "label": labels[y]})
+    data = tmp_path / "data"
+    data.mkdir()
+    df.iloc[:180].to_csv(data / "train.csv", index=False)
+    df.iloc[180:].to_csv(data / "test.csv", index=False)
+    out = tmp_path / "out"
+    rc = run_all.main(["--data-dir", str(data), "--target", "label", "--out", str(out), "--parts", "A,D",
+                       "--quick", "--iterations", "20", "--threads", "1", "--activations", "relu"])
+    assert rc == 0
+    page = _Page((out / "report.html").read_text(encoding="utf-8"))
+    tags = [tag for tag, _ in page.elements]
+    assert "script" not in tags and "b" not in tags
+    assert not [k for k, _ in page.attrs if k.startswith("on")]
+    links = [v for k, v in page.attrs if k in ("href", "src")]
+    assert all(v.startswith(("#", "data:image/png;base64,")) or (out / v).is_file() for v in links), links
+    assert "[docs](https://example.org/login)" in "".join(page.text)          # shown as written
+    md = (out / "report.md").read_text(encoding="utf-8")
+    outside_code = re.sub(r"(`+)(?!`).*?(?<!`)\1(?!`)", "", md)    # a code span shows its text as is
+    assert "<img" not in outside_code and "<b>" not in outside_code, outside_code
+    assert "](https://example.org" not in outside_code.replace("\\](", "")
+    for table in (out / "tables").glob("*.csv"):
+        for row in csv.reader(io.StringIO(table.read_text(encoding="utf-8"))):
+            for cell in row:
+                assert not cell.lstrip().startswith(("=", "@")), (table.name, cell)

@@ -237,7 +237,7 @@ def test_rendering_writes_the_expected_files(run, code, tmp_path):
     if code == "D":
         d = run.results["D"]
         assert part_d.TOUCHES_CAUSE.description in md and part_d.VALIDATION_BLIND.description in md
-        for sentence in shift.explain(d.diagnosis.result) + d.summary_sentences:
+        for sentence in [rp.literal(s) for s in shift.explain(d.diagnosis.result)] + d.summary_sentences:
             assert sentence in md.replace("CI (confidence interval)", "CI"), sentence
         assert "| conditional_shift | open_days |" in md        # the table of rules that fired
         assert (tmp_path / "tables/d_mitigations.csv").read_text().count("\n") == \
