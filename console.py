@@ -116,6 +116,7 @@ class Console:
         self._ended = set()
         self._status = ""           # the status line on screen (tty only)
         self._last_estimate = None
+        self._end = None            # smoothed estimate of when the background jobs finish (monotonic s)
         self._stop = threading.Event()
         self._ticker = None
         self._saved_stdout = None
@@ -205,28 +206,37 @@ class Console:
                 self._write(stream._buf + "\n")
 
     # -------------------------------------------------------------- estimates
+    # The estimate follows the jobs' own (``Jobs.remaining``) through an exponentially
+    # smoothed finishing time, so that one job finishing early or a part queueing its
+    # next jobs moves it a little, not from 45 s to 3 min and back.
+    SMOOTHING = 0.3
+
+    def smoothed(self, raw, now=None):
+        """Seconds left from the raw estimate ``raw``, smoothed over successive calls."""
+        now = time.monotonic() if now is None else now
+        end = now + raw
+        self._end = end if self._end is None else self._end + self.SMOOTHING * (end - self._end)
+        return max(self._end - now, 1.0)
+
     def estimate(self, code=None):
-        """One sentence on the time the background jobs still need: those of part
-        ``code`` and all of them; None when no job is unfinished. It gives a number
-        only when ``Jobs.remaining`` has a basis (a finished job or reported progress)."""
+        """One sentence on the time the background jobs still need (smoothed) and how
+        many have finished (a count that only goes up); None when no job is unfinished.
+        It gives a number only when ``Jobs.remaining`` has a basis (a finished job or
+        reported progress)."""
         if self.jobs is None:
             return None
         status = self.jobs.status()
         left = [s for s in status if s.state in ("waiting", "running")]
         if not left:
+            self._end = None
             return None
-        mine = [s for s in left if code is not None and s.group == code]
+        done = sum(s.state == "done" for s in status)
+        running = sum(s.state == "running" for s in left)
+        counts = f"{plural_text(done, 'background job')} done, {running} running"
         total = self.jobs.remaining()
         if total is None:
-            return (f"{plural_text(len(left), 'background job')} to go; no time estimate yet "
-                    "(none has finished or reported progress)")
-        text = f"about {seconds_text(total)} left in {plural_text(len(left), 'background job')}"
-        if mine:
-            part = self.jobs.remaining(code)
-            text += (f", of which part {code}'s {len(mine)}"
-                     + (f" about {seconds_text(part)}" if part is not None else " (no estimate yet)"))
-        running = sum(s.state == "running" for s in left)
-        return text + f" ({running} running)"
+            return f"{counts}; no time estimate yet (none has finished or reported progress)"
+        return f"about {seconds_text(self.smoothed(total))} left ({counts})"
 
     def _tick(self):
         while not self._stop.wait(self.interval):

@@ -90,7 +90,10 @@ class Context:
     parts : tuple
         The parts this run executes (after ``plan``).
     plan : Schedule
-        What ``schedule`` declared: the jobs and main-process steps of the run.
+        What ``run_all.schedule`` declared: the jobs and main-process steps of the run.
+    course : bool
+        The run is framed for the course's assignment (``run_all.course_framing``):
+        its wording and Question 2; else the text speaks of the user's data.
     """
     cfg: Any
     dataset: Any
@@ -102,6 +105,7 @@ class Context:
     jobs: Any = field(default_factory=lambda: jobs_mod.Jobs(0))
     parts: tuple = ()
     plan: Any = None
+    course: bool = False
 
     @property
     def output(self):
@@ -161,6 +165,8 @@ class Schedule:
     Main-process ``Step``s, in the order they run: ``b_networks`` (the trained networks
     and their scores), ``checks`` (sensitivity and permutation check of the best
     network), ``d_diagnosis``, ``d_mitigations``, ``d_combination`` (Part D).
+    ``reference``: a worker job, last in line, fitting the gradient-boosting model the
+    networks' underfitting rule compares with (``training.reference_accuracy``).
     """
     b_fits: Any = None
     b_sigmoid: Any = None
@@ -170,6 +176,7 @@ class Schedule:
     d_diagnosis: Any = None
     d_mitigations: Any = None
     d_combination: Any = None
+    reference: Any = None
 
     def steps_before(self, code):
         """The steps declared to run before part ``code``, in declaration order."""

@@ -81,6 +81,9 @@ if "NUMBA_CACHE_DIR" not in os.environ:
     os.environ["NUMBA_CACHE_DIR"] = _kernel_cache_dir()
     if not os.path.isdir(os.environ["NUMBA_CACHE_DIR"]):    # a new source: once per edit
         _prune_kernel_caches(os.environ["NUMBA_CACHE_DIR"])
+#: True when no compiled kernel is cached yet for these sources: the first run after an
+#: install or an edit compiles them (``COLD_COMPILE_SECONDS``), later runs load them.
+KERNEL_CACHE_COLD = not (os.path.isdir(os.environ["NUMBA_CACHE_DIR"]) and os.listdir(os.environ["NUMBA_CACHE_DIR"]))
 
 import numpy as np
 import numba as nb

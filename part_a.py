@@ -170,7 +170,7 @@ def _render_screened(res, out):
                + ", ".join(labels) + ").")
         return
     shown = table.assign(reason=[_SCREEN_LABELS.get(k, k) for k in table["rule"]])
-    show_table(out, table, "a_screened_columns", caption="Columns screened out of train.csv",
+    show_table(out, table, "a_screened_columns", caption="Columns screened out of the training file",
                 shown=shown[["column", "reason", "detail", "action", "kind"]], key=["column", "reason"])
     action = table["action"].astype(str)
     left_out = list(table.loc[action == "excluded", "column"])
@@ -210,7 +210,7 @@ def render(res, out):
 
     r, num, cat, tgt = out.report, res.numeric, res.categorical, res.target
     r.heading("Structure", 3)
-    show_table(out, res.structure, "a_structure", caption="Columns of train.csv",
+    show_table(out, res.structure, "a_structure", caption="Columns of the training file",
                 formats={c: ".1%" for c in ("missing_share",) if c in res.structure})
     r.para(f"train: {res.n_train:,} rows × {res.n_columns} columns "
            f"({len(num)} numeric, {len(cat)} categorical, target {rp.literal(tgt, code=True)}); "
@@ -237,7 +237,7 @@ def render(res, out):
     r.heading("Class distribution", 3)
     cd = res.class_distribution
     fig = plots.class_distribution(cd["table"]["count"].to_numpy(), list(cd["table"].index))
-    out.save_figure(fig, "a_class_distribution.png", "Class counts and shares in train.csv")
+    out.save_figure(fig, "a_class_distribution.png", "Class counts and shares in the training file")
     r.para(f"The majority class, {rp.literal(cd['majority_class'], code=True)}, holds {cd['majority_baseline_accuracy']:.1%} of "
            f"the rows (the accuracy of always predicting it); the smallest class, {rp.literal(cd['minority_class'], code=True)}, "
            f"holds {cd['table']['share'].min():.1%}. The largest class is {cd['imbalance_ratio']:.1f}× the "

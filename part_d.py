@@ -26,7 +26,8 @@ import shift
 from context import PartResult, data_notes
 from prose import as_sentence, fmt, names_text, points_text, verb_for
 from rules import Rule
-from training import Fitted, best_network, evaluate, fit_params, fit_scored_job
+from training import STILL_LEARNING, Fitted, best_network, evaluate, fit_params, fit_scored_job
+from training import loss_fall as falling
 import report as rp
 
 
@@ -111,9 +112,6 @@ def diagnosis_step(ctx, networks, checks):
 TOUCHES_CAUSE = Rule("does not touch the cause", 2.0,
                      "a mitigation *does not touch the cause* when it moves test accuracy by less than "
                      "{threshold:g} points from the baseline")
-STILL_LEARNING = Rule("still learning", 0.01,
-                      "a network is *still learning* when its training loss fell by more than {points}% over "
-                      "the last fifth of its iterations")
 VALIDATION_BLIND = Rule("chosen on validation", 0.0,
                         "the *recommended* mitigation is the validation winner (highest validation "
                         "accuracy); test data never chooses. When the diagnosis names a cause in how "
@@ -510,10 +508,7 @@ def compute(ctx):
                for res in results]
     loss_fall = None
     if removal is not None:
-        loss = models[removal].history_["loss"]
-        k = max(1, len(loss) // 5)
-        fall = (loss[-k - 1] - loss[-1]) / loss[-k - 1] if len(loss) > k else 0.0
-        loss_fall = (float(fall), k, float(loss[-1]))
+        loss_fall = falling(models[removal].history_["loss"])
     return DResult(network=act, labels=labels, labelled=labelled, accuracy_rows=rows, split_accuracy=acc,
                    base_test=base_test, per_class=per_class, classification_report=rep, confusion=cm,
                    predicted_shares=shares, attribution_share=share, diagnosis=diag, dataset=ds,
@@ -607,9 +602,9 @@ def render(res, out):
     if res.labelled:
         for s in diag.suspects:
             f = s.feature
-            fig = plots.feature_by_class_per_split({"train.csv": ds.train, "test.csv": ds.test}, f, ds.target,
+            fig = plots.feature_by_class_per_split({"train": ds.train, "test": ds.test}, f, ds.target,
                                                    numeric=f in ds.numeric)
-            out.save_figure(fig, f"d_suspect_{_slug(f)}.png", f"{rp.literal(f, code=True)} against the label in train.csv and in test.csv")
+            out.save_figure(fig, f"d_suspect_{_slug(f)}.png", f"{rp.literal(f, code=True)} against the label in the training file and in the test file")
 
     r.heading("Mitigations", 3)
     results = res.mitigations
@@ -625,7 +620,7 @@ def render(res, out):
                         "d_mitigations.png", "Validation and test accuracy per mitigation")
     r.bullets(_mitigation_lines(res))
 
-    r.heading("Why it does well in training and fails on test", 3)
+    r.heading(_why_heading(res), 3)
     r.bullets(_why_lines(res))
 
 
@@ -681,14 +676,33 @@ def _mitigation_lines(res):
                                 else ")"))
             lines.append(f"{rp.literal(row['name'])}: validation {row['val_acc']:.4f}, test {row['test_acc']:.4f} "
                          f"({delta:+.1f} points), test macro-F1 {row['test_macro_f1']:.4f}{note}"
-                         + ("." if res.touches_cause[i] else " — it does not touch the cause."))
-        lines.append(f"Rule: {TOUCHES_CAUSE.description}.")
-        lines.append(f"Rule: {ROOT_CAUSE.description}.")
+                         + ("." if res.touches_cause[i] or not _has_cause(res)
+                            else " — it does not touch the cause."))
+        if _has_cause(res):
+            lines.append(f"Rule: {TOUCHES_CAUSE.description}.")
+            lines.append(f"Rule: {ROOT_CAUSE.description}.")
     else:
         lines.append("Test has no labels, so no mitigation's test accuracy can be measured; the table "
                      "gives validation scores only.")
     lines.append(f"Rule: {VALIDATION_BLIND.description}.")
     return lines
+
+
+def _has_cause(res):
+    """The diagnosis named a cause in how test differs from train: a suspect feature or a
+    prior shift (what "touching the cause" can refer to)."""
+    return bool(res.diagnosis.result.suspects) or "prior_shift" in res.verdict.kinds
+
+
+def _why_heading(res):
+    """The heading of the "why" section, from the numbers: a failure only when test has
+    labels and the validation-test gap is outside noise."""
+    g = res.diagnosis.result.gap
+    if not res.labelled:
+        return "What can be said about test without its labels"
+    if g is not None and g.outside_noise:
+        return "Why it does well in training and fails on test"
+    return "Training and test: no gap beyond noise"
 
 
 def _why_lines(res):

@@ -58,7 +58,7 @@ from console import Console, Interrupt, ignore_sigint, unblock_sigint
 from context import Context, Schedule, Step, data_notes
 from glossary import define_terms
 from prose import as_sentence, duration, plural_text
-from training import train_async
+from training import reference_accuracy, train_async
 
 REPO_DIR = Path(__file__).resolve().parent
 
@@ -72,8 +72,10 @@ class Part:
     imported on first use, after the workers fork (the parts load numba).
     ``needs``: parts whose results its computation reads (asking for it alone
     runs them first; if one fails it is skipped). ``default``: run when
-    ``--parts`` is not given. ``aliases``: accepted spellings besides the code
-    (case-insensitive, spaces ignored).
+    ``--parts`` is not given; ``course``: run when ``--parts`` is not given
+    and the run is framed for the course's assignment (``course_framing``).
+    ``aliases``: accepted spellings besides the code (case-insensitive,
+    spaces ignored).
     """
     code: str
     key: str
@@ -81,6 +83,7 @@ class Part:
     module: str
     needs: tuple = ()
     default: bool = True
+    course: bool = False
     aliases: tuple = ()
 
     @property
@@ -98,15 +101,17 @@ PARTS = {p.code: p for p in (
     Part("C", "partC", "Part C: input gradients and feature attribution", "part_c", needs=("B",),
          aliases=("CA", "CB", "C(A)", "C(B)")),
     Part("D", "partD", "Part D: test accuracy and generalisation", "part_d", needs=("B",)),
-    Part("Q2", "q2", "Question 2: shared bias", "part_q2", aliases=("Q", "QUESTION2")),
+    Part("Q2", "q2", "Question 2: shared bias", "part_q2", default=False, course=True,
+         aliases=("Q", "QUESTION2")),
 )}
 # Views of the table for the CLI (``parse_parts``, the default and the help) and ``main``.
 PART_ALIASES = {alias: p.code for p in PARTS.values() for alias in p.aliases}
 NEEDS = {p.code: p.needs for p in PARTS.values() if p.needs}
 DEFAULT_PARTS = ",".join(p.code for p in PARTS.values() if p.default)
+COURSE_PARTS = ",".join(p.code for p in PARTS.values() if p.default or p.course)
 
 
-DEFAULTS = dict(target="price_class", out="out", parts=DEFAULT_PARTS, iterations=200,
+DEFAULTS = dict(target="price_class", out="out", parts=None, iterations=200,
                 quick_iterations=30, lr=0.1, hidden="64,64", activations="relu,sigmoid",
                 seed=42, dtype="float32", corr_threshold=0.5, val_size=0.2)
 
@@ -119,6 +124,7 @@ MAX_TRAIN_SECONDS = 24 * 3600   # one network's estimated training time above th
 PARAM_COPIES = 20               # theta, gradient, best-so-far and up to 16 per-block gradient buffers
 ACTIVATION_COPIES = 3           # pre-activation, activation and delta of every layer, per row
 ENCODED_COPIES = 3              # encoded train/val/test matrices plus one transform's temporaries
+COLD_COMPILE_SECONDS = 20      # first run's kernel compilation (mlp + shared_bias warm-up), quiet machine
 MEMORY_SHARE = 0.8              # share of the available memory a run may plan to use
 SEPARATOR_NAMES = {",": ",", "comma": ",", ";": ";", "semicolon": ";", "tab": "\t", "\\t": "\t",
                    "\t": "\t", "|": "|", "pipe": "|"}
@@ -172,6 +178,8 @@ class Config:
     test_size: Any = None
     keep_columns: Any = None
     expand_dates: bool = False
+    parts_given: bool = True    # False: --parts not given (the course's data adds its parts)
+    course: bool = False        # --course: the course's framing whatever the data
 
 
 class UsageError(ValueError):
@@ -225,7 +233,11 @@ def build_parser():
     p.add_argument("--parts", default=d["parts"], metavar="LIST",
                    help=f"comma list of parts to run, from {','.join(PARTS)}; aliases like "
                         f"{', '.join(sorted(PART_ALIASES)[:2])} are accepted, case-insensitive "
-                        "(default: %(default)s)")
+                        f"(default: {DEFAULT_PARTS}, and {COURSE_PARTS} on the course's data)")
+    p.add_argument("--course", action="store_true",
+                   help="frame the run for the course's assignment (its wording, and Question 2 "
+                        "among the default parts) whatever the data; on by default for the course's "
+                        "data (found in <repo>/../shared/data) and the built-in synthetic data")
     p.add_argument("--iterations", type=int, default=None, metavar="N",
                    help=f"full-batch gradient-descent iterations (default: {d['iterations']}, "
                         f"{d['quick_iterations']} with --quick)")
@@ -294,7 +306,7 @@ def validate(ns):
     one-line message names the option and the bad value.
     """
     d = DEFAULTS
-    parts = parse_parts(ns.parts)
+    parts = parse_parts(ns.parts if ns.parts is not None else DEFAULT_PARTS)
     iterations = ns.iterations if ns.iterations is not None else (
         d["quick_iterations"] if ns.quick else d["iterations"])
     if iterations < 1:
@@ -361,7 +373,7 @@ def validate(ns):
         corr_threshold=float(ns.corr_threshold), val_size=d["val_size"],
         study=study_for(ns.quick),
         train=train, test=test, sep=sep, test_size=test_size, keep_columns=keep,
-        expand_dates=bool(ns.expand_dates),
+        expand_dates=bool(ns.expand_dates), parts_given=ns.parts is not None, course=bool(ns.course),
     )
 
 
@@ -549,6 +561,10 @@ def schedule(ctx):
                                    lambda nets, diag, mits: D.combination_after(ctx, nets, diag, mits),
                                    inputs=[plan_.b_networks, plan_.d_diagnosis, plan_.d_mitigations],
                                    before="B")
+    if "B" in parts:
+        # the underfitting rule's reference model, when the workers have nothing else to do
+        plan_.reference = ctx.jobs.submit(("reference", cfg.seed), reference_accuracy, d.arrays(), cfg.seed,
+                                          priority=max(m.JOB_PRIORITY for m in (B, D, Q2)) + 1)
     return plan_
 
 
@@ -658,11 +674,11 @@ def _summary_accuracy(results):
 
 
 def _data_line(data, out):
-    """The data paragraph: where from (relative to the report), rows, features, classes."""
+    """The data paragraph: the files (as named where the command ran), rows, features, classes."""
     if data.get("synthetic"):
         where = "the built-in synthetic data"
-    else:
-        where = f"train.csv and test.csv in {rp.literal(rp.display_path(data.get('source', '?'), out), code=True)}"
+    else:   # the files as the user named them (relative to where the command ran)
+        where = " and ".join(rp.literal(f, code=True) for f in data.get("files") or [data.get("source", "?")])
     n = rp.format_number
     classes = data.get("classes") or []
     text = f"Data: {where}: "
@@ -700,10 +716,20 @@ def summary(ctx):
     if data:
         frag.para(_data_line(data, ctx.out))
     acc = _summary_accuracy(results)
+    under = (m.get("underfit") or {}).get("networks", {})
     if acc:
-        frag.table([{"network": net, "train": s.get("train"), "validation": s.get("val"),
-                     "test": s.get("test")} for net, s in acc.items()],
-                   caption="Accuracy (share of rows classified correctly)", floatfmt=".3f")
+        rows = [{"network": net, "train": s.get("train"), "validation": s.get("val"),
+                 "test": s.get("test")} for net, s in acc.items()]
+        notes = {net: _underfit_text(u) for net, u in under.items()}
+        if any(notes.values()):
+            for row in rows:
+                row["underfitting"] = notes.get(row["network"], "")
+        frag.table(rows, caption="Accuracy (share of rows classified correctly)", floatfmt=".3f")
+        if under:
+            from training import BELOW_REFERENCE, STILL_LEARNING
+            frag.para(f"Underfitting is checked on every network: {STILL_LEARNING.description}; "
+                      f"{BELOW_REFERENCE.description} (here "
+                      f"{m['underfit']['reference_val_acc']:.3f}).")
     else:
         frag.para("Accuracy: not run.")
     d, D = results.get("D"), _part_d()
@@ -720,6 +746,8 @@ def summary(ctx):
         frag.para(text + ".")
     rows = []
     for code, part in PARTS.items():
+        if code not in ctx.parts and not part.default and not ctx.course:
+            continue            # the course's own question, not asked for on this data
         pm = m.get(part.key)
         if pm is None:
             status = "not run"
@@ -734,6 +762,103 @@ def summary(ctx):
                              "trainings that ran in the background)", floatfmt=".1f")
     define_terms(frag, frag.blocks + ctx.report.blocks)
     return frag
+
+
+def answer_lines(ctx):
+    """The run's answer for the console, a few plain lines from the results: the chosen
+    network's test accuracy against validation and the majority baseline, the verdict
+    and its suspects, the recommended mitigation and the diagnosis's fix with their
+    measured effect. Empty when Part B did not run."""
+    b, d = ctx.results.get("B"), ctx.results.get("D")
+    if b is None:
+        return []
+    s, base = b.scores[b.best], b.baseline
+    lines = []
+    if s["test"]["acc"] is not None:
+        majority = d.base_test if d is not None and d.base_test is not None else None
+        lines.append(f"test accuracy {s['test']['acc']:.3f} with {b.best}, the network chosen on validation "
+                     f"(validation {s['val']['acc']:.3f}"
+                     + (f"; always predicting the majority class scores {majority:.3f} on test)"
+                        if majority is not None else f"; majority class {base['val']:.3f} on validation)"))
+    else:
+        lines.append(f"{b.best}, the network chosen on validation, scores {s['val']['acc']:.3f} there "
+                     f"(majority class {base['val']:.3f}); the test file has no labels, so no test accuracy")
+    u = ((ctx.metrics.get("underfit") or {}).get("networks") or {}).get(b.best)
+    if u and _underfit_text(u):
+        lines.append(f"{b.best} is {_underfit_text(u)}")
+    if d is not None:
+        suspects = ", ".join(d.suspects) or "none"
+        lines.append(f"verdict: {', '.join(d.verdict.kinds)}; suspects: {suspects}")
+        m = _part_d().recommended_mitigation(d)
+        if m is not None:
+            if m["is_baseline"]:
+                text = "no mitigation beats the unmitigated network on validation"
+            else:
+                text = f"recommended on validation: {m['name']}"
+                if m["test_acc"] is not None:
+                    text += f", test {m['test_acc']:.3f} ({(m['test_acc'] - m['baseline_test_acc']) * 100:+.1f} points)"
+            f = m.get("fix")
+            if f is not None:
+                text += f"; the diagnosis's fix: {f['name']}"
+                if f.get("test_acc") is not None:
+                    text += (f", test {f['test_acc']:.3f} "
+                             f"({(f['test_acc'] - m['baseline_test_acc']) * 100:+.1f} points)")
+            lines.append(text)
+    return lines
+
+
+def underfit_notes(ctx):
+    """The underfitting rules (``training.underfitting``) on every network Part B trained,
+    against one gradient-boosting reference on the same split: ``{"reference_val_acc",
+    "networks": {activation: {...}}}``, or None when Part B did not run."""
+    from training import underfitting
+    b = ctx.results.get("B")
+    if b is None or ctx.plan is None or ctx.plan.reference is None:
+        return None
+    ref = ctx.plan.reference.result()
+    nets = {act: underfitting(model, b.scores[act]["val"]["acc"], ref, len(ctx.data.y_val), ctx.cfg.iterations)
+            for act, model in b.networks.items()}
+    return {"reference_val_acc": ref, "networks": nets}
+
+
+def _underfit_text(u):
+    """One note on a network's underfitting rules, or "" when neither fired."""
+    if not (u["still_learning"] or u["below_reference"]):
+        return ""
+    why = []
+    if u["still_learning"]:
+        why.append(f"still learning (training loss −{u['loss_fall']:.1%} over the last fifth)")
+    if u["below_reference"]:
+        why.append(f"{u['reference_gap'] * 100:.1f} points below a gradient-boosting reference on validation")
+    return "; ".join(why) + f": try {u['advice']}"
+
+
+def _shown(path):
+    """A path for the console: relative to the current folder when it lies below it."""
+    rel = rp.display_path(path)
+    return rel if not rel.startswith("..") else str(path)
+
+
+def write_predictions(ctx):
+    """``predictions.csv``: for every row of the test file (``row``: its position, from 0),
+    the predicted label and the probability of each class, from the network Part B chose
+    on validation, and the true label when the test file has one. The path, or None
+    when Part B did not run."""
+    import numpy as np
+    import pandas as pd
+    b = ctx.results.get("B")
+    if b is None:
+        return None
+    model, classes = b.networks[b.best], ctx.dataset.classes
+    P = model.predict_proba(ctx.data.X_test)                        # (n_test, k)
+    frame = pd.DataFrame({"row": np.arange(len(P)), "predicted": classes[P.argmax(axis=1)]})
+    if ctx.data.y_test is not None:
+        frame["label"] = classes[ctx.data.y_test]
+    for j, c in enumerate(classes):
+        frame[f"p_{c}"] = P[:, j]
+    path = ctx.out / "predictions.csv"
+    rp.write_atomic(path, rp.csv_text(frame, index=False, float_format="%.6g"))
+    return path
 
 
 # ------------------------------------------------------------------- plumbing
@@ -785,9 +910,28 @@ def _user_errors():
     return (ValueError, OSError)
 
 
+def course_framing(cfg, dataset):
+    """Is the run framed for the course's assignment? Asked for (``--course``), or the data
+    is the course's own (the folder the search finds last, ``<repo>/../shared/data``) or
+    the built-in synthetic stand-in for it. Decided by where the data came from, never by
+    its columns or values."""
+    import prep
+    return bool(cfg.course or dataset.synthetic or prep.is_course_folder(dataset.source))
+
+
+def data_files(dataset, start=None):
+    """The files a run read, as the user would name them: relative to the folder the
+    command ran in (``start``, default the current one), never absolute; [] for the
+    built-in synthetic data."""
+    if dataset.synthetic:
+        return []
+    return [rp.display_path(f, start) for f in ([str(f) for f in dataset.files] or [str(dataset.source)])]
+
+
 def _data_metrics(dataset, data):
     n_fit, n_val = len(data.y_train), len(data.y_val)
     return {"source": str(dataset.source), "synthetic": bool(dataset.synthetic),
+            "files": data_files(dataset),
             "target": dataset.target, "numeric": list(dataset.numeric),
             "categorical": list(dataset.categorical), "classes": list(dataset.classes),
             "n_classes": len(dataset.classes), "n_train": n_fit + n_val, "n_fit": n_fit,
@@ -931,6 +1075,10 @@ def main(argv=None):
         # running, e.g. main() called from a program that trained before), spawn.
         import gc
         import mlp, shared_bias  # noqa: E401
+        if mlp.KERNEL_CACHE_COLD:
+            print(f"compiling the network kernels for this machine (the first run after an install or an "
+                  f"edit does; about {COLD_COMPILE_SECONDS} s on a quiet 2-core machine before the first "
+                  "training reports, longer on a busy one; later runs load them from the cache)", flush=True)
         gc.freeze()     # the imported modules' objects: never collected, not copied into forks
         parts = plan(cfg.parts)
         start_now = workers > 0 and bool({"B", "Q2"} & set(parts))  # C and D need B
@@ -958,7 +1106,15 @@ def main(argv=None):
         if dataset.synthetic:
             print("!" * 72 + f"\n{SYNTHETIC_BANNER}\n" + "!" * 72, flush=True)
         else:
-            print(f"data: {dataset.source} ({len(dataset.train)} train rows, {len(dataset.test)} test rows)")
+            print(f"data: {' and '.join(data_files(dataset))} ({len(dataset.train)} train rows, "
+                  f"{len(dataset.test)} test rows)")
+        course = course_framing(cfg, dataset)
+        if not cfg.parts_given:
+            if course:
+                parts = plan(parse_parts(COURSE_PARTS))
+            else:
+                print(f"note: {', '.join(p.title for p in PARTS.values() if p.course)} (the course's "
+                      f"question) does not run on your data by default; --parts {COURSE_PARTS} runs it")
         for note in data_notes(dataset):
             print(f"note: {note}", flush=True)
 
@@ -975,7 +1131,7 @@ def main(argv=None):
         ctx = Context(cfg=cfg, dataset=dataset, data=data, out=out,
                       report=rp.Report("body"), metrics={"data": _data_metrics(dataset, data),
                                                          "timing": {"data": round(t_data, 3)}},
-                      jobs=pool, parts=parts)
+                      jobs=pool, parts=parts, course=course)
         extra = [p for p in parts if p not in cfg.parts]
         if extra:
             print(f"also running part {', '.join(extra)}: "
@@ -983,6 +1139,9 @@ def main(argv=None):
         ctx.plan = schedule(ctx)
         console.install()
         failed = run_parts(ctx, parts, console=console)
+        under = underfit_notes(ctx)
+        if under is not None:
+            ctx.metrics["underfit"] = under
         pool.close()
         console.close()
         timing = ctx.metrics["timing"]
@@ -993,6 +1152,7 @@ def main(argv=None):
             timing["diagnosis"] = round(seconds, 3)
         timing.update(_cpu_seconds())
         write_json(out / "metrics.json", {"run_id": run.run_id, **ctx.metrics})
+        predictions = write_predictions(ctx)
 
         print("writing the report ...", flush=True)
         doc = rp.Report("MLP on tabular data: training, attribution and diagnosis", run_id=run.run_id)
@@ -1003,7 +1163,12 @@ def main(argv=None):
         ignore_sigint()        # the run is complete: put it in place
         run.commit()
         print(_run_outcome(parts, failed, run.out, time.perf_counter() - t_start))
-        print(f"report: {run.out / 'report.html'} (Markdown: {run.out / 'report.md'}; run {run.run_id})")
+        for line in answer_lines(ctx):
+            print(f"  {line}")
+        if predictions is not None:
+            print(f"predictions: {_shown(run.out / predictions.name)}")
+        print(f"report: {_shown(run.out / 'report.html')} (Markdown: {_shown(run.out / 'report.md')}; "
+              f"run {run.run_id})")
         return 1 if failed else 0
     except BaseException as e:
         if isinstance(e, KeyboardInterrupt) or (interrupt.pending and isinstance(e, Exception)):

@@ -6,11 +6,13 @@ workers run; ``evaluate`` scores a network on the train, validation and test
 splits; ``best_network`` is THE rule that picks the network the later parts
 study.
 """
+import math
 import time
 from dataclasses import dataclass
 from typing import Any
 
 import jobs as jobs_mod
+from rules import Rule
 
 
 # How often a training tells the job pool how far it is (``_progress``).
@@ -103,3 +105,65 @@ def best_network(scores):
     """THE rule that picks the network the later parts study: the highest validation
     accuracy (first in run order on ties). ``scores``: activation -> ``evaluate`` output."""
     return max(scores, key=lambda act: scores[act]["val"]["acc"])
+
+
+# ------------------------------------------------------------------ underfitting
+# Two rules, applied to every network the report shows beside its accuracy.
+STILL_LEARNING = Rule("still learning", 0.01,
+                      "a network is *still learning* when its training loss fell by more than {points}% over "
+                      "the last fifth of its iterations")
+BELOW_REFERENCE = Rule("below a reference model", 0.05,
+                       "a network is *underfitting* when its validation accuracy is more than {points} points "
+                       "below that of a gradient-boosting model fitted on the same training split (and by more "
+                       "than {z:g} standard errors of the difference)", also=(("z", 2.576),))
+
+
+def loss_fall(loss):
+    """``(fall, k, last)``: the relative fall of the training loss over the last ``k``
+    iterations (a fifth of them) and the last loss; ``STILL_LEARNING`` reads it."""
+    loss = [float(v) for v in loss]
+    k = max(1, len(loss) // 5)
+    fall = (loss[-k - 1] - loss[-1]) / loss[-k - 1] if len(loss) > k and loss[-k - 1] > 0 else 0.0
+    return float(fall), k, loss[-1]
+
+
+def reference_accuracy(data, seed):
+    """Validation accuracy of a quick gradient-boosting model (scikit-learn's
+    ``HistGradientBoostingClassifier``, defaults) fitted on the same training split:
+    what the encoded features can give, for ``BELOW_REFERENCE``."""
+    from sklearn.ensemble import HistGradientBoostingClassifier
+    model = HistGradientBoostingClassifier(random_state=seed).fit(data.X_train, data.y_train)
+    return float(model.score(data.X_val, data.y_val))
+
+
+def underfitting(model, val_acc, reference, n_val, iterations):
+    """The underfitting rules on one network: ``{"still_learning", "loss_fall",
+    "below_reference", "reference_gap", "advice"}`` (``advice``: the option to try,
+    or "" when neither rule fires).
+
+    Parameters
+    ----------
+    model : fitted ``mlp.MLP`` (its ``history_["loss"]``)
+    val_acc : float
+        Its validation accuracy.
+    reference : float or None
+        ``reference_accuracy`` on the same split (None: not measured).
+    n_val : int
+        Validation rows (the noise of the accuracy difference).
+    iterations : int
+        The iterations it was trained for (the advice doubles them).
+    """
+    fall = loss_fall(model.history_["loss"])[0]
+    still = fall > STILL_LEARNING.threshold
+    gap = None if reference is None else reference - val_acc
+    below = False
+    if gap is not None:
+        se = math.sqrt(max(reference * (1 - reference) + val_acc * (1 - val_acc), 1e-12) / max(n_val, 1))
+        below = gap > max(BELOW_REFERENCE.threshold, BELOW_REFERENCE.value("z") * se)
+    advice = []
+    if still:
+        advice.append(f"--iterations {2 * iterations}")
+    if below and not still:
+        advice.append("a larger --lr or --hidden")
+    return {"still_learning": bool(still), "loss_fall": fall, "below_reference": bool(below),
+            "reference_gap": gap, "advice": " or ".join(advice)}

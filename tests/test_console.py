@@ -16,8 +16,8 @@ import run_all
 
 REPO = Path(__file__).resolve().parents[1]
 HEADER = re.compile(r"^\[(\d+)/(\d+)\] ")
-ESTIMATE = re.compile(r"^    (about \d+ (s|min|\.\d h) left in \d+ background jobs?|"
-                      r"\d+ background jobs? to go; no time estimate yet)")
+ESTIMATE = re.compile(r"^    (about \d+ (s|min|\.\d h) left \(\d+ background jobs? done, \d+ running\)|"
+                      r"\d+ background jobs? done, \d+ running; no time estimate yet)")
 
 
 def _sleep_and_print(text, seconds=0.0):
@@ -69,11 +69,22 @@ def test_estimate_needs_a_basis():
     first = pool.submit("a", _sleep_and_print, "a", 0.2, group="B")
     pool.submit("b", _sleep_and_print, "b", group="B")
     text = con.estimate("B")
-    assert text.startswith("2 background jobs to go; no time estimate yet")
+    assert text.startswith("0 background jobs done, 0 running; no time estimate yet")
     first.result()                                    # one finished: the other's basis
     text = con.estimate("B")
-    assert re.match(r"about \d+ s left in 1 background job, of which part B's 1 about \d+ s", text), text
+    assert re.match(r"about \d+ s left \(1 background job done, 0 running\)", text), text
     assert ESTIMATE.match("    " + text)
+
+
+def test_estimate_is_smoothed_not_jumping():
+    """A raw estimate that drops from 100 s to 10 s (one job finished early) moves the
+    shown one by a share of the difference; a steady one counts down with the clock."""
+    con = console.Console(stream=io.StringIO(), tty=False)
+    assert con.smoothed(100.0, now=0.0) == 100.0
+    shown = con.smoothed(10.0, now=1.0)
+    assert shown == pytest.approx(99.0 + con.SMOOTHING * (11.0 - 100.0))    # 72.3, not 10
+    con = console.Console(stream=io.StringIO(), tty=False)
+    assert [round(con.smoothed(60.0 - t, now=t)) for t in (0.0, 10.0, 20.0)] == [60, 50, 40]
 
 
 def test_tty_status_line_is_rewritten_and_cleared():
@@ -137,4 +148,15 @@ def test_quick_run_prints_each_jobs_lines_under_its_part(tmp_path):
     assert not any(line.lstrip().startswith("[") and "iteration" in line for line in lines)  # none late
     estimates = [line for line in lines if ESTIMATE.match(line)]
     assert estimates, res.stdout
-    assert re.fullmatch(r"run finished in [^:]+: part B, D, Q2 done", lines[-2]), lines[-2]
+    end = next(i for i, line in enumerate(lines) if line.startswith("run finished in"))
+    assert re.fullmatch(r"run finished in [^:]+: part B, D, Q2 done", lines[end]), lines[end]
+    # then the answer: test vs validation accuracy with the majority baseline, the verdict,
+    # the mitigation; then where the predictions and the report are
+    answer = lines[end + 1:]
+    assert re.match(r"  test accuracy \d\.\d{3} with relu, the network chosen on validation \(validation "
+                    r"\d\.\d{3}; always predicting the majority class scores \d\.\d{3} on test\)", answer[0])
+    verdict = [ln for ln in answer if ln.startswith("  verdict: ")]
+    assert len(verdict) == 1 and "; suspects: " in verdict[0]
+    assert answer[-2].startswith("predictions: ") and answer[-1].startswith("report: ")
+    done = [int(m.group(1)) for m in map(re.compile(r".*\((\d+) background jobs? done").match, lines) if m]
+    assert done == sorted(done)                       # the count of finished jobs never goes back

@@ -1,0 +1,128 @@
+"""A practitioner's own data: their file names and words, the answer on the console, predictions.
+
+On small synthetic data of another schema (string labels, files not called
+train.csv/test.csv, an unlabelled deployment file or a labelled one) a default
+run must: name the user's files relative to where the command ran (never an
+absolute path), say nothing about the course's assignment and not run its
+Question 2 unless asked, write ``predictions.csv`` for every test row, give
+headings that follow the numbers, and end on the console with the answer.
+"""
+import csv
+import io
+import json
+import re
+
+import numpy as np
+import pandas as pd
+import pytest
+
+import run_all
+
+
+def _frames(n_train=300, n_test=120, seed=0):
+    """Two numeric columns and a categorical one that tell a string label, no shift."""
+    rng = np.random.default_rng(seed)
+    n = n_train + n_test
+    y = rng.integers(0, 3, n)
+    df = pd.DataFrame({"reading_a": y + rng.normal(0, 0.8, n), "reading_b": rng.normal(0, 1, n),
+                       "site": np.where(rng.random(n) < 0.5, "north", "south"),
+                       "status": np.array(["ok", "worn", "failed"])[y]})
+    return df.iloc[:n_train], df.iloc[n_train:]
+
+
+def _run(tmp_path, monkeypatch, capsys, labelled, *extra):
+    monkeypatch.chdir(tmp_path)
+    train, test = _frames()
+    folder = tmp_path / "plant"
+    folder.mkdir()
+    train.to_csv(folder / "history_2025.csv", index=False)
+    (test if labelled else test.drop(columns=["status"])).to_csv(folder / "deployment_week1.csv", index=False)
+    rc = run_all.main(["--train", "plant/history_2025.csv", "--test", "plant/deployment_week1.csv",
+                       "--target", "status", "--out", "out", "--quick", "--iterations", "40",
+                       "--threads", "1", "--activations", "relu", *extra])
+    out = capsys.readouterr().out
+    assert rc == 0, out
+    return out, tmp_path / "out"
+
+
+def test_unlabelled_deployment_file_gets_its_names_predictions_and_no_course_words(tmp_path, monkeypatch,
+                                                                                   capsys):
+    said, out = _run(tmp_path, monkeypatch, capsys, labelled=False)
+    md = (out / "report.md").read_text(encoding="utf-8")
+    metrics = json.loads((out / "metrics.json").read_text())
+    # the user's files, as named where the command ran; no absolute path anywhere
+    assert "`plant/history_2025.csv` and `plant/deployment_week1.csv`" in md
+    assert str(tmp_path) not in md and str(tmp_path) not in (out / "report.html").read_text(encoding="utf-8")
+    assert metrics["data"]["files"] == ["plant/history_2025.csv", "plant/deployment_week1.csv"]
+    # nothing of the course's: no Question 2, no assignment, no train.csv/test.csv
+    assert "q2" not in metrics and "Question 2" not in md
+    assert "does not run on your data by default; --parts A,B,C,D,Q2 runs it" in said
+    for word in ("assignment", "train.csv", "test.csv"):
+        assert word not in md, word
+    # headings follow the numbers: no labels, no "fails on test"
+    assert "What can be said about test without its labels" in md and "fails on test" not in md
+    # predictions for every test row: the label names, probabilities that sum to 1
+    pred = pd.read_csv(out / "predictions.csv")
+    assert list(pred.columns) == ["row", "predicted", "p_failed", "p_ok", "p_worn"]
+    assert len(pred) == 120 and (pred["row"] == np.arange(120)).all()
+    P = pred[["p_failed", "p_ok", "p_worn"]].to_numpy()
+    assert np.allclose(P.sum(axis=1), 1.0, atol=1e-5)
+    assert (np.array(["failed", "ok", "worn"])[P.argmax(axis=1)] == pred["predicted"]).all()
+    # the console ends with the answer, then where the outputs are
+    lines = said.splitlines()
+    tail = lines[next(i for i, ln in enumerate(lines) if ln.startswith("run finished")) + 1:]
+    assert re.match(r"  relu, the network chosen on validation, scores \d\.\d{3} there \(majority class "
+                    r"\d\.\d{3}\); the test file has no labels, so no test accuracy", tail[0]), tail
+    # 40 iterations: the loss is still falling, and the console says what to try
+    assert re.match(r"  relu is still learning \(training loss −\d+\.\d% over the last fifth\): "
+                    r"try --iterations 80", tail[1]), tail
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["underfit"]["networks"]["relu"]["still_learning"] is True
+    assert "still learning" in md and "try --iterations 80" in md         # beside the accuracy, in the report
+    assert tail[2].startswith("  verdict: ")
+    assert tail[-2] == "predictions: out/predictions.csv" and tail[-1].startswith("report: out/report.html")
+
+
+def test_labelled_file_without_shift_has_no_failure_heading_and_predictions_with_labels(tmp_path, monkeypatch,
+                                                                                       capsys):
+    said, out = _run(tmp_path, monkeypatch, capsys, labelled=True)
+    md = (out / "report.md").read_text(encoding="utf-8")
+    metrics = json.loads((out / "metrics.json").read_text())
+    outside = metrics["partD"]["gap"]["outside_noise"] if metrics["partD"].get("gap") else None
+    heading = ("Why it does well in training and fails on test" if outside
+               else "Training and test: no gap beyond noise")
+    assert f"### {heading}" in md
+    if not metrics["partD"]["verdict"]["suspect_features"] and "prior_shift" not in \
+            metrics["partD"]["verdict"]["kinds"]:
+        assert "does not touch the cause" not in md              # no cause, nothing to touch
+    pred = pd.read_csv(out / "predictions.csv")
+    assert list(pred.columns[:3]) == ["row", "predicted", "label"]
+    acc = float((pred["predicted"] == pred["label"]).mean())
+    line = next(ln for ln in said.splitlines() if ln.startswith("  test accuracy "))
+    assert f"test accuracy {acc:.3f} with relu" in line
+
+
+def test_course_framing_is_asked_for_or_comes_with_the_course_data(tmp_path, monkeypatch, capsys):
+    said, out = _run(tmp_path, monkeypatch, capsys, True, "--course", "--parts", "A")
+    cfg = json.loads((out / "config.json").read_text())
+    assert cfg["course"] is True and cfg["parts_given"] is True
+    ns = run_all.build_parser().parse_args([])
+    assert ns.parts is None and not ns.course
+    assert run_all.COURSE_PARTS.split(",")[-1] == "Q2" and "Q2" not in run_all.DEFAULT_PARTS.split(",")
+
+
+def test_predictions_file_neutralises_formula_labels(tmp_path):
+    """Label names become column names and cells of predictions.csv: never a formula."""
+    import prep
+    from types import SimpleNamespace
+    classes = np.array(["=cmd", "ok"], dtype=object)
+    model = SimpleNamespace(predict_proba=lambda X: np.tile([0.25, 0.75], (len(X), 1)))
+    b = SimpleNamespace(best="relu", networks={"relu": model})
+    data = prep.Encoded(X_train=None, y_train=None, X_val=None, y_val=None, X_test=np.zeros((3, 2)),
+                        y_test=np.array([0, 1, 0]))
+    ctx = SimpleNamespace(results={"B": b}, dataset=SimpleNamespace(classes=classes), data=data, out=tmp_path)
+    path = run_all.write_predictions(ctx)
+    rows = list(csv.reader(io.StringIO(path.read_text())))
+    assert rows[0] == ["row", "predicted", "label", "p_=cmd", "p_ok"]
+    assert all(not cell.startswith(("=", "+", "@")) for row in rows for cell in row)
+    assert rows[1][1] == "ok" and rows[1][2] == "'=cmd"
