@@ -551,8 +551,8 @@ def render(res, out):
     else:
         r.para(as_sentence(data_notes(ds)[-1]) + " The `" + act +
                f"` network (best validation accuracy) scores {a['train']:.4f} on the training split and "
-               f"{a['val']:.4f} on validation; on test it predicts "
-               + ", ".join(f"{c}: {s:.3f}" for c, s in zip(res.labels, res.predicted_shares)) + " of the rows.")
+               f"{a['val']:.4f} on validation; the share of test rows it labels as each class is "
+               + ", ".join(f"{c}: {s:.3f}" for c, s in zip(res.labels, res.predicted_shares)) + ".")
     out.save_table(res.per_class, "d_per_class", caption=f"{rp.literal(act, code=True)}: per-class accuracy (recall) per split",
                    floatfmt=".3f")
     if res.labelled:
@@ -650,6 +650,12 @@ def _mitigation_lines(res):
                         f"accuracy is {rows[top]['test_acc']:.4f} ({rp.literal(rows[top]['name'])}), reported only, "
                         "never used to choose." if top != res.recommended else "; test agrees: no row does "
                                                                                 "better on test."))
+        f1 = max(range(len(rows)), key=lambda i: rows[i]["test_macro_f1"])
+        if f1 not in (top, res.recommended) and rows[f1]["test_acc"] < rows[top]["test_acc"]:
+            lines.append(f"The highest test macro-F1, {rows[f1]['test_macro_f1']:.4f}, is "
+                         f"{rp.literal(rows[f1]['name'])}'s (test accuracy {rows[f1]['test_acc']:.4f}; "
+                         f"{rows[top]['test_macro_f1']:.4f} for {rp.literal(rows[top]['name'])}): it trades "
+                         "accuracy on the large classes for the small ones; reported only, never used to choose.")
         for i, row in enumerate(rows):
             if row["gain"] is None:
                 continue
@@ -770,7 +776,8 @@ def recommended_mitigation(d):
     rows, i, k = d.mitigations, d.by_val, d.fix
     chosen = rows[i]
     return {"name": chosen["name"], "val_acc": chosen.get("val_acc"), "test_acc": chosen["test_acc"],
-            "baseline_test_acc": rows[0]["test_acc"], "is_baseline": i == 0,
+            "baseline_test_acc": rows[0]["test_acc"], "baseline_test_macro_f1": rows[0].get("test_macro_f1"),
+            "majority_test_acc": d.base_test, "is_baseline": i == 0,
             "fix": rows[k] if k is not None and k != i else None, "root_cause": bool(d.root_cause)}
 
 
@@ -791,9 +798,16 @@ def mitigation_sentences(m):
     if f is not None and f.get("test_acc") is not None:
         ci = (f"; 99% CI {f['gain_lo'] * 100:+.1f} to {f['gain_hi'] * 100:+.1f} points"
               if f.get("gain") is not None else "")
+        against = ""
+        if m.get("majority_test_acc") is not None:
+            against = (f", against {fmt(m['majority_test_acc'])} for always predicting the training majority "
+                       f"class")
+        if f.get("test_macro_f1") is not None and m.get("baseline_test_macro_f1") is not None:
+            against += (f"; macro-F1 {fmt(f['test_macro_f1'])} against {fmt(m['baseline_test_macro_f1'])} "
+                        "without it")
         out.append(f"The diagnosis's fix, **{rp.literal(f['name'])}**, which validation (cut from the training file) "
                    f"cannot rank, scores {fmt(f['test_acc'])} on test ({points_text(f['test_acc'] - m['baseline_test_acc'])}"
-                   f"{ci}): "
+                   f"{ci}{against}): "
                    + ("the measured closure of the gap that names the root cause." if m.get("root_cause")
                       else "not a measurable closure of the gap."))
     return out

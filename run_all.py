@@ -693,6 +693,21 @@ def _data_line(data, out):
     return as_sentence(text.rstrip("; "))
 
 
+def _left_out_line(dataset):
+    """The columns left out of the network and why (``Dataset.excluded``), for every
+    report whatever its parts; "" when none was."""
+    table = getattr(dataset, "excluded", None)
+    if table is None or not len(table):
+        return ""
+    out = table[table["action"].astype(str) == "excluded"]
+    if not len(out):
+        return ""
+    items = [f"{rp.literal(str(c), code=True)} ({rp.literal(str(reason).split(':')[0])})"
+             for c, reason in zip(out["column"], out["reason"])]
+    return (f"**Left out of the network:** {', '.join(items)}; pass --keep-columns to use "
+            f"{'it' if len(items) == 1 else 'one'} anyway.")
+
+
 def summary(ctx):
     """The first screen: the data, the accuracy table, Part D's verdict in one or two
     sentences (``verdict_sentences``), the recommended mitigation with its test result
@@ -715,6 +730,9 @@ def summary(ctx):
     data = m.get("data", {})
     if data:
         frag.para(_data_line(data, ctx.out))
+    left = _left_out_line(ctx.dataset)
+    if left:
+        frag.para(left)
     acc = _summary_accuracy(results)
     under = (m.get("underfit") or {}).get("networks", {})
     if acc:

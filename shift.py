@@ -1380,8 +1380,9 @@ def explain(diagnosis):
                    f"that of a model refitted within test (noise band {g.transfer_band:.3f}).")
     else:
         out.append("Test has no labels: " + "; ".join(d.skipped) + ".")
-        out.append("Predicted class shares on test: " + ", ".join(
-            f"{c}: {p:.3f}" for c, p in zip(pr.classes, pr.predicted)) + ".")
+        out.append("Mean predicted probability of each class on test (the model given to the "
+                   "diagnosis, else its gradient-boosting proxy): " + ", ".join(
+                       f"{c}: {p:.3f}" for c, p in zip(pr.classes, pr.predicted)) + ".")
     verb = "moved" if rules_fired(d.rules, "prior_shift") else "did not move beyond noise"
     src = "estimated by EM from the predictions" if pr.source == "em" else "from the labels"
     pure = ("prior_shift" in d.verdict.kinds)

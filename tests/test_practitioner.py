@@ -126,3 +126,37 @@ def test_predictions_file_neutralises_formula_labels(tmp_path):
     assert rows[0] == ["row", "predicted", "label", "p_=cmd", "p_ok"]
     assert all(not cell.startswith(("=", "+", "@")) for row in rows for cell in row)
     assert rows[1][1] == "ok" and rows[1][2] == "'=cmd"
+
+
+def test_columns_left_out_are_named_whatever_the_parts(tmp_path, monkeypatch, capsys):
+    """An ID-like column screened out before training is named in the summary even when
+    Part A (which has the full table) does not run."""
+    monkeypatch.chdir(tmp_path)
+    train, test = _frames()
+    train = train.assign(record_id=np.arange(len(train)))
+    test = test.assign(record_id=np.arange(len(train), len(train) + len(test)))
+    (tmp_path / "plant").mkdir()
+    train.to_csv("plant/history_2025.csv", index=False)
+    test.to_csv("plant/deployment_week1.csv", index=False)
+    rc = run_all.main(["--train", "plant/history_2025.csv", "--test", "plant/deployment_week1.csv",
+                       "--target", "status", "--out", "out", "--quick", "--iterations", "30", "--threads", "1",
+                       "--activations", "relu", "--parts", "D"])
+    capsys.readouterr()
+    assert rc == 0
+    md = (tmp_path / "out" / "report.md").read_text(encoding="utf-8")
+    assert "**Left out of the network:** `record_id` (nearly one distinct value per row" in md
+
+
+def test_the_library_imports_from_anywhere_with_the_checkout_on_the_path(tmp_path):
+    """README: the modules are flat files; with PYTHONPATH set to the checkout a script in
+    any folder imports them."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+    repo = Path(run_all.__file__).resolve().parent
+    env = dict(os.environ, PYTHONPATH=str(repo))
+    res = subprocess.run([sys.executable, "-c", "import mlp, prep, shift, mitigations; print(mlp.MLP().hidden)"],
+                         cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
+    assert res.returncode == 0, res.stderr
+    assert res.stdout.strip() == "(64, 64)"

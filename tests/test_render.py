@@ -40,14 +40,15 @@ def _summary_sentences(md):
 
 
 def test_summary_data_line_has_separators_relative_path_and_class_names(run, tmp_path):
-    data = {"source": str(tmp_path / "data"), "synthetic": False, "target": "label",
+    data = {"source": str(tmp_path / "data"), "files": ["../data/train.csv", "../data/test.csv"],
+            "synthetic": False, "target": "label",
             "classes": ["cheap", "fair", "dear"], "n_train": 41348, "n_fit": 33078, "n_val": 8270,
             "n_test": 7297, "n_features": 12}
     ctx = dataclasses.replace(run, out=tmp_path / "out", metrics={"data": data, "timing": {"total": 125.0}})
     md = run_all.summary(ctx).to_markdown()
     line = next(ln for ln in md.splitlines() if ln.startswith("Data:"))
     assert "41,348 training rows (33,078 to fit, 8,270 to validate) and 7,297 test rows" in line
-    assert "in `../data`" in line and str(tmp_path) not in line
+    assert line.startswith("Data: `../data/train.csv` and `../data/test.csv`: ") and str(tmp_path) not in line
     assert "3 classes (cheap, fair, dear)" in line
     assert "**Run time:** 2 min 5 s" in md
 
@@ -167,6 +168,7 @@ class _D:
                             {"name": "L2 1e-3", "val_acc": 0.89, "test_acc": 0.42}]
         self.by_val, self.fix, self.root_cause = by_val, fix, fix is not None
         self.accuracy = {"relu": {"val": 0.88, "test": 0.41}}
+        self.base_test = 0.40           # always predicting the training majority class, on test
 
 
 def test_verdict_sentences_quote_the_result():
@@ -184,7 +186,8 @@ def test_recommended_mitigation_is_the_validation_winner():
     text = " ".join(part_d.mitigation_sentences(m))
     assert "**L2 1e-3**, with test accuracy 0.420 against 0.410 without it (+1.0 points)." in text
     assert ("The diagnosis's fix, **remove shortcut**, which validation (cut from the training file) cannot "
-            "rank, scores 0.660 on test (+25.0 points; 99% CI +20.0 to +30.0 points)") in text
+            "rank, scores 0.660 on test (+25.0 points; 99% CI +20.0 to +30.0 points, against 0.400 for always "
+            "predicting the training majority class)") in text
     base = part_d.mitigation_sentences(part_d.recommended_mitigation(_D(0)))
     assert base == ["No mitigation beats the unmitigated network on validation, so none is recommended; "
                     "its test accuracy is 0.410."]
