@@ -963,8 +963,16 @@ class MLP(ClassifierMixin, BaseEstimator):
     l2 : float >= 0, L2 penalty on the weights (not biases)
     class_weight : None, "balanced" or dict {label: weight}
     early_stopping : bool, stop when the validation loss has not improved for
-        ``patience`` iterations and restore the best parameters (needs X_val)
+        ``patience`` iterations and restore the best parameters. The validation
+        data are ``X_val``/``y_val`` when ``fit`` gets them, else a stratified
+        ``validation_fraction`` of the training rows held out (so it works in
+        ``GridSearchCV``, which passes no validation data)
     patience : int >= 1
+    validation_fraction : float in (0, 1), share of ``X`` held out for early
+        stopping when ``fit`` gets no ``X_val``/``y_val``: a stratified split
+        drawn from ``seed`` (``train_test_split(..., stratify=y,
+        random_state=seed)``); unused without early stopping or with explicit
+        validation data
 
     Attributes
     ----------
@@ -987,12 +995,13 @@ class MLP(ClassifierMixin, BaseEstimator):
 
     def __init__(self, hidden=(64, 64), activation="relu", lr=0.1, n_iter=200,
                  init="normal", init_scale=0.1, seed=42, dtype="float64", l2=0.0,
-                 class_weight=None, early_stopping=False, patience=20):
+                 class_weight=None, early_stopping=False, patience=20, validation_fraction=0.1):
         # stored as given (scikit-learn's convention); checked in ``fit``
         self.hidden, self.activation, self.lr, self.n_iter = hidden, activation, lr, n_iter
         self.init, self.init_scale, self.seed, self.dtype = init, init_scale, seed, dtype
         self.l2, self.class_weight = l2, class_weight
         self.early_stopping, self.patience = early_stopping, patience
+        self.validation_fraction = validation_fraction
 
     def __sklearn_is_fitted__(self):
         return hasattr(self, "weights_")
@@ -1031,6 +1040,9 @@ class MLP(ClassifierMixin, BaseEstimator):
             raise ValueError(f"early_stopping={self.early_stopping!r} must be True or False")
         if not _is_int(self.patience) or self.patience < 1:
             raise ValueError(f"patience={self.patience!r} must be an integer >= 1")
+        vf = self.validation_fraction
+        if not _is_real(vf) or not 0 < vf < 1:
+            raise ValueError(f"validation_fraction={vf!r} must be a number in (0, 1), e.g. 0.1")
         return tuple(int(v) for v in h), code, dtype
 
     def _check_X_y(self, X, y, dtype):
@@ -1101,6 +1113,21 @@ class MLP(ClassifierMixin, BaseEstimator):
         if w.sum() <= 0:
             raise ValueError(f"class_weight={cw!r} gives every training sample weight 0")
         return w
+
+    def _validation_split(self, yi):
+        """(train rows, validation rows) of ``fit``'s data for early stopping: a
+        stratified ``validation_fraction`` drawn from ``seed``, each in row order."""
+        from sklearn.model_selection import train_test_split
+        rows = np.arange(yi.shape[0])
+        try:
+            train, val = train_test_split(rows, test_size=self.validation_fraction,
+                                          random_state=self.seed, stratify=yi)
+        except ValueError as e:
+            raise ValueError(f"validation_fraction={self.validation_fraction!r} cannot hold out "
+                             f"a stratified validation set from {yi.shape[0]} rows of "
+                             f"{len(self.classes_)} classes ({e}); pass X_val and y_val to fit, "
+                             f"or use more rows or another validation_fraction") from None
+        return np.sort(train), np.sort(val)
 
     def _encode(self, y, n, name):
         """Class indices (int64, shape (n,)) of labels ``y`` taken from ``classes_``."""
@@ -1173,9 +1200,10 @@ class MLP(ClassifierMixin, BaseEstimator):
         has_val = X_val is not None
         if has_val != (y_val is not None):
             raise ValueError("pass both X_val and y_val, or neither")
-        if self.early_stopping and not has_val:
-            raise ValueError("early_stopping=True needs validation data: pass X_val and y_val "
-                             "to fit")
+        if self.early_stopping and not has_val:    # hold out validation_fraction of X
+            train, val = self._validation_split(yi)
+            X_val, y_val, has_val = X[val], y[val], True
+            X, yi, w = X[train], yi[train], self._sample_weight(yi[train])
         if progress is not None and not callable(progress):
             raise ValueError(f"progress={progress!r} must be a callable(iteration, loss, "
                              f"val_loss) or None")
