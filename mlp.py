@@ -827,6 +827,7 @@ _FITTED = ("weights_", "biases_", "classes_", "n_features_in_", "feature_names_i
            "n_iter_", "best_iter_", "best_val_iter_", "_best_val_theta")
 SAVE_FORMAT, SAVE_VERSION = "mlp.MLP", 1      # written by MLP.save, checked by MLP.load
 _ZIP_MAGIC = b"PK\x03\x04"                     # every .npz is a zip archive
+_ALIASES = {"seed": "random_state", "n_iter": "max_iter"}   # primary -> scikit-learn's name
 
 
 def _is_int(v):
@@ -973,6 +974,14 @@ class MLP(ClassifierMixin, BaseEstimator):
         drawn from ``seed`` (``train_test_split(..., stratify=y,
         random_state=seed)``); unused without early stopping or with explicit
         validation data
+    verbose : bool or int >= 0; ``k`` prints the loss every k iterations
+        (``True``: every iteration, as scikit-learn's ``MLPClassifier``)
+    random_state, max_iter : scikit-learn's names for ``seed`` and ``n_iter``
+        (aliases: ``seed`` and ``n_iter`` are the primary names, the ones
+        ``get_params`` users and the saved files rely on). None (default)
+        defers to the primary; a value given is the one used, whatever the
+        primary says (scikit-learn's own checks set ``n_iter`` and
+        ``max_iter`` to different values and expect ``max_iter`` to count).
 
     Attributes
     ----------
@@ -991,20 +1000,56 @@ class MLP(ClassifierMixin, BaseEstimator):
     best_val_iter_ : int or None, iteration with the lowest validation loss (None
         without validation data); its parameters are kept for
         ``replay_early_stopping`` (not written by ``save``)
+    loss_curve_ : list of float, ``history_["loss"]`` (scikit-learn's name)
+    coefs_, intercepts_ : lists of ndarray, scikit-learn's layout: ``coefs_[l]``
+        of shape (fan_in, fan_out), the transposed view of ``weights_[l]``;
+        ``intercepts_[l]`` is ``biases_[l]``
     """
 
     def __init__(self, hidden=(64, 64), activation="relu", lr=0.1, n_iter=200,
                  init="normal", init_scale=0.1, seed=42, dtype="float64", l2=0.0,
-                 class_weight=None, early_stopping=False, patience=20, validation_fraction=0.1):
+                 class_weight=None, early_stopping=False, patience=20, validation_fraction=0.1,
+                 verbose=False, random_state=None, max_iter=None):
         # stored as given (scikit-learn's convention); checked in ``fit``
         self.hidden, self.activation, self.lr, self.n_iter = hidden, activation, lr, n_iter
         self.init, self.init_scale, self.seed, self.dtype = init, init_scale, seed, dtype
         self.l2, self.class_weight = l2, class_weight
         self.early_stopping, self.patience = early_stopping, patience
         self.validation_fraction = validation_fraction
+        self.verbose, self.random_state, self.max_iter = verbose, random_state, max_iter
 
     def __sklearn_is_fitted__(self):
         return hasattr(self, "weights_")
+
+    def _resolved(self, primary):
+        """The value in effect for ``primary`` ("seed" or "n_iter"): its
+        scikit-learn alias when that was given, else the primary itself."""
+        alias = getattr(self, _ALIASES[primary])
+        return getattr(self, primary) if alias is None else alias
+
+    # ------------------------------------------------ scikit-learn's names
+    def _fitted(self, name):
+        if not hasattr(self, "weights_"):
+            raise AttributeError(f"{name} is set by fit; this MLP is not fitted yet")
+
+    @property
+    def loss_curve_(self):
+        """``history_["loss"]`` as a list: the training loss before each step."""
+        self._fitted("loss_curve_")
+        return [float(v) for v in self.history_["loss"]] if hasattr(self, "history_") else []
+
+    @property
+    def coefs_(self):
+        """Weights in scikit-learn's layout: ``coefs_[l]`` of shape (fan_in, fan_out),
+        views of ``weights_[l].T``."""
+        self._fitted("coefs_")
+        return [W.T for W in self.weights_]
+
+    @property
+    def intercepts_(self):
+        """Biases in scikit-learn's name: ``intercepts_[l]`` is ``biases_[l]``, shape (fan_out,)."""
+        self._fitted("intercepts_")
+        return list(self.biases_)
 
     # ------------------------------------------------------------ validation
     def _check_hyper(self):
@@ -1019,14 +1064,21 @@ class MLP(ClassifierMixin, BaseEstimator):
         code = activation_code(self.activation)
         if not _is_real(self.lr) or self.lr <= 0:
             raise ValueError(f"lr={self.lr!r} must be a finite number > 0, e.g. 0.1")
-        if not _is_int(self.n_iter) or self.n_iter < 1:
-            raise ValueError(f"n_iter={self.n_iter!r} must be an integer >= 1")
+        for name in ("n_iter", "max_iter"):
+            v = getattr(self, name)
+            if not (v is None and name == "max_iter") and (not _is_int(v) or v < 1):
+                raise ValueError(f"{name}={v!r} must be an integer >= 1")
         if self.init not in INITS:
             raise ValueError(f"init={self.init!r} is not supported; use one of {list(INITS)}")
         if not _is_real(self.init_scale) or self.init_scale <= 0:
             raise ValueError(f"init_scale={self.init_scale!r} must be a finite number > 0")
-        if self.seed is not None and (not _is_int(self.seed) or self.seed < 0):
-            raise ValueError(f"seed={self.seed!r} must be a non-negative integer or None")
+        for name in ("seed", "random_state"):
+            v = getattr(self, name)
+            if v is not None and (not _is_int(v) or v < 0):
+                raise ValueError(f"{name}={v!r} must be a non-negative integer or None")
+        if not (isinstance(self.verbose, (bool, np.bool_)) or
+                (_is_int(self.verbose) and self.verbose >= 0)):
+            raise ValueError(f"verbose={self.verbose!r} must be True, False or an integer >= 0")
         dtype = resolve_dtype(self.dtype)
         if not _is_real(self.l2) or self.l2 < 0:
             raise ValueError(f"l2={self.l2!r} must be a finite number >= 0")
@@ -1121,7 +1173,7 @@ class MLP(ClassifierMixin, BaseEstimator):
         rows = np.arange(yi.shape[0])
         try:
             train, val = train_test_split(rows, test_size=self.validation_fraction,
-                                          random_state=self.seed, stratify=yi)
+                                          random_state=self._resolved("seed"), stratify=yi)
         except ValueError as e:
             raise ValueError(f"validation_fraction={self.validation_fraction!r} cannot hold out "
                              f"a stratified validation set from {yi.shape[0]} rows of "
@@ -1149,7 +1201,7 @@ class MLP(ClassifierMixin, BaseEstimator):
 
     # ------------------------------------------------------------------ fit
     def _init_params(self, sizes, dtype):
-        rng = np.random.default_rng(self.seed)
+        rng = np.random.default_rng(self._resolved("seed"))
         weights, biases = [], []
         for fan_in, fan_out in zip(sizes[:-1], sizes[1:]):
             if self.init == "normal":
@@ -1220,11 +1272,13 @@ class MLP(ClassifierMixin, BaseEstimator):
         off = _offsets(sizes)
         w_slices = [slice(off[l], off[l] + sizes[l + 1] * sizes[l]) for l in range(L)]
         lr = dtype(self.lr)
-        hist = {k: np.full(self.n_iter, np.nan) for k in _HISTORY_KEYS[:4]}
-        hist["grad_abs_mean"] = np.full((self.n_iter, L), np.nan)
+        n_iter = self._resolved("n_iter")
+        every = int(self.verbose)               # 0: silent
+        hist = {k: np.full(n_iter, np.nan) for k in _HISTORY_KEYS[:4]}
+        hist["grad_abs_mean"] = np.full((n_iter, L), np.nan)
         best_loss, best_theta, best_iter = np.inf, None, None
         t = -1
-        for t in range(self.n_iter):
+        for t in range(n_iter):
             loss, grad, correct = _run_loss_and_grad(theta, sizes, code, X, yi, w, self.l2)
             if not np.isfinite(loss) or not np.all(np.isfinite(grad)):
                 raise ValueError(
@@ -1243,6 +1297,9 @@ class MLP(ClassifierMixin, BaseEstimator):
                 hist["val_acc"][t] = np.mean(np.argmax(logP, axis=1) == yv)
             if progress is not None:
                 progress(t, loss, val_loss)
+            if every and (t + 1) % every == 0:
+                print(f"Iteration {t + 1}, loss = {loss:.8f}"
+                      + (f", validation loss = {val_loss:.8f}" if has_val else ""))
             if has_val:
                 if val_loss < best_loss:
                     best_loss, best_theta, best_iter = val_loss, theta.copy(), t
@@ -1286,6 +1343,23 @@ class MLP(ClassifierMixin, BaseEstimator):
         X = self._check_X(X, dtype)
         theta, sizes = pack(self.weights_, self.biases_, dtype)
         return _run_forward(theta, sizes, activation_code(self.activation), X)
+
+    def predict_log_proba(self, X):
+        """Log class probabilities, computed as logits minus log-sum-exp (no log of 0).
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features)
+
+        Returns
+        -------
+        log_P : ndarray of shape (n_samples, n_classes), columns in ``classes_`` order
+        """
+        check_is_fitted(self)
+        dtype = self.weights_[0].dtype.type
+        X = self._check_X(X, dtype)
+        theta, sizes = pack(self.weights_, self.biases_, dtype)
+        return _run_forward(theta, sizes, activation_code(self.activation), X, log=True)
 
     def predict(self, X):
         """Most probable class label for each row; shape (n_samples,)."""
@@ -1335,8 +1409,14 @@ class MLP(ClassifierMixin, BaseEstimator):
         ndarray of shape (n_samples, n_features)
         """
         check_is_fitted(self)
-        yi = None if y is None else self._encode(y, np.shape(X)[0], "y")
+        X = self._attribution_X(X)
+        yi = None if y is None else self._encode(y, X.shape[0], "y")
         return input_gradients(self.weights_, self.biases_, X, yi, self.activation, target=target)
+
+    def _attribution_X(self, X):
+        """``X`` checked like ``predict``'s (width, column names as in fit); float32
+        stays float32, anything else becomes float64 (the module functions' rule)."""
+        return self._check_X(X, [np.float64, np.float32])
 
     def feature_attribution(self, X, y=None, target="output", samples="correct",
                             feature_names=None, feature_source=None, times_input=False):
@@ -1346,15 +1426,21 @@ class MLP(ClassifierMixin, BaseEstimator):
         ----------
         X : ndarray of shape (n_samples, n_features)
         y : array-like of shape (n_samples,) of labels from ``classes_``
-        target, samples, feature_names, feature_source, times_input
+        target, samples, feature_source, times_input
             As in the module-level ``feature_attribution``.
+        feature_names : list of str of length n_features, optional
+            Default: ``feature_names_in_`` when the model was fitted on a
+            DataFrame, else ``x0, x1, ...``.
 
         Returns
         -------
         dict, as returned by the module-level ``feature_attribution``
         """
         check_is_fitted(self)
-        yi = None if y is None else self._encode(y, np.shape(X)[0], "y")
+        X = self._attribution_X(X)
+        yi = None if y is None else self._encode(y, X.shape[0], "y")
+        if feature_names is None and hasattr(self, "feature_names_in_"):
+            feature_names = [str(c) for c in self.feature_names_in_]
         return feature_attribution(self.weights_, self.biases_, X, yi, self.activation,
                                    target=target, samples=samples, feature_names=feature_names,
                                    feature_source=feature_source, times_input=times_input)
