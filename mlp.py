@@ -824,7 +824,7 @@ INITS = ("normal", "glorot", "he")
 _HISTORY_KEYS = ("loss", "val_loss", "train_acc", "val_acc", "grad_abs_mean")
 # what ``fit`` learns; removed when a fit starts and when it fails
 _FITTED = ("weights_", "biases_", "classes_", "n_features_in_", "feature_names_in_", "history_",
-           "n_iter_", "best_iter_", "best_val_iter_", "_best_val_theta")
+           "n_iter_", "best_iter_", "best_val_iter_", "_best_val_theta", "training_mean_")
 SAVE_FORMAT, SAVE_VERSION = "mlp.MLP", 1      # written by MLP.save, checked by MLP.load
 _ZIP_MAGIC = b"PK\x03\x04"                     # every .npz is a zip archive
 _ALIASES = {"seed": "random_state", "n_iter": "max_iter"}   # primary -> scikit-learn's name
@@ -1000,6 +1000,9 @@ class MLP(ClassifierMixin, BaseEstimator):
     best_val_iter_ : int or None, iteration with the lowest validation loss (None
         without validation data); its parameters are kept for
         ``replay_early_stopping`` (not written by ``save``)
+    training_mean_ : ndarray of shape (n_features_in_,), float64, the mean of
+        the rows trained on (without held-out validation rows); the default
+        baseline of ``integrated_gradients``
     loss_curve_ : list of float, ``history_["loss"]`` (scikit-learn's name)
     coefs_, intercepts_ : lists of ndarray, scikit-learn's layout: ``coefs_[l]``
         of shape (fan_in, fan_out), the transposed view of ``weights_[l]``;
@@ -1311,6 +1314,7 @@ class MLP(ClassifierMixin, BaseEstimator):
                     f"training diverged at iteration {t}: weights became non-finite with "
                     f"lr={self.lr}; use a smaller learning rate (e.g. --lr {self.lr / 10:g})")
         n_run = t + 1
+        self.training_mean_ = X.mean(axis=0, dtype=np.float64)
         self.history_ = {k: v[:n_run].copy() for k, v in hist.items()}
         self.n_iter_ = n_run
         self.best_iter_ = best_iter if self.early_stopping else None
@@ -1394,29 +1398,95 @@ class MLP(ClassifierMixin, BaseEstimator):
         model._set_params(theta, sizes)
         return model
 
+    # ------------------------------------------------------------ attribution
+    def _attribution_X(self, X):
+        """``X`` checked like ``predict``'s (width, column names as in fit); float32
+        stays float32, anything else becomes float64 (the module functions' rule)."""
+        return self._check_X(X, [np.float64, np.float32])
+
+    def _attribution_args(self, X, y, target):
+        """(X, class indices of y or None, target) for the module-level functions:
+        a class label of ``classes_`` (one, or one per row) becomes its index."""
+        check_is_fitted(self)
+        X = self._attribution_X(X)
+        n = X.shape[0]
+        yi = None if y is None else self._encode(y, n, "y")
+        labels = self.classes_.tolist()
+        if isinstance(target, str) and target in ATTRIBUTION_TARGETS:
+            if target in labels:
+                raise ValueError(f"target={target!r} is both an attribution quantity and a class "
+                                 f"label; for the class pass one label per row, e.g. "
+                                 f"target=np.full(len(X), {target!r}, dtype=object)")
+            return X, yi, target
+        if np.ndim(target) == 0:
+            key = target.item() if isinstance(target, np.generic) else target
+            if key not in labels:
+                raise ValueError(f"target={target!r} is neither one of "
+                                 f"{sorted(ATTRIBUTION_TARGETS)} nor a class label of "
+                                 f"classes_ {labels}")
+            return X, yi, labels.index(key)
+        return X, yi, self._encode(target, n, "target")
+
     def input_gradients(self, X, y=None, target="output"):
         """Per-sample input gradients of this network (see ``input_gradients``).
 
         Parameters
         ----------
-        X : ndarray of shape (n_samples, n_features)
+        X : array-like of shape (n_samples, n_features)
         y : array-like of shape (n_samples,) of labels from ``classes_``;
             needed for ``target="loss"``
-        target : {"output", "logit", "loss"}
+        target : {"output", "logit", "loss"}, a label of ``classes_``, or an
+            array of shape (n_samples,) of labels: the softmax output of that
+            class (Captum's ``target``)
 
         Returns
         -------
         ndarray of shape (n_samples, n_features)
         """
-        check_is_fitted(self)
-        X = self._attribution_X(X)
-        yi = None if y is None else self._encode(y, X.shape[0], "y")
+        X, yi, target = self._attribution_args(X, y, target)
         return input_gradients(self.weights_, self.biases_, X, yi, self.activation, target=target)
 
-    def _attribution_X(self, X):
-        """``X`` checked like ``predict``'s (width, column names as in fit); float32
-        stays float32, anything else becomes float64 (the module functions' rule)."""
-        return self._check_X(X, [np.float64, np.float32])
+    def input_x_gradient(self, X, y=None, target="output"):
+        """Per-sample input x gradient, ``X * input_gradients(X, y, target)``.
+
+        Parameters
+        ----------
+        X, y, target : as in ``MLP.input_gradients``
+
+        Returns
+        -------
+        ndarray of shape (n_samples, n_features)
+        """
+        X, yi, target = self._attribution_args(X, y, target)
+        return input_x_gradient(self.weights_, self.biases_, X, yi, self.activation, target=target)
+
+    def integrated_gradients(self, X, y=None, target="output", baseline=None, n_steps=50,
+                             method="gausslegendre"):
+        """Integrated gradients of this network (see ``integrated_gradients``).
+
+        Parameters
+        ----------
+        X, y, target : as in ``MLP.input_gradients``
+        baseline : ndarray of shape (n_features,) or (n_samples, n_features), or
+            None for ``training_mean_``, the mean of the rows the network was trained on
+        n_steps : int, number of quadrature points
+        method : str, a key of ``IG_METHODS``
+
+        Returns
+        -------
+        IntegratedGradients (attributions, delta, value, baseline_value, target_class);
+        ``target_class`` holds indices into ``classes_``
+        """
+        X, yi, target = self._attribution_args(X, y, target)
+        if baseline is None:
+            if not hasattr(self, "training_mean_"):
+                raise ValueError("this model has no training_mean_ (built with from_weights or "
+                                 "loaded from an older file); pass baseline=, e.g. the mean of "
+                                 "the training rows")
+            baseline = self.training_mean_
+        return integrated_gradients(self.weights_, self.biases_, X, yi, self.activation,
+                                    target=target, baseline=baseline, n_steps=n_steps,
+                                    method=method)
 
     def feature_attribution(self, X, y=None, target="output", samples="correct",
                             feature_names=None, feature_source=None, times_input=False):
@@ -1424,9 +1494,10 @@ class MLP(ClassifierMixin, BaseEstimator):
 
         Parameters
         ----------
-        X : ndarray of shape (n_samples, n_features)
+        X : array-like of shape (n_samples, n_features)
         y : array-like of shape (n_samples,) of labels from ``classes_``
-        target, samples, feature_source, times_input
+        target : as in ``MLP.input_gradients``
+        samples, feature_source, times_input
             As in the module-level ``feature_attribution``.
         feature_names : list of str of length n_features, optional
             Default: ``feature_names_in_`` when the model was fitted on a
@@ -1436,9 +1507,7 @@ class MLP(ClassifierMixin, BaseEstimator):
         -------
         dict, as returned by the module-level ``feature_attribution``
         """
-        check_is_fitted(self)
-        X = self._attribution_X(X)
-        yi = None if y is None else self._encode(y, X.shape[0], "y")
+        X, yi, target = self._attribution_args(X, y, target)
         if feature_names is None and hasattr(self, "feature_names_in_"):
             feature_names = [str(c) for c in self.feature_names_in_]
         return feature_attribution(self.weights_, self.biases_, X, yi, self.activation,
@@ -1482,6 +1551,8 @@ class MLP(ClassifierMixin, BaseEstimator):
         arrays = {"meta": np.array(json.dumps(meta))}
         for l, (W, b) in enumerate(zip(self.weights_, self.biases_)):
             arrays[f"W{l}"], arrays[f"b{l}"] = W, b
+        if hasattr(self, "training_mean_"):
+            arrays["training_mean"] = self.training_mean_
         for k, v in history.items():
             arrays[f"history_{k}"] = v
         tmp = p.with_name(p.name + ".part")
@@ -1553,6 +1624,12 @@ class MLP(ClassifierMixin, BaseEstimator):
             model.feature_names_in_ = np.asarray(meta["feature_names_in"], dtype=object)
         if meta["history"]:
             model.history_ = {k: f[f"history_{k}"] for k in meta["history"]}
+        if "training_mean" in f.files:               # absent from files of older versions
+            mean = f["training_mean"]
+            if mean.shape != (model.n_features_in_,) or not np.all(np.isfinite(mean)):
+                raise ValueError(f"its training_mean has shape {mean.shape} or is not finite; "
+                                 f"expected ({model.n_features_in_},) finite values")
+            model.training_mean_ = mean
         for k in ("n_iter_", "best_iter_", "best_val_iter_"):
             setattr(model, k, meta[k])
         return model
@@ -1622,7 +1699,7 @@ def replay_early_stopping(model, patience):
             return None                        # it would have stopped at iteration t
     replay = clone(model).set_params(early_stopping=True, patience=int(patience))
     replay._set_params(theta, pack(model.weights_, model.biases_)[1])
-    for k in ("classes_", "n_features_in_", "feature_names_in_"):
+    for k in ("classes_", "n_features_in_", "feature_names_in_", "training_mean_"):
         if hasattr(model, k):
             setattr(replay, k, getattr(model, k))
     replay.history_ = {k: v.copy() for k, v in model.history_.items()}
@@ -1662,13 +1739,36 @@ def _target_loss(o, m, y, k):
     return o[k] - (1.0 if k == y else 0.0)
 
 
+# The value t itself (integrated gradients' completeness check compares the sum
+# of the attributions with t(x) - t(baseline)): Z the tile's logits, i the row,
+# lse = log sum_k exp(z_k).
+@njit(cache=True, inline="always")
+def _value_output(o, Z, i, lse, m, y):
+    """t = o_m."""
+    return o[m]
+
+
+@njit(cache=True, inline="always")
+def _value_logit(o, Z, i, lse, m, y):
+    """t = a_m."""
+    return np.float64(Z[i, m])
+
+
+@njit(cache=True, inline="always")
+def _value_loss(o, Z, i, lse, m, y):
+    """t = -log o_y = lse - a_y (no log of a rounded probability)."""
+    return lse - np.float64(Z[i, y])
+
+
 class AttributionTarget(NamedTuple):
-    """One attribution target: name, kernel code, delta at the logits."""
+    """One attribution target: name, kernel code, delta at the logits, value."""
     name: str
     code: int
     delta: Callable             # @njit (o, m, y, k) -> dt/da_k for one sample
     reference_delta: Callable   # NumPy (o (n, K), m (n,), y (n,) or None) -> (n, K)
     needs_y: bool
+    value: Callable             # @njit (o, Z, i, lse, m, y) -> t for sample i of a tile
+    reference_value: Callable   # NumPy (o (n, K), z (n, K), m (n,), y (n,) or None) -> (n,)
 
 
 def _reference_target_output(o, m, y):
@@ -1676,16 +1776,26 @@ def _reference_target_output(o, m, y):
     return o[np.arange(n), m][:, None] * (np.eye(K)[m] - o)
 
 
+def _reference_value_loss(o, z, m, y):
+    n = z.shape[0]
+    zmax = z.max(axis=1)
+    lse = zmax + np.log(np.exp(z - zmax[:, None]).sum(axis=1))
+    return lse - z[np.arange(n), np.asarray(y, dtype=np.int64)]
+
+
 #: The registry of attribution targets (codes are the row positions).
 ATTRIBUTION_TABLE = (
-    AttributionTarget("output", 0, _target_output, _reference_target_output, False),
-    AttributionTarget("logit", 1, _target_logit, lambda o, m, y: np.eye(o.shape[1])[m], False),
+    AttributionTarget("output", 0, _target_output, _reference_target_output, False,
+                      _value_output, lambda o, z, m, y: o[np.arange(o.shape[0]), m]),
+    AttributionTarget("logit", 1, _target_logit, lambda o, m, y: np.eye(o.shape[1])[m], False,
+                      _value_logit, lambda o, z, m, y: z[np.arange(z.shape[0]), m]),
     AttributionTarget("loss", 2, _target_loss,
-                      lambda o, m, y: o - np.eye(o.shape[1])[np.asarray(y, dtype=np.int64)], True),
+                      lambda o, m, y: o - np.eye(o.shape[1])[np.asarray(y, dtype=np.int64)], True,
+                      _value_loss, _reference_value_loss),
 )
 assert all(t.code == i for i, t in enumerate(ATTRIBUTION_TABLE)), "codes must be row positions"
 ATTRIBUTION_TARGETS = {t.name: t.code for t in ATTRIBUTION_TABLE}
-_KERNEL_TARGETS = tuple((t.code, t.delta, t.needs_y) for t in ATTRIBUTION_TABLE)
+_KERNEL_TARGETS = tuple((t.code, t.delta, t.needs_y, t.value) for t in ATTRIBUTION_TABLE)
 
 
 @njit(cache=True)
@@ -1705,50 +1815,138 @@ def _target_delta(o, m, y, i, target, D):
 
 
 @njit(cache=True)
-def _block_input_gradients(theta, sizes, code, X, y, target, start, stop, tile, G, pred):
-    """Rows [start, stop) of G = dt/dx and pred = argmax o, tile by tile (see ``_input_gradients``)."""
-    dt = theta.dtype
+def _target_value(o, Z, i, lse, m, y, target):
+    """t of sample i for the target with code ``target``."""
+    val = 0.0
+    known = False
+    for tg in literal_unroll(_KERNEL_TARGETS):
+        if tg[0] == target:
+            known = True
+            yi = y[i] if tg[2] else -1
+            val = tg[3](o, Z, i, lse, m, yi)
+    if not known:
+        raise ValueError("unknown attribution target code; use a code from "
+                         "mlp.ATTRIBUTION_TARGETS")
+    return val
+
+
+@njit(cache=True)
+def _tile_input_gradients(Ws, bs, sizes, code, X, s, stop, tile, y, cls, target, acts, dbuf,
+                          o, G, pred, value):
+    """For the r rows [s, min(s + tile, stop)) of X: G (r, d) = dt/dx, pred (r,) = argmax o
+    and value (r,) = t. y and cls (the class m of each row; empty: m = argmax o) are
+    indexed from the tile's first row."""
     L = sizes.shape[0] - 1
     K = sizes[L]
+    Xt, Z, D = _tile_logits(Ws, bs, code, X, s, stop, tile, acts, dbuf)
+    r = Xt.shape[0]
+    # ---- delta at the logits a, dt/da, one row per sample
+    for i in range(r):
+        m, zmax, tot = _softmax_row(Z, i, o)
+        pred[i] = m
+        for k in range(K):
+            o[k] /= tot
+        if cls.shape[0] > 0:
+            m = cls[i]
+        _target_delta(o, m, y, i, target, D)
+        value[i] = _target_value(o, Z, i, zmax + np.log(tot), m, y, target)
+    # ---- backward: delta_l = g'(h_l) * (delta_{l+1} W_l); at l = 0 it is dt/dx
+    for l in range(L - 1, -1, -1):
+        if l == 0:
+            np.dot(D, Ws[0], G)                                # (r, d): each row its own sample
+        else:
+            D = _delta_to_input(D, Ws[l], acts[l - 1][:r], code,
+                                _delta_view(dbuf, L - l, r, sizes[l]))
+
+
+@njit(cache=True)
+def _block_input_gradients(theta, sizes, code, X, y, cls, target, start, stop, tile, G, pred,
+                           value):
+    """Rows [start, stop) of G = dt/dx, pred = argmax o and value = t, tile by tile
+    (see ``_input_gradients``)."""
     Ws, bs = _layer_views(theta, sizes)
-    acts, dbuf = _tile_workspaces(sizes, tile, dt)
-    o = np.empty(K)                                            # softmax of one sample, float64
+    acts, dbuf = _tile_workspaces(sizes, tile, theta.dtype)
+    o = np.empty(sizes[sizes.shape[0] - 1])                    # softmax of one sample, float64
     for s in range(start, stop, tile):
-        Xt, Z, D = _tile_logits(Ws, bs, code, X, s, stop, tile, acts, dbuf)
-        r = Xt.shape[0]
-        # ---- delta at the logits a, dt/da, one row per sample
-        for i in range(r):
-            m, _, tot = _softmax_row(Z, i, o)
-            pred[s + i] = m
-            for k in range(K):
-                o[k] /= tot
-            _target_delta(o, m, y[s:], i, target, D)
-        # ---- backward: delta_l = g'(h_l) * (delta_{l+1} W_l); at l = 0 it is dt/dx
-        for l in range(L - 1, -1, -1):
-            if l == 0:
-                np.dot(D, Ws[0], G[s:s + r])                  # (r, d): each row its own sample
-            else:
-                D = _delta_to_input(D, Ws[l], acts[l - 1][:r], code,
-                                    _delta_view(dbuf, L - l, r, sizes[l]))
+        e = min(s + tile, stop)
+        _tile_input_gradients(Ws, bs, sizes, code, X, s, stop, tile, y[s:], cls[s:], target,
+                              acts, dbuf, o, G[s:e], pred[s:e], value[s:e])
 
 
 @njit(cache=True, parallel=True)
-def _input_gradients(theta, sizes, code, X, y, target):
-    """G[s] = dt/dx at x = X[s], t = o_m (target 0), a_m (1) or -log o_y (2); m = argmax o.
+def _input_gradients(theta, sizes, code, X, y, target, cls):
+    """G[s] = dt/dx at x = X[s], t = o_m (target 0), a_m (1) or -log o_y (2); m =
+    cls[s] (argmax o when cls is empty). Also pred = argmax o and the value t.
 
     Tiles of TILE samples go forward and backward as matrix products (like
     ``_loss_and_grad``); a fixed number of contiguous blocks run in parallel and
-    every sample writes only its own row of G and entry of pred.
+    every sample writes only its own row of G and entries of pred and value.
     """
     n, d = X.shape
     G = np.empty((n, d), dtype=X.dtype)
     pred = np.empty(n, dtype=np.int64)
+    value = np.empty(n)
     tile = TILE
     n_blocks = min((n + tile - 1) // tile, MAX_BLOCKS)
     for b in prange(n_blocks):
         start, stop = _block_rows(b, n_blocks, n, tile)
-        _block_input_gradients(theta, sizes, code, X, y, target, start, stop, tile, G, pred)
-    return G, pred
+        _block_input_gradients(theta, sizes, code, X, y, cls, target, start, stop, tile, G, pred,
+                               value)
+    return G, pred, value
+
+
+@njit(cache=True)
+def _block_integrated_gradients(theta, sizes, code, X, B, y, cls, target, alphas, wts,
+                                start, stop, tile, A):
+    """Rows [start, stop) of A = (X - B) * sum_k wts[k] dt/dx at B + alphas[k] (X - B)."""
+    dt = theta.dtype
+    d = X.shape[1]
+    Ws, bs = _layer_views(theta, sizes)
+    acts, dbuf = _tile_workspaces(sizes, tile, dt)
+    o = np.empty(sizes[sizes.shape[0] - 1])
+    P = np.empty((tile, d), dtype=dt)                          # one tile of path points
+    Gt = np.empty((tile, d), dtype=dt)                         # their gradients
+    acc = np.empty((tile, d))                                  # sum over steps, float64
+    pred = np.empty(tile, dtype=np.int64)                      # unused here
+    value = np.empty(tile)                                     # unused here
+    one = B.shape[0] == 1                                      # one baseline for every row
+    for s in range(start, stop, tile):
+        r = min(s + tile, stop) - s
+        acc[:r] = 0.0
+        for k in range(alphas.shape[0]):                       # the steps in a fixed order
+            a = alphas[k]
+            for i in range(r):
+                bi = 0 if one else s + i
+                for j in range(d):
+                    P[i, j] = B[bi, j] + a * (X[s + i, j] - B[bi, j])
+            _tile_input_gradients(Ws, bs, sizes, code, P, 0, r, tile, y[s:], cls[s:], target,
+                                  acts, dbuf, o, Gt[:r], pred, value)
+            for i in range(r):
+                for j in range(d):
+                    acc[i, j] += wts[k] * Gt[i, j]
+        for i in range(r):
+            bi = 0 if one else s + i
+            for j in range(d):
+                A[s + i, j] = (np.float64(X[s + i, j]) - np.float64(B[bi, j])) * acc[i, j]
+
+
+@njit(cache=True, parallel=True)
+def _integrated_gradients(theta, sizes, code, X, B, y, cls, target, alphas, wts):
+    """A[s] = (x - b) * sum_k wts[k] dt/dx(b + alphas[k] (x - b)), x = X[s], b = B[s]
+    (or B[0]), the class m = cls[s] fixed along the path; float64 (n, d).
+
+    Blocks of rows as in ``_input_gradients``; each row's sum over the steps is
+    its own, in step order, so the result does not depend on the thread count.
+    """
+    n, d = X.shape
+    A = np.empty((n, d))
+    tile = TILE
+    n_blocks = min((n + tile - 1) // tile, MAX_BLOCKS)
+    for b in prange(n_blocks):
+        start, stop = _block_rows(b, n_blocks, n, tile)
+        _block_integrated_gradients(theta, sizes, code, X, B, y, cls, target, alphas, wts,
+                                    start, stop, tile, A)
+    return A
 
 
 # ------------------------------------------------------------------ validation
@@ -1757,10 +1955,33 @@ def _attr_target_code(target):
     return registry_code(ATTRIBUTION_TARGETS, "target", target)
 
 
+def _attr_target(target, n, n_classes):
+    """(target code, per-row class indices) of an attribution target: a name of
+    ``ATTRIBUTION_TABLE`` (classes empty: the argmax), or the class index (one, or
+    one per row) whose softmax output o_c is differentiated."""
+    if isinstance(target, str):
+        try:
+            return _attr_target_code(target), np.zeros(0, dtype=np.int64)
+        except ValueError as e:
+            raise ValueError(f"{e}, or a class index 0..{n_classes - 1}") from None
+    c = np.asarray(target)
+    if c.dtype.kind not in "iu" or c.ndim > 1 or (c.ndim == 1 and c.shape[0] != n):
+        raise ValueError(f"target={target!r} is not supported; use one of "
+                         f"{sorted(ATTRIBUTION_TARGETS)} or a class index 0..{n_classes - 1} "
+                         f"(one int, or one per row of X: {n})")
+    c = np.ascontiguousarray(np.broadcast_to(c, (n,)), dtype=np.int64)
+    bad = np.flatnonzero((c < 0) | (c >= n_classes))
+    if bad.size:
+        raise ValueError(f"target class {c[bad[0]]} (row {bad[0]}) is outside 0..{n_classes - 1}; "
+                         f"the network has {n_classes} outputs")
+    return ATTRIBUTION_TARGETS["output"], c
+
+
 def _attr_inputs(weights, biases, X, y, activation, target, dtype):
-    """Validated (theta, sizes, code, X, y, target_code) for ``_input_gradients``."""
+    """Validated (theta, sizes, code, X, y, target_code, classes) for ``_input_gradients``."""
     code = activation_code(activation)
-    tcode = _attr_target_code(target)
+    if isinstance(target, str):
+        _attr_target(target, 0, len(biases[-1]))              # an unknown name before the data
     X_arr = np.asarray(X)
     if dtype is None:
         dtype = np.float32 if X_arr.dtype == np.float32 else np.float64
@@ -1770,6 +1991,7 @@ def _attr_inputs(weights, biases, X, y, activation, target, dtype):
                          f"inputs (weights[0] has shape {np.shape(weights[0])}); encode X "
                          f"the same way as the training data")
     X_arr = _check_X(X_arr, dtype)
+    tcode, cls = _attr_target(target, X_arr.shape[0], int(sizes[-1]))
     if y is None:
         if ATTRIBUTION_TABLE[tcode].needs_y:
             others = [t.name for t in ATTRIBUTION_TABLE if not t.needs_y]
@@ -1778,17 +2000,23 @@ def _attr_inputs(weights, biases, X, y, activation, target, dtype):
         y_arr = np.zeros(0, dtype=np.int64)
     else:
         y_arr = _check_y_index(y, X_arr.shape[0], int(sizes[-1]))
-    return theta, sizes, code, X_arr, y_arr, tcode
+    return theta, sizes, code, X_arr, y_arr, tcode, cls
 
 
-def _gradients_and_predictions(weights, biases, X, y, activation, target, dtype):
-    theta, sizes, code, X_arr, y_arr, tcode = _attr_inputs(weights, biases, X, y,
-                                                           activation, target, dtype)
+def _run_input_gradients(theta, sizes, code, X, y, tcode, cls):
+    """Kernel call on validated arrays: (G, pred, value), G checked finite."""
     with _single_threaded_blas():
-        G, pred = _input_gradients(theta, sizes, np.int64(code), X_arr, y_arr, np.int64(tcode))
+        G, pred, value = _input_gradients(theta, sizes, np.int64(code), X, y, np.int64(tcode), cls)
     if not np.all(np.isfinite(G)):
         raise ValueError("input gradients are not finite; check the weights for huge values "
                          "(retrain with a lower learning rate) or use dtype='float64'")
+    return G, pred, value
+
+
+def _gradients_and_predictions(weights, biases, X, y, activation, target, dtype):
+    theta, sizes, code, X_arr, y_arr, tcode, cls = _attr_inputs(weights, biases, X, y,
+                                                                activation, target, dtype)
+    G, pred, _ = _run_input_gradients(theta, sizes, code, X_arr, y_arr, tcode, cls)
     return G, pred, X_arr
 
 
@@ -1806,11 +2034,13 @@ def input_gradients(weights, biases, X, y, activation, target="output", dtype=No
         True labels; required for ``target="loss"`` only.
     activation : {"relu", "sigmoid", "tanh"}
         Hidden activation; the output layer is softmax.
-    target : {"output", "logit", "loss"}
+    target : {"output", "logit", "loss"}, int or ndarray of int of shape (n_samples,)
         ``"output"``: d o_m / dx, o_m the softmax output of the predicted class m
         (Aggarwal sec. 2.8). ``"logit"``: d a_m / dx, the predicted class's
         pre-softmax logit (does not saturate). ``"loss"``: dL/dx of the
-        cross-entropy with the true label, dL/dx = W1^T delta1.
+        cross-entropy with the true label, dL/dx = W1^T delta1. A class index
+        c (Captum's ``target``): d o_c / dx, the softmax output of class c for
+        every row, whatever the prediction; an array gives each row its class.
     dtype : {None, "float64", "float32"}
         Computation dtype; None uses float32 if X is float32, else float64.
 
@@ -1823,6 +2053,168 @@ def input_gradients(weights, biases, X, y, activation, target="output", dtype=No
     return G
 
 
+def input_x_gradient(weights, biases, X, y, activation, target="output", dtype=None):
+    """Per-sample input x gradient, ``X * input_gradients(...)`` (Captum's InputXGradient).
+
+    Parameters
+    ----------
+    weights, biases, X, y, activation, target, dtype
+        As in ``input_gradients``.
+
+    Returns
+    -------
+    A : ndarray of shape (n_samples, n_features), dtype ``dtype``
+        ``A[s, i] = X[s, i] * dt_s / dX[s, i]``.
+    """
+    G, _, X_arr = _gradients_and_predictions(weights, biases, X, y, activation, target, dtype)
+    return X_arr * G
+
+
+# Quadrature rules of the path integral over alpha in [0, 1]: n_steps -> (alphas,
+# weights), weights summing to 1. Names as in Captum.
+def _rule_gausslegendre(n):
+    x, w = np.polynomial.legendre.leggauss(n)
+    return (x + 1) / 2, w / 2
+
+
+def _rule_trapezoid(n):
+    w = np.full(n, 1.0 / (n - 1))
+    w[[0, -1]] /= 2
+    return np.linspace(0.0, 1.0, n), w
+
+
+IG_METHODS = {
+    "gausslegendre": (_rule_gausslegendre, 1),       # name: (rule, smallest n_steps)
+    "riemann_left": (lambda n: (np.arange(n) / n, np.full(n, 1.0 / n)), 1),
+    "riemann_right": (lambda n: (np.arange(1, n + 1) / n, np.full(n, 1.0 / n)), 1),
+    "riemann_middle": (lambda n: ((np.arange(n) + 0.5) / n, np.full(n, 1.0 / n)), 1),
+    "riemann_trapezoid": (_rule_trapezoid, 2),
+}
+
+
+def ig_rule(method, n_steps):
+    """Points and weights of an integrated-gradients quadrature rule on [0, 1].
+
+    Parameters
+    ----------
+    method : str, a key of ``IG_METHODS``
+    n_steps : int, number of points (>= 2 for "riemann_trapezoid", else >= 1)
+
+    Returns
+    -------
+    alphas : ndarray of shape (n_steps,), float64 in [0, 1]
+    weights : ndarray of shape (n_steps,), float64, summing to 1
+    """
+    rule, least = IG_METHODS[registry_code({k: k for k in IG_METHODS}, "method", method)]
+    if not _is_int(n_steps) or n_steps < least:
+        raise ValueError(f"n_steps={n_steps!r} must be an integer >= {least} for "
+                         f"method={method!r}")
+    alphas, weights = rule(int(n_steps))
+    return np.ascontiguousarray(alphas, dtype=np.float64), np.ascontiguousarray(weights,
+                                                                                dtype=np.float64)
+
+
+class IntegratedGradients(NamedTuple):
+    """What ``integrated_gradients`` returns (unpacks as ``attributions, delta, ...``)."""
+    attributions: np.ndarray    # (n_samples, n_features) float64
+    delta: np.ndarray           # (n_samples,) sum of the row's attributions - (value - baseline_value)
+    value: np.ndarray           # (n_samples,) the target t at the input
+    baseline_value: np.ndarray  # (n_samples,) t at the baseline, the same class
+    target_class: np.ndarray    # (n_samples,) int64, the class m of t (for "loss": y)
+
+
+def _check_baseline(baseline, X_arr):
+    """``baseline`` as a C-contiguous (1, d) or (n, d) array of X's dtype, finite."""
+    n, d = X_arr.shape
+    if baseline is None:
+        raise ValueError("baseline is needed: pass the training mean, e.g. "
+                         "baseline=X_train.mean(axis=0) (MLP.integrated_gradients uses it by default)")
+    B = np.asarray(baseline, dtype=np.float64)
+    if B.ndim == 1:
+        B = B[None, :]
+    if B.ndim != 2 or B.shape[1] != d or B.shape[0] not in (1, n):
+        raise ValueError(f"baseline has shape {np.shape(baseline)}; expected ({d},) for one "
+                         f"baseline or ({n}, {d}), one per row of X")
+    return _require_finite(np.ascontiguousarray(B, dtype=X_arr.dtype), "baseline")
+
+
+def integrated_gradients(weights, biases, X, y, activation, target="output", baseline=None,
+                         n_steps=50, method="gausslegendre", dtype=None):
+    """Integrated gradients (Sundararajan et al. 2017) with the completeness delta.
+
+    ``A[s, i] = (x_i - b_i) * integral_0^1 dt/dx_i (b + alpha (x - b)) d alpha``
+    for x = X[s], b its baseline, by the quadrature ``method`` with ``n_steps``
+    points, over the numba gradient kernel. The class m of t is fixed along the
+    path: the given one, else the prediction at x (for "loss", the label y).
+    Completeness says ``sum_i A[s, i] = t(x) - t(b)``; ``delta`` is what the
+    quadrature misses (shrinks as ``n_steps`` grows).
+
+    Parameters
+    ----------
+    weights, biases, X, y, activation, target, dtype
+        As in ``input_gradients``.
+    baseline : ndarray of shape (n_features,) or (n_samples, n_features)
+        The reference input(s), e.g. the training mean (required here;
+        ``MLP.integrated_gradients`` defaults to its ``training_mean_``).
+    n_steps : int >= 1 (>= 2 for "riemann_trapezoid")
+    method : {"gausslegendre", "riemann_left", "riemann_right", "riemann_middle",
+        "riemann_trapezoid"}, the rule (``IG_METHODS``)
+
+    Returns
+    -------
+    IntegratedGradients
+        ``attributions`` (n_samples, n_features) float64, ``delta`` (n_samples,),
+        ``value`` and ``baseline_value`` (n_samples,) the target at x and at b,
+        ``target_class`` (n_samples,).
+    """
+    theta, sizes, code, X_arr, y_arr, tcode, cls = _attr_inputs(weights, biases, X, y,
+                                                                activation, target, dtype)
+    alphas, wts = ig_rule(method, n_steps)
+    B = _check_baseline(baseline, X_arr)
+    n = X_arr.shape[0]
+    _, pred, value = _run_input_gradients(theta, sizes, code, X_arr, y_arr, tcode, cls)
+    if cls.size == 0:
+        cls = pred                                   # the class at the input, for the whole path
+    B_rows = np.ascontiguousarray(np.broadcast_to(B, (n, B.shape[1])))
+    _, _, base_value = _run_input_gradients(theta, sizes, code, B_rows, y_arr, tcode, cls)
+    with _single_threaded_blas():
+        A = _integrated_gradients(theta, sizes, np.int64(code), X_arr, B, y_arr, cls,
+                                  np.int64(tcode), alphas, wts)
+    if not np.all(np.isfinite(A)):
+        raise ValueError("integrated gradients are not finite; check the weights for huge values "
+                         "(retrain with a lower learning rate) or use dtype='float64'")
+    target_class = y_arr.copy() if ATTRIBUTION_TABLE[tcode].needs_y else cls.copy()
+    return IntegratedGradients(A, A.sum(axis=1) - (value - base_value), value, base_value,
+                               target_class)
+
+
+def _reference_target_and_gradient(weights, biases, X, y, activation, target, classes=None):
+    """float64 NumPy (t, dt/dx, m) of every row; ``classes`` fixes m (else the target's rule)."""
+    activation_code(activation)
+    X = np.asarray(X, dtype=np.float64)
+    tcode, cls = _attr_target(target, X.shape[0], len(biases[-1]))
+    tgt = ATTRIBUTION_TABLE[tcode]
+    if tgt.needs_y and y is None:
+        raise ValueError(f"target={target!r} needs the true labels y")
+    Ws = [np.asarray(W, dtype=np.float64) for W in weights]
+    bs = [np.asarray(b, dtype=np.float64) for b in biases]
+    h = [X]                                             # h[0] = x, h[l] = layer l output
+    for l, (W, b) in enumerate(zip(Ws, bs)):
+        a = h[-1] @ W.T + b                              # (n, sizes[l+1])
+        h.append(_reference_act(a, activation) if l < len(Ws) - 1 else a)
+    z = h[-1]
+    o = reference_softmax(z)                            # (n, K)
+    m = np.argmax(z, axis=1) if cls.size == 0 else cls
+    if classes is not None:
+        m = np.asarray(classes)
+    delta = tgt.reference_delta(o, m, y)                # (n, K) dt/da at the logits
+    for l in range(len(Ws) - 1, -1, -1):
+        delta = delta @ Ws[l]                            # (n, sizes[l]) = W_l^T delta
+        if l > 0:
+            delta = delta * _reference_act_grad(h[l], activation)
+    return tgt.reference_value(o, z, m, y), delta, m
+
+
 def reference_input_gradients(weights, biases, X, y, activation, target="output"):
     """Slow, readable float64 NumPy version of ``input_gradients`` (same arguments).
 
@@ -1830,25 +2222,36 @@ def reference_input_gradients(weights, biases, X, y, activation, target="output"
     -------
     G : ndarray of shape (n_samples, n_features), float64
     """
-    activation_code(activation)
-    tgt = ATTRIBUTION_TABLE[_attr_target_code(target)]
-    if tgt.needs_y and y is None:
-        raise ValueError(f"target={target!r} needs the true labels y")
-    Ws = [np.asarray(W, dtype=np.float64) for W in weights]
-    bs = [np.asarray(b, dtype=np.float64) for b in biases]
-    h = [np.asarray(X, dtype=np.float64)]               # h[0] = x, h[l] = layer l output
-    for l, (W, b) in enumerate(zip(Ws, bs)):
-        a = h[-1] @ W.T + b                              # (n, sizes[l+1])
-        h.append(_reference_act(a, activation) if l < len(Ws) - 1 else a)
-    z = h[-1]
-    o = reference_softmax(z)                            # (n, K)
-    m = np.argmax(z, axis=1)
-    delta = tgt.reference_delta(o, m, y)                # (n, K) dt/da at the logits
-    for l in range(len(Ws) - 1, -1, -1):
-        delta = delta @ Ws[l]                            # (n, sizes[l]) = W_l^T delta
-        if l > 0:
-            delta = delta * _reference_act_grad(h[l], activation)
-    return delta
+    return _reference_target_and_gradient(weights, biases, X, y, activation, target)[1]
+
+
+def reference_integrated_gradients(weights, biases, X, y, activation, target="output",
+                                   baseline=None, n_steps=50, method="gausslegendre",
+                                   gradient=None):
+    """Slow, readable NumPy version of ``integrated_gradients`` (same arguments).
+
+    ``gradient(points, m)`` -> (n, d), if given, replaces the analytic gradient of
+    the target of class m at the path points (e.g. by finite differences).
+
+    Returns
+    -------
+    IntegratedGradients, float64
+    """
+    X = np.asarray(X, dtype=np.float64)
+    B = np.broadcast_to(np.asarray(baseline, dtype=np.float64), X.shape)
+    alphas, weights_ = ig_rule(method, n_steps)
+    value, _, m = _reference_target_and_gradient(weights, biases, X, y, activation, target)
+    base_value = _reference_target_and_gradient(weights, biases, B, y, activation, target, m)[0]
+    total = np.zeros_like(X)
+    for a, w in zip(alphas, weights_):
+        points = B + a * (X - B)
+        g = (_reference_target_and_gradient(weights, biases, points, y, activation, target, m)[1]
+             if gradient is None else gradient(points, m))
+        total += w * g
+    A = (X - B) * total
+    needs_y = ATTRIBUTION_TABLE[_attr_target(target, X.shape[0], len(biases[-1]))[0]].needs_y
+    return IntegratedGradients(A, A.sum(axis=1) - (value - base_value), value, base_value,
+                               np.asarray(y if needs_y else m))
 
 
 def _labels_and_sources(d, feature_names, feature_source):
