@@ -480,6 +480,43 @@ def _delta_to_input(D, W, A, code, Dn):
 
 
 @njit(cache=True)
+def _output_delta(Zout, y, scale, s, ez, D):
+    """D = d(sum_i scale_i CE_i)/dz at the logits Zout (r, K) of rows s.. of y;
+    returns (sum_i scale_i CE_i in float64, number of correct argmax predictions)."""
+    K = Zout.shape[1]
+    loss = 0.0
+    correct = 0
+    for i in range(Zout.shape[0]):
+        best, zmax, ssum = _softmax_row(Zout, i, ez)
+        yi = y[s + i]
+        if best == yi:
+            correct += 1
+        lse = zmax + np.log(ssum)                              # log sum_k exp(z_k)
+        loss += scale[s + i] * (lse - Zout[i, yi])
+        # softmax + CE fused: dCE/dz_k = p_k - [k == y], the softmax Jacobian
+        # contracted with -1/p_y collapses to P - Y.
+        c = scale[s + i] / ssum
+        for k in range(K):
+            D[i, k] = c * ez[k]
+        D[i, yi] -= scale[s + i]
+    return loss, correct
+
+
+@njit(cache=True)
+def _add_layer_grad(D, A, gt, gW, gb):
+    """gW += D^T A (fan_out, fan_in) and gb += column sums of D, through the buffer gt."""
+    r, fo = D.shape
+    fi = A.shape[1]
+    np.dot(D.T, A, gt)                                         # (fan_out, fan_in)
+    for a in range(fo):
+        for c in range(fi):
+            gW[a, c] += gt[a, c]
+    for i in range(r):
+        for a in range(fo):
+            gb[a] += D[i, a]
+
+
+@njit(cache=True)
 def _block_loss_grad(theta, sizes, code, X, y, scale, start, stop, tile, g):
     """Add d/dtheta of sum_i scale_i * CE_i over rows [start, stop) into ``g``.
 
@@ -494,63 +531,33 @@ def _block_loss_grad(theta, sizes, code, X, y, scale, start, stop, tile, g):
         maxp = max(maxp, sizes[l + 1] * sizes[l])
     acts, dbuf = _tile_workspaces(sizes, tile, dt)
     gtmp = np.empty(maxp, dtype=dt)
-    K = sizes[L]
-    ez = np.empty(K)                                           # exp(z - max z), float64
+    ez = np.empty(sizes[L])                                    # exp(z - max z), float64
     loss = 0.0
     correct = 0
     for s in range(start, stop, tile):
         Xt, Zout, D = _tile_logits(Ws, bs, code, X, s, stop, tile, acts, dbuf)
         r = Xt.shape[0]
-        for i in range(r):
-            best, zmax, ssum = _softmax_row(Zout, i, ez)
-            yi = y[s + i]
-            if best == yi:
-                correct += 1
-            lse = zmax + np.log(ssum)                          # log sum_k exp(z_k)
-            loss += scale[s + i] * (lse - Zout[i, yi])
-            # softmax + CE fused: dCE/dz_k = p_k - [k == y], the softmax Jacobian
-            # contracted with -1/p_y collapses to P - Y.
-            c = scale[s + i] / ssum
-            for k in range(K):
-                D[i, k] = c * ez[k]
-            D[i, yi] -= scale[s + i]
+        lt, ct = _output_delta(Zout, y, scale, s, ez, D)
+        loss += lt
+        correct += ct
         for l in range(L - 1, -1, -1):
             A = Xt if l == 0 else acts[l - 1][:r]              # (r, fan_in)
-            fo = sizes[l + 1]
-            fi = sizes[l]
-            gt = gtmp[:fo * fi].reshape(fo, fi)
-            np.dot(D.T, A, gt)                                 # (fan_out, fan_in)
-            gW = gWs[l]
-            for a in range(fo):
-                for c in range(fi):
-                    gW[a, c] += gt[a, c]
-            gb = gbs[l]
-            for i in range(r):
-                for a in range(fo):
-                    gb[a] += D[i, a]
+            _add_layer_grad(D, A, gtmp[:sizes[l + 1] * sizes[l]].reshape(sizes[l + 1], sizes[l]),
+                            gWs[l], gbs[l])
             if l > 0:
-                D = _delta_to_input(D, Ws[l], A, code, _delta_view(dbuf, L - l, r, fi))
+                D = _delta_to_input(D, Ws[l], A, code, _delta_view(dbuf, L - l, r, sizes[l]))
     return loss, correct
 
 
-@njit(cache=True, parallel=True)
-def _loss_and_grad(theta, sizes, code, X, y, scale, l2, tile, n_blocks):
-    """L = sum_i scale_i CE_i + l2/2 sum_l ||W_l||^2 and dL/dtheta; also #correct."""
-    n = X.shape[0]
+@njit(cache=True)
+def _reduce_blocks(theta, sizes, G, losses, corrects, l2):
+    """Sum the per-block gradients, losses and counts in block order (independent
+    of the thread count) and add l2/2 sum_l ||W_l||^2 and its gradient."""
     P = theta.shape[0]
-    G = np.zeros((n_blocks, P), dtype=theta.dtype)             # per-block gradients
-    losses = np.zeros(n_blocks)
-    corrects = np.zeros(n_blocks, dtype=np.int64)
-    for b in nb.prange(n_blocks):
-        start, stop = _block_rows(b, n_blocks, n, tile)
-        lb, cb = _block_loss_grad(theta, sizes, code, X, y, scale, start, stop, tile, G[b])
-        losses[b] = lb
-        corrects[b] = cb
-    # fixed-order reduction over blocks -> independent of the thread count
     grad = np.zeros(P)
     loss = 0.0
     correct = 0
-    for b in range(n_blocks):
+    for b in range(G.shape[0]):
         loss += losses[b]
         correct += corrects[b]
         for p in range(P):
@@ -563,6 +570,151 @@ def _loss_and_grad(theta, sizes, code, X, y, scale, l2, tile, n_blocks):
                 loss += 0.5 * l2 * w * w
                 grad[p] += l2 * w
     return loss, grad.astype(theta.dtype), correct
+
+
+@njit(cache=True, parallel=True)
+def _loss_and_grad(theta, sizes, code, X, y, scale, l2, tile, n_blocks):
+    """L = sum_i scale_i CE_i + l2/2 sum_l ||W_l||^2 and dL/dtheta; also #correct."""
+    n = X.shape[0]
+    G = np.zeros((n_blocks, theta.shape[0]), dtype=theta.dtype)    # per-block gradients
+    losses = np.zeros(n_blocks)
+    corrects = np.zeros(n_blocks, dtype=np.int64)
+    for b in nb.prange(n_blocks):
+        start, stop = _block_rows(b, n_blocks, n, tile)
+        lb, cb = _block_loss_grad(theta, sizes, code, X, y, scale, start, stop, tile, G[b])
+        losses[b] = lb
+        corrects[b] = cb
+    return _reduce_blocks(theta, sizes, G, losses, corrects, l2)
+
+
+# ==================================================================== dropout
+# Inverted dropout on the hidden layers while training: unit j of hidden layer l
+# of sample i is kept with probability 1 - rate and then scaled by 1 / (1 - rate),
+# so prediction (no dropout) needs no rescaling. The keep decision is a counter
+# hash of (key, iteration, row, layer, unit), not a draw from a sequential
+# generator: the masks are the same for any tiling, block split or thread count,
+# and ``dropout_masks`` reproduces them for the NumPy reference.
+_GOLDEN = np.uint64(0x9E3779B97F4A7C15)
+
+
+@njit(cache=True, inline="always")
+def _mix64(z):
+    """splitmix64's finaliser: a bijection of uint64 whose output bits all depend on every input bit."""
+    z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+    z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+    return z ^ (z >> np.uint64(31))
+
+
+@njit(cache=True)
+def _fill_dropout_mask(M, key, iteration, row0, layer, rate):
+    """M[i, j] = 1 / (1 - rate) when u >= rate else 0, u in [0, 1) hashed from
+    (key, iteration, row0 + i, layer, j)."""
+    r, m = M.shape
+    keep = 1.0 / (1.0 - rate)
+    base = _mix64(key ^ _mix64(np.uint64(iteration) * _GOLDEN + np.uint64(layer)))
+    for i in range(r):
+        h = _mix64(base + np.uint64(row0 + i) * _GOLDEN)
+        for j in range(m):
+            u = np.float64(_mix64(h + np.uint64(j)) >> np.uint64(11)) * (1.0 / 9007199254740992.0)
+            M[i, j] = keep if u >= rate else 0.0
+
+
+@njit(cache=True)
+def _tile_forward_dropout(Ws, bs, code, Xt, s, acts, kept, masks, key, iteration, rate):
+    """``_tile_forward`` with dropout: acts[l] = g(kept[l-1] W[l]^T + b[l]) and
+    kept[l] = acts[l] * masks[l] for hidden l, masks drawn for rows s.. ; the last
+    acts is the logits."""
+    r = Xt.shape[0]
+    L = len(Ws)
+    A = Xt                                                     # (r, d)
+    for l in range(L):
+        Z = acts[l][:r]                                        # (r, sizes[l+1])
+        np.dot(A, Ws[l].T, Z)
+        b = bs[l]
+        if l < L - 1:
+            _bias_act(Z, b, code)
+            M = masks[l][:r]
+            _fill_dropout_mask(M, key, iteration, s, l, rate)
+            Kp = kept[l][:r]
+            for i in range(r):
+                for j in range(Z.shape[1]):
+                    Kp[i, j] = Z[i, j] * M[i, j]
+            A = Kp
+        else:
+            for i in range(r):
+                for j in range(Z.shape[1]):
+                    Z[i, j] += b[j]
+            A = Z
+    return A                                                   # logits (r, K)
+
+
+@njit(cache=True)
+def _block_loss_grad_dropout(theta, sizes, code, X, y, scale, start, stop, tile, g, key,
+                             iteration, rate):
+    """``_block_loss_grad`` with inverted dropout on the hidden layers."""
+    dt = theta.dtype
+    L = sizes.shape[0] - 1
+    Ws, bs = _layer_views(theta, sizes)
+    gWs, gbs = _layer_views(g, sizes)
+    maxp = 0
+    for l in range(L):
+        maxp = max(maxp, sizes[l + 1] * sizes[l])
+    acts, dbuf = _tile_workspaces(sizes, tile, dt)
+    kept = [np.empty((tile, sizes[l + 1]), dtype=dt) for l in range(L)]
+    masks = [np.empty((tile, sizes[l + 1]), dtype=dt) for l in range(L)]
+    gtmp = np.empty(maxp, dtype=dt)
+    ez = np.empty(sizes[L])
+    loss = 0.0
+    correct = 0
+    for s in range(start, stop, tile):
+        Xt = X[s:min(s + tile, stop)]                          # (r, d)
+        r = Xt.shape[0]
+        Zout = _tile_forward_dropout(Ws, bs, code, Xt, s, acts, kept, masks, key, iteration, rate)
+        D = _delta_view(dbuf, 0, r, Zout.shape[1])
+        lt, ct = _output_delta(Zout, y, scale, s, ez, D)
+        loss += lt
+        correct += ct
+        for l in range(L - 1, -1, -1):
+            A = Xt if l == 0 else kept[l - 1][:r]              # what layer l read, (r, fan_in)
+            _add_layer_grad(D, A, gtmp[:sizes[l + 1] * sizes[l]].reshape(sizes[l + 1], sizes[l]),
+                            gWs[l], gbs[l])
+            if l > 0:
+                # dL/dkept = D W; kept = g(z) * mask, so dL/dz = (D W) * mask * g'(z)
+                Dn = _delta_view(dbuf, L - l, r, sizes[l])
+                np.dot(D, Ws[l], Dn)
+                M = masks[l - 1][:r]
+                for i in range(r):
+                    for j in range(sizes[l]):
+                        Dn[i, j] *= M[i, j]
+                _mul_act_grad(Dn, acts[l - 1][:r], code)
+                D = Dn
+    return loss, correct
+
+
+@njit(cache=True, parallel=True)
+def _loss_and_grad_dropout(theta, sizes, code, X, y, scale, l2, tile, n_blocks, key, iteration,
+                           rate):
+    """``_loss_and_grad`` with inverted dropout (rate, masks from key and iteration)."""
+    n = X.shape[0]
+    G = np.zeros((n_blocks, theta.shape[0]), dtype=theta.dtype)
+    losses = np.zeros(n_blocks)
+    corrects = np.zeros(n_blocks, dtype=np.int64)
+    for b in nb.prange(n_blocks):
+        start, stop = _block_rows(b, n_blocks, n, tile)
+        lb, cb = _block_loss_grad_dropout(theta, sizes, code, X, y, scale, start, stop, tile,
+                                          G[b], key, iteration, rate)
+        losses[b] = lb
+        corrects[b] = cb
+    return _reduce_blocks(theta, sizes, G, losses, corrects, l2)
+
+
+@njit(cache=True)
+def _dropout_masks(widths, n, key, iteration, rate):
+    """The masks of ``_loss_and_grad_dropout`` for rows 0..n-1: one (n, widths[l]) per hidden layer."""
+    out = [np.empty((n, widths[l])) for l in range(widths.shape[0])]
+    for l in range(widths.shape[0]):
+        _fill_dropout_mask(out[l], key, iteration, 0, l, rate)
+    return out
 
 
 # ============================================================ NumPy reference
@@ -602,10 +754,15 @@ def reference_forward(weights, biases, X, activation):
     return reference_softmax(A @ weights[-1].T + biases[-1])   # of the (n, K) logits
 
 
-def reference_loss_and_grads(weights, biases, X, y, activation, l2=0.0, sample_weight=None):
+def reference_loss_and_grads(weights, biases, X, y, activation, l2=0.0, sample_weight=None,
+                             dropout_masks=None):
     """Loss and gradients in plain NumPy, the same math as ``loss_and_grads``.
 
     ``L = sum_i w_i CE_i / sum_i w_i + l2/2 sum_l ||W_l||^2``.
+
+    ``dropout_masks`` (one (n, h_l) array per hidden layer, e.g. from
+    ``dropout_masks``) multiply the hidden activations: inverted dropout with
+    those masks.
 
     Returns
     -------
@@ -616,10 +773,13 @@ def reference_loss_and_grads(weights, biases, X, y, activation, l2=0.0, sample_w
     n = X.shape[0]
     w = np.ones(n) if sample_weight is None else np.asarray(sample_weight, dtype=float)
     w = w / w.sum()
-    acts = [X]
-    for W, b in zip(weights[:-1], biases[:-1]):
-        acts.append(_reference_act(acts[-1] @ W.T + b, activation))
-    Z = acts[-1] @ weights[-1].T + biases[-1]               # (n, K)
+    masks = [1.0] * (len(weights) - 1) if dropout_masks is None else list(dropout_masks)
+    acts = [X]                                               # g(z) of each hidden layer
+    inputs = [X]                                             # what each layer reads: g(z) * mask
+    for W, b, M in zip(weights[:-1], biases[:-1], masks):
+        acts.append(_reference_act(inputs[-1] @ W.T + b, activation))
+        inputs.append(acts[-1] * M)
+    Z = inputs[-1] @ weights[-1].T + biases[-1]             # (n, K)
     zmax = Z.max(axis=1, keepdims=True)
     lse = zmax[:, 0] + np.log(np.exp(Z - zmax).sum(axis=1))   # (n,)
     ce = lse - Z[np.arange(n), y]
@@ -630,10 +790,10 @@ def reference_loss_and_grads(weights, biases, X, y, activation, l2=0.0, sample_w
     D = (P - Y) * w[:, None]          # softmax + CE: dCE/dz = p - onehot(y)
     dW, db = [None] * len(weights), [None] * len(weights)
     for l in range(len(weights) - 1, -1, -1):
-        dW[l] = D.T @ acts[l] + l2 * weights[l]
+        dW[l] = D.T @ inputs[l] + l2 * weights[l]
         db[l] = D.sum(axis=0)
         if l > 0:
-            D = (D @ weights[l]) * _reference_act_grad(acts[l], activation)
+            D = (D @ weights[l]) * masks[l - 1] * _reference_act_grad(acts[l], activation)
     return loss, dW, db
 
 
@@ -727,14 +887,56 @@ def _check_params(weights, biases, dtype):
     return theta, sizes, dtype
 
 
-def _run_loss_and_grad(theta, sizes, code, X, y, w, l2):
-    """Kernel call on already validated arrays: (loss, grad theta, n_correct)."""
+def _run_loss_and_grad(theta, sizes, code, X, y, w, l2, dropout=0.0, key=0, iteration=0):
+    """Kernel call on already validated arrays: (loss, grad theta, n_correct).
+    ``dropout`` 0 is the kernel without dropout; else masks from ``key`` and ``iteration``."""
     scale = w / w.sum()
+    args = (theta, sizes, np.int64(code), X, y, scale, np.float64(l2), np.int64(TILE),
+            np.int64(_n_blocks(X.shape[0], TILE)))
     with _single_threaded_blas():
-        loss, grad, correct = _loss_and_grad(theta, sizes, np.int64(code), X, y, scale,
-                                             np.float64(l2), np.int64(TILE),
-                                             np.int64(_n_blocks(X.shape[0], TILE)))
+        if dropout == 0:
+            loss, grad, correct = _loss_and_grad(*args)
+        else:
+            loss, grad, correct = _loss_and_grad_dropout(*args, np.uint64(key),
+                                                         np.int64(iteration), np.float64(dropout))
     return float(loss), grad, int(correct)
+
+
+def _check_dropout(dropout, key, iteration):
+    """(rate, key, iteration) checked: rate in [0, 1), key in [0, 2**64), iteration >= 0."""
+    if not _is_real(dropout) or not 0 <= dropout < 1:
+        raise ValueError(f"dropout={dropout!r} must be a number in [0, 1), e.g. 0.2 (0: none)")
+    if not _is_int(key) or not 0 <= key < 2 ** 64:
+        raise ValueError(f"dropout_key={key!r} must be an integer in [0, 2**64)")
+    if not _is_int(iteration) or iteration < 0:
+        raise ValueError(f"iteration={iteration!r} must be an integer >= 0")
+    return float(dropout), int(key), int(iteration)
+
+
+def dropout_masks(hidden, n_samples, dropout, dropout_key, iteration=0):
+    """The dropout masks the training kernel uses, for the NumPy reference and tests.
+
+    Parameters
+    ----------
+    hidden : sequence of int, widths of the hidden layers
+    n_samples : int, rows 0..n_samples-1 (a row's mask does not depend on n_samples)
+    dropout : float in [0, 1), the rate
+    dropout_key : int in [0, 2**64), e.g. ``MLP._dropout_key()``
+    iteration : int >= 0, the training step
+
+    Returns
+    -------
+    masks : list of ndarray, ``masks[l]`` of shape (n_samples, hidden[l]), float64,
+        each entry 0 (dropped) or 1 / (1 - dropout) (kept)
+    """
+    dropout, key, iteration = _check_dropout(dropout, dropout_key, iteration)
+    widths = np.asarray([int(h) for h in hidden], dtype=np.int64)
+    if not _is_int(n_samples) or n_samples < 0:
+        raise ValueError(f"n_samples={n_samples!r} must be an integer >= 0")
+    if widths.size == 0:
+        return []
+    return list(_dropout_masks(widths, np.int64(n_samples), np.uint64(key), np.int64(iteration),
+                               np.float64(dropout)))
 
 
 def _run_forward(theta, sizes, code, X, log=False):
@@ -743,7 +945,7 @@ def _run_forward(theta, sizes, code, X, log=False):
 
 
 def loss_and_grads(weights, biases, X, y, activation, l2=0.0, sample_weight=None,
-                   dtype=None, return_n_correct=False):
+                   dtype=None, return_n_correct=False, dropout=0.0, dropout_key=0, iteration=0):
     """Full-batch softmax cross-entropy loss and its gradient (numba kernel).
 
     ``L = sum_i w_i CE_i / sum_i w_i + l2/2 * sum_l ||W_l||^2`` (biases are not
@@ -760,6 +962,10 @@ def loss_and_grads(weights, biases, X, y, activation, l2=0.0, sample_weight=None
     sample_weight : ndarray of shape (n_samples,) or None
     dtype : "float64", "float32" or None (float32 only if weights[0] is float32)
     return_n_correct : bool, also return the number of correctly classified rows
+    dropout : float in [0, 1), inverted dropout on the hidden layers (0: none)
+    dropout_key, iteration : the masks' key and training step (``dropout_masks``);
+        the masks do not depend on the weights, so for a fixed key and iteration
+        this is a smooth function of them (finite differences apply)
 
     Returns
     -------
@@ -776,7 +982,9 @@ def loss_and_grads(weights, biases, X, y, activation, l2=0.0, sample_weight=None
     l2 = float(l2)
     if not np.isfinite(l2) or l2 < 0:
         raise ValueError(f"l2={l2!r} must be a finite number >= 0")
-    loss, grad, correct = _run_loss_and_grad(theta, sizes, code, X, y, w, l2)
+    dropout, key, iteration = _check_dropout(dropout, dropout_key, iteration)
+    loss, grad, correct = _run_loss_and_grad(theta, sizes, code, X, y, w, l2, dropout, key,
+                                             iteration)
     if not np.isfinite(loss) or not np.all(np.isfinite(grad)):
         raise ValueError(f"loss or gradient is not finite (loss={loss}); the weights or "
                          f"inputs are too large: scale the inputs or shrink the weights")
@@ -974,6 +1182,13 @@ class MLP(ClassifierMixin, BaseEstimator):
         drawn from ``seed`` (``train_test_split(..., stratify=y,
         random_state=seed)``); unused without early stopping or with explicit
         validation data
+    dropout : float in [0, 1), inverted dropout on the hidden layers while
+        training: each hidden unit of each row is zeroed with this probability
+        and the kept ones scaled by 1 / (1 - dropout); masks are drawn inside
+        the kernel from ``seed``, the iteration, the row and the unit, so a fit
+        is the same for any thread count. 0 (default): no dropout, the plain
+        kernel. ``history_["loss"]`` and ``train_acc`` are then those of the
+        dropped-out network; prediction and validation never drop
     verbose : bool or int >= 0; ``k`` prints the loss every k iterations
         (``True``: every iteration, as scikit-learn's ``MLPClassifier``)
     random_state, max_iter : scikit-learn's names for ``seed`` and ``n_iter``
@@ -1012,7 +1227,7 @@ class MLP(ClassifierMixin, BaseEstimator):
     def __init__(self, hidden=(64, 64), activation="relu", lr=0.1, n_iter=200,
                  init="normal", init_scale=0.1, seed=42, dtype="float64", l2=0.0,
                  class_weight=None, early_stopping=False, patience=20, validation_fraction=0.1,
-                 verbose=False, random_state=None, max_iter=None):
+                 verbose=False, random_state=None, max_iter=None, dropout=0.0):
         # stored as given (scikit-learn's convention); checked in ``fit``
         self.hidden, self.activation, self.lr, self.n_iter = hidden, activation, lr, n_iter
         self.init, self.init_scale, self.seed, self.dtype = init, init_scale, seed, dtype
@@ -1020,6 +1235,7 @@ class MLP(ClassifierMixin, BaseEstimator):
         self.early_stopping, self.patience = early_stopping, patience
         self.validation_fraction = validation_fraction
         self.verbose, self.random_state, self.max_iter = verbose, random_state, max_iter
+        self.dropout = dropout
 
     def __sklearn_is_fitted__(self):
         return hasattr(self, "weights_")
@@ -1079,6 +1295,7 @@ class MLP(ClassifierMixin, BaseEstimator):
             v = getattr(self, name)
             if v is not None and (not _is_int(v) or v < 0):
                 raise ValueError(f"{name}={v!r} must be a non-negative integer or None")
+        _check_dropout(self.dropout, 0, 0)
         if not (isinstance(self.verbose, (bool, np.bool_)) or
                 (_is_int(self.verbose) and self.verbose >= 0)):
             raise ValueError(f"verbose={self.verbose!r} must be True, False or an integer >= 0")
@@ -1203,6 +1420,12 @@ class MLP(ClassifierMixin, BaseEstimator):
         return idx.astype(np.int64)
 
     # ------------------------------------------------------------------ fit
+    def _dropout_key(self):
+        """Key of the dropout masks, from the seed (a stream apart from the initial
+        weights'); random when the seed is None."""
+        child = np.random.SeedSequence(self._resolved("seed")).spawn(1)[0]
+        return int(child.generate_state(1, dtype=np.uint64)[0])
+
     def _init_params(self, sizes, dtype):
         rng = np.random.default_rng(self._resolved("seed"))
         weights, biases = [], []
@@ -1277,12 +1500,15 @@ class MLP(ClassifierMixin, BaseEstimator):
         lr = dtype(self.lr)
         n_iter = self._resolved("n_iter")
         every = int(self.verbose)               # 0: silent
+        rate = float(self.dropout)
+        key = self._dropout_key() if rate > 0 else 0
         hist = {k: np.full(n_iter, np.nan) for k in _HISTORY_KEYS[:4]}
         hist["grad_abs_mean"] = np.full((n_iter, L), np.nan)
         best_loss, best_theta, best_iter = np.inf, None, None
         t = -1
         for t in range(n_iter):
-            loss, grad, correct = _run_loss_and_grad(theta, sizes, code, X, yi, w, self.l2)
+            loss, grad, correct = _run_loss_and_grad(theta, sizes, code, X, yi, w, self.l2,
+                                                     rate, key, t)
             if not np.isfinite(loss) or not np.all(np.isfinite(grad)):
                 raise ValueError(
                     f"training diverged at iteration {t}: the loss is {loss} with lr={self.lr}; "
