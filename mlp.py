@@ -480,12 +480,12 @@ def _delta_to_input(D, W, A, code, Dn):
 
 
 @njit(cache=True)
-def _output_delta(Zout, y, scale, s, ez, D):
+def _output_delta(Zout, y, scale, s, ez, D, loss, correct):
     """D = d(sum_i scale_i CE_i)/dz at the logits Zout (r, K) of rows s.. of y;
-    returns (sum_i scale_i CE_i in float64, number of correct argmax predictions)."""
+    returns (loss + sum_i scale_i CE_i in float64, correct + number of correct
+    argmax predictions). The running sum comes in so that it adds row by row
+    across tiles: the same rounding as one loop over the block."""
     K = Zout.shape[1]
-    loss = 0.0
-    correct = 0
     for i in range(Zout.shape[0]):
         best, zmax, ssum = _softmax_row(Zout, i, ez)
         yi = y[s + i]
@@ -537,9 +537,7 @@ def _block_loss_grad(theta, sizes, code, X, y, scale, start, stop, tile, g):
     for s in range(start, stop, tile):
         Xt, Zout, D = _tile_logits(Ws, bs, code, X, s, stop, tile, acts, dbuf)
         r = Xt.shape[0]
-        lt, ct = _output_delta(Zout, y, scale, s, ez, D)
-        loss += lt
-        correct += ct
+        loss, correct = _output_delta(Zout, y, scale, s, ez, D, loss, correct)
         for l in range(L - 1, -1, -1):
             A = Xt if l == 0 else acts[l - 1][:r]              # (r, fan_in)
             _add_layer_grad(D, A, gtmp[:sizes[l + 1] * sizes[l]].reshape(sizes[l + 1], sizes[l]),
@@ -671,9 +669,7 @@ def _block_loss_grad_dropout(theta, sizes, code, X, y, scale, start, stop, tile,
         r = Xt.shape[0]
         Zout = _tile_forward_dropout(Ws, bs, code, Xt, s, acts, kept, masks, key, iteration, rate)
         D = _delta_view(dbuf, 0, r, Zout.shape[1])
-        lt, ct = _output_delta(Zout, y, scale, s, ez, D)
-        loss += lt
-        correct += ct
+        loss, correct = _output_delta(Zout, y, scale, s, ez, D, loss, correct)
         for l in range(L - 1, -1, -1):
             A = Xt if l == 0 else kept[l - 1][:r]              # what layer l read, (r, fan_in)
             _add_layer_grad(D, A, gtmp[:sizes[l + 1] * sizes[l]].reshape(sizes[l + 1], sizes[l]),
