@@ -23,11 +23,13 @@ table. The output layer is always softmax.
 Sections, in file order
 -----------------------
 activations (the registry) and parameter layout; forward (tiled softmax
-forward pass); backward (tiled, block-parallel loss + gradient); their plain
-NumPy reference (``reference_*``); the validating wrappers ``loss_and_grads``
-/ ``forward``; the ``MLP`` estimator; attribution (Part C:
-``input_gradients``, ``feature_attribution``, ``permutation_check``,
-``randomization_check``).
+forward pass); backward (tiled, block-parallel loss + gradient); dropout (the
+same with inverted dropout, masks hashed from key, iteration, row and unit);
+their plain NumPy reference (``reference_*``); the validating wrappers
+``loss_and_grads`` / ``forward`` / ``dropout_masks``; the ``MLP`` estimator;
+attribution (Part C: ``input_gradients`` with a class selector,
+``input_x_gradient``, ``integrated_gradients``, ``feature_attribution``,
+``permutation_check``, ``randomization_check``).
 """
 import hashlib
 import os
