@@ -61,7 +61,7 @@ from sklearn.model_selection import KFold, StratifiedKFold, train_test_split
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import OneHotEncoder, StandardScaler
 from sklearn.tree import DecisionTreeClassifier
-from sklearn.utils.validation import _check_feature_names_in, check_is_fitted, validate_data
+from sklearn.utils.validation import check_is_fitted, validate_data
 
 DEFAULT_TARGET = "price_class"
 TRAIN_FILE, TEST_FILE = "train.csv", "test.csv"
@@ -1218,8 +1218,10 @@ class Preprocessor(TransformerMixin, BaseEstimator):
 
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()
-        text = bool(np.iterable(self.categorical) and not isinstance(self.categorical, (str, bytes))
-                    and len(list(self.categorical)) > 0)
+        try:                                    # tags never raise: fit checks the parameters
+            text = not isinstance(self.categorical, (str, bytes)) and len(self.categorical) > 0
+        except TypeError:
+            text = False
         tags.input_tags.categorical = text      # text columns are one-hot encoded ...
         tags.input_tags.string = text           # ... when there are any
         tags.input_tags.allow_nan = True        # missing cells are imputed
@@ -1340,7 +1342,19 @@ class Preprocessor(TransformerMixin, BaseEstimator):
         ``input_features[p]``, else ``feature_names_in_[p]``, else ``x<p>``."""
         if not _positional(columns):
             return [str(c) for c in columns]
-        names = _check_feature_names_in(self, input_features)
+        if input_features is None:
+            names = getattr(self, "feature_names_in_", None)
+            if names is None:
+                return [f"x{c}" for c in columns]
+        else:
+            names = [str(c) for c in input_features]
+            fitted = getattr(self, "feature_names_in_", None)
+            if fitted is not None and names != [str(c) for c in fitted]:
+                raise ValueError(f"input_features {_names(names)} are not the fitted columns "
+                                 f"{_names(fitted)}")
+            if len(names) != self.n_features_in_:
+                raise ValueError(f"input_features has {len(names)} names; X had "
+                                 f"{self.n_features_in_} columns in fit")
         return [str(names[c]) for c in columns]
 
     def _encoded_names(self, input_features=None):

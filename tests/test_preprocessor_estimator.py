@@ -136,3 +136,13 @@ def test_bad_input_by_position():
     # names still need a DataFrame, and the error says how to encode an array
     with pytest.raises(TypeError, match=r"got ndarray \(to encode an array, list column positions"):
         Preprocessor(["a"], ["color"]).fit(arr)
+
+
+def test_input_features_for_positions_are_checked():
+    df, arr = mixed()
+    with pytest.raises(ValueError, match="input_features has 2 names; X had 4 columns in fit"):
+        Preprocessor([0], [1]).fit(arr).get_feature_names_out(["p", "q"])
+    framed = Preprocessor([0], [1]).fit(df)
+    with pytest.raises(ValueError, match="input_features 'p', 'q', 'r', 's' are not the fitted"):
+        framed.get_feature_names_out(["p", "q", "r", "s"])
+    assert list(framed.get_feature_names_out(list(df.columns))) == list(framed.feature_names_)
