@@ -23,11 +23,13 @@ table. The output layer is always softmax.
 Sections, in file order
 -----------------------
 activations (the registry) and parameter layout; forward (tiled softmax
-forward pass); backward (tiled, block-parallel loss + gradient); their plain
-NumPy reference (``reference_*``); the validating wrappers ``loss_and_grads``
-/ ``forward``; the ``MLP`` estimator; attribution (Part C:
-``input_gradients``, ``feature_attribution``, ``permutation_check``,
-``randomization_check``).
+forward pass); backward (tiled, block-parallel loss + gradient); dropout (the
+same with inverted dropout, masks hashed from key, iteration, row and unit);
+their plain NumPy reference (``reference_*``); the validating wrappers
+``loss_and_grads`` / ``forward`` / ``dropout_masks``; the ``MLP`` estimator;
+attribution (Part C: ``input_gradients`` with a class selector,
+``input_x_gradient``, ``integrated_gradients``, ``feature_attribution``,
+``permutation_check``, ``randomization_check``).
 """
 import hashlib
 import os
@@ -484,6 +486,43 @@ def _delta_to_input(D, W, A, code, Dn):
 
 
 @njit(cache=True)
+def _output_delta(Zout, y, scale, s, ez, D, loss, correct):
+    """D = d(sum_i scale_i CE_i)/dz at the logits Zout (r, K) of rows s.. of y;
+    returns (loss + sum_i scale_i CE_i in float64, correct + number of correct
+    argmax predictions). The running sum comes in so that it adds row by row
+    across tiles: the same rounding as one loop over the block."""
+    K = Zout.shape[1]
+    for i in range(Zout.shape[0]):
+        best, zmax, ssum = _softmax_row(Zout, i, ez)
+        yi = y[s + i]
+        if best == yi:
+            correct += 1
+        lse = zmax + np.log(ssum)                              # log sum_k exp(z_k)
+        loss += scale[s + i] * (lse - Zout[i, yi])
+        # softmax + CE fused: dCE/dz_k = p_k - [k == y], the softmax Jacobian
+        # contracted with -1/p_y collapses to P - Y.
+        c = scale[s + i] / ssum
+        for k in range(K):
+            D[i, k] = c * ez[k]
+        D[i, yi] -= scale[s + i]
+    return loss, correct
+
+
+@njit(cache=True)
+def _add_layer_grad(D, A, gt, gW, gb):
+    """gW += D^T A (fan_out, fan_in) and gb += column sums of D, through the buffer gt."""
+    r, fo = D.shape
+    fi = A.shape[1]
+    np.dot(D.T, A, gt)                                         # (fan_out, fan_in)
+    for a in range(fo):
+        for c in range(fi):
+            gW[a, c] += gt[a, c]
+    for i in range(r):
+        for a in range(fo):
+            gb[a] += D[i, a]
+
+
+@njit(cache=True)
 def _block_loss_grad(theta, sizes, code, X, y, scale, start, stop, tile, g):
     """Add d/dtheta of sum_i scale_i * CE_i over rows [start, stop) into ``g``.
 
@@ -498,63 +537,31 @@ def _block_loss_grad(theta, sizes, code, X, y, scale, start, stop, tile, g):
         maxp = max(maxp, sizes[l + 1] * sizes[l])
     acts, dbuf = _tile_workspaces(sizes, tile, dt)
     gtmp = np.empty(maxp, dtype=dt)
-    K = sizes[L]
-    ez = np.empty(K)                                           # exp(z - max z), float64
+    ez = np.empty(sizes[L])                                    # exp(z - max z), float64
     loss = 0.0
     correct = 0
     for s in range(start, stop, tile):
         Xt, Zout, D = _tile_logits(Ws, bs, code, X, s, stop, tile, acts, dbuf)
         r = Xt.shape[0]
-        for i in range(r):
-            best, zmax, ssum = _softmax_row(Zout, i, ez)
-            yi = y[s + i]
-            if best == yi:
-                correct += 1
-            lse = zmax + np.log(ssum)                          # log sum_k exp(z_k)
-            loss += scale[s + i] * (lse - Zout[i, yi])
-            # softmax + CE fused: dCE/dz_k = p_k - [k == y], the softmax Jacobian
-            # contracted with -1/p_y collapses to P - Y.
-            c = scale[s + i] / ssum
-            for k in range(K):
-                D[i, k] = c * ez[k]
-            D[i, yi] -= scale[s + i]
+        loss, correct = _output_delta(Zout, y, scale, s, ez, D, loss, correct)
         for l in range(L - 1, -1, -1):
             A = Xt if l == 0 else acts[l - 1][:r]              # (r, fan_in)
-            fo = sizes[l + 1]
-            fi = sizes[l]
-            gt = gtmp[:fo * fi].reshape(fo, fi)
-            np.dot(D.T, A, gt)                                 # (fan_out, fan_in)
-            gW = gWs[l]
-            for a in range(fo):
-                for c in range(fi):
-                    gW[a, c] += gt[a, c]
-            gb = gbs[l]
-            for i in range(r):
-                for a in range(fo):
-                    gb[a] += D[i, a]
+            _add_layer_grad(D, A, gtmp[:sizes[l + 1] * sizes[l]].reshape(sizes[l + 1], sizes[l]),
+                            gWs[l], gbs[l])
             if l > 0:
-                D = _delta_to_input(D, Ws[l], A, code, _delta_view(dbuf, L - l, r, fi))
+                D = _delta_to_input(D, Ws[l], A, code, _delta_view(dbuf, L - l, r, sizes[l]))
     return loss, correct
 
 
-@njit(cache=True, parallel=True)
-def _loss_and_grad(theta, sizes, code, X, y, scale, l2, tile, n_blocks):
-    """L = sum_i scale_i CE_i + l2/2 sum_l ||W_l||^2 and dL/dtheta; also #correct."""
-    n = X.shape[0]
+@njit(cache=True)
+def _reduce_blocks(theta, sizes, G, losses, corrects, l2):
+    """Sum the per-block gradients, losses and counts in block order (independent
+    of the thread count) and add l2/2 sum_l ||W_l||^2 and its gradient."""
     P = theta.shape[0]
-    G = np.zeros((n_blocks, P), dtype=theta.dtype)             # per-block gradients
-    losses = np.zeros(n_blocks)
-    corrects = np.zeros(n_blocks, dtype=np.int64)
-    for b in nb.prange(n_blocks):
-        start, stop = _block_rows(b, n_blocks, n, tile)
-        lb, cb = _block_loss_grad(theta, sizes, code, X, y, scale, start, stop, tile, G[b])
-        losses[b] = lb
-        corrects[b] = cb
-    # fixed-order reduction over blocks -> independent of the thread count
     grad = np.zeros(P)
     loss = 0.0
     correct = 0
-    for b in range(n_blocks):
+    for b in range(G.shape[0]):
         loss += losses[b]
         correct += corrects[b]
         for p in range(P):
@@ -567,6 +574,149 @@ def _loss_and_grad(theta, sizes, code, X, y, scale, l2, tile, n_blocks):
                 loss += 0.5 * l2 * w * w
                 grad[p] += l2 * w
     return loss, grad.astype(theta.dtype), correct
+
+
+@njit(cache=True, parallel=True)
+def _loss_and_grad(theta, sizes, code, X, y, scale, l2, tile, n_blocks):
+    """L = sum_i scale_i CE_i + l2/2 sum_l ||W_l||^2 and dL/dtheta; also #correct."""
+    n = X.shape[0]
+    G = np.zeros((n_blocks, theta.shape[0]), dtype=theta.dtype)    # per-block gradients
+    losses = np.zeros(n_blocks)
+    corrects = np.zeros(n_blocks, dtype=np.int64)
+    for b in nb.prange(n_blocks):
+        start, stop = _block_rows(b, n_blocks, n, tile)
+        lb, cb = _block_loss_grad(theta, sizes, code, X, y, scale, start, stop, tile, G[b])
+        losses[b] = lb
+        corrects[b] = cb
+    return _reduce_blocks(theta, sizes, G, losses, corrects, l2)
+
+
+# ==================================================================== dropout
+# Inverted dropout on the hidden layers while training: unit j of hidden layer l
+# of sample i is kept with probability 1 - rate and then scaled by 1 / (1 - rate),
+# so prediction (no dropout) needs no rescaling. The keep decision is a counter
+# hash of (key, iteration, row, layer, unit), not a draw from a sequential
+# generator: the masks are the same for any tiling, block split or thread count,
+# and ``dropout_masks`` reproduces them for the NumPy reference.
+_GOLDEN = np.uint64(0x9E3779B97F4A7C15)
+
+
+@njit(cache=True, inline="always")
+def _mix64(z):
+    """splitmix64's finaliser: a bijection of uint64 whose output bits all depend on every input bit."""
+    z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+    z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+    return z ^ (z >> np.uint64(31))
+
+
+@njit(cache=True)
+def _fill_dropout_mask(M, key, iteration, row0, layer, rate):
+    """M[i, j] = 1 / (1 - rate) when u >= rate else 0, u in [0, 1) hashed from
+    (key, iteration, row0 + i, layer, j)."""
+    r, m = M.shape
+    keep = 1.0 / (1.0 - rate)
+    base = _mix64(key ^ _mix64(np.uint64(iteration) * _GOLDEN + np.uint64(layer)))
+    for i in range(r):
+        h = _mix64(base + np.uint64(row0 + i) * _GOLDEN)
+        for j in range(m):
+            u = np.float64(_mix64(h + np.uint64(j)) >> np.uint64(11)) * (1.0 / 9007199254740992.0)
+            M[i, j] = keep if u >= rate else 0.0
+
+
+@njit(cache=True)
+def _tile_forward_dropout(Ws, bs, code, Xt, s, acts, kept, masks, key, iteration, rate):
+    """``_tile_forward`` with dropout: acts[l] = g(kept[l-1] W[l]^T + b[l]) and
+    kept[l] = acts[l] * masks[l] for hidden l, masks drawn for rows s.. ; the last
+    acts is the logits."""
+    r = Xt.shape[0]
+    L = len(Ws)
+    A = Xt                                                     # (r, d)
+    for l in range(L):
+        Z = acts[l][:r]                                        # (r, sizes[l+1])
+        np.dot(A, Ws[l].T, Z)
+        b = bs[l]
+        if l < L - 1:
+            _bias_act(Z, b, code)
+            M = masks[l][:r]
+            _fill_dropout_mask(M, key, iteration, s, l, rate)
+            Kp = kept[l][:r]
+            for i in range(r):
+                for j in range(Z.shape[1]):
+                    Kp[i, j] = Z[i, j] * M[i, j]
+            A = Kp
+        else:
+            for i in range(r):
+                for j in range(Z.shape[1]):
+                    Z[i, j] += b[j]
+            A = Z
+    return A                                                   # logits (r, K)
+
+
+@njit(cache=True)
+def _block_loss_grad_dropout(theta, sizes, code, X, y, scale, start, stop, tile, g, key,
+                             iteration, rate):
+    """``_block_loss_grad`` with inverted dropout on the hidden layers."""
+    dt = theta.dtype
+    L = sizes.shape[0] - 1
+    Ws, bs = _layer_views(theta, sizes)
+    gWs, gbs = _layer_views(g, sizes)
+    maxp = 0
+    for l in range(L):
+        maxp = max(maxp, sizes[l + 1] * sizes[l])
+    acts, dbuf = _tile_workspaces(sizes, tile, dt)
+    kept = [np.empty((tile, sizes[l + 1]), dtype=dt) for l in range(L)]
+    masks = [np.empty((tile, sizes[l + 1]), dtype=dt) for l in range(L)]
+    gtmp = np.empty(maxp, dtype=dt)
+    ez = np.empty(sizes[L])
+    loss = 0.0
+    correct = 0
+    for s in range(start, stop, tile):
+        Xt = X[s:min(s + tile, stop)]                          # (r, d)
+        r = Xt.shape[0]
+        Zout = _tile_forward_dropout(Ws, bs, code, Xt, s, acts, kept, masks, key, iteration, rate)
+        D = _delta_view(dbuf, 0, r, Zout.shape[1])
+        loss, correct = _output_delta(Zout, y, scale, s, ez, D, loss, correct)
+        for l in range(L - 1, -1, -1):
+            A = Xt if l == 0 else kept[l - 1][:r]              # what layer l read, (r, fan_in)
+            _add_layer_grad(D, A, gtmp[:sizes[l + 1] * sizes[l]].reshape(sizes[l + 1], sizes[l]),
+                            gWs[l], gbs[l])
+            if l > 0:
+                # dL/dkept = D W; kept = g(z) * mask, so dL/dz = (D W) * mask * g'(z)
+                Dn = _delta_view(dbuf, L - l, r, sizes[l])
+                np.dot(D, Ws[l], Dn)
+                M = masks[l - 1][:r]
+                for i in range(r):
+                    for j in range(sizes[l]):
+                        Dn[i, j] *= M[i, j]
+                _mul_act_grad(Dn, acts[l - 1][:r], code)
+                D = Dn
+    return loss, correct
+
+
+@njit(cache=True, parallel=True)
+def _loss_and_grad_dropout(theta, sizes, code, X, y, scale, l2, tile, n_blocks, key, iteration,
+                           rate):
+    """``_loss_and_grad`` with inverted dropout (rate, masks from key and iteration)."""
+    n = X.shape[0]
+    G = np.zeros((n_blocks, theta.shape[0]), dtype=theta.dtype)
+    losses = np.zeros(n_blocks)
+    corrects = np.zeros(n_blocks, dtype=np.int64)
+    for b in nb.prange(n_blocks):
+        start, stop = _block_rows(b, n_blocks, n, tile)
+        lb, cb = _block_loss_grad_dropout(theta, sizes, code, X, y, scale, start, stop, tile,
+                                          G[b], key, iteration, rate)
+        losses[b] = lb
+        corrects[b] = cb
+    return _reduce_blocks(theta, sizes, G, losses, corrects, l2)
+
+
+@njit(cache=True)
+def _dropout_masks(widths, n, key, iteration, rate):
+    """The masks of ``_loss_and_grad_dropout`` for rows 0..n-1: one (n, widths[l]) per hidden layer."""
+    out = [np.empty((n, widths[l])) for l in range(widths.shape[0])]
+    for l in range(widths.shape[0]):
+        _fill_dropout_mask(out[l], key, iteration, 0, l, rate)
+    return out
 
 
 # ============================================================ NumPy reference
@@ -606,10 +756,15 @@ def reference_forward(weights, biases, X, activation):
     return reference_softmax(A @ weights[-1].T + biases[-1])   # of the (n, K) logits
 
 
-def reference_loss_and_grads(weights, biases, X, y, activation, l2=0.0, sample_weight=None):
+def reference_loss_and_grads(weights, biases, X, y, activation, l2=0.0, sample_weight=None,
+                             dropout_masks=None):
     """Loss and gradients in plain NumPy, the same math as ``loss_and_grads``.
 
     ``L = sum_i w_i CE_i / sum_i w_i + l2/2 sum_l ||W_l||^2``.
+
+    ``dropout_masks`` (one (n, h_l) array per hidden layer, e.g. from
+    ``dropout_masks``) multiply the hidden activations: inverted dropout with
+    those masks.
 
     Returns
     -------
@@ -620,10 +775,13 @@ def reference_loss_and_grads(weights, biases, X, y, activation, l2=0.0, sample_w
     n = X.shape[0]
     w = np.ones(n) if sample_weight is None else np.asarray(sample_weight, dtype=float)
     w = w / w.sum()
-    acts = [X]
-    for W, b in zip(weights[:-1], biases[:-1]):
-        acts.append(_reference_act(acts[-1] @ W.T + b, activation))
-    Z = acts[-1] @ weights[-1].T + biases[-1]               # (n, K)
+    masks = [1.0] * (len(weights) - 1) if dropout_masks is None else list(dropout_masks)
+    acts = [X]                                               # g(z) of each hidden layer
+    inputs = [X]                                             # what each layer reads: g(z) * mask
+    for W, b, M in zip(weights[:-1], biases[:-1], masks):
+        acts.append(_reference_act(inputs[-1] @ W.T + b, activation))
+        inputs.append(acts[-1] * M)
+    Z = inputs[-1] @ weights[-1].T + biases[-1]             # (n, K)
     zmax = Z.max(axis=1, keepdims=True)
     lse = zmax[:, 0] + np.log(np.exp(Z - zmax).sum(axis=1))   # (n,)
     ce = lse - Z[np.arange(n), y]
@@ -634,10 +792,10 @@ def reference_loss_and_grads(weights, biases, X, y, activation, l2=0.0, sample_w
     D = (P - Y) * w[:, None]          # softmax + CE: dCE/dz = p - onehot(y)
     dW, db = [None] * len(weights), [None] * len(weights)
     for l in range(len(weights) - 1, -1, -1):
-        dW[l] = D.T @ acts[l] + l2 * weights[l]
+        dW[l] = D.T @ inputs[l] + l2 * weights[l]
         db[l] = D.sum(axis=0)
         if l > 0:
-            D = (D @ weights[l]) * _reference_act_grad(acts[l], activation)
+            D = (D @ weights[l]) * masks[l - 1] * _reference_act_grad(acts[l], activation)
     return loss, dW, db
 
 
@@ -731,14 +889,56 @@ def _check_params(weights, biases, dtype):
     return theta, sizes, dtype
 
 
-def _run_loss_and_grad(theta, sizes, code, X, y, w, l2):
-    """Kernel call on already validated arrays: (loss, grad theta, n_correct)."""
+def _run_loss_and_grad(theta, sizes, code, X, y, w, l2, dropout=0.0, key=0, iteration=0):
+    """Kernel call on already validated arrays: (loss, grad theta, n_correct).
+    ``dropout`` 0 is the kernel without dropout; else masks from ``key`` and ``iteration``."""
     scale = w / w.sum()
+    args = (theta, sizes, np.int64(code), X, y, scale, np.float64(l2), np.int64(TILE),
+            np.int64(_n_blocks(X.shape[0], TILE)))
     with _single_threaded_blas():
-        loss, grad, correct = _loss_and_grad(theta, sizes, np.int64(code), X, y, scale,
-                                             np.float64(l2), np.int64(TILE),
-                                             np.int64(_n_blocks(X.shape[0], TILE)))
+        if dropout == 0:
+            loss, grad, correct = _loss_and_grad(*args)
+        else:
+            loss, grad, correct = _loss_and_grad_dropout(*args, np.uint64(key),
+                                                         np.int64(iteration), np.float64(dropout))
     return float(loss), grad, int(correct)
+
+
+def _check_dropout(dropout, key, iteration):
+    """(rate, key, iteration) checked: rate in [0, 1), key in [0, 2**64), iteration >= 0."""
+    if not _is_real(dropout) or not 0 <= dropout < 1:
+        raise ValueError(f"dropout={dropout!r} must be a number in [0, 1), e.g. 0.2 (0: none)")
+    if not _is_int(key) or not 0 <= key < 2 ** 64:
+        raise ValueError(f"dropout_key={key!r} must be an integer in [0, 2**64)")
+    if not _is_int(iteration) or iteration < 0:
+        raise ValueError(f"iteration={iteration!r} must be an integer >= 0")
+    return float(dropout), int(key), int(iteration)
+
+
+def dropout_masks(hidden, n_samples, dropout, dropout_key, iteration=0):
+    """The dropout masks the training kernel uses, for the NumPy reference and tests.
+
+    Parameters
+    ----------
+    hidden : sequence of int, widths of the hidden layers
+    n_samples : int, rows 0..n_samples-1 (a row's mask does not depend on n_samples)
+    dropout : float in [0, 1), the rate
+    dropout_key : int in [0, 2**64), e.g. ``MLP._dropout_key()``
+    iteration : int >= 0, the training step
+
+    Returns
+    -------
+    masks : list of ndarray, ``masks[l]`` of shape (n_samples, hidden[l]), float64,
+        each entry 0 (dropped) or 1 / (1 - dropout) (kept)
+    """
+    dropout, key, iteration = _check_dropout(dropout, dropout_key, iteration)
+    widths = np.asarray([int(h) for h in hidden], dtype=np.int64)
+    if not _is_int(n_samples) or n_samples < 0:
+        raise ValueError(f"n_samples={n_samples!r} must be an integer >= 0")
+    if widths.size == 0:
+        return []
+    return list(_dropout_masks(widths, np.int64(n_samples), np.uint64(key), np.int64(iteration),
+                               np.float64(dropout)))
 
 
 def _run_forward(theta, sizes, code, X, log=False):
@@ -747,7 +947,7 @@ def _run_forward(theta, sizes, code, X, log=False):
 
 
 def loss_and_grads(weights, biases, X, y, activation, l2=0.0, sample_weight=None,
-                   dtype=None, return_n_correct=False):
+                   dtype=None, return_n_correct=False, dropout=0.0, dropout_key=0, iteration=0):
     """Full-batch softmax cross-entropy loss and its gradient (numba kernel).
 
     ``L = sum_i w_i CE_i / sum_i w_i + l2/2 * sum_l ||W_l||^2`` (biases are not
@@ -764,6 +964,10 @@ def loss_and_grads(weights, biases, X, y, activation, l2=0.0, sample_weight=None
     sample_weight : ndarray of shape (n_samples,) or None
     dtype : "float64", "float32" or None (float32 only if weights[0] is float32)
     return_n_correct : bool, also return the number of correctly classified rows
+    dropout : float in [0, 1), inverted dropout on the hidden layers (0: none)
+    dropout_key, iteration : the masks' key and training step (``dropout_masks``);
+        the masks do not depend on the weights, so for a fixed key and iteration
+        this is a smooth function of them (finite differences apply)
 
     Returns
     -------
@@ -780,7 +984,9 @@ def loss_and_grads(weights, biases, X, y, activation, l2=0.0, sample_weight=None
     l2 = float(l2)
     if not np.isfinite(l2) or l2 < 0:
         raise ValueError(f"l2={l2!r} must be a finite number >= 0")
-    loss, grad, correct = _run_loss_and_grad(theta, sizes, code, X, y, w, l2)
+    dropout, key, iteration = _check_dropout(dropout, dropout_key, iteration)
+    loss, grad, correct = _run_loss_and_grad(theta, sizes, code, X, y, w, l2, dropout, key,
+                                             iteration)
     if not np.isfinite(loss) or not np.all(np.isfinite(grad)):
         raise ValueError(f"loss or gradient is not finite (loss={loss}); the weights or "
                          f"inputs are too large: scale the inputs or shrink the weights")
@@ -828,9 +1034,10 @@ INITS = ("normal", "glorot", "he")
 _HISTORY_KEYS = ("loss", "val_loss", "train_acc", "val_acc", "grad_abs_mean")
 # what ``fit`` learns; removed when a fit starts and when it fails
 _FITTED = ("weights_", "biases_", "classes_", "n_features_in_", "feature_names_in_", "history_",
-           "n_iter_", "best_iter_", "best_val_iter_", "_best_val_theta")
+           "n_iter_", "best_iter_", "best_val_iter_", "_best_val_theta", "training_mean_")
 SAVE_FORMAT, SAVE_VERSION = "mlp.MLP", 1      # written by MLP.save, checked by MLP.load
 _ZIP_MAGIC = b"PK\x03\x04"                     # every .npz is a zip archive
+_ALIASES = {"seed": "random_state", "n_iter": "max_iter"}   # primary -> scikit-learn's name
 
 
 def _is_int(v):
@@ -967,8 +1174,31 @@ class MLP(ClassifierMixin, BaseEstimator):
     l2 : float >= 0, L2 penalty on the weights (not biases)
     class_weight : None, "balanced" or dict {label: weight}
     early_stopping : bool, stop when the validation loss has not improved for
-        ``patience`` iterations and restore the best parameters (needs X_val)
+        ``patience`` iterations and restore the best parameters. The validation
+        data are ``X_val``/``y_val`` when ``fit`` gets them, else a stratified
+        ``validation_fraction`` of the training rows held out (so it works in
+        ``GridSearchCV``, which passes no validation data)
     patience : int >= 1
+    validation_fraction : float in (0, 1), share of ``X`` held out for early
+        stopping when ``fit`` gets no ``X_val``/``y_val``: a stratified split
+        drawn from ``seed`` (``train_test_split(..., stratify=y,
+        random_state=seed)``); unused without early stopping or with explicit
+        validation data
+    dropout : float in [0, 1), inverted dropout on the hidden layers while
+        training: each hidden unit of each row is zeroed with this probability
+        and the kept ones scaled by 1 / (1 - dropout); masks are drawn inside
+        the kernel from ``seed``, the iteration, the row and the unit, so a fit
+        is the same for any thread count. 0 (default): no dropout, the plain
+        kernel. ``history_["loss"]`` and ``train_acc`` are then those of the
+        dropped-out network; prediction and validation never drop
+    verbose : bool or int >= 0; ``k`` prints the loss every k iterations
+        (``True``: every iteration, as scikit-learn's ``MLPClassifier``)
+    random_state, max_iter : scikit-learn's names for ``seed`` and ``n_iter``
+        (aliases: ``seed`` and ``n_iter`` are the primary names, the ones
+        ``get_params`` users and the saved files rely on). None (default)
+        defers to the primary; a value given is the one used, whatever the
+        primary says (scikit-learn's own checks set ``n_iter`` and
+        ``max_iter`` to different values and expect ``max_iter`` to count).
 
     Attributes
     ----------
@@ -987,19 +1217,60 @@ class MLP(ClassifierMixin, BaseEstimator):
     best_val_iter_ : int or None, iteration with the lowest validation loss (None
         without validation data); its parameters are kept for
         ``replay_early_stopping`` (not written by ``save``)
+    training_mean_ : ndarray of shape (n_features_in_,), float64, the mean of
+        the rows trained on (without held-out validation rows); the default
+        baseline of ``integrated_gradients``
+    loss_curve_ : list of float, ``history_["loss"]`` (scikit-learn's name)
+    coefs_, intercepts_ : lists of ndarray, scikit-learn's layout: ``coefs_[l]``
+        of shape (fan_in, fan_out), the transposed view of ``weights_[l]``;
+        ``intercepts_[l]`` is ``biases_[l]``
     """
 
     def __init__(self, hidden=(64, 64), activation="relu", lr=0.1, n_iter=200,
                  init="normal", init_scale=0.1, seed=42, dtype="float64", l2=0.0,
-                 class_weight=None, early_stopping=False, patience=20):
+                 class_weight=None, early_stopping=False, patience=20, validation_fraction=0.1,
+                 verbose=False, random_state=None, max_iter=None, dropout=0.0):
         # stored as given (scikit-learn's convention); checked in ``fit``
         self.hidden, self.activation, self.lr, self.n_iter = hidden, activation, lr, n_iter
         self.init, self.init_scale, self.seed, self.dtype = init, init_scale, seed, dtype
         self.l2, self.class_weight = l2, class_weight
         self.early_stopping, self.patience = early_stopping, patience
+        self.validation_fraction = validation_fraction
+        self.verbose, self.random_state, self.max_iter = verbose, random_state, max_iter
+        self.dropout = dropout
 
     def __sklearn_is_fitted__(self):
         return hasattr(self, "weights_")
+
+    def _resolved(self, primary):
+        """The value in effect for ``primary`` ("seed" or "n_iter"): its
+        scikit-learn alias when that was given, else the primary itself."""
+        alias = getattr(self, _ALIASES[primary])
+        return getattr(self, primary) if alias is None else alias
+
+    # ------------------------------------------------ scikit-learn's names
+    def _fitted(self, name):
+        if not hasattr(self, "weights_"):
+            raise AttributeError(f"{name} is set by fit; this MLP is not fitted yet")
+
+    @property
+    def loss_curve_(self):
+        """``history_["loss"]`` as a list: the training loss before each step."""
+        self._fitted("loss_curve_")
+        return [float(v) for v in self.history_["loss"]] if hasattr(self, "history_") else []
+
+    @property
+    def coefs_(self):
+        """Weights in scikit-learn's layout: ``coefs_[l]`` of shape (fan_in, fan_out),
+        views of ``weights_[l].T``."""
+        self._fitted("coefs_")
+        return [W.T for W in self.weights_]
+
+    @property
+    def intercepts_(self):
+        """Biases in scikit-learn's name: ``intercepts_[l]`` is ``biases_[l]``, shape (fan_out,)."""
+        self._fitted("intercepts_")
+        return list(self.biases_)
 
     # ------------------------------------------------------------ validation
     def _check_hyper(self):
@@ -1014,14 +1285,22 @@ class MLP(ClassifierMixin, BaseEstimator):
         code = activation_code(self.activation)
         if not _is_real(self.lr) or self.lr <= 0:
             raise ValueError(f"lr={self.lr!r} must be a finite number > 0, e.g. 0.1")
-        if not _is_int(self.n_iter) or self.n_iter < 1:
-            raise ValueError(f"n_iter={self.n_iter!r} must be an integer >= 1")
+        for name in ("n_iter", "max_iter"):
+            v = getattr(self, name)
+            if not (v is None and name == "max_iter") and (not _is_int(v) or v < 1):
+                raise ValueError(f"{name}={v!r} must be an integer >= 1")
         if self.init not in INITS:
             raise ValueError(f"init={self.init!r} is not supported; use one of {list(INITS)}")
         if not _is_real(self.init_scale) or self.init_scale <= 0:
             raise ValueError(f"init_scale={self.init_scale!r} must be a finite number > 0")
-        if self.seed is not None and (not _is_int(self.seed) or self.seed < 0):
-            raise ValueError(f"seed={self.seed!r} must be a non-negative integer or None")
+        for name in ("seed", "random_state"):
+            v = getattr(self, name)
+            if v is not None and (not _is_int(v) or v < 0):
+                raise ValueError(f"{name}={v!r} must be a non-negative integer or None")
+        _check_dropout(self.dropout, 0, 0)
+        if not (isinstance(self.verbose, (bool, np.bool_)) or
+                (_is_int(self.verbose) and self.verbose >= 0)):
+            raise ValueError(f"verbose={self.verbose!r} must be True, False or an integer >= 0")
         dtype = resolve_dtype(self.dtype)
         if not _is_real(self.l2) or self.l2 < 0:
             raise ValueError(f"l2={self.l2!r} must be a finite number >= 0")
@@ -1035,6 +1314,9 @@ class MLP(ClassifierMixin, BaseEstimator):
             raise ValueError(f"early_stopping={self.early_stopping!r} must be True or False")
         if not _is_int(self.patience) or self.patience < 1:
             raise ValueError(f"patience={self.patience!r} must be an integer >= 1")
+        vf = self.validation_fraction
+        if not _is_real(vf) or not 0 < vf < 1:
+            raise ValueError(f"validation_fraction={vf!r} must be a number in (0, 1), e.g. 0.1")
         return tuple(int(v) for v in h), code, dtype
 
     def _check_X_y(self, X, y, dtype):
@@ -1106,6 +1388,21 @@ class MLP(ClassifierMixin, BaseEstimator):
             raise ValueError(f"class_weight={cw!r} gives every training sample weight 0")
         return w
 
+    def _validation_split(self, yi):
+        """(train rows, validation rows) of ``fit``'s data for early stopping: a
+        stratified ``validation_fraction`` drawn from ``seed``, each in row order."""
+        from sklearn.model_selection import train_test_split
+        rows = np.arange(yi.shape[0])
+        try:
+            train, val = train_test_split(rows, test_size=self.validation_fraction,
+                                          random_state=self._resolved("seed"), stratify=yi)
+        except ValueError as e:
+            raise ValueError(f"validation_fraction={self.validation_fraction!r} cannot hold out "
+                             f"a stratified validation set from {yi.shape[0]} rows of "
+                             f"{len(self.classes_)} classes ({e}); pass X_val and y_val to fit, "
+                             f"or use more rows or another validation_fraction") from None
+        return np.sort(train), np.sort(val)
+
     def _encode(self, y, n, name):
         """Class indices (int64, shape (n,)) of labels ``y`` taken from ``classes_``."""
         y = np.asarray(y)
@@ -1125,8 +1422,14 @@ class MLP(ClassifierMixin, BaseEstimator):
         return idx.astype(np.int64)
 
     # ------------------------------------------------------------------ fit
+    def _dropout_key(self):
+        """Key of the dropout masks, from the seed (a stream apart from the initial
+        weights'); random when the seed is None."""
+        child = np.random.SeedSequence(self._resolved("seed")).spawn(1)[0]
+        return int(child.generate_state(1, dtype=np.uint64)[0])
+
     def _init_params(self, sizes, dtype):
-        rng = np.random.default_rng(self.seed)
+        rng = np.random.default_rng(self._resolved("seed"))
         weights, biases = [], []
         for fan_in, fan_out in zip(sizes[:-1], sizes[1:]):
             if self.init == "normal":
@@ -1177,9 +1480,10 @@ class MLP(ClassifierMixin, BaseEstimator):
         has_val = X_val is not None
         if has_val != (y_val is not None):
             raise ValueError("pass both X_val and y_val, or neither")
-        if self.early_stopping and not has_val:
-            raise ValueError("early_stopping=True needs validation data: pass X_val and y_val "
-                             "to fit")
+        if self.early_stopping and not has_val:    # hold out validation_fraction of X
+            train, val = self._validation_split(yi)
+            X_val, y_val, has_val = X[val], y[val], True
+            X, yi, w = X[train], yi[train], self._sample_weight(yi[train])
         if progress is not None and not callable(progress):
             raise ValueError(f"progress={progress!r} must be a callable(iteration, loss, "
                              f"val_loss) or None")
@@ -1196,12 +1500,17 @@ class MLP(ClassifierMixin, BaseEstimator):
         off = _offsets(sizes)
         w_slices = [slice(off[l], off[l] + sizes[l + 1] * sizes[l]) for l in range(L)]
         lr = dtype(self.lr)
-        hist = {k: np.full(self.n_iter, np.nan) for k in _HISTORY_KEYS[:4]}
-        hist["grad_abs_mean"] = np.full((self.n_iter, L), np.nan)
+        n_iter = self._resolved("n_iter")
+        every = int(self.verbose)               # 0: silent
+        rate = float(self.dropout)
+        key = self._dropout_key() if rate > 0 else 0
+        hist = {k: np.full(n_iter, np.nan) for k in _HISTORY_KEYS[:4]}
+        hist["grad_abs_mean"] = np.full((n_iter, L), np.nan)
         best_loss, best_theta, best_iter = np.inf, None, None
         t = -1
-        for t in range(self.n_iter):
-            loss, grad, correct = _run_loss_and_grad(theta, sizes, code, X, yi, w, self.l2)
+        for t in range(n_iter):
+            loss, grad, correct = _run_loss_and_grad(theta, sizes, code, X, yi, w, self.l2,
+                                                     rate, key, t)
             if not np.isfinite(loss) or not np.all(np.isfinite(grad)):
                 raise ValueError(
                     f"training diverged at iteration {t}: the loss is {loss} with lr={self.lr}; "
@@ -1219,6 +1528,9 @@ class MLP(ClassifierMixin, BaseEstimator):
                 hist["val_acc"][t] = np.mean(np.argmax(logP, axis=1) == yv)
             if progress is not None:
                 progress(t, loss, val_loss)
+            if every and (t + 1) % every == 0:
+                print(f"Iteration {t + 1}, loss = {loss:.8f}"
+                      + (f", validation loss = {val_loss:.8f}" if has_val else ""))
             if has_val:
                 if val_loss < best_loss:
                     best_loss, best_theta, best_iter = val_loss, theta.copy(), t
@@ -1230,6 +1542,7 @@ class MLP(ClassifierMixin, BaseEstimator):
                     f"training diverged at iteration {t}: weights became non-finite with "
                     f"lr={self.lr}; use a smaller learning rate (e.g. --lr {self.lr / 10:g})")
         n_run = t + 1
+        self.training_mean_ = X.mean(axis=0, dtype=np.float64)
         self.history_ = {k: v[:n_run].copy() for k, v in hist.items()}
         self.n_iter_ = n_run
         self.best_iter_ = best_iter if self.early_stopping else None
@@ -1262,6 +1575,23 @@ class MLP(ClassifierMixin, BaseEstimator):
         X = self._check_X(X, dtype)
         theta, sizes = pack(self.weights_, self.biases_, dtype)
         return _run_forward(theta, sizes, activation_code(self.activation), X)
+
+    def predict_log_proba(self, X):
+        """Log class probabilities, computed as logits minus log-sum-exp (no log of 0).
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features)
+
+        Returns
+        -------
+        log_P : ndarray of shape (n_samples, n_classes), columns in ``classes_`` order
+        """
+        check_is_fitted(self)
+        dtype = self.weights_[0].dtype.type
+        X = self._check_X(X, dtype)
+        theta, sizes = pack(self.weights_, self.biases_, dtype)
+        return _run_forward(theta, sizes, activation_code(self.activation), X, log=True)
 
     def predict(self, X):
         """Most probable class label for each row; shape (n_samples,)."""
@@ -1296,23 +1626,95 @@ class MLP(ClassifierMixin, BaseEstimator):
         model._set_params(theta, sizes)
         return model
 
+    # ------------------------------------------------------------ attribution
+    def _attribution_X(self, X):
+        """``X`` checked like ``predict``'s (width, column names as in fit); float32
+        stays float32, anything else becomes float64 (the module functions' rule)."""
+        return self._check_X(X, [np.float64, np.float32])
+
+    def _attribution_args(self, X, y, target):
+        """(X, class indices of y or None, target) for the module-level functions:
+        a class label of ``classes_`` (one, or one per row) becomes its index."""
+        check_is_fitted(self)
+        X = self._attribution_X(X)
+        n = X.shape[0]
+        yi = None if y is None else self._encode(y, n, "y")
+        labels = self.classes_.tolist()
+        if isinstance(target, str) and target in ATTRIBUTION_TARGETS:
+            if target in labels:
+                raise ValueError(f"target={target!r} is both an attribution quantity and a class "
+                                 f"label; for the class pass one label per row, e.g. "
+                                 f"target=np.full(len(X), {target!r}, dtype=object)")
+            return X, yi, target
+        if np.ndim(target) == 0:
+            key = target.item() if isinstance(target, np.generic) else target
+            if key not in labels:
+                raise ValueError(f"target={target!r} is neither one of "
+                                 f"{sorted(ATTRIBUTION_TARGETS)} nor a class label of "
+                                 f"classes_ {labels}")
+            return X, yi, labels.index(key)
+        return X, yi, self._encode(target, n, "target")
+
     def input_gradients(self, X, y=None, target="output"):
         """Per-sample input gradients of this network (see ``input_gradients``).
 
         Parameters
         ----------
-        X : ndarray of shape (n_samples, n_features)
+        X : array-like of shape (n_samples, n_features)
         y : array-like of shape (n_samples,) of labels from ``classes_``;
             needed for ``target="loss"``
-        target : {"output", "logit", "loss"}
+        target : {"output", "logit", "loss"}, a label of ``classes_``, or an
+            array of shape (n_samples,) of labels: the softmax output of that
+            class (Captum's ``target``)
 
         Returns
         -------
         ndarray of shape (n_samples, n_features)
         """
-        check_is_fitted(self)
-        yi = None if y is None else self._encode(y, np.shape(X)[0], "y")
+        X, yi, target = self._attribution_args(X, y, target)
         return input_gradients(self.weights_, self.biases_, X, yi, self.activation, target=target)
+
+    def input_x_gradient(self, X, y=None, target="output"):
+        """Per-sample input x gradient, ``X * input_gradients(X, y, target)``.
+
+        Parameters
+        ----------
+        X, y, target : as in ``MLP.input_gradients``
+
+        Returns
+        -------
+        ndarray of shape (n_samples, n_features)
+        """
+        X, yi, target = self._attribution_args(X, y, target)
+        return input_x_gradient(self.weights_, self.biases_, X, yi, self.activation, target=target)
+
+    def integrated_gradients(self, X, y=None, target="output", baseline=None, n_steps=50,
+                             method="gausslegendre"):
+        """Integrated gradients of this network (see ``integrated_gradients``).
+
+        Parameters
+        ----------
+        X, y, target : as in ``MLP.input_gradients``
+        baseline : ndarray of shape (n_features,) or (n_samples, n_features), or
+            None for ``training_mean_``, the mean of the rows the network was trained on
+        n_steps : int, number of quadrature points
+        method : str, a key of ``IG_METHODS``
+
+        Returns
+        -------
+        IntegratedGradients (attributions, delta, value, baseline_value, target_class);
+        ``target_class`` holds indices into ``classes_``
+        """
+        X, yi, target = self._attribution_args(X, y, target)
+        if baseline is None:
+            if not hasattr(self, "training_mean_"):
+                raise ValueError("this model has no training_mean_ (built with from_weights or "
+                                 "loaded from an older file); pass baseline=, e.g. the mean of "
+                                 "the training rows")
+            baseline = self.training_mean_
+        return integrated_gradients(self.weights_, self.biases_, X, yi, self.activation,
+                                    target=target, baseline=baseline, n_steps=n_steps,
+                                    method=method)
 
     def feature_attribution(self, X, y=None, target="output", samples="correct",
                             feature_names=None, feature_source=None, times_input=False):
@@ -1320,17 +1722,22 @@ class MLP(ClassifierMixin, BaseEstimator):
 
         Parameters
         ----------
-        X : ndarray of shape (n_samples, n_features)
+        X : array-like of shape (n_samples, n_features)
         y : array-like of shape (n_samples,) of labels from ``classes_``
-        target, samples, feature_names, feature_source, times_input
+        target : as in ``MLP.input_gradients``
+        samples, feature_source, times_input
             As in the module-level ``feature_attribution``.
+        feature_names : list of str of length n_features, optional
+            Default: ``feature_names_in_`` when the model was fitted on a
+            DataFrame, else ``x0, x1, ...``.
 
         Returns
         -------
         dict, as returned by the module-level ``feature_attribution``
         """
-        check_is_fitted(self)
-        yi = None if y is None else self._encode(y, np.shape(X)[0], "y")
+        X, yi, target = self._attribution_args(X, y, target)
+        if feature_names is None and hasattr(self, "feature_names_in_"):
+            feature_names = [str(c) for c in self.feature_names_in_]
         return feature_attribution(self.weights_, self.biases_, X, yi, self.activation,
                                    target=target, samples=samples, feature_names=feature_names,
                                    feature_source=feature_source, times_input=times_input)
@@ -1372,6 +1779,8 @@ class MLP(ClassifierMixin, BaseEstimator):
         arrays = {"meta": np.array(json.dumps(meta))}
         for l, (W, b) in enumerate(zip(self.weights_, self.biases_)):
             arrays[f"W{l}"], arrays[f"b{l}"] = W, b
+        if hasattr(self, "training_mean_"):
+            arrays["training_mean"] = self.training_mean_
         for k, v in history.items():
             arrays[f"history_{k}"] = v
         tmp = p.with_name(p.name + ".part")
@@ -1443,6 +1852,12 @@ class MLP(ClassifierMixin, BaseEstimator):
             model.feature_names_in_ = np.asarray(meta["feature_names_in"], dtype=object)
         if meta["history"]:
             model.history_ = {k: f[f"history_{k}"] for k in meta["history"]}
+        if "training_mean" in f.files:               # absent from files of older versions
+            mean = f["training_mean"]
+            if mean.shape != (model.n_features_in_,) or not np.all(np.isfinite(mean)):
+                raise ValueError(f"its training_mean has shape {mean.shape} or is not finite; "
+                                 f"expected ({model.n_features_in_},) finite values")
+            model.training_mean_ = mean
         for k in ("n_iter_", "best_iter_", "best_val_iter_"):
             setattr(model, k, meta[k])
         return model
@@ -1512,7 +1927,7 @@ def replay_early_stopping(model, patience):
             return None                        # it would have stopped at iteration t
     replay = clone(model).set_params(early_stopping=True, patience=int(patience))
     replay._set_params(theta, pack(model.weights_, model.biases_)[1])
-    for k in ("classes_", "n_features_in_", "feature_names_in_"):
+    for k in ("classes_", "n_features_in_", "feature_names_in_", "training_mean_"):
         if hasattr(model, k):
             setattr(replay, k, getattr(model, k))
     replay.history_ = {k: v.copy() for k, v in model.history_.items()}
@@ -1552,13 +1967,36 @@ def _target_loss(o, m, y, k):
     return o[k] - (1.0 if k == y else 0.0)
 
 
+# The value t itself (integrated gradients' completeness check compares the sum
+# of the attributions with t(x) - t(baseline)): Z the tile's logits, i the row,
+# lse = log sum_k exp(z_k).
+@njit(cache=True, inline="always")
+def _value_output(o, Z, i, lse, m, y):
+    """t = o_m."""
+    return o[m]
+
+
+@njit(cache=True, inline="always")
+def _value_logit(o, Z, i, lse, m, y):
+    """t = a_m."""
+    return np.float64(Z[i, m])
+
+
+@njit(cache=True, inline="always")
+def _value_loss(o, Z, i, lse, m, y):
+    """t = -log o_y = lse - a_y (no log of a rounded probability)."""
+    return lse - np.float64(Z[i, y])
+
+
 class AttributionTarget(NamedTuple):
-    """One attribution target: name, kernel code, delta at the logits."""
+    """One attribution target: name, kernel code, delta at the logits, value."""
     name: str
     code: int
     delta: Callable             # @njit (o, m, y, k) -> dt/da_k for one sample
     reference_delta: Callable   # NumPy (o (n, K), m (n,), y (n,) or None) -> (n, K)
     needs_y: bool
+    value: Callable             # @njit (o, Z, i, lse, m, y) -> t for sample i of a tile
+    reference_value: Callable   # NumPy (o (n, K), z (n, K), m (n,), y (n,) or None) -> (n,)
 
 
 def _reference_target_output(o, m, y):
@@ -1566,16 +2004,26 @@ def _reference_target_output(o, m, y):
     return o[np.arange(n), m][:, None] * (np.eye(K)[m] - o)
 
 
+def _reference_value_loss(o, z, m, y):
+    n = z.shape[0]
+    zmax = z.max(axis=1)
+    lse = zmax + np.log(np.exp(z - zmax[:, None]).sum(axis=1))
+    return lse - z[np.arange(n), np.asarray(y, dtype=np.int64)]
+
+
 #: The registry of attribution targets (codes are the row positions).
 ATTRIBUTION_TABLE = (
-    AttributionTarget("output", 0, _target_output, _reference_target_output, False),
-    AttributionTarget("logit", 1, _target_logit, lambda o, m, y: np.eye(o.shape[1])[m], False),
+    AttributionTarget("output", 0, _target_output, _reference_target_output, False,
+                      _value_output, lambda o, z, m, y: o[np.arange(o.shape[0]), m]),
+    AttributionTarget("logit", 1, _target_logit, lambda o, m, y: np.eye(o.shape[1])[m], False,
+                      _value_logit, lambda o, z, m, y: z[np.arange(z.shape[0]), m]),
     AttributionTarget("loss", 2, _target_loss,
-                      lambda o, m, y: o - np.eye(o.shape[1])[np.asarray(y, dtype=np.int64)], True),
+                      lambda o, m, y: o - np.eye(o.shape[1])[np.asarray(y, dtype=np.int64)], True,
+                      _value_loss, _reference_value_loss),
 )
 assert all(t.code == i for i, t in enumerate(ATTRIBUTION_TABLE)), "codes must be row positions"
 ATTRIBUTION_TARGETS = {t.name: t.code for t in ATTRIBUTION_TABLE}
-_KERNEL_TARGETS = tuple((t.code, t.delta, t.needs_y) for t in ATTRIBUTION_TABLE)
+_KERNEL_TARGETS = tuple((t.code, t.delta, t.needs_y, t.value) for t in ATTRIBUTION_TABLE)
 
 
 @njit(cache=True)
@@ -1595,50 +2043,138 @@ def _target_delta(o, m, y, i, target, D):
 
 
 @njit(cache=True)
-def _block_input_gradients(theta, sizes, code, X, y, target, start, stop, tile, G, pred):
-    """Rows [start, stop) of G = dt/dx and pred = argmax o, tile by tile (see ``_input_gradients``)."""
-    dt = theta.dtype
+def _target_value(o, Z, i, lse, m, y, target):
+    """t of sample i for the target with code ``target``."""
+    val = 0.0
+    known = False
+    for tg in literal_unroll(_KERNEL_TARGETS):
+        if tg[0] == target:
+            known = True
+            yi = y[i] if tg[2] else -1
+            val = tg[3](o, Z, i, lse, m, yi)
+    if not known:
+        raise ValueError("unknown attribution target code; use a code from "
+                         "mlp.ATTRIBUTION_TARGETS")
+    return val
+
+
+@njit(cache=True)
+def _tile_input_gradients(Ws, bs, sizes, code, X, s, stop, tile, y, cls, target, acts, dbuf,
+                          o, G, pred, value):
+    """For the r rows [s, min(s + tile, stop)) of X: G (r, d) = dt/dx, pred (r,) = argmax o
+    and value (r,) = t. y and cls (the class m of each row; empty: m = argmax o) are
+    indexed from the tile's first row."""
     L = sizes.shape[0] - 1
     K = sizes[L]
+    Xt, Z, D = _tile_logits(Ws, bs, code, X, s, stop, tile, acts, dbuf)
+    r = Xt.shape[0]
+    # ---- delta at the logits a, dt/da, one row per sample
+    for i in range(r):
+        m, zmax, tot = _softmax_row(Z, i, o)
+        pred[i] = m
+        for k in range(K):
+            o[k] /= tot
+        if cls.shape[0] > 0:
+            m = cls[i]
+        _target_delta(o, m, y, i, target, D)
+        value[i] = _target_value(o, Z, i, zmax + np.log(tot), m, y, target)
+    # ---- backward: delta_l = g'(h_l) * (delta_{l+1} W_l); at l = 0 it is dt/dx
+    for l in range(L - 1, -1, -1):
+        if l == 0:
+            np.dot(D, Ws[0], G)                                # (r, d): each row its own sample
+        else:
+            D = _delta_to_input(D, Ws[l], acts[l - 1][:r], code,
+                                _delta_view(dbuf, L - l, r, sizes[l]))
+
+
+@njit(cache=True)
+def _block_input_gradients(theta, sizes, code, X, y, cls, target, start, stop, tile, G, pred,
+                           value):
+    """Rows [start, stop) of G = dt/dx, pred = argmax o and value = t, tile by tile
+    (see ``_input_gradients``)."""
     Ws, bs = _layer_views(theta, sizes)
-    acts, dbuf = _tile_workspaces(sizes, tile, dt)
-    o = np.empty(K)                                            # softmax of one sample, float64
+    acts, dbuf = _tile_workspaces(sizes, tile, theta.dtype)
+    o = np.empty(sizes[sizes.shape[0] - 1])                    # softmax of one sample, float64
     for s in range(start, stop, tile):
-        Xt, Z, D = _tile_logits(Ws, bs, code, X, s, stop, tile, acts, dbuf)
-        r = Xt.shape[0]
-        # ---- delta at the logits a, dt/da, one row per sample
-        for i in range(r):
-            m, _, tot = _softmax_row(Z, i, o)
-            pred[s + i] = m
-            for k in range(K):
-                o[k] /= tot
-            _target_delta(o, m, y[s:], i, target, D)
-        # ---- backward: delta_l = g'(h_l) * (delta_{l+1} W_l); at l = 0 it is dt/dx
-        for l in range(L - 1, -1, -1):
-            if l == 0:
-                np.dot(D, Ws[0], G[s:s + r])                  # (r, d): each row its own sample
-            else:
-                D = _delta_to_input(D, Ws[l], acts[l - 1][:r], code,
-                                    _delta_view(dbuf, L - l, r, sizes[l]))
+        e = min(s + tile, stop)
+        _tile_input_gradients(Ws, bs, sizes, code, X, s, stop, tile, y[s:], cls[s:], target,
+                              acts, dbuf, o, G[s:e], pred[s:e], value[s:e])
 
 
 @njit(cache=True, parallel=True)
-def _input_gradients(theta, sizes, code, X, y, target):
-    """G[s] = dt/dx at x = X[s], t = o_m (target 0), a_m (1) or -log o_y (2); m = argmax o.
+def _input_gradients(theta, sizes, code, X, y, target, cls):
+    """G[s] = dt/dx at x = X[s], t = o_m (target 0), a_m (1) or -log o_y (2); m =
+    cls[s] (argmax o when cls is empty). Also pred = argmax o and the value t.
 
     Tiles of TILE samples go forward and backward as matrix products (like
     ``_loss_and_grad``); a fixed number of contiguous blocks run in parallel and
-    every sample writes only its own row of G and entry of pred.
+    every sample writes only its own row of G and entries of pred and value.
     """
     n, d = X.shape
     G = np.empty((n, d), dtype=X.dtype)
     pred = np.empty(n, dtype=np.int64)
+    value = np.empty(n)
     tile = TILE
     n_blocks = min((n + tile - 1) // tile, MAX_BLOCKS)
     for b in prange(n_blocks):
         start, stop = _block_rows(b, n_blocks, n, tile)
-        _block_input_gradients(theta, sizes, code, X, y, target, start, stop, tile, G, pred)
-    return G, pred
+        _block_input_gradients(theta, sizes, code, X, y, cls, target, start, stop, tile, G, pred,
+                               value)
+    return G, pred, value
+
+
+@njit(cache=True)
+def _block_integrated_gradients(theta, sizes, code, X, B, y, cls, target, alphas, wts,
+                                start, stop, tile, A):
+    """Rows [start, stop) of A = (X - B) * sum_k wts[k] dt/dx at B + alphas[k] (X - B)."""
+    dt = theta.dtype
+    d = X.shape[1]
+    Ws, bs = _layer_views(theta, sizes)
+    acts, dbuf = _tile_workspaces(sizes, tile, dt)
+    o = np.empty(sizes[sizes.shape[0] - 1])
+    P = np.empty((tile, d), dtype=dt)                          # one tile of path points
+    Gt = np.empty((tile, d), dtype=dt)                         # their gradients
+    acc = np.empty((tile, d))                                  # sum over steps, float64
+    pred = np.empty(tile, dtype=np.int64)                      # unused here
+    value = np.empty(tile)                                     # unused here
+    one = B.shape[0] == 1                                      # one baseline for every row
+    for s in range(start, stop, tile):
+        r = min(s + tile, stop) - s
+        acc[:r] = 0.0
+        for k in range(alphas.shape[0]):                       # the steps in a fixed order
+            a = alphas[k]
+            for i in range(r):
+                bi = 0 if one else s + i
+                for j in range(d):
+                    P[i, j] = B[bi, j] + a * (X[s + i, j] - B[bi, j])
+            _tile_input_gradients(Ws, bs, sizes, code, P, 0, r, tile, y[s:], cls[s:], target,
+                                  acts, dbuf, o, Gt[:r], pred, value)
+            for i in range(r):
+                for j in range(d):
+                    acc[i, j] += wts[k] * Gt[i, j]
+        for i in range(r):
+            bi = 0 if one else s + i
+            for j in range(d):
+                A[s + i, j] = (np.float64(X[s + i, j]) - np.float64(B[bi, j])) * acc[i, j]
+
+
+@njit(cache=True, parallel=True)
+def _integrated_gradients(theta, sizes, code, X, B, y, cls, target, alphas, wts):
+    """A[s] = (x - b) * sum_k wts[k] dt/dx(b + alphas[k] (x - b)), x = X[s], b = B[s]
+    (or B[0]), the class m = cls[s] fixed along the path; float64 (n, d).
+
+    Blocks of rows as in ``_input_gradients``; each row's sum over the steps is
+    its own, in step order, so the result does not depend on the thread count.
+    """
+    n, d = X.shape
+    A = np.empty((n, d))
+    tile = TILE
+    n_blocks = min((n + tile - 1) // tile, MAX_BLOCKS)
+    for b in prange(n_blocks):
+        start, stop = _block_rows(b, n_blocks, n, tile)
+        _block_integrated_gradients(theta, sizes, code, X, B, y, cls, target, alphas, wts,
+                                    start, stop, tile, A)
+    return A
 
 
 # ------------------------------------------------------------------ validation
@@ -1647,10 +2183,33 @@ def _attr_target_code(target):
     return registry_code(ATTRIBUTION_TARGETS, "target", target)
 
 
+def _attr_target(target, n, n_classes):
+    """(target code, per-row class indices) of an attribution target: a name of
+    ``ATTRIBUTION_TABLE`` (classes empty: the argmax), or the class index (one, or
+    one per row) whose softmax output o_c is differentiated."""
+    if isinstance(target, str):
+        try:
+            return _attr_target_code(target), np.zeros(0, dtype=np.int64)
+        except ValueError as e:
+            raise ValueError(f"{e}, or a class index 0..{n_classes - 1}") from None
+    c = np.asarray(target)
+    if c.dtype.kind not in "iu" or c.ndim > 1 or (c.ndim == 1 and c.shape[0] != n):
+        raise ValueError(f"target={target!r} is not supported; use one of "
+                         f"{sorted(ATTRIBUTION_TARGETS)} or a class index 0..{n_classes - 1} "
+                         f"(one int, or one per row of X: {n})")
+    c = np.ascontiguousarray(np.broadcast_to(c, (n,)), dtype=np.int64)
+    bad = np.flatnonzero((c < 0) | (c >= n_classes))
+    if bad.size:
+        raise ValueError(f"target class {c[bad[0]]} (row {bad[0]}) is outside 0..{n_classes - 1}; "
+                         f"the network has {n_classes} outputs")
+    return ATTRIBUTION_TARGETS["output"], c
+
+
 def _attr_inputs(weights, biases, X, y, activation, target, dtype):
-    """Validated (theta, sizes, code, X, y, target_code) for ``_input_gradients``."""
+    """Validated (theta, sizes, code, X, y, target_code, classes) for ``_input_gradients``."""
     code = activation_code(activation)
-    tcode = _attr_target_code(target)
+    if isinstance(target, str):
+        _attr_target(target, 0, len(biases[-1]))              # an unknown name before the data
     X_arr = np.asarray(X)
     if dtype is None:
         dtype = np.float32 if X_arr.dtype == np.float32 else np.float64
@@ -1660,6 +2219,7 @@ def _attr_inputs(weights, biases, X, y, activation, target, dtype):
                          f"inputs (weights[0] has shape {np.shape(weights[0])}); encode X "
                          f"the same way as the training data")
     X_arr = _check_X(X_arr, dtype)
+    tcode, cls = _attr_target(target, X_arr.shape[0], int(sizes[-1]))
     if y is None:
         if ATTRIBUTION_TABLE[tcode].needs_y:
             others = [t.name for t in ATTRIBUTION_TABLE if not t.needs_y]
@@ -1668,17 +2228,23 @@ def _attr_inputs(weights, biases, X, y, activation, target, dtype):
         y_arr = np.zeros(0, dtype=np.int64)
     else:
         y_arr = _check_y_index(y, X_arr.shape[0], int(sizes[-1]))
-    return theta, sizes, code, X_arr, y_arr, tcode
+    return theta, sizes, code, X_arr, y_arr, tcode, cls
 
 
-def _gradients_and_predictions(weights, biases, X, y, activation, target, dtype):
-    theta, sizes, code, X_arr, y_arr, tcode = _attr_inputs(weights, biases, X, y,
-                                                           activation, target, dtype)
+def _run_input_gradients(theta, sizes, code, X, y, tcode, cls):
+    """Kernel call on validated arrays: (G, pred, value), G checked finite."""
     with _single_threaded_blas():
-        G, pred = _input_gradients(theta, sizes, np.int64(code), X_arr, y_arr, np.int64(tcode))
+        G, pred, value = _input_gradients(theta, sizes, np.int64(code), X, y, np.int64(tcode), cls)
     if not np.all(np.isfinite(G)):
         raise ValueError("input gradients are not finite; check the weights for huge values "
                          "(retrain with a lower learning rate) or use dtype='float64'")
+    return G, pred, value
+
+
+def _gradients_and_predictions(weights, biases, X, y, activation, target, dtype):
+    theta, sizes, code, X_arr, y_arr, tcode, cls = _attr_inputs(weights, biases, X, y,
+                                                                activation, target, dtype)
+    G, pred, _ = _run_input_gradients(theta, sizes, code, X_arr, y_arr, tcode, cls)
     return G, pred, X_arr
 
 
@@ -1696,11 +2262,13 @@ def input_gradients(weights, biases, X, y, activation, target="output", dtype=No
         True labels; required for ``target="loss"`` only.
     activation : {"relu", "sigmoid", "tanh"}
         Hidden activation; the output layer is softmax.
-    target : {"output", "logit", "loss"}
+    target : {"output", "logit", "loss"}, int or ndarray of int of shape (n_samples,)
         ``"output"``: d o_m / dx, o_m the softmax output of the predicted class m
         (Aggarwal sec. 2.8). ``"logit"``: d a_m / dx, the predicted class's
         pre-softmax logit (does not saturate). ``"loss"``: dL/dx of the
-        cross-entropy with the true label, dL/dx = W1^T delta1.
+        cross-entropy with the true label, dL/dx = W1^T delta1. A class index
+        c (Captum's ``target``): d o_c / dx, the softmax output of class c for
+        every row, whatever the prediction; an array gives each row its class.
     dtype : {None, "float64", "float32"}
         Computation dtype; None uses float32 if X is float32, else float64.
 
@@ -1713,6 +2281,168 @@ def input_gradients(weights, biases, X, y, activation, target="output", dtype=No
     return G
 
 
+def input_x_gradient(weights, biases, X, y, activation, target="output", dtype=None):
+    """Per-sample input x gradient, ``X * input_gradients(...)`` (Captum's InputXGradient).
+
+    Parameters
+    ----------
+    weights, biases, X, y, activation, target, dtype
+        As in ``input_gradients``.
+
+    Returns
+    -------
+    A : ndarray of shape (n_samples, n_features), dtype ``dtype``
+        ``A[s, i] = X[s, i] * dt_s / dX[s, i]``.
+    """
+    G, _, X_arr = _gradients_and_predictions(weights, biases, X, y, activation, target, dtype)
+    return X_arr * G
+
+
+# Quadrature rules of the path integral over alpha in [0, 1]: n_steps -> (alphas,
+# weights), weights summing to 1. Names as in Captum.
+def _rule_gausslegendre(n):
+    x, w = np.polynomial.legendre.leggauss(n)
+    return (x + 1) / 2, w / 2
+
+
+def _rule_trapezoid(n):
+    w = np.full(n, 1.0 / (n - 1))
+    w[[0, -1]] /= 2
+    return np.linspace(0.0, 1.0, n), w
+
+
+IG_METHODS = {
+    "gausslegendre": (_rule_gausslegendre, 1),       # name: (rule, smallest n_steps)
+    "riemann_left": (lambda n: (np.arange(n) / n, np.full(n, 1.0 / n)), 1),
+    "riemann_right": (lambda n: (np.arange(1, n + 1) / n, np.full(n, 1.0 / n)), 1),
+    "riemann_middle": (lambda n: ((np.arange(n) + 0.5) / n, np.full(n, 1.0 / n)), 1),
+    "riemann_trapezoid": (_rule_trapezoid, 2),
+}
+
+
+def ig_rule(method, n_steps):
+    """Points and weights of an integrated-gradients quadrature rule on [0, 1].
+
+    Parameters
+    ----------
+    method : str, a key of ``IG_METHODS``
+    n_steps : int, number of points (>= 2 for "riemann_trapezoid", else >= 1)
+
+    Returns
+    -------
+    alphas : ndarray of shape (n_steps,), float64 in [0, 1]
+    weights : ndarray of shape (n_steps,), float64, summing to 1
+    """
+    rule, least = IG_METHODS[registry_code({k: k for k in IG_METHODS}, "method", method)]
+    if not _is_int(n_steps) or n_steps < least:
+        raise ValueError(f"n_steps={n_steps!r} must be an integer >= {least} for "
+                         f"method={method!r}")
+    alphas, weights = rule(int(n_steps))
+    return np.ascontiguousarray(alphas, dtype=np.float64), np.ascontiguousarray(weights,
+                                                                                dtype=np.float64)
+
+
+class IntegratedGradients(NamedTuple):
+    """What ``integrated_gradients`` returns (unpacks as ``attributions, delta, ...``)."""
+    attributions: np.ndarray    # (n_samples, n_features) float64
+    delta: np.ndarray           # (n_samples,) sum of the row's attributions - (value - baseline_value)
+    value: np.ndarray           # (n_samples,) the target t at the input
+    baseline_value: np.ndarray  # (n_samples,) t at the baseline, the same class
+    target_class: np.ndarray    # (n_samples,) int64, the class m of t (for "loss": y)
+
+
+def _check_baseline(baseline, X_arr):
+    """``baseline`` as a C-contiguous (1, d) or (n, d) array of X's dtype, finite."""
+    n, d = X_arr.shape
+    if baseline is None:
+        raise ValueError("baseline is needed: pass the training mean, e.g. "
+                         "baseline=X_train.mean(axis=0) (MLP.integrated_gradients uses it by default)")
+    B = np.asarray(baseline, dtype=np.float64)
+    if B.ndim == 1:
+        B = B[None, :]
+    if B.ndim != 2 or B.shape[1] != d or B.shape[0] not in (1, n):
+        raise ValueError(f"baseline has shape {np.shape(baseline)}; expected ({d},) for one "
+                         f"baseline or ({n}, {d}), one per row of X")
+    return _require_finite(np.ascontiguousarray(B, dtype=X_arr.dtype), "baseline")
+
+
+def integrated_gradients(weights, biases, X, y, activation, target="output", baseline=None,
+                         n_steps=50, method="gausslegendre", dtype=None):
+    """Integrated gradients (Sundararajan et al. 2017) with the completeness delta.
+
+    ``A[s, i] = (x_i - b_i) * integral_0^1 dt/dx_i (b + alpha (x - b)) d alpha``
+    for x = X[s], b its baseline, by the quadrature ``method`` with ``n_steps``
+    points, over the numba gradient kernel. The class m of t is fixed along the
+    path: the given one, else the prediction at x (for "loss", the label y).
+    Completeness says ``sum_i A[s, i] = t(x) - t(b)``; ``delta`` is what the
+    quadrature misses (shrinks as ``n_steps`` grows).
+
+    Parameters
+    ----------
+    weights, biases, X, y, activation, target, dtype
+        As in ``input_gradients``.
+    baseline : ndarray of shape (n_features,) or (n_samples, n_features)
+        The reference input(s), e.g. the training mean (required here;
+        ``MLP.integrated_gradients`` defaults to its ``training_mean_``).
+    n_steps : int >= 1 (>= 2 for "riemann_trapezoid")
+    method : {"gausslegendre", "riemann_left", "riemann_right", "riemann_middle",
+        "riemann_trapezoid"}, the rule (``IG_METHODS``)
+
+    Returns
+    -------
+    IntegratedGradients
+        ``attributions`` (n_samples, n_features) float64, ``delta`` (n_samples,),
+        ``value`` and ``baseline_value`` (n_samples,) the target at x and at b,
+        ``target_class`` (n_samples,).
+    """
+    theta, sizes, code, X_arr, y_arr, tcode, cls = _attr_inputs(weights, biases, X, y,
+                                                                activation, target, dtype)
+    alphas, wts = ig_rule(method, n_steps)
+    B = _check_baseline(baseline, X_arr)
+    n = X_arr.shape[0]
+    _, pred, value = _run_input_gradients(theta, sizes, code, X_arr, y_arr, tcode, cls)
+    if cls.size == 0:
+        cls = pred                                   # the class at the input, for the whole path
+    B_rows = np.ascontiguousarray(np.broadcast_to(B, (n, B.shape[1])))
+    _, _, base_value = _run_input_gradients(theta, sizes, code, B_rows, y_arr, tcode, cls)
+    with _single_threaded_blas():
+        A = _integrated_gradients(theta, sizes, np.int64(code), X_arr, B, y_arr, cls,
+                                  np.int64(tcode), alphas, wts)
+    if not np.all(np.isfinite(A)):
+        raise ValueError("integrated gradients are not finite; check the weights for huge values "
+                         "(retrain with a lower learning rate) or use dtype='float64'")
+    target_class = y_arr.copy() if ATTRIBUTION_TABLE[tcode].needs_y else cls.copy()
+    return IntegratedGradients(A, A.sum(axis=1) - (value - base_value), value, base_value,
+                               target_class)
+
+
+def _reference_target_and_gradient(weights, biases, X, y, activation, target, classes=None):
+    """float64 NumPy (t, dt/dx, m) of every row; ``classes`` fixes m (else the target's rule)."""
+    activation_code(activation)
+    X = np.asarray(X, dtype=np.float64)
+    tcode, cls = _attr_target(target, X.shape[0], len(biases[-1]))
+    tgt = ATTRIBUTION_TABLE[tcode]
+    if tgt.needs_y and y is None:
+        raise ValueError(f"target={target!r} needs the true labels y")
+    Ws = [np.asarray(W, dtype=np.float64) for W in weights]
+    bs = [np.asarray(b, dtype=np.float64) for b in biases]
+    h = [X]                                             # h[0] = x, h[l] = layer l output
+    for l, (W, b) in enumerate(zip(Ws, bs)):
+        a = h[-1] @ W.T + b                              # (n, sizes[l+1])
+        h.append(_reference_act(a, activation) if l < len(Ws) - 1 else a)
+    z = h[-1]
+    o = reference_softmax(z)                            # (n, K)
+    m = np.argmax(z, axis=1) if cls.size == 0 else cls
+    if classes is not None:
+        m = np.asarray(classes)
+    delta = tgt.reference_delta(o, m, y)                # (n, K) dt/da at the logits
+    for l in range(len(Ws) - 1, -1, -1):
+        delta = delta @ Ws[l]                            # (n, sizes[l]) = W_l^T delta
+        if l > 0:
+            delta = delta * _reference_act_grad(h[l], activation)
+    return tgt.reference_value(o, z, m, y), delta, m
+
+
 def reference_input_gradients(weights, biases, X, y, activation, target="output"):
     """Slow, readable float64 NumPy version of ``input_gradients`` (same arguments).
 
@@ -1720,25 +2450,36 @@ def reference_input_gradients(weights, biases, X, y, activation, target="output"
     -------
     G : ndarray of shape (n_samples, n_features), float64
     """
-    activation_code(activation)
-    tgt = ATTRIBUTION_TABLE[_attr_target_code(target)]
-    if tgt.needs_y and y is None:
-        raise ValueError(f"target={target!r} needs the true labels y")
-    Ws = [np.asarray(W, dtype=np.float64) for W in weights]
-    bs = [np.asarray(b, dtype=np.float64) for b in biases]
-    h = [np.asarray(X, dtype=np.float64)]               # h[0] = x, h[l] = layer l output
-    for l, (W, b) in enumerate(zip(Ws, bs)):
-        a = h[-1] @ W.T + b                              # (n, sizes[l+1])
-        h.append(_reference_act(a, activation) if l < len(Ws) - 1 else a)
-    z = h[-1]
-    o = reference_softmax(z)                            # (n, K)
-    m = np.argmax(z, axis=1)
-    delta = tgt.reference_delta(o, m, y)                # (n, K) dt/da at the logits
-    for l in range(len(Ws) - 1, -1, -1):
-        delta = delta @ Ws[l]                            # (n, sizes[l]) = W_l^T delta
-        if l > 0:
-            delta = delta * _reference_act_grad(h[l], activation)
-    return delta
+    return _reference_target_and_gradient(weights, biases, X, y, activation, target)[1]
+
+
+def reference_integrated_gradients(weights, biases, X, y, activation, target="output",
+                                   baseline=None, n_steps=50, method="gausslegendre",
+                                   gradient=None):
+    """Slow, readable NumPy version of ``integrated_gradients`` (same arguments).
+
+    ``gradient(points, m)`` -> (n, d), if given, replaces the analytic gradient of
+    the target of class m at the path points (e.g. by finite differences).
+
+    Returns
+    -------
+    IntegratedGradients, float64
+    """
+    X = np.asarray(X, dtype=np.float64)
+    B = np.broadcast_to(np.asarray(baseline, dtype=np.float64), X.shape)
+    alphas, weights_ = ig_rule(method, n_steps)
+    value, _, m = _reference_target_and_gradient(weights, biases, X, y, activation, target)
+    base_value = _reference_target_and_gradient(weights, biases, B, y, activation, target, m)[0]
+    total = np.zeros_like(X)
+    for a, w in zip(alphas, weights_):
+        points = B + a * (X - B)
+        g = (_reference_target_and_gradient(weights, biases, points, y, activation, target, m)[1]
+             if gradient is None else gradient(points, m))
+        total += w * g
+    A = (X - B) * total
+    needs_y = ATTRIBUTION_TABLE[_attr_target(target, X.shape[0], len(biases[-1]))[0]].needs_y
+    return IntegratedGradients(A, A.sum(axis=1) - (value - base_value), value, base_value,
+                               np.asarray(y if needs_y else m))
 
 
 def _labels_and_sources(d, feature_names, feature_source):

@@ -62,7 +62,7 @@ from sklearn.model_selection import KFold, StratifiedKFold, train_test_split
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import OneHotEncoder, StandardScaler
 from sklearn.tree import DecisionTreeClassifier
-from sklearn.utils.validation import check_is_fitted
+from sklearn.utils.validation import check_is_fitted, validate_data
 
 DEFAULT_TARGET = "price_class"
 TRAIN_FILE, TEST_FILE = "train.csv", "test.csv"
@@ -1162,6 +1162,16 @@ def make_synthetic(n_train=4000, n_test=1000, shortcut=None, missing_rate=0.02, 
 
 
 # ------------------------------------------------------------ preprocessing
+def _is_position(c):
+    """A column position: a Python or NumPy integer, not a bool."""
+    return isinstance(c, (int, np.integer)) and not isinstance(c, (bool, np.bool_))
+
+
+def _positional(columns):
+    """Whether checked column lists (all names or all positions) hold positions."""
+    return bool(columns) and _is_position(columns[0])
+
+
 class Preprocessor(TransformerMixin, BaseEstimator):
     """Leak-free feature encoding, fitted on training rows only (a scikit-learn transformer).
 
@@ -1172,36 +1182,47 @@ class Preprocessor(TransformerMixin, BaseEstimator):
     one 0/1 column ``<col>_missing`` per column that had missing values in the
     fitting data. Output columns: numerics, one-hots, indicators.
 
-    ``fit`` reads only the listed columns of a DataFrame (any other column, the
-    label too, is ignored) and never uses ``y``, so the encoding cannot depend
-    on the label. Constructor arguments are stored as given and checked in
-    ``fit``: ``clone``, ``Pipeline`` and ``GridSearchCV`` work, e.g.
-    ``Pipeline([("prep", Preprocessor(num, cat)), ("mlp", mlp.MLP())])``
+    Columns are named (a DataFrame's column names) or given by position
+    (integers counted from 0, for a 2-D array or a DataFrame, as in
+    scikit-learn's ``ColumnTransformer``); the two cannot be mixed.
+    ``fit`` reads only the listed columns (any other column, the label too, is
+    ignored) and never uses ``y``, so the encoding cannot depend on the label.
+    Constructor arguments are stored as given and checked in ``fit``:
+    ``clone``, ``Pipeline``, ``GridSearchCV`` and ``check_estimator`` work,
+    e.g. ``Pipeline([("prep", Preprocessor(num, cat)), ("mlp", mlp.MLP())])``
     tuned over ``prep__missing_indicators``.
 
     Parameters
     ----------
-    numeric : list of str
-        Numeric feature columns.
-    categorical : list of str
-        Categorical feature columns (text; missing cells as NaN/None).
+    numeric : list of str, or list of int
+        Numeric feature columns: names, or positions in ``X``.
+    categorical : list of str, or list of int
+        Categorical feature columns (text; missing cells as NaN/None), named
+        or by position like ``numeric``.
     missing_indicators : bool
 
     Attributes
     ----------
     feature_names_in_ : ndarray of str, shape (n_features_in_,)
-        The columns read, numeric then categorical.
+        Named columns: the columns read, numeric then categorical. Positions:
+        scikit-learn's convention, every column of a DataFrame ``X`` whose
+        column names are all strings (absent for an array).
     n_features_in_ : int
+        Named columns: the number read. Positions: ``X.shape[1]``, the width
+        ``transform`` expects.
     feature_names_ : list of str, length n_features
         E.g. ``"minimum_nights"``, ``"room_type=Private room"``,
-        ``"minimum_nights_missing"``; ``get_feature_names_out`` returns them.
+        ``"minimum_nights_missing"``; a column given by position p is named
+        ``feature_names_in_[p]``, or ``x<p>`` for an array.
+        ``get_feature_names_out`` returns them.
     feature_source_ : list of str, length n_features
         The raw column behind each encoded column.
     n_features_ : int, width of the encoded matrix
-    indicator_columns_ : list of str, columns with a ``<col>_missing`` output
+    indicator_columns_ : list of str or int, columns with a ``<col>_missing`` output
     statistics_ : dict
-        Per numeric column ``{"median", "mean", "scale"}`` (mean and scale of
-        the imputed column, ddof=0); per categorical ``{"fill", "categories"}``.
+        Per numeric column (its name or position) ``{"median", "mean", "scale"}``
+        (mean and scale of the imputed column, ddof=0); per categorical
+        ``{"fill", "categories"}``.
     """
 
     def __init__(self, numeric, categorical, missing_indicators=False):
@@ -1211,8 +1232,12 @@ class Preprocessor(TransformerMixin, BaseEstimator):
 
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()
-        tags.input_tags.categorical = True      # text columns are one-hot encoded
-        tags.input_tags.string = True
+        try:                                    # tags never raise: fit checks the parameters
+            text = not isinstance(self.categorical, (str, bytes)) and len(self.categorical) > 0
+        except TypeError:
+            text = False
+        tags.input_tags.categorical = text      # text columns are one-hot encoded ...
+        tags.input_tags.string = text           # ... when there are any
         tags.input_tags.allow_nan = True        # missing cells are imputed
         return tags
 
@@ -1220,56 +1245,156 @@ class Preprocessor(TransformerMixin, BaseEstimator):
         return hasattr(self, "transformer_")
 
     def _check_params(self):
-        """(numeric, categorical) as lists of str; ``ValueError`` naming the parameter."""
+        """(numeric, categorical) as lists of str, or lists of int (positions);
+        ``ValueError`` naming the parameter."""
         cols = {}
         for name in ("numeric", "categorical"):
             v = getattr(self, name)
             if v is None or isinstance(v, (str, bytes)) or not np.iterable(v):
                 raise ValueError(f"{name}={v!r} must be a list of column names, e.g. "
-                                 f"{name}=['a', 'b'] (or [] for none)")
-            cols[name] = [str(c) for c in v]
-            dup = sorted({c for c in cols[name] if cols[name].count(c) > 1})
+                                 f"{name}=['a', 'b'], or of column positions, e.g. [0, 1] "
+                                 f"(or [] for none)")
+            cols[name] = [int(c) if _is_position(c) else str(c) for c in v]
+            dup = sorted({c for c in cols[name] if cols[name].count(c) > 1}, key=str)
             if dup:
                 raise ValueError(f"{name} lists {_names(dup)} more than once; list each column once")
+            neg = [c for c in cols[name] if _is_position(c) and c < 0]
+            if neg:
+                raise ValueError(f"{name} lists column position {neg[0]}; positions count from 0")
+        everything = cols["numeric"] + cols["categorical"]
+        positions = [c for c in everything if _is_position(c)]
+        if positions and len(positions) != len(everything):
+            raise ValueError(f"numeric and categorical mix column positions ({_names(positions)}) "
+                             f"and names ({_names([c for c in everything if not _is_position(c)])}); "
+                             "list names for a DataFrame, or positions (0, 1, ...) for an array")
         overlap = set(cols["numeric"]) & set(cols["categorical"])
         if overlap:
-            raise ValueError(f"columns {_names(sorted(overlap))} are both numeric and categorical; "
-                             "list each column once")
-        if not cols["numeric"] and not cols["categorical"]:
+            raise ValueError(f"columns {_names(sorted(overlap, key=str))} are both numeric and "
+                             "categorical; list each column once")
+        if not everything:
             raise ValueError("Preprocessor needs at least one numeric or categorical column")
         if not isinstance(self.missing_indicators, (bool, np.bool_)):
             raise ValueError(f"missing_indicators={self.missing_indicators!r} must be True or False")
         return cols["numeric"], cols["categorical"]
 
-    def _frame(self, df, what, numeric, categorical):
-        """The feature columns of ``df`` in canonical dtypes (float64 / object)."""
-        if not isinstance(df, pd.DataFrame):
-            raise TypeError(f"{what}: X must be a pandas DataFrame with the columns "
-                            f"{_names(numeric + categorical)}; got {type(df).__name__}")
-        missing = [c for c in numeric + categorical if c not in df.columns]
-        if missing:
-            raise DataError(f"{what}: frame lacks feature columns {_names(missing)}; "
-                            "pass a frame with the columns the Preprocessor was built for")
+    @staticmethod
+    def _key(c):
+        """Label of column ``c`` (a name or a position) in the canonical frame."""
+        return f"x{c}" if _is_position(c) else c
+
+    def _by_position(self, X, what, numeric, categorical, reset):
+        """``X`` for columns given by position: scikit-learn's checks (2-D, not
+        sparse or complex, at least one row and column, the fitted width; a
+        DataFrame keeps its column dtypes), and every position inside it."""
+        try:
+            if isinstance(X, pd.DataFrame):
+                validate_data(self, X, reset=reset, skip_check_array=True)
+            else:
+                X = validate_data(self, X, reset=reset, dtype=None, accept_sparse=False,
+                                  ensure_all_finite=False)
+        except ValueError as e:
+            raise ValueError(f"{what}: {e}") from None
+        if len(X) == 0:
+            raise DataError(f"{what}: X has no rows; pass at least one row")
+        outside = [c for c in numeric + categorical if c >= X.shape[1]]
+        if outside:
+            raise ValueError(f"{what}: X has {X.shape[1]} feature(s) (shape={X.shape}) but the "
+                             f"Preprocessor reads column position(s) {_listing(outside)}; list "
+                             f"positions below {X.shape[1]}")
+        if isinstance(X, pd.DataFrame):
+            return X.index, lambda c: X.iloc[:, c]
+        return pd.RangeIndex(len(X)), lambda c: pd.Series(X[:, c])
+
+    def _frame(self, X, what, numeric, categorical, reset=False):
+        """The feature columns of ``X`` in canonical dtypes (float64 / object),
+        labelled ``_key(c)``."""
+        if _positional(numeric + categorical):
+            index, column = self._by_position(X, what, numeric, categorical, reset)
+        else:
+            if not isinstance(X, pd.DataFrame):
+                raise TypeError(f"{what}: X must be a pandas DataFrame with the columns "
+                                f"{_names(numeric + categorical)}; got {type(X).__name__} "
+                                f"(to encode an array, list column positions: "
+                                f"Preprocessor(numeric=[0, 1], categorical=[2]))")
+            missing = [c for c in numeric + categorical if c not in X.columns]
+            if missing:
+                raise DataError(f"{what}: frame lacks feature columns {_names(missing)}; "
+                                "pass a frame with the columns the Preprocessor was built for")
+            index, column = X.index, lambda c: X[c]
         cols = {}      # built at once: adding a wide frame's columns one by one fragments it
         for c in numeric:
-            num = pd.to_numeric(df[c], errors="coerce").to_numpy(dtype=np.float64)
-            bad = (np.isnan(num) & df[c].notna().to_numpy()) | np.isinf(num)
+            raw = column(c)
+            num = pd.to_numeric(raw, errors="coerce").to_numpy(dtype=np.float64)
+            bad = (np.isnan(num) & raw.notna().to_numpy()) | np.isinf(num)
             if bad.any():
-                raise DataError(f"{what}: numeric column {c!r} has non-numeric or infinite values in "
-                                f"{_where(df, bad, '')} (e.g. {_example(df[c][bad].to_numpy())}); "
+                label = f"column position {c}" if _is_position(c) else f"column {c!r}"
+                frame = pd.DataFrame(index=index)
+                values = raw.to_numpy()
+                odd = bad & np.array([not isinstance(v, (str, bytes, float, int, np.number))
+                                      for v in values], dtype=bool)
+                if odd.any():       # a dict, a list ...: not a malformed number but another type
+                    first = values[np.flatnonzero(odd)[0]]
+                    try:
+                        float(first)
+                    except (TypeError, ValueError) as e:
+                        reason = str(e)
+                    else:
+                        reason = f"a {type(first).__name__}"
+                    raise TypeError(f"{what}: numeric {label} has a value of type "
+                                    f"{type(first).__name__} in {_where(frame, odd, '')} "
+                                    f"({reason}); numeric cells are numbers, NaN or None")
+                raise DataError(f"{what}: numeric {label} has non-numeric or infinite values in "
+                                f"{_where(frame, bad, '')} (e.g. {_example(raw[bad].to_numpy())}); "
                                 "validate the data with validate_frames first")
-            cols[c] = num
+            cols[self._key(c)] = num
         for c in categorical:
-            cols[c] = _categorical_values(df[c])
-        return pd.DataFrame(cols, index=df.index, columns=list(numeric) + list(categorical))
+            cols[self._key(c)] = _categorical_values(column(c))
+        return pd.DataFrame(cols, index=index, columns=[self._key(c) for c in numeric + categorical])
+
+    def _input_names(self, columns, input_features=None):
+        """Display name of each column in ``columns``: a name as given; position p as
+        ``input_features[p]``, else ``feature_names_in_[p]``, else ``x<p>``."""
+        if not _positional(columns):
+            return [str(c) for c in columns]
+        if input_features is None:
+            names = getattr(self, "feature_names_in_", None)
+            if names is None:
+                return [f"x{c}" for c in columns]
+        else:
+            names = [str(c) for c in input_features]
+            fitted = getattr(self, "feature_names_in_", None)
+            if fitted is not None and names != [str(c) for c in fitted]:
+                raise ValueError(f"input_features {_names(names)} are not the fitted columns "
+                                 f"{_names(fitted)}")
+            if len(names) != self.n_features_in_:
+                raise ValueError(f"input_features has {len(names)} names; X had "
+                                 f"{self.n_features_in_} columns in fit")
+        return [str(names[c]) for c in columns]
+
+    def _encoded_names(self, input_features=None):
+        """(feature names, feature sources) of the encoded columns."""
+        names, source = [], []
+        shown = dict(zip(self._numeric + self._categorical,
+                         self._input_names(self._numeric + self._categorical, input_features)))
+        for c in self._numeric:
+            names.append(shown[c])
+            source.append(shown[c])
+        for c in self._categorical:
+            levels = self.statistics_[c]["categories"]
+            names += [f"{shown[c]}={v}" for v in levels]
+            source += [shown[c]] * len(levels)
+        names += [f"{shown[c]}_missing" for c in self.indicator_columns_]
+        source += [shown[c] for c in self.indicator_columns_]
+        return names, source
 
     def fit(self, X, y=None):
         """Fit imputers, encoder and scaler on the feature columns of ``X``.
 
         Parameters
         ----------
-        X : DataFrame of shape (n_samples, n_columns)
-            Training rows; any other columns (the label too) are ignored.
+        X : DataFrame or array-like of shape (n_samples, n_columns)
+            Training rows; a DataFrame for named columns. Any other columns
+            (the label too) are ignored.
         y : ignored (accepted so the Preprocessor can sit in a ``Pipeline``)
 
         Returns
@@ -1277,53 +1402,49 @@ class Preprocessor(TransformerMixin, BaseEstimator):
         self
         """
         numeric, categorical = self._check_params()
-        X = self._frame(X, "fit", numeric, categorical)
+        X = self._frame(X, "fit", numeric, categorical, reset=True)
         if len(X) == 0:
             raise DataError("fit: no rows; fit the Preprocessor on at least one training row")
+        key = self._key
         parts = []
         if numeric:
             parts.append(("num", Pipeline([
                 ("impute", SimpleImputer(strategy="median", keep_empty_features=True)),
-                ("scale", StandardScaler())]), numeric))
+                ("scale", StandardScaler())]), [key(c) for c in numeric]))
         if categorical:
             parts.append(("cat", Pipeline([
                 ("impute", SimpleImputer(strategy="most_frequent", keep_empty_features=True)),
                 ("onehot", OneHotEncoder(handle_unknown="ignore", sparse_output=False,
-                                         dtype=np.float64))]), categorical))
+                                         dtype=np.float64))]), [key(c) for c in categorical]))
         indicator_columns = []
         if self.missing_indicators:
-            indicator_columns = [c for c in numeric + categorical if X[c].isna().any()]
+            indicator_columns = [c for c in numeric + categorical if X[key(c)].isna().any()]
             if indicator_columns:
                 parts.append(("missing", MissingIndicator(features="all", error_on_new=False),
-                              indicator_columns))
+                              [key(c) for c in indicator_columns]))
         transformer = ColumnTransformer(parts, remainder="drop", sparse_threshold=0.0)
         transformer.fit(X)
 
-        names, source, stats = [], [], {}
+        stats = {}
         if numeric:
             num = transformer.named_transformers_["num"]
             med, scaler = num["impute"].statistics_, num["scale"]
             for j, c in enumerate(numeric):
-                names.append(c)
-                source.append(c)
                 stats[c] = {"median": float(med[j]), "mean": float(scaler.mean_[j]),
                             "scale": float(scaler.scale_[j])}
         if categorical:
             cat = transformer.named_transformers_["cat"]
             fills, cats = cat["impute"].statistics_, cat["onehot"].categories_
             for j, c in enumerate(categorical):
-                levels = [str(v) for v in cats[j]]
-                names += [f"{c}={v}" for v in levels]
-                source += [c] * len(levels)
-                stats[c] = {"fill": str(fills[j]), "categories": levels}
-        names += [f"{c}_missing" for c in indicator_columns]
-        source += list(indicator_columns)
+                stats[c] = {"fill": str(fills[j]), "categories": [str(v) for v in cats[j]]}
         self._numeric, self._categorical = numeric, categorical
-        self.feature_names_in_ = np.asarray(numeric + categorical, dtype=object)
-        self.n_features_in_ = len(self.feature_names_in_)
+        if not _positional(numeric + categorical):     # positions: validate_data set them
+            self.feature_names_in_ = np.asarray(numeric + categorical, dtype=object)
+            self.n_features_in_ = len(self.feature_names_in_)
         self.indicator_columns_ = indicator_columns
-        self.feature_names_, self.feature_source_, self.statistics_ = names, source, stats
-        self.n_features_ = len(names)
+        self.statistics_ = stats
+        self.feature_names_, self.feature_source_ = self._encoded_names()
+        self.n_features_ = len(self.feature_names_)
         self.transformer_ = transformer
         return self
 
@@ -1332,7 +1453,8 @@ class Preprocessor(TransformerMixin, BaseEstimator):
 
         Parameters
         ----------
-        X : DataFrame of shape (n_samples, n_columns), with the fitted columns
+        X : DataFrame or array-like of shape (n_samples, n_columns), with the
+            fitted columns (for positions: the fitted width)
 
         Returns
         -------
@@ -1352,9 +1474,13 @@ class Preprocessor(TransformerMixin, BaseEstimator):
     def get_feature_names_out(self, input_features=None):
         """Names of the encoded columns, ndarray of str of shape (n_features,).
 
-        ``input_features``, if given, must be the fitted columns (``feature_names_in_``).
+        ``input_features``, if given, must be the fitted columns
+        (``feature_names_in_``); for columns given by position, any names of
+        all ``n_features_in_`` input columns when the fit saw none.
         """
         check_is_fitted(self, msg="Preprocessor is not fitted; call fit(train_df) first")
+        if _positional(self._numeric + self._categorical):
+            return np.asarray(self._encoded_names(input_features)[0], dtype=object)
         if input_features is not None and \
                 [str(c) for c in input_features] != list(self.feature_names_in_):
             raise ValueError(f"input_features {_names(input_features)} are not the fitted "
@@ -1363,12 +1489,12 @@ class Preprocessor(TransformerMixin, BaseEstimator):
 
     def _warn_unseen(self, X):
         counts = []
-        for c in self._categorical:
-            vals = X[c].to_numpy()
+        for c, shown in zip(self._categorical, self._input_names(self._categorical)):
+            vals = X[self._key(c)].to_numpy()
             known = set(self.statistics_[c]["categories"])
             unseen = [v for v in vals if isinstance(v, str) and v not in known]
             if unseen:
-                counts.append(f"{c!r}: {len(unseen)} rows (e.g. {unseen[0]!r})")
+                counts.append(f"{shown!r}: {len(unseen)} rows (e.g. {unseen[0]!r})")
         if counts:
             # stack: here, transform, scikit-learn's set_output wrapper, the caller
             warnings.warn("categories never seen in fit are encoded as all-zero one-hot rows: "

@@ -448,8 +448,8 @@ def test_bad_data_rejected():
     with pytest.raises(TypeError, match="Sparse data was passed"):
         from scipy import sparse
         m.fit(sparse.csr_matrix(X), y)
-    with pytest.raises(ValueError, match="early_stopping=True needs validation"):
-        mlp.MLP(early_stopping=True).fit(X, y)
+    with pytest.raises(ValueError, match="validation_fraction=0.01 cannot hold out"):
+        mlp.MLP(early_stopping=True, validation_fraction=0.01).fit(X, y)
     with pytest.raises(ValueError, match="y_val"):
         m.fit(X, y, X, np.full(30, 9))
     with pytest.raises(ValueError, match="X_val has 3 features but X has 4"):
