@@ -152,6 +152,9 @@ MITIGATIONS = (
                "keep the iterate with the lowest validation loss (patience 10), against overfitting",
                params=(("early_stopping", True), ("patience", 10)), combinable=True,
                replay=_replay_early_stopping),
+    Mitigation("dropout", "dropout 0.2", (), Prepare.OPTIONS,
+               "drop each hidden unit with probability 0.2 at every training step (inverted dropout), "
+               "against overfitting", params=(("dropout", 0.2),), combinable=True),
 )
 
 

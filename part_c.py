@@ -42,6 +42,34 @@ def attribution_checks(data, cfg, act, model):
     return {"sensitivity": sens, "permutation": perm, "seconds_sensitivity": seconds}
 
 
+IG_ROWS = 2000      # integrated gradients: correctly classified training rows (a seeded sample above it)
+IG_STEPS = 32       # Gauss-Legendre points along the path from the training mean
+
+
+def integrated_ranking(model, data, act, seed, rows=IG_ROWS, n_steps=IG_STEPS):
+    """Integrated gradients of the winning class's output ``o_m`` from the training mean
+    to each correctly classified training row (``mlp.integrated_gradients``), mean
+    |attribution| per original column: ``{"by_source": DataFrame (feature, score, share,
+    rank), "n_samples", "n_steps", "max_delta", "mean_change"}`` (``max_delta``: the
+    largest completeness error |sum A - (t(x) - t(b))| over the rows, ``mean_change`` the
+    mean |t(x) - t(b)| it is set against)."""
+    X, y = data.X_train, data.y_train
+    correct = np.flatnonzero(model.predict(X) == y)
+    if len(correct) > rows:
+        correct = np.sort(np.random.default_rng(seed).choice(correct, rows, replace=False))
+    ig = mlp.integrated_gradients(model.weights_, model.biases_, X[correct], y[correct], act,
+                                  target="output", baseline=X.mean(axis=0), n_steps=n_steps)
+    per = pd.Series(np.abs(ig.attributions).mean(axis=0), index=list(data.feature_names))
+    by = per.groupby(list(data.feature_source), sort=False).sum()
+    by_source = pd.DataFrame({"feature": by.index, "score": by.to_numpy()})
+    by_source["share"] = by_source["score"] / max(by_source["score"].sum(), 1e-300)
+    by_source = by_source.sort_values("score", ascending=False).reset_index(drop=True)
+    by_source["rank"] = np.arange(1, len(by_source) + 1)
+    return {"by_source": by_source, "n_samples": int(len(correct)), "n_steps": n_steps,
+            "max_delta": float(np.max(np.abs(ig.delta))) if len(correct) else 0.0,
+            "mean_change": float(np.mean(np.abs(ig.value - ig.baseline_value))) if len(correct) else 0.0}
+
+
 def checks_step(ctx, networks):
     """Step ``checks``: ``attribution_checks`` of Part B's best network."""
     act = best_network({a: f.scores for a, f in networks.items()})
@@ -66,6 +94,7 @@ class CResult(PartResult):
     dominant: Any               # Part A's dominant feature, or None
     dominant_agree: list        # networks whose top-ranked column is the dominant feature
     seconds_attribution: float
+    integrated: dict            # activation -> integrated_ranking(...)
 
     @property
     def headline(self):
@@ -81,6 +110,10 @@ class CResult(PartResult):
                                    "logit_original": j(res["logit"]["by_source"]),
                                    "n_samples": res["output"]["n_samples"]}
                              for act, res in self.attribution.items()},
+                "integrated_gradients": {act: {"original": j(ig["by_source"]), "n_samples": ig["n_samples"],
+                                               "n_steps": ig["n_steps"], "max_delta": ig["max_delta"],
+                                               "mean_change": ig["mean_change"]}
+                                         for act, ig in self.integrated.items()},
                 "checks": self.checks, "comparison": j(self.comparison), "headline": self.headline}
 
 
@@ -107,6 +140,7 @@ def compute(ctx):
         seconds += time.perf_counter() - t0 + checks_of[act]["seconds_sensitivity"]
         results[act] = {"output": checks_of[act]["sensitivity"], "logit": logit}
     seconds = round(seconds, 3)
+    integrated = {act: integrated_ranking(model, d, act, cfg.seed) for act, model in nets.items()}
 
     pp = a.predictive_power if a is not None else None
     side = pd.DataFrame({"feature": sorted(set(source), key=source.index)})
@@ -116,6 +150,8 @@ def compute(ctx):
         side[f"{act} rank"] = side["feature"].map(bs["rank"]).astype(int)
         lg = res["logit"]["by_source"].set_index("feature")
         side[f"{act} logit rank"] = side["feature"].map(lg["rank"]).astype(int)
+        ig = integrated[act]["by_source"].set_index("feature")
+        side[f"{act} IG rank"] = side["feature"].map(ig["rank"]).astype(int)
     if pp is not None:
         side["Part A pps"] = side["feature"].map(pp["pps"])
         side["Part A rank"] = side["Part A pps"].rank(ascending=False, method="min").astype(int)
@@ -153,7 +189,35 @@ def compute(ctx):
              if dominant is not None and res["output"]["by_source"].iloc[0]["feature"] == dominant]
     return CResult(attribution=results, permutation_tables=perm_tables, checks=checks, comparison=side,
                    repeats=cfg.study.repeats, pps=pp, dominant=dominant, dominant_agree=agree,
-                   seconds_attribution=seconds)
+                   seconds_attribution=seconds, integrated=integrated)
+
+
+def _integrated_lines(res):
+    """Integrated gradients beside the sensitivity, per network: how they were taken, the
+    completeness check, the rank agreement and the columns whose ranks differ."""
+    lines = []
+    for act, ig in res.integrated.items():
+        sens = res.attribution[act]["output"]["by_source"].set_index("feature")["rank"]
+        igr = ig["by_source"].set_index("feature")["rank"]
+        common = [f for f in igr.index if f in sens.index]
+        rho = spearmanr(sens.loc[common], igr.loc[common]).statistic if len(common) > 2 else float("nan")
+        moved = [(f, int(sens[f]), int(igr[f])) for f in common if abs(int(sens[f]) - int(igr[f])) >= 2]
+        text = (f"{rp.literal(act, code=True)}: integrated gradients (from the training mean to each of "
+                f"{ig['n_samples']:,} correctly classified training rows, {ig['n_steps']} Gauss–Legendre steps; "
+                f"completeness: the attributions of a row add up to o_m(x) − o_m(baseline) within "
+                f"{ig['max_delta']:.2g}, against a mean change of {ig['mean_change']:.3f}) rank "
+                f"{rp.literal(ig['by_source'].iloc[0]['feature'], code=True)} first")
+        if rho == rho:
+            text += f"; Spearman {rho:+.2f} with the sensitivity ranking"
+        if moved:
+            text += ("; ranks that differ by two or more: " + ", ".join(
+                f"{rp.literal(f, code=True)} {a} → {b}" for f, a, b in moved[:6])
+                + " (sensitivity → integrated gradients: a local slope against the whole path from the "
+                  "average input)")
+        else:
+            text += "; no column's rank differs by two or more"
+        lines.append(text + ".")
+    return lines
 
 
 def render(res, out):
@@ -183,7 +247,9 @@ def render(res, out):
                     "(one-hot columns summed)")
     out.save_table(res.comparison, "c_comparison", floatfmt=".3f",
                    caption="Original columns side by side: attribution share and rank per network "
-                           "(∂o_m/∂x and the pre-softmax logit ∂a_m/∂x) and Part A's predictive power")
+                           "(∂o_m/∂x, the pre-softmax logit ∂a_m/∂x and integrated gradients) and Part A's "
+                           "predictive power")
+    r.bullets(_integrated_lines(res))
 
     r.heading("Cross-checks", 3)
     lines = []

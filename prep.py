@@ -156,15 +156,17 @@ def _has_pair(folder):
     return all(p is not None for p in find_data_files(folder))
 
 
-# The course's data: the last folder the automatic search looks in (``find_data_dir``).
-# A run on it is framed for the course's assignment (``run_all.course_framing``).
-COURSE_DATA_DIR = REPO_DIR.parent / "shared" / "data"
+def course_data_dir():
+    """The course's data folder, ``<repo>/../shared/data``: the last folder the automatic
+    search looks in (``find_data_dir``). A run on it is framed for the course's
+    assignment (``run_all.course_framing``)."""
+    return REPO_DIR.parent / "shared" / "data"
 
 
 def is_course_folder(folder):
-    """True when ``folder`` is the course's data folder (``COURSE_DATA_DIR``)."""
+    """True when ``folder`` is the course's data folder (``course_data_dir``)."""
     try:
-        return Path(folder).resolve() == COURSE_DATA_DIR.resolve()
+        return Path(folder).resolve() == course_data_dir().resolve()
     except (OSError, TypeError, ValueError):
         return False
 
@@ -217,7 +219,7 @@ def find_data_dir(data_dir=None, require_test=True):
             return Path(env).expanduser()
         warnings.warn(f"${DATA_DIR_ENV}={env} does not hold both {TRAIN_FILE} and {TEST_FILE}; "
                       "ignoring it and searching ./data, <repo>/data, <repo>/../shared/data", stacklevel=2)
-    for folder in (Path.cwd() / "data", REPO_DIR / "data", COURSE_DATA_DIR):
+    for folder in (Path.cwd() / "data", REPO_DIR / "data", course_data_dir()):
         if _has_pair(folder):
             return folder
     return None

@@ -20,8 +20,8 @@ from typing import Callable, NamedTuple, Optional
 import numpy as np
 from numba import literal_unroll, njit
 
-from mlp import (ACTIVATION_TABLE, ACTIVATIONS, _KERNEL_ACTIVATIONS, activation_code,
-                 reference_softmax, registry_code)
+from kernels import ACTIVATION_TABLE, ACTIVATIONS, _KERNEL_ACTIVATIONS, activation_code, registry_code
+from mlp import reference_softmax
 from numerics import exp_nonpositive, log_normal
 
 # Samples per block. The kernel is serial and works on one block of samples at

@@ -17,6 +17,7 @@ from numpy.testing import assert_allclose, assert_array_equal
 
 from sklearn.exceptions import NotFittedError
 
+import kernels
 import mlp
 
 ACTS = ["relu", "sigmoid", "tanh"]
@@ -151,18 +152,18 @@ def test_vectorised_activations_are_accurate_to_a_few_ulp(activation):
                        + [[0.0, -0.0, 708.0, -708.0, -745.0, -746.0, 1e308, -1e308]])
     ref = expit(z) if activation == "sigmoid" else np.tanh(z)
     Z = z.reshape(-1, 8).copy()
-    mlp._bias_act(Z, np.zeros(8), mlp.ACTIVATIONS[activation])
+    kernels._bias_act(Z, np.zeros(8), mlp.ACTIVATIONS[activation])
     got = Z.ravel()
     assert_allclose(got, ref, rtol=5e-16, atol=1e-300)
     assert np.all(np.abs(got) <= 1)
     inf = np.array([[np.inf, -np.inf, np.nan]])
-    mlp._bias_act(inf, np.zeros(3), mlp.ACTIVATIONS[activation])
+    kernels._bias_act(inf, np.zeros(3), mlp.ACTIVATIONS[activation])
     assert_array_equal(inf[0, :2], [1.0, 0.0] if activation == "sigmoid" else [1.0, -1.0])
     assert np.isnan(inf[0, 2])
     # float32 tiles: evaluated in float64, rounded once
     Z32 = z[np.abs(z) < 1e30].astype(np.float32).reshape(-1, 1)
     ref32 = (expit if activation == "sigmoid" else np.tanh)(Z32.astype(np.float64))
-    mlp._bias_act(Z32, np.zeros(1, np.float32), mlp.ACTIVATIONS[activation])
+    kernels._bias_act(Z32, np.zeros(1, np.float32), mlp.ACTIVATIONS[activation])
     assert_allclose(Z32, ref32, rtol=6e-8, atol=1e-37)
 
 
@@ -174,7 +175,7 @@ def test_float32_sigmoid_is_correctly_rounded():
     z = np.concatenate([rng.normal(size=40000) * s for s in [1e-6, 0.01, 0.3, 1, 3, 10, 30, 90]]
                        ).astype(np.float32)
     Z = z.reshape(-1, 8).copy()
-    mlp._bias_act(Z, np.zeros(8, np.float32), mlp.ACTIVATIONS["sigmoid"])
+    kernels._bias_act(Z, np.zeros(8, np.float32), mlp.ACTIVATIONS["sigmoid"])
     assert_array_equal(Z.ravel(), expit(z.astype(np.float64)).astype(np.float32))
 
 
@@ -596,7 +597,7 @@ def test_old_kernel_caches_are_pruned_to_the_newest_few(tmp_path):
         (tmp_path / name).mkdir()
         (tmp_path / name / "k.nbi").write_text("x")
         os.utime(tmp_path / name, (1000 + i, 1000 + i))
-    removed = mlp._prune_kernel_caches(str(tmp_path / "numba-new"), keep=2)
+    removed = kernels._prune_kernel_caches(str(tmp_path / "numba-new"), keep=2)
     assert sorted(os.path.basename(p) for p in removed) == ["numba-a", "numba-b"]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["numba-c", "numba-d", "other"]
-    assert mlp._prune_kernel_caches(str(tmp_path / "missing" / "numba-x")) == []
+    assert kernels._prune_kernel_caches(str(tmp_path / "missing" / "numba-x")) == []

@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 from numpy.testing import assert_allclose
 
+import kernels
 import mlp
 import shared_bias as sb
 from test_shared_bias import _fd     # central differences, eps 1e-6
@@ -157,9 +158,9 @@ def test_bias_net_kernels_match_reference_and_finite_differences(activation, out
 def test_unknown_activation_code_raises_in_every_dispatch():
     Z = np.ones((2, 3))
     with pytest.raises(ValueError, match="unknown activation code"):
-        mlp._bias_act(Z, np.zeros(3), BAD_CODE)
+        kernels._bias_act(Z, np.zeros(3), BAD_CODE)
     with pytest.raises(ValueError, match="unknown activation code"):
-        mlp._mul_act_grad(Z, Z.copy(), BAD_CODE)
+        kernels._mul_act_grad(Z, Z.copy(), BAD_CODE)
     with pytest.raises(ValueError, match="unknown activation code"):
         sb._bias_net_act(Z, Z.copy(), BAD_CODE, 2, 3)
     X, Y, W, U, b1, b2 = _bias_problem()
@@ -184,7 +185,7 @@ def test_unknown_output_or_loss_code_raises():
 def test_unknown_attribution_target_code_raises():
     o, D = np.full(3, 1 / 3), np.zeros((1, 3))
     with pytest.raises(ValueError, match="unknown attribution target code"):
-        mlp._target_delta(o, 0, np.zeros(0, dtype=np.int64), 0, BAD_CODE, D)
+        kernels._target_delta(o, 0, np.zeros(0, dtype=np.int64), 0, BAD_CODE, D)
 
 
 def test_unknown_names_raise_with_the_options():
