@@ -317,3 +317,15 @@ def test_jobs_start_while_another_program_holds_a_warm_up_lock(private_tmp, monk
     finally:
         holder.kill()
         holder.wait()
+
+
+def test_the_command_line_refuses_a_planted_lock_in_one_line(tmp_path, capsys):
+    import run_all
+    victim = tmp_path / "victim.cfg"
+    victim.write_text("keep")
+    (tmp_path / "out.lock").symlink_to(victim)
+    # in-process: the check comes before anything heavy is imported
+    code = run_all.main(["--out", str(tmp_path / "out"), "--parts", "A"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1 and err[0].startswith("error: --out: the lock file"), err
+    assert "symbolic link" in err[0] and victim.read_text() == "keep"
