@@ -105,7 +105,8 @@ def _init_worker(sys_path, warm_up, parent_pid, messages):
     # Each task runs under its own lock file: a worker first takes the tasks no
     # other worker holds (so on a cold numba cache the workers compile different
     # kernels side by side), then waits for the others' and runs them too (now
-    # only loading what the other worker compiled into the cache).
+    # only loading what the other worker compiled into the cache), unless that
+    # worker has stopped (see _TaskLock: then it runs them without waiting more).
     left = list(enumerate(warm_up))
     for blocking in (False, True):
         for item in list(left):
@@ -247,36 +248,122 @@ def _run_job(job_id, fn, args, kwargs):
         _JOB = None
 
 
+# A worker waits for another process's warm-up task only while that process
+# shows it is working: the holder of a task's lock touches the lock file every
+# WARM_UP_STALL_SECONDS / 4, and a waiter that sees no touch for
+# WARM_UP_STALL_SECONDS (a run paused with Ctrl-Z, a hung or foreign process)
+# runs the task itself; so it does, whatever happens, after
+# WARM_UP_MAX_WAIT_SECONDS (a cold compile takes 20-40 s).
+WARM_UP_STALL_SECONDS = 5.0
+WARM_UP_MAX_WAIT_SECONDS = 300.0
+
+
+def _private_folder():
+    """A descriptor of this user's folder for the warm-up locks,
+    ``<tempfile.gettempdir()>/mlp-toolkit-<uid>``, created with mode 0700; None
+    when it cannot be trusted (a link, not a folder, another user's, open to
+    others) or made, and then the workers do not coordinate."""
+    import stat
+    import tempfile
+    uid = os.geteuid()
+    path = os.path.join(tempfile.gettempdir(), f"mlp-toolkit-{uid}")
+    try:
+        os.mkdir(path, 0o700)
+    except FileExistsError:
+        pass
+    except OSError:
+        return None
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    except OSError:             # a link (ELOOP), not a folder (ENOTDIR), gone
+        return None
+    st = os.fstat(fd)
+    if not stat.S_ISDIR(st.st_mode) or st.st_uid != uid or st.st_mode & 0o077:
+        os.close(fd)
+        return None
+    return fd
+
+
 class _TaskLock:
-    """An exclusive lock file per warm-up task, shared by the workers of this
-    machine; ``with`` gives True when held (False: busy and not ``blocking``).
-    Without ``fcntl`` (not Unix) it always gives True: no coordination."""
+    """An exclusive lock file per warm-up task, shared by this user's workers on
+    this machine (in ``_private_folder``); ``with`` gives True when the task is
+    to run here (False: busy and not ``blocking``). While held, a thread touches
+    the file (a heartbeat); a blocking wait ends when the holder releases it, or
+    when its heartbeat stops for ``WARM_UP_STALL_SECONDS`` or the wait reaches
+    ``WARM_UP_MAX_WAIT_SECONDS``, then the task runs here without the lock.
+    Without ``fcntl`` (not Unix) or a trustworthy folder it always gives True:
+    no coordination."""
 
     def __init__(self, index, blocking):
-        self.index, self.blocking, self._fh = index, blocking, None
+        self.index, self.blocking = index, blocking
+        self._fd = self._stop = self._beater = None
 
     def __enter__(self):
         try:
             import fcntl
-            import tempfile
         except ImportError:
             return True
-        path = os.path.join(tempfile.gettempdir(), f"mlp-toolkit-warm-up-{os.getuid()}-{self.index}.lock")
+        folder = _private_folder()
+        if folder is None:
+            return True
         try:
-            self._fh = open(path, "a")
-            fcntl.flock(self._fh, fcntl.LOCK_EX | (0 if self.blocking else fcntl.LOCK_NB))
-        except BlockingIOError:
-            self._fh.close()
-            self._fh = None
-            return False
+            fd = os.open(f"warm-up-{self.index}.lock",
+                         os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK,
+                         0o600, dir_fd=folder)
         except OSError:                         # cannot lock here: run without
-            self._fh = None
+            return True
+        finally:
+            os.close(folder)
+        start = time.monotonic()
+        started = time.time()
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                pass
+            except OSError:
+                os.close(fd)
+                return True
+            if not self.blocking:
+                os.close(fd)
+                return False
+            try:
+                beat = max(os.fstat(fd).st_mtime, started)
+            except OSError:
+                beat = started
+            if (time.time() - beat > WARM_UP_STALL_SECONDS
+                    or time.monotonic() - start > WARM_UP_MAX_WAIT_SECONDS):
+                os.close(fd)                    # the holder is stuck: go alone
+                return True
+            time.sleep(min(0.1, WARM_UP_STALL_SECONDS / 10))
+        self._fd, self._stop = fd, threading.Event()
+        _touch(fd)
+        self._beater = threading.Thread(target=_heartbeat, args=(fd, self._stop),
+                                        name="warm-up-heartbeat", daemon=True)
+        self._beater.start()
         return True
 
     def __exit__(self, *exc):
-        if self._fh is not None:
-            self._fh.close()                    # closing releases the lock
+        if self._fd is not None:
+            self._stop.set()
+            self._beater.join()                 # no touch of a closed (reused) descriptor
+            fd, self._fd = self._fd, None
+            os.close(fd)                        # closing releases the lock
         return False
+
+
+def _touch(fd):
+    try:
+        os.utime(fd)
+    except (OSError, NotImplementedError):
+        pass
+
+
+def _heartbeat(fd, stop):
+    """Touch the lock file ``fd`` until ``stop`` is set: waiters see the holder is alive."""
+    while not stop.wait(WARM_UP_STALL_SECONDS / 4):
+        _touch(fd)
 
 
 def fork_is_safe():
@@ -341,10 +428,12 @@ class Jobs:
     warm_up : list of (callable, tuple)
         Tasks every new worker runs before its first job, e.g. calls that
         compile (or load from numba's cache) the kernels the jobs use. Each task
-        runs in one worker at a time (a lock file per task), and a worker starts
-        with the tasks no other worker is running: on a cold cache the workers
-        compile different kernels side by side and then load each other's,
-        instead of all compiling the same code. Functions must be picklable
+        runs in one worker at a time (a lock file per task, in a folder of this
+        user's only), and a worker starts with the tasks no other worker is
+        running: on a cold cache the workers compile different kernels side by
+        side and then load each other's, instead of all compiling the same code.
+        A worker waits for another's task only while that one is working (not
+        paused or hung; ``WARM_UP_STALL_SECONDS``). Functions must be picklable
         (module level).
     sink : callable, optional
         ``sink(group, key, line)`` is called in this process for every line a

@@ -35,9 +35,13 @@ attribution (Part C: ``input_gradients`` with a class selector,
 ``permutation_check``, ``randomization_check``).
 """
 import json
+import math
 import os
+import struct
+import tokenize
 import warnings
 import zipfile
+import zlib
 from pathlib import Path
 from typing import NamedTuple
 
@@ -383,6 +387,18 @@ _FITTED = ("weights_", "biases_", "classes_", "n_features_in_", "feature_names_i
 SAVE_FORMAT, SAVE_VERSION = "mlp.MLP", 1      # written by MLP.save, checked by MLP.load
 _ZIP_MAGIC = b"PK\x03\x04"                     # every .npz is a zip archive
 _ALIASES = {"seed": "random_state", "n_iter": "max_iter"}   # primary -> scikit-learn's name
+# What MLP.load allocates is bounded before it allocates: a plain (stored) entry
+# by the file's own size, compressed entries together by LOAD_MAX_INFLATED
+# (MLP.save compresses nothing; raise it for a big model re-saved with
+# np.savez_compressed), the JSON metadata entry by _LOAD_MAX_META.
+LOAD_MAX_INFLATED = 256 << 20
+_LOAD_MAX_META = 32 << 20
+_READ_CHUNK = 1 << 20
+# What a crafted or damaged file can make the reading raise; MLP.load turns each
+# into its one ValueError. (RecursionError: deeply nested JSON or .npy header.)
+_LOAD_ERRORS = (ValueError, KeyError, IndexError, TypeError, OSError, EOFError, OverflowError,
+                RecursionError, MemoryError, NotImplementedError, zipfile.BadZipFile, zlib.error,
+                struct.error)
 
 
 def _is_int(v):
@@ -482,12 +498,151 @@ def _labels_to_json(classes):
 
 
 def _labels_from_json(d):
+    """``classes_`` from ``_labels_to_json``'s form; ValueError unless it is a list of
+    plain labels with a plain dtype, small enough to be what the metadata says."""
+    if not (isinstance(d, dict) and isinstance(d.get("dtype"), str) and isinstance(d.get("values"), list)
+            and all(isinstance(v, (bool, int, float, str)) for v in d["values"])):
+        raise ValueError("its labels ('classes' in 'meta') are not a list of labels with a dtype")
     dtype, values = np.dtype(d["dtype"]), d["values"]
+    if dtype.kind not in "biufUO" or dtype.names is not None or dtype.subdtype is not None:
+        raise ValueError(f"its labels have dtype {d['dtype']!r}; MLP.save writes integer, float, "
+                         f"bool, string or object labels")
+    if len(values) * dtype.itemsize > _LOAD_MAX_META:     # e.g. '<U2000000000'
+        raise ValueError(f"its labels would take {len(values) * dtype.itemsize} bytes "
+                         f"({len(values)} of dtype {d['dtype']!r})")
     if dtype == object:
         a = np.empty(len(values), dtype=object)
         a[:] = values
         return a
     return np.array(values, dtype=dtype).reshape(len(values))
+
+
+class _NpzReader:
+    """The arrays of an open ``.npz`` (``zipfile.ZipFile`` ``zf`` of a file of
+    ``file_size`` bytes), read without ``np.load``: nothing is allocated before
+    the entry's ``.npy`` header has been checked against the entry's size, and
+    the entry's size against the file (a plain entry) or ``LOAD_MAX_INFLATED``
+    (compressed entries together). What it finds wrong is a ValueError; the zip
+    layer's own errors (``_LOAD_ERRORS``) pass through to ``MLP.load``."""
+
+    def __init__(self, zf, file_size):
+        self.zf, self.file_size = zf, file_size
+        self.entries = {(i.filename[:-4] if i.filename.endswith(".npy") else i.filename): i
+                        for i in zf.infolist()}
+        self._inflated, self._counted, self._headers = 0, set(), {}
+
+    def _open(self, key):
+        info = self.entries.get(key)
+        if info is None:
+            raise ValueError(f"it has no entry {key!r} (entries: {sorted(self.entries)[:8]})")
+        if info.flag_bits & 0x1:
+            raise ValueError(f"its entry {key!r} is encrypted")
+        if info.compress_type == zipfile.ZIP_STORED:
+            if info.file_size != info.compress_size or \
+                    info.header_offset + info.compress_size > self.file_size:
+                raise ValueError(f"its entry {key!r} declares {info.file_size} bytes, more than the "
+                                 f"{self.file_size}-byte file holds: the archive is truncated or damaged")
+        elif info.compress_type == zipfile.ZIP_DEFLATED:
+            if key not in self._counted:
+                self._counted.add(key)
+                self._inflated += info.file_size
+            if self._inflated > LOAD_MAX_INFLATED:
+                raise ValueError(f"its compressed entries inflate to more than {LOAD_MAX_INFLATED} bytes "
+                                 f"(mlp.LOAD_MAX_INFLATED; entry {key!r} declares {info.file_size}); "
+                                 f"MLP.save compresses nothing, so it was written by something else")
+        else:
+            raise ValueError(f"its entry {key!r} is compressed with zip method {info.compress_type}; "
+                             f"MLP.save writes plain entries")
+        try:
+            return info, self.zf.open(info)
+        except NotImplementedError as e:     # e.g. a zip format version zipfile does not read
+            raise ValueError(f"its entry {key!r} cannot be read here ({e}); MLP.save writes "
+                             f"plain zip entries") from None
+
+    def _read_header(self, key, fh, info):
+        """(shape, dtype, fortran) of the ``.npy`` at the start of ``fh``, checked against
+        ``info.file_size``; ``fh`` is left at the data."""
+        fmt = np.lib.format
+        try:
+            version = fmt.read_magic(fh)
+            if version not in ((1, 0), (2, 0)):
+                raise ValueError(f"it is .npy format version {version}; MLP.save writes 1.0")
+            read = fmt.read_array_header_1_0 if version == (1, 0) else fmt.read_array_header_2_0
+            shape, fortran, dtype = read(fh)
+        except (ValueError, TypeError, SyntaxError, tokenize.TokenError, RecursionError,
+                MemoryError, OverflowError) as e:  # NumPy parses the header's Python literal
+            reason = " ".join(str(e).split())[:200] or type(e).__name__
+            raise ValueError(f"its entry {key!r} has no valid .npy header ({reason})") from None
+        if dtype.hasobject:
+            raise ValueError(f"its entry {key!r} holds Python objects, which would need "
+                             f"unpickling (allow_pickle=True); nothing was unpickled")
+        if dtype.names is not None or dtype.subdtype is not None or \
+                dtype.kind not in "biufU" or dtype.itemsize == 0:
+            raise ValueError(f"its entry {key!r} has dtype {dtype}, not one MLP.save writes")
+        if any(n < 0 for n in shape):
+            raise ValueError(f"its entry {key!r} declares the shape {shape}")
+        nbytes = math.prod(shape) * dtype.itemsize          # Python ints: no overflow
+        if fh.tell() + nbytes != info.file_size:
+            raise ValueError(f"its entry {key!r} declares an array of shape {shape} and dtype "
+                             f"{dtype} ({nbytes} bytes) but holds {info.file_size - fh.tell()} "
+                             f"bytes: the file is damaged or was altered")
+        return tuple(shape), dtype, fortran
+
+    def header(self, key):
+        """(shape, dtype) of entry ``key``, without reading its data."""
+        if key not in self._headers:
+            info, fh = self._open(key)
+            with fh:
+                self._headers[key] = self._read_header(key, fh, info)
+        return self._headers[key][:2]
+
+    def array(self, key):
+        """The array in entry ``key`` (its data read in chunks into one new buffer)."""
+        info, fh = self._open(key)
+        with fh:
+            shape, dtype, fortran = self._read_header(key, fh, info)
+            if self._headers.setdefault(key, (shape, dtype, fortran)) != (shape, dtype, fortran):
+                raise ValueError(f"its entry {key!r} changed while it was read")
+            buf = bytearray(math.prod(shape) * dtype.itemsize)
+            view, got = memoryview(buf), 0
+            while got < len(buf):
+                n = fh.readinto(view[got:got + _READ_CHUNK])
+                if not n:
+                    raise ValueError(f"its entry {key!r} ends early: the archive is truncated")
+                got += n
+            fh.read(1)          # at the end: zipfile checks the entry's CRC
+        return np.frombuffer(buf, dtype=dtype).reshape(shape, order="F" if fortran else "C")
+
+
+def _check_meta(meta):
+    """``meta`` (the JSON of a file's 'meta' entry) has every field ``MLP.save``
+    writes, each of the type it writes; ValueError naming the first that has not."""
+    if not isinstance(meta, dict) or meta.get("format") != SAVE_FORMAT:
+        raise ValueError(f"its 'meta' entry is not {SAVE_FORMAT} metadata")
+    if meta.get("version") != SAVE_VERSION:
+        raise ValueError(f"it has format version {meta.get('version')!r}; this code reads "
+                         f"version {SAVE_VERSION}")
+
+    def bad(field, what):
+        return ValueError(f"its metadata field {field!r} is {str(meta.get(field))[:60]!r}, "
+                          f"not {what}")
+    if not (isinstance(meta.get("params"), dict) and all(isinstance(k, str) for k in meta["params"])):
+        raise bad("params", "a JSON object of parameters")
+    for field in ("n_layers", "n_features_in"):
+        if not (_is_int(meta.get(field)) and meta[field] >= 1):
+            raise bad(field, "a positive integer")
+    for field in ("n_iter_", "best_iter_", "best_val_iter_"):
+        if meta.get(field) is not None and not (_is_int(meta[field]) and meta[field] >= 0):
+            raise bad(field, "null or an integer >= 0")
+    names = meta.get("feature_names_in")
+    if names is not None and not (isinstance(names, list) and len(names) == meta["n_features_in"]
+                                  and all(isinstance(n, str) for n in names)):
+        raise bad("feature_names_in", f"null or a list of {meta['n_features_in']} names")
+    history = meta.get("history")
+    if not (isinstance(history, list) and all(k in _HISTORY_KEYS for k in history)):
+        raise bad("history", f"a list of names from {list(_HISTORY_KEYS)}")
+    if history and meta.get("n_iter_") is None:
+        raise bad("n_iter_", "the length of the history it has")
 
 
 class MLP(ClassifierMixin, BaseEstimator):
@@ -1102,6 +1257,8 @@ class MLP(ClassifierMixin, BaseEstimator):
         Everything is a plain array or JSON text (labels keep their values and
         type: ints, floats, bools, strings), so ``MLP.load`` reads it with
         ``allow_pickle=False``. ``replay_early_stopping``'s record is not saved.
+        The file is written as ``<path>.part`` (created afresh: a link of that
+        name is removed, never written through) and then renamed to ``path``.
         """
         check_is_fitted(self)
         p = _npz_path(path)
@@ -1129,9 +1286,22 @@ class MLP(ClassifierMixin, BaseEstimator):
         for k, v in history.items():
             arrays[f"history_{k}"] = v
         tmp = p.with_name(p.name + ".part")
-        with open(tmp, "wb") as fh:           # a file handle: np.savez adds no suffix
-            np.savez(fh, **arrays)
-        os.replace(tmp, p)
+        flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0)
+        try:
+            fd = os.open(tmp, flags, 0o666)
+        except FileExistsError:                # a crashed save's, or a planted link: drop the
+            os.unlink(tmp)                     # name (never write through it) and start afresh
+            fd = os.open(tmp, flags, 0o666)
+        try:
+            with open(fd, "wb") as fh:         # a file handle: np.savez adds no suffix
+                np.savez(fh, **arrays)
+            os.replace(tmp, p)
+        except BaseException:
+            try:
+                os.unlink(tmp)
+            except OSError:
+                pass
+            raise
         return p
 
     @classmethod
@@ -1140,8 +1310,10 @@ class MLP(ClassifierMixin, BaseEstimator):
 
         Raises ``FileNotFoundError`` when there is no such file and one
         ``ValueError`` naming the file and the problem when it is not a model
-        written by ``save`` (another archive, a truncated or edited file).
-        Nothing is unpickled.
+        written by ``save`` (another archive, a truncated, edited or crafted
+        file). Nothing is unpickled, and nothing is allocated before the sizes
+        the file declares have been checked against its real size (and its
+        compressed entries against ``LOAD_MAX_INFLATED``).
         """
         p = _npz_path(path)
         if not p.is_file() and Path(os.fspath(path)).is_file():
@@ -1152,56 +1324,89 @@ class MLP(ClassifierMixin, BaseEstimator):
             with open(p, "rb") as fh:
                 if fh.read(4) != _ZIP_MAGIC:
                     raise ValueError("it is not an .npz (zip) archive")
-            with np.load(p, allow_pickle=False) as f:
-                return cls._from_archive(f)
-        except (ValueError, KeyError, TypeError, OSError, EOFError, zipfile.BadZipFile) as e:
+                size = os.fstat(fh.fileno()).st_size
+                fh.seek(0)
+                with zipfile.ZipFile(fh) as zf:
+                    return cls._from_archive(_NpzReader(zf, size))
+        except _LOAD_ERRORS as e:
             reason = " ".join(str(e).split()).strip("'\"") or type(e).__name__
-            if isinstance(e, (zipfile.BadZipFile, EOFError)):
+            if isinstance(e, (zipfile.BadZipFile, EOFError, zlib.error, struct.error,
+                              NotImplementedError)):
                 reason = f"the archive is truncated or damaged ({reason})"
-            raise ValueError(f"cannot load {p}: {reason}; pass a file written by MLP.save") \
+            elif isinstance(e, (OverflowError, RecursionError, MemoryError)):
+                reason = (f"it declares sizes or nesting beyond what MLP.save writes "
+                          f"({type(e).__name__}: {reason})")
+            raise ValueError(f"cannot load {p}: {reason[:300]}; pass a file written by MLP.save") \
                 from None
 
     @classmethod
     def _from_archive(cls, f):
-        """The model stored in the open ``NpzFile`` ``f``; ValueError/KeyError if malformed."""
-        if "meta" not in f.files:
-            raise ValueError(f"it has no 'meta' entry (entries: {sorted(f.files)[:8]}), so it "
+        """The model stored in the ``_NpzReader`` ``f``; ValueError (or another of
+        ``_LOAD_ERRORS``) if it is malformed."""
+        if "meta" not in f.entries:
+            raise ValueError(f"it has no 'meta' entry (entries: {sorted(f.entries)[:8]}), so it "
                              f"was not written by MLP.save")
+        shape, dtype = f.header("meta")
+        if shape != () or dtype.kind != "U" or dtype.itemsize > _LOAD_MAX_META:
+            raise ValueError(f"its 'meta' entry is an array of shape {shape} and dtype {dtype}, "
+                             f"not the JSON text (at most {_LOAD_MAX_META // 4} characters) "
+                             f"MLP.save writes")
         try:
-            meta = json.loads(str(f["meta"]))
+            meta = json.loads(str(f.array("meta")[()]))
         except json.JSONDecodeError as e:
             raise ValueError(f"its 'meta' entry is not valid JSON ({e})") from None
-        if not isinstance(meta, dict) or meta.get("format") != SAVE_FORMAT:
-            raise ValueError(f"its 'meta' entry is not {SAVE_FORMAT} metadata")
-        if meta.get("version") != SAVE_VERSION:
-            raise ValueError(f"it has format version {meta.get('version')!r}; this code reads "
-                             f"version {SAVE_VERSION}")
+        _check_meta(meta)
         model = cls(**{k: _from_json(v) for k, v in meta["params"].items()})
         hidden, _, dtype = model._check_hyper()
-        L = int(meta["n_layers"])
-        Ws = [f[f"W{l}"] for l in range(L)]
-        bs = [f[f"b{l}"] for l in range(L)]
-        theta, sizes = pack(Ws, bs, dtype)
         classes = _labels_from_json(meta["classes"])
-        expected = (int(meta["n_features_in"]), *hidden, len(classes))
-        if tuple(int(s) for s in sizes) != expected or any(W.dtype != dtype for W in Ws + bs):
-            raise ValueError(f"its weights have layer sizes {[int(s) for s in sizes]} and dtype "
-                             f"{Ws[0].dtype}, but its metadata says {list(expected)} and "
+        L = meta["n_layers"]
+        if L != len(hidden) + 1:
+            raise ValueError(f"its metadata says n_layers={L}, but hidden={hidden} makes "
+                             f"{len(hidden) + 1} layers")
+        # shapes and dtypes from the .npy headers first: no array is read that
+        # the metadata does not account for
+        heads = [(f.header(f"W{l}"), f.header(f"b{l}")) for l in range(L)]
+        sizes = [heads[0][0][0][1] if len(heads[0][0][0]) == 2 else -1]
+        for l, ((Ws, _), (bs, _)) in enumerate(heads):
+            if len(Ws) != 2 or Ws[1] != sizes[-1]:
+                raise ValueError(f"its weights W{l} have shape {Ws}; expected (fan_out, {sizes[-1]}) "
+                                 f"to follow the previous layer")
+            if bs != (Ws[0],):
+                raise ValueError(f"its biases b{l} have shape {bs}; expected ({Ws[0]},)")
+            sizes.append(Ws[0])
+        dtypes = {d for pair in heads for _, d in pair}
+        expected = [meta["n_features_in"], *hidden, len(classes)]
+        if sizes != expected or dtypes != {np.dtype(dtype)}:
+            raise ValueError(f"its weights have layer sizes {sizes} and dtype "
+                             f"{heads[0][0][1]}, but its metadata says {expected} and "
                              f"{np.dtype(dtype).name}")
+        n = meta["n_iter_"]
+        for k in meta["history"]:
+            hs, hd = f.header(f"history_{k}")
+            want = (n, L) if k == "grad_abs_mean" else (n,)
+            if hs != want or hd.kind != "f":
+                raise ValueError(f"its history entry {k!r} has shape {hs} and dtype {hd}; "
+                                 f"expected {want} floats (n_iter_={n})")
+        Ws = [np.ascontiguousarray(f.array(f"W{l}")) for l in range(L)]
+        bs = [np.ascontiguousarray(f.array(f"b{l}")) for l in range(L)]
+        theta, _ = pack(Ws, bs, dtype)
         if not np.all(np.isfinite(theta)):
             raise ValueError("its weights contain NaN or Inf")
         model.weights_, model.biases_ = Ws, bs
         model.classes_ = classes
-        model.n_features_in_ = int(meta["n_features_in"])
+        model.n_features_in_ = meta["n_features_in"]
         if meta["feature_names_in"] is not None:
             model.feature_names_in_ = np.asarray(meta["feature_names_in"], dtype=object)
         if meta["history"]:
-            model.history_ = {k: f[f"history_{k}"] for k in meta["history"]}
-        if "training_mean" in f.files:               # absent from files of older versions
-            mean = f["training_mean"]
-            if mean.shape != (model.n_features_in_,) or not np.all(np.isfinite(mean)):
-                raise ValueError(f"its training_mean has shape {mean.shape} or is not finite; "
-                                 f"expected ({model.n_features_in_},) finite values")
+            model.history_ = {k: f.array(f"history_{k}") for k in meta["history"]}
+        if "training_mean" in f.entries:             # absent from files of older versions
+            ms, md = f.header("training_mean")       # the size is checked before it is read
+            if ms != (model.n_features_in_,) or md.kind != "f":
+                raise ValueError(f"its training_mean has shape {ms} and dtype {md}; expected "
+                                 f"({model.n_features_in_},) floats")
+            mean = f.array("training_mean")
+            if not np.all(np.isfinite(mean)):
+                raise ValueError("its training_mean is not finite")
             model.training_mean_ = mean
         for k in ("n_iter_", "best_iter_", "best_val_iter_"):
             setattr(model, k, meta[k])

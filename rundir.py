@@ -21,6 +21,13 @@ A killed run (SIGKILL, power loss) can leave: a stale lock (its process is
 gone; the next run takes it over), a staging folder (renamed to
 ``incomplete-`` by the next run), or, killed between the two renames of the
 fallback swap, ``<out>.old-<id>`` without ``<out>`` (moved back by the next run).
+
+Only what a run makes is touched. The lock is opened without following a link
+(``O_NOFOLLOW``) and must be a regular file with no other name (a planted link,
+hard link, FIFO or folder is refused with one line, its target untouched).
+A ``<out>.staging-*``, ``.old-*`` or ``.incomplete-*`` entry that is a link,
+not a folder, or owned by another user is left alone, and ``RunDir.open``
+names it in one line.
 """
 import datetime
 import errno
@@ -29,6 +36,7 @@ import os
 import secrets
 import shutil
 import socket
+import stat
 import sys
 from pathlib import Path
 
@@ -105,6 +113,30 @@ def _why(e):
     return e.strerror or type(e).__name__
 
 
+# Open flags that make ``os.open`` refuse a symbolic link as the last component,
+# not inherit the descriptor into children, and not wait on a planted FIFO.
+_NOFOLLOW = getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0) | getattr(os, "O_NONBLOCK", 0)
+
+
+def _euid():
+    """This process's effective user id, or None where there are none (not Unix)."""
+    return os.geteuid() if hasattr(os, "geteuid") else None
+
+
+def _not_ours(st):
+    """Why an entry beside ``--out`` whose ``os.lstat`` is ``st`` was not made by a run of
+    this user ("a symbolic link", "not a folder", "owned by another user (uid N)"),
+    or None when it is a folder of this user."""
+    if stat.S_ISLNK(st.st_mode):
+        return "a symbolic link"
+    if not stat.S_ISDIR(st.st_mode):
+        return "not a folder"
+    uid = _euid()
+    if uid is not None and st.st_uid != uid:
+        return f"owned by another user (uid {st.st_uid})"
+    return None
+
+
 def _fsync_dir(path):
     try:
         fd = os.open(path, os.O_RDONLY)
@@ -177,8 +209,11 @@ class _Lock:
         lock's path), or {} when it is unreadable or not a JSON object."""
         try:
             if fd is None:
-                with open(path or self.path, "rb") as fh:
-                    raw = fh.read()
+                fd = os.open(path or self.path, os.O_RDONLY | _NOFOLLOW)
+                try:
+                    raw = os.pread(fd, 65536, 0) if stat.S_ISREG(os.fstat(fd).st_mode) else b""
+                finally:
+                    os.close(fd)
             else:
                 raw = os.pread(fd, 65536, 0)
             info = json.loads(raw.decode("utf-8"))
@@ -197,14 +232,52 @@ class _Lock:
         return Busy(f"another run is writing {self.path[:-len('.lock')]!r} "
                     f"({_describe(info)}); wait for it or pass another --out")
 
+    def _planted(self, what):
+        """The ``OutError`` for a lock path that holds something no run makes."""
+        return OutError(f"--out: the lock file {self.path!r} {what}, which no run makes; "
+                        f"remove it (after checking who put it there) or pass another --out")
+
+    def _refuse_odd(self, st):
+        """Raise ``_planted`` unless ``st`` (an ``lstat``/``fstat``) is a plain file
+        with one name: never write through a link, a hard link to another file, a
+        FIFO or a device."""
+        if stat.S_ISLNK(st.st_mode):
+            raise self._planted("is a symbolic link")
+        if not stat.S_ISREG(st.st_mode):
+            raise self._planted("is not a regular file")
+        if st.st_nlink != 1:
+            raise self._planted(f"has other hard links ({st.st_nlink} names for one file)")
+
+    def _open(self, flags):
+        """``os.open`` of the lock path without following a link; the descriptor of a
+        plain file with one name, else ``_planted`` (nothing written)."""
+        try:
+            fd = os.open(self.path, flags | _NOFOLLOW, 0o644)
+        except FileExistsError:         # O_EXCL: the caller looks at it
+            raise
+        except OSError as e:            # a link (ELOOP) or a folder (EISDIR): say which
+            try:
+                st = os.lstat(self.path)
+            except OSError:
+                raise e from None
+            self._refuse_odd(st)
+            raise
+        try:
+            self._refuse_odd(os.fstat(fd))
+        except BaseException:
+            os.close(fd)
+            raise
+        return fd
+
     def acquire(self):
-        """Take the lock or raise ``Busy`` (another live run) / ``OSError``."""
+        """Take the lock or raise ``Busy`` (another live run), ``OutError`` (the lock
+        path holds a link, folder or hard link no run made) or ``OSError``."""
         return self._acquire_flock() if self.use_flock else self._acquire_excl()
 
     def _acquire_flock(self):
         import fcntl
         for _ in range(10):
-            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+            fd = self._open(os.O_RDWR | os.O_CREAT)
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:
@@ -215,7 +288,7 @@ class _Lock:
                 os.close(fd)
                 raise
             try:                # the holder may have removed the file before we locked it
-                same = os.stat(self.path).st_ino == os.fstat(fd).st_ino
+                same = os.lstat(self.path).st_ino == os.fstat(fd).st_ino
             except FileNotFoundError:
                 same = False
             if not same:
@@ -232,8 +305,12 @@ class _Lock:
     def _acquire_excl(self):
         for _ in range(10):
             try:
-                fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o644)
+                fd = self._open(os.O_RDWR | os.O_CREAT | os.O_EXCL)
             except FileExistsError:
+                try:
+                    self._refuse_odd(os.lstat(self.path))
+                except FileNotFoundError:
+                    continue
                 info = self._read()
                 if not info:                # being written this instant, or garbage
                     import time
@@ -262,8 +339,9 @@ class _Lock:
         if self._fd is None:
             return
         fd, self._fd = self._fd, None
-        try:
-            os.unlink(self.path)        # unlink while still holding it (see the inode check)
+        try:                            # unlink while still holding it (see the inode check)
+            if os.lstat(self.path).st_ino == os.fstat(fd).st_ino:
+                os.unlink(self.path)
         except OSError:
             pass
         os.close(fd)
@@ -297,6 +375,10 @@ class RunDir:
     staging : pathlib.Path
         Where the run writes: ``<out>.staging-<run_id>``.
     run_id : str
+    left_alone : dict of str to str
+        Entries beside ``out`` with a run's name that no run of this user made
+        (a link, a file, another user's folder) and why; never touched, and
+        named in one line by ``open``.
     """
 
     def __init__(self, out, run_id=None, use_flock=None, owned=RUN_ENTRIES):
@@ -310,18 +392,21 @@ class RunDir:
         self.incomplete = self.parent / f"{self.name}.incomplete-{self.run_id}"
         self._lock = _Lock(self.parent / f"{self.name}.lock", self.run_id, use_flock)
         self.state = "new"      # new -> open -> committed | abandoned
+        self.left_alone = {}    # name beside out -> why no run of this user made it
 
     # -------------------------------------------------------------- open
     def open(self):
         """Check ``out``, take the lock, repair what a killed run left, create the
-        staging folder. Returns one-line messages about any repair.
+        staging folder. Returns one-line messages about any repair, and one naming
+        the entries it left alone (``left_alone``) if any.
 
         Raises
         ------
         Busy
             Another live run holds the lock.
         OutError
-            ``out`` is a file, read-only or cannot be created beside.
+            ``out`` is a file, read-only or cannot be created beside, or the lock
+            path holds a link, folder or hard link no run made.
         """
         out = self.out
         shown = repr(self.given) + ("" if self.given == str(out) else f" (= {str(out)!r})")
@@ -353,6 +438,8 @@ class RunDir:
                 info = self._lock.taken_over
                 messages.append(f"took over the lock of a run that is no longer running ({_describe(info)})")
             messages += self._recover()
+            if self.left_alone:
+                messages.append(self._left_alone_note())
             self.staging.mkdir()
         except OSError as e:
             self._lock.release()
@@ -365,22 +452,50 @@ class RunDir:
         return messages
 
     def _siblings(self, kind):
+        """The ``<out>.<kind>-*`` folders of this user beside ``out``, sorted by name.
+        Entries of that name that a run did not make (a link, a file, another user's
+        folder) are not returned but recorded in ``self.left_alone`` (name -> why)."""
         prefix = f"{self.name}.{kind}-"
         try:
             names = os.listdir(self.parent)
         except OSError:
             return []
-        return sorted((self.parent / n for n in names if n.startswith(prefix)), key=lambda p: p.name)
+        found = []
+        for n in sorted(n for n in names if n.startswith(prefix)):
+            try:
+                why = _not_ours(os.lstat(self.parent / n))
+            except OSError:             # gone meanwhile
+                continue
+            if why is None:
+                found.append(self.parent / n)
+            else:
+                self.left_alone[n] = why
+        return found
+
+    def _left_alone_note(self, most=5):
+        """One line naming the entries ``_siblings`` left alone (at most ``most`` of them)."""
+        items = sorted(self.left_alone.items())
+        named = ", ".join(f"{n!r} ({why})" for n, why in items[:most])
+        more = f" and {len(items) - most} more" if len(items) > most else ""
+        return (f"left alone beside {str(self.out)!r}, as no run of yours made them: {named}{more}; "
+                f"remove them if they are not wanted")
 
     def _recover(self):
         """Repair what killed runs left (the caller holds the lock, so every other
-        staging/old folder belongs to a dead run)."""
+        staging/old folder of this user belongs to a dead run)."""
         messages = []
         olds = self._siblings("old")
         if olds and not os.path.lexists(self.out):  # killed between the two renames of a swap
-            os.rename(olds[-1], self.out)
-            messages.append(f"restored {str(self.out)!r} from {olds[-1].name!r} "
-                            "(a run was stopped while replacing it)")
+            src = olds[-1]
+            ino = os.lstat(src).st_ino
+            os.rename(src, self.out)
+            moved = os.lstat(self.out)
+            if moved.st_ino != ino or _not_ours(moved) is not None:     # swapped meanwhile
+                os.rename(self.out, src)
+                self.left_alone[src.name] = "replaced while it was being restored"
+            else:
+                messages.append(f"restored {str(self.out)!r} from {src.name!r} "
+                                "(a run was stopped while replacing it)")
             olds = olds[:-1]
         for old in olds:
             shutil.rmtree(old, ignore_errors=True)
@@ -396,12 +511,16 @@ class RunDir:
             self._prune_incomplete(keep=dest)
             messages.append(f"run {rid} was stopped before it finished; its partial output "
                             f"is in {str(dest)!r}")
+        self._siblings("incomplete")        # note the ones no run made (pruning skips them)
         return messages
 
     def _carry_over(self, src, dst):
         """Move the entries of ``src`` that are not a run's (``self.owned``) into
-        ``dst`` unless ``dst`` has them already."""
-        if not (os.path.isdir(src) and os.path.isdir(dst)):
+        ``dst`` unless ``dst`` has them already. Both must be folders, not links."""
+        try:
+            if not (stat.S_ISDIR(os.lstat(src).st_mode) and stat.S_ISDIR(os.lstat(dst).st_mode)):
+                return
+        except OSError:
             return
         for name in sorted(os.listdir(src)):
             if name not in self.owned and not os.path.lexists(os.path.join(dst, name)):
