@@ -777,7 +777,7 @@ def recommended_mitigation(d):
     chosen = rows[i]
     return {"name": chosen["name"], "val_acc": chosen.get("val_acc"), "test_acc": chosen["test_acc"],
             "baseline_test_acc": rows[0]["test_acc"], "baseline_test_macro_f1": rows[0].get("test_macro_f1"),
-            "majority_test_acc": d.base_test, "is_baseline": i == 0,
+            "majority_test_acc": getattr(d, "base_test", None), "is_baseline": i == 0,
             "fix": rows[k] if k is not None and k != i else None, "root_cause": bool(d.root_cause)}
 
 

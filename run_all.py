@@ -788,12 +788,12 @@ def answer_lines(ctx):
     and its suspects, the recommended mitigation and the diagnosis's fix with their
     measured effect. Empty when Part B did not run."""
     b, d = ctx.results.get("B"), ctx.results.get("D")
-    if b is None:
+    if not hasattr(b, "scores"):        # Part B did not run (or gave no networks)
         return []
     s, base = b.scores[b.best], b.baseline
     lines = []
     if s["test"]["acc"] is not None:
-        majority = d.base_test if d is not None and d.base_test is not None else None
+        majority = getattr(d, "base_test", None)
         lines.append(f"test accuracy {s['test']['acc']:.3f} with {b.best}, the network chosen on validation "
                      f"(validation {s['val']['acc']:.3f}"
                      + (f"; always predicting the majority class scores {majority:.3f} on test)"
@@ -831,7 +831,7 @@ def underfit_notes(ctx):
     "networks": {activation: {...}}}``, or None when Part B did not run."""
     from training import underfitting
     b = ctx.results.get("B")
-    if b is None or ctx.plan is None or ctx.plan.reference is None:
+    if not hasattr(b, "networks") or ctx.plan is None or ctx.plan.reference is None:
         return None
     ref = ctx.plan.reference.result()
     nets = {act: underfitting(model, b.scores[act]["val"]["acc"], ref, len(ctx.data.y_val), ctx.cfg.iterations)
@@ -865,7 +865,7 @@ def write_predictions(ctx):
     import numpy as np
     import pandas as pd
     b = ctx.results.get("B")
-    if b is None:
+    if not hasattr(b, "networks"):      # Part B did not run
         return None
     model, classes = b.networks[b.best], ctx.dataset.classes
     P = model.predict_proba(ctx.data.X_test)                        # (n_test, k)

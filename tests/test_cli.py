@@ -224,7 +224,7 @@ def test_main_writes_config_metrics_and_report(tmp_path, stub_parts, capsys):
 def test_failing_part_is_isolated(tmp_path, stub_parts, capsys):
     data, out = write_pair(tmp_path / "data"), tmp_path / "out"
     rc = run_all.main(["--data-dir", str(data), "--target", "label", "--out", str(out),
-                       "--seed", "13"])
+                       "--seed", "13", "--course"])           # the course's parts: Question 2 too
     assert rc == 1
     assert stub_parts == ["A", "B", "Q2"]  # C and D need B: skipped, not run
     metrics = json.loads((out / "metrics.json").read_text())
@@ -270,7 +270,10 @@ def test_summary_with_nothing_run():
     assert "Accuracy: not run." in md
     assert "**Verdict:** Part D did not run, so there is no diagnosis." in md
     assert "**Mitigation:** Part D did not run, so no mitigation was measured." in md
-    assert md.count("| not run |") == len(run_all.PARTS)
+    # every part a run may have, not the course's own question on data that is not the course's
+    assert md.count("| not run |") == len([p for p in run_all.PARTS.values() if p.default])
+    ctx.course = True
+    assert run_all.summary(ctx).to_markdown().count("| not run |") == len(run_all.PARTS)
 
 
 def test_jsonable():

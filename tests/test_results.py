@@ -272,7 +272,7 @@ def test_schedule_declares_only_what_the_parts_need(tmp_path):
     ctx.parts = run_all.plan(ctx.cfg.parts)
     assert _declared(run_all.schedule(ctx)) == {"q2_runs"}
     ctx.parts = run_all.plan(("C",))
-    assert _declared(run_all.schedule(ctx)) == {"b_fits", "b_sigmoid", "b_networks", "checks"}
+    assert _declared(run_all.schedule(ctx)) == {"b_fits", "b_sigmoid", "b_networks", "checks", "reference"}
     ctx.parts = run_all.plan(("D",))
     plan = run_all.schedule(ctx)
     assert [s.name for s in plan.steps_before("B")] == ["B.networks", "checks", "D.diagnosis",
