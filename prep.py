@@ -7,9 +7,16 @@ sees the float64 matrices that ``encode`` returns.
 - ``find_data_dir`` / ``load_csv_pair`` / ``load_files`` / ``load_data`` find
   and read the train and test files (``train.csv`` or ``train.csv.gz``/
   ``.bz2``/``.xz``/``.zip``/``.parquet`` in a folder, or any two files), the
-  delimiter detected (``read_table``), or hold out part of one labelled file
+  delimiter detected (``read_file``), or hold out part of one labelled file
   (``test_size``, announced by ``SPLIT_BANNER``); they fall back to
   ``make_synthetic`` when no folder holds both files.
+- ``read_file`` keeps the data as written: only the empty field is missing
+  (unless ``na_values`` names markers), numbers are parsed chunk by chunk into
+  float64/int64 arrays, text stays the file's text, and labels are parsed
+  exactly; what it interpreted becomes a note (``Dataset.notes``). Its memory
+  is planned before any work against ``available_memory()`` (stated
+  decompressed size, then a limit while decompressing); running out of memory
+  is a ``DataError`` with a hint; ``progress`` reports long reads.
 - ``validate_frames`` turns every user-input problem into a one-line
   ``DataError`` that names the file, the column, the lines and a fix. Labels
   may be integers, names or true/false; the test file may lack them
@@ -334,7 +341,7 @@ def _is_text_file(name):
 
 
 def _gb(n_bytes):
-    return f"{n_bytes / 2**30:.1f} GB" if n_bytes >= 2**30 / 10 else f"{n_bytes / 2**20:.0f} MB"
+    return f"{n_bytes / 2**30:.1f} GB" if n_bytes >= 2**30 else f"{n_bytes / 2**20:.0f} MB"
 
 
 def _proc_kib(path, key):
@@ -488,12 +495,12 @@ def _detect_sep(text, path):
     truncated = len(text.encode("utf-8")) >= SNIFF_BYTES
     scores = {}
     for sep in SEPARATORS:
-        with _long_fields():
-            rows = [r for r in csv.reader(io.StringIO(text), delimiter=sep) if r]
-        if truncated and len(rows) > 1:
-            rows = rows[:-1]                   # the last line of a cut sample is partial
-        counts = {len(r) for r in rows}
-        scores[sep] = (len(counts) == 1 and min(counts) > 1, len(rows[0]) if rows else 0)
+        with _long_fields():            # field counts only: the sample's rows are not kept
+            lengths = [len(r) for r in csv.reader(io.StringIO(text), delimiter=sep) if r]
+        if truncated and len(lengths) > 1:
+            lengths = lengths[:-1]             # the last line of a cut sample is partial
+        counts = set(lengths)
+        scores[sep] = (len(counts) == 1 and min(counts) > 1, lengths[0] if lengths else 0)
     consistent = [s for s in SEPARATORS if scores[s][0]]
     if consistent:
         return max(consistent, key=lambda s: scores[s][1])
@@ -612,9 +619,11 @@ def _as_column(values, markers, numbers, as_text):
 
 
 def _row_cost(profile):
-    """Estimated bytes per row once read: 8 per numeric cell; 8 per text cell plus its string
-    when that string is new (the share of distinct values in the sample)."""
-    return sum(8.0 if p is None else 8.0 + p[0] * (STR_OVERHEAD + p[1]) for p in profile)
+    """Estimated bytes per row at the peak of reading and validating: ``READ_COPIES`` arrays
+    of 8 bytes per cell, plus, once, the string of a text cell whose value is new (the
+    share of distinct values in the sample)."""
+    return sum(READ_COPIES * 8.0 + (0.0 if p is None else p[0] * (STR_OVERHEAD + p[1]))
+               for p in profile)
 
 
 def _sample_profile(text, sep, names, truncated):
@@ -641,14 +650,14 @@ def _sample_profile(text, sep, names, truncated):
     return len(df), len(text.encode("utf-8")), profile
 
 
-def _memory_plan(path, declared, sample, n_columns, available):
-    """(limit, per_byte): the decompressed text reading ``path`` may reach and the memory
-    one byte of it costs; a DataError before any work when the stated size is over the limit.
+def _memory_plan(path, declared, sample, available):
+    """(limit, per_byte): the decompressed text reading ``path`` may reach and the memory one
+    byte of it costs; a DataError before any work when the stated size is over the limit.
 
-    ``sample`` is ``_sample_profile``'s (rows, bytes, profile). Reading needs about
-    ``READ_COPIES`` x rows x ``_row_cost`` bytes, rows = text bytes / bytes per sample row;
-    more than ``READ_SHARE`` of the ``available`` memory is refused. (None, None) when
-    the available memory is not known.
+    ``sample`` is ``_sample_profile``'s (rows, bytes, profile) for the columns kept.
+    Reading needs about rows x ``_row_cost`` bytes, rows = text bytes / bytes per
+    sample row; more than ``READ_SHARE`` of the ``available`` memory is refused.
+    (None, None) when the available memory is not known.
     """
     if available is None:
         return None, None
@@ -656,7 +665,7 @@ def _memory_plan(path, declared, sample, n_columns, available):
         per_byte = READ_COPIES * 8.0 / 2.0
     else:
         rows, nbytes, profile = sample
-        per_byte = READ_COPIES * _row_cost(profile) / (nbytes / rows)
+        per_byte = _row_cost(profile) / (nbytes / rows)
     limit = int(READ_SHARE * available / per_byte)
     if declared is not None and declared > limit:
         raise DataError(_too_large(path, declared, per_byte, available, stated=True))
@@ -683,7 +692,7 @@ def _chunks(path, sep, names, dtypes, chunk_rows, limit):
     with _open_data(path, limit) as (meter, _):
         with warnings.catch_warnings():
             warnings.simplefilter("error", pd.errors.ParserWarning)
-            yield meter, pd.read_csv(io.BufferedReader(meter, 1 << 20), sep=sep, header=0,
+            yield meter, pd.read_csv(io.BufferedReader(meter, 1 << 16), sep=sep, header=0,
                                      names=names, index_col=False, dtype=dtypes,
                                      keep_default_na=False, na_values=[""],
                                      encoding="utf-8-sig", chunksize=chunk_rows)
@@ -707,8 +716,9 @@ def _read_csv_file(path, sep, detected, text, markers, text_columns, skip_column
     as_text = {by_name[c] for c in text_columns if c in by_name} | {by_name[c] for c in skipped}
     if sample is not None:                  # text in the sample: read as text (no True/False to bool)
         as_text |= {n for n, p in zip(names, sample[2]) if p is not None}
+        sample = sample[:2] + ([p for n, p in zip(names, sample[2]) if n in set(keep)],)
     available = available_memory()
-    limit, per_byte = _memory_plan(path, _declared_size(path), sample, len(keep), available)
+    limit, per_byte = _memory_plan(path, _declared_size(path), sample, available)
     bytes_per_row = sample[1] / sample[0] if sample and sample[0] else 64.0
     chunk_rows = max(1000, int(CHUNK_BYTES / bytes_per_row))
     numbers = _marker_numbers(markers)
