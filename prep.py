@@ -7,9 +7,16 @@ sees the float64 matrices that ``encode`` returns.
 - ``find_data_dir`` / ``load_csv_pair`` / ``load_files`` / ``load_data`` find
   and read the train and test files (``train.csv`` or ``train.csv.gz``/
   ``.bz2``/``.xz``/``.zip``/``.parquet`` in a folder, or any two files), the
-  delimiter detected (``read_table``), or hold out part of one labelled file
+  delimiter detected (``read_file``), or hold out part of one labelled file
   (``test_size``, announced by ``SPLIT_BANNER``); they fall back to
   ``make_synthetic`` when no folder holds both files.
+- ``read_file`` keeps the data as written: only the empty field is missing
+  (unless ``na_values`` names markers), numbers are parsed chunk by chunk into
+  float64/int64 arrays, text stays the file's text, and labels are parsed
+  exactly; what it interpreted becomes a note (``Dataset.notes``). Its memory
+  is planned before any work against ``available_memory()`` (stated
+  decompressed size, then a limit while decompressing); running out of memory
+  is a ``DataError`` with a hint; ``progress`` reports long reads.
 - ``validate_frames`` turns every user-input problem into a one-line
   ``DataError`` that names the file, the column, the lines and a fix. Labels
   may be integers, names or true/false; the test file may lack them
@@ -37,7 +44,9 @@ from __future__ import annotations
 
 import bz2
 import codecs
+import contextlib
 import csv
+import decimal
 import gzip
 import importlib
 import io
@@ -45,6 +54,8 @@ import lzma
 import math
 import os
 import re
+import shlex
+import time
 import warnings
 import zipfile
 from dataclasses import dataclass, field, replace
@@ -273,6 +284,10 @@ class Dataset:
         excluded ones are not in ``numeric``/``categorical`` nor the frames.
     files : tuple of str
         The train and test files read (empty for frames and synthetic data).
+    notes : tuple of str
+        One line per interpretation of the data the user should know about
+        (cells read as missing because of ``na_values``, label text read as
+        integers or true/false, integers too large for float64 ...).
     """
     train: pd.DataFrame
     test: pd.DataFrame
@@ -288,6 +303,7 @@ class Dataset:
     excluded: pd.DataFrame = None
     files: tuple = ()
     split_seed: int = None
+    notes: tuple = ()
 
     def __post_init__(self):
         if self.excluded is None:
@@ -313,8 +329,19 @@ def split_banner(dataset):
 
 
 # -- reading one file --------------------------------------------------------
+# The reader keeps the data as written: only the empty field is missing (plus the
+# markers the caller names, ``na_values``), numbers are parsed once by pandas' C
+# engine into float64/int64 arrays (no Python string per numeric cell), text
+# columns stay the exact text, and the label column is always read as text so
+# that its values can be parsed exactly (integers stay integers).
 SNIFF_BYTES = 1 << 20     # decompressed bytes read to check the encoding and find the delimiter
 SEPARATORS = {",": "comma", ";": "semicolon", "\t": "tab", "|": "pipe"}   # tried in this order
+CHUNK_BYTES = 16 << 20    # text parsed at a time: the Python strings alive at once are one chunk's
+PROGRESS_SECONDS = 5.0    # while reading, a progress line at most this often
+READ_SHARE = 0.8          # share of the available memory that reading one file may plan to use
+READ_COPIES = 3           # copies of the read columns alive at once (chunks, joined, validated)
+STR_OVERHEAD = 49         # bytes of a Python str object besides its characters (CPython, ASCII)
+ZIP_JUNK = ("__MACOSX/", ".DS_Store", "._")   # zip entries that are no data (macOS metadata)
 
 
 def _compression(path):
@@ -328,29 +355,151 @@ def _is_text_file(name):
     return any(low.endswith(s) for s in DATA_SUFFIXES if s != ".parquet")
 
 
+def _gb(n_bytes):
+    return f"{n_bytes / 2**30:.1f} GB" if n_bytes >= 2**30 else f"{n_bytes / 2**20:.0f} MB"
+
+
+def _proc_kib(path, key):
+    """The value (in bytes) of a ``key: N kB`` line of a /proc file, or None."""
+    try:
+        with open(path) as fh:
+            for line in fh:
+                if line.startswith(key + ":"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return None
+
+
+def _cgroup_room():
+    """Bytes the cgroup (v2) of this process may still use, or None when it has no limit."""
+    try:
+        limit = Path("/sys/fs/cgroup/memory.max").read_text().strip()
+        if limit == "max":
+            return None
+        return int(limit) - int(Path("/sys/fs/cgroup/memory.current").read_text().strip())
+    except (OSError, ValueError):
+        return None
+
+
+def available_memory():
+    """Bytes this process can still allocate, or None when the platform does not say.
+
+    The least of: ``MemAvailable`` of /proc/meminfo, the room left under the
+    cgroup's ``memory.max`` and under the address-space limit (``ulimit -v``,
+    ``RLIMIT_AS``) given what the process has mapped already.
+    """
+    room = [_proc_kib("/proc/meminfo", "MemAvailable"), _cgroup_room()]
+    try:
+        import resource
+        soft = resource.getrlimit(resource.RLIMIT_AS)[0]
+        if soft != resource.RLIM_INFINITY:
+            room.append(soft - (_proc_kib("/proc/self/status", "VmSize") or 0))
+    except (ImportError, OSError, ValueError):
+        pass
+    room = [r for r in room if r is not None]
+    return max(0, min(room)) if room else None
+
+
+def _zip_member(zf, path):
+    """The one data file of a zip (folders and macOS metadata entries ignored), or a DataError."""
+    members = [i for i in zf.infolist() if not i.is_dir()
+               and not any(i.filename.startswith(j) or Path(i.filename).name.startswith(j)
+                           for j in ZIP_JUNK)]
+    if len(members) != 1:
+        raise DataError(f"{path} holds {len(members)} files"
+                        + (f" ({_listing([m.filename for m in members])})" if members else
+                           f" besides folders ({_listing(zf.namelist())})")
+                        + "; a .zip must hold exactly one CSV: unpack it and pass --train/--test "
+                          "with the files to use")
+    return members[0]
+
+
+def _gzip_declared(fh, size):
+    """The uncompressed size a gzip file's trailer states (modulo 2**32, so a lower bound), or None."""
+    if size < 18:
+        return None
+    fh.seek(size - 4)
+    declared = int.from_bytes(fh.read(4), "little")
+    fh.seek(0)
+    return declared
+
+
+class _Meter(io.RawIOBase):
+    """A binary stream that counts the (decompressed) bytes passing through it and stops
+    with ``_TooLarge`` past ``limit``; ``disk.tell()`` is the position in the file on disk."""
+
+    def __init__(self, stream, disk, limit=None):
+        super().__init__()
+        self._stream, self.disk, self.limit, self.n_bytes = stream, disk, limit, 0
+
+    def readable(self):
+        return True
+
+    def readinto(self, buffer):
+        n = self._stream.readinto(buffer)
+        self.n_bytes += n or 0
+        if self.limit is not None and self.n_bytes > self.limit:
+            raise _TooLarge(self.n_bytes)
+        return n
+
+
+class _TooLarge(Exception):
+    """Raised inside the reader when the decompressed text passes the memory-derived limit."""
+
+
+@contextlib.contextmanager
+def _open_data(path, limit=None):
+    """The decompressed bytes of ``path`` as a ``_Meter`` stream, and the decompressed size
+    the file states up front (plain: its size; gzip: its trailer; zip: its directory; a
+    lower bound, None for bz2/xz). Unreadable archives are a DataError."""
+    comp = _compression(path)
+    size = Path(path).stat().st_size
+    with contextlib.ExitStack() as stack:
+        try:
+            disk = stack.enter_context(open(path, "rb"))
+            if comp == "zip":
+                zf = stack.enter_context(zipfile.ZipFile(disk))
+                member = _zip_member(zf, path)
+                stream, declared = stack.enter_context(zf.open(member)), member.file_size
+            elif comp == "gzip":
+                declared = _gzip_declared(disk, size)
+                stream = stack.enter_context(gzip.GzipFile(fileobj=disk, mode="rb"))
+            elif comp in ("bz2", "xz"):
+                declared = None
+                stream = stack.enter_context((bz2.BZ2File if comp == "bz2" else lzma.LZMAFile)(disk))
+            else:
+                stream, declared = disk, size
+        except (OSError, EOFError, zipfile.BadZipFile, lzma.LZMAError) as exc:
+            raise DataError(f"{path} cannot be read as a {comp or 'plain'} file ({exc}); "
+                            "check the file or its extension") from None
+        yield _Meter(stream, disk, limit), declared
+
+
 def _sample_text(path):
     """The first ``SNIFF_BYTES`` of the (decompressed) file as text, or a DataError."""
     comp = _compression(path)
-    try:
-        if comp == "zip":
-            with zipfile.ZipFile(path) as zf:
-                members = [m for m in zf.namelist() if not m.endswith("/")]
-                if len(members) != 1:
-                    raise DataError(f"{path} holds {len(members)} files ({_listing(members)}); "
-                                    "a .zip must hold exactly one CSV")
-                with zf.open(members[0]) as fh:
-                    raw = fh.read(SNIFF_BYTES)
-        else:
-            opener = {None: open, "gzip": gzip.open, "bz2": bz2.open, "xz": lzma.open}[comp]
-            with opener(path, "rb") as fh:
-                raw = fh.read(SNIFF_BYTES)
-    except (OSError, EOFError, zipfile.BadZipFile, lzma.LZMAError) as exc:
-        raise DataError(f"{path} cannot be read as a {comp or 'plain'} file ({exc}); "
-                        "check the file or its extension") from None
+    with _open_data(path) as (stream, _):
+        try:
+            raw = stream.read(SNIFF_BYTES)
+        except (OSError, EOFError, zipfile.BadZipFile, lzma.LZMAError) as exc:
+            raise DataError(f"{path} cannot be read as a {comp or 'plain'} file ({exc}); "
+                            "check the file or its extension") from None
     try:
         return codecs.getincrementaldecoder("utf-8-sig")().decode(raw, final=len(raw) < SNIFF_BYTES)
     except UnicodeDecodeError as exc:
         raise DataError(f"{path} is not UTF-8 text ({exc.reason}); save it as UTF-8 CSV") from None
+
+
+@contextlib.contextmanager
+def _long_fields():
+    """Python's csv module refuses fields over 128 KiB by default; the sample may hold longer ones."""
+    old = csv.field_size_limit()
+    csv.field_size_limit(max(old, 4 * SNIFF_BYTES))
+    try:
+        yield
+    finally:
+        csv.field_size_limit(old)
 
 
 def _detect_sep(text, path):
@@ -361,11 +510,12 @@ def _detect_sep(text, path):
     truncated = len(text.encode("utf-8")) >= SNIFF_BYTES
     scores = {}
     for sep in SEPARATORS:
-        rows = [r for r in csv.reader(io.StringIO(text), delimiter=sep) if r]
-        if truncated and len(rows) > 1:
-            rows = rows[:-1]                   # the last line of a cut sample is partial
-        counts = {len(r) for r in rows}
-        scores[sep] = (len(counts) == 1 and min(counts) > 1, len(rows[0]) if rows else 0)
+        with _long_fields():            # field counts only: the sample's rows are not kept
+            lengths = [len(r) for r in csv.reader(io.StringIO(text), delimiter=sep) if r]
+        if truncated and len(lengths) > 1:
+            lengths = lengths[:-1]             # the last line of a cut sample is partial
+        counts = set(lengths)
+        scores[sep] = (len(counts) == 1 and min(counts) > 1, lengths[0] if lengths else 0)
     consistent = [s for s in SEPARATORS if scores[s][0]]
     if consistent:
         return max(consistent, key=lambda s: scores[s][1])
@@ -399,75 +549,380 @@ def _check_header(header, path):
     return header
 
 
-def _read_parquet(path):
+@dataclass(frozen=True)
+class RawTable:
+    """One data file as read (``read_file``), before validation.
+
+    Attributes
+    ----------
+    frame : DataFrame of shape (n_rows, n_columns)
+        Columns in file order, names stripped, RangeIndex (row i is CSV line
+        i + 2). A column is int64 or float64 when every value is a number (or
+        missing), else object of str as written; NaN marks a missing cell.
+    notes : tuple of str
+        One line per interpretation the reader made (cells read as missing
+        because of ``na_values``).
+    skipped : tuple of str
+        Columns of the file left out on request (``skip_columns``).
+    """
+    frame: pd.DataFrame
+    notes: tuple = ()
+    skipped: tuple = ()
+
+
+def _markers(na_values):
+    """The extra missing-value markers as a tuple of str (the empty field is always missing)."""
+    if na_values is None:
+        return ()
+    if isinstance(na_values, str) or not np.iterable(na_values):
+        raise ValueError(f"na_values={na_values!r} must be a list of strings, e.g. ['NA', '-999']")
+    return tuple(dict.fromkeys(str(v) for v in na_values if str(v) != ""))
+
+
+def _marker_numbers(markers):
+    """The markers that are numbers (``-999``): numeric cells equal to one are missing too."""
+    out = []
+    for m in markers:
+        try:
+            out.append(float(m))
+        except ValueError:
+            continue
+    return np.array([v for v in out if np.isfinite(v)], dtype=np.float64)
+
+
+def _apply_markers(values, markers, numbers):
+    """``values`` (one column of a chunk) with the marker cells set to NaN, and how many there were."""
+    if values.dtype == object:
+        hit = pd.Series(values).isin(markers).to_numpy() if markers else np.zeros(len(values), bool)
+    elif len(numbers):
+        hit = np.isin(values, numbers)
+    else:
+        return values, 0
+    n = int(hit.sum())
+    if n:
+        values = values.astype(np.float64) if values.dtype != object else values.copy()
+        values[hit] = np.nan
+    return values, n
+
+
+def _as_column(values, markers, numbers, as_text):
+    """One column of a chunk, markers removed: (values, n_markers, kind).
+
+    kind is "number" (int64/float64), "text" (object of str, NaN for missing) or
+    "reread" (cells pandas typed as True/False: the text is read again). A chunk of
+    a column read with type inference that holds text becomes numbers when every
+    present value but the markers parses as one.
+    """
+    kind = values.dtype.kind
+    if kind in "iuf":
+        values, n = _apply_markers(values.astype(np.float64) if kind == "u" else values, (), numbers)
+        return values, n, "number"
+    if kind == "b":
+        return values, 0, "reread"
+    values = np.asarray(values, dtype=object)
+    values, n = _apply_markers(values, markers, ())
+    if as_text:
+        return values, n, "text"
+    present = ~pd.isna(values)
+    if present.any() and not isinstance(values[present][0], str):
+        return values, n, "reread"                      # True/False with missing cells
+    num = pd.to_numeric(pd.Series(values), errors="coerce").to_numpy()
+    if np.count_nonzero(pd.isna(num)) == np.count_nonzero(~present):
+        num, m = _apply_markers(num, (), numbers)
+        return num, n + m, "number"
+    return values, n, "text"
+
+
+def _row_cost(profile):
+    """Estimated bytes per row at the peak of reading and validating: ``READ_COPIES`` arrays
+    of 8 bytes per cell, plus, once, the string of a text cell whose value is new (the
+    share of distinct values in the sample)."""
+    return sum(READ_COPIES * 8.0 + (0.0 if p is None else p[0] * (STR_OVERHEAD + p[1]))
+               for p in profile)
+
+
+def _sample_profile(text, sep, names, truncated):
+    """(rows, bytes, profile) of the sample: per column None for numbers, else (share of
+    distinct values, mean length) of its text; None when the sample does not parse."""
+    if truncated:
+        text = text[:text.rfind("\n") + 1] or text
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            df = pd.read_csv(io.StringIO(text), sep=sep, header=0, names=names, index_col=False,
+                             keep_default_na=False, na_values=[""])
+    except (ValueError, pd.errors.ParserError):
+        return None
+    profile = []
+    for c in names:
+        col = df[c]
+        if col.dtype.kind in "iuf":
+            profile.append(None)
+        else:
+            present = col.dropna().astype(str)
+            share = present.nunique() / max(len(present), 1)
+            profile.append((share, float(present.str.len().mean()) if len(present) else 0.0))
+    return len(df), len(text.encode("utf-8")), profile
+
+
+def _memory_plan(path, declared, sample, available):
+    """(limit, per_byte): the decompressed text reading ``path`` may reach and the memory one
+    byte of it costs; a DataError before any work when the stated size is over the limit.
+
+    ``sample`` is ``_sample_profile``'s (rows, bytes, profile) for the columns kept.
+    Reading needs about rows x ``_row_cost`` bytes, rows = text bytes / bytes per
+    sample row; more than ``READ_SHARE`` of the ``available`` memory is refused.
+    (None, None) when the available memory is not known.
+    """
+    if available is None:
+        return None, None
+    if sample is None or sample[0] == 0:          # no row profile: a numeric cell per 2 bytes
+        per_byte = READ_COPIES * 8.0 / 2.0
+    else:
+        rows, nbytes, profile = sample
+        per_byte = _row_cost(profile) / (nbytes / rows)
+    limit = int(READ_SHARE * available / per_byte)
+    if declared is not None and declared > limit:
+        raise DataError(_too_large(path, declared, per_byte, available, stated=True))
+    return limit, per_byte
+
+
+def _too_large(path, text_bytes, per_byte, available, stated):
+    packed = " once decompressed" if _compression(path) else ""
+    what = (f"{path} holds {_gb(text_bytes)} of text{packed}" if stated else
+            f"{path} holds more than {_gb(text_bytes)} of text{packed} (reading stopped there)")
+    return (f"{what}, which needs about {_gb(text_bytes * per_byte)} of memory to read, but "
+            f"{_gb(available)} is available; free memory, read a sample of the rows, or pass "
+            "--drop with the columns you can spare")
+
+
+def _out_of_memory(path, rows):
+    return (f"{path}: ran out of memory while reading it ({rows:,} rows read); free memory, read "
+            f"a sample of the rows, or pass --drop with the columns you can spare")
+
+
+@contextlib.contextmanager
+def _chunks(path, sep, names, dtypes, chunk_rows, limit):
+    """The meter and the chunks (DataFrames, columns named ``names``) of a CSV."""
+    with _open_data(path, limit) as (meter, _):
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", pd.errors.ParserWarning)
+            yield meter, pd.read_csv(io.BufferedReader(meter, 1 << 16), sep=sep, header=0,
+                                     names=names, index_col=False, dtype=dtypes,
+                                     keep_default_na=False, na_values=[""],
+                                     encoding="utf-8-sig", chunksize=chunk_rows)
+
+
+def _read_csv_file(path, sep, detected, text, markers, text_columns, skip_columns, progress):
+    """``read_file`` for a CSV: (frame, notes, skipped); see there."""
+    how = f"the {SEPARATORS.get(sep, repr(sep))} delimiter" + (" (detected)" if detected else "")
+    with _long_fields():
+        raw_header = next((r for r in csv.reader(io.StringIO(text), delimiter=sep) if r), [])
+    header = _check_header(raw_header, path)
+    header = [h if h else f"Unnamed: {i}" for i, h in enumerate(header)]
+    if len(header) == 1:
+        raise DataError(f"{path} reads as one column {header[0][:60]!r} with {how}; "
+                        "pass --sep with the file's delimiter (e.g. --sep ';')")
+    names = [f"_{i}" for i in range(len(header))]          # by position: names as written may be odd
+    by_name = dict(zip(header, names))
+    skipped = tuple(c for c in header if c in set(skip_columns))
+    keep = [by_name[c] for c in header if c not in skipped]
+    sample = _sample_profile(text, sep, names, len(text.encode("utf-8")) >= SNIFF_BYTES)
+    as_text = {by_name[c] for c in text_columns if c in by_name} | {by_name[c] for c in skipped}
+    if sample is not None:                  # text in the sample: read as text (no True/False to bool)
+        as_text |= {n for n, p in zip(names, sample[2]) if p is not None}
+        sample = sample[:2] + ([p for n, p in zip(names, sample[2]) if n in set(keep)],)
+    available = available_memory()
+    limit, per_byte = _memory_plan(path, _declared_size(path), sample, available)
+    bytes_per_row = sample[1] / sample[0] if sample and sample[0] else 64.0
+    chunk_rows = max(1000, int(CHUNK_BYTES / bytes_per_row))
+    numbers = _marker_numbers(markers)
+    size = Path(path).stat().st_size
+    t0 = last = time.monotonic()
+    parts = {n: [] for n in keep}
+    seen = dict.fromkeys(keep)          # "number" or "text": what the column's chunks held
+    reread = set()                      # number and text chunks (or True/False): read again as text
+    n_markers = dict.fromkeys(keep, 0)
+    rows = 0
+
+    def read(columns, first_pass):
+        nonlocal rows, last
+        text_ids = as_text | reread
+        dtypes = {n: (str if n in text_ids else None) for n in names}
+        dtypes = {n: t for n, t in dtypes.items() if t is not None}
+        with _chunks(path, sep, names, dtypes, chunk_rows, limit) as (meter, chunks):
+            for chunk in chunks:
+                for n in columns:
+                    if first_pass and n in reread:
+                        continue
+                    values, hits, kind = _as_column(chunk[n].to_numpy(), markers, numbers,
+                                                    n in text_ids)
+                    if first_pass and (kind == "reread" or seen[n] not in (None, kind)):
+                        reread.add(n)
+                        parts[n] = []
+                        continue
+                    seen[n] = kind
+                    parts[n].append(values)
+                    n_markers[n] += hits
+                if first_pass:
+                    rows += len(chunk)
+                del chunk
+                now = time.monotonic()
+                if progress is not None and now - last >= PROGRESS_SECONDS:
+                    last = now
+                    done = min(meter.disk.tell() / size, 1.0) if size else 1.0
+                    progress(f"reading {path}: {done:.0%} ({rows:,} rows, {now - t0:.0f} s)")
+
+    try:
+        read(keep, first_pass=True)
+        if reread:      # numbers in some chunks, text in others: those columns again, as text
+            for n in reread:
+                parts[n], n_markers[n] = [], 0
+            read(sorted(reread), first_pass=False)
+        columns = {}
+        for c, n in by_name.items():
+            if c in skipped:
+                continue
+            chunks, parts[n] = parts[n], None
+            columns[c] = np.concatenate(chunks) if chunks else np.array([], dtype=object)
+            del chunks
+        frame = pd.DataFrame(columns, index=pd.RangeIndex(rows), copy=False)
+    except _TooLarge as exc:
+        raise DataError(_too_large(path, exc.args[0], per_byte, available, stated=False)) from None
+    except MemoryError:
+        raise DataError(_out_of_memory(path, rows)) from None
+    except pd.errors.EmptyDataError:
+        raise DataError(f"{path} is empty (no header line); it needs a header line and data rows") from None
+    except (pd.errors.ParserError, pd.errors.ParserWarning) as exc:
+        msg = " ".join(str(exc).split())
+        if "out of memory" in msg:
+            raise DataError(_out_of_memory(path, rows)) from None
+        if isinstance(exc, pd.errors.ParserWarning):
+            msg = f"a data line has more fields than the header's {len(header)}"
+        raise DataError(f"{path} is not a valid CSV with {how} ({msg}); check the quoting and the "
+                        "number of fields on that line, or pass --sep") from None
+    except UnicodeDecodeError as exc:
+        raise DataError(f"{path} is not UTF-8 text ({exc.reason}, after the first "
+                        f"{SNIFF_BYTES // 1024} KiB); save it as UTF-8 CSV") from None
+    except (OSError, EOFError, zipfile.BadZipFile, lzma.LZMAError) as exc:
+        raise DataError(f"{path} cannot be read as a {_compression(path) or 'plain'} file ({exc}); "
+                        "check the file or its extension") from None
+    if progress is not None and last > t0:
+        progress(f"read {path}: {rows:,} rows in {time.monotonic() - t0:.0f} s")
+    notes = tuple(_marker_note(path, c, n_markers[by_name[c]], rows, markers)
+                  for c in header if c not in skipped and n_markers[by_name[c]])
+    return frame, notes, skipped
+
+
+def _declared_size(path):
+    with _open_data(path) as (_, declared):
+        return declared
+
+
+def _marker_note(path, column, n, rows, markers):
+    return (f"{path}: {n:,} of {rows:,} cells of column {column!r} read as missing: they hold a "
+            f"missing-value marker of na_values (--na-values) {_listing([repr(m) for m in markers])}")
+
+
+def _read_parquet(path, markers=(), skip_columns=()):
     engine = _parquet_engine()
     if engine is None:
         raise DataError(f"{path} is a Parquet file but no Parquet engine is installed; "
                         "pip install pyarrow (or fastparquet), or save the file as CSV")
     try:
         df = pd.read_parquet(path, engine=engine)
+    except MemoryError:
+        raise DataError(_out_of_memory(path, 0)) from None
     except Exception as exc:  # noqa: BLE001 -- any engine error means "not a readable Parquet file"
         msg = " ".join(str(exc).split())[:200]
         raise DataError(f"{path} cannot be read as Parquet ({type(exc).__name__}: {msg}); "
                         "check the file or save it as CSV") from None
     df.columns = _check_header(df.columns, path)
+    skipped = tuple(c for c in df.columns if c in set(skip_columns))
+    df = df.drop(columns=list(skipped))
     for c in df.columns:        # dates as text, as a CSV would give them (screen_columns finds them)
         if pd.api.types.is_datetime64_any_dtype(df[c]):
             df[c] = df[c].astype(str).where(df[c].notna(), np.nan).astype(object)
-    return df
+    notes, numbers = [], _marker_numbers(markers)
+    for c in df.columns:
+        values = df[c].to_numpy()
+        if values.dtype.kind in "iuf" or values.dtype == object:
+            values, n = _apply_markers(values, markers, numbers)
+            if n:
+                df[c] = values
+                notes.append(_marker_note(path, c, n, len(df), markers))
+    return df.reset_index(drop=True), tuple(notes), skipped
 
 
-def read_table(path, sep=None):
+def read_file(path, sep=None, na_values=None, text_columns=(), skip_columns=(), progress=None):
     """Read one data file: CSV (any of ``SEPARATORS``, plain or ``.gz``/``.bz2``/``.xz``/
-    ``.zip``) as strings, or Parquet (when an engine of ``PARQUET_ENGINES`` is installed).
+    ``.zip``) or Parquet (when an engine of ``PARQUET_ENGINES`` is installed).
+
+    Only the empty field is missing, unless ``na_values`` names more markers.
+    Numeric columns are parsed chunk by chunk into int64/float64 arrays (no
+    Python string per numeric cell); text columns keep their exact text. Memory
+    is checked before any work: a file whose estimated in-memory size (from
+    its stated decompressed size and a sample of its rows) exceeds
+    ``READ_SHARE`` of ``available_memory()`` is refused, and reading stops at
+    the same bound when the size is not stated or lies (a decompression bomb).
 
     Parameters
     ----------
     path : str or Path
     sep : str, optional
         The CSV delimiter; default: detected from the first ``SNIFF_BYTES``.
+    na_values : list of str, optional
+        Cells that mean "missing" besides the empty field (e.g. ``["NA",
+        "-999"]``); a numeric marker also matches the number it writes. Each
+        column where one was found gets a note.
+    text_columns : list of str, optional
+        Columns read as text even when their values are numbers (the label
+        column, ``--categorical`` columns, the training file's text columns).
+    skip_columns : list of str, optional
+        Columns not kept (``--drop``); names the file lacks are ignored.
+    progress : callable, optional
+        ``progress(line)`` is called with a one-line status (share of the file
+        read, rows, seconds) at most every ``PROGRESS_SECONDS`` while a CSV is
+        read, and once at the end if it was called before.
 
     Returns
     -------
-    DataFrame of shape (n_rows, n_columns)
-        Column names stripped; CSV values as str with NaN for missing.
+    RawTable
+        ``frame`` of shape (n_rows, n_columns), ``notes`` and ``skipped``.
 
     Raises
     ------
     DataError
-        Missing, empty, non-UTF-8 or malformed file, duplicate column names,
-        or Parquet without an engine; one line with a fix.
+        Missing, empty, non-UTF-8, malformed or too large a file, duplicate
+        column names, running out of memory, or Parquet without an engine;
+        one line with a fix.
     """
     path = Path(path)
+    markers = _markers(na_values)
     if not path.is_file():
         raise DataError(f"{path} not found; put {path.name} in {path.parent} or pass --data-dir")
     if path.stat().st_size == 0:
         raise DataError(f"{path} is empty (0 bytes); it needs a header line and data rows")
     if path.suffix.lower() == ".parquet":
-        return _read_parquet(path)
+        return RawTable(*_read_parquet(path, markers, skip_columns))
     text = _sample_text(path)
     if not text.strip():
         raise DataError(f"{path} is empty (no header line); it needs a header line and data rows")
     detected = sep is None
     sep = _detect_sep(text, path) if detected else sep
-    _check_header(next(csv.reader(io.StringIO(text), delimiter=sep), []), path)
-    how = f"the {SEPARATORS.get(sep, repr(sep))} delimiter" + (" (detected)" if detected else "")
-    try:
-        df = pd.read_csv(path, dtype=str, encoding="utf-8-sig", sep=sep, compression="infer")
-    except pd.errors.EmptyDataError:
-        raise DataError(f"{path} is empty (no header line); it needs a header line and data rows") from None
-    except pd.errors.ParserError as exc:
-        msg = " ".join(str(exc).split())
-        raise DataError(f"{path} is not a valid CSV with {how} ({msg}); check the quoting and the "
-                        "number of fields on that line, or pass --sep") from None
-    except UnicodeDecodeError as exc:
-        raise DataError(f"{path} is not UTF-8 text ({exc.reason}, after the first "
-                        f"{SNIFF_BYTES // 1024} KiB); save it as UTF-8 CSV") from None
-    df.columns = [str(c).strip() for c in df.columns]
-    if df.shape[1] == 1:
-        raise DataError(f"{path} reads as one column {df.columns[0][:60]!r} with {how}; "
-                        "pass --sep with the file's delimiter (e.g. --sep ';')")
-    return df
+    return RawTable(*_read_csv_file(path, sep, detected, text, markers, list(text_columns),
+                                    list(skip_columns), progress))
+
+
+def read_table(path, sep=None, na_values=None, text_columns=(), progress=None):
+    """The frame of ``read_file`` (see there): one data file, its columns as numbers or text.
+
+    Returns
+    -------
+    DataFrame of shape (n_rows, n_columns)
+    """
+    return read_file(path, sep=sep, na_values=na_values, text_columns=text_columns,
+                     progress=progress).frame
 
 
 _read_csv = read_table    # the old name
@@ -488,7 +943,8 @@ def load_csv_pair(data_dir, target=DEFAULT_TARGET, categorical=None, drop=None, 
     drop : list of str, optional
         Columns to ignore.
     **options
-        ``sep``, ``test_size``, ``seed``, ``keep``, ``expand_dates`` as in ``load_files``.
+        ``sep``, ``test_size``, ``seed``, ``keep``, ``expand_dates``, ``na_values``,
+        ``progress`` as in ``load_files``.
 
     Returns
     -------
@@ -515,7 +971,7 @@ def _split_one_file(df, name, target, test_size, seed):
     if target not in df.columns:
         raise DataError(f"{name} has no target column {target!r}; columns are "
                         f"{_names(df.columns)}; pass --target with the label column")
-    y, _ = _parse_labels(df[target], name, target)
+    y, _, _ = _parse_labels(df[target], name, target)
     classes, counts = np.unique(y, return_counts=True)
     n_test = int(math.ceil(test_size * len(df)))
     if counts.min() < 2 or n_test < len(classes) or len(df) - n_test < len(classes):
@@ -526,7 +982,8 @@ def _split_one_file(df, name, target, test_size, seed):
 
 
 def load_files(train_path, test_path=None, target=DEFAULT_TARGET, categorical=None, drop=None,
-               sep=None, test_size=None, seed=0, keep=None, expand_dates=False):
+               sep=None, test_size=None, seed=0, keep=None, expand_dates=False, na_values=None,
+               progress=None):
     """Read, validate and screen a train file and a test file (or split one file).
 
     Parameters
@@ -547,16 +1004,23 @@ def load_files(train_path, test_path=None, target=DEFAULT_TARGET, categorical=No
         Seed of that split.
     keep, expand_dates
         As in ``screen_columns``.
+    na_values : list of str, optional
+        Cells that mean "missing" besides the empty field (``read_file``).
+    progress : callable, optional
+        ``progress(line)`` while a large file is read (``read_file``).
 
     Returns
     -------
     Dataset
         ``files`` = the paths read; ``split_from_one_file`` and ``test_size``
-        set for a split.
+        set for a split; ``notes`` = what the reader and the validation
+        interpreted.
 
     Raises
     ------
     DataError
+        Also when memory runs out while reading or validating (a hint, never a
+        bare ``MemoryError``).
     """
     train_path = Path(train_path)
     if test_size is not None:
@@ -569,16 +1033,14 @@ def load_files(train_path, test_path=None, target=DEFAULT_TARGET, categorical=No
         raise DataError(f"no test file for {train_path} (looked for "
                         f"{_looked_for(train_path.parent, TEST_STEM)}); pass --test FILE, or "
                         f"--test-size 0.2 to hold out a stratified 20% of {train_path.name}")
-    raw_train = read_table(train_path, sep=sep)
-    if test_path is None:
-        raw_train, raw_test = _split_one_file(raw_train, str(train_path), target, test_size, seed)
-        names = (f"{train_path} (train part)", f"{train_path} (held-out part)")
-    else:
-        test_path = Path(test_path)
-        raw_test = read_table(test_path, sep=sep)
-        names = (str(train_path), str(test_path))
-    ds = validate_frames(raw_train, raw_test, target=target, categorical=categorical, drop=drop,
-                         names=names, keep=keep, expand_dates=expand_dates)
+    try:
+        ds = _read_and_validate(train_path, test_path, target, categorical, drop, sep, test_size,
+                                seed, keep, expand_dates, na_values, progress)
+    except MemoryError:
+        raise DataError(f"ran out of memory while validating {train_path}"
+                        + (f" and {test_path}" if test_path is not None else "")
+                        + "; free memory, read a sample of the rows, or pass --drop with the "
+                          "columns you can spare") from None
     same = test_path is None or Path(test_path).parent == train_path.parent
     ds.source = str(train_path.parent) if same else f"{train_path}, {test_path}"
     ds.files = (str(train_path),) + (() if test_path is None else (str(test_path),))
@@ -588,7 +1050,50 @@ def load_files(train_path, test_path=None, target=DEFAULT_TARGET, categorical=No
     return ds
 
 
+def _read_and_validate(train_path, test_path, target, categorical, drop, sep, test_size, seed,
+                       keep, expand_dates, na_values, progress):
+    """``load_files`` after its argument checks: read both files (the label column, the
+    ``categorical`` ones and, in the test file, the training file's text columns as text;
+    ``drop`` columns not kept), split or validate, and collect the notes."""
+    drop = list(drop or [])
+    skip = [c for c in drop if c != target]        # validate_frames names a dropped target
+    text = [target, *(categorical or [])]
+    opts = dict(sep=sep, na_values=na_values, skip_columns=skip, progress=progress)
+    train = read_file(train_path, text_columns=text, **opts)
+    raw_train, notes, skipped = train.frame, train.notes, set(train.skipped)
+    del train                       # the frames below are the only copies of the files
+    if test_path is None:
+        raw_train, raw_test = _split_one_file(raw_train, str(train_path), target, test_size, seed)
+        names = (f"{train_path} (train part)", f"{train_path} (held-out part)")
+    else:
+        test_path = Path(test_path)
+        as_text = [c for c in raw_train.columns if raw_train[c].dtype.kind not in "iufb"]
+        test = read_file(test_path, text_columns=text + as_text, **opts)
+        raw_test, notes, skipped = test.frame, notes + test.notes, skipped | set(test.skipped)
+        del test
+        names = (str(train_path), str(test_path))
+    left = [c for c in drop if c not in skipped]
+    ds = validate_frames(raw_train, raw_test, target=target, categorical=categorical, drop=left,
+                         names=names, keep=keep, expand_dates=expand_dates)
+    ds.notes = notes + ds.notes
+    return ds
+
+
 _TRUE_FALSE = {"true": True, "false": False}
+_NUMBER_TEXT = re.compile(r"[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?")
+INT64_RANGE = (-2**63, 2**63 - 1)
+
+
+def _integer_of(text):
+    """The integer a label's text writes (``'7'``, ``' +7'``, ``'7.0'``, ``'7e2'``), exactly;
+    ``"range"`` for a whole number beyond int64; None for anything else."""
+    t = str(text).strip()
+    if not _NUMBER_TEXT.fullmatch(t):
+        return None
+    d = decimal.Decimal(t)
+    if not d.is_finite() or d != d.to_integral_value():
+        return None
+    return int(d) if INT64_RANGE[0] <= d <= INT64_RANGE[1] else "range"
 
 
 def _label_kind(series):
@@ -597,15 +1102,21 @@ def _label_kind(series):
     if pd.api.types.is_bool_dtype(series):
         return "bool"
     present = series.dropna()
-    if set(str(v).strip().lower() for v in present.unique()) <= set(_TRUE_FALSE):
+    counts = present.value_counts(sort=False)
+    if set(str(v).strip().lower() for v in counts.index) <= set(_TRUE_FALSE):
         return "bool"
     if pd.api.types.is_numeric_dtype(present):
         return "int"
-    return "int" if pd.to_numeric(present, errors="coerce").notna().mean() > 0.5 else "str"
+    numbers = pd.to_numeric(pd.Series(counts.index, dtype=object), errors="coerce").notna().to_numpy()
+    return "int" if counts.to_numpy()[numbers].sum() > 0.5 * len(present) else "str"
 
 
 def _parse_labels(series, name, target, kind=None):
-    """Labels in their own type from a label column, or a DataError naming rows.
+    """Labels in their exact values and own type from a label column, or a DataError naming rows.
+
+    Text is parsed exactly (``'9007199254740993'`` stays that integer; nothing
+    passes through float64); whole numbers beyond int64 keep their text when the
+    kind is inferred.
 
     Parameters
     ----------
@@ -620,34 +1131,77 @@ def _parse_labels(series, name, target, kind=None):
     values : ndarray of shape (n,)
         int64, bool, or object of str.
     kind : str
+    notes : tuple of str
+        What was interpreted (text read as integers or true/false, spaces removed).
     """
     missing = series.isna().to_numpy()
     if missing.any():
         raise DataError(f"{name}: target {target!r} is missing in {_where(series, missing, name)}; "
                         "fill in those labels or delete the rows")
+    inferred = kind is None
     kind = _label_kind(series) if kind is None else kind
+    what = f"{name}: labels of {target!r}"
     if kind == "bool":
         if pd.api.types.is_bool_dtype(series):
-            return series.to_numpy(dtype=bool), kind
-        text = np.array([str(v).strip().lower() for v in series.to_numpy(dtype=object)], dtype=object)
-        bad = ~np.isin(text, list(_TRUE_FALSE))
+            return series.to_numpy(dtype=bool), kind, ()
+        codes, uniques = pd.factorize(series.to_numpy(dtype=object))
+        text = np.array([str(v).strip().lower() for v in uniques], dtype=object)
+        bad = ~np.isin(text, list(_TRUE_FALSE))[codes]
         if bad.any():
             raise DataError(f"{name}: target {target!r} has labels other than true/false in "
                             f"{_where(series, bad, name)} (e.g. {_example(series[bad].to_numpy())}), "
                             "but the training labels are true/false; fix those labels")
-        return np.array([_TRUE_FALSE[t] for t in text], dtype=bool), kind
+        note = f"{what} read as true/false from the text {_listing([repr(str(u)) for u in uniques])}"
+        return np.array([_TRUE_FALSE[t] for t in text], dtype=bool)[codes], kind, (note,)
     if kind == "str":
-        return np.array([str(v).strip() for v in series.to_numpy(dtype=object)], dtype=object), kind
-    num = pd.to_numeric(series, errors="coerce").to_numpy(dtype=np.float64)
-    bad = ~np.isfinite(num)
-    bad[~bad] = num[~bad] != np.round(num[~bad])
+        return _text_labels(series, what)
+    if pd.api.types.is_integer_dtype(series) and series.dtype.kind == "i":
+        return series.to_numpy(dtype=np.int64), kind, ()
+    if pd.api.types.is_float_dtype(series):
+        num = series.to_numpy(dtype=np.float64)
+        bad = ~np.isfinite(num)
+        bad[~bad] = num[~bad] != np.round(num[~bad])
+        values = None if bad.any() else num.astype(np.int64)
+        notes = ()
+    else:                                   # text (or uint64): each distinct text parsed exactly
+        codes, uniques = pd.factorize(series.to_numpy(dtype=object))
+        parsed = [_integer_of(u) for u in uniques]
+        bad = np.array([p is None for p in parsed], dtype=bool)[codes]
+        beyond = np.array([p == "range" for p in parsed], dtype=bool)[codes]
+        if beyond.any() and not bad.any():
+            if inferred:
+                values, _, notes = _text_labels(series, what)
+                return values, "str", (f"{what} hold whole numbers beyond 64-bit integers (e.g. "
+                                       f"{_example(series[beyond].to_numpy())}); they are kept as "
+                                       "text, compared exactly",) + notes
+            raise DataError(f"{name}: target {target!r} has whole numbers beyond 64-bit integers in "
+                            f"{_where(series, beyond, name)} (e.g. "
+                            f"{_example(series[beyond].to_numpy())}), which are no training class; "
+                            "fix those labels or delete the rows")
+        values = None
+        if not bad.any():
+            values = np.array(parsed, dtype=np.int64)[codes]
+            odd = np.array([str(u) != str(p) for u, p in zip(uniques, parsed)], dtype=bool)[codes]
+            notes = (f"{what}: {int(odd.sum()):,} written otherwise than as plain integers were "
+                     f"read as the integers they write (e.g. "
+                     f"{_example(series[odd].to_numpy())} as {values[odd][0]})",) if odd.any() else ()
     if bad.any():
         raise DataError(f"{name}: target {target!r} has non-integer labels in "
                         f"{_where(series, bad, name)} (e.g. {_example(series[bad].to_numpy())}); "
                         "labels must be integer class codes or class names (a continuous target "
                         "is not a classification label): fix those labels or pass --target with "
                         "the right column")
-    return num.astype(np.int64), kind
+    return values, kind, notes
+
+
+def _text_labels(series, what):
+    """Labels as text (object of str, surrounding spaces removed), "str", notes."""
+    codes, uniques = pd.factorize(series.to_numpy(dtype=object))
+    text = np.array([str(v).strip() for v in uniques], dtype=object)
+    spaced = np.array([t != u for t, u in zip(text, uniques)], dtype=bool)[codes]
+    notes = (f"{what}: {int(spaced.sum()):,} had spaces around them, which were removed (e.g. "
+             f"{_example(series[spaced].to_numpy())})",) if spaced.any() else ()
+    return text[codes], "str", notes
 
 
 def _categorical_values(series):
@@ -658,6 +1212,37 @@ def _categorical_values(series):
     out[miss] = np.nan
     out[~miss] = [str(v) for v in vals[~miss]]
     return out
+
+
+def _as_numbers(series):
+    """A column as float64, NaN where a value is missing or no number (a float64 column as it
+    is, without a copy: the validated frame makes the one copy)."""
+    if series.dtype == np.float64:
+        return series.to_numpy()
+    return pd.to_numeric(series, errors="coerce").to_numpy(dtype=np.float64)
+
+
+# A numeric value beyond this magnitude is refused: squares of the values (variance, z-scores)
+# overflow float64 near 1e154, and the trees of Parts A and D compute in float32 (max 3.4e38).
+MAX_ABS_VALUE = 1e30
+MAGNITUDE_FIX = ("rescale the column (e.g. divide it by a power of ten) or pass --drop {col}")
+
+
+# Texts that other tools write for a missing value (R, Excel, SAS, pandas): a numeric column
+# holding them gets the hint to pass them as --na-values (they are never missing silently).
+MISSING_WORDS = frozenset({"na", "n/a", "nan", "-nan", "null", "none", "nil", "missing", "?", "-",
+                           "--", ".", "#n/a", "#na", "<na>", "na.", "n.a."})
+
+
+def _marker_hint(bad):
+    """", pass --na-values NA if 'NA' marks a missing value," when the non-numbers of a numeric
+    column are all words of ``MISSING_WORDS``, else ""."""
+    words = [str(w) for w in pd.unique(bad.astype(str).str.strip())]
+    if len(words) > 3 or any(w.lower() not in MISSING_WORDS for w in words):
+        return ""
+    verb = "marks a missing value" if len(words) == 1 else "mark missing values"
+    return (f", pass --na-values {shlex.quote(','.join(words))} if "
+            f"{_listing([repr(w) for w in words])} {verb},")
 
 
 def validate_frames(train, test, target=DEFAULT_TARGET, categorical=None, drop=None,
@@ -754,14 +1339,14 @@ def validate_frames(train, test, target=DEFAULT_TARGET, categorical=None, drop=N
                             f" of {ntr}; feature columns are {_listing([repr(str(f)) for f in features], 20)}")
 
     cols_tr, cols_te = {}, {}          # built as dicts: one DataFrame at the end, not 1,000 inserts
-    numeric, cats = [], []
+    numeric, cats, notes = [], [], []
     for col in features:
         if train[col].isna().all():
             raise DataError(f"{ntr}: column {col!r} is entirely empty; pass --drop {col} "
                             "or fill it in")
         parsed = None
         if col not in categorical:      # parsed once: to decide the kind and as the values
-            parsed = pd.to_numeric(train[col], errors="coerce").to_numpy(dtype=np.float64)
+            parsed = _as_numbers(train[col])
             present = train[col].notna().to_numpy()
             is_numeric = (~np.isnan(parsed[present])).mean() > 0.5
         if parsed is None or not is_numeric:
@@ -772,24 +1357,35 @@ def validate_frames(train, test, target=DEFAULT_TARGET, categorical=None, drop=N
         numeric.append(col)
         for src, dst, name in ((train, cols_tr, ntr), (test, cols_te, nte)):
             raw = src[col]
-            num = parsed if src is train else pd.to_numeric(raw, errors="coerce").to_numpy(dtype=np.float64)
+            num = parsed if src is train else _as_numbers(raw)
             text = np.isnan(num) & raw.notna().to_numpy()
             if text.any():
                 raise DataError(f"{name}: column {col!r} has non-numeric values in {_where(raw, text, name)} "
-                                f"(e.g. {_example(raw[text].to_numpy())}); fix the CSV or pass "
-                                f"--categorical {col}")
+                                f"(e.g. {_example(raw[text].to_numpy())}); fix the CSV"
+                                f"{_marker_hint(raw[text])} or pass --categorical {col}")
             inf = np.isinf(num)
             if inf.any():
                 raise DataError(f"{name}: column {col!r} has infinite values in {_where(raw, inf, name)}; "
                                 f"fix the CSV or pass --drop {col}")
+            huge = np.abs(num) > MAX_ABS_VALUE
+            if huge.any():
+                raise DataError(f"{name}: column {col!r} has values beyond +-{MAX_ABS_VALUE:g} in "
+                                f"{_where(raw, huge, name)} (e.g. {_example(raw[huge].to_numpy())}), "
+                                f"too large to standardise and train on; {MAGNITUDE_FIX.format(col=col)}")
+            if raw.dtype.kind in "iu" and (np.abs(raw.to_numpy()) > 2**53).any():
+                notes.append(f"{name}: column {col!r} holds integers beyond 2**53 (e.g. "
+                             f"{_example(raw[np.abs(raw.to_numpy()) > 2**53].to_numpy())}); as a "
+                             "feature they are rounded to the nearest float64")
             dst[col] = num
-    y_tr, kind = _parse_labels(train[target], ntr, target)
+    y_tr, kind, label_notes = _parse_labels(train[target], ntr, target)
+    notes += label_notes
     classes = np.unique(y_tr)
     if len(classes) < 2:
         raise DataError(f"{ntr}: target {target!r} has only one class ({classes[0]}); a classifier "
                         "needs at least 2, so check --target")
     if labelled:
-        y_te, _ = _parse_labels(test[target], nte, target, kind=kind)
+        y_te, _, label_notes = _parse_labels(test[target], nte, target, kind=kind)
+        notes += label_notes
         unseen = ~np.isin(y_te, classes)
         if unseen.any():
             raise DataError(f"{nte}: classes {_listing(np.unique(y_te[unseen]))} in "
@@ -802,7 +1398,7 @@ def validate_frames(train, test, target=DEFAULT_TARGET, categorical=None, drop=N
     out_te = pd.DataFrame(cols_te, index=test.index)
     ds = Dataset(train=out_tr, test=out_te, target=target, numeric=numeric, categorical=cats,
                  classes=classes, source=Path(str(ntr)).name, synthetic=False,
-                 test_labelled=labelled)
+                 test_labelled=labelled, notes=tuple(notes))
     if screen:
         _apply_screen(ds, keep, expand_dates)
     return ds
@@ -810,7 +1406,7 @@ def validate_frames(train, test, target=DEFAULT_TARGET, categorical=None, drop=N
 
 def load_data(data_dir=None, target=DEFAULT_TARGET, categorical=None, drop=None, seed=0,
               train_path=None, test_path=None, sep=None, test_size=None, keep=None,
-              expand_dates=False):
+              expand_dates=False, na_values=None, progress=None):
     """Find and load the data files, or fall back to synthetic data.
 
     Parameters
@@ -825,7 +1421,7 @@ def load_data(data_dir=None, target=DEFAULT_TARGET, categorical=None, drop=None,
         ``test_size`` split.
     train_path, test_path : str or Path, optional
         Explicit files (``--train``/``--test``) instead of a folder; any names.
-    sep, test_size, keep, expand_dates
+    sep, test_size, keep, expand_dates, na_values, progress
         As in ``load_files``.
 
     Returns
@@ -834,7 +1430,8 @@ def load_data(data_dir=None, target=DEFAULT_TARGET, categorical=None, drop=None,
         ``synthetic=True`` and ``source="synthetic"`` when no folder holds
         both files.
     """
-    opts = dict(sep=sep, test_size=test_size, seed=seed, keep=keep, expand_dates=expand_dates)
+    opts = dict(sep=sep, test_size=test_size, seed=seed, keep=keep, expand_dates=expand_dates,
+                na_values=na_values, progress=progress)
     if train_path is not None:
         if data_dir is not None:
             raise DataError("pass either a data folder (--data-dir) or files (--train/--test), not both")
@@ -1163,6 +1760,22 @@ def make_synthetic(n_train=4000, n_test=1000, shortcut=None, missing_rate=0.02, 
     return train.rename(columns=rename), test.rename(columns=rename)
 
 
+def _unique_names(names):
+    """``names`` with each repeat made unique by a suffix `` (2)``, `` (3)`` ... (the first keeps
+    its name; a suffixed name never takes another feature's name): a numeric column ``cat=a``
+    and level ``a`` of ``cat``, or a column ``x_missing`` and ``x``'s indicator, would otherwise
+    give two features one name."""
+    taken, used, out = set(names), set(), []
+    for name in names:
+        new, k = name, 1
+        while new in used or (new != name and new in taken):
+            k += 1
+            new = f"{name} ({k})"
+        used.add(new)
+        out.append(new)
+    return out
+
+
 # ------------------------------------------------------------ preprocessing
 def _is_position(c):
     """A column position: a Python or NumPy integer, not a bool."""
@@ -1348,6 +1961,13 @@ class Preprocessor(TransformerMixin, BaseEstimator):
                 raise DataError(f"{what}: numeric {label} has non-numeric or infinite values in "
                                 f"{_where(frame, bad, '')} (e.g. {_example(raw[bad].to_numpy())}); "
                                 "validate the data with validate_frames first")
+            huge = np.abs(num) > MAX_ABS_VALUE
+            if huge.any():
+                label = f"column position {c}" if _is_position(c) else f"column {c!r}"
+                raise DataError(f"{what}: numeric {label} has values beyond +-{MAX_ABS_VALUE:g} "
+                                f"in {_where(pd.DataFrame(index=index), huge, '')} "
+                                f"(e.g. {_example(raw[huge].to_numpy())}); "
+                                + MAGNITUDE_FIX.format(col=c))
             cols[self._key(c)] = num
         for c in categorical:
             cols[self._key(c)] = _categorical_values(column(c))
@@ -1387,7 +2007,7 @@ class Preprocessor(TransformerMixin, BaseEstimator):
             source += [shown[c]] * len(levels)
         names += [f"{shown[c]}_missing" for c in self.indicator_columns_]
         source += [shown[c] for c in self.indicator_columns_]
-        return names, source
+        return _unique_names(names), source     # a column "cat=a" beside level a of cat: two names
 
     def fit(self, X, y=None):
         """Fit imputers, encoder and scaler on the feature columns of ``X``.
