@@ -214,12 +214,15 @@ def show_table(out, df, name, caption=None, shown=None, **table_kw):
 
 
 def data_notes(dataset):
-    """The console lines about the data a user must know: a test set split from the one
-    labelled file (``prep.split_banner``) and a test file without labels
-    (``prep.UNLABELLED_TEST_MESSAGE``)."""
+    """The console lines about the data a user must know: how the reader interpreted
+    values (``Dataset.notes``: markers read as missing, labels read as integers ...), a
+    test set split from the one labelled file (``prep.split_banner``) and, last, a test
+    file without labels (``prep.UNLABELLED_TEST_MESSAGE``)."""
     import prep
-    notes = [prep.split_banner(dataset)] if dataset.split_from_one_file else []
+    notes = list(getattr(dataset, "notes", ()) or ())
+    if dataset.split_from_one_file:
+        notes.append(prep.split_banner(dataset))
     if not dataset.test_labelled:
-        file = dataset.files[1] if len(dataset.files) > 1 else "test"
+        file = rp.display_path(dataset.files[1]) if len(dataset.files) > 1 else "test"
         notes.append(prep.UNLABELLED_TEST_MESSAGE.format(file=file, target=dataset.target))
     return notes

@@ -178,6 +178,7 @@ class Config:
     test_size: Any = None
     keep_columns: Any = None
     expand_dates: bool = False
+    na_values: Any = None       # --na-values: cells read as missing besides the empty field
     parts_given: bool = True    # False: --parts not given (the course's data adds its parts)
     course: bool = False        # --course: the course's framing whatever the data
 
@@ -215,6 +216,10 @@ def build_parser():
                         "set (stratified, seeded by --seed; the report says so)")
     p.add_argument("--sep", default=None, metavar="SEP",
                    help="CSV delimiter: , ; tab | or any one character (default: detected)")
+    p.add_argument("--na-values", metavar="TEXT[,TEXT]", default=None,
+                   help="cells that mean 'missing' besides the empty field, e.g. NA,n/a (default: only "
+                        "empty fields are missing, so a category 'NA' stays text; a list starting with "
+                        "a minus is written --na-values=-999,NA)")
     p.add_argument("--target", default=d["target"], metavar="COL",
                    help="label column: integers, names (low/mid/high) or true/false "
                         "(default: %(default)s)")
@@ -374,6 +379,7 @@ def validate(ns):
         study=study_for(ns.quick),
         train=train, test=test, sep=sep, test_size=test_size, keep_columns=keep,
         expand_dates=bool(ns.expand_dates), parts_given=ns.parts is not None, course=bool(ns.course),
+        na_values=_col_list(ns.na_values, "--na-values"),
     )
 
 
@@ -916,7 +922,9 @@ def load(cfg):
                              train_path=cfg.train, test_path=cfg.test, sep=cfg.sep,
                              test_size=cfg.test_size,
                              keep=list(cfg.keep_columns) if cfg.keep_columns else None,
-                             expand_dates=cfg.expand_dates)
+                             expand_dates=cfg.expand_dates,
+                             na_values=list(cfg.na_values) if cfg.na_values else None,
+                             progress=lambda line: print(f"    {line}", flush=True))
     check_sizes(cfg, dataset)
     data = prep.encode(dataset, missing_indicators=False, val_size=cfg.val_size, seed=cfg.seed)
     return dataset, data

@@ -160,3 +160,26 @@ def test_the_library_imports_from_anywhere_with_the_checkout_on_the_path(tmp_pat
                          cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
     assert res.returncode == 0, res.stderr
     assert res.stdout.strip() == "(64, 64)"
+
+
+def test_na_values_on_the_command_line(tmp_path, monkeypatch, capsys):
+    """A category 'NA' (North America) stays a category by default; --na-values NA reads it
+    as missing, and the console says how many cells were read so."""
+    monkeypatch.chdir(tmp_path)
+    train, test = _frames()
+    train = train.assign(region=np.where(np.arange(len(train)) % 3 == 0, "NA", "EU"))
+    test = test.assign(region=np.where(np.arange(len(test)) % 3 == 0, "NA", "EU"))
+    (tmp_path / "plant").mkdir()
+    train.to_csv("plant/history_2025.csv", index=False)
+    test.to_csv("plant/deployment_week1.csv", index=False)
+    args = ["--train", "plant/history_2025.csv", "--test", "plant/deployment_week1.csv", "--target", "status",
+            "--quick", "--threads", "1", "--parts", "A"]
+    assert run_all.main(args + ["--out", "kept"]) == 0
+    kept = json.loads((tmp_path / "kept" / "metrics.json").read_text())
+    said = capsys.readouterr().out
+    assert "NA" in json.dumps(kept["partA"]) and "read as missing" not in said
+    assert run_all.main(args + ["--out", "missing", "--na-values", "NA"]) == 0
+    said = capsys.readouterr().out
+    assert "note: plant/history_2025.csv: 100 of 300 cells of column 'region' read as missing" in said, said
+    cfg = json.loads((tmp_path / "missing" / "config.json").read_text())
+    assert cfg["na_values"] == ["NA"]
