@@ -158,6 +158,9 @@ _SCREEN_LABELS = {"constant": "constant", "date": "date/time", "id_like": "ID-li
                   "high_cardinality": "very high cardinality"}
 
 
+CLASSES_SHOWN = 20     # classes drawn in the class and per-class figures (the largest)
+
+
 def _render_screened(res, out):
     """Part A's table of the columns that are not features (``AResult.excluded``) and
     what was done with them: left out of the inputs, kept (``--keep-columns``) or
@@ -236,8 +239,14 @@ def render(res, out):
 
     r.heading("Class distribution", 3)
     cd = res.class_distribution
-    fig = plots.class_distribution(cd["table"]["count"].to_numpy(), list(cd["table"].index))
-    out.save_figure(fig, "a_class_distribution.png", "Class counts and shares in the training file")
+    counts = cd["table"]["count"]
+    shown = counts.sort_values(ascending=False, kind="stable").index[:CLASSES_SHOWN]
+    fig = plots.class_distribution(counts.loc[shown].to_numpy(), list(shown))
+    note = ""
+    if len(counts) > CLASSES_SHOWN:
+        note = (f" (the {CLASSES_SHOWN} largest of {len(counts):,} classes, "
+                f"{counts.loc[shown].sum() / counts.sum():.0%} of the rows)")
+    out.save_figure(fig, "a_class_distribution.png", "Class counts and shares in the training file" + note)
     r.para(f"The majority class, {rp.literal(cd['majority_class'], code=True)}, holds {cd['majority_baseline_accuracy']:.1%} of "
            f"the rows (the accuracy of always predicting it); the smallest class, {rp.literal(cd['minority_class'], code=True)}, "
            f"holds {cd['table']['share'].min():.1%}. The largest class is {cd['imbalance_ratio']:.1f}× the "
@@ -259,13 +268,26 @@ def render(res, out):
 
     r.heading("Features against the target", 3)
     fig_num, fig_cat = list(res.figure_numeric), list(res.figure_categorical)
+    frame, classes_note = res.train, ""
+    if len(counts) > CLASSES_SHOWN:          # one box or bar per class: only the largest classes
+        frame = res.train[res.train[tgt].isin(set(shown))]
+        classes_note = f"; the {CLASSES_SHOWN} largest of {len(counts):,} classes"
     if fig_num:
-        out.save_figure(plots.numeric_boxplots(res.train, fig_num, tgt), "a_numeric_boxplots.png",
-                        "Numeric features by class (train)" + _shown_of(fig_num, len(num), "numeric features"))
+        out.save_figure(plots.numeric_boxplots(frame, fig_num, tgt), "a_numeric_boxplots.png",
+                        "Numeric features by class (train)" + _shown_of(fig_num, len(num), "numeric features")
+                        + classes_note)
     if fig_cat:
-        out.save_figure(plots.categorical_countplots(res.train, fig_cat, tgt), "a_categorical_counts.png",
+        out.save_figure(plots.categorical_countplots(frame, fig_cat, tgt), "a_categorical_counts.png",
                         "Categorical features by class (train)"
-                        + _shown_of(fig_cat, len(cat), "categorical features"))
+                        + _shown_of(fig_cat, len(cat), "categorical features") + classes_note)
+    drawn = [f for f in fig_num + fig_cat if f in res.predictive_power.index]
+    if len(drawn) > 1:
+        pp = res.predictive_power.loc[drawn, "pps"].sort_values(ascending=False)
+        r.para(f"Of the features drawn, {rp.literal(pp.index[0], code=True)} separates the classes most "
+               f"(pps {pp.iloc[0]:.2f}, on its own) and "
+               f"{rp.literal(pp.index[-1], code=True)} least (pps {pp.iloc[-1]:.2f}); "
+               + (f"{sum(pp < 0.05)} of {len(pp)} tell the label almost nothing alone (pps below 0.05)."
+                  if (pp < 0.05).any() else "each tells the label something alone (pps at least 0.05)."))
     if len(fig_num) + len(fig_cat) < len(num) + len(cat):
         r.para(f"The figures show the {len(fig_num) + len(fig_cat)} features with the highest predictive "
                f"power (at most {res.figure_limit}) of {len(num) + len(cat):,}, so that they stay "

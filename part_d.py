@@ -7,6 +7,7 @@ validation, and holds Part D's result (``DResult``), its rules, ``compute``,
 ``render`` and the sentences the summary quotes (``verdict_sentences``,
 ``recommended_mitigation``, ``mitigation_sentences``).
 """
+import hashlib
 import re
 import warnings
 from concurrent.futures import Future
@@ -31,13 +32,23 @@ from training import loss_fall as falling
 import report as rp
 
 
+# The diagnosis compares train and test and refits a model within test by 3-fold
+# cross-validation: with fewer test rows it cannot say anything (``run_all`` skips Part D).
+MIN_TEST_ROWS = 30
+
 # Priority of this part's worker jobs (lower runs first): Part D's mitigation trainings: after Part B's.
 JOB_PRIORITY = 1
 
 
-def _slug(name):
-    """A file-name-safe version of a column name."""
-    return re.sub(r"[^A-Za-z0-9_.-]+", "_", str(name)).strip("_") or "column"
+def _slug(name, limit=60):
+    """A file-name-safe, bounded and unique version of a column name: the name itself when
+    it is short and safe, else its safe characters (at most ``limit``) and a digest of the
+    name (so ``a/b`` and ``a b`` get two files, a 300-character name a short one)."""
+    name = str(name)
+    safe = re.sub(r"[^A-Za-z0-9_.-]+", "_", name).strip("_.") or "column"
+    if safe == name and len(safe) <= limit:
+        return safe
+    return f"{safe[:limit]}-{hashlib.sha1(name.encode('utf-8', 'surrogatepass')).hexdigest()[:8]}"
 
 
 @dataclass(frozen=True, eq=False)

@@ -926,7 +926,13 @@ def load(cfg):
                              na_values=list(cfg.na_values) if cfg.na_values else None,
                              progress=lambda line: print(f"    {line}", flush=True))
     check_sizes(cfg, dataset)
-    data = prep.encode(dataset, missing_indicators=False, val_size=cfg.val_size, seed=cfg.seed)
+    try:
+        data = prep.encode(dataset, missing_indicators=False, val_size=cfg.val_size, seed=cfg.seed)
+    except MemoryError:
+        raise UsageError(f"not enough memory to encode {len(dataset.train):,} training rows of "
+                         f"{len(dataset.numeric) + len(dataset.categorical)} columns "
+                         f"({len(dataset.categorical)} categorical, one column per level); pass --drop for "
+                         "categorical columns with many levels, or use fewer rows") from None
     return dataset, data
 
 
@@ -1141,6 +1147,12 @@ def main(argv=None):
             else:
                 print(f"note: {', '.join(p.title for p in PARTS.values() if p.course)} (the course's "
                       f"question) does not run on your data by default; --parts {COURSE_PARTS} runs it")
+        if "D" in parts and len(dataset.test) < PARTS["D"].impl.MIN_TEST_ROWS:
+            print(f"note: {PARTS['D'].title} is skipped: the test file has {len(dataset.test)} "
+                  f"row{'s' if len(dataset.test) != 1 else ''}, and the diagnosis needs at least "
+                  f"{PARTS['D'].impl.MIN_TEST_ROWS} to compare test with train; predictions are still written",
+                  flush=True)
+            parts = tuple(p for p in parts if p != "D")
         for note in data_notes(dataset):
             print(f"note: {note}", flush=True)
 

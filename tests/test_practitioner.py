@@ -183,3 +183,63 @@ def test_na_values_on_the_command_line(tmp_path, monkeypatch, capsys):
     assert "note: plant/history_2025.csv: 100 of 300 cells of column 'region' read as missing" in said, said
     cfg = json.loads((tmp_path / "missing" / "config.json").read_text())
     assert cfg["na_values"] == ["NA"]
+
+
+def test_figure_file_names_are_bounded_and_unique():
+    import part_d
+    assert part_d._slug("amenity_score") == "amenity_score"           # a safe name as it is
+    assert part_d._slug("a/b") != part_d._slug("a b")                  # one file each
+    assert len(part_d._slug("x" * 300)) <= 70 and len(part_d._slug("é" * 300)) <= 70
+    assert part_d._slug("..") not in ("", ".", "..") and "/" not in part_d._slug("../../etc")
+
+
+def test_one_row_test_file_skips_the_diagnosis_and_still_predicts(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    train, test = _frames()
+    (tmp_path / "plant").mkdir()
+    train.to_csv("plant/history_2025.csv", index=False)
+    test.iloc[:1].to_csv("plant/deployment_week1.csv", index=False)
+    rc = run_all.main(["--train", "plant/history_2025.csv", "--test", "plant/deployment_week1.csv",
+                       "--target", "status", "--out", "out", "--quick", "--threads", "1", "--parts", "D"])
+    said = capsys.readouterr().out
+    assert rc == 0, said
+    assert "Part D: test accuracy and generalisation is skipped: the test file has 1 row" in said
+    assert len(pd.read_csv(tmp_path / "out" / "predictions.csv")) == 1
+
+
+def test_many_classes_draw_only_the_largest(tmp_path, monkeypatch, capsys):
+    """One box or bar per class is unreadable (and slow) for many classes: the figures show
+    the largest ``CLASSES_SHOWN`` and say so."""
+    import part_a
+    monkeypatch.chdir(tmp_path)
+    rng = np.random.default_rng(0)
+    k = part_a.CLASSES_SHOWN + 15
+    y = np.repeat(np.arange(k), 14)                       # 7 training rows a class: enough to split
+    df = pd.DataFrame({"x": y + rng.normal(0, 1, len(y)), "tag": np.where(rng.random(len(y)) < .5, "u", "v"),
+                       "kind": [f"k{v:03d}" for v in y]})
+    df.iloc[::2].to_csv("train.csv", index=False)
+    df.iloc[1::2].to_csv("test.csv", index=False)
+    rc = run_all.main(["--data-dir", ".", "--target", "kind", "--out", "out", "--quick", "--threads", "1",
+                       "--parts", "A"])
+    capsys.readouterr()
+    assert rc == 0
+    md = (tmp_path / "out" / "report.md").read_text(encoding="utf-8")
+    assert f"the {part_a.CLASSES_SHOWN} largest of {k} classes" in md
+
+
+def test_memory_error_while_encoding_is_one_line(tmp_path, monkeypatch, capsys):
+    import prep
+    monkeypatch.chdir(tmp_path)
+    train, test = _frames()
+    (tmp_path / "plant").mkdir()
+    train.to_csv("plant/history_2025.csv", index=False)
+    test.to_csv("plant/deployment_week1.csv", index=False)
+
+    def no_memory(*a, **k):
+        raise MemoryError()
+    monkeypatch.setattr(prep, "encode", no_memory)
+    rc = run_all.main(["--train", "plant/history_2025.csv", "--test", "plant/deployment_week1.csv",
+                       "--target", "status", "--out", "out", "--quick", "--threads", "1", "--parts", "A"])
+    err = capsys.readouterr().err
+    assert rc == 2 and "Traceback" not in err
+    assert err.strip().startswith("error: not enough memory to encode 300 training rows of 3 columns")
