@@ -1175,7 +1175,7 @@ hr { border: 0; border-top: 1px solid var(--line); margin: 2rem 0; }
   table.narrow { font-size: __TPTN__pt; }
   th, td { padding-top: .12rem; padding-bottom: .12rem; }    /* side paddings as measured */
   caption { font-size: .9rem; padding-bottom: .2rem; }
-  table, figure, .math, .banner, tr, dt, dd, .table-group, tbody.head-rows {
+  table, figure, .math, .banner, tr, dt, dd, caption, .table-group, tbody.head-rows {
     break-inside: avoid; page-break-inside: avoid; }
   table.long, .table-group.long { break-inside: auto; page-break-inside: auto; }   /* long tables flow on; rows stay whole */
   thead { display: table-header-group; }
