@@ -3,15 +3,19 @@
 ``compute(ctx) -> BResult`` reads the networks Part B's worker jobs trained
 (``Schedule.b_fits``, one per activation, and the sigmoid set-up study
 ``Schedule.b_sigmoid``), scores them and measures the gradient magnitudes per
-layer; ``render(result, output)`` writes the accuracy and gradient tables,
-the loss and gradient figures and the report section. The part's rules
-(``STUCK``, ``VANISHING``, ``SIGMOID_LIFT``) are defined here.
+layer, and for each activation where the layer ratio W2/W1 changes side of
+``VANISHING`` during training, how much of it is the part of the gradients all
+samples share (``_common_part``); ``render(result, output)`` writes the
+accuracy and gradient tables, the loss and gradient figures and the report
+section. The part's rules (``STUCK``, ``VANISHING``, ``SIGMOID_LIFT``) are
+defined here.
 """
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import pandas as pd
+from sklearn.base import clone
 
 import mlp
 import plots
@@ -46,6 +50,39 @@ def _grad_table(hist, k=10):
     idx = list(range(n)) if k is None else sorted(set(range(min(k, n))) | set(range(max(0, n - k), n)))
     return pd.DataFrame({"iteration": [i + 1 for i in idx], "mean|dL/dW1|": g[idx, 0],
                          "mean|dL/dW2|": g[idx, 1], "ratio W2/W1": g[idx, 1] / g[idx, 0]})
+
+
+def _ratio_crossing(ratio, threshold=VANISHING.threshold):
+    """Where the layer ratio W2/W1 changes side of ``threshold`` during training:
+    ``(iteration, stays)``, the first iteration (1-based) on the other side than the
+    first iteration's, and whether every later one is there too; None if none is."""
+    ratio = np.asarray(ratio, dtype=float)
+    start = ratio[0] > threshold
+    other = np.flatnonzero((ratio > threshold) != start)
+    if other.size == 0:
+        return None
+    t = int(other[0])
+    return t + 1, bool(np.all((ratio[t:] > threshold) != start))
+
+
+def _common_part(model, X, y):
+    """The layer ratio mean |dL/dW2| / mean |dL/dW1| at ``model``'s weights without the part
+    of each gradient common to all samples, and the mean input of both layers.
+
+    ``dL/dW_l = dL/db_l ⊗ mean(input_l) + sum_i delta_i (input_i - mean(input_l))^T / n``:
+    the first term is what every sample's error shares (at the output, the gap between the
+    predicted and the actual class shares) times the layer's mean input; the ratio is taken
+    of the second. Returns ``(centred ratio, (mean input of layer 1, of layer 2))``.
+    Part B's networks weigh every sample alike (no class weights), as the gradient here does.
+    """
+    W, b = model.weights_, model.biases_
+    yi = np.searchsorted(model.classes_, y)
+    _, dW, db = mlp.loss_and_grads(W, b, X, yi, model.activation, l2=model.l2)
+    X64 = np.asarray(X, dtype=np.float64)
+    g = mlp.ACTIVATION_TABLE[mlp.ACTIVATIONS[model.activation]].reference_g
+    inputs = (X64, g(X64 @ W[0].T.astype(np.float64) + b[0]))          # (n, d), (n, h1)
+    centred = [np.abs(dW[l] - np.outer(db[l], inputs[l].mean(axis=0))).mean() for l in (0, 1)]
+    return float(centred[1] / centred[0]), tuple(float(a.mean()) for a in inputs)
 
 
 def _sample_iterations(n, max_rows=8):
@@ -105,6 +142,9 @@ class BResult(PartResult):
     gradient_tables: dict       # activation -> DataFrame, first/last 10 iterations
     gradient_summary: list      # per activation: first/last magnitudes and ratios
     vanishing: list             # activations whose first-iteration ratio exceeds VANISHING
+    crossings: dict             # activation -> _ratio_crossing of its ratio W2/W1, or None
+    common_part: dict           # activation -> {"early"/"late": centred ratio at iteration 2 / after training,
+                                #                "inputs": mean input of layers 1 and 2 at iteration 2}
     sigmoid_setup: Any          # list of rows, or None without sigmoid
     sigmoid_verdict: Any        # _sigmoid_verdict(sigmoid_setup), or None
     depths: list
@@ -176,6 +216,14 @@ def compute(ctx):
                                  "ratio W2/W1 first": ratio[0], "ratio W2/W1 last": ratio[-1],
                                  "ratio W2/W1 median": float(np.median(ratio))})
     vanishing = [row["activation"] for row in summary_rows if row["ratio W2/W1 first"] > VANISHING.threshold]
+    crossings, common = {}, {}
+    if len(cfg.hidden) >= 2:
+        for act, model in nets.items():
+            crossings[act] = _ratio_crossing(grads[act][:, 1] / grads[act][:, 0])
+            # the same network after its first step (same set-up, one iteration): iteration 2's gradient
+            early = clone(model).set_params(n_iter=1, early_stopping=False).fit(d.X_train, d.y_train)
+            (ratio_early, inputs), (ratio_late, _) = (_common_part(m, d.X_train, d.y_train) for m in (early, model))
+            common[act] = {"early": ratio_early, "late": ratio_late, "inputs": inputs}
 
     sig_rows = verdict = None
     if "sigmoid" in cfg.activations:
@@ -207,9 +255,55 @@ def compute(ctx):
         lr=cfg.lr, iterations=cfg.iterations, dtype=cfg.dtype, n_fit=len(d.y_train),
         n_val=len(d.y_val), networks=nets, scores=scores, best=best_network(scores), final=rows,
         baseline={"train": base, "val": base_val}, stuck=stuck, gradients=grads, gradient_tables=tables,
-        gradient_summary=summary_rows, vanishing=vanishing, sigmoid_setup=sig_rows,
+        gradient_summary=summary_rows, vanishing=vanishing, crossings=crossings, common_part=common,
+        sigmoid_setup=sig_rows,
         sigmoid_verdict=verdict, depths=depths, depth_ratios=ratios, depth_width=width,
         repeats=cfg.study.repeats)
+
+
+def _common_explains(res, act):
+    """Whether the layer ratio without the part common to all samples is already on the final
+    side of ``VANISHING`` at iteration 2, while the raw ratio starts on the other: then that
+    common part is what put the raw ratio there."""
+    cross, common = res.crossings.get(act), res.common_part.get(act)
+    if not cross or not common:
+        return False
+    g = res.gradients[act]
+    start_above = g[0, 1] / g[0, 0] > VANISHING.threshold
+    return (common["early"] > VANISHING.threshold) != start_above
+
+
+def crossing_sentence(act, crossing, grads, common):
+    """The bullet on an activation whose layer ratio W2/W1 changes side of ``VANISHING``
+    during training: where, and how much of the early ratio is the part of the gradients
+    common to all samples (``_common_part``), quoted from the numbers."""
+    iteration, stays = crossing
+    ratio = grads[:, 1] / grads[:, 0]
+    t = VANISHING.threshold
+    above = ratio[0] > t
+    text = (f"{rp.literal(act, code=True)}: the ratio mean |dL/dW2| / mean |dL/dW1| "
+            f"{'falls below' if above else 'rises above'} {t:g} at iteration {iteration} "
+            + ("and stays there" if stays else "(and crosses back later)")
+            + f" ({ratio[0]:.2f} at the first iteration, {ratio[-1]:.2f} at the last).")
+    if common is None:
+        return text
+    x1, x2 = common["inputs"]
+    text += (" Part of each layer's gradient is common to all samples: the layer's bias gradient "
+             "times its mean input (at the output, that common error is the gap between the predicted "
+             f"and the actual class shares). Layer 1's inputs average {x1:.3f}, layer 2's "
+             f"({act} outputs) {x2:.3f}. Without that part the ratio is {common['early']:.2f} at "
+             f"iteration 2 and {common['late']:.2f} after training")
+    early_side, late_side = (common["early"] > t) != above, (common["late"] > t) != above
+    if early_side:
+        text += (f": the ratio {'above' if above else 'below'} {t:g} at the start is that common part, "
+                 "which fades as training goes on, not a signal that "
+                 + ("shrinks" if above else "grows") + " on its way back to the first layer.")
+    elif late_side:
+        text += (": without it the ratio changes side too, so the signal passed back to the first layer "
+                 "itself changes during training.")
+    else:
+        text += "."
+    return text
 
 
 _SIGMOID_VERDICTS = {
@@ -265,15 +359,17 @@ def render(res, out):
         r.para("In the tables, mean |dL/dW1| is the mean absolute gradient of the loss with respect to the weights of the "
                "first hidden layer (the layer nearest the input), mean |dL/dW2| the same for the second; "
                "their ratio W2/W1 above 1 means the gradient shrinks on its way back to the first layer.")
-        plain = {c: plain_number for c in ("mean|dL/dW1|", "mean|dL/dW2|", "ratio W2/W1")}
+        shown, paths = None, []
         for act, g in res.gradients.items():
             full = _grad_table({"grad_abs_mean": g}, k=None)      # every iteration, for the CSV
-            path = out.save_table(full, f"b_gradients_{act}", show=False)
-            shown = full[full["iteration"].isin(_sample_iterations(len(full)))].reset_index(drop=True)
-            r.table(shown, formats=plain,
-                    caption=f"{act}: gradient magnitudes at {len(shown)} of its {len(full)} iterations "
-                            f"(every iteration: [{rp.display_path(path, out.out)}]"
-                            f"({rp.display_path(path, out.out)}))")
+            paths.append(out.save_table(full, f"b_gradients_{act}", show=False))
+            sample = full[full["iteration"].isin(_sample_iterations(len(full)))].set_index("iteration")
+            sample.columns = [f"{act} {c}" for c in sample.columns]
+            shown = sample if shown is None else shown.join(sample, how="outer")   # the activations side by side
+        links = ", ".join(f"[{rp.display_path(p, out.out)}]({rp.display_path(p, out.out)})" for p in paths)
+        r.table(shown.reset_index(), formats={c: plain_number for c in shown.columns},
+                caption=f"Gradient magnitudes at {len(shown)} of the {len(next(iter(res.gradients.values())))} "
+                        f"iterations (every iteration: {links})")
         rows = res.gradient_summary
         show_table(out, pd.DataFrame(rows), "b_gradient_summary", caption="Gradient magnitudes: first vs "
                     "last iteration", formats={c: plain_number for c in rows[0] if c != "activation"})
@@ -294,12 +390,18 @@ def render(res, out):
                          f"at the start of training{cmp}: each layer multiplies it by g'(z), which for "
                          f"{worst['activation']} is at most "
                          f"{mlp.ACTIVATION_TABLE[mlp.ACTIVATIONS[worst['activation']]].max_slope:g}, so the "
-                         "layer nearest the input learns slowest. This is "
-                         "the vanishing-gradient effect, already visible with two hidden layers; the depth "
-                         "study below shows how it compounds per layer.")
+                         "layer nearest the input learns slowest. "
+                         + ("By the rule this is the vanishing-gradient effect; the next point measures how much "
+                            "of it is the part of the gradient that all samples share."
+                            if _common_explains(res, worst["activation"]) else
+                            "This is the vanishing-gradient effect, already visible with two hidden layers; the "
+                            "depth study below shows how it compounds per layer."))
         else:
             lines.append(f"No activation shows vanishing gradients at the start ({VANISHING.description}): "
                          "with two hidden layers the backward signal does not vanish here.")
+        lines += [crossing_sentence(row["activation"], res.crossings.get(row["activation"]),
+                                    res.gradients[row["activation"]], res.common_part.get(row["activation"]))
+                  for row in rows if res.crossings.get(row["activation"])]
         r.bullets(lines)
     else:
         r.para("Only one hidden layer: no layer-2/layer-1 ratio to report.")

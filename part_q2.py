@@ -3,11 +3,14 @@
 ``q2_jobs`` queues the experiments (``shared_bias``'s network, per task and
 learning rate) on the worker pool; ``compute(ctx) -> Q2Result`` gathers them
 and applies the rules defined here (``Q2_SPEED``, ``Q2_STABILITY``,
-``Q2_COSINE``); ``render(result, output)`` writes the tables, figures and the
-answer (with the derivation in ``docs/q2_derivation.md``).
+``Q2_COSINE``, ``Q2_LEARNS``); ``render(result, output)`` writes the tables
+(final loss and accuracy as mean ± standard deviation over seeds), the figures
+(one panel per learning rate) and the answer: one line tying the findings to the
+hypotheses of ``docs/q2_derivation.md`` (``HYPOTHESES``), then the findings per
+task and whether the model that diverges less learns at all, every sentence
+built from the numbers it quotes.
 """
 import time
-import warnings
 from dataclasses import dataclass
 
 import numpy as np
@@ -38,6 +41,19 @@ Q2_STABILITY = Rule("stability", 0.2,
 Q2_COSINE = Rule("path alignment", 0.2,
                  "the two bias-gradient paths are *aligned* when their mean cosine exceeds "
                  "{threshold:+.1f}, *opposed* below {negative:+.1f}, else nearly orthogonal")
+Q2_LEARNS = Rule("learns", 0.0,
+                 "a model *learns* at a learning rate when its mean final accuracy over the seeds "
+                 "that did not diverge exceeds the task's majority-class share")
+
+# The hypotheses of docs/q2_derivation.md the answer weighs, by their number and title
+# there (tests/test_print.py checks the document still numbers them so).
+HYPOTHESES = {"coupled": (2, "coupled paths"), "step": (3, "a larger effective step on b"),
+              "none": (5, "no difference")}
+
+
+def _hyp(key):
+    number, title = HYPOTHESES[key]
+    return f"hypothesis {number} ({title})"
 
 
 def _q2_verdict(summary, speed_tol=Q2_SPEED.threshold, stab_tol=Q2_STABILITY.threshold):
@@ -139,6 +155,8 @@ class Q2Result(PartResult):
     findings: dict
     cosines: list               # mean cosine of the two bias-gradient paths per shared run setting
     path_ratios: list           # hidden-path / output-path norm per shared run setting
+    majority: dict              # task -> share of the task's most frequent class (accuracy of always predicting it)
+    final_loss_sd: dict         # task -> {(model, lr): sd of the final loss over the seeds that did not diverge}
 
     @property
     def answer(self):
@@ -176,31 +194,162 @@ def compute(ctx):
         rows, findings[task] = _q2_verdict(exp["summary"])
         tables[task] = pd.DataFrame(rows)
     shared = [s for t in findings for s in experiments[t]["summary"] if s["model"] == "shared"]
+    majority = {task: float(Y.mean(axis=0).max()) for task, (_, Y) in _q2_tasks(ctx).items()}
     return Q2Result(seeds=seeds, lrs=lrs, n_iter=n_iter, n_rows=len(d.y_train),
                     n_features=d.X_train.shape[1], n_classes=len(ctx.dataset.classes),
                     experiments=experiments, tables=tables, findings=findings,
                     cosines=[s["mean_cos_paths"] for s in shared if s["mean_cos_paths"] is not None],
                     path_ratios=[s["mean_norm_hidden_path"] / s["mean_norm_output_path"] for s in shared
-                                 if s["mean_norm_output_path"]])
+                                 if s["mean_norm_output_path"]],
+                    majority={task: majority[task] for task in experiments},
+                    final_loss_sd={task: _final_loss_sd(exp["curves"]) for task, exp in experiments.items()})
 
 
-def _q2_display(summary, n_seeds, n_iter):
-    """Question 2's table as a reader takes it in: one row per learning rate and model,
-    counts as "k of n" seeds, "> n_iter" for a threshold the median seed never reaches
-    (the CSV keeps ``_q2_verdict``'s numbers)."""
-    order = {"shared": 0, "independent": 1}
+def _final_loss_sd(curves):
+    """{(model, lr): standard deviation of the final loss over the seeds that did not diverge
+    (None when every seed diverged)}, the spread beside ``final_loss_mean``."""
+    out = {}
+    for key, c in curves.items():
+        final = np.asarray(c["loss"], dtype=float)[~np.asarray(c["diverged"], dtype=bool), -1]
+        out[key] = float(final.std()) if final.size else None
+    return out
+
+
+_ORDER = {"shared": 0, "independent": 1}
+
+
+def _in_order(summary):
+    return sorted(summary, key=lambda x: (x["lr"], _ORDER.get(x["model"], 2)))
+
+
+def _mean_sd(mean, sd):
+    """ "mean ± sd", both to 3 decimals (losses and accuracies of a few units at most); the
+    mean alone without a spread; None (the table's "diverged") without a mean."""
+    if mean is None:
+        return None
+    if sd is None:
+        return mean
+    return f"{rp.format_number(mean, '.3f')} ± {rp.format_number(sd, '.3f')}"
+
+
+def _q2_display(summary, n_seeds, n_iter, loss_sd=None):
+    """Question 2's convergence table as a reader takes it in: one row per learning rate
+    and model, counts as "k of n" seeds, "> n_iter" for a threshold the median seed never
+    reaches, final loss and accuracy as mean ± standard deviation over the seeds that did
+    not diverge (``loss_sd``: (model, lr) -> sd of the final loss; the accuracy's is in
+    the summary). The CSV keeps ``_q2_verdict``'s numbers."""
+    loss_sd = loss_sd or {}
     rows = []
-    for sm in sorted(summary, key=lambda x: (x["lr"], order.get(x["model"], 2))):
+    for sm in _in_order(summary):
         iters = sm["iters_to_threshold"]               # one entry per seed
         median = sm["iters_to_threshold_median"]
         rows.append({"lr": rp.format_number(sm["lr"], "g"), "biases": sm["model"],
                      "iterations to threshold": f"> {n_iter}" if median is None else rp.format_number(median, ".3g"),
                      "seeds reaching it": f"{sum(i is not None for i in iters)} of {len(iters)}",
                      "diverged": count_of(sm["diverged_frac"], n_seeds),
-                     "final loss": sm["final_loss_mean"], "final accuracy": sm["final_acc_mean"],
-                     "cos(paths)": sm["mean_cos_paths"], "|δ_out|": sm["mean_norm_output_path"],
-                     "|δ_hidden|": sm["mean_norm_hidden_path"]})
+                     "final loss": _mean_sd(sm["final_loss_mean"], loss_sd.get((sm["model"], sm["lr"]))),
+                     "final accuracy": _mean_sd(sm["final_acc_mean"], sm.get("final_acc_std"))})
     return pd.DataFrame(rows)
+
+
+def _q2_paths_display(summary):
+    """The two bias-gradient paths per learning rate, the two models side by side: their
+    mean cosine and norms (one row per learning rate)."""
+    rows = {}
+    for sm in _in_order(summary):
+        row = rows.setdefault(sm["lr"], {"lr": rp.format_number(sm["lr"], "g")})
+        for name, key in (("cos(paths)", "mean_cos_paths"), ("|δ_out|", "mean_norm_output_path"),
+                          ("|δ_hidden|", "mean_norm_hidden_path")):
+            row[f"{name} {sm['model']}"] = sm[key]
+    return pd.DataFrame(list(rows.values()))
+
+
+def _label(task):
+    return "training data" if task == "data" else "synthetic task"
+
+
+def _lrs(values):
+    """``"0.1"``, ``"0.1 and 0.3"``, ``"0.1, 0.3 and 1"``."""
+    xs = [f"{x:g}" for x in sorted(values)]
+    return xs[0] if len(xs) == 1 else ", ".join(xs[:-1]) + " and " + xs[-1]
+
+
+def _row(summary, model, lr):
+    return next(s for s in summary if s["model"] == model and s["lr"] == lr)
+
+
+def _q2_conclusion(findings, summaries, n_seeds):
+    """The answer in one line, each finding tied to the hypothesis of docs/q2_derivation.md
+    it bears on (``HYPOTHESES``): stability (3), speed (2, 3) and the learning rates
+    where neither task shows a difference (5). ``summaries``: task -> the experiment's
+    summary rows (the diverged counts quoted come from them)."""
+    def at(key):
+        return [(task, lr) for task, f in findings.items() for lr in f[key]]
+
+    def diverged(task, lr, one_lr):
+        return (f"{'' if one_lr else f'lr {lr:g} on the '}{_label(task)}: {count_of(_row(summaries[task], 'shared', lr)['diverged_frac'], n_seeds)}"
+                f" seeds against {count_of(_row(summaries[task], 'independent', lr)['diverged_frac'], n_seeds)}")
+
+    def where(pairs):
+        return ", ".join(f"lr {lr:g} on the {_label(task)}" for task, lr in pairs)
+
+    clauses = []
+    less, more = at("less_stable"), at("more_stable")
+    if less:
+        clauses.append(f"{_hyp('step')} is borne out: the shared model diverges more often at lr "
+                       f"{_lrs({lr for _, lr in less})} ({'; '.join(diverged(t, lr, len({x for _, x in less}) == 1) for t, lr in less)})")
+    if more:
+        clauses.append(f"against {_hyp('step')}, the shared model diverges less often at lr "
+                       f"{_lrs({lr for _, lr in more})} ({'; '.join(diverged(t, lr, len({x for _, x in more}) == 1) for t, lr in more)})")
+    if not less and not more:
+        clauses.append(f"{_hyp('step')} finds no support: at no learning rate does the shared model "
+                       "diverge more often")
+    slower, faster = at("slower"), at("faster")
+    if slower and faster:
+        clauses.append(f"speed differs in both directions (slower: {where(slower)}; faster: {where(faster)}), "
+                       "which no one hypothesis predicts")
+    elif slower:
+        clauses.append(f"sharing converges more slowly ({where(slower)}), as {_hyp('coupled')} predicts "
+                       "where the paths pull against each other")
+    elif faster:
+        clauses.append(f"sharing converges faster ({where(faster)}), as {_hyp('step')} allows below "
+                       "the rate where it diverges")
+    else:
+        clauses.append("convergence speed differs at no learning rate")
+    lrs = sorted({s["lr"] for rows in summaries.values() for s in rows})
+    busy = {lr for f in findings.values() for v in f.values() for lr in v}
+    quiet = [lr for lr in lrs if lr not in busy]
+    if quiet:
+        clauses.append(f"at lr {_lrs(quiet)} neither task shows a difference beyond the rules, as "
+                       f"{_hyp('none')} allows")
+    return "**In one line:** " + "; ".join(clauses) + "."
+
+
+def _learning_sentences(findings, summaries, majority, n_seeds):
+    """Where sharing changes stability, whether the model that diverges less learns at all:
+    its mean final accuracy against the task's majority-class share (``Q2_LEARNS``)."""
+    out = []
+    for task, f in findings.items():
+        for key, stabler in (("less_stable", "independent"), ("more_stable", "shared")):
+            for lr in f[key]:
+                sm = _row(summaries[task], stabler, lr)
+                acc, sd = sm["final_acc_mean"], sm.get("final_acc_std")
+                if acc is None:
+                    continue
+                acc_text = f"{acc:.3f}" + (f" ± {sd:.3f}" if sd is not None else "")
+                base = majority[task]
+                lead = (f"{_label(task)}, lr {lr:g}: the {stabler} model diverges in "
+                        f"{count_of(sm['diverged_frac'], n_seeds)} seeds")
+                if acc - base > Q2_LEARNS.threshold:
+                    out.append(f"{lead} and learns: its final accuracy, {acc_text}, is above the {base:.3f} "
+                               "of always predicting the majority class.")
+                else:
+                    out.append(f"{lead} but does not learn either: its final accuracy, {acc_text}, is not above "
+                               f"the {base:.3f} of always predicting the majority class, so at this rate "
+                               "\"diverges less\" means only that its loss stays finite.")
+    if out:
+        out[-1] += f" (Rule: {Q2_LEARNS.description}.)"
+    return out
 
 
 def render(res, out):
@@ -217,41 +366,46 @@ def render(res, out):
            "(2,000 × 5). A run *diverges* when its loss becomes non-finite or exceeds 10× its start. "
            "Iterations to threshold: first iteration at which a run has made 95% of the largest loss "
            "decrease any run achieved at that learning rate (median over seeds).")
+    n = len(res.seeds)
     for task, exp in res.experiments.items():
-        label = "training data" if task == "data" else "synthetic task"
-        n = len(res.seeds)
-        show_table(out, res.tables[task], f"q2_{task}", shown=_q2_display(exp["summary"], n, res.n_iter),
-                    floatfmt=".3g", na={"final loss": "diverged", "final accuracy": "diverged"}, key=2,
-                    caption=f"{label}: shared vs independent biases per lr, over {plural_text(n, 'seed')}. "
-                            f"Iterations to threshold: median over seeds (> {res.n_iter}: most seeds do "
-                            f"not reach it within the {res.n_iter} iterations); final loss and accuracy: "
-                            "mean over the seeds that did not diverge; cos(paths), |δ_out|, |δ_hidden|: "
-                            "mean cosine and norms of the two bias-gradient paths")
+        label = _label(task)
+        show_table(out, res.tables[task], f"q2_{task}",
+                   shown=_q2_display(exp["summary"], n, res.n_iter, res.final_loss_sd[task]),
+                   floatfmt=".3g", na={"final loss": "diverged", "final accuracy": "diverged"}, key=2,
+                   caption=f"{label}: shared vs independent biases per lr, over {plural_text(n, 'seed')}. "
+                           f"Iterations to threshold: median over seeds (> {res.n_iter}: most seeds do "
+                           f"not reach it within the {res.n_iter} iterations); final loss and accuracy: "
+                           "mean ± standard deviation over the seeds that did not diverge (always "
+                           f"predicting the majority class scores {res.majority[task]:.3f})")
+        r.table(_q2_paths_display(exp["summary"]), floatfmt=".3g",
+                caption=f"{label}: the two bias-gradient paths per lr, mean over iterations and seeds: "
+                        "cosine between them, norm of the output path |δ_out| and of the hidden path "
+                        f"|δ_hidden| (also in tables/q2_{task}.csv)")
         curves = {f"lr = {lr:g}": {mdl: exp["curves"][(mdl, lr)]["loss"] for mdl in ("shared", "independent")}
                   for lr in res.lrs}
-        out.save_figure(plots.loss_panels(curves, f"Q2 on the {label}: loss (mean, min–max over seeds)"),
+        out.save_figure(plots.loss_panels(curves, f"Q2 on the {label}: loss (mean, min–max over seeds)",
+                                          one_row=True),
                         f"q2_{task}_loss.png", f"{label}: training loss per iteration, shared vs independent")
-        paths = {}
-        for lr in res.lrs:
-            c = exp["curves"][("shared", lr)]
-            with warnings.catch_warnings():  # all seeds diverged: NaN, drawn as a gap
-                warnings.simplefilter("ignore", RuntimeWarning)
-                paths[(f"lr={lr:g}", "|δ_out|")] = np.nanmean(c["norm_output_path"], 0)
-                paths[(f"lr={lr:g}", "|δ_hidden|")] = np.nanmean(c["norm_hidden_path"], 0)
-        out.save_figure(plots.gradient_magnitudes(paths, title=f"Q2 ({label}): norms of the two bias-gradient "
-                                                  "paths", ylabel="norm"),
+        # one panel per learning rate, two curves in each (plots.MAX_LINES)
+        paths = {f"lr = {lr:g}": {"|δ_out|": exp["curves"][("shared", lr)]["norm_output_path"],
+                                  "|δ_hidden|": exp["curves"][("shared", lr)]["norm_hidden_path"]}
+                 for lr in res.lrs}
+        out.save_figure(plots.loss_panels(paths, f"Q2 on the {label}: bias-gradient path norms, shared bias "
+                                          "(mean, min–max over seeds)", ylabel="norm", one_row=True),
                         f"q2_{task}_paths.png", f"{label}: norms of the output-path and hidden-path bias "
-                        "gradients of the shared model (mean over seeds)")
+                        "gradients of the shared model, per learning rate (mean and min–max over seeds; "
+                        "a gap: every seed diverged)")
 
     r.heading("Answer", 3)
-    lines = []
+    summaries = {task: exp["summary"] for task, exp in res.experiments.items()}
+    lines = [_q2_conclusion(res.findings, summaries, n)]
     for task, f in res.findings.items():
-        label = "training data" if task == "data" else "synthetic task"
         parts_ = [f"sharing {phrase} at lr {', '.join(f'{x:g}' for x in f[key])}"
                   for key, phrase in _Q2_ANSWERS.items() if f[key]]
-        lines.append(f"{label}: " + ("; ".join(parts_) if parts_ else
-                                     f"no difference beyond the rules ({Q2_SPEED.description}; "
-                                     f"{Q2_STABILITY.description})") + ".")
+        lines.append(f"{_label(task)}: " + ("; ".join(parts_) if parts_ else
+                                            f"no difference beyond the rules ({Q2_SPEED.description}; "
+                                            f"{Q2_STABILITY.description})") + ".")
+    lines += _learning_sentences(res.findings, summaries, res.majority, n)
     cos = res.cosines
     if cos:
         mean = np.mean(cos)

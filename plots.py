@@ -10,7 +10,10 @@ Reading size: the report shows a figure at most ``WIDTH_IN`` wide and
 natural size, larger), so every figure is drawn at most that large and every
 text in it is at least ``MIN_FONT_PT``: at the size shown, no text is smaller
 than 9 pt. Multi-panel figures wrap their panels into rows instead of growing
-wider (tests/test_plots.py checks every function).
+wider (tests/test_plots.py checks every function). A panel carries at most
+``MAX_LINES`` curves as the report draws it: printed in a column 7 in wide, ten
+curves in two styles cannot be told apart, so a comparison across settings
+(learning rates) gets one panel per setting instead (tests/test_print.py).
 
 Text is text: column names, class labels, category levels, file names and the
 titles built from them are drawn as written, never as mathtext or TeX (a label
@@ -30,6 +33,7 @@ import numpy as np  # noqa: E402
 WIDTH_IN = 7.0          # the widest figure: the report's printed column (A4 minus margins)
 MAX_HEIGHT_IN = 9.0     # the tallest (Letter minus margins and a caption)
 MIN_FONT_PT = 9         # smallest text in any figure, ticks, legends and annotations included
+MAX_LINES = 6           # curves in one panel of a report figure: more cannot be told apart on paper
 ACT_COLORS = {"relu": "tab:blue", "sigmoid": "tab:orange", "tanh": "tab:green"}
 TEXT = {"parse_math": False, "usetex": False}   # Text properties: the string is drawn as written
 
@@ -75,7 +79,7 @@ def _log_y(ax):
     lo, hi = ax.get_ylim()              # call after plotting: the autoscaled range
     decades = np.log10(hi / lo) if 0 < lo < hi else 1.0
     # enough labelled ticks for a range under one decade, not too many for ten
-    subs = ((1.0,) if decades > 6 else (1.0, 2.0, 5.0) if decades > 1.5 else
+    subs = ((1.0,) if decades > 3 else (1.0, 2.0, 5.0) if decades > 1.5 else
             (1.0, 1.2, 1.5, 2.0, 2.5, 3.0, 4.0, 5.0, 6.0, 8.0))
     ax.yaxis.set_major_locator(LogLocator(subs=subs))
     ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _pos: f"{v:g}"))
@@ -106,7 +110,7 @@ def class_distribution(counts, labels, title="Class distribution (train)"):
     labels : list of str, one per class
     """
     counts = np.asarray(counts, dtype=float)
-    fig, ax = plt.subplots(figsize=(6, 3.6))
+    fig, ax = plt.subplots(figsize=(6, 3.0))
     bars = ax.bar(np.arange(len(counts)), counts, color="tab:blue")
     ax.set_xticks(np.arange(len(counts)), [str(l) for l in labels], **TEXT)
     total = counts.sum()
@@ -122,7 +126,7 @@ def class_distribution(counts, labels, title="Class distribution (train)"):
 
 def numeric_boxplots(df, columns, target):
     """One box plot per numeric column, grouped by class (missing values dropped)."""
-    fig, axes, _ = _grid(len(columns), 2 if len(columns) <= 4 else 3, 2.4)
+    fig, axes, _ = _grid(len(columns), 2 if len(columns) <= 4 else 3, 2.1)
     for ax, col in zip(axes, columns):
         _boxplot_by_class(ax, df, col, target)
         ax.set_title(str(col), fontsize=10, **TEXT)
@@ -133,7 +137,7 @@ def numeric_boxplots(df, columns, target):
 def categorical_countplots(df, columns, target):
     """Grouped bar chart of class counts for each level of each categorical column."""
     classes = sorted(df[target].unique())
-    fig, axes, _ = _grid(len(columns), 2, 3.2)
+    fig, axes, _ = _grid(len(columns), 2, 2.9)
     for k, (ax, col) in enumerate(zip(axes, columns)):
         table = _class_counts(df, col, target)
         x = np.arange(len(table.index))
@@ -198,7 +202,7 @@ def accuracy_curves(histories, baseline=None):
     histories : dict name -> dict with arrays ``train_acc`` and ``val_acc`` (n_iter,)
     baseline : float, optional majority-class accuracy drawn as a grey line
     """
-    fig, ax = plt.subplots(figsize=(WIDTH_IN, 4))
+    fig, ax = plt.subplots(figsize=(WIDTH_IN, 3.1))
     for i, (name, h) in enumerate(histories.items()):
         color = ACT_COLORS.get(name, f"C{i}")
         it = np.arange(1, len(h["train_acc"]) + 1)
@@ -226,7 +230,7 @@ def gradient_magnitudes(series, title="Mean |dL/dW| per layer", ylabel="mean |dL
     groups = list(dict.fromkeys(g for g, _ in series))
     kinds = list(dict.fromkeys(k for _, k in series))
     styles = ["-", "--", ":", "-."]
-    fig, ax = plt.subplots(figsize=(WIDTH_IN, 4))
+    fig, ax = plt.subplots(figsize=(WIDTH_IN, 3.1))
     for (group, kind), values in series.items():
         color = ACT_COLORS.get(group, f"C{groups.index(group)}")
         ax.plot(np.arange(1, len(values) + 1), values, color=color,
@@ -248,7 +252,7 @@ def depth_ratios(depths, ratios):
     depths : array-like of int, shape (n_depths,)
     ratios : dict activation -> array of shape (n_depths,)
     """
-    fig, ax = plt.subplots(figsize=(6, 3.8))
+    fig, ax = plt.subplots(figsize=(6, 3.0))
     for name, r in ratios.items():
         ax.plot(depths, r, marker="o", color=ACT_COLORS.get(name), label=str(name))
     _log_y(ax)
@@ -279,7 +283,7 @@ def attribution_bars(tables, title):
     shares = shares.loc[shares.mean(axis=1).sort_values().index]   # largest mean share on top
     n_models, n_feat = shares.shape[1], shares.shape[0]
     bar = 0.8 / n_models
-    height = min(MAX_HEIGHT_IN, max(2.5, (0.16 + 0.11 * n_models) * n_feat + 1.3))
+    height = min(MAX_HEIGHT_IN, max(2.2, (0.11 + 0.085 * n_models) * n_feat + 1.0))
     fig, ax = plt.subplots(figsize=(WIDTH_IN, height))
     y = np.arange(n_feat)
     for i, name in enumerate(shares.columns):
@@ -308,7 +312,7 @@ def grouped_bars(frame, title, ylabel):
     pos = np.arange(len(labels))
     horizontal = max((len(s) for s in labels), default=0) > 12
     if horizontal:
-        fig, ax = plt.subplots(figsize=(WIDTH_IN, min(MAX_HEIGHT_IN, max(2.5, (0.2 + 0.14 * k) * len(labels) + 1.2))))
+        fig, ax = plt.subplots(figsize=(WIDTH_IN, min(MAX_HEIGHT_IN, max(2.2, (0.13 + 0.09 * k) * len(labels) + 0.9))))
         for i, col in enumerate(frame.columns):
             ax.barh(pos + i * width - 0.4 + width / 2, frame[col].to_numpy(dtype=float), width, label=str(col))
         ax.set_yticks(pos, [textwrap.fill(s, 30) for s in labels], fontsize=MIN_FONT_PT, **TEXT)
@@ -317,7 +321,7 @@ def grouped_bars(frame, title, ylabel):
         ax.grid(alpha=0.3, axis="x")
         _legend(ax, fontsize=MIN_FONT_PT, loc="upper center", bbox_to_anchor=(0.5, -0.16), ncol=k, frameon=False)
     else:
-        fig, ax = plt.subplots(figsize=(min(WIDTH_IN, max(6, 0.9 * len(pos) + 2)), 3.8))
+        fig, ax = plt.subplots(figsize=(min(WIDTH_IN, max(6, 0.9 * len(pos) + 2)), 3.2))
         for i, col in enumerate(frame.columns):
             ax.bar(pos + i * width - 0.4 + width / 2, frame[col].to_numpy(dtype=float), width, label=str(col))
         ax.set_xticks(pos, labels, rotation=25 if len(labels) > 6 else 0,
@@ -333,7 +337,7 @@ def confusion(matrix, labels, title="Confusion matrix (test)"):
     """Confusion matrix with counts and row-normalised shares (scikit-learn's display)."""
     from sklearn.metrics import ConfusionMatrixDisplay
 
-    fig, ax = plt.subplots(figsize=(4.8, 4.2))
+    fig, ax = plt.subplots(figsize=(4.2, 3.6))
     names = [str(l) for l in labels]
     ConfusionMatrixDisplay(np.asarray(matrix), display_labels=names).plot(
         ax=ax, colorbar=False, values_format="d")
@@ -343,18 +347,23 @@ def confusion(matrix, labels, title="Confusion matrix (test)"):
     return _done(fig)
 
 
-def loss_panels(curves, title, ylabel="training loss"):
-    """One panel per setting (e.g. learning rate): mean curve and min-max band per model.
+def loss_panels(curves, title, ylabel="training loss", one_row=False):
+    """One panel per setting (e.g. learning rate): mean curve and min-max band per series
+    (e.g. per model, or per bias-gradient path), on a log scale shared by the panels.
 
     Parameters
     ----------
-    curves : dict panel title -> dict model name -> array of shape (n_runs, n_iter)
-        (NaN after a run diverged)
+    curves : dict panel title -> dict series name -> array of shape (n_runs, n_iter)
+        (NaN after a run diverged); keep the series per panel few (``MAX_LINES``)
+    one_row : bool
+        All panels side by side (up to five), the legend below them: a compact strip
+        to read the settings left to right; else rows of two or three panels.
     """
     import warnings
 
     n = len(curves)
-    fig, flat, axes = _grid(n, 3 if n > 4 else 2, 2.5, sharey=True)
+    one_row = one_row and n <= 5
+    fig, flat, axes = _grid(n, n if one_row else 3 if n > 4 else 2, 2.4 if one_row else 2.2, sharey=True)
     for ax, (panel, models) in zip(flat, curves.items()):
         for i, (name, c) in enumerate(models.items()):
             c = np.asarray(c, dtype=float)
@@ -365,11 +374,21 @@ def loss_panels(curves, title, ylabel="training loss"):
             ax.plot(it, mean, color=f"C{i}", label=str(name), lw=1.2)
             ax.fill_between(it, lo, hi, color=f"C{i}", alpha=0.2, lw=0)
         _log_y(ax)
+        ax.set_xlim(0, c.shape[1] - 1)          # the whole run, also where every seed diverged early
         ax.set_title(str(panel), fontsize=10, **TEXT)
         ax.grid(alpha=0.3, which="both")
         ax.set_xlabel("iteration", fontsize=MIN_FONT_PT)
     for ax in axes[:, 0]:
         ax.set_ylabel(ylabel, fontsize=MIN_FONT_PT, **TEXT)
+    if one_row:
+        handles, labels = flat[0].get_legend_handles_labels()
+        leg = fig.legend(handles, labels, loc="lower center", ncol=len(labels), fontsize=MIN_FONT_PT,
+                         frameon=False)
+        for t in leg.get_texts():
+            t.update(TEXT)
+        fig.suptitle(title, fontsize=10, **TEXT)
+        fig.set_layout_engine("tight", rect=(0, 0.08, 1, 1))     # room for the legend below
+        return fig
     _legend(flat[0], fontsize=MIN_FONT_PT)
     fig.suptitle(title, fontsize=10, **TEXT)
     return _done(fig)
@@ -383,7 +402,7 @@ def feature_by_class_per_split(frames, column, target, numeric=True):
     frames : dict split name -> DataFrame with ``column`` and ``target``
     numeric : bool, box plots (True) or a stacked bar of class shares per level (False)
     """
-    fig, axes, _ = _grid(len(frames), 2, 3.4, sharey=numeric)
+    fig, axes, _ = _grid(len(frames), 2, 3.0, sharey=numeric)
     for k, (ax, (split, df)) in enumerate(zip(axes, frames.items())):
         if numeric:
             _boxplot_by_class(ax, df, column, target)

@@ -22,9 +22,11 @@ This module owns everything about *presenting* results; it computes nothing.
   fractions at full size). The LaTeX source is kept as the image's alt/title
   text; what mathtext cannot parse falls back to a ``<code>`` block showing the
   source. Tables wider than the printed page are set smaller, transposed or
-  split with their key columns repeated, so no column is ever cut off; a print
-  stylesheet makes the browser's *Print to PDF* a document to hand in (A4 or
-  Letter).
+  split into even pieces with their key columns repeated, so no column is ever
+  cut off or left alone; a print stylesheet makes the browser's *Print to PDF* a
+  document to hand in (A4 or Letter): 9.5 pt text, figures at the size they were
+  drawn, no page ending in a heading, a caption or a table's header, the pieces
+  of a split table kept together.
 - ``write_atomic(path, data)`` and ``savefig_atomic(fig, path)`` write through a
   temporary file in the target folder and ``os.replace`` it, so an interrupted
   run never leaves a half-written file behind.
@@ -417,11 +419,14 @@ _LINE_BREAK = re.compile(r"\r\n|[\n\r\t\v\f\x1c-\x1e\x85\u2028\u2029]")
 _CONTROL = re.compile(r"[\x00-\x08\x0e-\x1b\x7f]")
 # Backslash escapes for every character that can open or close inline markup
 # (emphasis, code, links, math, strikethrough, attribute lists, a heading's closing
-# hashes); entities for the characters HTML gives meaning to, because every
-# Markdown renderer decodes an entity but not every one honours ``\<``.
-_MD_ESCAPE = {**{c: "\\" + c for c in "\\`*_{}[]#~$"}, "<": "&lt;", ">": "&gt;", "&": "&amp;"}
-# what makes a line a list item ("- ", "+ ", "1. ", "2) "), a rule or a setext underline ("---", "===")
-_MD_BLOCK_START = re.compile(r"(?P<n>\d{1,9})[.)](?=[ \t]|$)|[-+](?=[ \t]|$)|[-=]+[ \t]*$")
+# hashes); entities for ``<`` and ``&``, which open a tag, an autolink or an entity,
+# because every Markdown renderer decodes an entity but not every one honours ``\<``.
+# A ``>`` means nothing inside a line (no tag can open with ``<`` escaped), so it
+# stays as written ("> 200", "0.1 -> 0.2") but at the start, where it would quote.
+_MD_ESCAPE = {**{c: "\\" + c for c in "\\`*_{}[]#~$"}, "<": "&lt;", "&": "&amp;"}
+# what makes a line a list item ("- ", "+ ", "1. ", "2) "), a rule, a setext underline
+# ("---", "===") or a block quote ("> ")
+_MD_BLOCK_START = re.compile(r"(?P<n>\d{1,9})[.)](?=[ \t]|$)|[-+](?=[ \t]|$)|[-=]+[ \t]*$|>")
 
 
 def _fold(text):
@@ -455,22 +460,30 @@ def literal(text, code=False):
         characters are folded to spaces (U+FFFD for controls that are not white
         space), so data cannot start a heading, a list or an HTML block; every
         character that could open markup (``* _ ` [ ] { } # ~ $ \\``, and a
-        list marker, rule or underline at the start) is backslash-escaped (an
-        ``_`` between two letters or digits cannot, and is kept as is) and
-        ``< > &`` are written as entities, so no tag, link, emphasis or math
-        is ever formed from data.
+        list marker, rule, underline or ``>`` at the start) is backslash-escaped
+        (an ``_`` between two letters or digits cannot, and is kept as is) and
+        ``< &`` are written as entities, so no tag, link, quote, emphasis or
+        math is ever formed from data; a ``>`` inside the text stays as it is.
         Bare URLs in data may still be made clickable by GitHub's autolinking;
         their text is then the URL itself.
 
     Examples
     --------
     >>> literal("[docs](https://example.org) <b>")
-    '\\\\[docs\\\\](https://example.org) &lt;b&gt;'
+    '\\\\[docs\\\\](https://example.org) &lt;b>'
+    >>> literal("> 200"), literal("0.1 -> 0.2")
+    ('\\\\> 200', '0.1 -> 0.2')
     >>> literal("net_price $5 _x_")
     'net_price \\\\$5 \\\\_x\\\\_'
     >>> literal("a`b", code=True)
     '``a`b``'
     """
+    return _literal(text, code, block=True)
+
+
+def _literal(text, code=False, block=True):
+    """``literal``; ``block=False`` leaves a leading list marker, rule or ``>`` as it is
+    (a table cell is inline content: nothing in it starts a block)."""
     s = _fold(text)
     if code:
         if not s.strip(" "):
@@ -480,7 +493,7 @@ def literal(text, code=False):
         return fence + pad + s + pad + fence
     out = "".join("_" if c == "_" and 0 < i < len(s) - 1 and s[i - 1].isalnum() and s[i + 1].isalnum()
                   else _MD_ESCAPE.get(c, c) for i, c in enumerate(s))   # snake_case: no emphasis there
-    m = _MD_BLOCK_START.match(s)
+    m = _MD_BLOCK_START.match(s) if block else None
     if m:
         cut = len(m.group("n") or "")      # before the sign, or the number's "." / ")"
         out = out[:cut] + "\\" + out[cut:]
@@ -688,7 +701,7 @@ def slugify(text, seen=None):
 
 def _md_cell(text):
     """Literal text -> a Markdown table cell that GitHub shows verbatim (``literal``, pipes escaped)."""
-    return literal(text).replace("|", "\\|")
+    return _literal(text, block=False).replace("|", "\\|")
 
 
 # ----------------------------------------------------------------------- blocks
@@ -925,9 +938,36 @@ def _table_from(data, floatfmt, index, formats=None, na=_NA):
                    for r in records) and any(isinstance(r[j], numbers.Number) for r in records)
                for j in range(len(columns))]
     formats = _per_column("formats", formats, columns, floatfmt)
+    formats = [_counts_whole(f, [r[j] for r in records]) if numeric[j] else f for j, f in enumerate(formats)]
     na = _per_column("na", na, columns, _NA) if isinstance(na, dict) else [str(na)] * len(columns)
     rows = [[_format_cell(v, f, n) for v, f, n in zip(r, formats, na)] for r in records]
     return columns, rows, numeric
+
+
+def _counts_whole(spec, values):
+    """``spec`` for a column, or, for a column of counts held as floats under a fixed-decimals
+    spec (``".3f"``), a formatter that writes its whole numbers as integers.
+
+    A column counts when every value of magnitude 1 or more is a whole number and one is
+    2 or more (a support column: ``4,109``, not ``4,109.000``); other values in it (a
+    scikit-learn report's accuracy row) keep ``spec``. Scores, shares and losses have
+    fractional values above 1 or none above 1, and are left alone.
+    """
+    if not isinstance(spec, str):
+        return spec
+    m = _SPEC.match(spec)
+    if m is None or m.group("type") not in ("f", "F"):
+        return spec
+    real = [float(v) for v in values if isinstance(v, numbers.Real) and not isinstance(v, (bool, numbers.Integral))
+            and not _is_missing(v) and math.isfinite(float(v))]
+    large = [v for v in real if abs(v) >= 1]
+    if not large or not all(v.is_integer() for v in large) or max(abs(v) for v in large) < 2:
+        return spec
+
+    def whole(v):
+        v = float(v)
+        return f"{int(v):,}" if math.isfinite(v) and v.is_integer() else format_number(v, spec)
+    return whole
 
 
 def _per_column(name, values, columns, default):
@@ -1045,6 +1085,11 @@ PRINT_WIDTH_IN = (210 - 2 * PAGE_SIDE_MARGIN_MM) / 25.4      # 7.09 in: the prin
 FIGURE_MAX_HEIGHT_IN = 9.0      # a printed figure is scaled down to fit this height
 SCREEN_COLUMN_PX = 950          # the content column on a wide screen (CSS px; figures never wider)
 SAVEFIG_DPI = 120               # savefig_atomic's default: one image pixel per CSS pixel on screen
+PRINT_ROOT_PT = 9.5              # printed, 1rem (the body text; headings and spacing scale with it)
+# Printed table fonts per class (pt). Each is at most the screen's size of that class
+# (``TABLE_STYLE``, measured against the printed column), so a table measured to fit
+# fits on paper too; checked below ``TABLE_STYLE``.
+PRINT_TABLE_PT = {"": 9.0, "wide": 8.5, "narrow": 8.0}
 
 _CSS = """
 :root { --fg:#1f2328; --muted:#59636e; --line:#d1d9e0; --bg-soft:#f6f8fa; --accent:#0969da; }
@@ -1084,9 +1129,10 @@ nav.toc-side { display: none; }
 }
 .table-wrap { margin: 1rem 0; max-width: 100%; overflow-x: auto; }
 table { border-collapse: collapse; font-size: .92rem; font-variant-numeric: tabular-nums; }
-table.wide { font-size: .8rem; }
+table.wide { font-size: .8rem; } table.narrow { font-size: .72rem; }
 th, td { border: 1px solid var(--line); padding: .3rem .6rem; }
 table.wide th, table.wide td { padding: .25rem .4rem; }
+table.narrow th, table.narrow td { padding: .2rem .3rem; }
 th { background: var(--bg-soft); font-weight: 600; vertical-align: bottom; }
 td.l, th { overflow-wrap: break-word; } td.r { white-space: nowrap; }
 tbody tr:nth-child(even) { background: #fbfcfd; }
@@ -1106,28 +1152,47 @@ img.math-inline { display: inline; }
 hr { border: 0; border-top: 1px solid var(--line); margin: 2rem 0; }
 .glossary dt { font-weight: 600; margin-top: .5rem; } .glossary dd { margin-left: 1.5rem; }
 /* Paper: the printer's size (A4 or Letter; the layout fits the narrower A4 column
-   and the shorter Letter page), nothing interactive, nothing cut. */
-@page { size: auto; margin: 14mm __SIDE__mm 15mm; }
+   and the shorter Letter page), nothing interactive, nothing cut, no page ending in a
+   heading, a caption or a table's header, no split table torn apart. */
+@page { size: auto; margin: 11mm __SIDE__mm 12mm; }
 @media print {
-  body { font-size: 10.5pt; line-height: 1.45; }
+  html { font-size: __ROOT__pt; }   /* every size in rem (headings, margins, paddings) follows */
+  body { font-size: 1rem; line-height: 1.35; }
   .layout, .layout.with-toc { display: block; max-width: none; margin: 0; }
   main, .with-toc main { max-width: none; padding: 0; }
   nav.toc-side, details.toc-inline { display: none; }
   a { color: inherit; }
   h1 { margin-top: 0; }
-  h2 { margin-top: 1.6rem; } h3 { margin-top: 1.2rem; }
-  h2, h3, h4, caption { break-after: avoid; page-break-after: avoid; }
+  h2 { margin: 1.4rem 0 .6rem; } h3 { margin: 1rem 0 .4rem; } h4 { margin: .8rem 0 .3rem; }
+  h1 + h2, h1 + .banner + h2, h2 + h3 { margin-top: .6rem; }
+  p { margin: .4rem 0; orphans: 2; widows: 2; }
+  ul, ol { margin: .4rem 0; }
+  h2, h3, h4, caption, thead { break-after: avoid; page-break-after: avoid; }
   .table-wrap, pre, .math { overflow: visible; }
-  pre { white-space: pre-wrap; }
-  table, figure, .math, pre, .banner, tr, dt, dd { break-inside: avoid; page-break-inside: avoid; }
-  table.long { break-inside: auto; page-break-inside: auto; }   /* long tables flow on; rows stay whole */
+  .table-wrap { margin: .6rem 0; }
+  pre { white-space: pre-wrap; font-size: .9rem; padding: .5rem .7rem; orphans: 4; widows: 4; }
+  table { font-size: __TPT__pt; line-height: 1.25; } table.wide { font-size: __TPTW__pt; }
+  table.narrow { font-size: __TPTN__pt; }
+  th, td { padding-top: .12rem; padding-bottom: .12rem; }    /* side paddings as measured */
+  caption { font-size: .9rem; padding-bottom: .2rem; }
+  table, figure, .math, .banner, tr, dt, dd, caption, .table-group, tbody.head-rows {
+    break-inside: avoid; page-break-inside: avoid; }
+  table.long, .table-group.long { break-inside: auto; page-break-inside: auto; }   /* long tables flow on; rows stay whole */
   thead { display: table-header-group; }
-  figure img { max-height: __FIGH__in; width: auto; border: 0; }
+  figure { margin: .6rem 0; }
+  figure img { max-width: min(100%, var(--drawn-width, 100%)); max-height: __FIGH__in; width: auto; border: 0; }
+  figcaption { margin-top: .2rem; }
+  .math { margin: .4rem 0; line-height: 1.8; }
+  hr { margin: 1rem 0; }
+  .glossary dl { columns: 2; column-gap: 1.5rem; margin: .4rem 0; }
+  .glossary dt { break-after: avoid; margin-top: .3rem; } .glossary dd { margin-left: 1rem; }
   tbody tr:nth-child(even), th { -webkit-print-color-adjust: exact; print-color-adjust: exact; }
 }
 """
 
-_CSS = _CSS.replace("__SIDE__", str(PAGE_SIDE_MARGIN_MM)).replace("__FIGH__", f"{FIGURE_MAX_HEIGHT_IN:g}")
+_CSS = (_CSS.replace("__SIDE__", str(PAGE_SIDE_MARGIN_MM)).replace("__FIGH__", f"{FIGURE_MAX_HEIGHT_IN:g}")
+        .replace("__ROOT__", f"{PRINT_ROOT_PT:g}").replace("__TPT__", f"{PRINT_TABLE_PT['']:g}")
+        .replace("__TPTW__", f"{PRINT_TABLE_PT['wide']:g}").replace("__TPTN__", f"{PRINT_TABLE_PT['narrow']:g}"))
 
 # The page needs no script, no font, no frame and nothing from the network: its
 # images are data: URIs and its styles inline. Anything else that a rendering bug
@@ -1138,6 +1203,22 @@ CSP = ("default-src 'none'; img-src data:; style-src 'unsafe-inline'; "
 
 _MIME = {".png": "image/png", ".svg": "image/svg+xml", ".jpg": "image/jpeg",
          ".jpeg": "image/jpeg", ".gif": "image/gif", ".webp": "image/webp"}
+
+
+def _drawn_width_in(data):
+    """The width in inches a PNG was drawn at (its pixels over the resolution in its pHYs
+    chunk, else ``SAVEFIG_DPI``), or None for another format. On screen a figure is shown
+    at one image pixel per CSS pixel; on paper at this width (never wider than the
+    column), so its text prints at the size the figure was designed for."""
+    if data[:8] != b"\x89PNG\r\n\x1a\n" or len(data) < 24:
+        return None
+    width = int.from_bytes(data[16:20], "big")
+    dpi = SAVEFIG_DPI
+    at = data.find(b"pHYs", 0, 4096)
+    if at >= 0 and len(data) >= at + 13 and data[at + 12] == 1:     # pixels per metre
+        ppm = int.from_bytes(data[at + 4:at + 8], "big")
+        dpi = ppm * 0.0254 if ppm else dpi
+    return width / dpi if width and dpi else None
 
 
 class Report:
@@ -1497,7 +1578,12 @@ class Report:
         if isinstance(b, Bullets):
             return _html_list(b.items, b.ordered, text)
         if isinstance(b, Table):
-            return "\n".join(_table_html(t, cls, terms, base_dir) for t, cls in _table_pieces(b))
+            pieces = _table_pieces(b)
+            body = "\n".join(_table_html(t, cls, terms, base_dir) for t, cls in pieces)
+            # the pieces of one split table stay together on paper (unless they are long)
+            long = " long" if len(b.rows) > LONG_TABLE_ROWS else ""
+            return body if len(pieces) == 1 else f'<div class="table-group{long}">\n{body}\n</div>'
+
         if isinstance(b, Figure):
             cap = f"<figcaption>{text(b.caption)}</figcaption>" if b.caption else ""
             alt = html.escape(_plain(b.caption) if b.caption else os.path.basename(b.path), quote=True)
@@ -1509,7 +1595,9 @@ class Report:
                         f"({html.escape(e.strerror or str(e))})</p>{cap}</figure>")
             mime = _MIME.get(os.path.splitext(b.path)[1].lower(), "application/octet-stream")
             uri = f"data:{mime};base64," + base64.b64encode(data).decode("ascii")
-            return f'<figure><img src="{uri}" alt="{alt}">{cap}</figure>'
+            size = _drawn_width_in(data)      # printed at the size it was drawn, fonts as designed
+            style = f' style="--drawn-width:{size:.2f}in"' if size else ""
+            return f'<figure><img src="{uri}" alt="{alt}"{style}>{cap}</figure>'
         if isinstance(b, Math):
             return _html_display_math(b.latex)
         if isinstance(b, Code):
@@ -1541,10 +1629,15 @@ class Report:
 # bold for headers, at the stylesheet's table font sizes and paddings. A table
 # that fits in DejaVu Sans fits in any narrower font. The binding width is
 # paper: A4 minus the print margins (Letter is wider).
-ROOT_FONT_PX = 16                     # the stylesheet's 1rem (body 16px; print keeps rem)
-TABLE_STYLE = {"": (0.92, 0.6), "wide": (0.8, 0.4)}   # class -> (font size, side padding), in rem
+ROOT_FONT_PX = 16                     # the stylesheet's 1rem on screen (print sets a smaller root)
+# class -> (font size, side padding), in rem, on screen; print sets every size smaller
+# (``PRINT_TABLE_PT``), so a table that fits here fits on paper
+TABLE_STYLE = {"": (0.92, 0.6), "wide": (0.8, 0.4), "narrow": (0.72, 0.3)}
 TABLE_BUDGET_PX = 0.97 * PRINT_WIDTH_IN * 96          # the printed column, less 3% for rounding and borders
-LONG_TABLE_ROWS = 12   # printed, a longer table may break across pages (its header repeats)
+LONG_TABLE_ROWS = 8   # printed, a longer table may break across pages (its header repeats)
+assert all(PRINT_TABLE_PT[c] * 96 / 72 <= TABLE_STYLE[c][0] * ROOT_FONT_PX
+           and PRINT_ROOT_PT * 96 / 72 <= ROOT_FONT_PX for c in TABLE_STYLE), "printed tables must not be wider"
+HEAD_ROWS = 2          # printed, a long table's caption and header stay with its first rows (even: the stripes)
 _WRAP_EM = 16.0        # a text cell with spaces wraps at about this width (28 characters)
 _FONT_FILES = {False: "DejaVuSans.ttf", True: "DejaVuSans-Bold.ttf"}
 
@@ -1603,6 +1696,50 @@ def _transposed(t):
     return Table(columns, rows, t.caption, ["l"] + ["r" if numeric else "l"] * len(t.rows), 1)
 
 
+def _fits(widths, cls):
+    return table_px(widths, cls) <= TABLE_BUDGET_PX
+
+
+def _first_fit(widths, classes):
+    """The first class of ``classes`` in which columns of ``widths`` fit the page, else None."""
+    return next((cls for cls in classes if _fits(widths, cls)), None)
+
+
+def _column_groups(widths, key, cls):
+    """The non-key columns in the fewest contiguous groups that each fit beside the key
+    columns in class ``cls``, as even as possible: the smallest group as large as it can
+    be (no column left alone in a piece when the others could take it), then the widest
+    piece as narrow as it can be. A list of lists of column indices; None if one column
+    alone does not fit."""
+    cols = list(range(key, len(widths)))
+    if not cols:
+        return [[]]
+    key_w = widths[:key]
+
+    def px(i, j):                       # the piece holding cols[i:j]
+        return table_px(key_w + [widths[c] for c in cols[i:j]], cls)
+
+    if any(px(i, i + 1) > TABLE_BUDGET_PX for i in range(len(cols))):
+        return None
+    n = len(cols)
+    best = {0: (-n, 0.0, [])}           # columns placed -> (-smallest group, widest piece, cuts)
+    for _ in range(n):                  # one more group per round, until all columns are placed
+        if n in best:
+            break
+        nxt = {}
+        for i, (smallest, widest, cuts) in best.items():
+            for j in range(i + 1, n + 1):
+                w = px(i, j)
+                if w > TABLE_BUDGET_PX:
+                    break
+                cand = (max(smallest, -(j - i)), max(widest, w), cuts + [j])
+                if j not in nxt or cand[:2] < nxt[j][:2]:
+                    nxt[j] = cand
+        best = nxt
+    starts = [0] + best[n][2][:-1]
+    return [cols[i:j] for i, j in zip(starts, best[n][2])]
+
+
 def _table_pieces(t):
     """[(table, css class)]: ``t`` itself when it fits the page, else transposed or split.
 
@@ -1610,37 +1747,42 @@ def _table_pieces(t):
     - fits in the body's table font: as is;
     - fits in the smaller font of wide tables: as is, in that font;
     - wider, with one key column and at most 8 rows: transposed when that fits;
-    - otherwise split into column groups that each fit, every piece starting
-      with the key columns, captions numbered "part i of n".
+    - fits in the smallest font (``narrow``): as is, in that font;
+    - otherwise split into the fewest column groups that fit (``_column_groups``: even
+      pieces, none with a lone column when that can be avoided), every piece starting
+      with the key columns, captions numbered "part i of n"; ``to_html`` keeps the
+      pieces of one table together on paper.
     """
     widths = _column_widths(t)
-    if table_px(widths) <= TABLE_BUDGET_PX:
-        return [(t, "")]
-    if table_px(widths, "wide") <= TABLE_BUDGET_PX:
-        return [(t, "wide")]
+    cls = _first_fit(widths, ("", "wide"))
+    if cls is not None:
+        return [(t, cls)]
     key = min(t.key, len(t.columns))
     if key == 1 and 1 <= len(t.rows) <= 8 and len(t.columns) > len(t.rows) + 1:
         tt = _transposed(t)
-        wt = _column_widths(tt)
-        if table_px(wt, "wide") <= TABLE_BUDGET_PX:
-            return [(tt, "" if table_px(wt) <= TABLE_BUDGET_PX else "wide")]
-    key_widths = widths[:key]
-    groups, cur = [], []
-    for j in range(key, len(t.columns)):
-        if cur and table_px(key_widths + [widths[i] for i in cur] + [widths[j]], "wide") > TABLE_BUDGET_PX:
-            groups.append(cur)
-            cur = []
-        cur.append(j)
-    if cur or not groups:
-        groups.append(cur)
+        cls = _first_fit(_column_widths(tt), ("", "wide"))
+        if cls is not None:
+            return [(tt, cls)]
+    if _fits(widths, "narrow"):
+        return [(t, "narrow")]
+    options = [(g, c) for c in ("wide", "narrow") for g in [_column_groups(widths, key, c)] if g is not None]
+    if not options:                     # a column wider than the page on its own: as narrow as it gets
+        groups, small = [[j] for j in range(key, len(t.columns))], "narrow"
+    else:                               # the fewest pieces; the larger font when that is as few
+        groups, small = min(options, key=lambda o: len(o[0]))
+    # one font for every piece: the largest in which each of them fits
+    cls = next((c for c in ("", "wide", small)
+                if all(_fits([widths[j] for j in [*range(key), *g]], c) for g in groups)), small)
     pieces = []
     for i, g in enumerate(groups, 1):
         cols = list(range(key)) + g
         note = f"part {i} of {len(groups)}" + (", continued below" if i < len(groups) else "")
-        caption = f"{t.caption} ({note})" if t.caption else note[0].upper() + note[1:]
+        # the pieces are shown together: the caption once, then a short continuation
+        caption = (f"{t.caption} ({note})" if t.caption and i == 1 else
+                   f"Continued ({note})" if t.caption else note[0].upper() + note[1:])
         piece = Table([t.columns[j] for j in cols], [[r[j] for j in cols] for r in t.rows],
                       caption, [t.align[j] for j in cols], key)
-        pieces.append((piece, "" if table_px([widths[j] for j in cols]) <= TABLE_BUDGET_PX else "wide"))
+        pieces.append((piece, cls))
     return pieces
 
 
@@ -1659,10 +1801,12 @@ def _table_html(t, cls, terms, base_dir):
         parts.append(f"<caption>{_inline_html(t.caption, terms, expand=True)}</caption>")
     parts.append("<thead><tr>" + "".join(f'<th class="{a}">{head(c)}</th>'
                                          for c, a in zip(t.columns, t.align)) + "</tr></thead>")
-    parts.append("<tbody>")
-    for r in t.rows:
-        parts.append("<tr>" + "".join(f'<td class="{a}">{cell(c)}</td>' for c, a in zip(r, t.align)) + "</tr>")
-    parts.append("</tbody></table></div>")
+    rows = ["<tr>" + "".join(f'<td class="{a}">{cell(c)}</td>' for c, a in zip(r, t.align)) + "</tr>"
+            for r in t.rows]
+    if len(t.rows) > LONG_TABLE_ROWS:   # printed, the caption and header never end a page alone
+        parts += ['<tbody class="head-rows">', *rows[:HEAD_ROWS], "</tbody>"]
+        rows = rows[HEAD_ROWS:]
+    parts += ["<tbody>", *rows, "</tbody></table></div>"]
     return "\n".join(parts)
 
 

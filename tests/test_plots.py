@@ -2,7 +2,8 @@
 
 The report (report.py) shows a figure at its natural size on screen (one image
 pixel per CSS pixel, never wider than the content column) and, on paper, at
-most ``report.PRINT_WIDTH_IN`` wide and ``report.FIGURE_MAX_HEIGHT_IN`` tall.
+most ``report.PRINT_WIDTH_IN`` wide and ``report.FIGURE_MAX_HEIGHT_IN`` tall, never wider
+than it was drawn (``report._drawn_width_in``).
 A font of ``f`` pt in a figure ``w`` inches wide that is shown ``d`` inches wide
 reads as ``f * d / w`` pt.
 """
@@ -105,7 +106,7 @@ def _shown_scale(fig):
     w, h = fig.get_size_inches()
     natural_px = w * rp.SAVEFIG_DPI                          # the PNG's width, saved without cropping
     screen = (rp.SAVEFIG_DPI / 96) * min(1.0, rp.SCREEN_COLUMN_PX / natural_px)
-    shown_in = min(natural_px / 96, rp.PRINT_WIDTH_IN, rp.FIGURE_MAX_HEIGHT_IN * w / h)
+    shown_in = min(w, rp.PRINT_WIDTH_IN, rp.FIGURE_MAX_HEIGHT_IN * w / h)   # printed at its drawn width
     return screen, shown_in / w
 
 

@@ -98,7 +98,8 @@ def test_part_b_shows_a_few_gradient_rows_and_keeps_every_row_in_the_csv(run, tm
         assert len(csv) == len(g) and list(csv["iteration"]) == list(range(1, len(g) + 1))
         np.testing.assert_allclose(csv["mean|dL/dW1|"], g[:, 0], rtol=1e-6)
         table = next(t for t in out.report.blocks if isinstance(t, rp.Table) and t.caption
-                     and t.caption.startswith(f"{act}: gradient magnitudes"))
+                     and t.caption.startswith("Gradient magnitudes at"))    # the activations side by side
+        assert f"{act} mean|dL/dW1|" in table.columns
         assert 2 <= len(table.rows) <= 8
         assert table.rows[0][0] == "1" and table.rows[-1][0] == str(len(g))
         assert f"(tables/b_gradients_{act}.csv)" in table.caption
