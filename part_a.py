@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import plots
+import eda
 import prep
 from context import PartResult, show_table
 from prose import as_sentence, names_text
@@ -18,7 +19,7 @@ from rules import Rule
 import report as rp
 
 
-# Part A's rule for a suspiciously dominant feature (``prep.dominance`` applies it).
+# Part A's rule for a suspiciously dominant feature (``eda.dominance`` applies it).
 DOMINANCE = Rule("dominance", 2.0,
                  "a feature is *suspiciously dominant* when its pps is at least {threshold:g}× the "
                  "runner-up's and at least {min_pps:g}", also=(("min_pps", 0.3),))
@@ -44,7 +45,7 @@ class AResult(PartResult):
     n_missing_test: int
     only_in_train: list
     skewness: dict
-    class_distribution: dict    # prep.class_distribution output
+    class_distribution: dict    # eda.class_distribution output
     spread: dict                # numeric column -> std before scaling
     statistics: Any             # the preprocessor's fitted statistics
     n_onehot: int
@@ -55,7 +56,7 @@ class AResult(PartResult):
     corr_threshold: float
     pairs: Any                  # DataFrame of |r| >= corr_threshold pairs
     predictive_power: Any       # DataFrame indexed by feature, sorted by pps
-    dominance: dict             # prep.dominance output under DOMINANCE
+    dominance: dict             # eda.dominance output under DOMINANCE
     top: list                   # the three features with the highest pps
     excluded: Any = None        # DataFrame, prep.screen_columns: column, kind, rule, reason, ..., action
     predictive_note: str = None  # predictive_power's attrs["note"] (sub-sampled rows, unscored features)
@@ -123,12 +124,12 @@ def compute(ctx):
 
     ds, cfg, d = ctx.dataset, ctx.cfg, ctx.data
     tgt, num, cat = ds.target, list(ds.numeric), list(ds.categorical)
-    st = prep.structure_table(ds.train, tgt)
-    miss = prep.missing_table(ds.train, ds.test)
+    st = eda.structure_table(ds.train, tgt)
+    miss = eda.missing_table(ds.train, ds.test)
     fit_df = d.train_df
-    cd = prep.class_distribution(ds.train[tgt])
-    corr, pairs = prep.correlation_pairs(d.X_train, d.feature_names, threshold=cfg.corr_threshold)
-    pp = prep.predictive_power(ds.train, tgt, num, cat, seed=cfg.seed)
+    cd = eda.class_distribution(ds.train[tgt])
+    corr, pairs = eda.correlation_pairs(d.X_train, d.feature_names, threshold=cfg.corr_threshold)
+    pp = eda.predictive_power(ds.train, tgt, num, cat, seed=cfg.seed)
     fig_num, fig_cat = _figure_columns(pp, num, cat)
     return AResult(
         target=tgt, numeric=num, categorical=cat, n_train=len(ds.train), n_test=len(ds.test),
@@ -143,7 +144,7 @@ def compute(ctx):
         feature_names=list(d.feature_names), feature_source=list(d.feature_source),
         train=ds.train, corr=corr, corr_threshold=cfg.corr_threshold, pairs=pairs,
         predictive_power=pp,
-        dominance=prep.dominance(pp, ratio=DOMINANCE.threshold, min_pps=DOMINANCE.value("min_pps")),
+        dominance=eda.dominance(pp, ratio=DOMINANCE.threshold, min_pps=DOMINANCE.value("min_pps")),
         top=list(pp.index[:3]),
         excluded=ds.excluded.copy(), predictive_note=pp.attrs.get("note"),
         corr_n_features=int(corr.attrs.get("n_features", len(d.feature_names))),

@@ -58,6 +58,7 @@ from console import Console, Interrupt, ignore_sigint, unblock_sigint
 from context import Context, Schedule, Step, data_notes
 from glossary import define_terms
 from prose import as_sentence, duration, plural_text
+from answer import answer_lines, shown, underfit_notes, underfit_text, write_predictions
 from training import reference_accuracy, train_async
 
 REPO_DIR = Path(__file__).resolve().parent
@@ -744,7 +745,7 @@ def summary(ctx):
     if acc:
         rows = [{"network": net, "train": s.get("train"), "validation": s.get("val"),
                  "test": s.get("test")} for net, s in acc.items()]
-        notes = {net: _underfit_text(u) for net, u in under.items()}
+        notes = {net: underfit_text(u) for net, u in under.items()}
         if any(notes.values()):
             for row in rows:
                 row["underfitting"] = notes.get(row["network"], "")
@@ -786,103 +787,6 @@ def summary(ctx):
                              "trainings that ran in the background)", floatfmt=".1f")
     define_terms(frag, frag.blocks + ctx.report.blocks)
     return frag
-
-
-def answer_lines(ctx):
-    """The run's answer for the console, a few plain lines from the results: the chosen
-    network's test accuracy against validation and the majority baseline, the verdict
-    and its suspects, the recommended mitigation and the diagnosis's fix with their
-    measured effect. Empty when Part B did not run."""
-    b, d = ctx.results.get("B"), ctx.results.get("D")
-    if not hasattr(b, "scores"):        # Part B did not run (or gave no networks)
-        return []
-    s, base = b.scores[b.best], b.baseline
-    lines = []
-    if s["test"]["acc"] is not None:
-        majority = getattr(d, "base_test", None)
-        lines.append(f"test accuracy {s['test']['acc']:.3f} with {b.best}, the network chosen on validation "
-                     f"(validation {s['val']['acc']:.3f}"
-                     + (f"; always predicting the majority class scores {majority:.3f} on test)"
-                        if majority is not None else f"; majority class {base['val']:.3f} on validation)"))
-    else:
-        lines.append(f"{b.best}, the network chosen on validation, scores {s['val']['acc']:.3f} there "
-                     f"(majority class {base['val']:.3f}); the test file has no labels, so no test accuracy")
-    u = ((ctx.metrics.get("underfit") or {}).get("networks") or {}).get(b.best)
-    if u and _underfit_text(u):
-        lines.append(f"{b.best} is {_underfit_text(u)}")
-    if d is not None:
-        suspects = ", ".join(d.suspects) or "none"
-        lines.append(f"verdict: {', '.join(d.verdict.kinds)}; suspects: {suspects}")
-        m = _part_d().recommended_mitigation(d)
-        if m is not None:
-            if m["is_baseline"]:
-                text = "no mitigation beats the unmitigated network on validation"
-            else:
-                text = f"recommended on validation: {m['name']}"
-                if m["test_acc"] is not None:
-                    text += f", test {m['test_acc']:.3f} ({(m['test_acc'] - m['baseline_test_acc']) * 100:+.1f} points)"
-            f = m.get("fix")
-            if f is not None:
-                text += f"; the diagnosis's fix: {f['name']}"
-                if f.get("test_acc") is not None:
-                    text += (f", test {f['test_acc']:.3f} "
-                             f"({(f['test_acc'] - m['baseline_test_acc']) * 100:+.1f} points)")
-            lines.append(text)
-    return lines
-
-
-def underfit_notes(ctx):
-    """The underfitting rules (``training.underfitting``) on every network Part B trained,
-    against one gradient-boosting reference on the same split: ``{"reference_val_acc",
-    "networks": {activation: {...}}}``, or None when Part B did not run."""
-    from training import underfitting
-    b = ctx.results.get("B")
-    if not hasattr(b, "networks") or ctx.plan is None or ctx.plan.reference is None:
-        return None
-    ref = ctx.plan.reference.result()
-    nets = {act: underfitting(model, b.scores[act]["val"]["acc"], ref, len(ctx.data.y_val), ctx.cfg.iterations)
-            for act, model in b.networks.items()}
-    return {"reference_val_acc": ref, "networks": nets}
-
-
-def _underfit_text(u):
-    """One note on a network's underfitting rules, or "" when neither fired."""
-    if not (u["still_learning"] or u["below_reference"]):
-        return ""
-    why = []
-    if u["still_learning"]:
-        why.append(f"still learning (training loss −{u['loss_fall']:.1%} over the last fifth)")
-    if u["below_reference"]:
-        why.append(f"{u['reference_gap'] * 100:.1f} points below a gradient-boosting reference on validation")
-    return "; ".join(why) + f": try {u['advice']}"
-
-
-def _shown(path):
-    """A path for the console: relative to the current folder when it lies below it."""
-    rel = rp.display_path(path)
-    return rel if not rel.startswith("..") else str(path)
-
-
-def write_predictions(ctx):
-    """``predictions.csv``: for every row of the test file (``row``: its position, from 0),
-    the predicted label and the probability of each class, from the network Part B chose
-    on validation, and the true label when the test file has one. The path, or None
-    when Part B did not run."""
-    import numpy as np
-    import pandas as pd
-    b = ctx.results.get("B")
-    if not hasattr(b, "networks"):      # Part B did not run
-        return None
-    model, classes = b.networks[b.best], ctx.dataset.classes
-    P = model.predict_proba(ctx.data.X_test)                        # (n_test, k)
-    frame = pd.DataFrame({"row": np.arange(len(P)), "predicted": classes[P.argmax(axis=1)]})
-    if ctx.data.y_test is not None:
-        frame["label"] = classes[ctx.data.y_test]
-    for j, c in enumerate(classes):
-        frame[f"p_{c}"] = P[:, j]
-    path = ctx.out / "predictions.csv"
-    rp.write_atomic(path, rp.csv_text(frame, index=False, float_format="%.6g"))
-    return path
 
 
 # ------------------------------------------------------------------- plumbing
@@ -1147,11 +1051,11 @@ def main(argv=None):
             else:
                 print(f"note: {', '.join(p.title for p in PARTS.values() if p.course)} (the course's "
                       f"question) does not run on your data by default; --parts {COURSE_PARTS} runs it")
-        if "D" in parts and len(dataset.test) < PARTS["D"].impl.MIN_TEST_ROWS:
+        min_rows = getattr(PARTS["D"].impl, "MIN_TEST_ROWS", 0) if "D" in parts else 0
+        if len(dataset.test) < min_rows:
             print(f"note: {PARTS['D'].title} is skipped: the test file has {len(dataset.test)} "
                   f"row{'s' if len(dataset.test) != 1 else ''}, and the diagnosis needs at least "
-                  f"{PARTS['D'].impl.MIN_TEST_ROWS} to compare test with train; predictions are still written",
-                  flush=True)
+                  f"{min_rows} to compare test with train; predictions are still written", flush=True)
             parts = tuple(p for p in parts if p != "D")
         for note in data_notes(dataset):
             print(f"note: {note}", flush=True)
@@ -1204,8 +1108,8 @@ def main(argv=None):
         for line in answer_lines(ctx):
             print(f"  {line}")
         if predictions is not None:
-            print(f"predictions: {_shown(run.out / predictions.name)}")
-        print(f"report: {_shown(run.out / 'report.html')} (Markdown: {_shown(run.out / 'report.md')}; "
+            print(f"predictions: {shown(run.out / predictions.name)}")
+        print(f"report: {shown(run.out / 'report.html')} (Markdown: {shown(run.out / 'report.md')}; "
               f"run {run.run_id})")
         return 1 if failed else 0
     except BaseException as e:

@@ -18,7 +18,9 @@ import pandas as pd
 import pytest
 from numpy.testing import assert_array_equal
 
+import eda
 import prep
+import reader
 import run_all
 from prep import DataError
 
@@ -101,7 +103,7 @@ def test_ragged_file_names_detected_delimiter_and_sep(tmp_path):
     tr.write_text("a;b;label\n1;2;0\n1;2;3;4\n")
     te = write(tmp_path / "test.csv", frame(5), sep=";")
     with pytest.raises(DataError, match=r"not a valid CSV with the semicolon delimiter \(detected\).*--sep"):
-        prep.read_table(tr)
+        reader.read_table(tr)
 
 
 # ---------------------------------------------------------------- compression and formats
@@ -126,14 +128,14 @@ def test_non_utf8_keeps_its_message(tmp_path, compression, ext):
     path = tmp_path / ("train" + ext)
     path.write_bytes(gzip.compress(raw) if compression else raw)
     with pytest.raises(DataError, match=r"is not UTF-8 text .*save it as UTF-8 CSV"):
-        prep.read_table(path)
+        reader.read_table(path)
 
 
 def test_corrupt_gzip_is_one_line(tmp_path):
     path = tmp_path / "train.csv.gz"
     path.write_bytes(b"this is not gzip data at all")
     with pytest.raises(DataError, match=r"cannot be read as a gzip file .*check the file"):
-        prep.read_table(path)
+        reader.read_table(path)
 
 
 def test_zip_with_two_members_is_refused(tmp_path):
@@ -142,20 +144,20 @@ def test_zip_with_two_members_is_refused(tmp_path):
         zf.writestr("a.csv", "x,y\n1,2\n")
         zf.writestr("b.csv", "x,y\n1,2\n")
     with pytest.raises(DataError, match=r"holds 2 files \(a.csv, b.csv\); a .zip must hold exactly one"):
-        prep.read_table(path)
+        reader.read_table(path)
 
 
 def test_parquet_without_engine_names_the_package(tmp_path, monkeypatch):
     path = tmp_path / "train.parquet"
     path.write_bytes(b"PAR1 not really")
-    for name in prep.PARQUET_ENGINES:          # make the import fail as if not installed
+    for name in reader.PARQUET_ENGINES:          # make the import fail as if not installed
         monkeypatch.setitem(sys.modules, name, None)
     with pytest.raises(DataError, match=r"Parquet file but no Parquet engine is installed; "
                                         r"pip install pyarrow \(or fastparquet\)"):
-        prep.read_table(path)
+        reader.read_table(path)
 
 
-_ENGINE = prep._parquet_engine()
+_ENGINE = reader._parquet_engine()
 
 
 @pytest.mark.skipif(_ENGINE is None, reason="optional dependency: no Parquet engine "
@@ -372,7 +374,7 @@ def test_correlation_pairs_blocked_matches_brute_force_and_shows_top_k():
     X[:, 7] = -X[:, 8] + 0.1 * rng.normal(size=200)
     X[:, 100] = 4.0                                    # constant
     names = [f"f{j}" for j in range(600)]
-    corr, pairs = prep.correlation_pairs(X, names, threshold=0.25, top_k=30)
+    corr, pairs = eda.correlation_pairs(X, names, threshold=0.25, top_k=30)
     full = np.corrcoef(X, rowvar=False)
     iu, ju = np.triu_indices(600, k=1)
     ok = np.isfinite(full[iu, ju]) & (np.abs(full[iu, ju]) >= 0.25)
@@ -383,7 +385,7 @@ def test_correlation_pairs_blocked_matches_brute_force_and_shows_top_k():
     assert corr.shape == (30, 30) and corr.attrs["n_features"] == 600
     assert {"f3", "f510", "f7", "f8"} <= set(corr.index) and "f100" not in corr.index
     np.testing.assert_allclose(corr.loc["f7", "f8"], full[7, 8], atol=1e-12)
-    _, few = prep.correlation_pairs(X, names, threshold=0.25, max_pairs=5)
+    _, few = eda.correlation_pairs(X, names, threshold=0.25, max_pairs=5)
     assert len(few) == 5 and few.attrs["truncated"] and few.attrs["n_pairs_found"] == ok.sum()
     assert_array_equal(few["abs_r"].to_numpy(), pairs["abs_r"].to_numpy()[:5])
 
@@ -398,11 +400,11 @@ def test_predictive_power_caps_rows_and_features_and_says_so():
     df.loc[rng.random(n) < 0.3, "c"] = "z"                # a second, weaker informative column
     df["y"] = y
     num = [f"n{j}" for j in range(12)]
-    full = prep.predictive_power(df, "y", num, ["c"], seed=0)
+    full = eda.predictive_power(df, "y", num, ["c"], seed=0)
     assert not full.attrs["subsampled"] and full.attrs["n_scored"] == 13 and "note" not in full.attrs
-    floor = prep.predictive_power(df, "y", num, ["c"], seed=0, max_cells=13 * 100)
+    floor = eda.predictive_power(df, "y", num, ["c"], seed=0, max_cells=13 * 100)
     assert floor.attrs["n_rows_used"] == n and not floor.attrs["subsampled"]   # n < PP_MIN_ROWS
-    few = prep.predictive_power(df, "y", num, ["c"], seed=0, max_features=3)
+    few = eda.predictive_power(df, "y", num, ["c"], seed=0, max_features=3)
     assert few.attrs["n_scored"] == 3 and few["pps"].notna().sum() == 3
     assert {"n5", "c"} <= set(few.index[few["pps"].notna()])
     assert "only the 3 of 13 features" in few.attrs["note"]
@@ -411,11 +413,11 @@ def test_predictive_power_caps_rows_and_features_and_says_so():
 
 
 def test_predictive_power_subsamples_rows_above_the_cell_cap(monkeypatch):
-    monkeypatch.setattr(prep, "PP_MIN_ROWS", 100)
+    monkeypatch.setattr(eda, "PP_MIN_ROWS", 100)
     rng = np.random.default_rng(1)
     n = 1000
     df = pd.DataFrame({"a": rng.normal(size=n), "b": rng.normal(size=n), "y": rng.integers(0, 2, n)})
-    out = prep.predictive_power(df, "y", ["a", "b"], [], seed=0, max_cells=600)
+    out = eda.predictive_power(df, "y", ["a", "b"], [], seed=0, max_cells=600)
     assert out.attrs["subsampled"] and out.attrs["n_rows_used"] == 300
     assert "sample of 300 of the 1,000 rows" in out.attrs["note"]
 
@@ -424,17 +426,17 @@ WIDE_SCRIPT = textwrap.dedent("""
     import json, resource, sys
     sys.path.insert(0, {repo!r})
     import numpy as np, pandas as pd
-    import prep
+    import eda, prep
     out = {{}}
     for name, kw in {cases!r}:
         ds = prep.load_data({folder!r} + "/" + name, target="label")
         e = prep.encode(ds, seed=0)
-        prep.structure_table(ds.train, "label")
-        prep.missing_table(ds.train, ds.test)
-        prep.class_distribution(ds.train["label"])
-        corr, pairs = prep.correlation_pairs(e.X_train, e.feature_names)
-        pp = prep.predictive_power(ds.train, "label", ds.numeric, ds.categorical)
-        prep.dominance(pp)
+        eda.structure_table(ds.train, "label")
+        eda.missing_table(ds.train, ds.test)
+        eda.class_distribution(ds.train["label"])
+        corr, pairs = eda.correlation_pairs(e.X_train, e.feature_names)
+        pp = eda.predictive_power(ds.train, "label", ds.numeric, ds.categorical)
+        eda.dominance(pp)
         out[name] = {{"excluded": dict(zip(ds.excluded["column"], ds.excluded["rule"])),
                       "corr": list(corr.shape), "width": int(e.X_train.shape[1]),
                       "top": pp.index[0]}}
@@ -475,7 +477,7 @@ def test_wide_file_and_huge_categorical_stay_under_2gb(tmp_path):
     assert out["maxrss_mb"] < 2048, out
     assert out["wide"]["excluded"] == {"row_id": "id_like", "when": "date", "code": "high_cardinality",
                                        "flag": "constant"}
-    assert out["wide"]["corr"] == [prep.CORR_TOP_K, prep.CORR_TOP_K] and out["wide"]["top"] == "x0"
+    assert out["wide"]["corr"] == [eda.CORR_TOP_K, eda.CORR_TOP_K] and out["wide"]["top"] == "x0"
     assert out["huge"]["excluded"] == {"shop": "high_cardinality"} and out["huge"]["width"] == 2
 
 

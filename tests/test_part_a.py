@@ -12,6 +12,7 @@ import pandas as pd
 import pytest
 
 import jobs
+import eda
 import prep
 import report as rp
 import context
@@ -90,8 +91,8 @@ def test_clean_frame_says_every_column_is_a_feature(tmp_path):
 
 def test_figures_show_the_top_features_and_notes_say_what_was_cut(tmp_path, monkeypatch):
     # score only 20 features (the defaults bind at import: through a wrapper)
-    real_pp = prep.predictive_power
-    monkeypatch.setattr(prep, "predictive_power", lambda *a, **k: real_pp(*a, max_features=20, **k))
+    real_pp = eda.predictive_power
+    monkeypatch.setattr(eda, "predictive_power", lambda *a, **k: real_pp(*a, max_features=20, **k))
     ctx, res = _part_a(tmp_path, *_frames(extra_numeric=30))
     n_features = len(res.numeric) + len(res.categorical)
     shown = list(res.figure_numeric) + list(res.figure_categorical)

@@ -16,6 +16,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+import answer
 import run_all
 
 
@@ -121,7 +122,7 @@ def test_predictions_file_neutralises_formula_labels(tmp_path):
     data = prep.Encoded(X_train=None, y_train=None, X_val=None, y_val=None, X_test=np.zeros((3, 2)),
                         y_test=np.array([0, 1, 0]))
     ctx = SimpleNamespace(results={"B": b}, dataset=SimpleNamespace(classes=classes), data=data, out=tmp_path)
-    path = run_all.write_predictions(ctx)
+    path = answer.write_predictions(ctx)
     rows = list(csv.reader(io.StringIO(path.read_text())))
     assert rows[0] == ["row", "predicted", "label", "p_=cmd", "p_ok"]
     assert all(not cell.startswith(("=", "+", "@")) for row in rows for cell in row)

@@ -2,13 +2,14 @@
 names markers (``na_values``, to become ``--na-values``), labels keep their exact values
 (integers stay integers), text stays the text of the file, and a note says when values
 were interpreted. Every file is written here, small; the chunked reader is exercised by
-shrinking ``prep.CHUNK_BYTES`` and ``prep.SNIFF_BYTES`` instead of writing large files."""
+shrinking ``reader.CHUNK_BYTES`` and ``reader.SNIFF_BYTES`` instead of writing large files."""
 import numpy as np
 import pandas as pd
 import pytest
 from numpy.testing import assert_array_equal
 
 import prep
+import reader
 from prep import DataError
 
 PANDAS_DEFAULT_MARKERS = ["NA", "N/A", "n/a", "null", "NULL", "None", "nan", "NaN", "-nan", "#N/A",
@@ -74,7 +75,7 @@ def test_pandas_default_markers_stay_text_and_empty_fields_are_missing(tmp_path)
     words = ds.train["word"]
     assert words.isna().sum() == 1 and pd.isna(words.iloc[0])
     assert set(words.dropna()) == {"a", *PANDAS_DEFAULT_MARKERS[:n - 2]}
-    raw = prep.read_table(tr)
+    raw = reader.read_table(tr)
     assert raw["word"].isna().sum() == 1
 
 
@@ -100,9 +101,9 @@ def test_na_values_marks_cells_missing_and_says_how_many(tmp_path):
     assert "144 of 400 cells of column 'region' read as missing" in train_notes[1]
     assert "'NA', '-999'" in train_notes[1]
     # the same markers in the text of a Parquet-free, plain read
-    assert prep.read_table(tr, na_values=["NA"])["region"].isna().sum() == 144
+    assert reader.read_table(tr, na_values=["NA"])["region"].isna().sum() == 144
     with pytest.raises(ValueError, match=r"na_values='NA' must be a list of strings"):
-        prep.read_table(tr, na_values="NA")
+        reader.read_table(tr, na_values="NA")
 
 
 def test_a_missing_marker_in_a_numeric_column_names_na_values(tmp_path):
@@ -175,14 +176,14 @@ def test_test_file_columns_are_text_where_training_ones_are(tmp_path):
 
 
 def test_a_column_with_numbers_first_and_text_later_keeps_its_text(tmp_path, monkeypatch):
-    monkeypatch.setattr(prep, "SNIFF_BYTES", 300)       # the sample sees numbers only
-    monkeypatch.setattr(prep, "CHUNK_BYTES", 200)       # many chunks of 1,000 rows
+    monkeypatch.setattr(reader, "SNIFF_BYTES", 300)       # the sample sees numbers only
+    monkeypatch.setattr(reader, "CHUNK_BYTES", 200)       # many chunks of 1,000 rows
     n = 5000
     mixed = np.where(np.arange(n) < 1500, "1.50", "word").astype(object)
     flags = np.where(np.arange(n) < 2500, "1", np.where(np.arange(n) % 2, "True", "False"))
     df = pd.DataFrame({"mixed": mixed, "flag": flags, "x": np.arange(n) / 7, "label": np.arange(n) % 2})
     tr = write(tmp_path / "train.csv", df)
-    raw = prep.read_table(tr)
+    raw = reader.read_table(tr)
     assert raw["mixed"].iloc[0] == "1.50" and raw["mixed"].iloc[-1] == "word"     # as written
     assert list(raw["flag"].iloc[[0, 2501, 2502]]) == ["1", "True", "False"]
     assert raw["x"].dtype == np.float64
@@ -201,9 +202,9 @@ def test_chunked_reader_matches_the_naive_reference(tmp_path, monkeypatch):
                        "label": rng.integers(0, 3, n)})
     tr = write(tmp_path / "train.csv", df)
     ref = naive_read(tr)
-    whole = prep.read_table(tr)
-    monkeypatch.setattr(prep, "CHUNK_BYTES", 2000)
-    chunked = prep.read_table(tr)
+    whole = reader.read_table(tr)
+    monkeypatch.setattr(reader, "CHUNK_BYTES", 2000)
+    chunked = reader.read_table(tr)
     for got in (whole, chunked):
         assert list(got.columns) == list(ref)
         for c in ref:
@@ -217,16 +218,16 @@ def test_more_fields_than_the_header_is_an_error_not_a_shifted_table(tmp_path):
     path.write_text("a,b,label\n1,2,0,9\n3,4,1,9\n")
     with pytest.raises(DataError, match=r"not a valid CSV with the comma delimiter \(detected\) \(a data "
                                         r"line has more fields than the header's 3\)"):
-        prep.read_table(path)
+        reader.read_table(path)
     path.write_text("a,b,label\n1,2,0\n3,4,1,9\n")
     with pytest.raises(DataError, match=r"Expected 3 fields in line 3, saw 4"):
-        prep.read_table(path)
+        reader.read_table(path)
 
 
 def test_course_data_reads_as_the_naive_reference(shared_data_dir):
     for name in ("train.csv", "test.csv"):
         path = shared_data_dir / name
-        ref, got = naive_read(path), prep.read_table(path)
+        ref, got = naive_read(path), reader.read_table(path)
         for c in ref:
             same_values(got[c].to_numpy(), ref[c], c)
     assert prep.load_csv_pair(shared_data_dir).notes == ()

@@ -6,7 +6,7 @@ reading, long CSV fields, extreme values, encoded feature names that never colli
 zips with folder entries.
 
 Every file is made here: bombs are written small and streamed (gzip/bz2 of repeated
-lines), the available memory is set through ``prep.available_memory`` or, in one
+lines), the available memory is set through ``reader.available_memory`` or, in one
 subprocess, a real address-space limit (``RLIMIT_AS``)."""
 import bz2
 import gzip
@@ -24,6 +24,7 @@ import pytest
 from numpy.testing import assert_array_equal
 
 import prep
+import reader
 from prep import DataError
 
 REPO = Path(__file__).resolve().parents[1]
@@ -65,24 +66,24 @@ def one_line(exc):
 def test_gzip_bomb_is_refused_before_any_parsing(tmp_path, monkeypatch):
     path = bomb(tmp_path / "train.csv.gz", 64)
     assert path.stat().st_size < MIB                   # 64 MiB of text in a small file
-    monkeypatch.setattr(prep, "available_memory", lambda: 256 * MIB)
+    monkeypatch.setattr(reader, "available_memory", lambda: 256 * MIB)
 
     def no_parsing(*args, **kwargs):
         raise AssertionError("the file was parsed before the size check")
-    monkeypatch.setattr(prep, "_chunks", no_parsing)
+    monkeypatch.setattr(reader, "_chunks", no_parsing)
     with pytest.raises(DataError) as info:
-        prep.read_table(path)
+        reader.read_table(path)
     text = one_line(info)
     assert f"{path} holds 64 MB of text once decompressed, which needs about " in text
     assert "but 256 MB is available; free memory, read a sample of the rows, or pass --drop" in text
 
 
 def test_bomb_that_does_not_state_its_size_is_stopped_early(tmp_path, monkeypatch):
-    monkeypatch.setattr(prep, "available_memory", lambda: 32 * MIB)
+    monkeypatch.setattr(reader, "available_memory", lambda: 32 * MIB)
     multi = bomb(tmp_path / "train.csv.gz", 16, tail=b"1,2,3\n")      # trailer: 6 bytes
     plain_bz2 = bomb(tmp_path / "train.csv.bz2", 16, opener=bz2.open)   # no stated size
     read = []
-    real = prep._Meter.readinto
+    real = reader._Meter.readinto
 
     def counting(self, buffer):
         n = real(self, buffer)
@@ -90,9 +91,9 @@ def test_bomb_that_does_not_state_its_size_is_stopped_early(tmp_path, monkeypatc
         return n
     for path in (multi, plain_bz2):
         read.clear()
-        monkeypatch.setattr(prep._Meter, "readinto", counting)
+        monkeypatch.setattr(reader._Meter, "readinto", counting)
         with pytest.raises(DataError) as info:
-            prep.read_table(path)
+            reader.read_table(path)
         text = one_line(info)
         assert f"{path} holds more than " in text and "(reading stopped there)" in text
         assert "but 32 MB is available" in text
@@ -101,18 +102,18 @@ def test_bomb_that_does_not_state_its_size_is_stopped_early(tmp_path, monkeypatc
 
 def test_memory_error_while_reading_or_validating_is_a_data_error(tmp_path, monkeypatch):
     tr, te = write(tmp_path / "train.csv", small()), write(tmp_path / "test.csv", small(9))
-    real = prep._as_column
+    real = reader._as_column
 
     def runs_out(values, *args):
         if values.dtype.kind == "f":
             raise MemoryError("Unable to allocate 1.0 TiB")
         return real(values, *args)
-    monkeypatch.setattr(prep, "_as_column", runs_out)
+    monkeypatch.setattr(reader, "_as_column", runs_out)
     with pytest.raises(DataError) as info:
         prep.load_files(tr, te, target="label")
     assert one_line(info) == (f"{tr}: ran out of memory while reading it (0 rows read); free memory, "
                               "read a sample of the rows, or pass --drop with the columns you can spare")
-    monkeypatch.setattr(prep, "_as_column", real)
+    monkeypatch.setattr(reader, "_as_column", real)
 
     def validate_runs_out(*args, **kwargs):
         raise MemoryError()
@@ -125,13 +126,13 @@ def test_memory_error_while_reading_or_validating_is_a_data_error(tmp_path, monk
 RLIMIT_SCRIPT = textwrap.dedent("""
     import json, resource, sys
     sys.path.insert(0, {repo!r})
-    import prep
-    mapped = prep._proc_kib("/proc/self/status", "VmSize")
+    import prep, reader
+    mapped = reader._proc_kib("/proc/self/status", "VmSize")
     resource.setrlimit(resource.RLIMIT_AS, (mapped + {extra}, resource.RLIM_INFINITY))
     if {blind}:
-        prep.available_memory = lambda: None        # no plan: the reader meets the real limit
+        reader.available_memory = lambda: None        # no plan: the reader meets the real limit
     try:
-        prep.read_table({path!r})
+        reader.read_table({path!r})
         print(json.dumps({{"ok": True}}))
     except prep.DataError as e:
         print(json.dumps({{"error": str(e)}}))
@@ -180,9 +181,9 @@ def test_reader_holds_numbers_not_strings_and_its_estimate_covers_it(tmp_path):
     kept = n * 8 * 8                                                # 8 columns of 8 bytes
     assert peak < 0.5 * as_strings, (peak / MIB, as_strings / MIB)
     assert peak < 3.5 * kept, (peak / MIB, kept / MIB)
-    text = prep._sample_text(tr)                                    # what the plan estimated
-    sample = prep._sample_profile(text, ",", [f"_{i}" for i in range(8)], True)
-    _, per_byte = prep._memory_plan(tr, size, sample, available=1 << 50)
+    text = reader._sample_text(tr)                                    # what the plan estimated
+    sample = reader._sample_profile(text, ",", [f"_{i}" for i in range(8)], True)
+    _, per_byte = reader._memory_plan(tr, size, sample, available=1 << 50)
     assert peak <= per_byte * size, (peak / MIB, per_byte * size / MIB)
 
 
@@ -193,10 +194,10 @@ def test_progress_lines_while_reading(tmp_path, monkeypatch, name):
     numeric_csv(tmp_path / "plain.csv", 60_000)
     raw = (tmp_path / "plain.csv").read_bytes()
     path.write_bytes(gzip.compress(raw) if name.endswith(".gz") else raw)
-    monkeypatch.setattr(prep, "PROGRESS_SECONDS", 0.0)
-    monkeypatch.setattr(prep, "CHUNK_BYTES", 256 * 1024)
+    monkeypatch.setattr(reader, "PROGRESS_SECONDS", 0.0)
+    monkeypatch.setattr(reader, "CHUNK_BYTES", 256 * 1024)
     lines = []
-    df = prep.read_table(path, progress=lines.append)
+    df = reader.read_table(path, progress=lines.append)
     assert len(df) == 60_000 and len(lines) >= 4
     *steps, last = lines
     shares = [int(s.split(": ")[1].split("%")[0]) for s in steps]
@@ -205,8 +206,8 @@ def test_progress_lines_while_reading(tmp_path, monkeypatch, name):
     assert shares == sorted(shares) and shares[0] < 100 and rows == sorted(rows)
     assert last.startswith(f"read {path}: 60,000 rows in ")
     quiet = []
-    monkeypatch.setattr(prep, "PROGRESS_SECONDS", 3600.0)
-    prep.read_table(path, progress=quiet.append)
+    monkeypatch.setattr(reader, "PROGRESS_SECONDS", 3600.0)
+    reader.read_table(path, progress=quiet.append)
     assert quiet == []                                   # a quick read prints nothing
 
 
@@ -217,7 +218,7 @@ def test_long_fields_are_read(tmp_path, length):
     df = small().assign(kind=lambda d: d["kind"].astype(object))
     df.loc[3, "kind"] = long + ', with "quotes" and a comma'
     tr = write(tmp_path / "train.csv", df)
-    got = prep.read_table(tr)
+    got = reader.read_table(tr)
     assert got.loc[3, "kind"] == long + ', with "quotes" and a comma'
     assert list(got.columns) == ["x", "kind", "label"] and len(got) == 60
 
@@ -269,21 +270,21 @@ def test_zip_with_folder_entries_and_macos_metadata_is_read(tmp_path):
         zf.writestr("data/", "")
         zf.writestr("data/train.csv", text)
         zf.writestr("__MACOSX/data/._train.csv", "resource fork")
-    assert_array_equal(prep.read_table(path)["label"].to_numpy(dtype=int), small()["label"])
+    assert_array_equal(reader.read_table(path)["label"].to_numpy(dtype=int), small()["label"])
     two = tmp_path / "two.zip"
     with zipfile.ZipFile(two, "w") as zf:
         zf.writestr("data/", "")
         zf.writestr("data/train.csv", text)
         zf.writestr("data/test.csv", text)
     with pytest.raises(DataError) as info:
-        prep.read_table(two)
+        reader.read_table(two)
     assert one_line(info).startswith(f"{two} holds 2 files (data/train.csv, data/test.csv); a .zip "
                                      "must hold exactly one CSV")
     empty = tmp_path / "empty.zip"
     with zipfile.ZipFile(empty, "w") as zf:
         zf.writestr("data/", "")
     with pytest.raises(DataError, match=r"holds 0 files besides folders \(data/\)"):
-        prep.read_table(empty)
+        reader.read_table(empty)
 
 
 # ---------------------------------------------------------------- the CLI: one line, exit 2
@@ -291,7 +292,7 @@ def test_cli_refuses_a_bomb_in_one_line(tmp_path, capsys, monkeypatch):
     import run_all
     path = bomb(tmp_path / "train.csv.gz", 32)
     test = write(tmp_path / "test.csv", small(9))
-    monkeypatch.setattr(prep, "available_memory", lambda: 64 * MIB)
+    monkeypatch.setattr(reader, "available_memory", lambda: 64 * MIB)
     out = tmp_path / "out"
     code = run_all.main(["--train", str(path), "--test", str(test), "--target", "label",
                          "--out", str(out), "--parts", "A", "--threads", "1"])
