@@ -80,12 +80,6 @@ def underfit_text(u):
     return "; ".join(why) + f": try {u['advice']}"
 
 
-def shown(path):
-    """A path for the console: relative to the current folder when it lies below it."""
-    rel = rp.display_path(path)
-    return rel if not rel.startswith("..") else str(path)
-
-
 def write_predictions(ctx):
     """``predictions.csv``: for every row of the test file (``row``: its position, from 0),
     the predicted label and the probability of each class, from the network Part B chose

@@ -213,6 +213,13 @@ def show_table(out, df, name, caption=None, shown=None, **table_kw):
     return path
 
 
+def console_path(path):
+    """A path for the console: relative to the current folder when it lies below it,
+    else as it is (a report names files relative, never absolute: ``report.display_path``)."""
+    rel = rp.display_path(path)
+    return rel if not rel.startswith("..") else str(path)
+
+
 def data_notes(dataset):
     """The console lines about the data a user must know: how the reader interpreted
     values (``Dataset.notes``: markers read as missing, labels read as integers ...), a
@@ -223,6 +230,6 @@ def data_notes(dataset):
     if dataset.split_from_one_file:
         notes.append(prep.split_banner(dataset))
     if not dataset.test_labelled:
-        file = rp.display_path(dataset.files[1]) if len(dataset.files) > 1 else "test"
+        file = console_path(dataset.files[1]) if len(dataset.files) > 1 else "test"
         notes.append(prep.UNLABELLED_TEST_MESSAGE.format(file=file, target=dataset.target))
     return notes

@@ -100,12 +100,12 @@ def _sample_iterations(n, max_rows=8):
 
 
 def sigmoid_trials(cfg):
-    """(init, lr) of the sigmoid set-up study; the first is the assignment's set-up."""
+    """(init, lr) of the sigmoid set-up study; the first is the run's own set-up (--lr, N(0, 0.1²) weights)."""
     return [("normal", cfg.lr), ("glorot", cfg.lr), ("glorot", cfg.lr * 10)]
 
 
 def _sigmoid_verdict(rows):
-    """``SIGMOID_LIFT`` on the study's rows (first: the assignment's set-up, then Glorot
+    """``SIGMOID_LIFT`` on the study's rows (first: the run's own set-up, then Glorot
     at the same step, then Glorot with the larger step): "step_size", "init" or "activation"."""
     base = rows[0]["val_acc"]
     init_only, both = rows[1]["val_acc"] - base, rows[2]["val_acc"] - base
@@ -309,7 +309,7 @@ def crossing_sentence(act, crossing, grads, common):
 _SIGMOID_VERDICTS = {
     "step_size": "Glorot initialisation alone does not lift it by more than a point within {iterations} "
                  "iterations; with the larger step it does. What holds the sigmoid network back at the "
-                 "assignment's settings is the step size, too small for gradients that shrink by "
+                 "run's settings (--lr) is the step size, too small for gradients that shrink by "
                  "g'(z) ≤ 0.25 per layer — not an inability of sigmoid to fit this task.",
     "init": "The initialisation alone already lifts it: the N(0, 0.1²) weights leave the sigmoid units "
             "in a regime where too little gradient reaches the first layer.",
@@ -415,7 +415,7 @@ def render(res, out):
         base_row = rows[0]
         effects = [f"init {rp.literal(row['init'], code=True)} with lr {row['lr']:g}: {row['val_acc']:.3f} validation accuracy "
                    f"({points_text(row['val_acc'] - base_row['val_acc'])})" for row in rows[1:]]
-        r.para(f"Against the assignment's set-up (init `normal`, lr {base_row['lr']:g}: "
+        r.para(f"Against the run's own set-up (init `normal`, lr {base_row['lr']:g}: "
                f"{base_row['val_acc']:.3f}): " + "; ".join(effects) + ". "
                + _SIGMOID_VERDICTS[res.sigmoid_verdict].format(iterations=res.iterations)
                + f" (Rule: {SIGMOID_LIFT.description}.)")

@@ -56,9 +56,10 @@ import jobs as jobs_mod
 import report as rp
 from console import Console, Interrupt, ignore_sigint, unblock_sigint
 from context import Context, Schedule, Step, data_notes
+from context import console_path as shown
 from glossary import define_terms
 from prose import as_sentence, duration, plural_text
-from answer import answer_lines, shown, underfit_notes, underfit_text, write_predictions
+from answer import answer_lines, underfit_notes, underfit_text, write_predictions
 from training import reference_accuracy, train_async
 
 REPO_DIR = Path(__file__).resolve().parent
@@ -1042,7 +1043,8 @@ def main(argv=None):
         if dataset.synthetic:
             print("!" * 72 + f"\n{SYNTHETIC_BANNER}\n" + "!" * 72, flush=True)
         else:
-            print(f"data: {' and '.join(data_files(dataset))} ({len(dataset.train)} train rows, "
+            print(f"data: {' and '.join(shown(f) for f in dataset.files) or dataset.source} "
+                  f"({len(dataset.train)} train rows, "
                   f"{len(dataset.test)} test rows)")
         course = course_framing(cfg, dataset)
         if not cfg.parts_given:

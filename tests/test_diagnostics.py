@@ -15,9 +15,10 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import shift  # noqa: E402
-from prep import (  # noqa: E402
+from eda import (  # noqa: E402
     class_distribution, correlation_pairs, dominance, missing_table, predictive_power,
-    structure_table, to_jsonable)
+    structure_table)
+from prep import to_jsonable  # noqa: E402
 
 NUMERIC = ["num_0", "num_1", "num_2", "num_3"]
 CATEGORICAL = ["cat_0", "cat_1"]
