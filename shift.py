@@ -24,7 +24,9 @@ The kinds, and the statistic that decides each (every rule is a named entry of
   one (concept shift).
 - ``missingness``: whether a value is missing carries the label in train
   (total variation between P(y | missing) and P(y | present)) and no longer
-  does in test (missingness vanished or its association dropped).
+  does in test (missingness vanished or its association dropped). Checked only
+  when test would hold enough missing rows at train's rate (``missingness_testable``);
+  otherwise the diagnosis says it cannot be checked.
 - ``interaction``: a proxy model (HistGradientBoosting) fitted on train loses
   log loss on test against a model refitted within test, no single feature's
   relationship changed, and a greedy leave-out of features closes that gap
@@ -127,6 +129,12 @@ RULES = {r.name: r for r in (
              "total variation between P(y | missing) and P(y | present) in train", 0.10,
              "chi-square p < 0.01 and at least 10 missing rows",
              "whether the value is missing carries the label in train"),
+    _spec("missingness_testable",
+             "missing rows test would hold at train's missing rate (train rate x test rows; "
+             "checked for a missingness_signal column)", 10.0,
+             "threshold only (a count of rows)",
+             "test has enough rows to tell whether train's missingness signal holds there; "
+             "below it the check cannot be made (said so, never read as 'the signal is gone')"),
     _spec("missingness_gone",
              "drop of that total variation from train to test (test TV = 0 when missingness "
              "vanished: test rate < train rate / 4)", 0.5,
@@ -675,7 +683,16 @@ def _missingness(name, m_tr, y_tr, m_te, y_te, k, seed, th):
     row.update(missing_tv_train=tv_tr, missing_p_train=p)
     if not signal:
         return row, rules
-    vanished = rate_te < rate_tr / 4 and rate_tr * len(m_te) >= 10
+    expected = rate_tr * len(m_te)          # missing test rows if test kept train's rate
+    testable = expected >= th["missingness_testable"]
+    rules.append(_rule("missingness_testable", name, expected, th["missingness_testable"], 0.0,
+                       testable))
+    row.update(missing_expected_test=expected, missing_testable=bool(testable))
+    if not testable:
+        return row, rules
+    # vanished: far fewer missing test rows than train's rate implies (binomial, one-sided)
+    vanished = bool(rate_te < rate_tr / 4
+                    and stats.binom.cdf(int(m_te.sum()), len(m_te), rate_tr) < 0.01)
     rng = np.random.default_rng(seed)
 
     def boot_sd(m, y):        # parametric bootstrap of the TV (multinomial per side)
@@ -689,8 +706,8 @@ def _missingness(name, m_tr, y_tr, m_te, y_te, k, seed, th):
         tv_te, var = (0.0 if vanished else float("nan")), boot_sd(m_tr, y_tr) ** 2
     else:
         tv_te = _tv_missing(m_te, y_te, k)
-        if tv_te is None:
-            tv_te = 0.0 if (vanished or m_te.sum() < 10) else float("nan")
+        if tv_te is None:           # too few missing (or present) test rows to measure a TV
+            tv_te = 0.0 if vanished else float("nan")
             var = boot_sd(m_tr, y_tr) ** 2
         else:
             var = boot_sd(m_tr, y_tr) ** 2 + boot_sd(m_te, y_te) ** 2
@@ -892,7 +909,8 @@ def _check_thresholds(thresholds):
     for name, value in (thresholds or {}).items():
         if name not in th:
             raise ValueError(f"unknown rule {name!r} in thresholds=; valid names: {sorted(th)}")
-        _check_range(f"thresholds[{name!r}]", value, 0.0, 1.0)
+        _check_range(f"thresholds[{name!r}]", value, 0.0,
+                     1.0 if RULES[name].threshold <= 1.0 else math.inf)   # else a count
         th[name] = float(value)
     return th
 
@@ -1418,6 +1436,12 @@ def explain(diagnosis):
             out.append(f"{s.feature}: leaving it out of the proxy closes {s.statistic:.0%} of "
                        f"the transfer gap left at that step, and {own}: it acts jointly with "
                        f"the other suspects (interaction).")
+    for r in d.rules:
+        if r.name == "missingness_testable" and not r.fired:
+            out.append(f"{r.subject}: whether a value is missing carries the label in train (TV "
+                       f"{ev.loc[r.subject, 'missing_tv_train']:.3f}), but at train's missing rate "
+                       f"test would hold {r.value:.1f} missing rows (fewer than "
+                       f"{r.threshold:g}): whether that signal holds in test cannot be checked.")
     if d.proxies:
         last = [r for r in d.rules if r.name == "suspect_closure" and not r.fired][-1:]
         how = (f"leaving them out as well closes at most {last[0].value:.3f} nats of the "
