@@ -171,3 +171,28 @@ def test_interaction_partners_only_while_a_gap_is_left():
     group, _, (left, _) = shift._leave_out(_ScriptedTransfer(gaps2, 0.03), list("abcde"),
                                            frozenset(), frozenset(), th)
     assert group == [0, 1, 2] and left == 0.0
+
+
+def test_mask_like_test_hides_values_as_often_as_test_lacks_them():
+    import mitigations
+    import prep
+    tr, te, target, num, cat, truth = shift.make_shift_dataset("unseen_levels", 0)
+    ds = prep.validate_frames(tr, te, target=target)
+    (col,) = truth["culprits"]
+    out = mitigations.mask_like_test(ds, [col], seed=0)
+    unseen = ~ds.test[col].isin(set(ds.train[col].dropna()))
+    assert out.test[col].isna().sum() == unseen.sum()                 # unseen -> missing
+    assert out.train[col].isna().mean() == pytest.approx(unseen.mean(), abs=1 / len(tr))
+    assert out.train.drop(columns=col).equals(ds.train.drop(columns=col))
+    d = shift.diagnose(tr, te, target, num, cat, seed=0)
+    planned = mitigations.plan(d)
+    assert planned[0].mitigation.name == "mask_like_test" and planned[0].features == (col,)
+
+
+@pytest.mark.parametrize("kind", ["missing_in_test", "unseen_levels"])
+def test_part_d_states_the_new_kinds(kind):
+    import part_d
+    tr, te, target, num, cat, truth = shift.make_shift_dataset(kind, 1, 1500, 700)
+    d = shift.diagnose(tr, te, target, num, cat, seed=0)
+    sentence = part_d._verdict_sentence(d)
+    assert f"`{truth['culprits'][0]}` {shift.KIND_TEXT[kind]} ({kind})" in sentence
