@@ -103,6 +103,26 @@ def hot_deck_train(dataset, columns, seed):
     return replace(dataset, train=train)
 
 
+def mask_like_test(dataset, columns, seed):
+    """A copy of ``dataset`` in which each of ``columns`` lacks a usable value in train as often
+    as in test: test's levels that never occur in train become missing values (the run's
+    imputation fills them), and as many train rows (a random share equal to test's share of
+    rows without a known value) lose theirs, so the network learns to predict without it.
+    Reads test's feature values only (never its labels)."""
+    rng = np.random.default_rng(seed)
+    train, test = dataset.train.copy(), dataset.test.copy()
+    for c in columns:
+        if c in dataset.categorical:
+            known = set(train[c].dropna())
+            test[c] = test[c].where(test[c].isna() | test[c].isin(known), np.nan)
+        share = float(test[c].isna().mean()) - float(train[c].isna().mean())
+        present = np.flatnonzero(train[c].notna().to_numpy())
+        n = min(int(round(max(share, 0.0) * len(train))), len(present))
+        if n:
+            train.loc[train.index[rng.choice(present, n, replace=False)], c] = np.nan
+    return replace(dataset, train=train, test=test)
+
+
 class PriorCorrected:
     """The baseline network with its probabilities re-weighted from the training split's class
     shares to the shares that ``shift.em_priors`` estimates from the rows it is given, without
@@ -139,6 +159,11 @@ MITIGATIONS = (
     Mitigation("prior_correction", "prior correction (EM-estimated shares)", ("prior_shift",), Prepare.POST_HOC,
                "re-weight the network's probabilities from train's class shares to test's, estimated "
                "without labels (EM)", make=PriorCorrected),
+    Mitigation("mask_like_test", "train with {features} missing as often as in test",
+               ("missing_in_test", "unseen_levels"), Prepare.DATA,
+               "hide the column's value in as many train rows as test lacks a value train knows (test's "
+               "unseen levels become missing values), so the network learns to predict without it",
+               make=mask_like_test),
     Mitigation("missing_indicators", "missing-value indicators", (), Prepare.DATA,
                "one indicator column per column with missing values; helps when missingness carries the "
                "label in train and test alike, and hands the network a train-only signal when it does not",

@@ -24,11 +24,24 @@ The kinds, and the statistic that decides each (every rule is a named entry of
   one (concept shift).
 - ``missingness``: whether a value is missing carries the label in train
   (total variation between P(y | missing) and P(y | present)) and no longer
-  does in test (missingness vanished or its association dropped).
+  does in test (missingness vanished or its association dropped). Checked only
+  when test would hold enough missing rows at train's rate (``missingness_testable``);
+  otherwise the diagnosis says it cannot be checked.
+- ``missing_in_test``: a column lacks its value in test rows where train had it (test
+  missing rate at least 4 x train's, higher beyond a two-proportion band): the model
+  meets missing values it never learnt to read. Label-free; with test labels the
+  model's accuracy on the rows with and without the value is the evidence.
+- ``unseen_levels``: a categorical's test rows carry levels train never shows (new
+  ones, or all of them written differently), beyond the share expected by chance
+  (Good-Turing); the unseen levels are shown next to train's. Never turned into
+  missing values silently: the per-feature checks leave those rows out, the proxy
+  gives them their own codes.
 - ``interaction``: a proxy model (HistGradientBoosting) fitted on train loses
   log loss on test against a model refitted within test, no single feature's
   relationship changed, and a greedy leave-out of features closes that gap
-  (with the missingness suspects, if any, already hot-decked).
+  (with the missingness suspects, if any, already hot-decked, and the columns
+  train never showed values of left out). Partners are added only while a gap
+  is left after the greedy group, or when one alone closes the gap as fully.
 - ``unexplained``: a gap beyond noise that no check accounts for (its size is
   reported).
 - ``none``: no gap beyond noise and nothing shifted.
@@ -60,21 +73,24 @@ from prep import (_balanced_accuracy, _check_features, _check_range, _codes, _fo
 from rules import Rule
 
 KINDS = ("none", "covariate_shift", "prior_shift", "relationship_broken", "concept_shift",
-         "missingness", "interaction", "unexplained")
+         "missingness", "interaction", "missing_in_test", "unseen_levels", "unexplained")
 # What a suspect of each kind does, in words (singular; ``PLURAL_VERBS`` for several):
 # the diagnosis's sentences (``explain``) and Part D's verdict sentence both use it.
 KIND_TEXT = {"relationship_broken": "predicts the label in train but not in test",
              "concept_shift": "predicts the label differently in test than in train",
              "missingness": "carries the label in train through which values are missing, and not in test",
              "interaction": "takes part in a joint relationship with the label that holds in train and "
-                            "not in test"}
-PLURAL_VERBS = {"predicts": "predict", "carries": "carry", "takes": "take"}   # each text's first word
+                            "not in test",
+             "missing_in_test": "is missing in test rows where train had its value",
+             "unseen_levels": "takes levels in test that train never shows"}
+PLURAL_VERBS = {"predicts": "predict", "carries": "carry", "takes": "take",   # each text's first word
+                "is": "are"}
 # order in which the primary kind is chosen when several hold (the most actionable first)
-_PRIMARY_ORDER = ("relationship_broken", "concept_shift", "missingness", "interaction",
-                  "prior_shift", "unexplained", "covariate_shift", "none")
+_PRIMARY_ORDER = ("relationship_broken", "concept_shift", "missing_in_test", "unseen_levels",
+                  "missingness", "interaction", "prior_shift", "unexplained", "covariate_shift",
+                  "none")
 _EPS = 1e-6            # probability floor for log loss
 _Z = 2.576             # two-sided 99% normal quantile: every noise band is z * standard error
-_MAX_CAT_LEVELS = 250  # HistGradientBoosting's native categorical limit (rarer levels pooled)
 
 
 # -- rules ------------------------------------------------------------------
@@ -127,11 +143,32 @@ RULES = {r.name: r for r in (
              "total variation between P(y | missing) and P(y | present) in train", 0.10,
              "chi-square p < 0.01 and at least 10 missing rows",
              "whether the value is missing carries the label in train"),
+    _spec("missingness_testable",
+             "missing rows test would hold at train's missing rate (train rate x test rows; "
+             "checked for a missingness_signal column)", 10.0,
+             "threshold only (a count of rows)",
+             "test has enough rows to tell whether train's missingness signal holds there; "
+             "below it the check cannot be made (said so, never read as 'the signal is gone')"),
     _spec("missingness_gone",
              "drop of that total variation from train to test (test TV = 0 when missingness "
              "vanished: test rate < train rate / 4)", 0.5,
              "threshold is a share of the train TV; band z=2.58 x parametric-bootstrap sd",
              "the missingness signal of train is not there in test"),
+    _spec("missing_in_test",
+             "test missing rate - train missing rate of a column whose test rate is at least "
+             "4 x train's (values missing in test where train had them)", 0.05,
+             "z=2.58 x standard error of the difference of two proportions; one-sided "
+             "two-proportion p < 0.01 (Bonferroni over features)",
+             "test lacks values that train (almost) always had: the model meets missing values "
+             "it never learnt to read"),
+    _spec("unseen_levels",
+             "share of a categorical's test rows (with a value) at a level that never occurs in "
+             "train - the share expected by chance (Good-Turing: train levels seen once / train "
+             "rows)", 0.05,
+             "z=2.58 x binomial standard error at the expected share and that share's own; "
+             "binomial p < 0.01 (Bonferroni over features)",
+             "test rows carry levels that train never shows (new ones, or the same written "
+             "differently): the model cannot read them"),
     _spec("prior_shift", "total variation of the class shares, train vs test", 0.05,
              "99th percentile of the TV between two samples of these sizes from one "
              "distribution; chi-square p < 0.01",
@@ -154,7 +191,8 @@ RULES = {r.name: r for r in (
              "p < 0.01 (Bonferroni over classes and features; effective sample sizes)",
              "the feature's distribution moved"),
     _spec("adversarial_auc",
-             "out-of-fold ROC AUC of a train-vs-test classifier, missingness hidden", 0.60,
+             "out-of-fold ROC AUC of a train-vs-test classifier, missing values and levels "
+             "train never shows hidden", 0.60,
              "threshold only (AUC 0.5 = indistinguishable)",
              "the inputs' joint distribution moved"),
     _spec("leave_out_closure",
@@ -252,6 +290,26 @@ class Priors:
 
 
 @dataclass(frozen=True)
+class NewValues:
+    """A column whose test rows carry what train never showed: values missing where train
+    had them (``missing_in_test``) or levels train never shows (``unseen_levels``)."""
+
+    feature: str
+    kind: str
+    share_train: float     # train's missing rate / the unseen share expected by chance
+    share_test: float      # test's missing rate / share of test rows (with a value) at an unseen level
+    band: float            # noise band of the difference
+    p: float
+    rows: int              # test rows flagged
+    acc_known: float       # the model's test accuracy on rows with a value train knows (NaN unlabelled)
+    acc_flagged: float     # ... on the flagged rows
+    acc_band: float        # z=2.58 x standard error of their difference
+    unseen: tuple = ()     # ((level, test rows), ...) most frequent first, at most 8 (unseen_levels)
+    train_levels: tuple = ()   # ((level, train rows), ...) most frequent first, at most 8
+    matched: int = 0       # unseen levels equal to a train level once case, spaces and punctuation go
+
+
+@dataclass(frozen=True)
 class Diagnosis:
     """Everything :func:`diagnose` found (frozen; see :meth:`to_dict` for JSON).
 
@@ -291,6 +349,10 @@ class Diagnosis:
         Columns whose own P(y | x_j) changed (``conditional_shift``) but which close no
         more of the model's transfer gap than noise once the suspects are left out
         (``suspect_closure``): their change comes through the suspects. Not blamed.
+    new_values : tuple of NewValues
+        The ``missing_in_test`` and ``unseen_levels`` suspects: rates, the model's test
+        accuracy on the rows with and without a value train knows (labelled test), and the
+        unseen levels next to train's.
     """
 
     verdict: Verdict
@@ -306,6 +368,7 @@ class Diagnosis:
     skipped: tuple = ()
     seconds: float = float("nan")
     proxies: tuple = ()
+    new_values: tuple = ()
 
     def to_dict(self):
         """JSON-able dict (numbers as Python scalars, NaN as None)."""
@@ -318,7 +381,8 @@ class Diagnosis:
                "skipped": list(self.skipped), "adversarial": self.adversarial,
                "rules": [dict(r.__dict__, description=r.description) for r in self.rules],
                "evidence": self.evidence, "seconds": self.seconds,
-               "proxies": list(self.proxies)}
+               "proxies": list(self.proxies),
+               "new_values": [v.__dict__ for v in self.new_values]}
         return to_jsonable(out)
 
 
@@ -430,19 +494,38 @@ def _classes(train_y, test_y):
     return tuple(vals), y_tr.astype(np.int64), None if y_te is None else y_te.astype(np.int64)
 
 
+_MAX_CAT_LEVELS = 200  # train levels of a categorical with their own code (rarer ones share one)
+_MAX_CAT_CODE = 254    # HistGradientBoosting's largest category code (max_bins - 1)
+
+
 def _design(train, test, numeric, categorical):
-    """Proxy-model matrices (n, d): numerics as floats with NaN, categoricals as codes of
-    train's levels (most frequent first, at most 250; rarer and unseen levels -> NaN)."""
+    """Proxy-model matrices (n, d): numerics as floats with NaN, categoricals as codes:
+    train's levels (most frequent first, at most 200; rarer train levels share one code),
+    then the test levels train never shows, each with its own code (most frequent first,
+    up to 254; a train-fitted proxy reads them as missing, a refit within test learns
+    them). Also ``unseen`` (n_te, d) bool: the test row's level never occurs in train.
+    A level is never turned into a missing value."""
     Xtr, Xte = [], []
+    unseen = np.zeros((len(test), len(numeric) + len(categorical)), dtype=bool)
     for c in numeric:
         Xtr.append(pd.to_numeric(train[c], errors="coerce").to_numpy(dtype=np.float64))
         Xte.append(pd.to_numeric(test[c], errors="coerce").to_numpy(dtype=np.float64))
-    for c in categorical:
-        levels = train[c].astype(object).value_counts(dropna=True).index[:_MAX_CAT_LEVELS]
-        for X, df in ((Xtr, train), (Xte, test)):
-            codes = _codes(df[c].astype(object), levels)
-            X.append(np.where((codes < 0) | (codes >= len(levels)), np.nan, codes))
-    return np.column_stack(Xtr), np.column_stack(Xte)
+    for i, c in enumerate(categorical):
+        a, b = train[c].astype(object), test[c].astype(object)
+        counts = a.value_counts(dropna=True)
+        known = pd.Index(counts.index, dtype=object)
+        top = pd.Index(known[:_MAX_CAT_LEVELS], dtype=object)
+        is_new = (known.get_indexer(b) < 0) & b.notna().to_numpy()
+        new = pd.Index(b[is_new].value_counts().index[:_MAX_CAT_CODE - len(top) - 1],
+                       dtype=object)
+        unseen[:, len(numeric) + i] = is_new
+        for X, v in ((Xtr, a), (Xte, b)):
+            pos, newpos = top.get_indexer(v), new.get_indexer(v)
+            seen = known.get_indexer(v) >= 0
+            code = np.where(pos >= 0, pos, np.where(seen, len(top), np.where(
+                newpos >= 0, len(top) + 1 + newpos, _MAX_CAT_CODE)))
+            X.append(np.where(v.isna().to_numpy(), np.nan, code).astype(np.float64))
+    return np.column_stack(Xtr), np.column_stack(Xte), unseen
 
 
 # -- covariate shift: marginal and class-conditional tests, adversarial validation --
@@ -675,7 +758,16 @@ def _missingness(name, m_tr, y_tr, m_te, y_te, k, seed, th):
     row.update(missing_tv_train=tv_tr, missing_p_train=p)
     if not signal:
         return row, rules
-    vanished = rate_te < rate_tr / 4 and rate_tr * len(m_te) >= 10
+    expected = rate_tr * len(m_te)          # missing test rows if test kept train's rate
+    testable = expected >= th["missingness_testable"]
+    rules.append(_rule("missingness_testable", name, expected, th["missingness_testable"], 0.0,
+                       testable))
+    row.update(missing_expected_test=expected, missing_testable=bool(testable))
+    if not testable:
+        return row, rules
+    # vanished: far fewer missing test rows than train's rate implies (binomial, one-sided)
+    vanished = bool(rate_te < rate_tr / 4
+                    and stats.binom.cdf(int(m_te.sum()), len(m_te), rate_tr) < 0.01)
     rng = np.random.default_rng(seed)
 
     def boot_sd(m, y):        # parametric bootstrap of the TV (multinomial per side)
@@ -689,8 +781,8 @@ def _missingness(name, m_tr, y_tr, m_te, y_te, k, seed, th):
         tv_te, var = (0.0 if vanished else float("nan")), boot_sd(m_tr, y_tr) ** 2
     else:
         tv_te = _tv_missing(m_te, y_te, k)
-        if tv_te is None:
-            tv_te = 0.0 if (vanished or m_te.sum() < 10) else float("nan")
+        if tv_te is None:           # too few missing (or present) test rows to measure a TV
+            tv_te = 0.0 if vanished else float("nan")
             var = boot_sd(m_tr, y_tr) ** 2
         else:
             var = boot_sd(m_tr, y_tr) ** 2 + boot_sd(m_te, y_te) ** 2
@@ -701,6 +793,109 @@ def _missingness(name, m_tr, y_tr, m_te, y_te, k, seed, th):
     row.update(missing_tv_test=tv_te, missing_vanished=bool(vanished), missingness=gone)
     rules.append(_rule("missingness_gone", name, drop, thr, band, gone))
     return row, rules
+
+
+# -- what train never showed: values missing only in test, levels unseen in train ------
+
+def _missing_rate(name, m_tr, m_te, n_feat, th):
+    """Missing rate train vs test (two-proportion test): evidence row and its rule."""
+    n1, n2 = len(m_tr), len(m_te)
+    r1, r2 = float(m_tr.mean()), float(m_te.mean())
+    diff = r2 - r1
+    pool = (m_tr.sum() + m_te.sum()) / (n1 + n2)
+    se0 = math.sqrt(pool * (1 - pool) * (1 / n1 + 1 / n2))
+    p = float(stats.norm.sf(diff / se0)) if se0 > 0 else 1.0
+    band = _Z * math.sqrt(r1 * (1 - r1) / n1 + r2 * (1 - r2) / n2)
+    fired = bool(diff > max(th["missing_in_test"], band) and p * n_feat < 0.01 and r1 <= r2 / 4)
+    row = {"missing_rate_diff": diff, "missing_rate_band": band, "missing_rate_p": p,
+           "missing_in_test": fired}
+    return row, _rule("missing_in_test", name, diff, th["missing_in_test"], band, fired), \
+        (r1, r2, band, p, int(m_te.sum()))
+
+
+def _unseen_share(name, a, b, flag, n_feat, th):
+    """Share of test rows (with a value) at a level train never shows, against the share
+    expected by chance (Good-Turing): evidence row, rule and the numbers."""
+    a, b = a.dropna(), b[b.notna()]
+    n1, n2 = max(len(a), 1), max(len(b), 1)
+    counts = a.value_counts()
+    expected = float((counts == 1).sum()) / n1      # mass of unseen levels (Good-Turing)
+    share = float(flag.sum()) / n2
+    e = min(max(expected, 0.5 / n1), 1.0)
+    band = _Z * math.sqrt(e * (1 - e) / n2 + (counts == 1).sum() / n1 ** 2)
+    p = float(stats.binom.sf(int(flag.sum()) - 1, n2, e)) if flag.any() else 1.0
+    eff = share - expected
+    fired = bool(eff > max(th["unseen_levels"], band) and p * n_feat < 0.01)
+    row = {"unseen_share": share, "unseen_expected": expected, "unseen_band": band,
+           "unseen_p": p, "unseen_levels": fired}
+    return row, _rule("unseen_levels", name, eff, th["unseen_levels"], band, fired), \
+        (expected, share, band, p, int(flag.sum()))
+
+
+def _norm_level(v):
+    """A level with case, spaces and punctuation removed (to spot renamed levels)."""
+    return "".join(ch for ch in str(v).casefold() if ch.isalnum())
+
+
+def _acc_split(P, y, flag):
+    """The model's accuracy on test rows without / with the flag and z x the standard error
+    of their difference (NaN when a side has no rows or test has no labels)."""
+    if y is None or not flag.any():
+        return float("nan"), float("nan"), float("nan")
+    hit = P.argmax(1) == y
+    if flag.all():
+        return float("nan"), float(hit.mean()), float("nan")
+    a, b = float(hit[~flag].mean()), float(hit[flag].mean())
+    return a, b, _Z * math.sqrt(a * (1 - a) / (~flag).sum() + b * (1 - b) / flag.sum())
+
+
+@dataclass(frozen=True, eq=False)
+class _NewFound:
+    evidence: Any = None      # DataFrame indexed by feature
+    rules: tuple = ()
+    suspects: tuple = ()
+    values: tuple = ()        # NewValues of the suspects
+    hidden: tuple = ()        # their column indices (left out where a model reads them)
+
+
+def _stage_new_values(d, m):
+    """What train never showed, per column: values missing in test where train had them
+    (missing rate, two-proportion test) and, for categoricals, test rows at a level train
+    never shows (against Good-Turing's chance share). Label-free; with test labels, the
+    model's accuracy on the flagged test rows against the others is the evidence."""
+    th, nf = d.th, len(d.names)
+    rows, rules, suspects, values, hidden = [], [], [], [], []
+    for j, c in enumerate(d.names):
+        m_tr, m_te = d.train[c].isna().to_numpy(), d.test[c].isna().to_numpy()
+        row, r, nums = _missing_rate(c, m_tr, m_te, nf, th)
+        row["feature"] = c
+        rules.append(r)
+        found = []
+        if r.fired:
+            found.append(("missing_in_test", r, nums, m_te, (), (), 0))
+        if d.kinds_of[j] == "categorical":
+            a, b = d.train[c].astype(object), d.test[c].astype(object)
+            flag = d.unseen[:, j]
+            urow, ur, unums = _unseen_share(c, a, b, flag[b.notna().to_numpy()], nf, th)
+            row.update(urow)
+            rules.append(ur)
+            if ur.fired:
+                tl = a.value_counts()
+                ul = b[flag].value_counts()
+                norm = {_norm_level(v) for v in tl.index}
+                found.append(("unseen_levels", ur, unums, flag,
+                              tuple((str(v), int(n)) for v, n in ul.iloc[:8].items()),
+                              tuple((str(v), int(n)) for v, n in tl.iloc[:8].items()),
+                              int(sum(_norm_level(v) in norm for v in ul.index))))
+        rows.append(row)
+        for kind, r, (s_tr, s_te, band, p, n), flag, ul, tl, matched in found:
+            acc = _acc_split(m.P_te, d.y_te, flag)
+            suspects.append(Suspect(c, kind, kind, r.value, r.threshold))
+            values.append(NewValues(c, kind, s_tr, s_te, band, p, n, *acc, ul, tl, matched))
+        if found:
+            hidden.append(j)
+    return _NewFound(evidence=pd.DataFrame(rows).set_index("feature"), rules=tuple(rules),
+                     suspects=tuple(suspects), values=tuple(values), hidden=tuple(hidden))
 
 
 # -- model level: proxy vs refit within test, greedy leave-out -----------------
@@ -831,17 +1026,24 @@ def _explain_away(tr, names, single, th):
         partners
 
 
-def _partners(tr, names, cands, th):
+def _partners(tr, names, cands, th, base=None):
     """The features of ``cands`` whose removal alone closes the proxy's whole transfer gap
     (``leave_out_closure`` from the full proxy): partners in an interaction. A partner
     closes nothing once its mate is out, like a mere correlated column, but only the
     partner closes the gap alone (with a correlated column out, the culprit remains).
+    With ``base`` (columns already left out), partners are taken strongest first and only
+    while a gap is left with ``base`` and the partners so far out.
 
     Returns (indices, rules of the ones that fired)."""
     g0, b0 = tr.gap()
+    closure = {j: (g0 - tr.gap(frozenset([j]))[0]) / g0 for j in cands}
     found, rules = [], []
-    for j in cands:
-        c = (g0 - tr.gap(frozenset([j]))[0]) / g0
+    for j in sorted(cands, key=lambda j: -closure[j]) if base is not None else cands:
+        if base is not None:
+            left, band = tr.gap(frozenset(base) | set(found))
+            if left <= max(band, th["unexplained_gap"]):
+                break
+        c = closure[j]
         if c >= th["leave_out_closure"] and c * g0 > b0:
             found.append(j)
             rules.append(_rule("leave_out_closure", names[j], c, th["leave_out_closure"],
@@ -873,15 +1075,24 @@ def _leave_out(tr, names, start_drop, start_fill, th, max_steps=3):
         drop.add(best)
         group.append(best)
         gap, band = res[best]
-    if group and first is not None:       # partners: single removals closing the first gap
+    if group and first is not None:
+        # partners: single removals closing the first gap, strongest first. While a gap is
+        # left after the group, one that closes >= leave_out_closure of the first gap; once
+        # none is left, only a mate that alone closes it as fully as the group's first
+        # member did, within the first gap's noise band (the other half of an XOR):
+        # removing any strong column shrinks a gap a little
         g0, b0, closure = first
-        for j, c in closure.items():
-            if j not in group and c >= th["leave_out_closure"] and c * g0 > b0:
-                group.append(j)
-                rules.append(_rule("leave_out_closure", names[j], c, th["leave_out_closure"],
-                                   b0 / g0, True))
-    if group:
-        gap, band = tr.gap(set(start_drop) | set(group), start_fill)
+        best_left = g0 * (1 - closure[group[0]])
+        for j in sorted(closure, key=lambda j: -closure[j]):
+            c = closure[j]
+            if j in group or c < th["leave_out_closure"] or c * g0 <= b0:
+                continue
+            if gap <= max(band, th["unexplained_gap"]) and g0 * (1 - c) > best_left + b0:
+                continue
+            group.append(j)
+            rules.append(_rule("leave_out_closure", names[j], c, th["leave_out_closure"],
+                               b0 / g0, True))
+            gap, band = tr.gap(set(start_drop) | set(group), start_fill)
     return group, rules, (gap, band)
 
 
@@ -892,7 +1103,8 @@ def _check_thresholds(thresholds):
     for name, value in (thresholds or {}).items():
         if name not in th:
             raise ValueError(f"unknown rule {name!r} in thresholds=; valid names: {sorted(th)}")
-        _check_range(f"thresholds[{name!r}]", value, 0.0, 1.0)
+        _check_range(f"thresholds[{name!r}]", value, 0.0,
+                     1.0 if RULES[name].threshold <= 1.0 else math.inf)   # else a count
         th[name] = float(value)
     return th
 
@@ -982,16 +1194,17 @@ def diagnose(train, test, target, numeric, categorical, *, model=None, seed=0,
     rng = np.random.default_rng(seed)
     with threadpool_limits(limits=1, user_api="openmp"):
         m = _stage_model(d, model, val_rows, rng)
+        new = _stage_new_values(d, m)
         missing = [_missingness(c, d.train[c].isna().to_numpy(), d.y_tr, d.test[c].isna().to_numpy(),
                                 d.y_te, d.k, d.seed, d.th) for c in d.names]   # per column, seeded each
-        pri = _stage_priors(d, m, missing, rng)
+        pri = _stage_priors(d, m, missing, new, rng)
         acc = _stage_gap(d, m)
-        feat = _stage_features(d, pri, missing)
+        feat = _stage_features(d, pri, missing, new)
         tr = _stage_transfer(d, m, feat, acc, rng)
         blamed = {s.feature for s in feat.suspects + tr.suspects}
         adv = _stage_adversarial(d, feat.evidence, blamed)
     return _verdict(d, (pri, acc, feat, tr, adv), tr.gap, pri.priors, blamed, tr.proxies,
-                    time.perf_counter() - t0)
+                    new.values, time.perf_counter() - t0)
 
 
 # -- the stages of diagnose -----------------------------------------------------
@@ -1014,6 +1227,9 @@ class _Inputs:
     k: int
     Xtr: Any                  # (n_tr, d) design matrix (categorical codes, NaN kept)
     Xte: Any                  # (n_te, d)
+    unseen: Any               # (n_te, d) bool: the test row's level never occurs in train
+    Xte_seen: Any             # Xte with those levels as NaN (the per-feature checks' view)
+    test_seen: Any            # test with those levels as NaN (the same, on the raw frame)
     labelled: bool
     th: dict
     seed: int
@@ -1030,9 +1246,15 @@ def _prepare(train, test, target, numeric, categorical, thresholds, seed, max_ro
     classes, y_tr, y_te = _classes(train[target], test[target] if labelled else None)
     names = numeric + categorical
     kinds_of = ["numeric"] * len(numeric) + ["categorical"] * len(categorical)
-    Xtr, Xte = _design(train, test, numeric, categorical)     # (n_tr, d), (n_te, d)
+    Xtr, Xte, unseen = _design(train, test, numeric, categorical)   # (n_tr, d), (n_te, d)
+    test_seen = test
+    if unseen.any():          # levels train never shows have their own check (_new_values)
+        test_seen = test.copy()
+        for j in np.flatnonzero(unseen.any(axis=0)):
+            test_seen[names[j]] = test[names[j]].astype(object).where(~unseen[:, j], np.nan)
     return _Inputs(train, test, names, kinds_of, np.array([kd == "categorical" for kd in kinds_of]),
-                   classes, y_tr, y_te, len(classes), Xtr, Xte, labelled, th, seed, max_rows,
+                   classes, y_tr, y_te, len(classes), Xtr, Xte, unseen,
+                   np.where(unseen, np.nan, Xte), test_seen, labelled, th, seed, max_rows,
                    numeric, categorical)
 
 
@@ -1086,7 +1308,7 @@ class _PriorsFound(_Found):
     moved: bool = False       # the class shares moved beyond noise (and EM's assumption holds)
 
 
-def _stage_priors(d, m, missing, rng):
+def _stage_priors(d, m, missing, new, rng):
     """Class priors: test's shares from its labels (chi-square) or, without labels, by EM
     on the model's predictions, against train's, with a noise band."""
     th, k, y_tr = d.th, d.k, d.y_tr
@@ -1101,13 +1323,17 @@ def _stage_priors(d, m, missing, rng):
     else:
         # a train-only missingness signal moves the predictions without any prior shift:
         # EM runs on a proxy that cannot see missingness in those columns
+        # so do values test lacks or levels train never shows: those columns are left out
         gone = [j for j, (row, _) in enumerate(missing) if row.get("missingness")]
+        keep = [j for j in range(len(d.names)) if j not in new.hidden]
         P_em = m.P_te
-        if gone:
+        if gone or new.hidden:
             Xf_tr, Xf_te = d.Xtr[m.fit].copy(), d.Xte.copy()
             Xf_tr[:, gone] = _hot_deck(Xf_tr[:, gone], rng)
             Xf_te[:, gone] = _hot_deck(Xf_te[:, gone], rng)
-            P_em = _full_proba(_proxy(Xf_tr, y_tr[m.fit], d.cat_mask, d.seed), Xf_te, k)
+            P_em = (_full_proba(_proxy(Xf_tr[:, keep], y_tr[m.fit], d.cat_mask[keep], d.seed),
+                                Xf_te[:, keep], k) if keep
+                    else np.tile(_shares(y_tr[m.fit], k), (len(Xf_te), 1)))
         pi_te = em_priors(np.clip(P_em, _EPS, None), np.clip(pi_tr, _EPS, None))
         boots = [em_priors(np.clip(P_em[b], _EPS, None), np.clip(pi_tr, _EPS, None), tol=1e-6)
                  for b in (rng.integers(0, len(P_em), len(P_em)) for _ in range(30))]
@@ -1118,7 +1344,7 @@ def _stage_priors(d, m, missing, rng):
     moved = tv >= max(th["prior_shift"], band_tv) and (not d.labelled or p_chi < 0.01)
     rules.append(_rule("prior_shift", None, tv, th["prior_shift"], band_tv, moved))
     if moved and not d.labelled:      # EM assumes P(x | y) holds: check it feature by feature
-        ok, worst, who, band_w = _em_consistency(d.Xtr, y_tr, d.Xte, d.names, d.kinds_of, k, d.seed,
+        ok, worst, who, band_w = _em_consistency(d.Xtr, y_tr, d.Xte_seen, d.names, d.kinds_of, k, d.seed,
                                                  pi_te, band_tv, rng)
         rules.append(_rule("em_consistent", who, worst, th["em_consistent"], band_w, ok))
         moved = ok
@@ -1155,21 +1381,22 @@ class _FeaturesFound(_Found):
     single: dict = None       # feature index -> Suspect whose own P(y | x_j) changed (not yet blamed)
 
 
-def _stage_features(d, pri, missing):
+def _stage_features(d, pri, missing, new):
     """Per feature: marginal or class-conditional shift (train re-weighted to test's shares),
     the conditional relationship with the label (labelled test), missingness."""
     th = d.th
     if d.labelled:
-        ev = _class_conditional_shift(d.train, d.test, d.y_tr, d.y_te, d.numeric, d.categorical, d.k,
+        ev = _class_conditional_shift(d.train, d.test_seen, d.y_tr, d.y_te, d.numeric, d.categorical, d.k,
                                       th["marginal_shift"])
     else:
         pi_tr, pi_te = np.array(pri.priors.train), np.array(pri.priors.test)
         w = (pi_te / np.clip(pi_tr, _EPS, None))[d.y_tr] if pri.moved else np.ones(len(d.y_tr))
-        ev = _marginal_shift(d.train, d.test, d.numeric, d.categorical, w, th["marginal_shift"])
-    rules, suspects, single, rows_c, rows_m = [], [], {}, [], []
+        ev = _marginal_shift(d.train, d.test_seen, d.numeric, d.categorical, w, th["marginal_shift"])
+    ev = ev.join(new.evidence)
+    rules, suspects, single, rows_c, rows_m = list(new.rules), list(new.suspects), {}, [], []
     for j, (c, kd) in enumerate(zip(d.names, d.kinds_of)):
         if d.labelled:
-            row, rr = _conditional(c, kd, d.Xtr[:, j], d.y_tr, d.Xte[:, j], d.y_te, d.k, d.seed,
+            row, rr = _conditional(c, kd, d.Xtr[:, j], d.y_tr, d.Xte_seen[:, j], d.y_te, d.k, d.seed,
                                    d.max_rows, th)
             rows_c.append(row)
             rules += rr
@@ -1237,7 +1464,8 @@ def _stage_transfer(d, m, feat, acc, rng):
     if left > max(band_left, th["unexplained_gap"]):
         # a gap left: is a partner of the suspects, not yet one, behind it?
         more, rr = _partners(tr, names, sorted(set(range(len(names))) - drop
-                                               - set(partners) - set(explained)), th)
+                                               - set(partners) - set(explained)), th,
+                             base=drop | set(partners))
         partners, rules = partners + more, rules + rr
     suspects += [Suspect(names[j], "interaction", "leave_out_closure",
                          next(r.value for r in rules if r.name == "leave_out_closure"
@@ -1271,17 +1499,17 @@ def _stage_adversarial(d, ev, blamed):
     """Adversarial validation: a classifier telling test rows from train rows, on all
     features (descriptive: its permutation AUC drops go into ``ev``), then without the
     blamed ones (decides covariate_shift: a broken feature also moves the joint distribution)."""
-    auc_all, drops = _adversarial(d.Xtr, d.Xte, d.cat_mask, d.seed)
+    auc_all, drops = _adversarial(d.Xtr, d.Xte_seen, d.cat_mask, d.seed)
     ev["adv_auc_drop"] = drops
     rest = [j for j, c in enumerate(d.names) if c not in blamed]
     auc = (auc_all if len(rest) == len(d.names) else
-           _adversarial(d.Xtr[:, rest], d.Xte[:, rest], d.cat_mask[rest], d.seed, drops=False)[0] if rest
+           _adversarial(d.Xtr[:, rest], d.Xte_seen[:, rest], d.cat_mask[rest], d.seed, drops=False)[0] if rest
            else 0.5)
     return _Found(evidence={"auc_no_missing": auc_all, "auc_without_suspects": auc,
                             "threshold": d.th["adversarial_auc"]})
 
 
-def _verdict(d, found, gap, priors, blamed, proxies, seconds):
+def _verdict(d, found, gap, priors, blamed, proxies, new_values, seconds):
     """The verdict from every stage's rules and suspects: the kinds that hold, primary first."""
     pri, acc, feat, tr, adv = found
     ev, th, names = feat.evidence, d.th, d.names
@@ -1318,7 +1546,7 @@ def _verdict(d, found, gap, priors, blamed, proxies, seconds):
     ev.index.name = "feature"
     return Diagnosis(Verdict(kinds, kinds[0]), suspects, tuple(sorted(blamed)),
                      tuple(shifted), gap, priors, ev, tuple(rules), to_jsonable(adv.evidence), d.labelled,
-                     skipped, seconds, tuple(sorted(proxies)))
+                     skipped, seconds, tuple(sorted(proxies)), tuple(new_values))
 
 
 def rules_fired(rules, name):
@@ -1349,6 +1577,37 @@ def _user_proba(model, val_frame, test, names, classes):
 
 
 # -- sentences ------------------------------------------------------------------
+
+def _levels_text(levels):
+    return ", ".join(f"'{v}' ({n})" for v, n in levels)
+
+
+def _new_values_sentence(v):
+    """One :class:`NewValues` in words: the rates, the levels, the accuracy split."""
+    if v.kind == "missing_in_test":
+        what = (f"{v.feature}: {v.share_test:.1%} of test rows lack a value, against "
+                f"{v.share_train:.1%} of train rows (difference {v.share_test - v.share_train:+.3f}, "
+                f"noise band {v.band:.3f}): the model meets missing values it never learnt to read")
+        rows = ("rows with the value", "rows without it")
+    else:
+        what = (f"{v.feature}: {v.share_test:.1%} of test rows with a value ({v.rows}) are at a "
+                f"level train never shows (chance share {v.share_train:.1%}, noise band "
+                f"{v.band:.3f}): {_levels_text(v.unseen)}; train's levels: "
+                f"{_levels_text(v.train_levels)}")
+        if v.matched:
+            what += (f"; {v.matched} of the unseen levels equal a train level once case, spaces "
+                     f"and punctuation are ignored (renamed?)")
+        rows = ("rows at a level train knows", "rows at an unseen level")
+    if np.isfinite(v.acc_flagged) and not np.isfinite(v.acc_known):
+        what += (f". The model scores {v.acc_flagged:.3f} on them (no test row has a value "
+                 f"train knows to compare with)")
+    elif np.isfinite(v.acc_flagged):
+        diff = v.acc_known - v.acc_flagged
+        what += (f". The model scores {v.acc_known:.3f} on test {rows[0]} and "
+                 f"{v.acc_flagged:.3f} on {rows[1]} (difference {diff:+.3f}, noise band "
+                 f"{v.acc_band:.3f}" + ("" if diff > v.acc_band else ": within noise") + ")")
+    return what + f" ({v.kind})."
+
 
 def _rise(x):
     return "rises" if x > 0 else "falls" if x < 0 else "stays"
@@ -1410,6 +1669,9 @@ def explain(diagnosis):
                 f"missing) and P(label | present) {r['missing_tv_train']:.3f}, missing rate "
                 f"{r['missing_train']:.3f}) but not in test (TV {r['missing_tv_test']:.3f}, "
                 f"missing rate {r['missing_test']:.3f}) (missingness).")
+        elif s.kind in ("missing_in_test", "unseen_levels"):
+            out.append(_new_values_sentence(next(v for v in d.new_values
+                                                 if v.feature == s.feature and v.kind == s.kind)))
         else:
             moved = r.get("conditional_shift")      # NaN when too few rows to check
             own = ("its own relationship with the label changed too"
@@ -1418,6 +1680,12 @@ def explain(diagnosis):
             out.append(f"{s.feature}: leaving it out of the proxy closes {s.statistic:.0%} of "
                        f"the transfer gap left at that step, and {own}: it acts jointly with "
                        f"the other suspects (interaction).")
+    for r in d.rules:
+        if r.name == "missingness_testable" and not r.fired:
+            out.append(f"{r.subject}: whether a value is missing carries the label in train (TV "
+                       f"{ev.loc[r.subject, 'missing_tv_train']:.3f}), but at train's missing rate "
+                       f"test would hold {r.value:.1f} missing rows (fewer than "
+                       f"{r.threshold:g}): whether that signal holds in test cannot be checked.")
     if d.proxies:
         last = [r for r in d.rules if r.name == "suspect_closure" and not r.fired][-1:]
         how = (f"leaving them out as well closes at most {last[0].value:.3f} nats of the "
@@ -1437,7 +1705,7 @@ def explain(diagnosis):
     out.append(f"Adversarial validation {tells} with AUC {adv['auc_no_missing']:.3f}"
                + (f" ({adv['auc_without_suspects']:.3f} without the suspects)"
                   if d.suspects else "") + f" (threshold {adv['threshold']:.2f}, missing values "
-               f"hidden).")
+               f"and levels train never shows hidden).")
     if g is not None:
         if d.suspects and g.outside_noise and g.closed_by_suspects > g.transfer_band:
             out.append(f"Root cause: {', '.join(d.suspect_features)}; removing "
@@ -1532,10 +1800,13 @@ def make_shift_dataset(kind, seed=0, n_train=3000, n_test=1500):
     culprit = [feats[int(rng.integers(len(feats)))]]
     if kind in ("covariate_shift", "missingness"):
         culprit = [numeric[int(rng.integers(n_num))]]
+    if kind == "unseen_levels":
+        culprit = [categorical[int(rng.integers(n_cat))]]
     if kind == "interaction":
         culprit = [str(c) for c in rng.choice(numeric, size=2, replace=False)]
     c0 = culprit[0]
-    if kind in ("relationship_broken", "concept_shift", "covariate_shift"):
+    if kind in ("relationship_broken", "concept_shift", "covariate_shift", "missing_in_test",
+                "unseen_levels"):
         if c0 in numeric:                     # a strong feature
             mu[c0] = np.linspace(-1.5, 1.5, k)[rng.permutation(k)]
         else:
@@ -1602,6 +1873,17 @@ def make_shift_dataset(kind, seed=0, n_train=3000, n_test=1500):
             rate = rng.uniform(0.05, 0.15) / pi[cls]
             miss = (y == cls) & (rng.random(len(y)) < min(rate, 0.9))
             df.loc[miss, c0] = np.nan
+        if kind == "missing_in_test" and part == "test":    # an outage: a random share of rows
+            df.loc[rng.random(len(y)) < rng.uniform(0.2, 0.5), c0] = np.nan
+        if kind == "unseen_levels" and part == "test":      # renamed, or new levels
+            if rng.random() < 0.5:
+                style = rng.choice(["upper", "prefix", "suffix"])
+                df[c0] = [v.upper() if style == "upper" else f"x_{v}" if style == "prefix"
+                          else f"{v} (new)" for v in df[c0]]
+            else:
+                new = [_word(rng, used) for _ in range(int(rng.integers(1, 4)))]
+                hit = rng.random(len(y)) < rng.uniform(0.2, 0.5)
+                df.loc[hit, c0] = np.asarray(new, dtype=object)[rng.integers(len(new), size=int(hit.sum()))]
         mcar = [c for c in numeric if c != c0][:1]
         for c in mcar:                        # benign missingness, same rate in both files
             df.loc[rng.random(len(y)) < 0.02, c] = np.nan
@@ -1610,6 +1892,7 @@ def make_shift_dataset(kind, seed=0, n_train=3000, n_test=1500):
                       else df[frames[0].columns])
     truth = {"kind": kind, "classes": tuple(labels.tolist()),
              "culprits": tuple(sorted(culprit)) if kind in (
-                 "relationship_broken", "concept_shift", "missingness", "interaction") else (),
+                 "relationship_broken", "concept_shift", "missingness", "interaction",
+                 "missing_in_test", "unseen_levels") else (),
              "shifted": (c0,) if kind == "covariate_shift" else ()}
     return frames[0], frames[1], target, numeric, categorical, truth
