@@ -15,8 +15,10 @@ The kinds, and the statistic that decides each (every rule is a named entry of
 - ``prior_shift``: the class shares moved (chi-square + total variation; without
   test labels, the EM estimate of Saerens, Latinne & Decaestecker 2002 on the model's
   predictions calibrated on the validation rows by bias-corrected temperature scaling,
-  BBSE beside it) while P(x | y) holds (no feature shifts once train is re-weighted to
-  test's shares). Without labels a move is claimed only when the calibrated model's own
+  BBSE beside it) and, with test labels, re-weighting the train-fitted proxy to test's
+  shares recovers what the move cost it (its transfer gap as fitted against re-weighted;
+  ``prior_reweighting``). Named beside ``covariate_shift`` when other inputs moved too
+  (their P(x | y) changed). Without labels a move is claimed only when the calibrated model's own
   mean prediction moved too (a weak model's estimate can walk far from it) and the
   estimates of informative features and of halves of the features agree (never
   passed when nothing carries enough information to check).
@@ -199,10 +201,18 @@ RULES = {r.name: r for r in (
              "checked, does not fire)",
              "every feature agrees on the estimated test class shares, as a prior shift "
              "implies"),
+    _spec("prior_reweighting",
+             "log loss on test of the train-fitted proxy as fitted - re-weighted to test's "
+             "class shares (labelled test; the transfer gap each way against the refit within "
+             "test is in the evidence)", 0.01,
+             "z=2.58 x standard error of the per-row difference",
+             "re-weighting the model to test's class shares recovers what the shares' move "
+             "cost it: a prior shift, named whether or not other inputs moved too"),
     _spec("class_conditional_holds",
              "number of non-suspect features whose P(x | y) shifted (marginal_shift)", 0.0,
              "as marginal_shift",
-             "the class shares explain the input shift, P(x | y) holds"),
+             "the class shares explain the input shift, P(x | y) holds (else a covariate "
+             "shift is named beside any prior shift)"),
     _spec("marginal_shift",
              "KS statistic (numeric) or Cramer's V (categorical) of P(x | y), the largest over "
              "the classes (labelled test), or of P(x) with train re-weighted to the EM class "
@@ -294,6 +304,8 @@ class Gap:
     transfer_band: float
     closed_by_suspects: float     # nats of transfer gap closed by removing the suspects
     residual: float               # transfer gap left after removing the suspects
+    transfer_fitted: float = float("nan")      # the transfer gap as fitted
+    transfer_reweighted: float = float("nan")  # ... re-weighted to test's class shares
 
 
 @dataclass(frozen=True)
@@ -1073,7 +1085,7 @@ class _Transfer:
         self.cat, self.k, self.seed = cat_mask, k, seed
         self.pi_tr = np.clip(_shares(ytr, k), _EPS, None)
         self.pi_te = np.clip(_shares(yte, k), _EPS, None)
-        self.cache = {}
+        self.cache, self.rows = {}, {}
         self.P_all = P_all          # test probabilities of the proxy on all columns, if known
 
     def _matrices(self, drop, fill):
@@ -1106,7 +1118,15 @@ class _Transfer:
         # as fitted (a covariate shift keeps P(y | x)) and re-weighted to test's shares (a
         # prior shift keeps P(x | y)): the relationship changed only if both lose
         self.cache[key] = min(_gap_stat(ll_t, ll_cv), _gap_stat(ll_rw, ll_cv))
+        self.rows[key] = (ll_t, ll_rw, ll_cv)
         return self.cache[key]
+
+    def parts(self):
+        """For the proxy of all columns: the transfer gap as fitted and re-weighted to test's
+        class shares (each (gap, band)), and what re-weighting gains: (gain, band)."""
+        self.gap()
+        ll_t, ll_rw, ll_cv = self.rows[(frozenset(), frozenset())]
+        return _gap_stat(ll_t, ll_cv), _gap_stat(ll_rw, ll_cv), _gap_stat(ll_t, ll_rw)
 
 
 def _explain_away(tr, names, single, th):
@@ -1602,6 +1622,8 @@ def _stage_transfer(d, m, feat, acc, rng):
     r = _check("model_transfer_gap", None, g0, th["model_transfer_gap"], b0)
     tgap = r.fired
     rules.append(r)
+    (g_fit, _), (g_rw, _), (gain, gain_b) = tr.parts()
+    rules.append(_check("prior_reweighting", None, gain, th["prior_reweighting"], gain_b))
     explained, partners = (), []
     if not tgap:    # P(y | x_j) of one feature also moves when correlated inputs
         single = {j: x for j, x in single.items()    # shift: only a lost link that
@@ -1654,7 +1676,7 @@ def _stage_transfer(d, m, feat, acc, rng):
     dv = acc.acc_v - acc.acc_t
     gap = Gap(acc.acc_v, acc.acc_t, dv, (dv - _Z * acc.se, dv + _Z * acc.se),
               float(acc.ll_v.mean()), float(acc.ll_t.mean()), lg, (lg - _Z * lse, lg + _Z * lse),
-              acc.outside, g0, b0, g0 - group_g, group_g)
+              acc.outside, g0, b0, g0 - group_g, group_g, g_fit, g_rw)
     return _TransferFound(rules=tuple(rules), suspects=tuple(suspects[len(feat.suspects):]), gap=gap,
                           proxies=proxies)
 
@@ -1692,7 +1714,9 @@ def _verdict(d, found, gap, priors, blamed, proxies, new_values, seconds):
     kinds = {s.kind for s in suspects}
     if still or adv_fire:
         kinds.add("covariate_shift")
-    if pri.moved and holds:
+    # a prior shift: the shares moved and (labelled) re-weighting the model to them pays,
+    # named beside a covariate shift when other inputs moved too
+    if pri.moved and (not d.labelled or rules_fired(rules, "prior_reweighting")):
         kinds.add("prior_shift")
     if d.labelled and (rules_fired(rules, "unexplained_gap") or (gap.outside_noise and not kinds)):
         kinds.add("unexplained")
@@ -1758,11 +1782,15 @@ def _priors_sentence(d):
     head = (f"total variation {pr.total_variation:.3f} (noise band {pr.band:.3f}); "
             f"{_shares_text(pr, pr.test)}")
     if pr.source != "em":
-        verb = "moved" if fired else "did not move beyond noise"
-        why = ("" if not fired else " and P(x | label) holds (a prior shift)"
-               if "prior_shift" in d.verdict.kinds else
-               " but P(x | label) changed too, so this is not a pure prior shift")
-        return f"Class shares (test from the labels) {verb}{why}: {head}."
+        if not fired:
+            return f"Class shares (test from the labels) did not move beyond noise: {head}."
+        rw = next(r for r in d.rules if r.name == "prior_reweighting")
+        how = (f"re-weighting the train-fitted proxy to test's shares changes its test log "
+               f"loss by {-rw.value:+.3f} nats (noise band {rw.noise_band:.3f})")
+        if "prior_shift" in d.verdict.kinds:
+            return f"Class shares (test from the labels) moved: {head}; {how}: a prior shift."
+        return (f"Class shares (test from the labels) moved: {head}; but {how}: the shares "
+                f"moved with the inputs, not as a prior shift.")
     src = ("Class shares of test, estimated without labels by EM on the model's predictions "
            "calibrated on the validation rows")
     if not fired:

@@ -284,3 +284,42 @@ def test_a_label_free_prior_shift_is_estimated_from_calibrated_predictions(seed)
         assert 0.5 * np.abs(np.array(est) - truth).sum() < d.priors.band
     moved = _rule(d, "predictions_moved")[0]
     assert moved.fired and _rule(d, "em_consistent")[0].fired
+
+
+# -- 3. a prior shift beside other moves ------------------------------------------------
+
+def _prior_and_drift(seed):
+    """A prior shift, and a column unrelated to the label whose test values drift (a random
+    name, inserted at a random place)."""
+    tr, te, target, num, cat, _ = shift.make_shift_dataset("prior_shift", seed)
+    rng = np.random.default_rng(seed)
+    col = f"drift_{rng.integers(1000)}"
+    tr, te = tr.copy(), te.copy()
+    tr[col] = rng.normal(size=len(tr)) * 3 + 10
+    te[col] = rng.normal(loc=rng.uniform(0.5, 1.0), size=len(te)) * 3 + 10
+    num = list(num)
+    num.insert(int(rng.integers(len(num) + 1)), col)
+    return tr, te, target, num, cat, col
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_a_prior_shift_is_named_beside_a_covariate_shift(seed):
+    """The old rule named a prior shift only when no other column moved: a drifting column
+    unrelated to the label hid it (covariate_shift alone). Now the transfer gaps decide:
+    re-weighting the train-fitted proxy to test's shares recovers the loss."""
+    tr, te, target, num, cat, col = _prior_and_drift(seed)
+    d = shift.diagnose(tr, te, target, num, cat, seed=0)
+    assert set(d.verdict.kinds) == {"prior_shift", "covariate_shift"}
+    assert d.suspect_features == () and col in d.shifted_features
+    (r,) = _rule(d, "prior_reweighting")
+    assert r.fired and r.value == pytest.approx(d.gap.transfer_fitted - d.gap.transfer_reweighted)
+
+
+@pytest.mark.parametrize("seed", [0, 3])
+def test_a_covariate_shift_that_moves_the_shares_is_no_prior_shift(seed):
+    """Test covers only the upper part of a strong column's range: the class shares move
+    through it, P(y | x) holds, and re-weighting to test's shares does not pay."""
+    tr, te, target, num, cat, truth = shift.make_shift_dataset("covariate_shift", seed)
+    d = shift.diagnose(tr, te, target, num, cat, seed=0)
+    assert d.verdict.kinds == ("covariate_shift",)
+    assert not _rule(d, "prior_reweighting")[0].fired
