@@ -12,9 +12,16 @@ The kinds, and the statistic that decides each (every rule is a named entry of
 - ``covariate_shift``: the inputs moved (marginal KS / Cramer's V after
   re-weighting train to test's class shares, adversarial validation AUC), the
   relationships hold. It names no suspect.
-- ``prior_shift``: the class shares moved (chi-square + total variation; EM
-  estimate of Saerens, Latinne & Decaestecker 2002 without test labels) while
-  P(x | y) holds (no feature shifts once train is re-weighted to test's shares).
+- ``prior_shift``: the class shares moved (chi-square + total variation; without
+  test labels, the EM estimate of Saerens, Latinne & Decaestecker 2002 on the model's
+  predictions calibrated on the validation rows by bias-corrected temperature scaling,
+  BBSE beside it) and, with test labels, re-weighting the train-fitted proxy to test's
+  shares recovers what the move cost it (its transfer gap as fitted against re-weighted;
+  ``prior_reweighting``). Named beside ``covariate_shift`` when other inputs moved too
+  (their P(x | y) changed). Without labels a move is claimed only when the calibrated model's own
+  mean prediction moved too (a weak model's estimate can walk far from it) and the
+  estimates of informative features and of halves of the features agree (never
+  passed when nothing carries enough information to check).
 - ``relationship_broken`` / ``concept_shift``: the train-fitted model of
   P(y | x_j) for one feature (missing values excluded: missingness is its own
   check) loses log loss on test against the same model refitted within test by
@@ -49,7 +56,7 @@ The kinds, and the statistic that decides each (every rule is a named entry of
 Nothing here is chosen on test: thresholds are fixed in :data:`RULES`, the
 proxy model's settings are constants, and the test labels are used only to
 measure. Helpers for Part D's mitigations: :func:`prior_correction`,
-:func:`em_priors` (Part D's mitigations of each verdict kind are ``mitigations.MITIGATIONS``). :func:`make_shift_dataset` plants
+:func:`em_priors`, :func:`bbse_priors` (Part D's mitigations of each verdict kind are ``mitigations.MITIGATIONS``). :func:`make_shift_dataset` plants
 each mechanism on a randomly drawn schema (tests and sweeps).
 """
 from __future__ import annotations
@@ -61,7 +68,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from scipy import stats
+from scipy import optimize, stats
 from sklearn.ensemble import HistGradientBoostingClassifier
 from sklearn.metrics import roc_auc_score
 from sklearn.model_selection import StratifiedKFold
@@ -169,21 +176,43 @@ RULES = {r.name: r for r in (
              "binomial p < 0.01 (Bonferroni over features)",
              "test rows carry levels that train never shows (new ones, or the same written "
              "differently): the model cannot read them"),
-    _spec("prior_shift", "total variation of the class shares, train vs test", 0.05,
+    _spec("prior_shift", "total variation of the class shares, train vs test (without test "
+             "labels: EM on the calibrated model's test predictions)", 0.05,
              "99th percentile of the TV between two samples of these sizes from one "
-             "distribution; chi-square p < 0.01",
+             "distribution; chi-square p < 0.01 (without labels: + the 99th percentile of the "
+             "EM estimate's spread over bootstraps of test and validation rows)",
              "the class shares moved"),
+    _spec("predictions_moved",
+             "total variation between the mean calibrated prediction on test and the one "
+             "train's class shares imply (the validation rows' mean per class, weighted by "
+             "train's shares; no test labels; calibration: bias-corrected temperature scaling "
+             "on validation)", 0.0,
+             "99th percentile of that TV when nothing moved (normal approximation with the "
+             "covariances of the test mean, of the per-class validation means and of train's "
+             "shares)",
+             "the model's own predictions moved; without it an EM estimate that walks away "
+             "from train's shares is a weak model's amplified noise, not a prior shift"),
     _spec("em_consistent",
              "largest total variation between the EM class shares of the model and those of "
-             "one informative feature's P(y | x_j) (no test labels)", 0.0,
+             "one informative feature's P(y | x_j) or of a calibrated proxy of half the "
+             "features (no test labels)", 0.0,
              "1.5 x 99th percentile of that feature's bootstrap EM spread + the model's band "
-             "(features with >= 0.1 nats of train information only)",
+             "(features and halves with >= 0.1 nats of information only; none: cannot be "
+             "checked, does not fire)",
              "every feature agrees on the estimated test class shares, as a prior shift "
              "implies"),
+    _spec("prior_reweighting",
+             "log loss on test of the train-fitted proxy as fitted - re-weighted to test's "
+             "class shares (labelled test; the transfer gap each way against the refit within "
+             "test is in the evidence)", 0.01,
+             "z=2.58 x standard error of the per-row difference",
+             "re-weighting the model to test's class shares recovers what the shares' move "
+             "cost it: a prior shift, named whether or not other inputs moved too"),
     _spec("class_conditional_holds",
              "number of non-suspect features whose P(x | y) shifted (marginal_shift)", 0.0,
              "as marginal_shift",
-             "the class shares explain the input shift, P(x | y) holds"),
+             "the class shares explain the input shift, P(x | y) holds (else a covariate "
+             "shift is named beside any prior shift)"),
     _spec("marginal_shift",
              "KS statistic (numeric) or Cramer's V (categorical) of P(x | y), the largest over "
              "the classes (labelled test), or of P(x) with train re-weighted to the EM class "
@@ -275,6 +304,8 @@ class Gap:
     transfer_band: float
     closed_by_suspects: float     # nats of transfer gap closed by removing the suspects
     residual: float               # transfer gap left after removing the suspects
+    transfer_fitted: float = float("nan")      # the transfer gap as fitted
+    transfer_reweighted: float = float("nan")  # ... re-weighted to test's class shares
 
 
 @dataclass(frozen=True)
@@ -287,6 +318,11 @@ class Priors:
     chi2_p: float
     total_variation: float
     band: float
+    # without test labels: the calibrated model's mean prediction on validation and on test
+    # (the plain estimate the EM estimate is compared with) and the BBSE estimate
+    calibrated_val: tuple = ()
+    calibrated_test: tuple = ()
+    bbse: tuple = ()
 
 
 @dataclass(frozen=True)
@@ -441,14 +477,106 @@ def em_priors(proba, train_priors, tol=1e-8, max_iter=1000, weights=None):
     if p.ndim != 2 or a.shape != (p.shape[1],) or w.shape != (len(p),):
         raise ValueError(f"proba must be (n, k), train_priors (k,) and weights (n,); got "
                          f"{p.shape}, {a.shape}, {w.shape}")
+    if (a <= 0).any() or not np.isfinite(p).all():
+        raise ValueError("train_priors must be > 0 and proba finite; drop classes absent "
+                         "from train first")
     w = w / w.sum()
+    R = p / a                                                  # (n, k): p(y | x) / pi_train
+
+    def step(pi):                  # one EM step: the mean of the re-weighted posteriors
+        num = R * pi
+        s = num.sum(1, keepdims=True)
+        return w @ np.where(s > 0, num / np.where(s > 0, s, 1.0), 1.0 / len(pi))
+
     pi = a.copy()
     for _ in range(int(max_iter)):
-        new = w @ prior_correction(p, a, pi)
+        # SQUAREM (Varadhan and Roland 2008): two EM steps, then an extrapolated one,
+        # kept only when it stays inside the simplex; the fixed point is EM's
+        p1 = step(pi)
+        p2 = step(p1)
+        r, v = p1 - pi, p2 - 2 * p1 + pi
+        nv = float(np.sqrt((v * v).sum()))
+        new = p2
+        if nv > 0:
+            alpha = -float(np.sqrt((r * r).sum())) / nv
+            cand = pi - 2 * alpha * r + alpha * alpha * v
+            if (cand > 0).all():
+                new = step(cand / cand.sum())
         if np.abs(new - pi).max() < tol:
             return new
         pi = new
     return pi
+
+
+def _calibrator(P, y, k):
+    """Bias-corrected temperature scaling fitted on labelled rows (Alexandari, Kundaje and
+    Shrikumar 2020, the calibration under which EM's label-shift estimate is hard to beat):
+    P -> softmax(T log P + b), (T, b) by maximum likelihood. Returns the map, a function
+    of an (n, k) array of probabilities."""
+    L = np.log(np.clip(P, _EPS, 1.0))                        # (n, k)
+    Y = np.eye(k)[y]
+
+    def nll(theta):                                            # theta = (log T, b)
+        T = math.exp(min(theta[0], 5.0))
+        Z = T * L + theta[1:]
+        Z = Z - Z.max(1, keepdims=True)
+        lse = np.log(np.exp(Z).sum(1))
+        G = (np.exp(Z - lse[:, None]) - Y) / len(y)            # d nll / d Z
+        return float(np.mean(lse - (Z * Y).sum(1))), np.r_[T * (G * L).sum(), G.sum(0)]
+
+    res = optimize.minimize(nll, np.zeros(k + 1), jac=True, method="BFGS",
+                            options={"maxiter": 200})
+    T, b = math.exp(min(res.x[0], 5.0)), np.clip(res.x[1:], -30.0, 30.0)
+
+    def apply(Q):
+        Z = T * np.log(np.clip(Q, _EPS, 1.0)) + b
+        Z = np.exp(Z - Z.max(1, keepdims=True))
+        return Z / Z.sum(1, keepdims=True)
+    return apply
+
+
+def bbse_priors(P_val, y_val, P_test, k):
+    """Black-box shift estimate of test's class shares (Lipton, Wang and Smola 2018, with
+    soft predictions): solve C w = q, C[i, j] = mean P_val[i] over validation rows of class
+    j, q = mean P_test; the shares are w clipped at 0 and normalised.
+
+    Parameters
+    ----------
+    P_val : ndarray of shape (n_val, k)
+    y_val : ndarray of shape (n_val,)
+    P_test : ndarray of shape (n_test, k)
+    k : int
+
+    Returns
+    -------
+    ndarray of shape (k,)
+    """
+    C = np.column_stack([P_val[y_val == j].mean(0) if (y_val == j).any() else np.eye(k)[j]
+                         for j in range(k)])               # (k, k): column j = class j
+    w = np.linalg.lstsq(C, P_test.mean(0), rcond=None)[0]
+    w = np.clip(w, 0.0, None)
+    return w / w.sum() if w.sum() > 0 else np.full(k, 1.0 / k)
+
+
+def _predictions_moved(C_val, y_val, C_te, pi_tr, rng, sims=2000):
+    """Did the calibrated model's mean prediction on test move from the one train's class
+    shares imply? The expected mean prediction under shares pi is M pi, M[:, j] the mean
+    calibrated prediction over the validation rows of class j (so the validation rows are
+    re-weighted to train's shares, not read at their own sampled shares). Returns (TV of
+    the test mean from M pi_train, 99th percentile of that TV when nothing moved: normal
+    approximation with the covariances of the test mean, of M and of train's shares)."""
+    k = len(pi_tr)
+    M = np.zeros((k, k))
+    S = np.cov(C_te.T, ddof=1).reshape(k, k) / len(C_te)
+    for j in range(k):
+        rows = C_val[y_val == j]
+        if len(rows):
+            M[:, j] = rows.mean(0)
+        if len(rows) > 1:
+            S = S + pi_tr[j] ** 2 * np.cov(rows.T, ddof=1).reshape(k, k) / len(rows)
+    S = S + M @ (np.diag(pi_tr) - np.outer(pi_tr, pi_tr)) @ M.T / len(y_val)
+    D = rng.multivariate_normal(np.zeros(k), S, size=sims, method="eigh")
+    return _tv(C_te.mean(0), M @ pi_tr), float(np.quantile(0.5 * np.abs(D).sum(1), 0.99))
 
 
 def _ll_rows(P, y):
@@ -957,7 +1085,7 @@ class _Transfer:
         self.cat, self.k, self.seed = cat_mask, k, seed
         self.pi_tr = np.clip(_shares(ytr, k), _EPS, None)
         self.pi_te = np.clip(_shares(yte, k), _EPS, None)
-        self.cache = {}
+        self.cache, self.rows = {}, {}
         self.P_all = P_all          # test probabilities of the proxy on all columns, if known
 
     def _matrices(self, drop, fill):
@@ -990,7 +1118,15 @@ class _Transfer:
         # as fitted (a covariate shift keeps P(y | x)) and re-weighted to test's shares (a
         # prior shift keeps P(x | y)): the relationship changed only if both lose
         self.cache[key] = min(_gap_stat(ll_t, ll_cv), _gap_stat(ll_rw, ll_cv))
+        self.rows[key] = (ll_t, ll_rw, ll_cv)
         return self.cache[key]
+
+    def parts(self):
+        """For the proxy of all columns: the transfer gap as fitted and re-weighted to test's
+        class shares (each (gap, band)), and what re-weighting gains: (gain, band)."""
+        self.gap()
+        ll_t, ll_rw, ll_cv = self.rows[(frozenset(), frozenset())]
+        return _gap_stat(ll_t, ll_cv), _gap_stat(ll_rw, ll_cv), _gap_stat(ll_t, ll_rw)
 
 
 def _explain_away(tr, names, single, th):
@@ -1109,31 +1245,37 @@ def _check_thresholds(thresholds):
     return th
 
 
-def _em_consistency(Xtr, y_tr, Xte, names, kinds_of, k, seed, pi_em, band_full, rng,
-                    min_info=0.1, boots=30):
-    """Do single-feature EM estimates of test's class shares agree with the model's?
+def _em_consistency(d, m, pi_em, band_full, rng, skip=(), min_info=0.1, boots=30):
+    """Do EM estimates of test's class shares from parts of the features agree with the
+    model's?
 
-    Under a prior shift P(x_j | y) holds for every feature, so EM run on each
-    informative feature's train-fitted P(y | x_j) estimates the same shares. Returns
-    (consistent, largest TV beyond its band, that feature, its band).
+    Under a prior shift P(x | y) holds for every feature and every group of features, so
+    EM run on each informative feature's train-fitted P(y | x_j) estimates the same
+    shares, and so does EM on a proxy of either half of the features (assigned in turn
+    by their information, so both halves carry some; the proxy is calibrated on the
+    validation rows). A feature or half carrying < ``min_info`` nats is no check: when
+    none carries that much the consistency cannot be checked, and it does not pass.
+    Columns in ``skip`` (values train never showed) are left out. Returns (consistent,
+    largest TV beyond its band, that feature or half, its band).
     """
-    pi_tr = np.clip(_shares(y_tr, k), _EPS, None)
-    worst, who, band_w = -np.inf, None, float("nan")
-    for j, (c, kd) in enumerate(zip(names, kinds_of)):
+    Xtr, y_tr, Xte, k = d.Xtr, d.y_tr, d.Xte_seen, d.k
+    worst, who, band_w, infos = -np.inf, None, float("nan"), {}
+    for j, (c, kd) in enumerate(zip(d.names, d.kinds_of)):
         a, b = ~np.isnan(Xtr[:, j]), ~np.isnan(Xte[:, j])
-        if a.sum() < 50 or b.sum() < 50:
+        if j in skip or a.sum() < 50 or b.sum() < 50:
             continue
         sub = rng.choice(np.flatnonzero(a), min(int(a.sum()), 20000), replace=False)
         half = len(sub) // 2
-        m = _Cells(kd, k, seed).fit(Xtr[sub[:half], j], y_tr[sub[:half]])
-        ll = _ll_rows(m.predict_proba(Xtr[sub[half:], j]), y_tr[sub[half:]])
-        info = float(np.mean(_ll_rows(np.tile(m.prior, (len(ll), 1)), y_tr[sub[half:]]) - ll))
+        cm = _Cells(kd, k, d.seed).fit(Xtr[sub[:half], j], y_tr[sub[:half]])
+        ll = _ll_rows(cm.predict_proba(Xtr[sub[half:], j]), y_tr[sub[half:]])
+        infos[j] = info = float(np.mean(_ll_rows(np.tile(cm.prior, (len(ll), 1)),
+                                                 y_tr[sub[half:]]) - ll))
         if info < min_info:
             continue
-        cells = m._cell(Xte[b, j])                             # one row of P per cell
+        cells = cm._cell(Xte[b, j])                            # one row of P per cell
         uc, cnt = np.unique(cells, return_counts=True)
-        P = np.clip(m.predict_proba_cells(uc), _EPS, None)     # (n_cells, k)
-        pr = np.clip(m.prior, _EPS, None)
+        P = np.clip(cm.predict_proba_cells(uc), _EPS, None)    # (n_cells, k)
+        pr = np.clip(cm.prior, _EPS, None)
         est = em_priors(P, pr, tol=1e-7, weights=cnt)
         bs = [_tv(em_priors(P, pr, tol=1e-7, weights=wb + 1e-12), est)
               for wb in rng.multinomial(int(cnt.sum()), cnt / cnt.sum(), size=boots)]
@@ -1141,8 +1283,29 @@ def _em_consistency(Xtr, y_tr, Xte, names, kinds_of, k, seed, pi_em, band_full, 
         excess = _tv(est, pi_em) - band
         if excess > worst:
             worst, who, band_w = excess, c, band
-    if who is None:
-        return True, 0.0, None, 0.0
+    order = sorted(infos, key=lambda j: -infos[j])
+    halves = [order[0::4] + order[3::4], order[1::4] + order[2::4]] if len(order) >= 2 else []
+    y_val = y_tr[m.val]
+    for cols in halves:
+        cols = sorted(cols)
+        proxy = _proxy(Xtr[m.fit][:, cols], y_tr[m.fit], d.cat_mask[cols], d.seed)
+        P_val = _full_proba(proxy, Xtr[m.val][:, cols], k)
+        cal = _calibrator(P_val, y_val, k)
+        C_val, C_te = cal(P_val), cal(_full_proba(proxy, Xte[:, cols], k))
+        info = float(np.mean(_ll_rows(np.tile(_shares(y_val, k), (len(y_val), 1)), y_val)
+                             - _ll_rows(C_val, y_val)))
+        if info < min_info:
+            continue
+        pr = np.clip(C_val.mean(0), _EPS, None)
+        est = em_priors(np.clip(C_te, _EPS, None), pr)
+        bs = [_tv(em_priors(np.clip(C_te[b], _EPS, None), pr, tol=1e-6), est)
+              for b in (rng.integers(0, len(C_te), len(C_te)) for _ in range(boots))]
+        band = 1.5 * float(np.quantile(bs, 0.99)) + band_full
+        excess = _tv(est, pi_em) - band
+        if excess > worst:
+            worst, who, band_w = excess, "the features " + ", ".join(d.names[j] for j in cols), band
+    if who is None:           # nothing informative enough: cannot be checked, not passed
+        return False, float("nan"), None, float("nan")
     return bool(worst <= 0), float(worst + band_w), who, band_w
 
 
@@ -1321,36 +1484,57 @@ def _stage_priors(d, m, missing, new, rng):
         band_tv = _null_tv((ct.sum(0) / ct.sum()), len(y_tr), len(d.y_te), rng)
         source = "labels"
     else:
-        # a train-only missingness signal moves the predictions without any prior shift:
-        # EM runs on a proxy that cannot see missingness in those columns
-        # so do values test lacks or levels train never shows: those columns are left out
-        gone = [j for j, (row, _) in enumerate(missing) if row.get("missingness")]
-        keep = [j for j in range(len(d.names)) if j not in new.hidden]
-        P_em = m.P_te
-        if gone or new.hidden:
-            Xf_tr, Xf_te = d.Xtr[m.fit].copy(), d.Xte.copy()
-            Xf_tr[:, gone] = _hot_deck(Xf_tr[:, gone], rng)
-            Xf_te[:, gone] = _hot_deck(Xf_te[:, gone], rng)
-            P_em = (_full_proba(_proxy(Xf_tr[:, keep], y_tr[m.fit], d.cat_mask[keep], d.seed),
-                                Xf_te[:, keep], k) if keep
-                    else np.tile(_shares(y_tr[m.fit], k), (len(Xf_te), 1)))
-        pi_te = em_priors(np.clip(P_em, _EPS, None), np.clip(pi_tr, _EPS, None))
-        boots = [em_priors(np.clip(P_em[b], _EPS, None), np.clip(pi_tr, _EPS, None), tol=1e-6)
-                 for b in (rng.integers(0, len(P_em), len(P_em)) for _ in range(30))]
-        band_tv = float(np.quantile([_tv(b, pi_te) for b in boots], 0.99)) \
-            + _null_tv(pi_tr, len(y_tr), len(P_em), rng)
+        P_val, P_te = _label_free_proba(d, m, missing, new, rng)
+        y_val = y_tr[m.val]
+        cal = _calibrator(P_val, y_val, k)
+        C_val, C_te = cal(P_val), cal(P_te)                  # calibrated on validation
+        pi_te = em_priors(np.clip(C_te, _EPS, None), np.clip(C_val.mean(0), _EPS, None))
+        bbse = bbse_priors(C_val, y_val, C_te, k)
+        tvs = []          # EM's spread over bootstraps of test rows and of validation rows
+        for _ in range(30):
+            bt, bv = rng.integers(0, len(C_te), len(C_te)), rng.integers(0, len(y_val), len(y_val))
+            cb = _calibrator(P_val[bv], y_val[bv], k)
+            est = em_priors(np.clip(cb(P_te[bt]), _EPS, None),
+                            np.clip(cb(P_val[bv]).mean(0), _EPS, None), tol=1e-6)
+            tvs.append(_tv(est, pi_te))
+        band_tv = float(np.quantile(tvs, 0.99)) + _null_tv(pi_tr, len(y_tr), len(P_te), rng)
+        mean_tv, mean_band = _predictions_moved(C_val, y_val, C_te, pi_tr, rng)
         p_chi, source = float("nan"), "em"
+        calibrated = (tuple(C_val.mean(0)), tuple(C_te.mean(0)), tuple(bbse))
     tv = _tv(pi_tr, pi_te)
     moved = tv >= max(th["prior_shift"], band_tv) and (not d.labelled or p_chi < 0.01)
     rules.append(_rule("prior_shift", None, tv, th["prior_shift"], band_tv, moved))
+    if not d.labelled:
+        # the calibrated model's own mean prediction must move: EM amplifies a weak model's
+        # noise and miscalibration into shares far from it
+        r = _check("predictions_moved", None, mean_tv, th["predictions_moved"], mean_band)
+        rules.append(r)
+        moved = moved and r.fired
     if moved and not d.labelled:      # EM assumes P(x | y) holds: check it feature by feature
-        ok, worst, who, band_w = _em_consistency(d.Xtr, y_tr, d.Xte_seen, d.names, d.kinds_of, k, d.seed,
-                                                 pi_te, band_tv, rng)
+        ok, worst, who, band_w = _em_consistency(d, m, pi_te, band_tv, rng, skip=new.hidden)
         rules.append(_rule("em_consistent", who, worst, th["em_consistent"], band_w, ok))
         moved = ok
     priors = Priors(d.classes, tuple(pi_tr), tuple(pi_te), source, tuple(m.P_te.mean(axis=0)), p_chi,
-                    tv, band_tv)
+                    tv, band_tv, *(() if d.labelled else calibrated))
     return _PriorsFound(rules=tuple(rules), priors=priors, moved=moved)
+
+
+def _label_free_proba(d, m, missing, new, rng):
+    """The model's probabilities on the validation rows and on test for the label-free
+    priors: the model's own, unless a column's missingness signal is train-only (a proxy
+    that cannot see it: those columns hot-decked) or test holds values train never showed
+    (a proxy without those columns): both move the predictions without any prior shift."""
+    gone = [j for j, (row, _) in enumerate(missing) if row.get("missingness")]
+    if not gone and not new.hidden:
+        return m.P_val, m.P_te
+    keep = [j for j in range(len(d.names)) if j not in new.hidden]
+    Xs = [d.Xtr[m.fit].copy(), d.Xtr[m.val].copy(), d.Xte.copy()]
+    for X in Xs:
+        X[:, gone] = _hot_deck(X[:, gone], rng)
+    if not keep:
+        return tuple(np.tile(_shares(d.y_tr[m.fit], d.k), (len(X), 1)) for X in Xs[1:])
+    proxy = _proxy(Xs[0][:, keep], d.y_tr[m.fit], d.cat_mask[keep], d.seed)
+    return tuple(_full_proba(proxy, X[:, keep], d.k) for X in Xs[1:])
 
 
 @dataclass(frozen=True, eq=False)
@@ -1438,6 +1622,8 @@ def _stage_transfer(d, m, feat, acc, rng):
     r = _check("model_transfer_gap", None, g0, th["model_transfer_gap"], b0)
     tgap = r.fired
     rules.append(r)
+    (g_fit, _), (g_rw, _), (gain, gain_b) = tr.parts()
+    rules.append(_check("prior_reweighting", None, gain, th["prior_reweighting"], gain_b))
     explained, partners = (), []
     if not tgap:    # P(y | x_j) of one feature also moves when correlated inputs
         single = {j: x for j, x in single.items()    # shift: only a lost link that
@@ -1490,7 +1676,7 @@ def _stage_transfer(d, m, feat, acc, rng):
     dv = acc.acc_v - acc.acc_t
     gap = Gap(acc.acc_v, acc.acc_t, dv, (dv - _Z * acc.se, dv + _Z * acc.se),
               float(acc.ll_v.mean()), float(acc.ll_t.mean()), lg, (lg - _Z * lse, lg + _Z * lse),
-              acc.outside, g0, b0, g0 - group_g, group_g)
+              acc.outside, g0, b0, g0 - group_g, group_g, g_fit, g_rw)
     return _TransferFound(rules=tuple(rules), suspects=tuple(suspects[len(feat.suspects):]), gap=gap,
                           proxies=proxies)
 
@@ -1528,7 +1714,9 @@ def _verdict(d, found, gap, priors, blamed, proxies, new_values, seconds):
     kinds = {s.kind for s in suspects}
     if still or adv_fire:
         kinds.add("covariate_shift")
-    if pri.moved and holds:
+    # a prior shift: the shares moved and (labelled) re-weighting the model to them pays,
+    # named beside a covariate shift when other inputs moved too
+    if pri.moved and (not d.labelled or rules_fired(rules, "prior_reweighting")):
         kinds.add("prior_shift")
     if d.labelled and (rules_fired(rules, "unexplained_gap") or (gap.outside_noise and not kinds)):
         kinds.add("unexplained")
@@ -1580,6 +1768,52 @@ def _user_proba(model, val_frame, test, names, classes):
 
 def _levels_text(levels):
     return ", ".join(f"'{v}' ({n})" for v, n in levels)
+
+
+def _shares_text(pr, est):
+    return ", ".join(f"{c}: {a:.3f} -> {b:.3f}" for c, a, b in zip(pr.classes, pr.train, est))
+
+
+def _priors_sentence(d):
+    """The class shares in words: from the labels, or estimated without them (EM on the
+    calibrated predictions, BBSE beside it) with the reason a move is or is not claimed."""
+    pr = d.priors
+    fired = rules_fired(d.rules, "prior_shift")
+    head = (f"total variation {pr.total_variation:.3f} (noise band {pr.band:.3f}); "
+            f"{_shares_text(pr, pr.test)}")
+    if pr.source != "em":
+        if not fired:
+            return f"Class shares (test from the labels) did not move beyond noise: {head}."
+        rw = next(r for r in d.rules if r.name == "prior_reweighting")
+        how = (f"re-weighting the train-fitted proxy to test's shares changes its test log "
+               f"loss by {-rw.value:+.3f} nats (noise band {rw.noise_band:.3f})")
+        if "prior_shift" in d.verdict.kinds:
+            return f"Class shares (test from the labels) moved: {head}; {how}: a prior shift."
+        return (f"Class shares (test from the labels) moved: {head}; but {how}: the shares "
+                f"moved with the inputs, not as a prior shift.")
+    src = ("Class shares of test, estimated without labels by EM on the model's predictions "
+           "calibrated on the validation rows")
+    if not fired:
+        return f"{src}, did not move beyond noise: {head}."
+    mv = next(r for r in d.rules if r.name == "predictions_moved")
+    em = [r for r in d.rules if r.name == "em_consistent"]
+    out = (f"{src}: {head} (BBSE: {', '.join(f'{b:.3f}' for b in pr.bbse)}); the calibrated "
+           f"mean prediction moved {mv.value:.3f} from what train's shares imply (noise band "
+           f"{mv.noise_band:.3f})")
+    if not mv.fired:
+        return (out + ": the estimate of a model this weak walks far from its own mean "
+                "prediction, so no prior shift is claimed.")
+    r = em[0]
+    if r.fired:
+        return (out + f", and the estimate from every informative feature and half of the "
+                f"features agrees with it (largest difference {r.value:.3f}, band "
+                f"{r.noise_band:.3f}): a prior shift.")
+    if r.subject is None:
+        return (out + "; whether P(x | label) holds, as the estimate assumes, cannot be checked "
+                "(no feature and no half of the features carries 0.1 nats about the label), "
+                "so no prior shift is claimed.")
+    return (out + f"; but the estimate from {r.subject} differs by {r.value:.3f} (band "
+            f"{r.noise_band:.3f}): P(x | label) changed, so this is not a prior shift.")
 
 
 def _new_values_sentence(v):
@@ -1642,15 +1876,7 @@ def explain(diagnosis):
         out.append("Mean predicted probability of each class on test (the model given to the "
                    "diagnosis, else its gradient-boosting proxy): " + ", ".join(
                        f"{c}: {p:.3f}" for c, p in zip(pr.classes, pr.predicted)) + ".")
-    verb = "moved" if rules_fired(d.rules, "prior_shift") else "did not move beyond noise"
-    src = "estimated by EM from the predictions" if pr.source == "em" else "from the labels"
-    pure = ("prior_shift" in d.verdict.kinds)
-    why = ("" if verb != "moved" else " and P(x | label) holds (a prior shift)" if pure else
-           " but P(x | label) changed too, so this is not a pure prior shift")
-    out.append(f"Class shares (test {src}) {verb}{why}: total variation "
-               f"{pr.total_variation:.3f} (noise band {pr.band:.3f}); " + ", ".join(
-                   f"{c}: {a:.3f} -> {b:.3f}" for c, a, b in zip(pr.classes, pr.train, pr.test))
-               + ".")
+    out.append(_priors_sentence(d))
     ev = d.evidence
     for s in d.suspects:
         r = ev.loc[s.feature]

@@ -196,3 +196,130 @@ def test_part_d_states_the_new_kinds(kind):
     d = shift.diagnose(tr, te, target, num, cat, seed=0)
     sentence = part_d._verdict_sentence(d)
     assert f"`{truth['culprits'][0]}` {shift.KIND_TEXT[kind]} ({kind})" in sentence
+
+
+# -- 2. label-free priors from a calibrated model -------------------------------------------
+
+class _Uncalibrated:
+    """A model of train whose probabilities are flattened (power 0.35) and tilted by a small
+    random bias per class: an under-trained network's uncalibrated outputs (its mean
+    prediction stays within a few points of train's shares)."""
+
+    def __init__(self, tr, target, cols, seed):
+        from sklearn.ensemble import HistGradientBoostingClassifier
+        self.cols, self.classes_ = cols, sorted(tr[target].unique(), key=repr)
+        y = pd.Index(self.classes_).get_indexer(tr[target])
+        self.m = HistGradientBoostingClassifier(max_iter=30, random_state=seed).fit(tr[cols], y)
+        self.b = np.random.default_rng(seed).normal(0, 0.05, len(self.classes_))
+
+    def predict_proba(self, frame):
+        Z = 0.35 * np.log(np.clip(self.m.predict_proba(frame[self.cols]), 1e-6, 1)) + self.b
+        Z = np.exp(Z - Z.max(1, keepdims=True))
+        return Z / Z.sum(1, keepdims=True)
+
+
+def _softmax_world(seed, n, weight_sd=0.35, n_feat=8):
+    """Labels from a softmax of ``n_feat`` weak numeric features (random names and weights)."""
+    rng = np.random.default_rng(seed)
+    k = int(rng.integers(2, 5))
+    W = rng.normal(0, weight_sd, (n_feat, k))
+    X = rng.normal(size=(n, n_feat))
+    P = np.exp(X @ W)
+    P /= P.sum(1, keepdims=True)
+    y = (rng.random((n, 1)) > P.cumsum(1)).sum(1).clip(0, k - 1)
+    names = [f"{w}_{seed}_{i}" for i, w in enumerate(rng.choice(["amp", "vol", "dur", "tmp"], n_feat))]
+    df = pd.DataFrame(X, columns=names)
+    df["label"] = np.array(["p", "q", "r", "s"])[y]
+    return df, names
+
+
+@pytest.mark.parametrize("seed", [0, 4, 6])
+def test_label_free_priors_of_an_uncalibrated_model_on_a_random_split_are_none(seed):
+    """No shift (a random split), no test labels, a weak uncalibrated model: EM on its raw
+    outputs walked to shares 0.3-0.8 away from train's (prior_shift, with em_consistent
+    passing because no single feature carried 0.1 nats, or covariate_shift after
+    re-weighting by those shares). Calibrated on validation, it stays within noise."""
+    df, names = _softmax_world(seed, 4500)
+    tr, te = df.iloc[:3000], df.iloc[3000:].drop(columns="label")
+    model = _Uncalibrated(tr, "label", names, seed)
+    d = shift.diagnose(tr, te, "label", names, [], model=model, seed=0)
+    assert d.verdict.kinds == ("none",)
+    assert not _rule(d, "prior_shift")[0].fired
+    assert d.priors.total_variation < d.priors.band
+    pi_tr = np.array(d.priors.train)
+    assert 0.5 * np.abs(np.array(d.priors.calibrated_val) - pi_tr).sum() < 0.05
+    assert 0.5 * np.abs(np.array(d.priors.bbse) - pi_tr).sum() < d.priors.band
+
+
+def _one_weak_feature(seed, n_train=6000, n_test=5000):
+    """Binary label, one numeric feature ``x`` 0.7 sd apart between the classes (< 0.1
+    nats), class shares 0.5 in train and 0.85 in test."""
+    rng = np.random.default_rng(seed)
+
+    def draw(n, p1):
+        y = (rng.random(n) < p1).astype(int)
+        return pd.DataFrame({"x": 0.7 * y + rng.normal(size=n), "y": y})
+    return draw(n_train, 0.5), draw(n_test, 0.85)
+
+
+def test_em_consistency_never_passes_vacuously():
+    """No feature (and no half of the features) carries 0.1 nats: whether P(x | y) holds
+    cannot be checked, so no prior shift is claimed and the rule says so. The old check
+    passed when no feature qualified."""
+    tr, te = _one_weak_feature(0)
+    d = shift.diagnose(tr, te.drop(columns="y"), "y", ["x"], [], seed=0)
+    (em,) = _rule(d, "em_consistent")
+    assert not em.fired and em.subject is None and not np.isfinite(em.value)
+    assert "prior_shift" not in d.verdict.kinds
+    assert _rule(d, "prior_shift")[0].fired and _rule(d, "predictions_moved")[0].fired
+
+
+@pytest.mark.parametrize("seed", [1, 2])
+def test_a_label_free_prior_shift_is_estimated_from_calibrated_predictions(seed):
+    tr, te, target, num, cat, _ = shift.make_shift_dataset("prior_shift", seed)
+    d = shift.diagnose(tr, te.drop(columns=target), target, num, cat, seed=0)
+    assert d.verdict.kinds == ("prior_shift",)
+    truth = te[target].value_counts(normalize=True).reindex(list(d.priors.classes)).to_numpy()
+    for est in (d.priors.test, d.priors.bbse):        # within the stated band of the truth
+        assert 0.5 * np.abs(np.array(est) - truth).sum() < d.priors.band
+    moved = _rule(d, "predictions_moved")[0]
+    assert moved.fired and _rule(d, "em_consistent")[0].fired
+
+
+# -- 3. a prior shift beside other moves ------------------------------------------------
+
+def _prior_and_drift(seed):
+    """A prior shift, and a column unrelated to the label whose test values drift (a random
+    name, inserted at a random place)."""
+    tr, te, target, num, cat, _ = shift.make_shift_dataset("prior_shift", seed)
+    rng = np.random.default_rng(seed)
+    col = f"drift_{rng.integers(1000)}"
+    tr, te = tr.copy(), te.copy()
+    tr[col] = rng.normal(size=len(tr)) * 3 + 10
+    te[col] = rng.normal(loc=rng.uniform(0.5, 1.0), size=len(te)) * 3 + 10
+    num = list(num)
+    num.insert(int(rng.integers(len(num) + 1)), col)
+    return tr, te, target, num, cat, col
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_a_prior_shift_is_named_beside_a_covariate_shift(seed):
+    """The old rule named a prior shift only when no other column moved: a drifting column
+    unrelated to the label hid it (covariate_shift alone). Now the transfer gaps decide:
+    re-weighting the train-fitted proxy to test's shares recovers the loss."""
+    tr, te, target, num, cat, col = _prior_and_drift(seed)
+    d = shift.diagnose(tr, te, target, num, cat, seed=0)
+    assert set(d.verdict.kinds) == {"prior_shift", "covariate_shift"}
+    assert d.suspect_features == () and col in d.shifted_features
+    (r,) = _rule(d, "prior_reweighting")
+    assert r.fired and r.value == pytest.approx(d.gap.transfer_fitted - d.gap.transfer_reweighted)
+
+
+@pytest.mark.parametrize("seed", [0, 3])
+def test_a_covariate_shift_that_moves_the_shares_is_no_prior_shift(seed):
+    """Test covers only the upper part of a strong column's range: the class shares move
+    through it, P(y | x) holds, and re-weighting to test's shares does not pay."""
+    tr, te, target, num, cat, truth = shift.make_shift_dataset("covariate_shift", seed)
+    d = shift.diagnose(tr, te, target, num, cat, seed=0)
+    assert d.verdict.kinds == ("covariate_shift",)
+    assert not _rule(d, "prior_reweighting")[0].fired
