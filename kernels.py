@@ -231,16 +231,24 @@ def _bias_act(Z, b, code):
 
 
 @njit(cache=True)
-def _mul_act_grad(D, A, code):
-    """D <- D * g'(z), with g'(z) written from the activation output A = g(z)."""
+def _mul_act_grad(D, A, code, gb=None):
+    """D <- D * g'(z), with g'(z) written from the activation output A = g(z). With
+    ``gb`` also gb += the column sums of the new D, rows in order: the bias gradient
+    of the layer in the same pass over D."""
     r, m = D.shape
     known = False
     for act in literal_unroll(_KERNEL_ACTIVATIONS):
         if act[0] == code:
             known = True
-            for i in range(r):
-                for j in range(m):
-                    D[i, j] = act[4](D[i, j], A[i, j])
+            if gb is None:
+                for i in range(r):
+                    for j in range(m):
+                        D[i, j] = act[4](D[i, j], A[i, j])
+            else:
+                for i in range(r):
+                    for j in range(m):
+                        D[i, j] = act[4](D[i, j], A[i, j])
+                        gb[j] += D[i, j]
     if not known:
         raise ValueError("unknown activation code; use a code from mlp.ACTIVATIONS")
 
@@ -546,16 +554,21 @@ def _output_delta(Zout, y, scale, s, sm, D, loss, correct):
 
 
 @njit(cache=True)
-def _add_layer_grad(D, A, gt, gW, gb):
-    """gW += D^T A (fan_out, fan_in) and gb += column sums of D, through the buffer gt."""
-    r, fo = D.shape
+def _add_weight_grad(D, A, gt, gW):
+    """gW += D^T A (fan_out, fan_in), through the buffer gt."""
+    fo = D.shape[1]
     fi = A.shape[1]
     np.dot(D.T, A, gt)                                         # (fan_out, fan_in)
     for a in range(fo):
         for c in range(fi):
             gW[a, c] += gt[a, c]
-    for i in range(r):
-        for a in range(fo):
+
+
+@njit(cache=True)
+def _add_col_sums(D, gb):
+    """gb += column sums of D, rows in order (the output layer's bias gradient)."""
+    for i in range(D.shape[0]):
+        for a in range(D.shape[1]):
             gb[a] += D[i, a]
 
 
@@ -582,12 +595,18 @@ def _block_loss_grad(theta, sizes, code, X, y, scale, start, stop, tile, g):
         Xt, Zout, D = _tile_logits(WTs, bs, code, X, s, stop, tile, acts, dbuf)
         r = Xt.shape[0]
         loss, correct = _output_delta(Zout, y, scale, s, sm, D, loss, correct)
+        _add_col_sums(D, gbs[L - 1])
         for l in range(L - 1, -1, -1):
             A = Xt if l == 0 else acts[l - 1][:r]              # (r, fan_in)
-            _add_layer_grad(D, A, gtmp[:sizes[l + 1] * sizes[l]].reshape(sizes[l + 1], sizes[l]),
-                            gWs[l], gbs[l])
+            _add_weight_grad(D, A, gtmp[:sizes[l + 1] * sizes[l]].reshape(sizes[l + 1], sizes[l]),
+                             gWs[l])
             if l > 0:
-                D = _delta_to_input(D, Ws[l], A, code, _delta_view(dbuf, L - l, r, sizes[l]))
+                # the delta at layer l's input, (D W) * g'(z); its column sums are
+                # layer l-1's bias gradient, added in the same pass
+                Dn = _delta_view(dbuf, L - l, r, sizes[l])
+                np.dot(D, Ws[l], Dn)
+                _mul_act_grad(Dn, A, code, gbs[l - 1])
+                D = Dn
     return loss, correct
 
 
@@ -715,10 +734,11 @@ def _block_loss_grad_dropout(theta, sizes, code, X, y, scale, start, stop, tile,
         Zout = _tile_forward_dropout(WTs, bs, code, Xt, s, acts, kept, masks, key, iteration, rate)
         D = _delta_view(dbuf, 0, r, Zout.shape[1])
         loss, correct = _output_delta(Zout, y, scale, s, sm, D, loss, correct)
+        _add_col_sums(D, gbs[L - 1])
         for l in range(L - 1, -1, -1):
             A = Xt if l == 0 else kept[l - 1][:r]              # what layer l read, (r, fan_in)
-            _add_layer_grad(D, A, gtmp[:sizes[l + 1] * sizes[l]].reshape(sizes[l + 1], sizes[l]),
-                            gWs[l], gbs[l])
+            _add_weight_grad(D, A, gtmp[:sizes[l + 1] * sizes[l]].reshape(sizes[l + 1], sizes[l]),
+                             gWs[l])
             if l > 0:
                 # dL/dkept = D W; kept = g(z) * mask, so dL/dz = (D W) * mask * g'(z)
                 Dn = _delta_view(dbuf, L - l, r, sizes[l])
@@ -727,7 +747,7 @@ def _block_loss_grad_dropout(theta, sizes, code, X, y, scale, start, stop, tile,
                 for i in range(r):
                     for j in range(sizes[l]):
                         Dn[i, j] *= M[i, j]
-                _mul_act_grad(Dn, acts[l - 1][:r], code)
+                _mul_act_grad(Dn, acts[l - 1][:r], code, gbs[l - 1])   # and layer l-1's bias gradient
                 D = Dn
     return loss, correct
 
