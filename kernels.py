@@ -554,14 +554,24 @@ def _output_delta(Zout, y, scale, s, sm, D, loss, correct):
 
 
 @njit(cache=True)
-def _add_weight_grad(D, A, gt, gW):
-    """gW += D^T A (fan_out, fan_in), through the buffer gt."""
+def _add_weight_grad(D, A, gbuf, gW):
+    """gW += D^T A (fan_out, fan_in), through the flat buffer gbuf. When fan_in <
+    fan_out the product is formed as A^T D (fan_in, fan_out) and added transposed:
+    (12, 128) x (128, 64) float32 ran at 112 GFLOP/s against 86 for (64, 128) x (128, 12)."""
     fo = D.shape[1]
     fi = A.shape[1]
-    np.dot(D.T, A, gt)                                         # (fan_out, fan_in)
-    for a in range(fo):
-        for c in range(fi):
-            gW[a, c] += gt[a, c]
+    if fi < fo:
+        gt = gbuf[:fi * fo].reshape(fi, fo)
+        np.dot(A.T, D, gt)                                     # (fan_in, fan_out)
+        for a in range(fo):
+            for c in range(fi):
+                gW[a, c] += gt[c, a]
+    else:
+        gt = gbuf[:fo * fi].reshape(fo, fi)
+        np.dot(D.T, A, gt)                                     # (fan_out, fan_in)
+        for a in range(fo):
+            for c in range(fi):
+                gW[a, c] += gt[a, c]
 
 
 @njit(cache=True)
@@ -598,8 +608,7 @@ def _block_loss_grad(theta, sizes, code, X, y, scale, start, stop, tile, g):
         _add_col_sums(D, gbs[L - 1])
         for l in range(L - 1, -1, -1):
             A = Xt if l == 0 else acts[l - 1][:r]              # (r, fan_in)
-            _add_weight_grad(D, A, gtmp[:sizes[l + 1] * sizes[l]].reshape(sizes[l + 1], sizes[l]),
-                             gWs[l])
+            _add_weight_grad(D, A, gtmp, gWs[l])
             if l > 0:
                 # the delta at layer l's input, (D W) * g'(z); its column sums are
                 # layer l-1's bias gradient, added in the same pass
@@ -737,8 +746,7 @@ def _block_loss_grad_dropout(theta, sizes, code, X, y, scale, start, stop, tile,
         _add_col_sums(D, gbs[L - 1])
         for l in range(L - 1, -1, -1):
             A = Xt if l == 0 else kept[l - 1][:r]              # what layer l read, (r, fan_in)
-            _add_weight_grad(D, A, gtmp[:sizes[l + 1] * sizes[l]].reshape(sizes[l + 1], sizes[l]),
-                             gWs[l])
+            _add_weight_grad(D, A, gtmp, gWs[l])
             if l > 0:
                 # dL/dkept = D W; kept = g(z) * mask, so dL/dz = (D W) * mask * g'(z)
                 Dn = _delta_view(dbuf, L - l, r, sizes[l])
