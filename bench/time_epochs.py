@@ -22,7 +22,10 @@ and the output says so):
    through the BLAS the kernels call (numba's ``np.dot``: SciPy's OpenBLAS),
    one BLAS thread per numba thread, split evenly over 1 and 2 numba threads.
    Every case is timed once per round, rounds alternate (round-robin), so load
-   from other processes on a shared machine hits them alike. Reported: min,
+   from other processes on a shared machine hits them alike; after a library
+   whose own threads spin on after a call (OpenBLAS via NumPy, PyTorch's
+   OpenMP) the next case waits ``SETTLE_S`` untimed, so it does not share its
+   cores with them. Reported: min,
    quartiles, median and max ms over the timed rounds after one warm-up round,
    speed-up = median(NumPy float64 reference) / median(implementation), GFLOP/s,
    and "x floor" = median over rounds of (implementation / floor of its dtype
@@ -131,16 +134,26 @@ def summary(seconds):
             "max_ms": float(ms.max()), "repeats": int(ms.size)}
 
 
+#: Untimed pause after a case whose library keeps its own worker threads busy
+#: after a call: OpenBLAS's threads (NumPy, scikit-learn) spin for about 2^28
+#: cycles before they sleep, PyTorch's OpenMP threads for a shorter while
+#: (measured here: 0.6 of a core for 10 ms and 0.3 for the next 90 ms after the
+#: NumPy reference). Without it the next case shares its cores with them.
+SETTLE_S = 0.15
+
+
 def round_robin(cases, repeats, notes):
     """Seconds per call of each case, timed once per round over ``repeats`` rounds
     after one warm-up round, so that load from other processes hits all cases
-    alike. ``cases`` maps a key to (step, before) (``before`` None or called
-    untimed before each call); a case that raises is dropped with a note.
-    Returns {key: [seconds per round]}; lists of cases that never failed are
-    aligned by round (for paired ratios)."""
+    alike. ``cases`` maps a key to (step, before) or (step, before, settle):
+    ``before`` None or called untimed before each call, ``settle`` seconds
+    slept untimed after it (``SETTLE_S`` for libraries with spinning threads);
+    a case that raises is dropped with a note. Returns {key: [seconds per
+    round]}; lists of cases that never failed are aligned by round (for paired
+    ratios)."""
     times = {k: [] for k in cases}
     for r in range(repeats + 1):  # r == 0 is the warm-up
-        for k, (step, before) in cases.items():
+        for k, (step, before, *settle) in cases.items():
             if k not in times:
                 continue
             if before is not None:
@@ -153,6 +166,8 @@ def round_robin(cases, repeats, notes):
                 notes.append(f"{k}: failed ({type(e).__name__}: {e})")
                 del times[k]
                 continue
+            if settle and settle[0]:
+                time.sleep(settle[0])
             if r > 0:
                 times[k].append(dt)
     return times
@@ -429,10 +444,10 @@ def bench_iteration(X, y, sizes, args):
     for dtype in ("float64", "float32"):
         w, b = init_params(sizes, dtype)
         key = f"numpy-ref {dtype}"
-        cases[key] = (mlp_step(mlp.reference_loss_and_grads, w, b, Xs[dtype], y), None)
+        cases[key] = (mlp_step(mlp.reference_loss_and_grads, w, b, Xs[dtype], y), None, SETTLE_S)
         meta[key] = ("numpy-ref", dtype, "blas", None, flops)
     if not args.no_sklearn:
-        cases["sklearn float64"] = (sklearn_step(Xs["float64"], y, sizes[1:-1]), None)
+        cases["sklearn float64"] = (sklearn_step(Xs["float64"], y, sizes[1:-1]), None, SETTLE_S)
         meta["sklearn float64"] = ("sklearn", "float64", "blas", None, flops)
         notes.append("sklearn: one partial_fit call per iteration; includes its input "
                      "validation and loss bookkeeping (Glorot init, its own loss)")
@@ -447,7 +462,7 @@ def bench_iteration(X, y, sizes, args):
     if torch is not None:
         torch.set_num_threads(2)
         for dtype in ("float64", "float32"):
-            cases[f"torch {dtype}"] = (torch_step(X, y, sizes, dtype, torch), None)
+            cases[f"torch {dtype}"] = (torch_step(X, y, sizes, dtype, torch), None, SETTLE_S)
             meta[f"torch {dtype}"] = ("torch", dtype, 2, None, flops)
 
     times = round_robin(cases, args.repeats, notes)
@@ -647,7 +662,8 @@ def bench_scaling(X, y, sizes, args, env_extra):
             point["numpy-ref_float64"] = {"skipped": why}
         else:
             cases["numpy-ref_float64"] = (mlp_step(mlp.reference_loss_and_grads,
-                                                   *init_params(sizes, "float64"), Xb64, yb), None)
+                                                   *init_params(sizes, "float64"), Xb64, yb), None,
+                                          SETTLE_S)
         for key, secs in round_robin(cases, reps, notes).items():
             point[key] = summary(secs)
         if "median_ms" in point.get("numpy-ref_float64", {}):
@@ -705,7 +721,8 @@ def bench_attribution(X, y, sizes, args):
     n = X.shape[0]
     notes = []
     t = round_robin({"kernel": (lambda: fast(w, b, X, y, "relu", target="output"), None),
-                     "reference": (lambda: ref(w, b, X, y, "relu", target="output"), None)},
+                     "reference": (lambda: ref(w, b, X, y, "relu", target="output"), None,
+                                   SETTLE_S)},
                     args.repeats, notes)
     if len(t) < 2:
         return {"skipped": "; ".join(notes)}
