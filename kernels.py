@@ -619,19 +619,26 @@ def _block_loss_grad(theta, sizes, code, X, y, scale, start, stop, tile, g):
     return loss, correct
 
 
-@njit(cache=True)
+@njit(cache=True, parallel=True)
 def _reduce_blocks(theta, sizes, G, losses, corrects, l2):
     """Sum the per-block gradients, losses and counts in block order (independent
-    of the thread count) and add l2/2 sum_l ||W_l||^2 and its gradient."""
+    of the thread count; parameters in parallel, each summed over the blocks in
+    order) and add l2/2 sum_l ||W_l||^2 and its gradient."""
     P = theta.shape[0]
-    grad = np.zeros(P)
+    nb_ = G.shape[0]
+    grad = np.empty(P)
+    n_chunks = (P + 1023) // 1024
+    for c in nb.prange(n_chunks):
+        for p in range(c * 1024, min(P, (c + 1) * 1024)):
+            grad[p] = 0.0
+        for b in range(nb_):
+            for p in range(c * 1024, min(P, (c + 1) * 1024)):
+                grad[p] += G[b, p]
     loss = 0.0
     correct = 0
-    for b in range(G.shape[0]):
+    for b in range(nb_):
         loss += losses[b]
         correct += corrects[b]
-        for p in range(P):
-            grad[p] += G[b, p]
     if l2 != 0.0:
         off = _offsets(sizes)
         for l in range(sizes.shape[0] - 1):
@@ -646,10 +653,11 @@ def _reduce_blocks(theta, sizes, G, losses, corrects, l2):
 def _loss_and_grad(theta, sizes, code, X, y, scale, l2, tile, n_blocks):
     """L = sum_i scale_i CE_i + l2/2 sum_l ||W_l||^2 and dL/dtheta; also #correct."""
     n = X.shape[0]
-    G = np.zeros((n_blocks, theta.shape[0]), dtype=theta.dtype)    # per-block gradients
+    G = np.empty((n_blocks, theta.shape[0]), dtype=theta.dtype)    # per-block gradients
     losses = np.zeros(n_blocks)
     corrects = np.zeros(n_blocks, dtype=np.int64)
     for b in nb.prange(n_blocks):
+        G[b] = 0                                # zeroed by the thread that fills it
         start, stop = _block_rows(b, n_blocks, n, tile)
         lb, cb = _block_loss_grad(theta, sizes, code, X, y, scale, start, stop, tile, G[b])
         losses[b] = lb
@@ -765,10 +773,11 @@ def _loss_and_grad_dropout(theta, sizes, code, X, y, scale, l2, tile, n_blocks, 
                            rate):
     """``_loss_and_grad`` with inverted dropout (rate, masks from key and iteration)."""
     n = X.shape[0]
-    G = np.zeros((n_blocks, theta.shape[0]), dtype=theta.dtype)
+    G = np.empty((n_blocks, theta.shape[0]), dtype=theta.dtype)
     losses = np.zeros(n_blocks)
     corrects = np.zeros(n_blocks, dtype=np.int64)
     for b in nb.prange(n_blocks):
+        G[b] = 0
         start, stop = _block_rows(b, n_blocks, n, tile)
         lb, cb = _block_loss_grad_dropout(theta, sizes, code, X, y, scale, start, stop, tile,
                                           G[b], key, iteration, rate)
