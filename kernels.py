@@ -70,7 +70,7 @@ nb.config.CACHE_DIR = os.environ["NUMBA_CACHE_DIR"]    # also when numba was imp
 from numba import literal_unroll, njit, prange
 from numba.core.errors import NumbaExperimentalFeatureWarning
 
-from numerics import fast_sigmoid, fast_tanh, sigmoid_for_float32
+from numerics import exp_nonpositive, fast_sigmoid, fast_tanh, log_normal, sigmoid_for_float32
 
 DTYPES = {"float64": np.float64, "float32": np.float32}
 
@@ -231,16 +231,24 @@ def _bias_act(Z, b, code):
 
 
 @njit(cache=True)
-def _mul_act_grad(D, A, code):
-    """D <- D * g'(z), with g'(z) written from the activation output A = g(z)."""
+def _mul_act_grad(D, A, code, gb=None):
+    """D <- D * g'(z), with g'(z) written from the activation output A = g(z). With
+    ``gb`` also gb += the column sums of the new D, rows in order: the bias gradient
+    of the layer in the same pass over D."""
     r, m = D.shape
     known = False
     for act in literal_unroll(_KERNEL_ACTIVATIONS):
         if act[0] == code:
             known = True
-            for i in range(r):
-                for j in range(m):
-                    D[i, j] = act[4](D[i, j], A[i, j])
+            if gb is None:
+                for i in range(r):
+                    for j in range(m):
+                        D[i, j] = act[4](D[i, j], A[i, j])
+            else:
+                for i in range(r):
+                    for j in range(m):
+                        D[i, j] = act[4](D[i, j], A[i, j])
+                        gb[j] += D[i, j]
     if not known:
         raise ValueError("unknown activation code; use a code from mlp.ACTIVATIONS")
 
@@ -325,7 +333,14 @@ def _offsets(sizes):
 # bitwise identical for any number of numba threads. Per-tile products use
 # np.dot on 2-D slices (numba calls SciPy's BLAS gemm), which the wrappers limit
 # to one BLAS thread so it does not compete with the prange workers.
-TILE = 256
+# TILE is set by what the products cost: OpenBLAS (AVX-512 kernels) multiplies
+# small operands directly, without packing them first, up to about 10^6
+# multiply-adds per call. With 128 rows a (128, 64) x (64, 64) product stays
+# below that and ran at 111-113 GFLOP/s float32 (56 float64) on one core,
+# against 85 (43) for 256 rows, which the library packs first; one whole
+# 12-64-64-4 step spent 23% less time in products (bench/time_epochs.py, part 1,
+# shows the step against the products' floor).
+TILE = 128
 MAX_BLOCKS = 16
 
 
@@ -355,6 +370,14 @@ def _layer_views(theta, sizes):
 
 
 @njit(cache=True)
+def _transposed(Ws):
+    """W[l]^T as contiguous (fan_in, fan_out) copies. The forward product A W^T
+    then reaches BLAS untransposed: (128, 64) x (64, 64) float32 ran at 113
+    GFLOP/s against 85 with the transposed view (56 against 43 in float64)."""
+    return [np.ascontiguousarray(W.T) for W in Ws]
+
+
+@njit(cache=True)
 def _tile_workspaces(sizes, tile, dt):
     """Per-block buffers reused by every tile: the activations acts[l] (tile,
     sizes[l+1]) and two ping-pong rows for the deltas of the backward pass."""
@@ -376,14 +399,15 @@ def _delta_view(dbuf, k, r, width):
 
 # ==================================================================== forward
 @njit(cache=True)
-def _tile_forward(Ws, bs, code, Xt, acts):
-    """acts[l] = g(acts[l-1] W[l]^T + b[l]) for hidden l; the last is the logits."""
+def _tile_forward(WTs, bs, code, Xt, acts):
+    """acts[l] = g(acts[l-1] W[l]^T + b[l]) for hidden l; the last is the logits.
+    WTs[l] is W[l]^T, contiguous (``_transposed``)."""
     r = Xt.shape[0]
-    L = len(Ws)
+    L = len(WTs)
     A = Xt                                      # (r, d)
     for l in range(L):
         Z = acts[l][:r]                         # (r, sizes[l+1])
-        np.dot(A, Ws[l].T, Z)
+        np.dot(A, WTs[l], Z)
         b = bs[l]
         m = Z.shape[1]
         if l < L - 1:
@@ -425,12 +449,13 @@ def _forward(theta, sizes, code, X, tile, log):
     out = np.empty((n, K), dtype=dt)
     n_tiles = (n + tile - 1) // tile
     Ws, bs = _layer_views(theta, sizes)
+    WTs = _transposed(Ws)
     for t in nb.prange(n_tiles):                # each tile writes its own rows
         acts = [np.empty((tile, sizes[l + 1]), dtype=dt) for l in range(L)]
         ez = np.empty(K)
         s = t * tile
         e = min(s + tile, n)
-        Z = _tile_forward(Ws, bs, code, X[s:e], acts)
+        Z = _tile_forward(WTs, bs, code, X[s:e], acts)
         for i in range(e - s):
             _, zmax, ssum = _softmax_row(Z, i, ez)
             lse = zmax + np.log(ssum)
@@ -444,11 +469,11 @@ def _forward(theta, sizes, code, X, tile, log):
 
 # =================================================================== backward
 @njit(cache=True)
-def _tile_logits(Ws, bs, code, X, s, stop, tile, acts, dbuf):
+def _tile_logits(WTs, bs, code, X, s, stop, tile, acts, dbuf):
     """Forward pass of the tile of rows [s, min(s + tile, stop)) of X: returns its
     rows Xt (r, d), their logits (r, K) and the (r, K) buffer for the logit delta."""
     Xt = X[s:min(s + tile, stop)]                              # (r, d)
-    Z = _tile_forward(Ws, bs, code, Xt, acts)                  # (r, K) logits
+    Z = _tile_forward(WTs, bs, code, Xt, acts)                 # (r, K) logits
     return Xt, Z, _delta_view(dbuf, 0, Xt.shape[0], Z.shape[1])
 
 
@@ -462,39 +487,98 @@ def _delta_to_input(D, W, A, code, Dn):
 
 
 @njit(cache=True)
-def _output_delta(Zout, y, scale, s, ez, D, loss, correct):
+def _softmax_workspace(tile, K):
+    """Buffers of ``_output_delta`` for one tile: T (K, tile) and stats (3, tile),
+    float64, and best (tile,) int64."""
+    return np.empty((K, tile)), np.empty((3, tile)), np.empty(tile, dtype=np.int64)
+
+
+@njit(cache=True, error_model="numpy", fastmath={"contract"})
+def _softmax_tile(Z, T, zmax, ssum, best):
+    """For each row i of the logits Z (r, K): zmax[i] = max_k z_ik, best[i] its first
+    argmax, T[k, i] = exp(z_ik - zmax[i]) in (0, 1] (float64: no overflow) and
+    ssum[i] = sum_k T[k, i], added in k order. Softmax is T / ssum and log-sum-exp
+    zmax + log(ssum). The logits are copied class-major into T first, so every
+    later pass runs over contiguous rows and compiles to packed code
+    (numerics.exp_nonpositive): 0.2 ms per step of 33,078 rows against 0.7 ms
+    for a row at a time with np.exp."""
+    r, K = Z.shape
+    for i in range(r):
+        for k in range(K):
+            T[k, i] = Z[i, k]                                  # (K, r)
+    for i in range(r):
+        zmax[i] = T[0, i]
+        best[i] = 0
+    for k in range(1, K):
+        for i in range(r):
+            z = T[k, i]
+            up = z > zmax[i]
+            best[i] = k if up else best[i]
+            zmax[i] = z if up else zmax[i]
+    for i in range(r):
+        ssum[i] = 0.0
+    for k in range(K):
+        for i in range(r):
+            e = exp_nonpositive(T[k, i] - zmax[i])
+            T[k, i] = e
+            ssum[i] += e
+
+
+@njit(cache=True, error_model="numpy")
+def _output_delta(Zout, y, scale, s, sm, D, loss, correct):
     """D = d(sum_i scale_i CE_i)/dz at the logits Zout (r, K) of rows s.. of y;
     returns (loss + sum_i scale_i CE_i in float64, correct + number of correct
     argmax predictions). The running sum comes in so that it adds row by row
-    across tiles: the same rounding as one loop over the block."""
-    K = Zout.shape[1]
-    for i in range(Zout.shape[0]):
-        best, zmax, ssum = _softmax_row(Zout, i, ez)
-        yi = y[s + i]
-        if best == yi:
-            correct += 1
-        lse = zmax + np.log(ssum)                              # log sum_k exp(z_k)
-        loss += scale[s + i] * (lse - Zout[i, yi])
-        # softmax + CE fused: dCE/dz_k = p_k - [k == y], the softmax Jacobian
-        # contracted with -1/p_y collapses to P - Y.
-        c = scale[s + i] / ssum
+    across tiles: the same rounding as one loop over the block. ``sm`` is
+    ``_softmax_workspace``."""
+    r, K = Zout.shape
+    T, stats, best = sm
+    zmax, ssum, c = stats[0], stats[1], stats[2]
+    _softmax_tile(Zout, T, zmax, ssum, best)
+    for i in range(r):
+        # log sum_k exp(z_k): ssum is in [1, K], a normal number, so log_normal applies
+        zmax[i] += log_normal(ssum[i])
+        c[i] = scale[s + i] / ssum[i]
+    # softmax + CE fused: dCE/dz_k = p_k - [k == y], the softmax Jacobian
+    # contracted with -1/p_y collapses to P - Y.
+    for i in range(r):
         for k in range(K):
-            D[i, k] = c * ez[k]
+            D[i, k] = c[i] * T[k, i]
+    for i in range(r):
+        yi = y[s + i]
         D[i, yi] -= scale[s + i]
+        loss += scale[s + i] * (zmax[i] - Zout[i, yi])
+        if best[i] == yi:
+            correct += 1
     return loss, correct
 
 
 @njit(cache=True)
-def _add_layer_grad(D, A, gt, gW, gb):
-    """gW += D^T A (fan_out, fan_in) and gb += column sums of D, through the buffer gt."""
-    r, fo = D.shape
+def _add_weight_grad(D, A, gbuf, gW):
+    """gW += D^T A (fan_out, fan_in), through the flat buffer gbuf. When fan_in <
+    fan_out the product is formed as A^T D (fan_in, fan_out) and added transposed:
+    (12, 128) x (128, 64) float32 ran at 112 GFLOP/s against 86 for (64, 128) x (128, 12)."""
+    fo = D.shape[1]
     fi = A.shape[1]
-    np.dot(D.T, A, gt)                                         # (fan_out, fan_in)
-    for a in range(fo):
-        for c in range(fi):
-            gW[a, c] += gt[a, c]
-    for i in range(r):
+    if fi < fo:
+        gt = gbuf[:fi * fo].reshape(fi, fo)
+        np.dot(A.T, D, gt)                                     # (fan_in, fan_out)
         for a in range(fo):
+            for c in range(fi):
+                gW[a, c] += gt[c, a]
+    else:
+        gt = gbuf[:fo * fi].reshape(fo, fi)
+        np.dot(D.T, A, gt)                                     # (fan_out, fan_in)
+        for a in range(fo):
+            for c in range(fi):
+                gW[a, c] += gt[a, c]
+
+
+@njit(cache=True)
+def _add_col_sums(D, gb):
+    """gb += column sums of D, rows in order (the output layer's bias gradient)."""
+    for i in range(D.shape[0]):
+        for a in range(D.shape[1]):
             gb[a] += D[i, a]
 
 
@@ -507,41 +591,54 @@ def _block_loss_grad(theta, sizes, code, X, y, scale, start, stop, tile, g):
     dt = theta.dtype
     L = sizes.shape[0] - 1
     Ws, bs = _layer_views(theta, sizes)
+    WTs = _transposed(Ws)
     gWs, gbs = _layer_views(g, sizes)
     maxp = 0
     for l in range(L):
         maxp = max(maxp, sizes[l + 1] * sizes[l])
     acts, dbuf = _tile_workspaces(sizes, tile, dt)
     gtmp = np.empty(maxp, dtype=dt)
-    ez = np.empty(sizes[L])                                    # exp(z - max z), float64
+    sm = _softmax_workspace(tile, sizes[L])
     loss = 0.0
     correct = 0
     for s in range(start, stop, tile):
-        Xt, Zout, D = _tile_logits(Ws, bs, code, X, s, stop, tile, acts, dbuf)
+        Xt, Zout, D = _tile_logits(WTs, bs, code, X, s, stop, tile, acts, dbuf)
         r = Xt.shape[0]
-        loss, correct = _output_delta(Zout, y, scale, s, ez, D, loss, correct)
+        loss, correct = _output_delta(Zout, y, scale, s, sm, D, loss, correct)
+        _add_col_sums(D, gbs[L - 1])
         for l in range(L - 1, -1, -1):
             A = Xt if l == 0 else acts[l - 1][:r]              # (r, fan_in)
-            _add_layer_grad(D, A, gtmp[:sizes[l + 1] * sizes[l]].reshape(sizes[l + 1], sizes[l]),
-                            gWs[l], gbs[l])
+            _add_weight_grad(D, A, gtmp, gWs[l])
             if l > 0:
-                D = _delta_to_input(D, Ws[l], A, code, _delta_view(dbuf, L - l, r, sizes[l]))
+                # the delta at layer l's input, (D W) * g'(z); its column sums are
+                # layer l-1's bias gradient, added in the same pass
+                Dn = _delta_view(dbuf, L - l, r, sizes[l])
+                np.dot(D, Ws[l], Dn)
+                _mul_act_grad(Dn, A, code, gbs[l - 1])
+                D = Dn
     return loss, correct
 
 
-@njit(cache=True)
+@njit(cache=True, parallel=True)
 def _reduce_blocks(theta, sizes, G, losses, corrects, l2):
     """Sum the per-block gradients, losses and counts in block order (independent
-    of the thread count) and add l2/2 sum_l ||W_l||^2 and its gradient."""
+    of the thread count; parameters in parallel, each summed over the blocks in
+    order) and add l2/2 sum_l ||W_l||^2 and its gradient."""
     P = theta.shape[0]
-    grad = np.zeros(P)
+    nb_ = G.shape[0]
+    grad = np.empty(P)
+    n_chunks = (P + 1023) // 1024
+    for c in nb.prange(n_chunks):
+        for p in range(c * 1024, min(P, (c + 1) * 1024)):
+            grad[p] = 0.0
+        for b in range(nb_):
+            for p in range(c * 1024, min(P, (c + 1) * 1024)):
+                grad[p] += G[b, p]
     loss = 0.0
     correct = 0
-    for b in range(G.shape[0]):
+    for b in range(nb_):
         loss += losses[b]
         correct += corrects[b]
-        for p in range(P):
-            grad[p] += G[b, p]
     if l2 != 0.0:
         off = _offsets(sizes)
         for l in range(sizes.shape[0] - 1):
@@ -556,10 +653,11 @@ def _reduce_blocks(theta, sizes, G, losses, corrects, l2):
 def _loss_and_grad(theta, sizes, code, X, y, scale, l2, tile, n_blocks):
     """L = sum_i scale_i CE_i + l2/2 sum_l ||W_l||^2 and dL/dtheta; also #correct."""
     n = X.shape[0]
-    G = np.zeros((n_blocks, theta.shape[0]), dtype=theta.dtype)    # per-block gradients
+    G = np.empty((n_blocks, theta.shape[0]), dtype=theta.dtype)    # per-block gradients
     losses = np.zeros(n_blocks)
     corrects = np.zeros(n_blocks, dtype=np.int64)
     for b in nb.prange(n_blocks):
+        G[b] = 0                                # zeroed by the thread that fills it
         start, stop = _block_rows(b, n_blocks, n, tile)
         lb, cb = _block_loss_grad(theta, sizes, code, X, y, scale, start, stop, tile, G[b])
         losses[b] = lb
@@ -600,16 +698,16 @@ def _fill_dropout_mask(M, key, iteration, row0, layer, rate):
 
 
 @njit(cache=True)
-def _tile_forward_dropout(Ws, bs, code, Xt, s, acts, kept, masks, key, iteration, rate):
+def _tile_forward_dropout(WTs, bs, code, Xt, s, acts, kept, masks, key, iteration, rate):
     """``_tile_forward`` with dropout: acts[l] = g(kept[l-1] W[l]^T + b[l]) and
     kept[l] = acts[l] * masks[l] for hidden l, masks drawn for rows s.. ; the last
-    acts is the logits."""
+    acts is the logits. WTs[l] is W[l]^T, contiguous."""
     r = Xt.shape[0]
-    L = len(Ws)
+    L = len(WTs)
     A = Xt                                                     # (r, d)
     for l in range(L):
         Z = acts[l][:r]                                        # (r, sizes[l+1])
-        np.dot(A, Ws[l].T, Z)
+        np.dot(A, WTs[l], Z)
         b = bs[l]
         if l < L - 1:
             _bias_act(Z, b, code)
@@ -635,6 +733,7 @@ def _block_loss_grad_dropout(theta, sizes, code, X, y, scale, start, stop, tile,
     dt = theta.dtype
     L = sizes.shape[0] - 1
     Ws, bs = _layer_views(theta, sizes)
+    WTs = _transposed(Ws)
     gWs, gbs = _layer_views(g, sizes)
     maxp = 0
     for l in range(L):
@@ -643,19 +742,19 @@ def _block_loss_grad_dropout(theta, sizes, code, X, y, scale, start, stop, tile,
     kept = [np.empty((tile, sizes[l + 1]), dtype=dt) for l in range(L)]
     masks = [np.empty((tile, sizes[l + 1]), dtype=dt) for l in range(L)]
     gtmp = np.empty(maxp, dtype=dt)
-    ez = np.empty(sizes[L])
+    sm = _softmax_workspace(tile, sizes[L])
     loss = 0.0
     correct = 0
     for s in range(start, stop, tile):
         Xt = X[s:min(s + tile, stop)]                          # (r, d)
         r = Xt.shape[0]
-        Zout = _tile_forward_dropout(Ws, bs, code, Xt, s, acts, kept, masks, key, iteration, rate)
+        Zout = _tile_forward_dropout(WTs, bs, code, Xt, s, acts, kept, masks, key, iteration, rate)
         D = _delta_view(dbuf, 0, r, Zout.shape[1])
-        loss, correct = _output_delta(Zout, y, scale, s, ez, D, loss, correct)
+        loss, correct = _output_delta(Zout, y, scale, s, sm, D, loss, correct)
+        _add_col_sums(D, gbs[L - 1])
         for l in range(L - 1, -1, -1):
             A = Xt if l == 0 else kept[l - 1][:r]              # what layer l read, (r, fan_in)
-            _add_layer_grad(D, A, gtmp[:sizes[l + 1] * sizes[l]].reshape(sizes[l + 1], sizes[l]),
-                            gWs[l], gbs[l])
+            _add_weight_grad(D, A, gtmp, gWs[l])
             if l > 0:
                 # dL/dkept = D W; kept = g(z) * mask, so dL/dz = (D W) * mask * g'(z)
                 Dn = _delta_view(dbuf, L - l, r, sizes[l])
@@ -664,7 +763,7 @@ def _block_loss_grad_dropout(theta, sizes, code, X, y, scale, start, stop, tile,
                 for i in range(r):
                     for j in range(sizes[l]):
                         Dn[i, j] *= M[i, j]
-                _mul_act_grad(Dn, acts[l - 1][:r], code)
+                _mul_act_grad(Dn, acts[l - 1][:r], code, gbs[l - 1])   # and layer l-1's bias gradient
                 D = Dn
     return loss, correct
 
@@ -674,10 +773,11 @@ def _loss_and_grad_dropout(theta, sizes, code, X, y, scale, l2, tile, n_blocks, 
                            rate):
     """``_loss_and_grad`` with inverted dropout (rate, masks from key and iteration)."""
     n = X.shape[0]
-    G = np.zeros((n_blocks, theta.shape[0]), dtype=theta.dtype)
+    G = np.empty((n_blocks, theta.shape[0]), dtype=theta.dtype)
     losses = np.zeros(n_blocks)
     corrects = np.zeros(n_blocks, dtype=np.int64)
     for b in nb.prange(n_blocks):
+        G[b] = 0
         start, stop = _block_rows(b, n_blocks, n, tile)
         lb, cb = _block_loss_grad_dropout(theta, sizes, code, X, y, scale, start, stop, tile,
                                           G[b], key, iteration, rate)
@@ -817,14 +917,14 @@ def _target_value(o, Z, i, lse, m, y, target):
 
 
 @njit(cache=True)
-def _tile_input_gradients(Ws, bs, sizes, code, X, s, stop, tile, y, cls, target, acts, dbuf,
+def _tile_input_gradients(Ws, WTs, bs, sizes, code, X, s, stop, tile, y, cls, target, acts, dbuf,
                           o, G, pred, value):
     """For the r rows [s, min(s + tile, stop)) of X: G (r, d) = dt/dx, pred (r,) = argmax o
     and value (r,) = t. y and cls (the class m of each row; empty: m = argmax o) are
     indexed from the tile's first row."""
     L = sizes.shape[0] - 1
     K = sizes[L]
-    Xt, Z, D = _tile_logits(Ws, bs, code, X, s, stop, tile, acts, dbuf)
+    Xt, Z, D = _tile_logits(WTs, bs, code, X, s, stop, tile, acts, dbuf)
     r = Xt.shape[0]
     # ---- delta at the logits a, dt/da, one row per sample
     for i in range(r):
@@ -851,11 +951,12 @@ def _block_input_gradients(theta, sizes, code, X, y, cls, target, start, stop, t
     """Rows [start, stop) of G = dt/dx, pred = argmax o and value = t, tile by tile
     (see ``_input_gradients``)."""
     Ws, bs = _layer_views(theta, sizes)
+    WTs = _transposed(Ws)
     acts, dbuf = _tile_workspaces(sizes, tile, theta.dtype)
     o = np.empty(sizes[sizes.shape[0] - 1])                    # softmax of one sample, float64
     for s in range(start, stop, tile):
         e = min(s + tile, stop)
-        _tile_input_gradients(Ws, bs, sizes, code, X, s, stop, tile, y[s:], cls[s:], target,
+        _tile_input_gradients(Ws, WTs, bs, sizes, code, X, s, stop, tile, y[s:], cls[s:], target,
                               acts, dbuf, o, G[s:e], pred[s:e], value[s:e])
 
 
@@ -888,6 +989,7 @@ def _block_integrated_gradients(theta, sizes, code, X, B, y, cls, target, alphas
     dt = theta.dtype
     d = X.shape[1]
     Ws, bs = _layer_views(theta, sizes)
+    WTs = _transposed(Ws)
     acts, dbuf = _tile_workspaces(sizes, tile, dt)
     o = np.empty(sizes[sizes.shape[0] - 1])
     P = np.empty((tile, d), dtype=dt)                          # one tile of path points
@@ -905,7 +1007,7 @@ def _block_integrated_gradients(theta, sizes, code, X, B, y, cls, target, alphas
                 bi = 0 if one else s + i
                 for j in range(d):
                     P[i, j] = B[bi, j] + a * (X[s + i, j] - B[bi, j])
-            _tile_input_gradients(Ws, bs, sizes, code, P, 0, r, tile, y[s:], cls[s:], target,
+            _tile_input_gradients(Ws, WTs, bs, sizes, code, P, 0, r, tile, y[s:], cls[s:], target,
                                   acts, dbuf, o, Gt[:r], pred, value)
             for i in range(r):
                 for j in range(d):
