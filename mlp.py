@@ -227,7 +227,8 @@ def _check_sample_weight(sample_weight, n):
         raise ValueError(f"sample_weight must be finite and >= 0; "
                          f"sample_weight[{i}] = {w[i]}")
     if w.sum() <= 0:
-        raise ValueError("sample_weight sums to 0; at least one sample needs a positive weight")
+        raise ValueError("sample_weight is zero on every row (it sums to 0); give at least one "
+                         "sample a positive weight")
     return w
 
 
@@ -943,7 +944,7 @@ class MLP(ClassifierMixin, BaseEstimator):
             biases.append(np.zeros(fan_out))
         return pack(weights, biases, dtype)
 
-    def fit(self, X, y, X_val=None, y_val=None, progress=None):
+    def fit(self, X, y, X_val=None, y_val=None, progress=None, sample_weight=None):
         """Train by full-batch gradient descent.
 
         Parameters
@@ -955,6 +956,10 @@ class MLP(ClassifierMixin, BaseEstimator):
         y_val : array-like of shape (n_val,) or None, labels from ``y``'s classes
         progress : callable(iteration, loss, val_loss) or None, called every
             iteration (val_loss is NaN without validation data)
+        sample_weight : array-like of shape (n_samples,) or None
+            non-negative weight of each training row (multiplied by
+            ``class_weight``'s); the loss is the weighted mean cross-entropy.
+            None weighs every row 1. Validation rows are not weighted by it.
 
         Returns
         -------
@@ -963,7 +968,7 @@ class MLP(ClassifierMixin, BaseEstimator):
         hidden, code, dtype = self._check_hyper()
         self._forget()
         try:
-            return self._fit(hidden, code, dtype, X, y, X_val, y_val, progress)
+            return self._fit(hidden, code, dtype, X, y, X_val, y_val, progress, sample_weight)
         except BaseException:
             self._forget()                   # no mixture of old weights and new metadata
             raise
@@ -973,17 +978,22 @@ class MLP(ClassifierMixin, BaseEstimator):
         for k in _FITTED:
             self.__dict__.pop(k, None)
 
-    def _fit(self, hidden, code, dtype, X, y, X_val, y_val, progress):
+    def _fit(self, hidden, code, dtype, X, y, X_val, y_val, progress, sample_weight=None):
         """``fit`` after the hyper-parameter check: validate the data, train, store."""
         X, y, yi = self._check_X_y(X, y, dtype)
-        w = self._sample_weight(yi)
+        sw = None if sample_weight is None else _check_sample_weight(sample_weight, X.shape[0])
+        w = self._sample_weight(yi) * (1.0 if sw is None else sw)
         has_val = X_val is not None
         if has_val != (y_val is not None):
             raise ValueError("pass both X_val and y_val, or neither")
         if self.early_stopping and not has_val:    # hold out validation_fraction of X
             train, val = self._validation_split(yi)
             X_val, y_val, has_val = X[val], y[val], True
-            X, yi, w = X[train], yi[train], self._sample_weight(yi[train])
+            X, yi = X[train], yi[train]
+            w = self._sample_weight(yi) * (1.0 if sw is None else sw[train])
+            if w.sum() <= 0:
+                raise ValueError("sample_weight is 0 on every row left for training after "
+                                 "the validation split; give more rows a positive weight")
         if progress is not None and not callable(progress):
             raise ValueError(f"progress={progress!r} must be a callable(iteration, loss, "
                              f"val_loss) or None")
