@@ -39,6 +39,7 @@ from __future__ import annotations
 
 import functools
 import math
+import numbers
 from dataclasses import dataclass
 from statistics import NormalDist
 from typing import Callable
@@ -221,13 +222,6 @@ CALIBRATORS = {c.name: c for c in (
 )}
 
 
-def _brier(QT, y, w):
-    """w-weighted multi-class Brier score: sum_c (Q_c - [y = c])^2, averaged over rows."""
-    R = QT.copy()
-    R.ravel()[_flat(y, R.shape[1])] -= 1.0
-    return float((R * R).sum(axis=0) @ w / w.sum())
-
-
 def _em_steps(A, pi, tol, max_iter):
     """EM (Saerens et al. 2002): pi <- mean_i of the posterior A_i pi / (A_i . pi)."""
     for _ in range(max_iter):
@@ -287,7 +281,9 @@ def _check_weights(name, w, n):
 
 @_one_thread
 def choose_calibrator(P_val, y_val, *, weights=None, folds=5, seed=0):
-    """The calibrator of :data:`CALIBRATORS` with the lowest cross-validated Brier score on validation.
+    """The simplest calibrator of :data:`CALIBRATORS` whose cross-validated Brier score on validation
+    is within one standard error of the lowest (the one-standard-error rule; table order is
+    simplest first).
 
     Parameters
     ----------
@@ -303,7 +299,7 @@ def choose_calibrator(P_val, y_val, *, weights=None, folds=5, seed=0):
     Returns
     -------
     name : str
-        The chosen calibrator (the first of the lowest, in table order, on ties).
+        The chosen calibrator.
     scores : tuple of (str, float)
         Every calibrator's cross-validated (weighted) multi-class Brier score.
     """
@@ -316,18 +312,25 @@ def choose_calibrator(P_val, y_val, *, weights=None, folds=5, seed=0):
                          f"choice, got {len(P)}")
     PT = np.ascontiguousarray(P.T)
     fold_of = np.random.default_rng(seed).permutation(len(P)) % folds
-    scores = []
-    for cal in CALIBRATORS.values():
-        err = 0.0
+    rows = np.empty((len(CALIBRATORS), len(P)))          # out-of-fold Brier score per row
+    for j, cal in enumerate(CALIBRATORS.values()):
         for f in range(folds):
             tr, te = fold_of != f, fold_of == f
-            if w[tr].sum() <= 0 or w[te].sum() <= 0:
-                continue
-            params = cal.fit(PT[:, tr], y[tr], w[tr])
-            err += _brier(cal.apply(PT[:, te], params), y[te], w[te]) * w[te].sum()
-        scores.append((cal.name, err / w.sum()))
-    best = min(range(len(scores)), key=lambda i: scores[i][1])
-    return scores[best][0], tuple(scores)
+            params = cal.fit(PT[:, tr], y[tr], w[tr]) if w[tr].sum() > 0 else None
+            R = (PT[:, te] if params is None else cal.apply(PT[:, te], params)).copy()
+            R.ravel()[_flat(y[te], R.shape[1])] -= 1.0
+            rows[j, te] = (R * R).sum(axis=0)
+    wn = w / w.sum()
+    means = rows @ wn
+    best = int(np.argmin(means))
+    # the simplest calibrator (table order) within one standard error of the best
+    for j in range(best + 1):
+        d = rows[j] - rows[best]
+        se = math.sqrt(float(wn ** 2 @ (d - d @ wn) ** 2))
+        if means[j] - means[best] <= se:
+            break
+    names = list(CALIBRATORS)
+    return names[j], tuple((n, float(m)) for n, m in zip(names, means))
 
 
 @dataclass(frozen=True)
@@ -627,7 +630,7 @@ def fit_density_ratio(X_val, X_test, *, P_val=None, P_test=None, threshold=20.0,
     """The test-to-validation density ratio at every row, cross-fitted, with refits for its noise.
 
     A gradient-boosted classifier (HistGradientBoosting, fixed settings) tells
-    test rows from validation rows on the features alone. Rows are split into
+    test rows from validation rows from their inputs (never the labels). Rows are split into
     ``folds`` folds; each fold's rows get P(test | x) from a classifier trained
     on the other folds, subsampled to ``max_rows`` rows of each file (equal
     counts, so the odds P(test | x) / P(val | x) estimate q(x)/p(x) directly).
@@ -636,9 +639,10 @@ def fit_density_ratio(X_val, X_test, *, P_val=None, P_test=None, threshold=20.0,
     refitted. With a model's probabilities, the classifier also sees log P: a
     function of x, so the ratio it estimates is the same, but it is pointed at
     what makes a row hard or easy for the model (on the generated covariate
-    shift this moved the share of the drop found in the covariate term from
-    about half to about nine tenths). Runs on one thread; about 2 s for
-    40,000 + 40,000 rows of 12 features with the defaults on an idle core.
+    shift of the development seeds this moved the share of the drop found in
+    the covariate term from about half to about nine tenths). Runs on one
+    thread; a few seconds for 40,000 + 40,000 rows of 12 features with the
+    defaults (``bench/performance_check.py --timing``).
 
     Parameters
     ----------
@@ -679,7 +683,7 @@ def fit_density_ratio(X_val, X_test, *, P_val=None, P_test=None, threshold=20.0,
         Xt = np.hstack([Xt, np.log(np.maximum(P_test, _EPS))])
     if np.isinf(Xv).any() or np.isinf(Xt).any():
         raise ValueError("X_val and X_test must not contain infinities (NaN is allowed: missing)")
-    if not (isinstance(threshold, (int, float)) and threshold > 1 and math.isfinite(threshold)):
+    if not (isinstance(threshold, numbers.Real) and threshold > 1 and math.isfinite(threshold)):
         raise ValueError(f"threshold must be a finite number > 1, got {threshold!r}")
     if isinstance(n_refit, bool) or not isinstance(n_refit, (int, np.integer)) or n_refit < 0:
         raise ValueError(f"n_refit must be an integer >= 0, got {n_refit!r}")
