@@ -50,6 +50,8 @@ from sklearn.isotonic import IsotonicRegression
 from sklearn.metrics import roc_auc_score
 from threadpoolctl import threadpool_limits
 
+from rules import Rule
+
 _EPS = 1e-6          # probability floor for per-row log loss (as in shift.py)
 _LOG_FLOOR = 1e-12   # probability floor before taking logits for calibration
 _CAL_REFITS = 25     # calibrator refits on resampled validation rows, shared by the bootstrap
@@ -366,11 +368,14 @@ class AccuracyEstimate:
     validation_accuracy : float
         The model's accuracy on validation (labels known).
     priors_val : tuple of float
-        Validation's (weighted) class shares: what the calibrated probabilities assume.
+        Validation's class shares: what the calibrated probabilities assume.
     priors_test : tuple of float or None
         The class shares the probabilities were re-weighted to (None: not re-weighted).
     priors_source : str
         ``"none"``, ``"given"`` or ``"em"`` (estimated from the calibrated test probabilities).
+    label_shift_gap, label_shift_band : float or None
+        With ``priors_test="auto"``: :data:`LABEL_SHIFT_RULE`'s statistic and
+        noise band (EM's shares were used when gap <= threshold + band).
     n_val, n_test, n_boot : int
     """
     estimate: float
@@ -387,6 +392,8 @@ class AccuracyEstimate:
     priors_val: tuple
     priors_test: tuple | None
     priors_source: str
+    label_shift_gap: float | None
+    label_shift_band: float | None
     n_val: int
     n_test: int
     n_boot: int
@@ -400,6 +407,11 @@ class AccuracyEstimate:
         how += {"none": "", "given": ", re-weighted to the given class shares",
                 "em": ", re-weighted to class shares estimated from the test predictions (EM)"
                 }[self.priors_source]
+        if self.label_shift_gap is not None:
+            how += (" (a change of class shares alone explains the test inputs)"
+                    if self.priors_source == "em" else
+                    " (not re-weighted to other class shares: they do not explain the test "
+                    "inputs)")
         unseen = "" if not self.unseen_share else (
             f"; {pct(self.unseen_share)} of test rows lie where train has (almost) no rows, "
             f"which no estimate without labels can vouch for")
@@ -410,8 +422,41 @@ class AccuracyEstimate:
                 f"{how}{unseen}.")
 
 
-def _shares(y, w, k):
-    return np.maximum(np.bincount(y, weights=w, minlength=k) / w.sum(), 1e-12)
+def _shares(y, k):
+    return np.maximum(np.bincount(y, minlength=k) / len(y), 1e-12)
+
+
+_Z = 2.576   # two-sided 99% normal quantile (the noise band of the rule below, as in shift.py)
+
+# priors_test="auto": re-weight to EM's class shares only when a change of class shares
+# alone explains how test's inputs differ from validation's
+LABEL_SHIFT_RULE = Rule(
+    name="label_shift_explains_inputs", threshold=0.0, also=(("z", _Z),),
+    statistic="mean per-row log-likelihood (nats) of which file each validation and test row "
+              "came from, under the cross-fitted domain classifier minus under the label-shift "
+              "model (test = validation re-weighted by EM's class shares: odds "
+              "sum_c Q_c(x) pi_test(c) / pi_val(c))",
+    noise="z standard errors of that mean over rows",
+    text="a change of class shares alone explains the test inputs when the domain classifier "
+         "beats the label-shift model by at most {threshold} nats per row plus {z} standard "
+         "errors; then the probabilities are re-weighted to EM's class shares, otherwise not")
+
+
+def _label_shift_gap(Qv, Qt, ratio, pi_val):
+    """``LABEL_SHIFT_RULE``'s statistic and its band: (mean gain, z * standard error).
+
+    Qv, Qt : calibrated class-major probabilities of validation and test.
+    """
+    lam = _ml_shares(Qt, pi_val, pi_val) / pi_val          # (k,) q(c) / p(c)
+    a = Qt.shape[1] / Qv.shape[1]                           # test rows per validation row
+
+    def loglik(rv, rt):
+        pv = np.clip(a * rv / (1 + a * rv), 1e-6, 1 - 1e-6)  # P(test | x) in the pooled rows
+        pt = np.clip(a * rt / (1 + a * rt), 1e-6, 1 - 1e-6)
+        return np.r_[np.log1p(-pv), np.log(pt)]
+
+    d = loglik(ratio.val, ratio.test) - loglik(lam @ Qv, lam @ Qt)
+    return float(d.mean()), float(_Z * d.std(ddof=1) / math.sqrt(len(d)))
 
 
 @_one_thread
@@ -428,7 +473,9 @@ def estimate_accuracy(P_val, y_val, P_test, *, ratio=None, priors_test=None, cal
     are weighted by the density ratio (on the shared support) in the
     calibrator's choice, its fit and that correction: a doubly robust estimate
     under covariate shift (right if either the calibration or the weights
-    are). For changed class shares, pass ``priors_test``. Nothing can vouch
+    are). For changed class shares, pass ``priors_test`` (``"auto"`` lets
+    :data:`LABEL_SHIFT_RULE` decide between EM's shares and none from the
+    domain classifier). Nothing can vouch
     for test rows train never showed (``unseen_share``), nor for a changed
     P(label | inputs).
 
@@ -451,11 +498,14 @@ def estimate_accuracy(P_val, y_val, P_test, *, ratio=None, priors_test=None, cal
     ratio : DensityRatio or None
         :func:`fit_density_ratio` of these validation and test rows' inputs;
         None leaves validation unweighted.
-    priors_test : None, "em" or ndarray of shape (n_classes,)
+    priors_test : None, "em", "auto" or ndarray of shape (n_classes,)
         Test's class shares to re-weight to (Bayes' rule, from validation's
         shares): None leaves the probabilities as calibrated, ``"em"`` estimates
         them from the calibrated test probabilities (the maximum-likelihood
-        shares EM converges to, Saerens et al. 2002, as :func:`shift.em_priors`).
+        shares EM converges to, Saerens et al. 2002, as :func:`shift.em_priors`),
+        ``"auto"`` (needs ``ratio``) uses EM's shares when
+        :data:`LABEL_SHIFT_RULE` says they explain the test inputs, none
+        otherwise (decided once; the bootstrap does not re-decide).
     calibration : str or None
         A key of :data:`CALIBRATORS`; None chooses by cross-validation on validation.
     n_boot : int
@@ -496,9 +546,13 @@ def estimate_accuracy(P_val, y_val, P_test, *, ratio=None, priors_test=None, cal
                          f"{calibration!r}")
     cal = CALIBRATORS[calibration]
     if isinstance(priors_test, str):
-        if priors_test != "em":
-            raise ValueError(f"priors_test must be None, 'em' or an array, got {priors_test!r}")
-        source, given = "em", None
+        if priors_test not in ("em", "auto"):
+            raise ValueError(f"priors_test must be None, 'em', 'auto' or an array, got "
+                             f"{priors_test!r}")
+        if priors_test == "auto" and ratio is None:
+            raise ValueError("priors_test='auto' compares the domain classifier with a change of "
+                             "class shares: pass ratio=fit_density_ratio(X_val, X_test, ...)")
+        source, given = priors_test, None
     elif priors_test is None:
         source, given = "none", None
     else:
@@ -508,7 +562,9 @@ def estimate_accuracy(P_val, y_val, P_test, *, ratio=None, priors_test=None, cal
             raise ValueError(f"priors_test must be {k} non-negative shares summing to 1, got "
                              f"{priors_test!r}")
         source = "given"
-    pi_val = _shares(y_val, w0, k)
+    # the calibrated probabilities estimate validation's P(y | x) (weights only choose which
+    # inputs the fit attends to), so Bayes' rule starts from validation's own class shares
+    pi_val = _shares(y_val, k)
     if source != "none" and (np.bincount(y_val, minlength=k) == 0).any():
         raise ValueError("validation lacks a class; re-weighting to test priors needs every class "
                          "in validation")
@@ -524,6 +580,10 @@ def estimate_accuracy(P_val, y_val, P_test, *, ratio=None, priors_test=None, cal
 
     params0 = cal.fit(PvT, y_val, w0)
     Q0 = cal.apply(PtT, params0)                                         # (k, n_test)
+    gap = band = None
+    if source == "auto":
+        gap, band = _label_shift_gap(cal.apply(PvT, params0), Q0, ratio, pi_val)
+        source = "em" if gap <= LABEL_SHIFT_RULE.threshold + band else "none"
     pri0 = _ml_shares(Q0, pi_val, pi_val) if source == "em" else given
     p0 = _predicted_proba(Q0, pred, pi_val, pri0)
     resid0 = residual(np.arange(n_val), w0, params0)
@@ -539,7 +599,7 @@ def estimate_accuracy(P_val, y_val, P_test, *, ratio=None, priors_test=None, cal
         if wv.sum() <= 0:
             wv = np.ones(n_val)
         params = cal.fit(PvT.take(iv, axis=1), y_val[iv], wv, params0)
-        refits.append((cal.apply(PtT, params), _shares(y_val[iv], wv, k),
+        refits.append((cal.apply(PtT, params), _shares(y_val[iv], k),
                        residual(iv, wv, params)))
     reps = np.empty(n_boot)
     for b in range(n_boot):
@@ -560,7 +620,8 @@ def estimate_accuracy(P_val, y_val, P_test, *, ratio=None, priors_test=None, cal
         validation_accuracy=float(right_val.mean()),
         priors_val=tuple(float(v) for v in pi_val),
         priors_test=None if pri0 is None else tuple(float(v) for v in pri0),
-        priors_source=source, n_val=n_val, n_test=n_test, n_boot=n_boot)
+        priors_source=source, label_shift_gap=gap, label_shift_band=band,
+        n_val=n_val, n_test=n_test, n_boot=n_boot)
 
 
 # -- the density ratio (B) --------------------------------------------------

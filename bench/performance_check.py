@@ -10,9 +10,9 @@ them all). The models: ``logistic`` (scikit-learn's, its logits doubled: an
 overconfident model) and ``mlp`` (the project's network, ``mlp.MLP``, 300
 full-batch iterations). Per case:
 
-- A: ``estimate_accuracy`` in four variants (plain; EM priors; weighted by the
-  density ratio; both) against the accuracy the held-back labels show: error,
-  and whether the interval covers it.
+- A: ``estimate_accuracy`` in five variants (plain; EM priors; weighted by the
+  density ratio; both; weighted with ``priors_test="auto"``) against the
+  accuracy the held-back labels show: error, and whether the interval covers it.
 - B: ``decompose_predictions`` (log loss and accuracy, the same ratio): each
   term with its interval, the share of the total in the planted term, and
   whether each term whose true value is zero has an interval covering zero.
@@ -53,6 +53,7 @@ VARIANTS = {            # name -> (use the density ratio, priors_test)
     "em": (False, "em"),
     "ratio": (True, None),
     "ratio+em": (True, "em"),
+    "ratio+auto": (True, "auto"),
 }
 TERMS = ("covariate", "conditional", "unseen")
 PLANTED = {"none": None, "covariate": "covariate", "conditional": "conditional",
@@ -107,6 +108,7 @@ def run_cases(args):
                         estimate=e.estimate, low=e.low, high=e.high, error=e.estimate - truth,
                         covered=e.low <= truth <= e.high, calibration=e.calibration,
                         validation=e.validation_accuracy, uncalibrated=e.uncalibrated,
+                        priors_source=e.priors_source, label_shift_gap=e.label_shift_gap,
                         unseen_share=e.unseen_share, seconds=time.perf_counter() - t))
                 t = time.perf_counter()
                 r = pf.decompose_predictions(c.X_val, c.y_val, P_val, c.X_test, c.y_test, P_test,
@@ -166,6 +168,7 @@ def summarise_accuracy(acc):
             within_3_points=_wilson(int((np.abs(err) <= 0.03).sum()), len(g)),
             coverage=_wilson(int(g["covered"].sum()), len(g)),
             width=_mean_ci(g["high"] - g["low"]), truth=_mean_ci(g["truth"]),
+            em_used=_wilson(int((g["priors_source"] == "em").sum()), len(g)),
             validation=_mean_ci(g["validation"])))
     return rows
 
@@ -205,13 +208,14 @@ def write_summary(acc_rows, dec_rows, timing, args):
              f"intervals over seeds, proportions with 95% Wilson intervals.", "",
              "## A. Accuracy without test labels (estimate - accuracy the labels show)", "",
              "| model | mechanism | variant | mean abs error | bias | max abs error | within 3 "
-             "points | interval covers | mean width |",
-             "|---|---|---|---|---|---|---|---|---|"]
+             "points | interval covers | mean width | EM's shares used |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
     for r in acc_rows:
         lines.append(f"| {r['model']} | {r['mechanism']} | {r['variant']} | "
                      f"{_fmt(*r['mean_abs_error'])} | {_fmt(*r['bias'])} | "
                      f"{r['max_abs_error']:.3f} | {_fmt(*r['within_3_points'], pct=True)} | "
-                     f"{_fmt(*r['coverage'], pct=True)} | {r['width'][0]:.3f} |")
+                     f"{_fmt(*r['coverage'], pct=True)} | {r['width'][0]:.3f} | "
+                     f"{_fmt(*r['em_used'], pct=True)} |")
     lines += ["", "## B. Decomposition of the validation -> test change", "",
               "| model | mechanism | metric | total | covariate | conditional | unseen | planted "
               "term's share | planted term's interval excludes 0 | zero terms' intervals cover 0 "

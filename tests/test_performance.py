@@ -210,6 +210,16 @@ def test_accuracy_estimate_within_three_points(fitted, mech, kw):
     assert e.calibration != "none"
 
 
+@pytest.mark.parametrize("mech, chosen", [("prior", "em"), ("covariate", "none"), ("none", "em")])
+def test_auto_priors_follow_what_explains_the_test_inputs(fitted, mech, chosen):
+    c, Pv, Pt = fitted[mech]
+    r = pf.fit_density_ratio(c.X_val, c.X_test, P_val=Pv, P_test=Pt, seed=0)
+    e = pf.estimate_accuracy(Pv, c.y_val, Pt, ratio=r, priors_test="auto", n_boot=50)
+    assert e.priors_source == chosen, (e.label_shift_gap, e.label_shift_band)
+    assert abs(e.estimate - np.mean(Pt.argmax(axis=1) == c.y_test)) < 0.03
+    assert ("class shares alone explains" in e.sentence()) == (chosen == "em")
+
+
 def test_given_priors_equal_to_validation_change_nothing(fitted):
     c, Pv, Pt = fitted["none"]
     a = pf.estimate_accuracy(Pv, c.y_val, Pt, calibration="temperature", n_boot=20)
@@ -244,8 +254,10 @@ def test_bad_inputs_raise_with_a_hint(fitted):
         pf.estimate_accuracy(Pv, c.y_val + 1, Pt)
     with pytest.raises(ValueError, match="priors_test must be 3 non-negative shares summing to 1"):
         pf.estimate_accuracy(Pv, c.y_val, Pt, priors_test=[0.5, 0.5, 0.5])
-    with pytest.raises(ValueError, match="priors_test must be None, 'em' or an array"):
+    with pytest.raises(ValueError, match="priors_test must be None, 'em', 'auto' or an array"):
         pf.estimate_accuracy(Pv, c.y_val, Pt, priors_test="bbse")
+    with pytest.raises(ValueError, match="priors_test='auto' .* pass ratio=fit_density_ratio"):
+        pf.estimate_accuracy(Pv, c.y_val, Pt, priors_test="auto")
     with pytest.raises(ValueError, match="calibration must be None or one of"):
         pf.estimate_accuracy(Pv, c.y_val, Pt, calibration="platt")
     with pytest.raises(ValueError, match="n_boot must be a positive integer"):
