@@ -236,31 +236,54 @@ def _em_steps(A, pi, tol, max_iter):
     return pi
 
 
-def _ml_shares(QT, pi_from, start, tol=1e-9, max_iter=50):
+def _ml_shares(QT, pi_from, start, tol=1e-9, max_iter=100):
     """Test class shares from class-major calibrated probabilities (EM's fixed point), from ``start``.
 
     The fixed point of EM (Saerens et al. 2002; :func:`shift.em_priors`, which
-    tests compare) maximises the likelihood L(pi) = mean_i log(A_i . pi) with
-    A = Q / pi_from over the simplex; Newton's method on the simplex finds it in
-    a few steps where EM can take hundreds. A step that would leave the simplex
-    hands over to EM (a share going to zero).
+    tests compare) maximises the concave likelihood L(pi) = mean_i log(A_i . pi)
+    with A = Q / pi_from over the simplex; Newton's method on the simplex finds it
+    in a few steps where EM can take hundreds. A share a step would take below
+    zero is set to zero and held there while the gradient says so (an active
+    set; at the optimum a zero share has dL/dpi_c <= 1). EM finishes if Newton
+    has not settled after ``max_iter`` steps.
     """
     A = QT / pi_from[:, None]                                # (k, n)
+    k = len(A)
     pi = np.array(start, dtype=np.float64)
+    free = pi > 0
     for _ in range(max_iter):
         s = pi @ A                                           # (n,) likelihood of each row
         G = A / np.maximum(s, 1e-300)                        # (k, n) d log s / d pi
-        g, M = G.mean(axis=1), G @ G.T / A.shape[1]          # gradient; minus the Hessian
-        # on the simplex: pi + (d, -sum d), so gradient g[:-1] - g[-1], Hessian with the same basis
-        Mr = M[:-1, :-1] - M[:-1, -1:] - M[-1:, :-1] + M[-1, -1]
-        d = np.linalg.solve(Mr + 1e-12 * np.eye(len(Mr)), g[:-1] - g[-1])
-        step = np.r_[d, -d.sum()]
-        if (pi + step <= 0).any():
-            return _em_steps(A, pi, tol, 1000)
-        pi = pi + step
-        if np.abs(step).max() < tol:
+        g = G.mean(axis=1)                                   # gradient
+        held = ~free & (g > 1 + 1e-9)                        # a zero share the gradient wants back
+        if held.any():
+            free |= held
+            pi = np.where(held, 1e-6, pi)
+            pi /= pi.sum()
+            continue
+        idx = np.flatnonzero(free)
+        if len(idx) < 2:
             return pi / pi.sum()
-    return _em_steps(A, np.array(start, dtype=np.float64), tol, 1000)   # Newton did not settle
+        M = G[idx] @ G[idx].T / A.shape[1]                   # minus the Hessian on the free shares
+        gf = g[idx]
+        # on the simplex: pi + (d, -sum d), so gradient gf[:-1] - gf[-1], Hessian likewise
+        Mr = M[:-1, :-1] - M[:-1, -1:] - M[-1:, :-1] + M[-1, -1]
+        d = np.linalg.solve(Mr + 1e-12 * np.eye(len(Mr)), gf[:-1] - gf[-1])
+        step = np.zeros(k)
+        step[idx] = np.r_[d, -d.sum()]
+        down = step < 0
+        t = 1.0
+        if down.any():
+            ratios = pi[down] / -step[down]
+            if ratios.min() < 1.0:                           # a share would cross zero: stop there
+                t = float(ratios.min())
+                hit = np.flatnonzero(down)[np.argmin(ratios)]
+                free[hit] = False
+        pi = np.maximum(pi + t * step, 0.0)
+        pi[~free] = 0.0
+        if t == 1.0 and np.abs(step).max() < tol:
+            return pi / pi.sum()
+    return _em_steps(A, np.maximum(pi, 1e-12) / np.maximum(pi, 1e-12).sum(), tol, 1000)
 
 
 def _predicted_proba(QT, pred, pi_from, pi_to):
@@ -469,23 +492,29 @@ def estimate_accuracy(P_val, y_val, P_test, *, ratio=None, priors_test=None, cal
     test rows of the calibrated probability of the class the model predicts
     (``argmax P_test``, whatever the calibration), plus the calibration's
     leftover error on validation (mean of correct minus calibrated probability)
-    for the test rows on the shared support. With ``ratio``, validation rows
-    are weighted by the density ratio (on the shared support) in the
-    calibrator's choice, its fit and that correction: a doubly robust estimate
-    under covariate shift (right if either the calibration or the weights
-    are). For changed class shares, pass ``priors_test`` (``"auto"`` lets
-    :data:`LABEL_SHIFT_RULE` decide between EM's shares and none from the
-    domain classifier). Nothing can vouch
-    for test rows train never showed (``unseen_share``), nor for a changed
-    P(label | inputs).
+    for the test rows on the shared support. Valid when what was learnt on
+    validation holds on test, in one of two ways:
+
+    - the inputs moved, P(label | inputs) did not (covariate shift): pass
+      ``ratio``; validation rows are weighted by the density ratio (on the
+      shared support) in the calibrator's choice, its fit and that correction,
+      a doubly robust estimate (right if either the calibration or the weights
+      are);
+    - the class shares moved, P(inputs | label) did not (prior shift): pass
+      ``priors_test`` (``"em"`` or the shares); the calibration is then
+      unweighted and Bayes' rule moves it to the new shares.
+
+    ``priors_test="auto"`` (with ``ratio``) picks between the two with
+    :data:`LABEL_SHIFT_RULE`. Nothing can vouch for test rows train never
+    showed (``unseen_share``), nor for a changed P(label | inputs).
 
     The interval is a percentile bootstrap of ``n_boot`` replicates, each with
     validation rows resampled (the calibrator's parameters refitted, with one of
     the ratio's refits; the calibrator's choice is not re-made; 25 such refits
-    are used in turn), test rows resampled (EM re-run when ``priors_test="em"``),
-    and each resampled row's correctness drawn from its calibrated probability:
-    an interval for the accuracy the test file's labels would show. A given
-    ``priors_test`` array is taken as exact.
+    are used in turn), test rows resampled (EM re-run when EM's shares are
+    used), and each resampled row's correctness drawn from its calibrated
+    probability: an interval for the accuracy the test file's labels would
+    show. A given ``priors_test`` array is taken as exact.
 
     Parameters
     ----------
@@ -496,16 +525,19 @@ def estimate_accuracy(P_val, y_val, P_test, *, ratio=None, priors_test=None, cal
     P_test : ndarray of shape (n_test, n_classes)
         The model's probabilities on test.
     ratio : DensityRatio or None
-        :func:`fit_density_ratio` of these validation and test rows' inputs;
-        None leaves validation unweighted.
+        :func:`fit_density_ratio` of these validation and test rows; it weights
+        the calibration unless EM's or given shares are used, and gives
+        ``unseen_share``. None leaves validation unweighted.
     priors_test : None, "em", "auto" or ndarray of shape (n_classes,)
         Test's class shares to re-weight to (Bayes' rule, from validation's
         shares): None leaves the probabilities as calibrated, ``"em"`` estimates
         them from the calibrated test probabilities (the maximum-likelihood
         shares EM converges to, Saerens et al. 2002, as :func:`shift.em_priors`),
-        ``"auto"`` (needs ``ratio``) uses EM's shares when
-        :data:`LABEL_SHIFT_RULE` says they explain the test inputs, none
-        otherwise (decided once; the bootstrap does not re-decide).
+        ``"auto"`` (needs ``ratio``) decides with :data:`LABEL_SHIFT_RULE`
+        (on the unweighted calibration): EM's shares when a change of class
+        shares explains the test inputs, otherwise the ratio-weighted
+        calibration and validation's shares. Decided once; the bootstrap does
+        not re-decide.
     calibration : str or None
         A key of :data:`CALIBRATORS`; None chooses by cross-validation on validation.
     n_boot : int
@@ -518,8 +550,8 @@ def estimate_accuracy(P_val, y_val, P_test, *, ratio=None, priors_test=None, cal
 
     Notes
     -----
-    About 3 s for 40,000 validation and 40,000 test rows of 3 classes with
-    200 replicates (``bench/performance_check.py --timing``).
+    About a second for 40,000 validation and 40,000 test rows of 3 classes
+    with 200 replicates (``bench/performance_check.py --timing``).
     """
     P_val = _check_proba("P_val", P_val)
     k = P_val.shape[1]
@@ -528,23 +560,12 @@ def estimate_accuracy(P_val, y_val, P_test, *, ratio=None, priors_test=None, cal
     n_boot = _positive_int("n_boot", n_boot)
     _z(level)                                           # checks level
     n_val, n_test = len(P_val), len(P_test)
-    if ratio is None:
-        w0, w_refit = np.ones(n_val), np.ones((1, n_val))
-    elif ratio.val.shape != (n_val,) or ratio.test.shape != (n_test,):
+    if ratio is not None and (ratio.val.shape != (n_val,) or ratio.test.shape != (n_test,)):
         raise ValueError(f"ratio was fitted on {len(ratio.val)} validation and {len(ratio.test)} "
                          f"test rows, not these {n_val} and {n_test}")
-    else:
-        inside = lambda r: np.where(r <= ratio.threshold, r, 0.0)  # noqa: E731
-        w0 = inside(ratio.val)
-        w_refit = inside(ratio.val_refits) if len(ratio.val_refits) else w0[None, :]
-    if calibration is None:
-        calibration, scores = choose_calibrator(P_val, y_val, weights=w0, seed=seed)
-    elif calibration in CALIBRATORS:
-        scores = ()
-    else:
+    if calibration is not None and calibration not in CALIBRATORS:
         raise ValueError(f"calibration must be None or one of {list(CALIBRATORS)}, got "
                          f"{calibration!r}")
-    cal = CALIBRATORS[calibration]
     if isinstance(priors_test, str):
         if priors_test not in ("em", "auto"):
             raise ValueError(f"priors_test must be None, 'em', 'auto' or an array, got "
@@ -573,17 +594,39 @@ def estimate_accuracy(P_val, y_val, P_test, *, ratio=None, priors_test=None, cal
     right_val = (pred_val == y_val).astype(np.float64)
     inside = np.ones(n_test, dtype=bool) if ratio is None else ratio.test <= ratio.threshold
 
+    def calibrate(weights):
+        name, sc = (calibration, ()) if calibration else \
+            choose_calibrator(P_val, y_val, weights=weights, seed=seed)
+        return name, sc, CALIBRATORS[name].fit(PvT, y_val, weights)
+
+    gap = band = None
+    weighted = ratio is not None and source == "none"
+    if source == "auto":
+        # under a change of class shares P(y | x) changes too: Bayes' rule, not weights, fixes it
+        name, scores, params = calibrate(np.ones(n_val))
+        cal = CALIBRATORS[name]
+        gap, band = _label_shift_gap(cal.apply(PvT, params), cal.apply(PtT, params), ratio,
+                                     pi_val)
+        source = "em" if gap <= LABEL_SHIFT_RULE.threshold + band else "none"
+        weighted = source == "none"
+    if weighted:
+        in_support = lambda r: np.where(r <= ratio.threshold, r, 0.0)  # noqa: E731
+        w0 = in_support(ratio.val)
+        w_refit = in_support(ratio.val_refits) if len(ratio.val_refits) else w0[None, :]
+    else:
+        w0, w_refit = np.ones(n_val), np.ones((1, n_val))
+    if gap is None or weighted:
+        name, scores, params0 = calibrate(w0)
+    else:
+        params0 = params
+    calibration, cal = name, CALIBRATORS[name]
+
     def residual(rows, wv, params):
         """Weighted mean over validation rows of (correct - calibrated p of the predicted class)."""
         pv = cal.apply(PvT.take(rows, axis=1), params).ravel()[_flat(pred_val[rows], len(rows))]
         return float(wv @ (right_val[rows] - pv) / wv.sum())
 
-    params0 = cal.fit(PvT, y_val, w0)
     Q0 = cal.apply(PtT, params0)                                         # (k, n_test)
-    gap = band = None
-    if source == "auto":
-        gap, band = _label_shift_gap(cal.apply(PvT, params0), Q0, ratio, pi_val)
-        source = "em" if gap <= LABEL_SHIFT_RULE.threshold + band else "none"
     pri0 = _ml_shares(Q0, pi_val, pi_val) if source == "em" else given
     p0 = _predicted_proba(Q0, pred, pi_val, pri0)
     resid0 = residual(np.arange(n_val), w0, params0)
@@ -614,7 +657,7 @@ def estimate_accuracy(P_val, y_val, P_test, *, ratio=None, priors_test=None, cal
     return AccuracyEstimate(
         estimate=float(p0.mean() + inside.mean() * resid0), low=float(low), high=float(high),
         level=float(level), calibration=calibration, calibration_scores=scores,
-        correction=resid0, weighted=ratio is not None,
+        correction=resid0, weighted=weighted,
         unseen_share=None if ratio is None else float(1 - inside.mean()),
         uncalibrated=float(P_test.max(axis=1).mean()),
         validation_accuracy=float(right_val.mean()),
@@ -925,8 +968,8 @@ def decompose(X_val, values_val, X_test, values_test, *, metric="log loss", high
         Its name, for :meth:`Decomposition.sentence`.
     higher_is_better : bool
     ratio : DensityRatio or None
-        A fitted ratio for these rows; None fits one (``threshold``, ``n_refit``,
-        ``max_rows``, ``seed``).
+        A fitted ratio for these rows (its own threshold is used); None fits one
+        from the inputs alone (``threshold``, ``n_refit``, ``max_rows``, ``seed``).
     threshold, n_refit, max_rows : see :func:`fit_density_ratio`
     n_boot : int
         Row bootstraps.

@@ -81,6 +81,18 @@ def test_ml_shares_match_shift_em_priors(k):
                                shift.em_priors(Q, pi_from), atol=1e-6)
 
 
+@pytest.mark.parametrize("scale", [1e-3, 0.05])
+def test_ml_shares_match_em_when_a_class_vanishes_from_test(scale):
+    rng = np.random.default_rng(6)
+    Q = pf._softmax(rng.normal(size=(3000, 3)) * 3)
+    Q[:, 2] *= scale                      # the test rows hardly look like class 2
+    Q /= Q.sum(axis=1, keepdims=True)
+    pi_from = np.array([.3, .3, .4])
+    ref = shift.em_priors(Q, pi_from, tol=1e-12, max_iter=100_000)
+    np.testing.assert_allclose(pf._ml_shares(np.ascontiguousarray(Q.T), pi_from, pi_from), ref,
+                               atol=1e-7)
+
+
 def test_predicted_proba_reweighting_matches_prior_correction():
     rng = np.random.default_rng(5)
     Q = pf._softmax(rng.normal(size=(50, 3)))
@@ -216,6 +228,7 @@ def test_auto_priors_follow_what_explains_the_test_inputs(fitted, mech, chosen):
     r = pf.fit_density_ratio(c.X_val, c.X_test, P_val=Pv, P_test=Pt, seed=0)
     e = pf.estimate_accuracy(Pv, c.y_val, Pt, ratio=r, priors_test="auto", n_boot=50)
     assert e.priors_source == chosen, (e.label_shift_gap, e.label_shift_band)
+    assert e.weighted == (chosen == "none")      # shares moved: Bayes' rule, not weights
     assert abs(e.estimate - np.mean(Pt.argmax(axis=1) == c.y_test)) < 0.03
     assert ("class shares alone explains" in e.sentence()) == (chosen == "em")
 
