@@ -227,8 +227,8 @@ def _check_sample_weight(sample_weight, n):
         raise ValueError(f"sample_weight must be finite and >= 0; "
                          f"sample_weight[{i}] = {w[i]}")
     if w.sum() <= 0:
-        raise ValueError("sample_weight is zero on every row (it sums to 0); give at least one "
-                         "sample a positive weight")
+        raise ValueError("sample_weight sums to 0 (it is zero on every row); give at least "
+                         "one sample a positive weight")
     return w
 
 

@@ -44,7 +44,7 @@ def test_weights_change_the_fit():
 
 
 @pytest.mark.parametrize("bad, words", [(np.ones(5), "shape"), (-1.0, ">= 0"),
-                                        (np.nan, "finite"), (0.0, "zero on every row")])
+                                        (np.nan, "finite"), (0.0, "sums to 0")])
 def test_bad_weights_refused(bad, words):
     X, y = _data()
     w = bad if isinstance(bad, np.ndarray) else np.full(len(y), bad)
