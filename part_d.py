@@ -330,6 +330,7 @@ class Trained:
     params: dict
     source: Any
     replayed: bool = False
+    weights: Any = None         # ``mitigations.RowWeights`` of a ``Prepare.WEIGHTS`` row, else None
 
     @property
     def name(self):
@@ -358,6 +359,16 @@ def _needs_val(params):
     return bool(params.get("early_stopping"))
 
 
+def weighted_fit_job(label, params, data, weights, validate):
+    """One training with per-row weights ``weights`` (shape (n_train,), ``MLP.fit``'s
+    ``sample_weight``) and its ``evaluate`` scores (in a worker): a ``Fitted``."""
+    from training import _progress
+    model = mlp.MLP(**params)
+    model.fit(data.X_train, data.y_train, data.X_val if validate else None, data.y_val if validate else None,
+              progress=_progress(label, params["n_iter"]), sample_weight=weights)
+    return Fitted(model, evaluate(model, data))
+
+
 def mitigations_step(ctx, networks, diagnosis):
     """Step ``D.mitigations``: queue the trainings of Part D's mitigations of the diagnosed
     network, one per row that ``mitigations.plan`` gives for the verdict (those answering
@@ -365,7 +376,8 @@ def mitigations_step(ctx, networks, diagnosis):
 
     Each row is prepared by its ``mitigations.Prepare``: options retrain on the run's
     data, changed data is encoded afresh, a post-hoc correction wraps the baseline
-    (nothing trained). A row with ``replay`` is not trained again when the baseline's
+    (nothing trained), row weights are computed here from the encoded training and test
+    features (never test labels) and the row retrains with them. A row with ``replay`` is not trained again when the baseline's
     own training record gives its exact result.
     """
     cfg, act = ctx.cfg, diagnosis.network
@@ -382,6 +394,9 @@ def mitigations_step(ctx, networks, diagnosis):
             model = m.make(baseline, np.bincount(y, minlength=len(ctx.dataset.classes)) / len(y))
             out.append(Trained(planned, data, params, _done(Fitted(model, evaluate(model, data)))))
             continue
+        weights = None
+        if m.prepare is mitigations.Prepare.WEIGHTS:     # from train's and test's features, never test labels
+            weights = m.make(data.X_train, data.X_test, cfg.seed)
         replay = m.replay(baseline, params) if m.replay is not None else None
         if replay is not None:
             out.append(Trained(planned, data, params, _done(Fitted(replay, evaluate(replay, data))), replayed=True))
@@ -389,9 +404,14 @@ def mitigations_step(ctx, networks, diagnosis):
         validate = _needs_val(params)
         kw = fit_params(cfg, activation=act, **params)
         name = planned.name
-        fut = ctx.jobs.submit(("fit", f"{act} {name}", validate, tuple(sorted(kw.items()))), fit_scored_job,
-                              f"{act} {name}", kw, data.arrays(), validate, priority=JOB_PRIORITY, group="D")
-        out.append(Trained(planned, data, params, fut))
+        key = ("fit", f"{act} {name}", validate, tuple(sorted(kw.items())))
+        if weights is None:
+            fut = ctx.jobs.submit(key, fit_scored_job, f"{act} {name}", kw, data.arrays(), validate,
+                                  priority=JOB_PRIORITY, group="D")
+        else:
+            fut = ctx.jobs.submit(key + ("weighted",), weighted_fit_job, f"{act} {name}", kw, data.arrays(),
+                                  weights.weights, validate, priority=JOB_PRIORITY, group="D")
+        out.append(Trained(planned, data, params, fut, weights=weights))
     return out
 
 
@@ -498,6 +518,7 @@ class DResult(PartResult):
     loss_fall: Any              # (fall, k, last loss) of the suspect-free network, or None
     iterations: int
     performance: Any = None     # ``Performance``: test accuracy without labels, the change's terms
+    weighting: dict = None      # mitigation name -> ``mitigations.RowWeights.to_dict()`` (weighted rows)
 
     @property
     def suspects(self):
@@ -584,7 +605,7 @@ class DResult(PartResult):
                 "headline": self.headline,
                 "sample": None if self.diagnosis.sample is None else self.diagnosis.sample.to_dict(),
                 "performance": None if self.performance is None else self.performance.to_dict(),
-                "performance_summary": self.performance_sentences}
+                "performance_summary": self.performance_sentences, "importance_weighting": self.weighting or {}}
 
 
 # What a suspect's mechanism means, per verdict kind (sentences are built from it).
@@ -699,11 +720,14 @@ def compute(ctx):
             best_iters[name] = fitted.model.best_iter_
 
     record("baseline", Fitted(model, evals[act]), {}, "baseline")
+    weighting = {}
     removal = None
     for m in plan.d_mitigations.result():
         if m.replayed:
             replayed.append(m.name)
         record(m.name, m.source.result(), m.params, m.planned.mitigation.name, m.answers)
+        if m.weights is not None:
+            weighting[m.name] = m.weights.to_dict()
         if m.drops and removal is None:
             removal = m.name
     combo = plan.d_combination.result().result()
@@ -726,7 +750,8 @@ def compute(ctx):
                    predicted_shares=shares, attribution_share=share, diagnosis=diag, dataset=ds,
                    mitigations=results, params=params, kinds=kinds, replayed=replayed, best_iters=best_iters,
                    by_val=by_val, recommended=recommended, reason=reason, fix=fix, root_cause=root,
-                   touches_cause=touches, loss_fall=loss_fall, iterations=cfg.iterations, performance=perf)
+                   touches_cause=touches, loss_fall=loss_fall, iterations=cfg.iterations, performance=perf,
+                   weighting=weighting)
 
 
 # The evidence columns Part D's table shows (those ``shift.diagnose`` filled), in order.
@@ -944,6 +969,14 @@ def _mitigation_lines(res):
     else:
         lines.append("Test has no labels, so no mitigation's test accuracy can be measured; the table "
                      "gives validation scores only.")
+    for name, w in (res.weighting or {}).items():
+        lines.append(f"{rp.literal(name)}: each training row weighted by p_test(x)/p_train(x) from a classifier "
+                     f"telling training rows from test rows by their features (ROC AUC {w['domain_auc']:.3f}; each "
+                     f"row's weight from a fit that did not see it; no test labels), capped at {w['clip']:g} times "
+                     f"the mean ({100 * w['clipped_share']:.1f}% of rows capped) and rescaled to mean 1: "
+                     f"{w['effective_rows']:,.0f} effective training rows of {w['rows']:,}. Like every row it is "
+                     "chosen or not by its plain validation accuracy (validation, cut from the training file, "
+                     "has train's inputs, so it cannot rank a correction toward test's).")
     lines.append(f"Rule: {VALIDATION_BLIND.description}.")
     return lines
 

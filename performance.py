@@ -651,11 +651,12 @@ def estimate_accuracy(P_val, y_val, P_test, *, ratio=None, priors_test=None, cal
         Qb = Q.take(it, axis=1)
         pri = _ml_shares(Qb, pi_b, pri0) if source == "em" else given
         p = _predicted_proba(Qb, pred[it], pi_b, pri)
-        reps[b] = np.mean(rng.random(n_test) < p) + np.mean(inside[it]) * resid
+        # an accuracy is a share: the leftover-error correction must not carry it past 0 or 1
+        reps[b] = min(max(np.mean(rng.random(n_test) < p) + np.mean(inside[it]) * resid, 0.0), 1.0)
     alpha = (1 - level) / 2
     low, high = np.quantile(reps, [alpha, 1 - alpha])
     return AccuracyEstimate(
-        estimate=float(p0.mean() + inside.mean() * resid0), low=float(low), high=float(high),
+        estimate=float(np.clip(p0.mean() + inside.mean() * resid0, 0.0, 1.0)), low=float(low), high=float(high),
         level=float(level), calibration=calibration, calibration_scores=scores,
         correction=resid0, weighted=weighted,
         unseen_share=None if ratio is None else float(1 - inside.mean()),

@@ -250,6 +250,21 @@ def test_unseen_share_is_reported_with_a_ratio(fitted):
     assert "of test rows lie where train has (almost) no rows" in e.sentence()
 
 
+def test_an_accuracy_and_its_interval_stay_within_0_and_1():
+    """An underconfident model, always right on validation though only 55% sure, and sure on
+    test: the calibration's leftover error (+0.45) pushed the estimate and its replicates
+    above 100% before they were bounded."""
+    rng = np.random.default_rng(0)
+    Pv = np.full((40, 2), 0.45)
+    Pv[np.arange(40), rng.integers(0, 2, 40)] = 0.55
+    yv = Pv.argmax(axis=1)                                   # every validation row right
+    Pt = np.full((500, 2), 0.02)
+    Pt[:, 0] = 0.98
+    e = pf.estimate_accuracy(Pv, yv, Pt, calibration="none", n_boot=50)
+    assert e.correction == pytest.approx(0.45)
+    assert e.estimate == 1.0 and e.low <= e.high == 1.0
+
+
 def test_calibrator_choice_prefers_a_calibrator_for_an_overconfident_model(fitted):
     c, Pv, _ = fitted["none"]
     name, scores = pf.choose_calibrator(Pv, c.y_val)
