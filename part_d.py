@@ -242,15 +242,19 @@ class Performance:
         e = self.estimate
         return None if self.true_accuracy is None else bool(e.low <= self.true_accuracy <= e.high)
 
-    def check_sentence(self):
-        """The labelled self-check in one sentence ("" without labels)."""
+    def check_sentence(self, after_estimate=False):
+        """The labelled self-check in one sentence ("" without labels); ``after_estimate``: the
+        short form that follows the estimate's own sentence."""
         if self.true_accuracy is None:
             return ""
         e = self.estimate
+        off = (f"{100 * self.true_accuracy:.1f}%, so the estimate is off by {100 * abs(self.error):.1f} points "
+               f"({'inside' if self.covered else 'outside'} its interval)")
+        if after_estimate:
+            return f"The test labels show {off}."
         return (f"Estimated from validation without test labels, test accuracy would have been "
                 f"{100 * e.estimate:.1f}% ({100 * e.level:g}% interval {100 * e.low:.1f}% to {100 * e.high:.1f}%); "
-                f"the labels show {100 * self.true_accuracy:.1f}%, so the estimate is off by "
-                f"{100 * abs(self.error):.1f} points ({'inside' if self.covered else 'outside'} its interval).")
+                f"the labels show {off}.")
 
     def to_dict(self):
         e = self.estimate
@@ -874,7 +878,7 @@ def _render_performance(res, out):
     r.heading("Test accuracy without test labels, and what the change is made of", 3)
     lines = [e.sentence()]
     if p.change is not None:
-        lines.append(p.check_sentence())
+        lines.append(p.check_sentence(after_estimate=True))
         lines += list(p.change.sentences())
         lines.append(f"The terms come from one domain classifier telling validation rows from test rows by "
                      f"their inputs and the network's log probabilities (ROC AUC {p.change.ratio.auc:.3f}; 0.5: "
@@ -897,7 +901,7 @@ def _render_performance(res, out):
     out.save_figure(plots.interval_bars([TERM_TEXT[t] for t in DECOMPOSITION_TERMS],
                                         [100 * t.value for t in terms], [100 * t.low for t in terms],
                                         [100 * t.high for t in terms],
-                                        f"Validation to test: where the change in accuracy of {act} comes from",
+                                        f"Validation → test change in accuracy of {act}, by term",
                                         f"change in accuracy (points; bars: {100 * dec.level:g}% interval)"),
                     "d_decomposition.png", f"{rp.literal(act, code=True)}: the validation → test change of accuracy "
                                            "split into covariate, conditional and unseen terms")

@@ -1,7 +1,8 @@
 """How right ``performance.py`` is on generated cases it was not developed on, and how fast.
 
     python bench/performance_check.py [--seeds 100 120] [--model logistic mlp] [--n 10000]
-                                      [--timing] [--out out/bench/performance]
+                                      [--n-refit 3] [--timing] [--out out/bench/performance]
+    python bench/performance_check.py --diagnose-rows 50000 200000 1000000
 
 For each seed (development used seeds 0-2; the defaults start at 100) and model,
 ``performance.make_case`` draws a world and plants each mechanism in test (train
@@ -24,6 +25,12 @@ model, so the interval carries every source of randomness. ``--timing`` times
 each function on 40,000 validation and 40,000 test rows of 12 features
 (median of 3, one thread; wall and CPU seconds, since the machine may be
 running other work).
+
+``--n-refit`` sets the density ratio's refits (default 3, as Part D calls it:
+``part_d.RATIO_OPTIONS``). ``--diagnose-rows N ...`` instead times
+``shift.diagnose`` (its proxy model, one thread for OpenMP) on generated
+training files of N rows and test files of N/2 (``bench/shift_cases.py``, a
+covariate shift, seed 3): the cost behind ``part_d.SAMPLE_ROWS``.
 
 Writes ``accuracy.csv`` and ``decomposition.csv`` (one row per case, written as
 it goes), ``summary.md`` (the tables) and ``summary.json`` into ``--out``.
@@ -96,7 +103,7 @@ def run_cases(args):
                 truth = float(np.mean(P_test.argmax(axis=1) == c.y_test))
                 t = time.perf_counter()
                 ratio = pf.fit_density_ratio(c.X_val, c.X_test, P_val=P_val, P_test=P_test,
-                                             seed=seed)
+                                             seed=seed, n_refit=args.n_refit)
                 ratio_s = time.perf_counter() - t
                 for name, (use_ratio, priors) in VARIANTS.items():
                     t = time.perf_counter()
@@ -215,6 +222,11 @@ def _tables(acc_rows, dec_rows, args):
                      f"{r['max_abs_error']:.3f} | {_fmt(*r['within_3_points'], pct=True)} | "
                      f"{_fmt(*r['coverage'], pct=True)} | {r['width'][0]:.3f} | "
                      f"{_fmt(*r['em_used'], pct=True)} |")
+    lines += ["", "Within 3 points, mechanisms pooled (what Part D calls, `ratio+auto`): all of them, "
+              "and those an estimate without labels can answer (none, covariate, prior; not a "
+              "changed P(label | inputs) nor inputs train never showed):", ""]
+    for r in _pooled_within(acc_rows):
+        lines.append(f"- {r}")
     lines += ["", "## B. Decomposition of the validation -> test change", "",
               "| model | mechanism | metric | total | covariate | conditional | unseen | planted "
               "term's share | planted term's interval excludes 0 | zero terms' intervals cover 0 "
@@ -230,6 +242,20 @@ def _tables(acc_rows, dec_rows, args):
                      f"{_fmt(*r['covariate'])} | {_fmt(*r['conditional'])} | "
                      f"{_fmt(*r['unseen'])} | {share} | {excl} | {cover} |")
     return lines
+
+
+def _pooled_within(acc_rows):
+    """'within 3 points' of the ``ratio+auto`` variant pooled over mechanisms, per model."""
+    out = []
+    for model in dict.fromkeys(r["model"] for r in acc_rows):
+        rows = [r for r in acc_rows if r["model"] == model and r["variant"] == "ratio+auto"]
+        for label, keep in (("all mechanisms", rows),
+                            ("none, covariate, prior", [r for r in rows if r["mechanism"] in
+                                                        ("none", "covariate", "prior")])):
+            n = sum(r["seeds"] for r in keep)
+            k = sum(round(r["within_3_points"][0] * r["seeds"]) for r in keep)
+            out.append(f"{model}, {label}: {k} of {n} cases, {_fmt(*_wilson(k, n), pct=True)}")
+    return out
 
 
 def write_summary(acc_rows, dec_rows, timing, args):
@@ -282,6 +308,25 @@ def run_timing(n=40_000, repeats=3):
     return out
 
 
+def run_diagnose_rows(sizes, out):
+    """Seconds of ``shift.diagnose`` on generated files of each size (train n, test n/2)."""
+    sys.path.insert(0, os.path.join(ROOT, "bench"))
+    import shift
+    import shift_cases
+    rows = []
+    for n in sizes:
+        c = shift_cases.make("covariate_shift", 3, size=(n, n // 2))
+        t, c0 = time.perf_counter(), time.process_time()
+        d = shift.diagnose(c.train, c.test, c.target, c.numeric, c.categorical, seed=0)
+        rows.append(dict(train_rows=len(c.train), test_rows=len(c.test),
+                         features=len(c.numeric) + len(c.categorical),
+                         wall_seconds=time.perf_counter() - t, cpu_seconds=time.process_time() - c0,
+                         verdict=d.verdict.kind))
+        print(rows[-1], flush=True)
+    pd.DataFrame(rows).to_csv(os.path.join(out, "diagnose_rows.csv"), index=False)
+    return rows
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--seeds", type=int, nargs=2, default=(100, 120), metavar=("FIRST", "STOP"))
@@ -291,9 +336,15 @@ def main(argv=None):
     ap.add_argument("--n-boot", type=int, default=200)
     ap.add_argument("--timing", action="store_true", help="also time each call on 40k rows")
     ap.add_argument("--timing-only", action="store_true")
+    ap.add_argument("--n-refit", type=int, default=3, help="the density ratio's refits (Part D: 3)")
+    ap.add_argument("--diagnose-rows", type=int, nargs="+", default=None, metavar="N",
+                    help="only time shift.diagnose on generated files of N training rows (N/2 test)")
     ap.add_argument("--out", default=os.path.join(ROOT, "out", "bench", "performance"))
     args = ap.parse_args(argv)
     os.makedirs(args.out, exist_ok=True)
+    if args.diagnose_rows:
+        run_diagnose_rows(args.diagnose_rows, args.out)
+        return
     timing = run_timing() if args.timing or args.timing_only else {}
     if args.timing_only:
         write_summary([], [], timing, args)

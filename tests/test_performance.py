@@ -196,6 +196,9 @@ def test_sentence_is_written_from_the_numbers():
     assert "-0.01 ± 0.02 from inputs train" in s and "(0.4% of test rows)" in s
     s = _decomposition(0.004, 0.001, 0.003, 0.0, hw=0.01).sentence()
     assert "within noise of no change" in s and "-0.00" not in s
+    s = _decomposition(-0.004, 0.15, -0.154, 0.0, hw=0.00401).sentence()   # no direction: test minus validation
+    assert s.startswith("Of the -0.004 ± 0.004 change in accuracy") and "signed as test minus validation" in s
+    assert "0.150 ± 0.004 comes from inputs that moved" in s and "-0.154 ± 0.004 from a changed" in s
     s = _decomposition(0.05, 0.05, 0.0, 0.0, hw=0.002).sentence()
     assert "0.050 ± 0.002 rise in accuracy" in s and "(better on test)" in s
 
