@@ -151,8 +151,10 @@ class RowSample:
                 "test_rows_in_file": self.n_test, "stratified_by": "label"}
 
 
-def row_sample(dataset, seed, limit=SAMPLE_ROWS):
-    """The ``RowSample`` of ``dataset`` (a ``prep.Dataset``) at ``limit`` rows per file."""
+def row_sample(dataset, seed, limit=None):
+    """The ``RowSample`` of ``dataset`` (a ``prep.Dataset``) at ``limit`` rows per file
+    (None: ``SAMPLE_ROWS``)."""
+    limit = SAMPLE_ROWS if limit is None else limit
     y_tr = dataset.train[dataset.target].to_numpy()
     y_te = dataset.test[dataset.target].to_numpy() if dataset.test_labelled else np.zeros(len(dataset.test))
     return RowSample(limit=int(limit), seed=int(seed), n_train=len(dataset.train), n_test=len(dataset.test),
@@ -250,6 +252,10 @@ class Performance:
         e = self.estimate
         off = (f"{100 * self.true_accuracy:.1f}%, so the estimate is off by {100 * abs(self.error):.1f} points "
                f"({'inside' if self.covered else 'outside'} its interval)")
+        cond = None if self.change is None else self.change.accuracy.conditional
+        if not self.covered and cond is not None and cond.excludes_zero():
+            off += (f": the decomposition puts {100 * abs(cond.value):.1f} points of the change in a changed "
+                    "relationship between inputs and label, which no estimate without labels can see")
         if after_estimate:
             return f"The test labels show {off}."
         return (f"Estimated from validation without test labels, test accuracy would have been "

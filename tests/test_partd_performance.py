@@ -165,3 +165,23 @@ def test_part_d_trains_the_weighted_network_on_a_covariate_shift(tmp_path):
     md = ctx.report.to_markdown()
     assert "d_decomposition.png" in md and "effective training rows" in md
     assert (tmp_path / "tables" / "d_decomposition.csv").exists()
+
+
+def test_part_d_on_a_sample_says_which_rows_it_read(tmp_path, monkeypatch):
+    monkeypatch.setattr(part_d, "SAMPLE_ROWS", 600)
+    train, test, target, *_ = shift.make_shift_dataset("relationship_broken", seed=3, n_train=1500, n_test=700)
+    ctx = _computed(train, test, target, tmp_path)
+    d = ctx.results["D"]
+    sample = d.diagnosis.sample
+    assert sample.sampled and len(sample.train_rows) == 600 and len(sample.test_rows) == 600
+    assert d.performance.n_test == 600 and 0 < d.performance.n_val < len(ctx.data.y_val)   # val rows in the sample
+    m = json.loads(json.dumps(run_all.jsonable(d.to_metrics()), allow_nan=False))
+    assert m["sample"] == {"sampled": True, "limit": 600, "seed": ctx.cfg.seed, "train_rows": 600,
+                           "train_rows_in_file": 1500, "test_rows": 600, "test_rows_in_file": 700,
+                           "stratified_by": "label"}
+    assert m["performance"]["accuracy_estimate"]["n_test"] == 600
+    assert all(r["test_acc"] is not None for r in m["mitigations"])        # the networks: every test row
+    assert d.mitigations[0]["test_acc"] == pytest.approx(np.mean(
+        ctx.results["B"].scores[d.network]["test"]["pred"] == ctx.data.y_test))
+    part_d.render(d, ctx.output)
+    assert sample.sentence() in ctx.report.to_markdown() and "600 of the 1,500 training rows" in sample.sentence()
