@@ -4,8 +4,8 @@ Each row (``Mitigation``) declares its name (the id the diagnosis's verdict
 kinds lead to and ``metrics.json`` can be joined on), the row label the report
 shows, the verdict kinds it answers (``shift.KINDS``; none for a general
 option that is always tried), how it prepares the network (``Prepare``:
-retrain with options, retrain on changed data, or correct the outputs after
-the fact), whether the combined mitigation may merge it, and its one-line
+retrain with options, retrain on changed data, retrain with each training row
+weighted, or correct the outputs after the fact), whether the combined mitigation may merge it, and its one-line
 explanation for the report. Part D trains the rows; validation chooses among
 them (``part_d.recommend``), never test.
 

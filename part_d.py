@@ -5,7 +5,11 @@ module runs it on the best network of Part B (``diagnosis_step``), trains the
 mitigations (``mitigations_step``, ``combination_after``), chooses one on
 validation, and holds Part D's result (``DResult``), its rules, ``compute``,
 ``render`` and the sentences the summary quotes (``verdict_sentences``,
-``recommended_mitigation``, ``mitigation_sentences``).
+``recommended_mitigation``, ``mitigation_sentences``). From ``performance.py`` it
+adds the network's test accuracy estimated without test labels and, on a labelled
+test file, the validation -> test change split into covariate, conditional and
+unseen terms (``estimate_performance``). Files above ``SAMPLE_ROWS`` rows are
+diagnosed and estimated on a seeded sample stratified by label (``row_sample``).
 """
 import hashlib
 import re
