@@ -1043,10 +1043,8 @@ def _why_lines(res):
 
 
 def verdict_sentences(d):
-    """Part D's verdict in a few plain sentences, each ending with a full stop: the
-    result's own ``summary_sentences`` (``DResult`` builds them from the diagnosis), then
-    its ``performance_sentences`` (the accuracy estimate without test labels; with labels,
-    the decomposition of the validation -> test change and how far the estimate was off).
+    """Part D's verdict in one or two plain sentences, each ending with a full stop:
+    the result's own ``summary_sentences`` (``DResult`` builds them from the diagnosis).
 
     Parameters
     ----------
@@ -1059,8 +1057,25 @@ def verdict_sentences(d):
     if d is None:
         return ["Part D did not run, so there is no diagnosis."]
     own = d.summary_sentences
-    own = ([own] if isinstance(own, str) else list(own)) + list(getattr(d, "performance_sentences", []))
-    return [s for s in map(as_sentence, own) if s] or ["Part D reported no diagnosis."]
+    return [s for s in map(as_sentence, [own] if isinstance(own, str) else own) if s] or \
+        ["Part D reported no diagnosis."]
+
+
+def performance_sentences(d):
+    """What the summary says of the validation -> test change beside the verdict: the test
+    accuracy estimated without test labels (unlabelled test), or the change split into
+    covariate, conditional and unseen terms and how far that estimate was off (labelled);
+    the result's own ``performance_sentences``. Empty when Part D did not run or has none.
+
+    Parameters
+    ----------
+    d : Part D's result, or None
+
+    Returns
+    -------
+    list of str
+    """
+    return [s for s in map(as_sentence, getattr(d, "performance_sentences", None) or []) if s]
 
 
 def recommended_mitigation(d):

@@ -164,6 +164,7 @@ def test_unlabelled_test_with_string_labels_runs_end_to_end(tmp_path):
     assert d["performance_summary"] == [est["sentence"]]
     md = (out / "report.md").read_text()
     assert md.count("the expected accuracy on test is") >= 2         # the summary and Part D
+    assert "**Validation → test:** Without test labels, the expected accuracy on test is" in md
     assert "Checks that need test labels, skipped here:" in md
     assert "mid" in md and "high" in md
 

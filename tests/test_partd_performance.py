@@ -159,8 +159,9 @@ def test_part_d_trains_the_weighted_network_on_a_covariate_shift(tmp_path):
     assert m["performance"]["decomposition"]["accuracy"]["total"]["value"] == pytest.approx(
         d.performance.change.accuracy.total.value)
     assert d.performance.true_accuracy == pytest.approx(baseline["test_acc"])     # whole files: same rows
-    says = part_d.verdict_sentences(d)
-    assert says[-2] == d.performance.change.accuracy.sentence() and "off by" in says[-1]
+    says = part_d.performance_sentences(d)
+    assert says[0] == d.performance.change.accuracy.sentence() and "off by" in says[1] and len(says) == 2
+    assert part_d.performance_sentences(None) == []
     part_d.render(d, ctx.output)
     md = ctx.report.to_markdown()
     assert "d_decomposition.png" in md and "effective training rows" in md
