@@ -34,6 +34,14 @@ covariate shift, seed 3): the cost behind ``part_d.SAMPLE_ROWS``.
 
 Writes ``accuracy.csv`` and ``decomposition.csv`` (one row per case, written as
 it goes), ``summary.md`` (the tables) and ``summary.json`` into ``--out``.
+
+One run of the default command (seeds 100-119, 10,000 + 10,000 rows, 3 refits):
+``ratio+auto`` was within 3 points of the labels' accuracy in 55 of 60 none /
+covariate / prior cases with the logistic model (92%, Wilson 95% 82-96%; covariate
+alone 16 of 20) and 52 of 60 with the MLP (87%, 76-93%; covariate alone 13 of 20),
+and in none of the 40 conditional or unseen cases of either (errors about 21 points:
+no estimate without labels sees them). ``--diagnose-rows 50000 200000 1000000``:
+2.4 s, 31 s and 156 s (train 50k/200k/1M rows, test half that; one core).
 """
 from __future__ import annotations
 
