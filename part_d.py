@@ -912,7 +912,8 @@ def _render_performance(res, out):
                                         [100 * t.value for t in terms], [100 * t.low for t in terms],
                                         [100 * t.high for t in terms],
                                         f"Validation → test change in accuracy of {act}, by term",
-                                        f"change in accuracy (points; bars: {100 * dec.level:g}% interval)"),
+                                        f"change in accuracy (points; bars: {100 * dec.level:g}% interval)",
+                                        first_is_total=True),
                     "d_decomposition.png", f"{rp.literal(act, code=True)}: the validation → test change of accuracy "
                                            "split into covariate, conditional and unseen terms")
 
