@@ -55,6 +55,9 @@ SAMPLE_ROWS = 50_000
 # The performance estimates' cost bounds (``performance.fit_density_ratio``): 3 refitted
 # domain classifiers for the ratio's noise, each fitted on at most 10,000 rows of a file.
 RATIO_OPTIONS = {"n_refit": 3, "max_rows": 10_000}
+# Fewest validation and test rows the estimates run on: the domain classifier is cross-fitted
+# on 2 folds of at least 10 rows of each file (``performance.fit_density_ratio``).
+MIN_ESTIMATE_ROWS = 20
 
 
 def _slug(name, limit=60):
@@ -301,7 +304,10 @@ def estimate_performance(network, data, val_keep, test_rows, seed):
     Xv, yv, Xt = data.X_val[val_keep], data.y_val[val_keep], data.X_test[test_rows]
     Pv, Pt = network.predict_proba(Xv), network.predict_proba(Xt)
     ratio = performance.fit_density_ratio(Xv, Xt, P_val=Pv, P_test=Pt, seed=seed, **RATIO_OPTIONS)
-    est = performance.estimate_accuracy(Pv, yv, Pt, ratio=ratio, priors_test="auto", seed=seed)
+    # Bayes' rule to other class shares starts from validation's: only with every class in it
+    every = bool(np.all(np.bincount(yv, minlength=Pv.shape[1]) > 0))
+    est = performance.estimate_accuracy(Pv, yv, Pt, ratio=ratio, priors_test="auto" if every else None,
+                                        seed=seed)
     true = change = None
     if data.y_test is not None:
         yt = data.y_test[test_rows]
@@ -504,6 +510,9 @@ class DResult(PartResult):
     recommends (``recommended``, ``reason`` "validation"), ``fix`` the row that answers the
     verdict (None when the diagnosis names no cause beyond noise);
     ``touches_cause[i]`` applies ``TOUCHES_CAUSE``. ``labelled``: test has labels.
+    ``performance``: the test accuracy estimated without test labels and (labelled) the
+    validation -> test change in terms (``Performance``; None with ``performance_skipped``
+    saying why); ``weighting``: the weights of each importance-weighted row.
     """
     network: str
     labels: list
@@ -533,6 +542,7 @@ class DResult(PartResult):
     iterations: int
     performance: Any = None     # ``Performance``: test accuracy without labels, the change's terms
     weighting: dict = None      # mitigation name -> ``mitigations.RowWeights.to_dict()`` (weighted rows)
+    performance_skipped: str = ""   # why ``performance`` is None ("" when it ran)
 
     @property
     def suspects(self):
@@ -618,7 +628,8 @@ class DResult(PartResult):
                 | {"root_cause": self.root_cause},
                 "headline": self.headline,
                 "sample": None if self.diagnosis.sample is None else self.diagnosis.sample.to_dict(),
-                "performance": None if self.performance is None else self.performance.to_dict(),
+                "performance": ({"skipped": self.performance_skipped} if self.performance is None
+                                else self.performance.to_dict()),
                 "performance_summary": self.performance_sentences, "importance_weighting": self.weighting or {}}
 
 
@@ -714,7 +725,14 @@ def compute(ctx):
     # the accuracy estimate and the decomposition on the diagnosis's rows, while the workers train
     val_pos = ds.train.index.get_indexer(d.val_df.index)
     sample = diag.sample if diag.sample is not None else row_sample(ds, cfg.seed, limit=max(len(ds.train), len(ds.test)))
-    perf = estimate_performance(model, d, np.isin(val_pos, sample.train_rows), sample.test_rows, cfg.seed)
+    val_keep = np.isin(val_pos, sample.train_rows)
+    perf, perf_skipped = None, ""
+    if min(int(val_keep.sum()), len(sample.test_rows)) >= MIN_ESTIMATE_ROWS:
+        perf = estimate_performance(model, d, val_keep, sample.test_rows, cfg.seed)
+    else:
+        perf_skipped = (f"the accuracy estimate without test labels and the decomposition of the change need "
+                        f"at least {MIN_ESTIMATE_ROWS} validation and test rows; here {int(val_keep.sum())} and "
+                        f"{len(sample.test_rows)}")
     results, params, kinds, replayed, best_iters, models = [], [], [], [], {}, {}
     base_pred = p_test
 
@@ -765,7 +783,7 @@ def compute(ctx):
                    mitigations=results, params=params, kinds=kinds, replayed=replayed, best_iters=best_iters,
                    by_val=by_val, recommended=recommended, reason=reason, fix=fix, root_cause=root,
                    touches_cause=touches, loss_fall=loss_fall, iterations=cfg.iterations, performance=perf,
-                   weighting=weighting)
+                   weighting=weighting, performance_skipped=perf_skipped)
 
 
 # The evidence columns Part D's table shows (those ``shift.diagnose`` filled), in order.
@@ -861,6 +879,8 @@ def render(res, out):
 
     if res.performance is not None:
         _render_performance(res, out)
+    elif res.performance_skipped:
+        r.para(as_sentence(f"Not estimated: {res.performance_skipped}"))
 
     r.heading("Mitigations", 3)
     results = res.mitigations

@@ -186,3 +186,22 @@ def test_part_d_on_a_sample_says_which_rows_it_read(tmp_path, monkeypatch):
         ctx.results["B"].scores[d.network]["test"]["pred"] == ctx.data.y_test))
     part_d.render(d, ctx.output)
     assert sample.sentence() in ctx.report.to_markdown() and "600 of the 1,500 training rows" in sample.sentence()
+
+
+def test_too_few_rows_skip_the_estimates_and_say_why(tmp_path):
+    train, test, target, *_ = shift.make_shift_dataset("prior_shift", seed=2, n_train=90, n_test=35)
+    ctx = _computed(train, test, target, tmp_path)
+    d = ctx.results["D"]
+    assert d.performance is None and "at least 20 validation and test rows; here 18 and 35" in d.performance_skipped
+    assert d.to_metrics()["performance"] == {"skipped": d.performance_skipped}
+    assert part_d.performance_sentences(d) == []
+    part_d.render(d, ctx.output)
+    assert "Not estimated: the accuracy estimate without test labels" in ctx.report.to_markdown()
+
+
+def test_a_class_missing_from_validation_leaves_the_class_shares_alone():
+    net, data = _network_and_data()
+    keep = data.y_val != 0                                   # validation without class 0
+    p = part_d.estimate_performance(net, data, keep, np.arange(len(data.y_test)), seed=0)
+    assert p.estimate.priors_source == "none" and p.estimate.priors_val[0] < 1e-9
+    assert 0 <= p.estimate.low <= p.estimate.estimate <= p.estimate.high <= 1
