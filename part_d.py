@@ -905,7 +905,7 @@ def _render_performance(res, out):
     paragraph of sentences generated from the numbers, a table and one figure."""
     r, p, act = out.report, res.performance, res.network
     e = p.estimate
-    r.heading("Test accuracy without test labels, and what the change is made of", 3)
+    r.heading("Test accuracy without test labels" + ("" if p.change is None else ", and what the change is made of"), 3)
     lines = [e.sentence()]
     if p.change is not None:
         lines.append(p.check_sentence(after_estimate=True))
