@@ -4,8 +4,8 @@ Each row (``Mitigation``) declares its name (the id the diagnosis's verdict
 kinds lead to and ``metrics.json`` can be joined on), the row label the report
 shows, the verdict kinds it answers (``shift.KINDS``; none for a general
 option that is always tried), how it prepares the network (``Prepare``:
-retrain with options, retrain on changed data, or correct the outputs after
-the fact), whether the combined mitigation may merge it, and its one-line
+retrain with options, retrain on changed data, retrain with each training row
+weighted, or correct the outputs after the fact), whether the combined mitigation may merge it, and its one-line
 explanation for the report. Part D trains the rows; validation chooses among
 them (``part_d.recommend``), never test.
 
@@ -26,6 +26,7 @@ class Prepare(Enum):
     OPTIONS = "retrain on the same data with MLP options"
     DATA = "retrain on changed data"
     POST_HOC = "correct the baseline's outputs, no retraining"
+    WEIGHTS = "retrain on the same data with each training row weighted"
 
 
 @dataclass(frozen=True)
@@ -49,7 +50,9 @@ class Mitigation:
     make : callable or None
         ``Prepare.DATA``: ``(dataset, features, seed) -> prep.Dataset`` (None: the
         run's dataset, encoded with ``encode``); ``Prepare.POST_HOC``:
-        ``(baseline, train_shares) -> model`` with ``predict``.
+        ``(baseline, train_shares) -> model`` with ``predict``; ``Prepare.WEIGHTS``:
+        ``(X_train, X_test, seed) -> RowWeights`` from the encoded features (never
+        test labels), passed to ``MLP.fit(sample_weight=)``.
     encode : tuple of (str, value)
         ``Prepare.DATA``: options of ``prep.encode``.
     combinable : bool
@@ -123,6 +126,68 @@ def mask_like_test(dataset, columns, seed):
     return replace(dataset, train=train, test=test)
 
 
+# Importance weights are capped at this many times the mean ratio: a row weighted w counts
+# as w rows, and where test has an input more than ten times as often as train, train has
+# too few rows there for their ratio to be more than the domain classifier's noise (the odds
+# of a probability near 1 grow without bound). The cap bounds how much one row counts, so the
+# effective training size (Kish, reported) stays at least n / (largest weight).
+WEIGHT_CLIP = 10.0
+
+
+@dataclass(frozen=True, eq=False)
+class RowWeights:
+    """Per-row training weights and how they were made.
+
+    Attributes
+    ----------
+    weights : ndarray of shape (n_train,)
+        The density ratio p_test(x)/p_train(x) at each training row (out of fold),
+        clipped at ``clip`` and rescaled to mean 1.
+    clip : float
+    clipped_share : float
+        Share of training rows whose ratio was above ``clip``.
+    effective_rows : float
+        Kish's effective sample size (sum w)^2 / sum w^2 of the weighted training rows.
+    auc : float
+        Out-of-fold ROC AUC of the train-vs-test classifier (0.5: the inputs are alike).
+    """
+    weights: np.ndarray
+    clip: float
+    clipped_share: float
+    effective_rows: float
+    auc: float
+
+    def to_dict(self):
+        return {"clip": self.clip, "clipped_share": self.clipped_share, "effective_rows": self.effective_rows,
+                "rows": int(len(self.weights)), "domain_auc": self.auc,
+                "max_weight": float(self.weights.max()), "min_weight": float(self.weights.min())}
+
+
+def importance_weights(X_train, X_test, seed, clip=WEIGHT_CLIP, max_rows=10_000):
+    """``RowWeights`` for importance weighting: the density ratio p_test(x)/p_train(x) at each
+    training row from ``performance.fit_density_ratio`` (a cross-fitted classifier telling
+    training rows from test rows by their encoded features; never the labels, each row's
+    ratio from a classifier that did not see it), clipped at ``clip`` and rescaled to mean 1.
+
+    Parameters
+    ----------
+    X_train : ndarray of shape (n_train, n_features)
+    X_test : ndarray of shape (n_test, n_features)
+    seed : int
+    clip : float, > 1
+    max_rows : int, the classifier's rows per file (a subsample above it)
+    """
+    import performance
+    if not clip > 1:
+        raise ValueError(f"clip must be > 1 (a weight cap in multiples of the mean), got {clip!r}")
+    ratio = performance.fit_density_ratio(X_train, X_test, n_refit=0, max_rows=max_rows, seed=seed)
+    r = ratio.val / ratio.val.mean()            # the odds' scale depends on the classifier's class balance
+    w = np.minimum(r, clip)
+    w = w / w.mean()
+    return RowWeights(weights=w, clip=float(clip), clipped_share=float(np.mean(r > clip)),
+                      effective_rows=float(w.sum() ** 2 / (w @ w)), auc=ratio.auc)
+
+
 class PriorCorrected:
     """The baseline network with its probabilities re-weighted from the training split's class
     shares to the shares that ``shift.em_priors`` estimates from the rows it is given, without
@@ -164,6 +229,12 @@ MITIGATIONS = (
                "hide the column's value in as many train rows as test lacks a value train knows (test's "
                "unseen levels become missing values), so the network learns to predict without it",
                make=mask_like_test),
+    Mitigation("importance_weighting", f"importance weighting (p_test/p_train, clipped at {WEIGHT_CLIP:g})",
+               ("covariate_shift",), Prepare.WEIGHTS,
+               "weight each training row by how much more often test has inputs like it "
+               "(p_test(x)/p_train(x) from a train-vs-test classifier on the features, never test labels; "
+               f"clipped at {WEIGHT_CLIP:g}), so the loss the network minimises is test's",
+               make=importance_weights),
     Mitigation("missing_indicators", "missing-value indicators", (), Prepare.DATA,
                "one indicator column per column with missing values; helps when missingness carries the "
                "label in train and test alike, and hands the network a train-only signal when it does not",
@@ -199,6 +270,8 @@ def check_table(table):
             raise ValueError(f"mitigation {m.name!r} retrains with options but sets none (params)")
         if m.prepare is Prepare.POST_HOC and m.make is None:
             raise ValueError(f"mitigation {m.name!r} corrects outputs but has no make(baseline, shares)")
+        if m.prepare is Prepare.WEIGHTS and m.make is None:
+            raise ValueError(f"mitigation {m.name!r} weights rows but has no make(X_train, X_test, seed)")
         if m.prepare is Prepare.DATA and m.make is None and not m.encode:
             raise ValueError(f"mitigation {m.name!r} retrains on changed data but changes nothing "
                              "(give make or encode)")

@@ -5,10 +5,15 @@ module runs it on the best network of Part B (``diagnosis_step``), trains the
 mitigations (``mitigations_step``, ``combination_after``), chooses one on
 validation, and holds Part D's result (``DResult``), its rules, ``compute``,
 ``render`` and the sentences the summary quotes (``verdict_sentences``,
-``recommended_mitigation``, ``mitigation_sentences``).
+``recommended_mitigation``, ``mitigation_sentences``). From ``performance.py`` it
+adds the network's test accuracy estimated without test labels and, on a labelled
+test file, the validation -> test change split into covariate, conditional and
+unseen terms (``estimate_performance``). Files above ``SAMPLE_ROWS`` rows are
+diagnosed and estimated on a seeded sample stratified by label (``row_sample``).
 """
 import hashlib
 import re
+import time
 import warnings
 from concurrent.futures import Future
 from dataclasses import dataclass
@@ -20,6 +25,7 @@ import pandas as pd
 from sklearn.metrics import classification_report, confusion_matrix
 
 import mlp
+import performance
 import plots
 import prep
 import mitigations
@@ -38,6 +44,20 @@ MIN_TEST_ROWS = 30
 
 # Priority of this part's worker jobs (lower runs first): Part D's mitigation trainings: after Part B's.
 JOB_PRIORITY = 1
+
+# Above this many rows a file is replaced, for the diagnosis and the performance estimates, by a
+# seeded sample of this many rows stratified by label (``row_sample``). ``shift.diagnose`` costs
+# 2.4 s on 50,000 training and 25,000 test rows of generated data and 31 s on 200,000 and 100,000
+# (one core; bench/performance_check.py --diagnose-rows 50000 200000 1000000); the course's files
+# (41,348 and 7,297 rows) stay whole.
+SAMPLE_ROWS = 50_000
+
+# The performance estimates' cost bounds (``performance.fit_density_ratio``): 3 refitted
+# domain classifiers for the ratio's noise, each fitted on at most 10,000 rows of a file.
+RATIO_OPTIONS = {"n_refit": 3, "max_rows": 10_000}
+# Fewest validation and test rows the estimates run on: the domain classifier is cross-fitted
+# on 2 folds of at least 10 rows of each file (``performance.fit_density_ratio``).
+MIN_ESTIMATE_ROWS = 20
 
 
 def _slug(name, limit=60):
@@ -69,6 +89,85 @@ class NetworkOnFrames:
         return self.network.predict_proba(X)
 
 
+def stratified_rows(labels, n, seed):
+    """Sorted positions of a seeded sample of ``n`` of the rows, drawn within each label in
+    proportion to its count (largest remainders get the rounding), so every label keeps its
+    share; all positions when there are at most ``n`` rows.
+
+    Parameters
+    ----------
+    labels : array-like of shape (n_rows,), or None (one stratum: a plain random sample)
+    n : int, the sample size (>= 1)
+    seed : int
+
+    Returns
+    -------
+    ndarray of shape (min(n, n_rows),), int64
+    """
+    if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1:
+        raise ValueError(f"the sample size must be an integer >= 1, got {n!r}")
+    if labels is None:
+        raise ValueError("labels must be an array (pass np.zeros(n_rows) for an unstratified sample)")
+    codes = pd.factorize(pd.Series(np.asarray(labels, dtype=object)).astype(str))[0]
+    total = len(codes)
+    if total <= n:
+        return np.arange(total, dtype=np.int64)
+    counts = np.bincount(codes)
+    exact = counts * (n / total)
+    take = np.floor(exact).astype(np.int64)
+    take[np.argsort(-(exact - take), kind="stable")[:n - take.sum()]] += 1   # largest remainders
+    rng = np.random.default_rng(seed)
+    picks = [rng.choice(np.flatnonzero(codes == c), k, replace=False) for c, k in enumerate(take) if k]
+    return np.sort(np.concatenate(picks)).astype(np.int64)
+
+
+@dataclass(frozen=True, eq=False)
+class RowSample:
+    """The rows of each file Part D's diagnosis and performance estimates read.
+
+    ``train_rows``, ``test_rows``: positions in ``dataset.train`` and ``dataset.test``
+    (all of a file's rows when it has at most ``limit``; else a ``stratified_rows``
+    sample of ``limit`` rows, by label, seeded with ``seed``; an unlabelled test file
+    is sampled at random). ``n_train``, ``n_test``: the files' row counts.
+    """
+    limit: int
+    seed: int
+    n_train: int
+    n_test: int
+    train_rows: np.ndarray
+    test_rows: np.ndarray
+
+    @property
+    def sampled(self):
+        return len(self.train_rows) < self.n_train or len(self.test_rows) < self.n_test
+
+    def sentence(self):
+        """What was sampled, in one sentence ("" when both files were read whole)."""
+        if not self.sampled:
+            return ""
+        parts = [f"{len(rows):,} of the {n:,} {name} rows" for rows, n, name in
+                 ((self.train_rows, self.n_train, "training"), (self.test_rows, self.n_test, "test"))
+                 if len(rows) < n]
+        return (f"The diagnosis and the performance estimates ran on a seeded sample stratified by "
+                f"label (seed {self.seed}): {' and '.join(parts)} (files above {self.limit:,} rows "
+                "are sampled to that many; the networks were trained and scored on every row).")
+
+    def to_dict(self):
+        return {"sampled": self.sampled, "limit": self.limit, "seed": self.seed, "train_rows": len(self.train_rows),
+                "train_rows_in_file": self.n_train, "test_rows": len(self.test_rows),
+                "test_rows_in_file": self.n_test, "stratified_by": "label"}
+
+
+def row_sample(dataset, seed, limit=None):
+    """The ``RowSample`` of ``dataset`` (a ``prep.Dataset``) at ``limit`` rows per file
+    (None: ``SAMPLE_ROWS``)."""
+    limit = SAMPLE_ROWS if limit is None else limit
+    y_tr = dataset.train[dataset.target].to_numpy()
+    y_te = dataset.test[dataset.target].to_numpy() if dataset.test_labelled else np.zeros(len(dataset.test))
+    return RowSample(limit=int(limit), seed=int(seed), n_train=len(dataset.train), n_test=len(dataset.test),
+                     train_rows=stratified_rows(y_tr, limit, seed), test_rows=stratified_rows(y_te, limit, seed + 1))
+
+
 @dataclass(frozen=True, eq=False)
 class NetworkDiagnosis:
     """What changed between train and test, for Part B's best network (``network``).
@@ -76,11 +175,12 @@ class NetworkDiagnosis:
     ``result`` is ``shift.diagnose``'s frozen ``shift.Diagnosis`` (verdict, suspects
     with their mechanism, gap, priors, evidence, rules); ``importance[split]`` the
     network's permutation importance per original column (descriptive evidence;
-    ``"test"`` only when test has labels).
+    ``"test"`` only when test has labels); ``sample`` the ``RowSample`` the diagnosis read.
     """
     network: str
     importance: dict
     result: Any
+    sample: Any = None
 
     @property
     def suspects(self):
@@ -92,12 +192,17 @@ class NetworkDiagnosis:
         return float(self.result.seconds)
 
 
-def run_diagnosis(dataset, seed, model=None, val_rows=None):
+def run_diagnosis(dataset, seed, model=None, val_rows=None, sample=None):
     """The train/test shift diagnosis: ``shift.diagnose`` on the dataset's raw frames (the
     one place that calls the diagnosis library). ``model``: a ``NetworkOnFrames`` (or
     None: the library's proxy model); ``val_rows``: positions in ``dataset.train`` of the
-    rows ``model`` was not trained on."""
-    return shift.diagnose(dataset.train, dataset.test, dataset.target, list(dataset.numeric),
+    rows ``model`` was not trained on; ``sample``: a ``RowSample`` (None: every row)."""
+    train, test = dataset.train, dataset.test
+    if sample is not None and sample.sampled:
+        train, test = train.iloc[sample.train_rows], test.iloc[sample.test_rows]
+        if val_rows is not None:        # positions within the sample of the validation rows it holds
+            val_rows = np.flatnonzero(np.isin(sample.train_rows, val_rows))
+    return shift.diagnose(train, test, dataset.target, list(dataset.numeric),
                           list(dataset.categorical), model=model, seed=seed, val_rows=val_rows)
 
 
@@ -113,8 +218,103 @@ def diagnosis_step(ctx, networks, checks):
     ds, d = ctx.dataset, ctx.data
     model = NetworkOnFrames(d.preprocessor, networks[act].model, ds.classes.tolist())
     val_rows = ds.train.index.get_indexer(d.val_df.index)
-    result = run_diagnosis(ds, ctx.cfg.seed, model=model, val_rows=val_rows)
-    return NetworkDiagnosis(network=act, importance=perm, result=result)
+    sample = row_sample(ds, ctx.cfg.seed)
+    result = run_diagnosis(ds, ctx.cfg.seed, model=model, val_rows=val_rows, sample=sample)
+    return NetworkDiagnosis(network=act, importance=perm, result=result, sample=sample)
+
+
+@dataclass(frozen=True, eq=False)
+class Performance:
+    """The best network's accuracy on test estimated without test labels, and (labelled test)
+    its validation -> test change split into covariate, conditional and unseen terms.
+
+    ``estimate``: ``performance.estimate_accuracy`` (validation-calibrated, ``priors_test="auto"``,
+    with the ``ratio``); ``true_accuracy``: the accuracy the test labels show on the same rows
+    (None without labels); ``change``: ``performance.decompose_predictions`` with the same
+    ratio (None without labels); ``n_val``, ``n_test``: the rows used; ``seconds``.
+    """
+    estimate: Any
+    true_accuracy: Any
+    change: Any
+    n_val: int
+    n_test: int
+    seconds: float
+
+    @property
+    def error(self):
+        """Estimate minus the true accuracy (None without test labels)."""
+        return None if self.true_accuracy is None else self.estimate.estimate - self.true_accuracy
+
+    @property
+    def covered(self):
+        """The estimate's interval holds the true accuracy (None without test labels)."""
+        e = self.estimate
+        return None if self.true_accuracy is None else bool(e.low <= self.true_accuracy <= e.high)
+
+    def check_sentence(self, after_estimate=False):
+        """The labelled self-check in one sentence ("" without labels); ``after_estimate``: the
+        short form that follows the estimate's own sentence."""
+        if self.true_accuracy is None:
+            return ""
+        e = self.estimate
+        off = (f"{100 * self.true_accuracy:.1f}%, so the estimate is off by {100 * abs(self.error):.1f} points "
+               f"({'inside' if self.covered else 'outside'} its interval)")
+        cond = None if self.change is None else self.change.accuracy.conditional
+        if not self.covered and cond is not None and cond.excludes_zero():
+            off += (f": the decomposition puts {100 * abs(cond.value):.1f} points of the change in a changed "
+                    "relationship between inputs and label, which no estimate without labels can see")
+        if after_estimate:
+            return f"The test labels show {off}."
+        return (f"Estimated from validation without test labels, test accuracy would have been "
+                f"{100 * e.estimate:.1f}% ({100 * e.level:g}% interval {100 * e.low:.1f}% to {100 * e.high:.1f}%); "
+                f"the labels show {off}.")
+
+    def to_dict(self):
+        e = self.estimate
+        out = {"estimate": e.estimate, "low": e.low, "high": e.high, "level": e.level,
+               "calibrator": e.calibration, "priors_source": e.priors_source,
+               "priors_used": None if e.priors_test is None else list(e.priors_test),
+               "priors_validation": list(e.priors_val), "weighted_to_test_inputs": e.weighted,
+               "unseen_share": e.unseen_share, "model_confidence": e.uncalibrated,
+               "validation_accuracy": e.validation_accuracy, "n_val": self.n_val, "n_test": self.n_test,
+               "true_accuracy": self.true_accuracy, "error": self.error, "covered": self.covered,
+               "sentence": e.sentence()}
+        change = None
+        if self.change is not None:
+            change = {"domain_auc": self.change.ratio.auc, "support_threshold": self.change.ratio.threshold,
+                      "sentences": list(self.change.sentences())}
+            for dec in (self.change.accuracy, self.change.log_loss):
+                change[dec.metric] = {"validation": dec.validation, "test": dec.test, "level": dec.level} | {
+                    t: {"value": getattr(dec, t).value, "low": getattr(dec, t).low, "high": getattr(dec, t).high}
+                    for t in DECOMPOSITION_TERMS + ("unseen_share",)}
+        return {"accuracy_estimate": out, "decomposition": change, "seconds": self.seconds}
+
+
+# The decomposition's terms as the report names them (``performance.Decomposition`` fields).
+DECOMPOSITION_TERMS = ("total", "covariate", "conditional", "unseen")
+TERM_TEXT = {"total": "total change", "covariate": "covariate: inputs moved within train's range",
+             "conditional": "conditional: P(label | inputs) changed", "unseen": "unseen: inputs train rarely shows"}
+
+
+def estimate_performance(network, data, val_keep, test_rows, seed):
+    """``Performance`` of ``network`` (an ``mlp.MLP``) on the encoded ``data``: validation rows
+    where ``val_keep`` (bool, (n_val,)), test rows ``test_rows`` (positions); one density ratio
+    (``RATIO_OPTIONS``) serves the accuracy estimate and the decomposition."""
+    t0 = time.perf_counter()
+    Xv, yv, Xt = data.X_val[val_keep], data.y_val[val_keep], data.X_test[test_rows]
+    Pv, Pt = network.predict_proba(Xv), network.predict_proba(Xt)
+    ratio = performance.fit_density_ratio(Xv, Xt, P_val=Pv, P_test=Pt, seed=seed, **RATIO_OPTIONS)
+    # Bayes' rule to other class shares starts from validation's: only with every class in it
+    every = bool(np.all(np.bincount(yv, minlength=Pv.shape[1]) > 0))
+    est = performance.estimate_accuracy(Pv, yv, Pt, ratio=ratio, priors_test="auto" if every else None,
+                                        seed=seed)
+    true = change = None
+    if data.y_test is not None:
+        yt = data.y_test[test_rows]
+        true = float(np.mean(Pt.argmax(axis=1) == yt))
+        change = performance.decompose_predictions(Xv, yv, Pv, Xt, yt, Pt, ratio=ratio, seed=seed)
+    return Performance(estimate=est, true_accuracy=true, change=change, n_val=int(len(yv)), n_test=int(len(Xt)),
+                       seconds=time.perf_counter() - t0)
 
 
 # Part D's mitigations that need no diagnosis: (name, data, MLP parameters).
@@ -150,6 +350,7 @@ class Trained:
     params: dict
     source: Any
     replayed: bool = False
+    weights: Any = None         # ``mitigations.RowWeights`` of a ``Prepare.WEIGHTS`` row, else None
 
     @property
     def name(self):
@@ -178,6 +379,16 @@ def _needs_val(params):
     return bool(params.get("early_stopping"))
 
 
+def weighted_fit_job(label, params, data, weights, validate):
+    """One training with per-row weights ``weights`` (shape (n_train,), ``MLP.fit``'s
+    ``sample_weight``) and its ``evaluate`` scores (in a worker): a ``Fitted``."""
+    from training import _progress
+    model = mlp.MLP(**params)
+    model.fit(data.X_train, data.y_train, data.X_val if validate else None, data.y_val if validate else None,
+              progress=_progress(label, params["n_iter"]), sample_weight=weights)
+    return Fitted(model, evaluate(model, data))
+
+
 def mitigations_step(ctx, networks, diagnosis):
     """Step ``D.mitigations``: queue the trainings of Part D's mitigations of the diagnosed
     network, one per row that ``mitigations.plan`` gives for the verdict (those answering
@@ -185,7 +396,8 @@ def mitigations_step(ctx, networks, diagnosis):
 
     Each row is prepared by its ``mitigations.Prepare``: options retrain on the run's
     data, changed data is encoded afresh, a post-hoc correction wraps the baseline
-    (nothing trained). A row with ``replay`` is not trained again when the baseline's
+    (nothing trained), row weights are computed here from the encoded training and test
+    features (never test labels) and the row retrains with them. A row with ``replay`` is not trained again when the baseline's
     own training record gives its exact result.
     """
     cfg, act = ctx.cfg, diagnosis.network
@@ -202,6 +414,9 @@ def mitigations_step(ctx, networks, diagnosis):
             model = m.make(baseline, np.bincount(y, minlength=len(ctx.dataset.classes)) / len(y))
             out.append(Trained(planned, data, params, _done(Fitted(model, evaluate(model, data)))))
             continue
+        weights = None
+        if m.prepare is mitigations.Prepare.WEIGHTS:     # from train's and test's features, never test labels
+            weights = m.make(data.X_train, data.X_test, cfg.seed)
         replay = m.replay(baseline, params) if m.replay is not None else None
         if replay is not None:
             out.append(Trained(planned, data, params, _done(Fitted(replay, evaluate(replay, data))), replayed=True))
@@ -209,9 +424,14 @@ def mitigations_step(ctx, networks, diagnosis):
         validate = _needs_val(params)
         kw = fit_params(cfg, activation=act, **params)
         name = planned.name
-        fut = ctx.jobs.submit(("fit", f"{act} {name}", validate, tuple(sorted(kw.items()))), fit_scored_job,
-                              f"{act} {name}", kw, data.arrays(), validate, priority=JOB_PRIORITY, group="D")
-        out.append(Trained(planned, data, params, fut))
+        key = ("fit", f"{act} {name}", validate, tuple(sorted(kw.items())))
+        if weights is None:
+            fut = ctx.jobs.submit(key, fit_scored_job, f"{act} {name}", kw, data.arrays(), validate,
+                                  priority=JOB_PRIORITY, group="D")
+        else:
+            fut = ctx.jobs.submit(key + ("weighted",), weighted_fit_job, f"{act} {name}", kw, data.arrays(),
+                                  weights.weights, validate, priority=JOB_PRIORITY, group="D")
+        out.append(Trained(planned, data, params, fut, weights=weights))
     return out
 
 
@@ -290,6 +510,9 @@ class DResult(PartResult):
     recommends (``recommended``, ``reason`` "validation"), ``fix`` the row that answers the
     verdict (None when the diagnosis names no cause beyond noise);
     ``touches_cause[i]`` applies ``TOUCHES_CAUSE``. ``labelled``: test has labels.
+    ``performance``: the test accuracy estimated without test labels and (labelled) the
+    validation -> test change in terms (``Performance``; None with ``performance_skipped``
+    saying why); ``weighting``: the weights of each importance-weighted row.
     """
     network: str
     labels: list
@@ -317,6 +540,9 @@ class DResult(PartResult):
     touches_cause: list
     loss_fall: Any              # (fall, k, last loss) of the suspect-free network, or None
     iterations: int
+    performance: Any = None     # ``Performance``: test accuracy without labels, the change's terms
+    weighting: dict = None      # mitigation name -> ``mitigations.RowWeights.to_dict()`` (weighted rows)
+    performance_skipped: str = ""   # why ``performance`` is None ("" when it ran)
 
     @property
     def suspects(self):
@@ -359,9 +585,22 @@ class DResult(PartResult):
         return out
 
     @property
+    def performance_sentences(self):
+        """The accuracy estimate without test labels and, with labels, the decomposition of the
+        validation -> test change of accuracy and how far the estimate was off: one sentence each."""
+        p = self.performance
+        if p is None:
+            return []
+        if p.change is None:
+            return [p.estimate.sentence()]
+        return [p.change.accuracy.sentence(), p.check_sentence()]
+
+    @property
     def headline(self):
         a, rec = self.split_accuracy[self.network], self.mitigations[self.recommended]
         test = "unlabelled" if a["test"] is None else f"{a['test']:.3f}"
+        if a["test"] is None and self.performance is not None:
+            test += f" (estimated {self.performance.estimate.estimate:.3f})"
         fix = "" if self.fix is None else f"; the diagnosis's fix: {rp.literal(self.mitigations[self.fix]['name'])}"
         return (f"test {test} vs val {a['val']:.3f}; verdict {self.verdict.kind}; suspects: "
                 f"{', '.join(self.suspects) or 'none'}; recommended on validation: {rp.literal(rec['name'])}{fix}")
@@ -387,7 +626,11 @@ class DResult(PartResult):
                     k: self.mitigations[self.fix][k] for k in ("name", "answers", "val_acc", "test_acc",
                                                                "test_macro_f1", "gain", "gain_lo", "gain_hi")}
                 | {"root_cause": self.root_cause},
-                "headline": self.headline}
+                "headline": self.headline,
+                "sample": None if self.diagnosis.sample is None else self.diagnosis.sample.to_dict(),
+                "performance": ({"skipped": self.performance_skipped} if self.performance is None
+                                else self.performance.to_dict()),
+                "performance_summary": self.performance_sentences, "importance_weighting": self.weighting or {}}
 
 
 # What a suspect's mechanism means, per verdict kind (sentences are built from it).
@@ -479,6 +722,17 @@ def compute(ctx):
         share[split] = res["by_source"].set_index("feature")["share"]
 
     diag = plan.d_diagnosis.result()
+    # the accuracy estimate and the decomposition on the diagnosis's rows, while the workers train
+    val_pos = ds.train.index.get_indexer(d.val_df.index)
+    sample = diag.sample if diag.sample is not None else row_sample(ds, cfg.seed, limit=max(len(ds.train), len(ds.test)))
+    val_keep = np.isin(val_pos, sample.train_rows)
+    perf, perf_skipped = None, ""
+    if min(int(val_keep.sum()), len(sample.test_rows)) >= MIN_ESTIMATE_ROWS:
+        perf = estimate_performance(model, d, val_keep, sample.test_rows, cfg.seed)
+    else:
+        perf_skipped = (f"the accuracy estimate without test labels and the decomposition of the change need "
+                        f"at least {MIN_ESTIMATE_ROWS} validation and test rows; here {int(val_keep.sum())} and "
+                        f"{len(sample.test_rows)}")
     results, params, kinds, replayed, best_iters, models = [], [], [], [], {}, {}
     base_pred = p_test
 
@@ -498,11 +752,14 @@ def compute(ctx):
             best_iters[name] = fitted.model.best_iter_
 
     record("baseline", Fitted(model, evals[act]), {}, "baseline")
+    weighting = {}
     removal = None
     for m in plan.d_mitigations.result():
         if m.replayed:
             replayed.append(m.name)
         record(m.name, m.source.result(), m.params, m.planned.mitigation.name, m.answers)
+        if m.weights is not None:
+            weighting[m.name] = m.weights.to_dict()
         if m.drops and removal is None:
             removal = m.name
     combo = plan.d_combination.result().result()
@@ -525,7 +782,8 @@ def compute(ctx):
                    predicted_shares=shares, attribution_share=share, diagnosis=diag, dataset=ds,
                    mitigations=results, params=params, kinds=kinds, replayed=replayed, best_iters=best_iters,
                    by_val=by_val, recommended=recommended, reason=reason, fix=fix, root_cause=root,
-                   touches_cause=touches, loss_fall=loss_fall, iterations=cfg.iterations)
+                   touches_cause=touches, loss_fall=loss_fall, iterations=cfg.iterations, performance=perf,
+                   weighting=weighting, performance_skipped=perf_skipped)
 
 
 # The evidence columns Part D's table shows (those ``shift.diagnose`` filled), in order.
@@ -586,6 +844,8 @@ def render(res, out):
            f"{diag.seconds:.1f} s. Verdict: **{diag.verdict.kind}** (all kinds that hold: "
            f"{', '.join(diag.verdict.kinds)}); suspects: "
            + (", ".join(f"{rp.literal(s.feature, code=True)} ({s.kind})" for s in diag.suspects) or "none") + ".")
+    if res.diagnosis.sample is not None and res.diagnosis.sample.sampled:
+        r.para(res.diagnosis.sample.sentence())
     r.bullets([rp.literal(s) for s in shift.explain(diag)])   # plain sentences naming data
     if diag.skipped:
         r.para("Checks that need test labels, skipped here: " + "; ".join(diag.skipped) + ".")
@@ -617,6 +877,11 @@ def render(res, out):
                                                    numeric=f in ds.numeric)
             out.save_figure(fig, f"d_suspect_{_slug(f)}.png", f"{rp.literal(f, code=True)} against the label in the training file and in the test file")
 
+    if res.performance is not None:
+        _render_performance(res, out)
+    elif res.performance_skipped:
+        r.para(as_sentence(f"Not estimated: {res.performance_skipped}"))
+
     r.heading("Mitigations", 3)
     results = res.mitigations
     table = pd.DataFrame(results)
@@ -633,6 +898,44 @@ def render(res, out):
 
     r.heading(_why_heading(res), 3)
     r.bullets(_why_lines(res))
+
+
+def _render_performance(res, out):
+    """The accuracy estimate without test labels and the decomposition of the change: a
+    paragraph of sentences generated from the numbers, a table and one figure."""
+    r, p, act = out.report, res.performance, res.network
+    e = p.estimate
+    r.heading("Test accuracy without test labels" + ("" if p.change is None else ", and what the change is made of"), 3)
+    lines = [e.sentence()]
+    if p.change is not None:
+        lines.append(p.check_sentence(after_estimate=True))
+        lines += list(p.change.sentences())
+        lines.append(f"The terms come from one domain classifier telling validation rows from test rows by "
+                     f"their inputs and the network's log probabilities (ROC AUC {p.change.ratio.auc:.3f}; 0.5: "
+                     f"indistinguishable); test rows it finds over {p.change.ratio.threshold:g} times more often "
+                     f"than in train count as unseen; intervals: {100 * p.change.accuracy.level:g}%, rows "
+                     f"bootstrapped and the classifier refitted {p.change.accuracy.n_refit} times.")
+    lines.append(f"Rows used: {p.n_val:,} validation and {p.n_test:,} test rows; {p.seconds:.1f} s.")
+    r.bullets([rp.literal(line) for line in lines])
+    if p.change is None:
+        return
+    dec = p.change.accuracy
+    terms = [getattr(dec, t) for t in DECOMPOSITION_TERMS]
+    table = pd.DataFrame({"term": [TERM_TEXT[t] for t in DECOMPOSITION_TERMS],
+                          "accuracy change (points)": [100 * t.value for t in terms],
+                          "low": [100 * t.low for t in terms], "high": [100 * t.high for t in terms],
+                          "log-loss change (nats)": [getattr(p.change.log_loss, t).value for t in DECOMPOSITION_TERMS]})
+    out.save_table(table, "d_decomposition", floatfmt=".2f",
+                   caption=f"{rp.literal(act, code=True)}: the validation → test change of accuracy (points, with "
+                           f"its {100 * dec.level:g}% interval) and of log loss, split into additive terms")
+    out.save_figure(plots.interval_bars([TERM_TEXT[t] for t in DECOMPOSITION_TERMS],
+                                        [100 * t.value for t in terms], [100 * t.low for t in terms],
+                                        [100 * t.high for t in terms],
+                                        f"Validation → test change in accuracy of {act}, by term",
+                                        f"change in accuracy (points; bars: {100 * dec.level:g}% interval)",
+                                        first_is_total=True),
+                    "d_decomposition.png", f"{rp.literal(act, code=True)}: the validation → test change of accuracy "
+                                           "split into covariate, conditional and unseen terms")
 
 
 def _mitigation_lines(res):
@@ -701,6 +1004,14 @@ def _mitigation_lines(res):
     else:
         lines.append("Test has no labels, so no mitigation's test accuracy can be measured; the table "
                      "gives validation scores only.")
+    for name, w in (res.weighting or {}).items():
+        lines.append(f"{rp.literal(name)}: each training row weighted by p_test(x)/p_train(x) from a classifier "
+                     f"telling training rows from test rows by their features (ROC AUC {w['domain_auc']:.3f}; each "
+                     f"row's weight from a fit that did not see it; no test labels), capped at {w['clip']:g} times "
+                     f"the mean ({100 * w['clipped_share']:.1f}% of rows capped) and rescaled to mean 1: "
+                     f"{w['effective_rows']:,.0f} effective training rows of {w['rows']:,}. Like every row it is "
+                     "chosen or not by its plain validation accuracy (validation, cut from the training file, "
+                     "has train's inputs, so it cannot rank a correction toward test's).")
     lines.append(f"Rule: {VALIDATION_BLIND.description}.")
     return lines
 
@@ -769,6 +1080,23 @@ def verdict_sentences(d):
     own = d.summary_sentences
     return [s for s in map(as_sentence, [own] if isinstance(own, str) else own) if s] or \
         ["Part D reported no diagnosis."]
+
+
+def performance_sentences(d):
+    """What the summary says of the validation -> test change beside the verdict: the test
+    accuracy estimated without test labels (unlabelled test), or the change split into
+    covariate, conditional and unseen terms and how far that estimate was off (labelled);
+    the result's own ``performance_sentences``. Empty when Part D did not run or has none.
+
+    Parameters
+    ----------
+    d : Part D's result, or None
+
+    Returns
+    -------
+    list of str
+    """
+    return [s for s in map(as_sentence, getattr(d, "performance_sentences", None) or []) if s]
 
 
 def recommended_mitigation(d):

@@ -651,11 +651,12 @@ def estimate_accuracy(P_val, y_val, P_test, *, ratio=None, priors_test=None, cal
         Qb = Q.take(it, axis=1)
         pri = _ml_shares(Qb, pi_b, pri0) if source == "em" else given
         p = _predicted_proba(Qb, pred[it], pi_b, pri)
-        reps[b] = np.mean(rng.random(n_test) < p) + np.mean(inside[it]) * resid
+        # an accuracy is a share: the leftover-error correction must not carry it past 0 or 1
+        reps[b] = min(max(np.mean(rng.random(n_test) < p) + np.mean(inside[it]) * resid, 0.0), 1.0)
     alpha = (1 - level) / 2
     low, high = np.quantile(reps, [alpha, 1 - alpha])
     return AccuracyEstimate(
-        estimate=float(p0.mean() + inside.mean() * resid0), low=float(low), high=float(high),
+        estimate=float(np.clip(p0.mean() + inside.mean() * resid0, 0.0, 1.0)), low=float(low), high=float(high),
         level=float(level), calibration=calibration, calibration_scores=scores,
         correction=resid0, weighted=weighted,
         unseen_share=None if ratio is None else float(1 - inside.mean()),
@@ -914,7 +915,8 @@ class Decomposition:
         other way) and given as value ± half its interval.
         """
         t = self.total
-        sign = -1.0 if t.value < 0 else 1.0
+        # a change within noise has no direction: its terms are signed as test minus validation
+        sign = -1.0 if t.value < 0 and t.excludes_zero() else 1.0
         terms = (self.covariate, self.conditional, self.unseen)
         hw = min(e.half_width for e in (t, *terms))
         dec = 2 if hw >= 0.005 or hw == 0 else 3
@@ -926,16 +928,17 @@ class Decomposition:
         def fmt(e):
             return f"{num(sign * e.value)} ± {num(e.half_width)}"
 
-        word = "fall" if t.value < 0 else "rise" if t.value > 0 else "change"
         if t.excludes_zero():
+            word = "fall" if t.value < 0 else "rise"
             worse = (t.value < 0) == self.higher_is_better
             verdict = "worse" if worse else "better"
             verdict += " on test"
+            size = num(abs(t.value))
         else:
-            verdict = "within noise of no change"
+            word, verdict, size = "change", "within noise of no change; terms signed as test minus validation", num(t.value)
         share = 100 * self.unseen_share.value
         share = f"{share:.1f}" if 0 < share < 1 else f"{share:.0f}"
-        return (f"Of the {num(abs(t.value))} ± {num(t.half_width)} {word} in {self.metric} from "
+        return (f"Of the {size} ± {num(t.half_width)} {word} in {self.metric} from "
                 f"validation ({num(self.validation)}) to test ({num(self.test)}) ({verdict}), "
                 f"{fmt(terms[0])} comes from inputs that moved within the range train covers, "
                 f"{fmt(terms[1])} from a changed relationship between inputs and label, and "

@@ -423,3 +423,35 @@ def feature_by_class_per_split(frames, column, target, numeric=True):
     fig.suptitle(f"{column} against {target}, per split", fontsize=11, **TEXT)
     return _done(fig)
 
+
+
+def interval_bars(labels, values, low, high, title, xlabel, first_is_total=False):
+    """One horizontal bar per term with its interval as an error bar, first term on top,
+    and a line at zero (e.g. a change split into additive terms, each with its interval).
+
+    Parameters
+    ----------
+    labels : list of str, one per term (drawn as written)
+    values, low, high : array-like of shape (n_terms,), the value and its interval's ends
+    title, xlabel : str
+    first_is_total : bool, draw the first bar grey and set it apart (the sum of the others)
+    """
+    labels = [str(s) for s in labels]
+    values, low, high = (np.asarray(a, dtype=float) for a in (values, low, high))
+    pos = np.arange(len(labels))
+    fig, ax = plt.subplots(figsize=(WIDTH_IN, min(MAX_HEIGHT_IN, max(2.2, 0.45 * len(labels) + 1.2))))
+    colors = ["tab:red" if v < 0 else "tab:blue" for v in values]
+    if first_is_total and len(colors):
+        colors[0] = "tab:gray"
+        ax.axhline(0.5, color="gray", lw=0.8, ls=":")
+    ax.barh(pos, values, 0.6, color=colors, alpha=0.75)
+    ax.errorbar(values, pos, xerr=np.vstack([values - low, high - values]), fmt="none", ecolor="black",
+                capsize=4, lw=1.2)
+    ax.axvline(0.0, color="black", lw=0.8)
+    ax.set_yticks(pos, [textwrap.fill(s, 34) for s in labels], fontsize=MIN_FONT_PT, **TEXT)
+    ax.invert_yaxis()
+    ax.tick_params(axis="x", labelsize=MIN_FONT_PT)
+    ax.set_xlabel(xlabel, **TEXT)
+    ax.grid(alpha=0.3, axis="x")
+    ax.set_title(title, fontsize=10, **TEXT)
+    return _done(fig)

@@ -760,6 +760,8 @@ def summary(ctx):
         frag.para("Accuracy: not run.")
     d, D = results.get("D"), _part_d()
     frag.para("**Verdict:** " + " ".join(D.verdict_sentences(d)))
+    if D.performance_sentences(d):
+        frag.para("**Validation → test:** " + " ".join(D.performance_sentences(d)))
     frag.para("**Mitigation:** " + " ".join(D.mitigation_sentences(D.recommended_mitigation(d))))
     timing = m.get("timing", {})
     if "total" in timing:

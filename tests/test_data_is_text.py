@@ -366,6 +366,9 @@ DOLLAR_CASES = {
          [DOLLARS[0], "drop $0-$49 column", "tax_$ / net_$ indicator", "$a$", "$b$"])],
     "confusion": [(lambda: plots.confusion(np.arange(9).reshape(3, 3), DOLLARS, title="$t$"), DOLLARS + ["$t$"])],
     "loss_panels": [(lambda: plots.loss_panels(_curves(), DOLLARS[2], ylabel=DOLLARS[1]), DOLLARS)],
+    "interval_bars": [(lambda: plots.interval_bars(DOLLARS, [1.0, -2.0, 0.5], [0.0, -3.0, 0.1], [2.0, -1.0, 0.9],
+                                                   "change of $a$", "points of $b$"),
+                       DOLLARS + ["change of $a$", "points of $b$"])],
     "feature_by_class_per_split": [
         (lambda: plots.feature_by_class_per_split({"$train$.csv": _df, "$test$.csv": _df.iloc[:40]},
                                                   DOLLARS[0], "$label$"),

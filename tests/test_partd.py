@@ -157,7 +157,14 @@ def test_unlabelled_test_with_string_labels_runs_end_to_end(tmp_path):
     assert sorted(d["predicted_shares"]) == sorted(names.values())
     assert d["diagnosis"]["priors"]["source"] == "em"
     assert all(r["test_acc"] is None for r in d["mitigations"])
+    est = d["performance"]["accuracy_estimate"]             # item 6: the accuracy without test labels
+    assert est["low"] <= est["estimate"] <= est["high"] and est["true_accuracy"] is None
+    assert est["calibrator"] and est["priors_source"] in ("none", "em") and est["n_test"] == 600
+    assert d["performance"]["decomposition"] is None and d["sample"]["sampled"] is False
+    assert d["performance_summary"] == [est["sentence"]]
     md = (out / "report.md").read_text()
+    assert md.count("the expected accuracy on test is") >= 2         # the summary and Part D
+    assert "**Validation → test:** Without test labels, the expected accuracy on test is" in md
     assert "Checks that need test labels, skipped here:" in md
     assert "mid" in md and "high" in md
 

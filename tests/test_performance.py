@@ -196,6 +196,9 @@ def test_sentence_is_written_from_the_numbers():
     assert "-0.01 ± 0.02 from inputs train" in s and "(0.4% of test rows)" in s
     s = _decomposition(0.004, 0.001, 0.003, 0.0, hw=0.01).sentence()
     assert "within noise of no change" in s and "-0.00" not in s
+    s = _decomposition(-0.004, 0.15, -0.154, 0.0, hw=0.00401).sentence()   # no direction: test minus validation
+    assert s.startswith("Of the -0.004 ± 0.004 change in accuracy") and "signed as test minus validation" in s
+    assert "0.150 ± 0.004 comes from inputs that moved" in s and "-0.154 ± 0.004 from a changed" in s
     s = _decomposition(0.05, 0.05, 0.0, 0.0, hw=0.002).sentence()
     assert "0.050 ± 0.002 rise in accuracy" in s and "(better on test)" in s
 
@@ -248,6 +251,21 @@ def test_unseen_share_is_reported_with_a_ratio(fitted):
     e = pf.estimate_accuracy(Pv, c.y_val, Pt, ratio=r, n_boot=20)
     assert abs(e.unseen_share - c.unseen.mean()) < 0.03
     assert "of test rows lie where train has (almost) no rows" in e.sentence()
+
+
+def test_an_accuracy_and_its_interval_stay_within_0_and_1():
+    """An underconfident model, always right on validation though only 55% sure, and sure on
+    test: the calibration's leftover error (+0.45) pushed the estimate and its replicates
+    above 100% before they were bounded."""
+    rng = np.random.default_rng(0)
+    Pv = np.full((40, 2), 0.45)
+    Pv[np.arange(40), rng.integers(0, 2, 40)] = 0.55
+    yv = Pv.argmax(axis=1)                                   # every validation row right
+    Pt = np.full((500, 2), 0.02)
+    Pt[:, 0] = 0.98
+    e = pf.estimate_accuracy(Pv, yv, Pt, calibration="none", n_boot=50)
+    assert e.correction == pytest.approx(0.45)
+    assert e.estimate == 1.0 and e.low <= e.high == 1.0
 
 
 def test_calibrator_choice_prefers_a_calibrator_for_an_overconfident_model(fitted):

@@ -94,6 +94,10 @@ CASES = {
     "confusion": [lambda: plots.confusion(np.arange(16).reshape(4, 4) * 37, ["0", "1", "2", "3"])],
     "loss_panels": [lambda: plots.loss_panels(_curves(3), "Q2: loss"),
                     lambda: plots.loss_panels(_curves(6), "Q2: loss, six panels")],
+    "interval_bars": [lambda: plots.interval_bars(
+        ["total", "covariate: inputs moved within train's range", "conditional: $label | inputs$ changed",
+         "unseen"], [-4.2, -1.0, -3.5, 0.3], [-5.0, -1.8, -4.6, -0.1], [-3.4, -0.2, -2.4, 0.7],
+        "Validation to test: accuracy change of `relu`", "change in accuracy (points)", first_is_total=True)],
     "feature_by_class_per_split": [
         lambda: plots.feature_by_class_per_split({"train.csv": df, "test.csv": df.iloc[:60]}, "score", "label"),
         lambda: plots.feature_by_class_per_split({"train.csv": df, "test.csv": df.iloc[:60]}, "kind", "label",
