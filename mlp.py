@@ -260,6 +260,29 @@ def _run_loss_and_grad(theta, sizes, code, X, y, w, l2, dropout=0.0, key=0, iter
     return float(loss), grad, int(correct)
 
 
+SOLVERS = ("gd", "adam")
+
+
+def _check_solver(est):
+    """``ValueError`` naming the fix for a bad solver, batch_size, shuffle or Adam constant."""
+    if est.solver not in SOLVERS:
+        raise ValueError(f"solver={est.solver!r} is not supported; use one of {list(SOLVERS)} "
+                         f"('gd': full-batch or mini-batch gradient descent, 'adam': Adam)")
+    b = est.batch_size
+    if b is not None and (not _is_int(b) or b < 1):
+        raise ValueError(f"batch_size={b!r} must be None (full batch) or an integer >= 1, "
+                         f"e.g. 256")
+    if not isinstance(est.shuffle, (bool, np.bool_)):
+        raise ValueError(f"shuffle={est.shuffle!r} must be True or False")
+    for name in ("beta_1", "beta_2"):
+        v = getattr(est, name)
+        if not _is_real(v) or not 0 <= v < 1:
+            raise ValueError(f"{name}={v!r} must be a number in [0, 1), e.g. 0.9 for beta_1, "
+                             f"0.999 for beta_2")
+    if not _is_real(est.epsilon) or est.epsilon <= 0:
+        raise ValueError(f"epsilon={est.epsilon!r} must be a finite number > 0, e.g. 1e-8")
+
+
 def _check_dropout(dropout, key, iteration):
     """(rate, key, iteration) checked: rate in [0, 1), key in [0, 2**64), iteration >= 0."""
     if not _is_real(dropout) or not 0 <= dropout < 1:
@@ -646,6 +669,66 @@ def _check_meta(meta):
         raise bad("n_iter_", "the length of the history it has")
 
 
+class _Update:
+    """The solver's step on ``theta`` (updated in place): gradient descent
+    ``theta -= lr * g`` or Adam with bias correction; ``steps`` counts the steps
+    taken (the dropout masks' iteration index)."""
+
+    def __init__(self, est, theta, lr):
+        self.theta, self.lr, self.steps = theta, lr, 0
+        self.adam = est.solver == "adam"
+        if self.adam:
+            dt = theta.dtype.type
+            self.b1, self.b2, self.eps = dt(est.beta_1), dt(est.beta_2), dt(est.epsilon)
+            self.m, self.v = np.zeros_like(theta), np.zeros_like(theta)
+
+    def step(self, grad):
+        self.steps += 1
+        if not self.adam:
+            self.theta -= self.lr * grad
+            return
+        k = self.steps
+        self.m *= self.b1
+        self.m += (1 - self.b1) * grad
+        self.v *= self.b2
+        self.v += (1 - self.b2) * grad * grad
+        m_hat = self.m / (1 - self.b1 ** k)
+        v_hat = self.v / (1 - self.b2 ** k)
+        self.theta -= self.lr * m_hat / (np.sqrt(v_hat) + self.eps)
+
+
+class _Batches:
+    """The rows of each step of an epoch: ``None`` (every row, one full-batch step)
+    when ``batch_size`` is None or >= the number of rows, else consecutive slices of
+    a permutation of the rows drawn from the seed per epoch (or of the row order
+    without ``shuffle``)."""
+
+    def __init__(self, est, n):
+        b = est.batch_size
+        self.n = n
+        self.full = b is None or b >= n
+        self.size = n if self.full else int(b)
+        self.shuffle = bool(est.shuffle)
+        if not self.full:
+            seed = est._resolved("seed")
+            child = np.random.SeedSequence(seed).spawn(2)[1]      # apart from dropout's [0]
+            self.rng = np.random.default_rng(child)
+        self._total = None
+
+    def of_epoch(self, t):
+        if self.full:
+            yield None
+            return
+        order = self.rng.permutation(self.n) if self.shuffle else np.arange(self.n)
+        for s in range(0, self.n, self.size):
+            yield np.sort(order[s:s + self.size])   # row order within a batch: contiguous reads
+
+    def weight_total(self, w):
+        if self._total is None:
+            self._total = float(w.sum())
+        return self._total
+
+
 class MLP(ClassifierMixin, BaseEstimator):
     """Multilayer perceptron trained by vanilla full-batch gradient descent.
 
@@ -692,6 +775,21 @@ class MLP(ClassifierMixin, BaseEstimator):
         is the same for any thread count. 0 (default): no dropout, the plain
         kernel. ``history_["loss"]`` and ``train_acc`` are then those of the
         dropped-out network; prediction and validation never drop
+    solver : {"gd", "adam"}, the update rule: "gd" (default, the course's
+        method) theta <- theta - lr * g; "adam" Adam (Kingma & Ba 2015) with
+        ``beta_1``, ``beta_2``, ``epsilon`` and bias correction (``lr`` of about
+        0.001-0.01 suits it, as scikit-learn's ``learning_rate_init``)
+    batch_size : int >= 1 or None; None (default): full batch, one step per
+        iteration. An integer: mini-batches of that many rows, one step per
+        batch, and ``n_iter`` counts epochs (passes over the rows); the last
+        batch of an epoch holds the remaining rows. A batch_size >= n_samples
+        is one full batch per epoch
+    shuffle : bool, shuffle the rows before each epoch (mini-batches only),
+        from ``seed`` (a stream apart from the initial weights' and dropout's),
+        so a fit is the same for any thread count
+    beta_1, beta_2 : float in [0, 1), Adam's decay rates of the first and
+        second moment estimates
+    epsilon : float > 0, Adam's term added to the root of the second moment
     verbose : bool or int >= 0; ``k`` prints the loss every k iterations
         (``True``: every iteration, as scikit-learn's ``MLPClassifier``)
     random_state, max_iter : scikit-learn's names for ``seed`` and ``n_iter``
@@ -710,7 +808,10 @@ class MLP(ClassifierMixin, BaseEstimator):
         was a DataFrame with string column names
     history_ : dict of ndarray; ``loss``, ``val_loss``, ``train_acc``,
         ``val_acc`` of shape (n_iter_,) and ``grad_abs_mean`` of shape
-        (n_iter_, n_layers). Entry t describes the parameters *before* step t;
+        (n_iter_, n_layers). Entry t describes the parameters *before* step t
+        (with mini-batches: ``loss``, ``train_acc`` and ``grad_abs_mean`` are
+        the weighted means over epoch t's batches, each taken before its step,
+        as scikit-learn's ``loss_curve_``; ``val_*`` the parameters before the epoch);
         ``val_loss`` is the same objective (class weights, l2) on the validation
         set, NaN without one.
     n_iter_ : int, iterations run
@@ -730,7 +831,9 @@ class MLP(ClassifierMixin, BaseEstimator):
     def __init__(self, hidden=(64, 64), activation="relu", lr=0.1, n_iter=200,
                  init="normal", init_scale=0.1, seed=42, dtype="float64", l2=0.0,
                  class_weight=None, early_stopping=False, patience=20, validation_fraction=0.1,
-                 verbose=False, random_state=None, max_iter=None, dropout=0.0):
+                 verbose=False, random_state=None, max_iter=None, dropout=0.0,
+                 solver="gd", batch_size=None, shuffle=True, beta_1=0.9, beta_2=0.999,
+                 epsilon=1e-8):
         # stored as given (scikit-learn's convention); checked in ``fit``
         self.hidden, self.activation, self.lr, self.n_iter = hidden, activation, lr, n_iter
         self.init, self.init_scale, self.seed, self.dtype = init, init_scale, seed, dtype
@@ -739,6 +842,8 @@ class MLP(ClassifierMixin, BaseEstimator):
         self.validation_fraction = validation_fraction
         self.verbose, self.random_state, self.max_iter = verbose, random_state, max_iter
         self.dropout = dropout
+        self.solver, self.batch_size, self.shuffle = solver, batch_size, shuffle
+        self.beta_1, self.beta_2, self.epsilon = beta_1, beta_2, epsilon
 
     def __sklearn_is_fitted__(self):
         return hasattr(self, "weights_")
@@ -818,6 +923,7 @@ class MLP(ClassifierMixin, BaseEstimator):
         vf = self.validation_fraction
         if not _is_real(vf) or not 0 < vf < 1:
             raise ValueError(f"validation_fraction={vf!r} must be a number in (0, 1), e.g. 0.1")
+        _check_solver(self)
         return tuple(int(v) for v in h), code, dtype
 
     def _check_X_y(self, X, y, dtype):
@@ -1017,25 +1123,41 @@ class MLP(ClassifierMixin, BaseEstimator):
         hist = {k: np.full(n_iter, np.nan) for k in _HISTORY_KEYS[:4]}
         hist["grad_abs_mean"] = np.full((n_iter, L), np.nan)
         best_loss, best_theta, best_iter = np.inf, None, None
+        update = _Update(self, theta, lr)
+        batches = _Batches(self, X.shape[0])
         t = -1
         for t in range(n_iter):
-            loss, grad, correct = _run_loss_and_grad(theta, sizes, code, X, yi, w, self.l2,
-                                                     rate, key, t)
-            if not np.isfinite(loss) or not np.all(np.isfinite(grad)):
-                raise ValueError(
-                    f"training diverged at iteration {t}: the loss is {loss} with lr={self.lr}; "
-                    f"use a smaller learning rate (e.g. --lr {self.lr / 10:g})")
-            hist["loss"][t] = loss
-            hist["train_acc"][t] = correct / X.shape[0]
-            hist["grad_abs_mean"][t] = [np.mean(np.abs(grad[s])) for s in w_slices]
-            val_loss = np.nan
+            val_loss, start = np.nan, theta      # ``start``: the parameters before iteration t
             if has_val:
+                if not batches.full:
+                    start = theta.copy()
                 logP = _run_forward(theta, sizes, code, Xv, log=True)
                 val_loss = float(-np.sum(wv * logP[np.arange(len(yv)), yv]) +
                                  0.5 * self.l2 * sum(float(np.sum(
-                                     theta[s].astype(np.float64) ** 2)) for s in w_slices))
+                                     theta[s_].astype(np.float64) ** 2)) for s_ in w_slices))
                 hist["val_loss"][t] = val_loss
                 hist["val_acc"][t] = np.mean(np.argmax(logP, axis=1) == yv)
+            loss, correct, gmean = 0.0, 0, np.zeros(L)
+            for rows in batches.of_epoch(t):
+                Xb, yb, wb = (X, yi, w) if rows is None else (X[rows], yi[rows], w[rows])
+                wsum = float(wb.sum())
+                if wsum <= 0:                       # only zero-weight rows: no step
+                    continue
+                b_loss, grad, b_correct = _run_loss_and_grad(theta, sizes, code, Xb, yb, wb,
+                                                             self.l2, rate, key, update.steps)
+                if not np.isfinite(b_loss) or not np.all(np.isfinite(grad)):
+                    raise ValueError(
+                        f"training diverged at iteration {t}: the loss is {b_loss} with "
+                        f"lr={self.lr}; use a smaller learning rate (e.g. --lr {self.lr / 10:g})")
+                share = 1.0 if rows is None else wsum / batches.weight_total(w)
+                loss += share * b_loss
+                correct += b_correct
+                gmean += share * np.array([np.mean(np.abs(grad[s_])) for s_ in w_slices])
+                if rows is not None:
+                    update.step(grad)
+            hist["loss"][t] = loss
+            hist["train_acc"][t] = correct / X.shape[0]
+            hist["grad_abs_mean"][t] = gmean
             if progress is not None:
                 progress(t, loss, val_loss)
             if every and (t + 1) % every == 0:
@@ -1043,10 +1165,11 @@ class MLP(ClassifierMixin, BaseEstimator):
                       + (f", validation loss = {val_loss:.8f}" if has_val else ""))
             if has_val:
                 if val_loss < best_loss:
-                    best_loss, best_theta, best_iter = val_loss, theta.copy(), t
+                    best_loss, best_theta, best_iter = val_loss, start.copy(), t
                 elif self.early_stopping and t - best_iter >= self.patience:
                     break
-            theta -= lr * grad
+            if batches.full:
+                update.step(grad)
             if not np.all(np.isfinite(theta)):
                 raise ValueError(
                     f"training diverged at iteration {t}: weights became non-finite with "

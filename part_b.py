@@ -151,6 +151,21 @@ class BResult(PartResult):
     depth_ratios: dict          # activation -> ratio per depth
     depth_width: int
     repeats: int
+    batch_size: Any = None      # rows per mini-batch (None: full batch)
+    solver: str = "gd"
+
+    @property
+    def method(self):
+        """How the networks were trained, in words: "full-batch gradient descent" by default."""
+        rule = "Adam" if self.solver == "adam" else "gradient descent"
+        return (f"full-batch {rule}" if self.batch_size is None
+                else f"{rule} on mini-batches of {self.batch_size:,} rows")
+
+    @property
+    def steps(self):
+        """The iterations as the report counts them: full-batch iterations or epochs."""
+        return (f"{self.iterations} full-batch iterations" if self.batch_size is None
+                else f"{self.iterations} epochs")
 
     @property
     def accuracy(self):
@@ -258,7 +273,8 @@ def compute(ctx):
         gradient_summary=summary_rows, vanishing=vanishing, crossings=crossings, common_part=common,
         sigmoid_setup=sig_rows,
         sigmoid_verdict=verdict, depths=depths, depth_ratios=ratios, depth_width=width,
-        repeats=cfg.study.repeats)
+        repeats=cfg.study.repeats, batch_size=getattr(cfg, "batch_size", None),
+        solver=getattr(cfg, "solver", "gd"))
 
 
 def _common_explains(res, act):
@@ -323,10 +339,10 @@ def render(res, out):
 
     r = out.report
     base, base_val = res.baseline["train"], res.baseline["val"]
-    r.heading("B(a): two hidden layers, full-batch gradient descent", 3)
+    r.heading(f"B(a): two hidden layers, {res.method}", 3)
     r.para(f"Network {res.n_features}-{'-'.join(map(str, res.hidden))}-{res.n_classes}"
            f" (softmax output, mean cross-entropy), weights N(0, 0.1²), zero biases, learning rate "
-           f"{res.lr:g}, {res.iterations} full-batch iterations, {res.dtype}; trained on the "
+           f"{res.lr:g}, {res.steps}, {res.dtype}; trained on the "
            f"{res.n_fit:,}-row training split, validated on {res.n_val:,} rows. Forward "
            "pass, loss and backpropagation are hand-written numba kernels (`mlp.loss_and_grads`), "
            "checked against finite differences and a NumPy reference in the tests.")

@@ -115,7 +115,8 @@ COURSE_PARTS = ",".join(p.code for p in PARTS.values() if p.default or p.course)
 
 DEFAULTS = dict(target="price_class", out="out", parts=None, iterations=200,
                 quick_iterations=30, lr=0.1, hidden="64,64", activations="relu,sigmoid",
-                seed=42, dtype="float32", corr_threshold=0.5, val_size=0.2)
+                seed=42, dtype="float32", corr_threshold=0.5, val_size=0.2, batch_size=None,
+                solver="gd")
 
 # Sizes refused before any work (``validate`` and ``check_sizes``), each with what would fit.
 SEED_MAX = 2**32 - 1            # numpy's legacy seeding and scikit-learn's random_state accept 0..2**32-1
@@ -123,6 +124,14 @@ MAX_ITERATIONS = 10**7          # the loss history alone takes 8 * (4 + layers) 
 CV_FOLDS = 5                    # Part A's cross-validation: every class needs this many training rows
 ASSUMED_FLOPS = 2e10            # optimistic full-batch throughput (flop/s), so only the hopeless is refused
 MAX_TRAIN_SECONDS = 24 * 3600   # one network's estimated training time above this is refused
+# Full batch only: above this estimated time for the run's trainings, the run says so before any
+# work and names --batch-size. The estimate uses the one-thread throughput of the training kernel
+# measured on the 2-core development machine (12-64-64-4 ReLU network, 33,078 rows, flops counted
+# as 6 n sum(fan_in fan_out)): 10.9 ms a step in float32, 20.5 ms in float64
+# (``python bench/time_epochs.py``; ``python bench/scale_rows.py`` for larger files).
+KERNEL_FLOPS = {"float32": 9.3e10, "float64": 5.0e10}
+RUN_TRAININGS = 10              # networks a default run trains (Parts B and D), about
+FULL_BATCH_NOTE_SECONDS = 600
 PARAM_COPIES = 20               # theta, gradient, best-so-far and up to 16 per-block gradient buffers
 ACTIVATION_COPIES = 3           # pre-activation, activation and delta of every layer, per row
 ENCODED_COPIES = 3              # encoded train/val/test matrices plus one transform's temporaries
@@ -183,6 +192,8 @@ class Config:
     na_values: Any = None       # --na-values: cells read as missing besides the empty field
     parts_given: bool = True    # False: --parts not given (the course's data adds its parts)
     course: bool = False        # --course: the course's framing whatever the data
+    batch_size: Any = None      # --batch-size: mini-batches of that many rows (None: full batch)
+    solver: str = "gd"          # --solver: gd or adam
 
 
 class UsageError(ValueError):
@@ -258,6 +269,13 @@ def build_parser():
                    help="seed for the split, initialisation and synthetic data (default: %(default)s)")
     p.add_argument("--dtype", default=d["dtype"], metavar="{float64,float32}",
                    help="floating-point type of the network (default: %(default)s)")
+    p.add_argument("--batch-size", type=int, default=d["batch_size"], metavar="N",
+                   help="train on mini-batches of N rows, one step per batch, rows shuffled "
+                        "from --seed each epoch; --iterations then counts epochs (default: "
+                        "full batch, the course's method)")
+    p.add_argument("--solver", default=d["solver"], choices=("gd", "adam"),
+                   help="update rule: gd (gradient descent, default) or adam (use a smaller "
+                        "--lr with it, e.g. 0.001)")
     p.add_argument("--threads", type=int, default=None, metavar="N",
                    help="cores to use (default: all): N worker processes train networks and run "
                         "experiments side by side, one thread each; 1 runs everything in this "
@@ -343,6 +361,9 @@ def validate(ns):
         raise UsageError(f"--seed: must be an integer from 0 to {SEED_MAX} (2**32 - 1), got {ns.seed}")
     if ns.dtype not in ("float64", "float32"):
         raise UsageError(f"--dtype: must be float64 or float32, got {ns.dtype!r}")
+    if ns.batch_size is not None and ns.batch_size < 1:
+        raise UsageError(f"--batch-size: must be an integer >= 1 (rows per step), got "
+                         f"{ns.batch_size}; leave it out for full-batch training")
     threads = ns.threads
     if threads is not None:
         import numba
@@ -382,6 +403,7 @@ def validate(ns):
         train=train, test=test, sep=sep, test_size=test_size, keep_columns=keep,
         expand_dates=bool(ns.expand_dates), parts_given=ns.parts is not None, course=bool(ns.course),
         na_values=_col_list(ns.na_values, "--na-values"),
+        batch_size=ns.batch_size, solver=ns.solver,
     )
 
 
@@ -512,6 +534,34 @@ def check_sizes(cfg, dataset, available=None):
                          f"with --hidden {','.join(map(str, cfg.hidden))} would take about "
                          f"{seconds / 3600:,.0f} hours per network; at most {fit:,} iterations fit in "
                          f"{MAX_TRAIN_SECONDS // 3600} hours (or use smaller --hidden)")
+
+
+def full_batch_note(cfg, dataset, n_fit=None):
+    """The console line that says, before any work, that full-batch training of this file
+    would take long (estimated from ``KERNEL_FLOPS`` for ``RUN_TRAININGS`` networks on the
+    run's workers) and names ``--batch-size``; None when mini-batches are chosen or the
+    estimate is below ``FULL_BATCH_NOTE_SECONDS``."""
+    if cfg.batch_size is not None:
+        return None
+    n_fit = len(dataset.train) * (1 - cfg.val_size) if n_fit is None else n_fit
+    width = len(dataset.numeric) + sum(max(1, dataset.train[c].nunique())
+                                       for c in dataset.categorical)
+    widths = (width, *cfg.hidden, max(2, len(dataset.classes)))
+    flops = 6.0 * n_fit * sum(a * b for a, b in zip(widths[:-1], widths[1:]))
+    per_network = cfg.iterations * flops / KERNEL_FLOPS[cfg.dtype]
+    workers = cfg.threads or os.cpu_count() or 1
+    run = per_network * RUN_TRAININGS / workers
+    if run < FULL_BATCH_NOTE_SECONDS:
+        return None
+    return (f"full-batch training on {int(n_fit):,} rows takes about {_duration(per_network)} "
+            f"per network ({cfg.iterations} iterations), about {_duration(run)} for the run's "
+            f"trainings on {workers} core{'s' if workers != 1 else ''}; for large files pass "
+            f"--batch-size 512 --solver adam --lr 0.001 (mini-batches: --iterations then counts "
+            f"epochs, and a few epochs usually suffice)")
+
+
+def _duration(seconds):
+    return f"{seconds / 3600:.1f} h" if seconds >= 5400 else f"{seconds / 60:.0f} min"
 
 
 # ------------------------------------------------------------ schedule
@@ -833,6 +883,9 @@ def load(cfg):
                              na_values=list(cfg.na_values) if cfg.na_values else None,
                              progress=lambda line: print(f"    {line}", flush=True))
     check_sizes(cfg, dataset)
+    note = full_batch_note(cfg, dataset)
+    if note:
+        print(f"note: {note}", flush=True)
     try:
         data = prep.encode(dataset, missing_indicators=False, val_size=cfg.val_size, seed=cfg.seed)
     except MemoryError:

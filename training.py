@@ -51,6 +51,8 @@ def fit_params(cfg, **params):
     """The run's training defaults (``Config``) overridden by ``params``."""
     kw = dict(hidden=cfg.hidden, activation="relu", lr=cfg.lr, n_iter=cfg.iterations,
               init="normal", init_scale=0.1, seed=cfg.seed, dtype=cfg.dtype)
+    if getattr(cfg, "batch_size", None) is not None or getattr(cfg, "solver", "gd") != "gd":
+        kw.update(batch_size=cfg.batch_size, solver=cfg.solver)
     kw.update(params)
     return kw
 
