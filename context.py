@@ -94,6 +94,8 @@ class Context:
     course : bool
         The run is framed for the course's assignment (``run_all.course_framing``):
         its wording and Question 2; else the text speaks of the user's data.
+    cluster_address : str or None
+        The Dask scheduler Part B's trainings use (``--scheduler``; ``cluster.py``).
     """
     cfg: Any
     dataset: Any
@@ -106,6 +108,7 @@ class Context:
     parts: tuple = ()
     plan: Any = None
     course: bool = False
+    cluster_address: Any = None
 
     @property
     def output(self):

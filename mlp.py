@@ -669,6 +669,28 @@ def _check_meta(meta):
         raise bad("n_iter_", "the length of the history it has")
 
 
+class _LocalRows:
+    """The training rows in this process: what ``MLP._train`` steps on. ``batch`` is None
+    (every row) or an array of row indices (a mini-batch)."""
+
+    def __init__(self, X, yi, w):
+        self.X, self.yi, self.w = X, yi, w
+        self.n, self.n_features = X.shape
+        self._total = float(w.sum())
+
+    def weight(self, batch):
+        """Total weight of the batch's rows."""
+        return self._total if batch is None else float(self.w[batch].sum())
+
+    def loss_and_grad(self, batch, theta, sizes, code, l2, rate, key, step):
+        """(weighted mean loss, its gradient, hits) over the batch's rows."""
+        if batch is None:
+            return _run_loss_and_grad(theta, sizes, code, self.X, self.yi, self.w, l2, rate,
+                                      key, step)
+        return _run_loss_and_grad(theta, sizes, code, self.X[batch], self.yi[batch],
+                                  self.w[batch], l2, rate, key, step)
+
+
 class _Update:
     """The solver's step on ``theta`` (updated in place): gradient descent
     ``theta -= lr * g`` or Adam with bias correction; ``steps`` counts the steps
@@ -713,7 +735,6 @@ class _Batches:
             seed = est._resolved("seed")
             child = np.random.SeedSequence(seed).spawn(2)[1]      # apart from dropout's [0]
             self.rng = np.random.default_rng(child)
-        self._total = None
 
     def of_epoch(self, t):
         if self.full:
@@ -722,11 +743,6 @@ class _Batches:
         order = self.rng.permutation(self.n) if self.shuffle else np.arange(self.n)
         for s in range(0, self.n, self.size):
             yield np.sort(order[s:s + self.size])   # row order within a batch: contiguous reads
-
-    def weight_total(self, w):
-        if self._total is None:
-            self._total = float(w.sum())
-        return self._total
 
 
 class MLP(ClassifierMixin, BaseEstimator):
@@ -1106,11 +1122,23 @@ class MLP(ClassifierMixin, BaseEstimator):
         if has_val:
             Xv = self._check_X_val(X_val, dtype, X.shape[1])
             yv = self._encode(y_val, Xv.shape[0], "y_val")
+        else:
+            Xv = yv = None
+        self.training_mean_ = X.mean(axis=0, dtype=np.float64)
+        return self._train(_LocalRows(X, yi, w), hidden, code, dtype, Xv, yv, progress)
+
+    def _train(self, rows, hidden, code, dtype, Xv, yv, progress):
+        """The training loop on a source of rows (``_LocalRows``, or ``cluster``'s rows held
+        by Dask workers): initial weights from the seed, the solver's steps, validation,
+        early stopping; stores the fitted attributes (``classes_`` and ``n_features_in_``
+        set by the caller). ``Xv``/``yv``: checked validation data or None."""
+        has_val = Xv is not None
+        if has_val:
             wv = self._sample_weight(yv) if self.class_weight is not None else np.ones(len(yv))
             if wv.sum() <= 0:
                 wv = np.ones(len(yv))
             wv = wv / wv.sum()
-        sizes = [X.shape[1], *hidden, len(self.classes_)]
+        sizes = [rows.n_features, *hidden, len(self.classes_)]
         theta, sizes = self._init_params(sizes, dtype)
         L = len(sizes) - 1
         off = _offsets(sizes)
@@ -1124,7 +1152,7 @@ class MLP(ClassifierMixin, BaseEstimator):
         hist["grad_abs_mean"] = np.full((n_iter, L), np.nan)
         best_loss, best_theta, best_iter = np.inf, None, None
         update = _Update(self, theta, lr)
-        batches = _Batches(self, X.shape[0])
+        batches = _Batches(self, rows.n)
         t = -1
         for t in range(n_iter):
             val_loss, start = np.nan, theta      # ``start``: the parameters before iteration t
@@ -1138,25 +1166,24 @@ class MLP(ClassifierMixin, BaseEstimator):
                 hist["val_loss"][t] = val_loss
                 hist["val_acc"][t] = np.mean(np.argmax(logP, axis=1) == yv)
             loss, correct, gmean = 0.0, 0, np.zeros(L)
-            for rows in batches.of_epoch(t):
-                Xb, yb, wb = (X, yi, w) if rows is None else (X[rows], yi[rows], w[rows])
-                wsum = float(wb.sum())
+            for batch in batches.of_epoch(t):
+                wsum = rows.weight(batch)
                 if wsum <= 0:                       # only zero-weight rows: no step
                     continue
-                b_loss, grad, b_correct = _run_loss_and_grad(theta, sizes, code, Xb, yb, wb,
-                                                             self.l2, rate, key, update.steps)
+                b_loss, grad, b_correct = rows.loss_and_grad(batch, theta, sizes, code, self.l2,
+                                                             rate, key, update.steps)
                 if not np.isfinite(b_loss) or not np.all(np.isfinite(grad)):
                     raise ValueError(
                         f"training diverged at iteration {t}: the loss is {b_loss} with "
                         f"lr={self.lr}; use a smaller learning rate (e.g. --lr {self.lr / 10:g})")
-                share = 1.0 if rows is None else wsum / batches.weight_total(w)
+                share = 1.0 if batch is None else wsum / rows.weight(None)
                 loss += share * b_loss
                 correct += b_correct
                 gmean += share * np.array([np.mean(np.abs(grad[s_])) for s_ in w_slices])
-                if rows is not None:
+                if batch is not None:
                     update.step(grad)
             hist["loss"][t] = loss
-            hist["train_acc"][t] = correct / X.shape[0]
+            hist["train_acc"][t] = correct / rows.n
             hist["grad_abs_mean"][t] = gmean
             if progress is not None:
                 progress(t, loss, val_loss)
@@ -1175,7 +1202,6 @@ class MLP(ClassifierMixin, BaseEstimator):
                     f"training diverged at iteration {t}: weights became non-finite with "
                     f"lr={self.lr}; use a smaller learning rate (e.g. --lr {self.lr / 10:g})")
         n_run = t + 1
-        self.training_mean_ = X.mean(axis=0, dtype=np.float64)
         self.history_ = {k: v[:n_run].copy() for k, v in hist.items()}
         self.n_iter_ = n_run
         self.best_iter_ = best_iter if self.early_stopping else None

@@ -192,6 +192,7 @@ class Config:
     na_values: Any = None       # --na-values: cells read as missing besides the empty field
     parts_given: bool = True    # False: --parts not given (the course's data adds its parts)
     course: bool = False        # --course: the course's framing whatever the data
+    scheduler: Any = None       # --scheduler: Dask scheduler address or local:N (cluster.py)
     batch_size: Any = None      # --batch-size: mini-batches of that many rows (None: full batch)
     solver: str = "gd"          # --solver: gd or adam
 
@@ -276,6 +277,11 @@ def build_parser():
     p.add_argument("--solver", default=d["solver"], choices=("gd", "adam"),
                    help="update rule: gd (gradient descent, default) or adam (use a smaller "
                         "--lr with it, e.g. 0.001)")
+    p.add_argument("--scheduler", default=None, metavar="ADDRESS",
+                   help="train Part B's networks on a Dask cluster: the address of its scheduler "
+                        "(e.g. tcp://host:8786), or local:N to start N local workers; each step "
+                        "sends the weights out and one gradient back per partition (needs "
+                        "pip install -r requirements-cluster.txt)")
     p.add_argument("--threads", type=int, default=None, metavar="N",
                    help="cores to use (default: all): N worker processes train networks and run "
                         "experiments side by side, one thread each; 1 runs everything in this "
@@ -361,6 +367,11 @@ def validate(ns):
         raise UsageError(f"--seed: must be an integer from 0 to {SEED_MAX} (2**32 - 1), got {ns.seed}")
     if ns.dtype not in ("float64", "float32"):
         raise UsageError(f"--dtype: must be float64 or float32, got {ns.dtype!r}")
+    if ns.scheduler is not None and ns.batch_size is not None:
+        raise UsageError("--scheduler trains full batch on the cluster; leave out --batch-size "
+                         "(mini-batches train in one process)")
+    if ns.scheduler is not None and not ns.scheduler.strip():
+        raise UsageError("--scheduler: empty; give a scheduler address or local:N")
     if ns.batch_size is not None and ns.batch_size < 1:
         raise UsageError(f"--batch-size: must be an integer >= 1 (rows per step), got "
                          f"{ns.batch_size}; leave it out for full-batch training")
@@ -403,7 +414,7 @@ def validate(ns):
         train=train, test=test, sep=sep, test_size=test_size, keep_columns=keep,
         expand_dates=bool(ns.expand_dates), parts_given=ns.parts is not None, course=bool(ns.course),
         na_values=_col_list(ns.na_values, "--na-values"),
-        batch_size=ns.batch_size, solver=ns.solver,
+        batch_size=ns.batch_size, solver=ns.solver, scheduler=ns.scheduler,
     )
 
 
@@ -1135,9 +1146,25 @@ def main(argv=None):
         if extra:
             print(f"also running part {', '.join(extra)}: "
                   f"{', '.join(p for p in cfg.parts if p in NEEDS)} uses its results")
+        client = None
+        if cfg.scheduler and "B" in parts:
+            import cluster
+            try:
+                client = cluster.connect(cfg.scheduler)
+            except (ImportError, OSError, ValueError) as e:
+                _stop_run(run, pool, keep=False)
+                print(f"error: --scheduler: {e}".splitlines()[0], file=sys.stderr)
+                return 2
+            ctx.cluster_address = client.scheduler.address
+            print(f"cluster: Part B trains on {len(client.scheduler_info()['workers'])} Dask "
+                  f"worker(s) at {ctx.cluster_address}", flush=True)
         ctx.plan = schedule(ctx)
         console.install()
-        failed = run_parts(ctx, parts, console=console)
+        try:
+            failed = run_parts(ctx, parts, console=console)
+        finally:
+            if client is not None:
+                cluster.close(client)
         under = underfit_notes(ctx)
         if under is not None:
             ctx.metrics["underfit"] = under

@@ -39,12 +39,20 @@ def _progress(label, n_iter, every=None, steps=PROGRESS_STEPS):
     return report
 
 
-def fit_job(label, params, X, y, X_val, y_val):
-    """One training, in a worker process or in-process: the fitted ``mlp.MLP``."""
+def fit_job(label, params, X, y, X_val, y_val, scheduler=None):
+    """One training, in a worker process or in-process: the fitted ``mlp.MLP``; with
+    ``scheduler`` (a Dask scheduler's address) the rows go to its workers once and each
+    full-batch step is computed there (``cluster.fit``)."""
     import mlp
     model = mlp.MLP(**params)
-    model.fit(X, y, X_val, y_val, progress=_progress(label, params["n_iter"]))
-    return model
+    progress = _progress(label, params["n_iter"])
+    if scheduler is None:
+        return model.fit(X, y, X_val, y_val, progress=progress)
+    import cluster
+    import distributed
+    with distributed.Client(scheduler, timeout="20s") as client:
+        parts = cluster.scatter_rows(client, X, y, dtype=mlp.resolve_dtype(model.dtype))
+        return cluster.fit(model, parts, X_val, y_val, progress=progress)
 
 
 def fit_params(cfg, **params):
@@ -68,9 +76,12 @@ def train_async(ctx, label, data=None, priority=0, validate=True, group=None, **
     d = ctx.data if data is None else data
     kw = fit_params(ctx.cfg, **params)
     key = ("fit", label, validate, tuple(sorted(kw.items())))
+    scheduler = ctx.cluster_address
+    if kw.get("batch_size") is not None or kw.get("dropout"):
+        scheduler = None                    # trained in one process (cluster.fit refuses them)
     return ctx.jobs.submit(key, fit_job, label, kw, d.X_train, d.y_train,
                            d.X_val if validate else None, d.y_val if validate else None,
-                           priority=priority, group=group)
+                           scheduler=scheduler, priority=priority, group=group)
 
 
 @dataclass(frozen=True, eq=False)
