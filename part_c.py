@@ -36,10 +36,28 @@ def attribution_checks(data, cfg, act, model):
                                    target="output", samples="correct", feature_names=names,
                                    feature_source=source)
     seconds = time.perf_counter() - t0
-    perm = {split: mlp.permutation_check(model, data.X(split), data.y(split), sens, names, source,
-                                         n_repeats=cfg.study.repeats, seed=cfg.seed)
-            for split in ("train", "test") if data.y(split) is not None}   # test may be unlabelled
-    return {"sensitivity": sens, "permutation": perm, "seconds_sensitivity": seconds}
+    perm, rows = {}, {}
+    for split in ("train", "test"):
+        if data.y(split) is None:                               # test may be unlabelled
+            continue
+        X, y = data.X(split), data.y(split)
+        keep = check_rows(len(y), cfg.seed)
+        rows[split] = (len(keep), len(y))
+        perm[split] = mlp.permutation_check(model, X[keep], y[keep], sens, names, source,
+                                            n_repeats=cfg.study.repeats, seed=cfg.seed)
+    return {"sensitivity": sens, "permutation": perm, "seconds_sensitivity": seconds,
+            "permutation_rows": rows}
+
+
+PERMUTATION_ROWS = 50_000   # permutation checks: a seeded sample of the rows above it
+
+
+def check_rows(n, seed, cap=PERMUTATION_ROWS):
+    """Row positions a permutation check uses: every row up to ``cap``, else a seeded
+    sample of ``cap`` rows in row order (each shuffle re-scores every row used)."""
+    if n <= cap:
+        return np.arange(n)
+    return np.sort(np.random.default_rng(seed).choice(n, cap, replace=False))
 
 
 IG_ROWS = 2000      # integrated gradients: correctly classified training rows (a seeded sample above it)
@@ -168,7 +186,9 @@ def compute(ctx):
                        "spearman_perm_test": None if pc_test is None else pc_test["spearman_original"],
                        "spearman_perm_train_encoded": pc_train["spearman_encoded"],
                        "spearman_randomised": rnd["spearman"], "randomisation_passed": rnd["passed"],
-                       "randomisation_threshold": rnd["threshold"]}
+                       "randomisation_threshold": rnd["threshold"],
+                       "permutation_rows": {k: list(v) for k, v in
+                                            checks_of[act].get("permutation_rows", {}).items()}}
         perm = pc_train["original"][["feature", "perm_mean", "perm_rank"]].rename(
             columns={"perm_mean": "perm. importance (train)", "perm_rank": "perm. rank (train)"})
         if pc_test is not None:
@@ -254,10 +274,14 @@ def render(res, out):
     r.heading("Cross-checks", 3)
     lines = []
     for act, table in res.permutation_tables.items():
+        used = res.checks[act].get("permutation_rows", {})
+        sampled = "; ".join(f"{split}: a seeded sample of {a:,} of its {b:,} rows"
+                            for split, (a, b) in used.items() if a < b)
         out.save_table(table, f"c_permutation_{act}", floatfmt=".4f",
                        caption=f"{act}: permutation importance (accuracy drop when a column is "
                                f"shuffled, {plural_text(res.repeats, 'repeat')}), training split"
-                               + (" and test set" if "perm. importance (test)" in table.columns else ""))
+                               + (" and test set" if "perm. importance (test)" in table.columns else "")
+                               + (f" ({sampled})" if sampled else ""))
         ch = res.checks[act]
         if np.isnan(ch["spearman_perm_train"]):
             agree = ("permutation importance is zero for every column on the training split (the network "
