@@ -61,7 +61,7 @@ def connect(scheduler):
         client = distributed.Client(cluster)
         client._owned_cluster = cluster          # closed by close()
         return client
-    return distributed.Client(scheduler, timeout="20s")
+    return distributed.Client(scheduler, timeout="10s")      # an unreachable address: 10 s
 
 
 def close(client):

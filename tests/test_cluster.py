@@ -130,3 +130,18 @@ def test_scheduler_with_batch_size_is_a_usage_error():
     with pytest.raises(run_all.UsageError, match="--batch-size"):
         run_all.validate(run_all.build_parser().parse_args(["--scheduler", "local:2",
                                                             "--batch-size", "64"]))
+
+
+def test_without_dask_the_message_says_what_to_install(monkeypatch):
+    monkeypatch.setitem(sys.modules, "distributed", None)      # import distributed fails
+    with pytest.raises(ImportError, match="pip install -r requirements-cluster.txt"):
+        cluster.connect("local:2")
+
+
+def test_an_unreachable_scheduler_is_one_line_and_exit_2(tmp_path):
+    done = subprocess.run([sys.executable, str(REPO / "run_all.py"), "--quick", "--parts", "B",
+                           "--scheduler", "tcp://127.0.0.1:9", "--out", str(tmp_path / "o")],
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 2
+    err = done.stderr.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error: --scheduler:"), done.stderr[-1000:]
