@@ -115,8 +115,8 @@ def scatter_rows(client, X, y, n_parts=None, sample_weight=None, dtype=np.float6
     futures = []
     for i in range(n_parts):
         s = slice(bounds[i], bounds[i + 1])
-        futures.append(client.scatter(_part(X[s], yi[s], w[s]),
-                                      workers=[workers[i % len(workers)]], hash=False))
+        futures.append(client.scatter([_part(X[s], yi[s], w[s])],     # one object: a list
+                                      workers=[workers[i % len(workers)]], hash=False)[0])
     return RowParts(client, futures, classes, int(len(yi)), int(X.shape[1]))
 
 

@@ -145,3 +145,16 @@ def test_an_unreachable_scheduler_is_one_line_and_exit_2(tmp_path):
     assert done.returncode == 2
     err = done.stderr.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("error: --scheduler:"), done.stderr[-1000:]
+
+
+def test_partitions_stay_on_their_workers_and_may_be_uneven(client):
+    X, y = _data(6, n=1003)
+    parts = cluster.scatter_rows(client, X, y, n_parts=5)          # more parts than workers
+    where_before = {f.key: set(ws) for f, ws in
+                    zip(parts.futures, client.who_has(parts.futures).values())}
+    on_cluster = cluster.fit(_net(n_iter=8), parts)
+    where_after = {f.key: set(ws) for f, ws in
+                   zip(parts.futures, client.who_has(parts.futures).values())}
+    assert where_before == where_after and all(len(w) == 1 for w in where_after.values())
+    assert len({next(iter(w)) for w in where_after.values()}) == 2   # spread over both workers
+    assert _max_diff(on_cluster, _net(n_iter=8).fit(X, y)) < 1e-10
