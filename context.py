@@ -11,6 +11,8 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 import jobs as jobs_mod
 import report as rp
 
@@ -236,3 +238,18 @@ def data_notes(dataset):
         file = console_path(dataset.files[1]) if len(dataset.files) > 1 else "test"
         notes.append(prep.UNLABELLED_TEST_MESSAGE.format(file=file, target=dataset.target))
     return notes
+
+
+# Above this many rows, the parts' analyses that re-score every row many times (Part B's
+# gradient decomposition and depth probes, Part C's permutation checks) use a seeded
+# sample of this size, stated in the report; the networks still train on every row.
+ANALYSIS_ROWS = 50_000
+
+
+def analysis_rows(n, seed, cap=None):
+    """Row positions an analysis uses: every row up to ``cap`` (default ``ANALYSIS_ROWS``),
+    else a seeded sample of ``cap`` rows in row order."""
+    cap = ANALYSIS_ROWS if cap is None else cap
+    if n <= cap:
+        return np.arange(n)
+    return np.sort(np.random.default_rng(seed).choice(n, cap, replace=False))

@@ -59,6 +59,7 @@ from kernels import (  # noqa: F401  (the kernels first: they set numba's cache 
     _integrated_gradients,
     _loss_and_grad,
     _loss_and_grad_dropout,
+    _loss_and_grad_serial,
     _n_blocks,
     _offsets,
     activation_code,
@@ -687,8 +688,14 @@ class _LocalRows:
         if batch is None:
             return _run_loss_and_grad(theta, sizes, code, self.X, self.yi, self.w, l2, rate,
                                       key, step)
-        return _run_loss_and_grad(theta, sizes, code, self.X[batch], self.yi[batch],
-                                  self.w[batch], l2, rate, key, step)
+        X, y, w = self.X[batch], self.yi[batch], self.w[batch]
+        if rate:
+            return _run_loss_and_grad(theta, sizes, code, X, y, w, l2, rate, key, step)
+        with _single_threaded_blas():          # one block on this thread: no parallel launch
+            loss, grad, correct = _loss_and_grad_serial(theta, sizes, np.int64(code), X, y,
+                                                        w / w.sum(), np.float64(l2),
+                                                        np.int64(TILE))
+        return float(loss), grad, int(correct)
 
 
 class _Update:

@@ -20,7 +20,7 @@ from sklearn.base import clone
 import mlp
 import plots
 import report as rp
-from context import PartResult, READABLE, show_table
+from context import analysis_rows, PartResult, READABLE, show_table
 from prose import names_text, plain_number, plural_text, points_text
 from rules import Rule
 from training import Fitted, best_network, evaluate
@@ -152,6 +152,7 @@ class BResult(PartResult):
     depth_width: int
     repeats: int
     batch_size: Any = None      # rows per mini-batch (None: full batch)
+    analysis_rows: Any = None   # (rows used, training rows) of the common-part and depth analyses
     solver: str = "gd"
 
     @property
@@ -232,12 +233,14 @@ def compute(ctx):
                                  "ratio W2/W1 median": float(np.median(ratio))})
     vanishing = [row["activation"] for row in summary_rows if row["ratio W2/W1 first"] > VANISHING.threshold]
     crossings, common = {}, {}
+    keep = analysis_rows(len(d.y_train), cfg.seed)       # every row of the course's data
+    Xa, ya = d.X_train[keep], d.y_train[keep]
     if len(cfg.hidden) >= 2:
         for act, model in nets.items():
             crossings[act] = _ratio_crossing(grads[act][:, 1] / grads[act][:, 0])
             # the same network after its first step (same set-up, one iteration): iteration 2's gradient
-            early = clone(model).set_params(n_iter=1, early_stopping=False).fit(d.X_train, d.y_train)
-            (ratio_early, inputs), (ratio_late, _) = (_common_part(m, d.X_train, d.y_train) for m in (early, model))
+            early = clone(model).set_params(n_iter=1, early_stopping=False).fit(Xa, ya)
+            (ratio_early, inputs), (ratio_late, _) = (_common_part(m, Xa, ya) for m in (early, model))
             common[act] = {"early": ratio_early, "late": ratio_late, "inputs": inputs}
 
     sig_rows = verdict = None
@@ -260,7 +263,7 @@ def compute(ctx):
             for s in range(cfg.study.repeats):
                 probe = mlp.MLP(hidden=(width,) * depth, activation=act, n_iter=1, lr=cfg.lr,
                                 init="normal", init_scale=0.1, seed=cfg.seed + s, dtype=cfg.dtype)
-                probe.fit(d.X_train, d.y_train)
+                probe.fit(Xa, ya)
                 g = probe.history_["grad_abs_mean"][0]
                 per_seed.append(g[depth - 1] / g[0])
             vals.append(float(np.exp(np.mean(np.log(per_seed)))))
@@ -274,6 +277,7 @@ def compute(ctx):
         sigmoid_setup=sig_rows,
         sigmoid_verdict=verdict, depths=depths, depth_ratios=ratios, depth_width=width,
         repeats=cfg.study.repeats, batch_size=getattr(cfg, "batch_size", None),
+        analysis_rows=(int(len(keep)), int(len(d.y_train))),
         solver=getattr(cfg, "solver", "gd"))
 
 
@@ -345,7 +349,11 @@ def render(res, out):
            f"{res.lr:g}, {res.steps}, {res.dtype}; trained on the "
            f"{res.n_fit:,}-row training split, validated on {res.n_val:,} rows. Forward "
            "pass, loss and backpropagation are hand-written numba kernels (`mlp.loss_and_grads`), "
-           "checked against finite differences and a NumPy reference in the tests.")
+           "checked against finite differences and a NumPy reference in the tests."
+           + (f" The gradient decomposition and the depth probes below use a seeded sample of "
+              f"{res.analysis_rows[0]:,} of the {res.analysis_rows[1]:,} training rows (the "
+              f"networks train on every row)."
+              if res.analysis_rows and res.analysis_rows[0] < res.analysis_rows[1] else ""))
     final = pd.DataFrame(res.final)
     show_table(out, final, "b_accuracy", caption=f"Final accuracy (majority-class "
                 f"baseline: train {base:.3f}, validation {base_val:.3f})", floatfmt=".3f",

@@ -18,7 +18,7 @@ from scipy.stats import spearmanr
 import mlp
 import plots
 import prep
-from context import REPO_DIR, PartResult, show_table
+from context import REPO_DIR, PartResult, analysis_rows, show_table
 from prose import plural_text
 from training import best_network
 import report as rp
@@ -41,7 +41,7 @@ def attribution_checks(data, cfg, act, model):
         if data.y(split) is None:                               # test may be unlabelled
             continue
         X, y = data.X(split), data.y(split)
-        keep = check_rows(len(y), cfg.seed)
+        keep = analysis_rows(len(y), cfg.seed)
         rows[split] = (len(keep), len(y))
         perm[split] = mlp.permutation_check(model, X[keep], y[keep], sens, names, source,
                                             n_repeats=cfg.study.repeats, seed=cfg.seed)
@@ -49,15 +49,6 @@ def attribution_checks(data, cfg, act, model):
             "permutation_rows": rows}
 
 
-PERMUTATION_ROWS = 50_000   # permutation checks: a seeded sample of the rows above it
-
-
-def check_rows(n, seed, cap=PERMUTATION_ROWS):
-    """Row positions a permutation check uses: every row up to ``cap``, else a seeded
-    sample of ``cap`` rows in row order (each shuffle re-scores every row used)."""
-    if n <= cap:
-        return np.arange(n)
-    return np.sort(np.random.default_rng(seed).choice(n, cap, replace=False))
 
 
 IG_ROWS = 2000      # integrated gradients: correctly classified training rows (a seeded sample above it)
