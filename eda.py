@@ -126,7 +126,8 @@ def class_distribution(y, imbalance_threshold=1.5):
 
 
 CORR_TOP_K = 30         # features in the returned matrix (the heatmap): a 30 x 30 grid stays legible
-CORR_BLOCK = 256        # columns per block of Z^T Z: memory n*d + CORR_BLOCK*d floats, never d*d
+CORR_BLOCK = 256        # columns per block of Z^T Z: memory CORR_CHUNK_ROWS*d + CORR_BLOCK*d floats, never d*d
+CORR_CHUNK_ROWS = 65536  # rows centred at a time by _centred_products (memory O(chunk * d))
 CORR_MAX_PAIRS = 10000  # strongest pairs kept (the count of all pairs found is in pairs.attrs)
 
 
@@ -134,7 +135,8 @@ def correlation_pairs(X, feature_names, threshold=0.5, top_k=CORR_TOP_K, max_pai
     """Pearson correlations of encoded features: every strong pair, and the matrix of the top K.
 
     All d * (d - 1) / 2 pairs are scanned in blocks of ``CORR_BLOCK``
-    columns, so memory is O(n * d + CORR_BLOCK * d), not O(d^2); the
+    columns, each summed over chunks of ``CORR_CHUNK_ROWS`` centred rows, so
+    the memory beyond X is O(CORR_CHUNK_ROWS * d + CORR_BLOCK * d), not O(d^2); the
     returned matrix covers at most ``top_k`` features.
 
     Parameters
@@ -181,16 +183,13 @@ def correlation_pairs(X, feature_names, threshold=0.5, top_k=CORR_TOP_K, max_pai
     if not isinstance(top_k, (int, np.integer)) or top_k < 1:
         raise ValueError(f"top_k must be a positive integer, got {top_k!r}")
     d = X.shape[1]
-    Z = X - X.mean(axis=0)                                     # (n, d)
-    sd = np.sqrt((Z * Z).sum(axis=0))                          # (d,)
-    const = sd <= 1e-12 * np.maximum(1.0, np.abs(X).max(axis=0))
-    Z /= np.where(const, 1.0, sd)
-    Z[:, const] = 0.0                                          # unit columns; constants all zero
+    mean, sd, const = _column_moments(X)                       # (d,) each
+    unit = (np.where(const, 1.0, sd), const)                   # Z = (X - mean) / sd, constants zero
     best = np.zeros(d)                                         # max |r| with any other feature
     found, kept_i, kept_j, kept_r = 0, [], [], []
     for start in range(0, d, CORR_BLOCK):
         stop = min(d, start + CORR_BLOCK)
-        block = np.clip(Z[:, start:stop].T @ Z, -1.0, 1.0)     # (b, d)
+        block = np.clip(_centred_products(X, mean, unit, slice(start, stop)), -1.0, 1.0)  # (b, d)
         rows = np.arange(stop - start)
         block[rows, start + rows] = 0.0                        # the diagonal is no pair
         block[:, const] = 0.0
@@ -217,7 +216,7 @@ def correlation_pairs(X, feature_names, threshold=0.5, top_k=CORR_TOP_K, max_pai
     else:                                                       # strongest links first, then variance
         var = sd * sd / len(X)
         sel = np.sort(np.lexsort((-var, -np.where(const, -1.0, best)))[:top_k])
-    corr = np.clip(Z[:, sel].T @ Z[:, sel], -1.0, 1.0)          # (k, k)
+    corr = np.clip(_centred_products(X, mean, unit, sel, sel), -1.0, 1.0)   # (k, k)
     np.fill_diagonal(corr, 1.0)
     corr[const[sel], :] = np.nan
     corr[:, const[sel]] = np.nan
@@ -225,6 +224,38 @@ def correlation_pairs(X, feature_names, threshold=0.5, top_k=CORR_TOP_K, max_pai
     out = pd.DataFrame(corr, index=sel_names, columns=sel_names)
     out.attrs.update(n_features=int(d), top_k=int(top_k))
     return out, pairs
+
+
+def _column_moments(X, chunk=None):
+    """Column means, norms ``sqrt(sum (x - mean)^2)`` and constant flags, of shape (d,) each,
+    one chunk of rows at a time (no centred copy of X)."""
+    n, d = X.shape
+    chunk = chunk or CORR_CHUNK_ROWS
+    mean = X.mean(axis=0)
+    ss, top = np.zeros(d), np.zeros(d)
+    for a in range(0, n, chunk):
+        Z = X[a:a + chunk] - mean                              # (chunk, d)
+        ss += (Z * Z).sum(axis=0)
+        top = np.maximum(top, np.abs(X[a:a + chunk]).max(axis=0))
+    sd = np.sqrt(ss)
+    return mean, sd, sd <= 1e-12 * np.maximum(1.0, top)
+
+
+def _centred_products(X, mean, unit, rows, cols=None, chunk=None):
+    """``Z[:, rows]^T Z[:, cols]`` with ``Z = (X - mean) / sd`` (``unit = (sd, constant)``:
+    unit columns, constants zero); ``rows`` a slice or indices, ``cols`` indices or None
+    (every column). Summed one chunk of rows at a time: memory O(chunk * d) instead of a
+    centred copy of X (at 5 million rows, as large as X); one chunk computes exactly the
+    all-rows product."""
+    chunk = chunk or CORR_CHUNK_ROWS
+    C = None
+    for a in range(0, X.shape[0], chunk):
+        Z = X[a:a + chunk] - mean                              # (chunk, d)
+        Z /= unit[0]
+        Z[:, unit[1]] = 0.0
+        part = Z[:, rows].T @ (Z if cols is None else Z[:, cols])
+        C = part if C is None else C + part
+    return C
 
 
 def _strongest(ii, jj, rr, k):

@@ -10,6 +10,8 @@ defined here and quoted by the report.
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
+
 import plots
 import eda
 import prep
@@ -67,6 +69,9 @@ class AResult(PartResult):
     figure_numeric: list = ()   # the numeric columns the box plots show (highest pps first)
     figure_categorical: list = ()  # the categorical columns the count plots show
     figure_limit: int = 0       # at most this many feature columns in the figures (FIGURE_FEATURES)
+    box_train: Any = None       # the rows the box plots draw: ``train``, or a seeded sample of it
+    box_rows: int = 0           # len(box_train); < n_train when the box plots draw a sample
+    box_seed: int = 0           # the seed of that sample (the run's)
 
     @property
     def headline(self):
@@ -97,13 +102,17 @@ class AResult(PartResult):
                                           "pairs_truncated": self.pairs_truncated},
                           "figures": {"numeric": list(self.figure_numeric),
                                       "categorical": list(self.figure_categorical),
-                                      "limit": self.figure_limit}},
+                                      "limit": self.figure_limit,
+                                      "boxplot_rows": self.box_rows}},
                 "headline": self.headline}
 
 
 # Part A's figures draw at most this many feature columns, those with the highest pps:
 # a 1,000-column file would otherwise make a figure of 1,000 panels (memory, minutes).
 FIGURE_FEATURES = 12
+# Box plots (quartiles and outliers drawn as points) use at most this many training rows,
+# a random sample drawn from the run's seed above it; tables and counts use every row.
+FIGURE_ROWS = 200_000
 # Part A's report shows at most this many correlated pairs (the CSV holds all that were kept).
 PAIRS_SHOWN = 20
 
@@ -115,6 +124,15 @@ def _figure_columns(pp, numeric, categorical, limit=FIGURE_FEATURES):
     ranked += [f for f in list(numeric) + list(categorical) if f not in ranked]
     chosen = ranked[:limit]
     return [f for f in chosen if f in numeric], [f for f in chosen if f in categorical]
+
+
+def figure_sample(frame, columns, seed, limit=FIGURE_ROWS):
+    """``frame[columns]``, of at most ``limit`` rows drawn without replacement from ``seed``
+    (in row order); no copy of the other rows is made."""
+    if len(frame) <= limit:
+        return frame[columns]
+    rows = np.sort(np.random.default_rng(seed).choice(len(frame), size=limit, replace=False))
+    return frame.iloc[rows, [frame.columns.get_loc(c) for c in columns]]
 
 
 def compute(ctx):
@@ -131,6 +149,7 @@ def compute(ctx):
     corr, pairs = eda.correlation_pairs(d.X_train, d.feature_names, threshold=cfg.corr_threshold)
     pp = eda.predictive_power(ds.train, tgt, num, cat, seed=cfg.seed)
     fig_num, fig_cat = _figure_columns(pp, num, cat)
+    box = figure_sample(ds.train, fig_num + [tgt], cfg.seed)
     return AResult(
         target=tgt, numeric=num, categorical=cat, n_train=len(ds.train), n_test=len(ds.test),
         n_columns=ds.train.shape[1], structure=st.reset_index(), missing=miss.reset_index(),
@@ -151,7 +170,8 @@ def compute(ctx):
         corr_top_k=int(corr.attrs.get("top_k", len(corr))),
         n_pairs_found=int(pairs.attrs.get("n_pairs_found", len(pairs))),
         pairs_truncated=bool(pairs.attrs.get("truncated", False)),
-        figure_numeric=fig_num, figure_categorical=fig_cat, figure_limit=FIGURE_FEATURES)
+        figure_numeric=fig_num, figure_categorical=fig_cat, figure_limit=FIGURE_FEATURES,
+        box_train=box, box_rows=len(box), box_seed=cfg.seed)
 
 
 # How Part A's table names the rules of ``prep.SCREEN_RULES`` (the key itself when missing here).
@@ -274,9 +294,14 @@ def render(res, out):
         frame = res.train[res.train[tgt].isin(set(shown))]
         classes_note = f"; the {CLASSES_SHOWN} largest of {len(counts):,} classes"
     if fig_num:
-        out.save_figure(plots.numeric_boxplots(frame, fig_num, tgt), "a_numeric_boxplots.png",
+        box = res.box_train if res.box_train is not None else res.train
+        if len(counts) > CLASSES_SHOWN:
+            box = box[box[tgt].isin(set(shown))]
+        sampled = (f"; a random sample of {res.box_rows:,} of the {res.n_train:,} rows (seed "
+                   f"{res.box_seed})" if res.box_rows and res.box_rows < res.n_train else "")
+        out.save_figure(plots.numeric_boxplots(box, fig_num, tgt), "a_numeric_boxplots.png",
                         "Numeric features by class (train)" + _shown_of(fig_num, len(num), "numeric features")
-                        + classes_note)
+                        + classes_note + sampled)
     if fig_cat:
         out.save_figure(plots.categorical_countplots(frame, fig_cat, tgt), "a_categorical_counts.png",
                         "Categorical features by class (train)"

@@ -1,0 +1,52 @@
+"""Large files on one machine: numeric columns read as numbers, Part A's correlations
+summed over row chunks (equal to the all-rows formula), box plots on a stated, seeded
+sample."""
+import numpy as np
+import pandas as pd
+import pytest
+
+import eda
+import part_a
+import reader
+
+
+def test_reader_keeps_numbers_as_numbers(tmp_path):
+    rng = np.random.default_rng(0)
+    frame = pd.DataFrame({"a": rng.normal(size=500), "b": rng.integers(0, 9, 500),
+                          "c": rng.choice(["x", "y"], 500), "label": rng.integers(0, 3, 500)})
+    frame.loc[7, "a"] = np.nan
+    frame.to_csv(tmp_path / "t.csv", index=False)
+    got = reader.read_file(tmp_path / "t.csv").frame
+    assert got["a"].dtype == np.float64 and got["b"].dtype == np.int64
+    assert not pd.api.types.is_numeric_dtype(got["c"]) and np.isnan(got.loc[7, "a"])
+    np.testing.assert_allclose(got["a"].to_numpy(), frame["a"].to_numpy(), rtol=1e-15)
+
+
+@pytest.mark.parametrize("chunk", [7, 64, 100_000])
+def test_chunked_correlations_equal_corrcoef(monkeypatch, chunk):
+    rng = np.random.default_rng(1)
+    X = rng.normal(size=(301, 6))
+    X[:, 3] = 2 * X[:, 0] + 0.1 * X[:, 3]        # a strong pair
+    X[:, 5] = 4.0                                # a constant: never paired, NaN in the matrix
+    monkeypatch.setattr(eda, "CORR_CHUNK_ROWS", chunk)
+    corr, pairs = eda.correlation_pairs(X, [f"f{j}" for j in range(6)], threshold=0.5, top_k=4)
+    ref = np.corrcoef(X[:, :5], rowvar=False)
+    full, _ = eda.correlation_pairs(X, [f"f{j}" for j in range(6)], threshold=0.0, top_k=6)
+    np.testing.assert_allclose(full.to_numpy()[:5, :5], ref, atol=1e-12)
+    assert np.isnan(full.to_numpy()[5]).all()
+    assert list(zip(pairs.feature_a, pairs.feature_b)) == [("f0", "f3")]
+    assert abs(pairs.r.iloc[0] - ref[0, 3]) < 1e-12
+    assert corr.shape == (4, 4)
+
+
+def test_figure_sample_is_seeded_bounded_and_in_row_order():
+    frame = pd.DataFrame({"a": np.arange(1000.0), "b": np.arange(1000) % 7, "label": np.arange(1000) % 3})
+    small = part_a.figure_sample(frame, ["a", "label"], seed=3, limit=5000)
+    assert small.shape == (1000, 2)
+    s1 = part_a.figure_sample(frame, ["a", "label"], seed=3, limit=100)
+    s2 = part_a.figure_sample(frame, ["a", "label"], seed=3, limit=100)
+    s3 = part_a.figure_sample(frame, ["a", "label"], seed=4, limit=100)
+    assert list(s1.columns) == ["a", "label"] and len(s1) == 100
+    assert s1.equals(s2) and not s1.equals(s3)
+    assert np.all(np.diff(s1["a"].to_numpy()) > 0)               # row order kept
+    assert np.array_equal(s1["label"].to_numpy(), s1["a"].to_numpy().astype(int) % 3)
