@@ -1896,6 +1896,73 @@ def _new_values_sentence(v):
     return what + f" ({v.kind})."
 
 
+# What the verdict's kinds without suspects say, each in one clause. A kind's clause never
+# denies another kind of the same verdict: covariate_shift says "no feature's relationship
+# changed" only when no kind of a changed relationship is in the verdict, and prior_shift
+# says "P(x | label) holds" only when covariate_shift is not.
+_RELATIONSHIP_KINDS = ("relationship_broken", "concept_shift", "missingness", "interaction")
+
+
+def _names(items, name):
+    items = [name(i) for i in items]
+    return items[0] if len(items) == 1 else ", ".join(items[:-1]) + " and " + items[-1]
+
+
+def verdict_clauses(diagnosis, name=str):
+    """One clause per kind of the verdict, written from the diagnosis's evidence.
+
+    Parameters
+    ----------
+    diagnosis : Diagnosis
+    name : callable, default str
+        Formats a column name (e.g. as a code span).
+
+    Returns
+    -------
+    list of str
+        In :data:`KINDS` order, each ending with its kind in parentheses; empty for
+        ``none``. No clause contradicts another kind of the same verdict.
+    """
+    d = diagnosis
+    kinds = set(d.verdict.kinds)
+    out = []
+    for kind, text in KIND_TEXT.items():
+        feats = list(dict.fromkeys(s.feature for s in d.suspects if s.kind == kind))
+        if feats:
+            if len(feats) > 1:
+                verb, rest = text.split(" ", 1)
+                text = f"{PLURAL_VERBS[verb]} {rest}"
+            out.append(f"{_names(feats, name)} {text} ({kind})")
+    if "prior_shift" in kinds:
+        p = d.priors
+        holds = ("" if "covariate_shift" in kinds else " while P(x | label) holds")
+        out.append(f"the class shares moved (total variation {p.total_variation:.3f}, noise "
+                   f"band {p.band:.3f}){holds} (prior_shift)")
+    if "covariate_shift" in kinds:
+        moved = [c for c in d.shifted_features if c not in d.suspect_features]
+        what = f"the inputs {_names(moved, name)}" if moved else "the inputs' joint distribution"
+        if not d.labelled:
+            how = "; whether their relationships with the label hold needs test labels"
+        elif kinds & set(_RELATIONSHIP_KINDS):
+            how = " besides the suspects"
+        else:
+            how = " but no feature's relationship with the label changed"
+        out.append(f"{what} moved{how} (covariate_shift)")
+    if "unexplained" in kinds and d.gap is not None:
+        out.append(f"{d.gap.residual:.3f} nats of the model's transfer gap is accounted for by "
+                   f"no check (unexplained)")
+    return out
+
+
+def verdict_sentence(diagnosis, name=str):
+    """The verdict in one sentence: :func:`verdict_clauses` joined, or that nothing was found."""
+    parts = verdict_clauses(diagnosis, name)
+    if not parts:
+        return (f"No {'' if diagnosis.labelled else 'label-free '}check found a shift between "
+                "the training and the test file (verdict: none).")
+    return "Diagnosis: " + "; ".join(parts) + "."
+
+
 def _rise(x):
     return "rises" if x > 0 else "falls" if x < 0 else "stays"
 
