@@ -115,7 +115,10 @@ RULES = {r.name: r for r in (
     _spec("model_transfer_gap",
              "log loss on test of the train-fitted proxy (the smaller of: as fitted, re-weighted "
              "to test's class shares) - log loss of the proxy refitted within test by CV", 0.01,
-             "z=2.58 x standard error of the per-row loss difference",
+             "z=2.58 x sqrt(standard error of the per-row loss difference^2 + variance of the "
+             "gap over 3 proxy seeds (train-fitted proxy and refit folds); the seeds are fitted "
+             "when the one-seed gap is past its limit but below 3 x it, the gap is then their "
+             "mean)",
              "a model of all features transfers worse than one learnt within test; without it "
              "no feature is blamed for a relationship that changed but still exists "
              "(concept_shift: a single feature's P(y | x_j) also moves when other, correlated "
@@ -133,6 +136,12 @@ RULES = {r.name: r for r in (
              "z=2.58 x standard error of the per-row difference",
              "the feature told the label in train beyond what the other features tell; else "
              "its lost information within test is that of a correlated, shifted input"),
+    _spec("leave_out_costs",
+             "log loss on test of the train-fitted proxy without the feature - with it "
+             "(checked for a relationship_broken suspect when model_transfer_gap did not fire)",
+             0.0, "threshold only (any cost keeps the feature)",
+             "the train-fitted model is worse on test without the feature: its relationship "
+             "still serves test, so it is not blamed (leaving it out would cost accuracy)"),
     _spec("suspect_closure",
              "transfer gap closed by leaving the suspect out as well as those blamed before it "
              "(nats; conditional_shift suspects taken greedily by closure)", 0.01,
@@ -306,6 +315,8 @@ class Gap:
     residual: float               # transfer gap left after removing the suspects
     transfer_fitted: float = float("nan")      # the transfer gap as fitted
     transfer_reweighted: float = float("nan")  # ... re-weighted to test's class shares
+    transfer_seed_sd: float = float("nan")     # sd of the transfer gap over the proxy's seeds
+    #                                            (nan: not measured, the gap was far from its limit)
 
 
 @dataclass(frozen=True)
@@ -1057,6 +1068,8 @@ def _proxy(X, y, cat_mask, seed):
 
 
 _UNIQUE_ROWS = 6000     # train rows of the unique_in_train check (3-fold out-of-fold)
+_PROXY_SEEDS = 3        # seeds of the proxy whose spread widens the model transfer gap's band
+_SEED_ZONE = 3.0        # ... fitted when the one-seed gap lies between its limit and 3 x it
 
 
 def _oof_ll(X, y, cat_mask, k, seed, cv=3):
@@ -1099,27 +1112,55 @@ class _Transfer:
         keep = [j for j in range(Xtr.shape[1]) if j not in drop]
         return Xtr[:, keep], Xte[:, keep], self.cat[keep]
 
+    def _test_ll(self, drop, fill, seed):
+        """Per-row test log loss of the train-fitted proxy: (as fitted, re-weighted to
+        test's class shares)."""
+        k, y = self.k, self.yte
+        Xtr, Xte, cat = self._matrices(drop, fill)
+        if not Xtr.shape[1]:
+            ll = _ll_rows(np.tile(self.pi_te, (len(y), 1)), y)
+            return ll, ll
+        P = self.P_all if (not drop and not fill and self.P_all is not None
+                           and seed == self.seed) else \
+            _full_proba(_proxy(Xtr, self.ytr, cat, seed), Xte, k)
+        P = np.clip(P, _EPS, None)
+        return _ll_rows(P, y), _ll_rows(prior_correction(P, self.pi_tr, self.pi_te), y)
+
+    def _gap_at(self, drop, fill, seed):
+        """(gap, band) and the per-row losses of one proxy seed."""
+        Xtr, Xte, cat = self._matrices(drop, fill)
+        ll_cv = _oof_ll(Xte, self.yte, cat, self.k, seed)          # the refit within test
+        ll_t, ll_rw = self._test_ll(drop, fill, seed)
+        # as fitted (a covariate shift keeps P(y | x)) and re-weighted to test's shares (a
+        # prior shift keeps P(x | y)): the relationship changed only if both lose
+        return min(_gap_stat(ll_t, ll_cv), _gap_stat(ll_rw, ll_cv)), (ll_t, ll_rw, ll_cv)
+
     def gap(self, drop=frozenset(), fill=frozenset()):
         """(gap, band) in nats; the class shares when every column is dropped."""
         key = (frozenset(drop), frozenset(fill))
-        if key in self.cache:
-            return self.cache[key]
-        k, y = self.k, self.yte
-        Xtr, Xte, cat = self._matrices(drop, fill)
-        ll_cv = _oof_ll(Xte, y, cat, k, self.seed)                # the refit within test
-        if not Xtr.shape[1]:
-            ll_t = ll_rw = _ll_rows(np.tile(self.pi_te, (len(y), 1)), y)
-        else:
-            P = self.P_all if (not drop and not fill and self.P_all is not None) else \
-                _full_proba(_proxy(Xtr, self.ytr, cat, self.seed), Xte, k)
-            P = np.clip(P, _EPS, None)
-            ll_t = _ll_rows(P, y)
-            ll_rw = _ll_rows(prior_correction(P, self.pi_tr, self.pi_te), y)
-        # as fitted (a covariate shift keeps P(y | x)) and re-weighted to test's shares (a
-        # prior shift keeps P(x | y)): the relationship changed only if both lose
-        self.cache[key] = min(_gap_stat(ll_t, ll_cv), _gap_stat(ll_rw, ll_cv))
-        self.rows[key] = (ll_t, ll_rw, ll_cv)
+        if key not in self.cache:
+            self.cache[key], self.rows[key] = self._gap_at(drop, fill, self.seed)
         return self.cache[key]
+
+    def gap_over_seeds(self, n_seeds=_PROXY_SEEDS):
+        """The full proxy's transfer gap over ``n_seeds`` proxy seeds (the train-fitted
+        proxy's early-stopping split, the refit's folds and fits): (mean gap, band, sd),
+        the band z * sqrt(se^2 + sd^2) adding the proxy's own spread to the per-row noise."""
+        g, b = self.gap()
+        gaps, ses = [g], [b / _Z]
+        for s in range(1, n_seeds):
+            (gs, bs), _ = self._gap_at(frozenset(), frozenset(), self.seed + 1000 * s)
+            gaps.append(gs)
+            ses.append(bs / _Z)
+        sd = float(np.std(gaps, ddof=1))
+        return float(np.mean(gaps)), _Z * math.sqrt(float(np.mean(np.square(ses))) + sd ** 2), sd
+
+    def leave_out_cost(self, j):
+        """Test log loss of the train-fitted proxy without column ``j`` - with it (as
+        fitted): > 0 when the column still serves test."""
+        self.gap()
+        ll_with = self.rows[(frozenset(), frozenset())][0]
+        return float(np.mean(self._test_ll(frozenset([j]), frozenset(), self.seed)[0] - ll_with))
 
     def parts(self):
         """For the proxy of all columns: the transfer gap as fitted and re-weighted to test's
@@ -1619,6 +1660,10 @@ def _stage_transfer(d, m, feat, acc, rng):
     tr = _Transfer(d.Xtr[m.fit], y_tr[m.fit], d.Xte, d.y_te, d.cat_mask, d.k, d.seed,
                    None if m.user_model else m.P_te)
     g0, b0 = tr.gap()
+    sd = float("nan")
+    lim = max(th["model_transfer_gap"], b0)
+    if lim < g0 < _SEED_ZONE * lim:     # near the limit: the proxy's own randomness counts
+        g0, b0, sd = tr.gap_over_seeds()
     r = _check("model_transfer_gap", None, g0, th["model_transfer_gap"], b0)
     tgap = r.fired
     rules.append(r)
@@ -1637,6 +1682,14 @@ def _stage_transfer(d, m, feat, acc, rng):
             r = _check("unique_in_train", names[j], u, th["unique_in_train"], ub)
             rules.append(r)
             if not r.fired:
+                del single[j]
+                continue
+            # without a model-level gap, a lost link is blamed only when leaving the column
+            # out does not make the train-fitted model worse on test
+            cost = tr.leave_out_cost(j)
+            r = _rule("leave_out_costs", names[j], cost, 0.0, 0.0, cost > 0.0)
+            rules.append(r)
+            if r.fired:
                 del single[j]
     if single:                      # explain away (suspect_closure)
         strongest = sorted(single, key=lambda j: -single[j].statistic)
@@ -1676,7 +1729,7 @@ def _stage_transfer(d, m, feat, acc, rng):
     dv = acc.acc_v - acc.acc_t
     gap = Gap(acc.acc_v, acc.acc_t, dv, (dv - _Z * acc.se, dv + _Z * acc.se),
               float(acc.ll_v.mean()), float(acc.ll_t.mean()), lg, (lg - _Z * lse, lg + _Z * lse),
-              acc.outside, g0, b0, g0 - group_g, group_g, g_fit, g_rw)
+              acc.outside, g0, b0, g0 - group_g, group_g, g_fit, g_rw, sd)
     return _TransferFound(rules=tuple(rules), suspects=tuple(suspects[len(feat.suspects):]), gap=gap,
                           proxies=proxies)
 
@@ -1841,6 +1894,73 @@ def _new_values_sentence(v):
                  f"{v.acc_flagged:.3f} on {rows[1]} (difference {diff:+.3f}, noise band "
                  f"{v.acc_band:.3f}" + ("" if diff > v.acc_band else ": within noise") + ")")
     return what + f" ({v.kind})."
+
+
+# What the verdict's kinds without suspects say, each in one clause. A kind's clause never
+# denies another kind of the same verdict: covariate_shift says "no feature's relationship
+# changed" only when no kind of a changed relationship is in the verdict, and prior_shift
+# says "P(x | label) holds" only when covariate_shift is not.
+_RELATIONSHIP_KINDS = ("relationship_broken", "concept_shift", "missingness", "interaction")
+
+
+def _names(items, name):
+    items = [name(i) for i in items]
+    return items[0] if len(items) == 1 else ", ".join(items[:-1]) + " and " + items[-1]
+
+
+def verdict_clauses(diagnosis, name=str):
+    """One clause per kind of the verdict, written from the diagnosis's evidence.
+
+    Parameters
+    ----------
+    diagnosis : Diagnosis
+    name : callable, default str
+        Formats a column name (e.g. as a code span).
+
+    Returns
+    -------
+    list of str
+        In :data:`KINDS` order, each ending with its kind in parentheses; empty for
+        ``none``. No clause contradicts another kind of the same verdict.
+    """
+    d = diagnosis
+    kinds = set(d.verdict.kinds)
+    out = []
+    for kind, text in KIND_TEXT.items():
+        feats = list(dict.fromkeys(s.feature for s in d.suspects if s.kind == kind))
+        if feats:
+            if len(feats) > 1:
+                verb, rest = text.split(" ", 1)
+                text = f"{PLURAL_VERBS[verb]} {rest}"
+            out.append(f"{_names(feats, name)} {text} ({kind})")
+    if "prior_shift" in kinds:
+        p = d.priors
+        holds = ("" if "covariate_shift" in kinds else " while P(x | label) holds")
+        out.append(f"the class shares moved (total variation {p.total_variation:.3f}, noise "
+                   f"band {p.band:.3f}){holds} (prior_shift)")
+    if "covariate_shift" in kinds:
+        moved = [c for c in d.shifted_features if c not in d.suspect_features]
+        what = f"the inputs {_names(moved, name)}" if moved else "the inputs' joint distribution"
+        if not d.labelled:
+            how = "; whether their relationships with the label hold needs test labels"
+        elif kinds & set(_RELATIONSHIP_KINDS):
+            how = " besides the suspects"
+        else:
+            how = " but no feature's relationship with the label changed"
+        out.append(f"{what} moved{how} (covariate_shift)")
+    if "unexplained" in kinds and d.gap is not None:
+        out.append(f"{d.gap.residual:.3f} nats of the model's transfer gap is accounted for by "
+                   f"no check (unexplained)")
+    return out
+
+
+def verdict_sentence(diagnosis, name=str):
+    """The verdict in one sentence: :func:`verdict_clauses` joined, or that nothing was found."""
+    parts = verdict_clauses(diagnosis, name)
+    if not parts:
+        return (f"No {'' if diagnosis.labelled else 'label-free '}check found a shift between "
+                "the training and the test file (verdict: none).")
+    return "Diagnosis: " + "; ".join(parts) + "."
 
 
 def _rise(x):

@@ -12,7 +12,14 @@ Construction (deliberately unlike shift.make_shift_dataset):
   decision tree with random leaf logits; 2-5 classes; label values are ints, strings
   or bools;
 * a subset of the columns is irrelevant (never enters P(y | x));
-* the mechanism acts on a randomly chosen culprit column (a pair for interaction).
+* the mechanism acts on a randomly chosen culprit column (a pair for interaction);
+* the appended mechanisms (values missing only in test, levels unseen in train or renamed,
+  a prior shift with an unlabelled test file, a weak-signal no-shift split) add
+  real-data-like columns drawn from their own stream: a heavy-tailed numeric (Student t,
+  2-4 degrees of freedom, correlated with a numeric), a skewed one (log-normal, sigma
+  1-2), a categorical of 30-150 Zipf-distributed levels (rare levels appear in test
+  only by chance) and natural missing values (MCAR, 1-15% of rows, same rate in both
+  files) in one or two numerics.
 
 ``make(mechanism, seed, size=None)`` returns a :class:`Case`.
 """
@@ -25,7 +32,12 @@ import pandas as pd
 from scipy import special, stats
 
 MECHANISMS = ("none", "covariate_shift", "prior_shift", "relationship_broken",
-              "concept_shift", "missingness", "interaction")
+              "concept_shift", "missingness", "interaction",
+              # appended (issue 25), so the cases of the ones above keep their seeds; each
+              # of these also carries real-data-like columns (``_realistic``)
+              "missing_in_test", "unseen_levels", "prior_shift_unlabelled", "none_natural")
+_BASE = {"missing_in_test": "none", "unseen_levels": "none", "none_natural": "none",
+         "prior_shift_unlabelled": "prior_shift"}   # the base draw of an appended mechanism
 SIZES = ((1500, 700), (4000, 2000), (10000, 5000))
 
 _C = "bdfgklmnprstvz"
@@ -197,9 +209,39 @@ def _sample_labels(rng, L):
     return np.minimum((P.cumsum(1) < u).sum(1), L.shape[1] - 1)
 
 
+def _realistic(rng, tr, te, numeric, categorical, culprits):
+    """Real-data-like columns added to (tr, te) in place; returns the new column names."""
+    used = set(tr.columns)
+    n_tr, n_te = len(tr), len(te)
+    base = numeric[int(rng.integers(len(numeric)))]
+    both = pd.concat([tr[base], te[base]]).to_numpy(dtype=float)
+    z = (both - np.nanmean(both)) / (np.nanstd(both) + 1e-12)
+    heavy = _word(rng, used)
+    v = 0.6 * np.nan_to_num(z) + stats.t.rvs(df=rng.uniform(2, 4), size=n_tr + n_te,
+                                              random_state=rng)
+    skew = _word(rng, used)
+    w = np.exp(rng.uniform(1, 2) * rng.normal(size=n_tr + n_te)) * 10 ** rng.uniform(0, 3)
+    many = _word(rng, used)
+    L = int(rng.integers(30, 151))
+    p = 1.0 / np.arange(1, L + 1) ** rng.uniform(0.8, 1.4)
+    p /= p.sum()
+    names = np.array([f"{_word(rng, set(), 1, 2)}{i}" for i in range(L)], dtype=object)
+    c = names[rng.choice(L, n_tr + n_te, p=p)]
+    for col, val in ((heavy, v), (skew, w), (many, c)):
+        tr[col], te[col] = val[:n_tr], val[n_tr:]
+    free = [x for x in numeric if x not in culprits]
+    for col in rng.choice(free, min(len(free), int(rng.integers(1, 3))), replace=False):
+        r = rng.uniform(0.01, 0.15)
+        tr.loc[rng.random(n_tr) < r, col] = np.nan
+        te.loc[rng.random(n_te) < r, col] = np.nan
+    return [heavy, skew], [many]
+
+
 def make(mechanism, seed, size=None):
     if mechanism not in MECHANISMS:
         raise ValueError(mechanism)
+    if mechanism in _BASE:
+        return _appended(mechanism, seed, size)
     rng = np.random.default_rng([7919, seed, MECHANISMS.index(mechanism)])
     n_tr, n_te = SIZES[rng.integers(3)] if size is None else size
     K = int(rng.integers(2, 6))
@@ -454,3 +496,51 @@ def make(mechanism, seed, size=None):
     meta["train_shares"] = np.round(np.bincount(ytr, minlength=K) / n_tr, 3).tolist()
     return Case(mechanism, seed, tr.reset_index(drop=True), te.reset_index(drop=True), target,
                 numeric, categorical, culprits, meta)
+
+
+def _appended(mechanism, seed, size):
+    """A case of an appended mechanism: its base draw (another stream of seeds), the
+    real-data-like columns, then the mechanism."""
+    rng = np.random.default_rng([7919, seed, MECHANISMS.index(mechanism), 1])
+    base = make(_BASE[mechanism], 100000 + seed, size=size)
+    tr, te = base.train.copy(), base.test.copy()
+    numeric, categorical = list(base.numeric), list(base.categorical)
+    if mechanism == "none_natural":
+        # a weak, noisy label: half of it a coin flip, so every model is close to the prior
+        # and its transfer gap is at the mercy of the proxy's own randomness
+        for f in (tr, te):
+            flip = rng.random(len(f)) < rng.uniform(0.3, 0.6)
+            f.loc[flip, base.target] = rng.permutation(f[base.target].to_numpy())[flip]
+    hn, hc = _realistic(rng, tr, te, numeric, categorical, ())
+    numeric, categorical = numeric + hn, categorical + hc
+    meta = dict(base.meta)
+    culprits = ()
+    if mechanism == "missing_in_test":
+        col = numeric[int(rng.integers(len(base.numeric)))]
+        tr[col] = tr[col].fillna(tr[col].median())
+        r = rng.uniform(0.2, 0.5)
+        te.loc[rng.random(len(te)) < r, col] = np.nan
+        culprits, meta["variant"] = (str(col),), f"mcar_test r={r:.2f}"
+    elif mechanism == "unseen_levels":
+        col = categorical[int(rng.integers(len(base.categorical)))]
+        variant = "renamed" if rng.random() < 0.5 else "new"
+        if variant == "renamed":          # every level written differently in test
+            how = rng.choice(["upper", "suffix", "space"])
+            f = {"upper": str.upper, "suffix": lambda x: x + "_v2",
+                 "space": lambda x: " " + x}[how]
+            te[col] = te[col].map(f)
+            variant += f" {how}"
+        else:                             # a share of test rows at levels train never shows
+            r = rng.uniform(0.2, 0.5)
+            hit = rng.random(len(te)) < r
+            new = np.array([f"new{_word(rng, set(), 1, 2)}" for _ in range(3)], dtype=object)
+            te.loc[hit, col] = new[rng.integers(3, size=int(hit.sum()))]
+            variant += f" r={r:.2f}"
+        culprits, meta["variant"] = (str(col),), variant
+    elif mechanism == "prior_shift_unlabelled":
+        te = te.drop(columns=[base.target])
+    cols = list(rng.permutation(list(tr.columns)))
+    tr = tr[cols]
+    te = te[[c for c in cols if c in te.columns]]
+    return Case(mechanism, seed, tr.reset_index(drop=True), te.reset_index(drop=True),
+                base.target, numeric, categorical, culprits, meta)

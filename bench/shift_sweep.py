@@ -3,6 +3,11 @@ a generator built apart from ``shift.make_shift_dataset``: labels from P(y | x),
 columns, other schemas and sizes).
 
     python bench/shift_sweep.py [--seeds 8] [--mech a,b] [--out out/bench/shift_sweep]
+    python bench/shift_sweep.py --controls 40 --first-seed 1000   # no-shift control rate
+    python bench/shift_sweep.py ... --shift-from DIR   # another checkout's shift.py (before)
+
+Seeds: development used seeds 0-9 (and --controls seeds 0-9); the held-out figures
+are seeds 1000 and up, not looked at while developing.
 
 Sizes rotate over gen.SIZES (seed + mechanism index) so every size appears for
 every mechanism. Writes results.csv (one row per case, incrementally), runs/<case>.json
@@ -25,9 +30,10 @@ import numpy as np   # noqa: E402
 import pandas as pd  # noqa: E402
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, ROOT)
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import shift_cases as gen     # noqa: E402
+_FROM = sys.argv[sys.argv.index("--shift-from") + 1] if "--shift-from" in sys.argv else ROOT
+sys.path.insert(0, _FROM)
 import shift   # noqa: E402
 
 EXPECTED = {            # acceptable kinds
@@ -38,12 +44,19 @@ EXPECTED = {            # acceptable kinds
     "concept_shift": {"concept_shift", "relationship_broken"},
     "missingness": {"missingness"},
     "interaction": {"interaction"},
+    "missing_in_test": {"missing_in_test"},
+    "unseen_levels": {"unseen_levels"},
+    "prior_shift_unlabelled": {"prior_shift"},
+    "none_natural": {"none"},
 }
+# no-shift controls: (train rows, test rows) per size class, 200 to 5,000 test rows
+CONTROL_SIZES = ((800, 200), (3000, 1000), (10000, 5000))
 
 
 def judge(mech, kinds, suspects, culprits):
     kinds, sus, cul = set(kinds), set(suspects), set(culprits)
-    if mech in ("none", "covariate_shift", "prior_shift"):
+    if mech in ("none", "none_natural", "covariate_shift", "prior_shift",
+                "prior_shift_unlabelled"):
         right = not sus and bool(kinds & EXPECTED[mech])
         strict = not sus and kinds <= EXPECTED[mech]
     elif mech == "interaction":
@@ -94,6 +107,12 @@ def main():
     ap.add_argument("--first-seed", type=int, default=0)
     ap.add_argument("--mech", default=",".join(gen.MECHANISMS),
                     help="comma-separated mechanisms (default: all)")
+    ap.add_argument("--controls", type=int, default=0,
+                    help="instead: this many no-shift controls (none and none_natural "
+                         "alternately) per size class of CONTROL_SIZES; reports the share "
+                         "judged 'none' with a Wilson 95%% interval")
+    ap.add_argument("--shift-from", default=ROOT,
+                    help="directory whose shift.py is diagnosed (default: this checkout)")
     ap.add_argument("--out", default=os.path.join(ROOT, "out", "bench", "shift_sweep"),
                     help="writes results.csv, summary.md and runs/<case>.json here")
     a = ap.parse_args()
@@ -102,63 +121,98 @@ def main():
     csv = os.path.join(a.out, "results.csv")
     rows = []
     t_all = time.perf_counter()
-    for mech in mechs:
-        mi = gen.MECHANISMS.index(mech)
-        for seed in range(a.first_seed, a.first_seed + a.seeds):
-            size = gen.SIZES[(seed + mi) % 3]
-            case = gen.make(mech, seed, size=size)
-            row = dict(mechanism=mech, seed=seed, n_train=size[0], n_test=size[1],
-                       K=case.meta["K"], n_feat=case.meta["n_feat"], model=case.meta["model"],
-                       label_type=case.meta["label_type"], variant=case.meta.get("variant", ""),
-                       culprits="|".join(case.culprits),
-                       culprit_max_corr=case.meta.get("culprit_max_corr", np.nan))
-            t0 = time.perf_counter()
-            try:
-                d = shift.diagnose(case.train, case.test, case.target, case.numeric,
-                                   case.categorical, seed=0)
-                row["seconds"] = round(time.perf_counter() - t0, 2)
-                kinds = tuple(d.verdict.kinds)
-                sus = tuple(d.suspect_features)
-                row.update(kinds="|".join(kinds), primary=d.verdict.kind,
-                           suspects="|".join(sus),
-                           suspect_kinds="|".join(f"{s.feature}:{s.kind}:{s.rule}"
-                                                  for s in d.suspects),
-                           transfer_gap=round(d.gap.transfer_gap, 4),
-                           transfer_band=round(d.gap.transfer_band, 4),
-                           acc_gap=round(d.gap.accuracy_gap, 4),
-                           adv_auc=round(float(d.adversarial["auc_without_suspects"]), 3),
-                           shifted="|".join(d.shifted_features), error="")
-                row["right"], row["strict"] = judge(mech, kinds, sus, case.culprits)
-                row["fired"], row["near"], row["culprit_rules"] = rule_summary(d, case.culprits)
-                top = [x.feature for x in sorted(d.suspects, key=lambda x: -x.statistic)]
-                top = list(dict.fromkeys(top))
-                row["culprits_named"] = set(case.culprits) <= set(sus) if case.culprits else ""
-                row["culprits_top"] = (set(top[:len(case.culprits)]) == set(case.culprits)
-                                       if case.culprits else "")
-                row["n_suspects"] = len(sus)
-                with open(os.path.join(a.out, "runs", f"{mech}_{seed}.json"), "w") as f:
-                    dd = d.to_dict()
-                    dd.pop("evidence", None)
-                    json.dump({"case": dict(culprits=case.culprits, meta=case.meta,
-                                            numeric=case.numeric, categorical=case.categorical,
-                                            target=case.target),
-                               "diagnosis": dd,
-                               "evidence": d.evidence.reset_index().to_dict("records")},
-                              f, default=str, indent=1)
-            except Exception:   # noqa: BLE001
-                tb = traceback.format_exc()
-                row.update(seconds=round(time.perf_counter() - t0, 2), kinds="CRASH",
-                           primary="", suspects="", right=False, strict=False,
-                           error=" / ".join(tb.strip().splitlines()[-4:]))
-                with open(os.path.join(a.out, "runs", f"{mech}_{seed}.traceback.txt"), "w") as f:
-                    f.write(tb)
-            rows.append(row)
-            pd.DataFrame(rows).to_csv(csv, index=False)
-            print(f"{mech:20s} seed={seed} {size} {row['seconds']:6.1f}s right={row['right']} "
-                  f"kinds={row['kinds']} suspects={row['suspects']} culprits={row['culprits']}",
-                  flush=True)
+    if a.controls:
+        plan = [("none" if i % 2 == 0 else "none_natural", a.first_seed + i, size)
+                for size in CONTROL_SIZES for i in range(a.controls)]
+    else:
+        plan = [(mech, seed, gen.SIZES[(seed + gen.MECHANISMS.index(mech)) % 3])
+                for mech in mechs for seed in range(a.first_seed, a.first_seed + a.seeds)]
+    for mech, seed, size in plan:
+        case = gen.make(mech, seed, size=size)
+        row = dict(mechanism=mech, seed=seed, n_train=size[0], n_test=size[1],
+                   K=case.meta["K"], n_feat=case.meta["n_feat"], model=case.meta["model"],
+                   label_type=case.meta["label_type"], variant=case.meta.get("variant", ""),
+                   culprits="|".join(case.culprits),
+                   culprit_max_corr=case.meta.get("culprit_max_corr", np.nan))
+        t0 = time.perf_counter()
+        try:
+            d = shift.diagnose(case.train, case.test, case.target, case.numeric,
+                               case.categorical, seed=0)
+            row["seconds"] = round(time.perf_counter() - t0, 2)
+            kinds = tuple(d.verdict.kinds)
+            sus = tuple(d.suspect_features)
+            g = d.gap
+            nan = float("nan")
+            row.update(kinds="|".join(kinds), primary=d.verdict.kind,
+                       suspects="|".join(sus),
+                       suspect_kinds="|".join(f"{s.feature}:{s.kind}:{s.rule}"
+                                              for s in d.suspects),
+                       transfer_gap=round(g.transfer_gap, 4) if g else nan,
+                       transfer_band=round(g.transfer_band, 4) if g else nan,
+                       acc_gap=round(g.accuracy_gap, 4) if g else nan,
+                       adv_auc=round(float(d.adversarial["auc_without_suspects"]), 3),
+                       shifted="|".join(d.shifted_features), error="")
+            row["right"], row["strict"] = judge(mech, kinds, sus, case.culprits)
+            row["fired"], row["near"], row["culprit_rules"] = rule_summary(d, case.culprits)
+            top = [x.feature for x in sorted(d.suspects, key=lambda x: -x.statistic)]
+            top = list(dict.fromkeys(top))
+            row["culprits_named"] = set(case.culprits) <= set(sus) if case.culprits else ""
+            row["culprits_top"] = (set(top[:len(case.culprits)]) == set(case.culprits)
+                                   if case.culprits else "")
+            row["n_suspects"] = len(sus)
+            with open(os.path.join(a.out, "runs", f"{mech}_{seed}.json"), "w") as f:
+                dd = d.to_dict()
+                dd.pop("evidence", None)
+                json.dump({"case": dict(culprits=case.culprits, meta=case.meta,
+                                        numeric=case.numeric, categorical=case.categorical,
+                                        target=case.target),
+                           "diagnosis": dd,
+                           "evidence": d.evidence.reset_index().to_dict("records")},
+                          f, default=str, indent=1)
+        except Exception:   # noqa: BLE001
+            tb = traceback.format_exc()
+            row.update(seconds=round(time.perf_counter() - t0, 2), kinds="CRASH",
+                       primary="", suspects="", right=False, strict=False,
+                       error=" / ".join(tb.strip().splitlines()[-4:]))
+            with open(os.path.join(a.out, "runs", f"{mech}_{seed}.traceback.txt"), "w") as f:
+                f.write(tb)
+        rows.append(row)
+        pd.DataFrame(rows).to_csv(csv, index=False)
+        print(f"{mech:20s} seed={seed} {size} {row['seconds']:6.1f}s right={row['right']} "
+              f"kinds={row['kinds']} suspects={row['suspects']} culprits={row['culprits']}",
+              flush=True)
     df = pd.DataFrame(rows)
-    write_summary(df, os.path.join(a.out, "summary.md"), time.perf_counter() - t_all)
+    if a.controls:
+        write_controls(df, os.path.join(a.out, "summary.md"), time.perf_counter() - t_all)
+    else:
+        write_summary(df, os.path.join(a.out, "summary.md"), time.perf_counter() - t_all)
+
+
+def wilson(k, n, z=1.96):
+    """Wilson score interval of k successes in n trials."""
+    if n == 0:
+        return float("nan"), float("nan")
+    p = k / n
+    c = (p + z * z / (2 * n)) / (1 + z * z / n)
+    h = z * np.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
+    return c - h, c + h
+
+
+def write_controls(df, path, total):
+    lines = [f"# no-shift controls ({len(df)} runs, {total:.0f} s; shift.py from {_FROM})", "",
+             "| train/test rows | runs | none | rate | Wilson 95% | wrong verdicts |",
+             "|---|---|---|---|---|---|"]
+    for (n_tr, n_te), g in df.groupby(["n_train", "n_test"], sort=False):
+        k, n = int((g["kinds"] == "none").sum()), len(g)
+        lo, hi = wilson(k, n)
+        bad = g.loc[g["kinds"] != "none", "kinds"].value_counts().to_dict()
+        lines.append(f"| {n_tr}/{n_te} | {n} | {k} | {k / n:.3f} | {lo:.3f}-{hi:.3f} | {bad} |")
+    k, n = int((df["kinds"] == "none").sum()), len(df)
+    lo, hi = wilson(k, n)
+    lines += ["", f"all: {k}/{n} = {k / n:.3f} (Wilson 95% {lo:.3f}-{hi:.3f})"]
+    with open(path, "w") as f:
+        f.write("\n".join(lines) + "\n")
+    print("\n".join(lines))
 
 
 def write_summary(df, path, total):
