@@ -31,7 +31,7 @@ import prep
 import mitigations
 import shift
 from context import PartResult, data_notes
-from prose import as_sentence, fmt, names_text, points_text, verb_for
+from prose import as_sentence, fmt, points_text, verb_for
 from rules import Rule
 from training import STILL_LEARNING, Fitted, best_network, evaluate, fit_params, fit_scored_job
 from training import loss_fall as falling
@@ -642,31 +642,9 @@ def _cause_words(res):
 
 
 def _verdict_sentence(res):
-    """The verdict in one sentence, from ``shift.Diagnosis`` fields."""
-    parts = []
-    for kind, text in shift.KIND_TEXT.items():
-        feats = [s.feature for s in res.suspects if s.kind == kind]
-        if feats:
-            if len(feats) > 1:
-                verb, rest = text.split(" ", 1)
-                text = f"{shift.PLURAL_VERBS[verb]} {rest}"
-            parts.append(f"{names_text(feats)} {text} ({kind})")
-    kinds = res.verdict.kinds
-    if "prior_shift" in kinds:
-        p = res.priors
-        parts.append(f"the class shares moved (total variation {p.total_variation:.3f}, noise band "
-                     f"{p.band:.3f}) while P(x | label) holds (prior_shift)")
-    if "covariate_shift" in kinds:
-        parts.append("the inputs moved but no feature's relationship with the label changed (covariate_shift)"
-                     if res.labelled else "the inputs moved; whether their relationships with the label "
-                     "hold needs test labels (covariate_shift)")
-    if "unexplained" in kinds and res.gap is not None:
-        parts.append(f"{res.gap.residual:.3f} nats of the model's transfer gap is accounted for by no check "
-                     "(unexplained)")
-    if not parts:
-        return (f"No {'' if res.labelled else 'label-free '}check found a shift between the training and "
-                "the test file (verdict: none).")
-    return "Diagnosis: " + "; ".join(parts) + "."
+    """The verdict in one sentence: ``shift.verdict_sentence`` (one clause per kind, none
+    contradicting another), column names as code spans."""
+    return shift.verdict_sentence(res, name=lambda c: rp.literal(c, code=True))
 
 
 def compute(ctx):
