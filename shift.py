@@ -825,11 +825,21 @@ class _Cells:
         return out
 
 
-def _cv_rows(v, y, kind, k, seed, cv=5):
+def _cap(tr, max_fit, seed):
+    """At most ``max_fit`` of the fold's training positions ``tr`` (a random subset, sorted):
+    a refit within test learns from no more rows than the train-fitted model it is compared
+    with, so a small train file is not read as a shift (a learning curve is not a gap)."""
+    if max_fit is None or len(tr) <= max_fit:
+        return tr
+    return np.sort(np.random.default_rng([seed, len(tr)]).choice(tr, max_fit, replace=False))
+
+
+def _cv_rows(v, y, kind, k, seed, cv=5, max_fit=None):
     """Out-of-fold per-row log loss of the cell model and of the fold prior, and the
     out-of-fold argmax: three arrays of shape (n,)."""
     ll, ll0, pred = np.empty(len(y)), np.empty(len(y)), np.empty(len(y), dtype=np.int64)
     for tr, te in _folds(y, cv, seed).split(y, y):
+        tr = _cap(tr, max_fit, seed)
         m = _Cells(kind, k, seed).fit(v[tr], y[tr])
         P = m.predict_proba(v[te])
         ll[te], pred[te] = _ll_rows(P, y[te]), P.argmax(1)
@@ -849,7 +859,7 @@ def _conditional(name, kind, v_tr, y_tr, v_te, y_te, k, seed, max_rows, th):
     P = m.predict_proba(v_te)                                   # (n_te, k)
     pi_te = _shares(y_te, k)
     P_rw = prior_correction(P, m.prior, np.clip(pi_te, _EPS, None))
-    ll_cv, ll0_cv, pred_te = _cv_rows(v_te, y_te, kind, k, seed)
+    ll_cv, ll0_cv, pred_te = _cv_rows(v_te, y_te, kind, k, seed, max_fit=len(y_tr))
     sub = rng.choice(len(y_tr), min(len(y_tr), max_rows), replace=False)
     ll_tr, ll0_tr, pred_tr = _cv_rows(v_tr[sub], y_tr[sub], kind, k, seed)
     info_tr = float(np.mean(ll0_tr - ll_tr))
@@ -1072,10 +1082,12 @@ _PROXY_SEEDS = 3        # seeds of the proxy whose spread widens the model trans
 _SEED_ZONE = 3.0        # ... fitted when the one-seed gap lies between its limit and 3 x it
 
 
-def _oof_ll(X, y, cat_mask, k, seed, cv=3):
-    """Per-row out-of-fold log loss of the proxy on (X, y) (the fold prior without columns)."""
+def _oof_ll(X, y, cat_mask, k, seed, cv=3, max_fit=None):
+    """Per-row out-of-fold log loss of the proxy on (X, y) (the fold prior without columns);
+    each fold learns from at most ``max_fit`` rows."""
     ll = np.empty(len(y))
     for tr, te in _folds(y, cv, seed).split(y, y):
+        tr = _cap(tr, max_fit, seed)
         P = (_full_proba(_proxy(X[tr], y[tr], cat_mask, seed), X[te], k) if X.shape[1]
              else np.tile(_shares(y[tr], k), (len(te), 1)))
         ll[te] = _ll_rows(P, y[te])
@@ -1129,7 +1141,8 @@ class _Transfer:
     def _gap_at(self, drop, fill, seed):
         """(gap, band) and the per-row losses of one proxy seed."""
         Xtr, Xte, cat = self._matrices(drop, fill)
-        ll_cv = _oof_ll(Xte, self.yte, cat, self.k, seed)          # the refit within test
+        ll_cv = _oof_ll(Xte, self.yte, cat, self.k, seed,          # the refit within test,
+                        max_fit=len(self.ytr))                     # from no more rows than train
         ll_t, ll_rw = self._test_ll(drop, fill, seed)
         # as fitted (a covariate shift keeps P(y | x)) and re-weighted to test's shares (a
         # prior shift keeps P(x | y)): the relationship changed only if both lose

@@ -184,3 +184,16 @@ def test_the_verdict_sentence_of_nothing_found(_base):
     d = dataclasses.replace(_base, verdict=shift.Verdict(("none",), "none"), suspects=())
     assert shift.verdict_clauses(d) == []
     assert "verdict: none" in shift.verdict_sentence(d)
+
+
+# -- 4. a small train file is not a shift ----------------------------------------------
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_a_train_file_smaller_than_test_is_no_shift(seed):
+    """Random splits with 400 train and 4,000 test rows (nothing shifted): the refit within
+    test learnt from more rows than the train-fitted proxy, so the old code read the
+    learning curve as a transfer gap. Now each refit fold learns from at most as many rows
+    as train has (the finding and this test are from the shiftv5 branch)."""
+    tr, te, target, num, cat, _ = shift.make_shift_dataset("none", seed, 400, 4000)
+    d = shift.diagnose(tr, te, target, num, cat, seed=0)
+    assert d.verdict.kinds == ("none",) and d.suspect_features == ()
