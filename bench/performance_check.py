@@ -164,13 +164,12 @@ def _mean_ci(x):
     return m, m - h, m + h
 
 
-def _wilson(k, n, z=1.96):
+def _wilson(k, n):
+    """(share, low, high): k / n and its Wilson 95% interval (scipy.stats.binomtest)."""
     if n == 0:
         return float("nan"), float("nan"), float("nan")
-    p = k / n
-    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
-    h = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
-    return p, centre - h, centre + h
+    ci = stats.binomtest(int(k), int(n)).proportion_ci(0.95, method="wilson")
+    return k / n, float(ci.low), float(ci.high)
 
 
 def _fmt(m, lo, hi, pct=False):

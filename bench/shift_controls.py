@@ -8,28 +8,18 @@ looked at while developing) and the share whose verdict is ``none`` is reported 
 Wilson 95% interval, next to the kinds it gave otherwise.
 
     python bench/shift_controls.py                          # 40 seeds x test sizes 200, 1000, 5000
-    python bench/shift_controls.py --repo /path/to/other    # the same controls on another checkout
+    python bench/shift_controls.py --shift-from /path/to/other  # another checkout's shift.py
 """
 import argparse
 import collections
 import json
-import math
 import os
 import sys
 import time
 
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SIZES = ((600, 200), (2000, 1000), (10000, 5000))   # (train rows, test rows)
-
-
-def wilson(k, n, z=1.96):
-    """Wilson score interval of k successes in n trials."""
-    if n == 0:
-        return float("nan"), float("nan")
-    p = k / n
-    c = (p + z * z / (2 * n)) / (1 + z * z / n)
-    h = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
-    return c - h, c + h
 
 
 def main():
@@ -38,13 +28,12 @@ def main():
     ap.add_argument("--first-seed", type=int, default=1000)
     ap.add_argument("--sizes", default=",".join(f"{a}x{b}" for a, b in SIZES),
                     help="train x test rows, comma-separated (default %(default)s)")
-    ap.add_argument("--repo", default=ROOT, help="checkout whose shift.py is measured")
+    ap.add_argument("--shift-from", default=ROOT, help="checkout whose shift.py is measured")
     ap.add_argument("--out", default=None, help="write the per-case results as JSON here")
     a = ap.parse_args()
     sys.path.insert(0, os.path.join(ROOT, "bench"))
     import shift_cases as gen                       # the generator of this checkout
-    sys.path.insert(0, os.path.abspath(a.repo))
-    import shift
+    from shift_sweep import shift, wilson           # shift.py from --shift-from, as the sweep
     sizes = [tuple(int(v) for v in s.split("x")) for s in a.sizes.split(",")]
     rows = []
     for size in sizes:

@@ -27,6 +27,7 @@ os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 os.environ.setdefault("MKL_NUM_THREADS", "1")
 
 import numpy as np   # noqa: E402
+from scipy.stats import binomtest  # noqa: E402
 import pandas as pd  # noqa: E402
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -188,14 +189,13 @@ def main():
         write_summary(df, os.path.join(a.out, "summary.md"), time.perf_counter() - t_all)
 
 
-def wilson(k, n, z=1.96):
-    """Wilson score interval of k successes in n trials."""
+def wilson(k, n, level=0.95):
+    """Wilson score interval (low, high) of k successes in n trials (scipy's binomtest);
+    NaNs for n = 0."""
     if n == 0:
         return float("nan"), float("nan")
-    p = k / n
-    c = (p + z * z / (2 * n)) / (1 + z * z / n)
-    h = z * np.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
-    return c - h, c + h
+    ci = binomtest(int(k), int(n)).proportion_ci(level, method="wilson")
+    return float(ci.low), float(ci.high)
 
 
 def write_controls(df, path, total):
