@@ -23,6 +23,7 @@ from typing import Any
 import numpy as np
 
 import mlp
+from kernels import _add_l2
 
 INSTALL = "pip install -r requirements-cluster.txt"
 
@@ -186,8 +187,8 @@ def _part_stats(part, k):
 class _ClusterRows:
     """The rows of ``RowParts`` as ``MLP._train`` steps on them: full batch only."""
 
-    def __init__(self, parts, class_weight, l2, w_slices):
-        self.parts, self.cw, self.l2, self.w_slices = parts, class_weight, l2, w_slices
+    def __init__(self, parts, class_weight):
+        self.parts, self.cw = parts, class_weight
         self.n, self.n_features = parts.n, parts.n_features
         self.client = parts.client
 
@@ -212,13 +213,9 @@ class _ClusterRows:
             loss += l
             grad += g
             hits += h
-        loss /= total
         grad /= total
-        for s in self.w_slices:
-            W = theta[s].astype(np.float64)
-            loss += 0.5 * l2 * float(np.sum(W * W))
-            grad[s] += l2 * W
-        return loss, grad.astype(theta.dtype), hits
+        loss = _add_l2(theta, np.asarray(sizes, dtype=np.int64), float(l2), grad, loss / total)
+        return float(loss), grad.astype(theta.dtype), hits
 
 
 def fit(model, parts, X_val=None, y_val=None, progress=None):
@@ -256,23 +253,14 @@ def fit(model, parts, X_val=None, y_val=None, progress=None):
         counts = sum(s[0] for s in stats)
         model.classes_ = classes
         model.n_features_in_ = parts.n_features
-        cw = model.class_weight
-        if cw is None:
-            per_class = np.ones(k)
-        else:   # the same per-class weights as MLP._sample_weight, from the counts
-            fake = np.repeat(np.arange(k), counts)
-            per_class = np.array([model._sample_weight(fake)[fake == c][0] if counts[c] else 0.0
-                                  for c in range(k)])
+        per_class = model._class_weights(counts)         # as MLP._sample_weight
         Xv = yv = None
         if X_val is not None:
             Xv = model._check_X_val(X_val, dtype, parts.n_features)
             yv = model._encode(y_val, Xv.shape[0], "y_val")
-        sizes = np.array([parts.n_features, *hidden, k], dtype=np.int64)
-        off = mlp._offsets(sizes)
-        w_slices = [slice(off[l], off[l] + sizes[l + 1] * sizes[l]) for l in range(len(sizes) - 1)]
         model.training_mean_ = sum(s[1] for s in stats) / parts.n
-        return model._train(_ClusterRows(parts, per_class, float(model.l2), w_slices),
-                            hidden, code, dtype, Xv, yv, progress)
+        return model._train(_ClusterRows(parts, per_class), hidden, code, dtype, Xv, yv,
+                            progress)
     except BaseException:
         model._forget()
         raise

@@ -997,26 +997,31 @@ class MLP(ClassifierMixin, BaseEstimator):
 
     def _sample_weight(self, yi):
         """Per-sample weights from ``class_weight`` for class indices ``yi``."""
+        w = self._class_weights(np.bincount(yi, minlength=len(self.classes_)))[yi]
+        if w.sum() <= 0:
+            raise ValueError(f"class_weight={self.class_weight!r} gives every training sample "
+                             f"weight 0")
+        return w
+
+    def _class_weights(self, counts):
+        """Weight of each class (shape (n_classes,)) from ``class_weight`` and the class
+        counts of the training rows: ones, "balanced" n / (K * n_k), or the dict's."""
         K = len(self.classes_)
         cw = self.class_weight
         if cw is None:
-            return np.ones(yi.shape[0])
+            return np.ones(K)
         if isinstance(cw, str):                       # "balanced": n / (K * n_k)
-            counts = np.bincount(yi, minlength=K).astype(float)
-            per_class = np.where(counts > 0, yi.shape[0] / (K * np.maximum(counts, 1)), 0.0)
-        else:
-            per_class = np.ones(K)
-            known = {c: k for k, c in enumerate(self.classes_.tolist())}
-            for label, wt in cw.items():
-                key = label.item() if isinstance(label, np.generic) else label
-                if key not in known:
-                    raise ValueError(f"class_weight has label {label!r}, which is not a class "
-                                     f"of y (classes: {self.classes_.tolist()})")
-                per_class[known[key]] = float(wt)
-        w = per_class[yi]
-        if w.sum() <= 0:
-            raise ValueError(f"class_weight={cw!r} gives every training sample weight 0")
-        return w
+            counts = np.asarray(counts, dtype=float)
+            return np.where(counts > 0, counts.sum() / (K * np.maximum(counts, 1)), 0.0)
+        per_class = np.ones(K)
+        known = {c: k for k, c in enumerate(self.classes_.tolist())}
+        for label, wt in cw.items():
+            key = label.item() if isinstance(label, np.generic) else label
+            if key not in known:
+                raise ValueError(f"class_weight has label {label!r}, which is not a class "
+                                 f"of y (classes: {self.classes_.tolist()})")
+            per_class[known[key]] = float(wt)
+        return per_class
 
     def _validation_split(self, yi):
         """(train rows, validation rows) of ``fit``'s data for early stopping: a

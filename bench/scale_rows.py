@@ -94,13 +94,11 @@ def cluster_step(n, repeats):
     sizes = [FEATURES, *HIDDEN, CLASSES]
     theta, sizes = net._init_params(sizes, np.float64)
     code = mlp.activation_code("relu")
-    off = mlp._offsets(sizes)
-    w_slices = [slice(off[l], off[l] + sizes[l + 1] * sizes[l]) for l in range(len(sizes) - 1)]
     w = np.ones(n)
     client = cluster.connect("local:2")
     try:
         parts = cluster.scatter_rows(client, X, y, n_parts=2)
-        rows = cluster._ClusterRows(parts, np.ones(CLASSES), 0.0, w_slices)
+        rows = cluster._ClusterRows(parts, np.ones(CLASSES))
         numba.set_num_threads(min(2, numba.config.NUMBA_NUM_THREADS))
         one = lambda: mlp._run_loss_and_grad(theta, sizes, code, X, y, w, 0.0)  # noqa: E731
         many = lambda: rows.loss_and_grad(None, theta, sizes, code, 0.0, 0.0, 0, 0)  # noqa: E731
