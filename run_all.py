@@ -506,7 +506,8 @@ def check_network_memory(hidden, n_inputs, n_classes, n_rows, dtype, threads, av
 def check_sizes(cfg, dataset, available=None):
     """Refuse data whose options cannot fit, after loading and before encoding: too few rows of
     a class for the ``CV_FOLDS``-fold cross-validation, an encoded matrix larger than the
-    available memory, networks too wide for it or too slow to train. Raises ``UsageError``."""
+    available memory, networks too wide for it or too slow to train. Raises ``UsageError``;
+    returns ``full_batch_note``'s line (or None)."""
     import pandas as pd
     import prep
     y = pd.Series(dataset.train[dataset.target])
@@ -536,8 +537,7 @@ def check_sizes(cfg, dataset, available=None):
                              f"about {_gb(need)} but {_gb(available)} is available; {fix}")
         check_network_memory(cfg.hidden, width, len(dataset.classes), n_fit, cfg.dtype, cfg.threads,
                              available=available)
-    widths = (width, *cfg.hidden, len(dataset.classes))
-    flops = 6.0 * n_fit * sum(a * b for a, b in zip(widths[:-1], widths[1:]))   # forward + backward
+    flops = iteration_flops(cfg.hidden, width, len(dataset.classes), n_fit)
     seconds = cfg.iterations * flops / ASSUMED_FLOPS
     if seconds > MAX_TRAIN_SECONDS:
         fit = int(MAX_TRAIN_SECONDS * ASSUMED_FLOPS / flops)
@@ -545,20 +545,22 @@ def check_sizes(cfg, dataset, available=None):
                          f"with --hidden {','.join(map(str, cfg.hidden))} would take about "
                          f"{seconds / 3600:,.0f} hours per network; at most {fit:,} iterations fit in "
                          f"{MAX_TRAIN_SECONDS // 3600} hours (or use smaller --hidden)")
+    return full_batch_note(cfg, flops, n_fit)
 
 
-def full_batch_note(cfg, dataset, n_fit=None):
+def iteration_flops(hidden, width, n_classes, n_fit):
+    """Flops of one full-batch iteration: 6 n sum(fan_in fan_out) (forward and backward)."""
+    widths = (width, *hidden, max(2, n_classes))
+    return 6.0 * n_fit * sum(a * b for a, b in zip(widths[:-1], widths[1:]))
+
+
+def full_batch_note(cfg, flops, n_fit):
     """The console line that says, before any work, that full-batch training of this file
-    would take long (estimated from ``KERNEL_FLOPS`` for ``RUN_TRAININGS`` networks on the
-    run's workers) and names ``--batch-size``; None when mini-batches are chosen or the
-    estimate is below ``FULL_BATCH_NOTE_SECONDS``."""
+    would take long (``flops`` per iteration on ``n_fit`` rows, at ``KERNEL_FLOPS`` for
+    ``RUN_TRAININGS`` networks on the run's workers) and names ``--batch-size``; None when
+    mini-batches are chosen or the estimate is below ``FULL_BATCH_NOTE_SECONDS``."""
     if cfg.batch_size is not None:
         return None
-    n_fit = len(dataset.train) * (1 - cfg.val_size) if n_fit is None else n_fit
-    width = len(dataset.numeric) + sum(max(1, dataset.train[c].nunique())
-                                       for c in dataset.categorical)
-    widths = (width, *cfg.hidden, max(2, len(dataset.classes)))
-    flops = 6.0 * n_fit * sum(a * b for a, b in zip(widths[:-1], widths[1:]))
     per_network = cfg.iterations * flops / KERNEL_FLOPS[cfg.dtype]
     workers = cfg.threads or os.cpu_count() or 1
     run = per_network * RUN_TRAININGS / workers
@@ -893,8 +895,7 @@ def load(cfg):
                              expand_dates=cfg.expand_dates,
                              na_values=list(cfg.na_values) if cfg.na_values else None,
                              progress=lambda line: print(f"    {line}", flush=True))
-    check_sizes(cfg, dataset)
-    note = full_batch_note(cfg, dataset)
+    note = check_sizes(cfg, dataset)
     if note:
         print(f"note: {note}", flush=True)
     try:

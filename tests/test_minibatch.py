@@ -164,14 +164,14 @@ def test_a_bad_batch_size_is_a_usage_error():
 
 
 def test_full_batch_on_a_huge_file_names_the_option():
-    import types
+    import dataclasses
     import run_all
     cfg = run_all.validate(run_all.build_parser().parse_args([]))
-    ds = types.SimpleNamespace(numeric=list("abcdefgh"), categorical=[], classes=[0, 1, 2, 3],
-                               train=np.zeros((10, 0)))
-    big = run_all.full_batch_note(cfg, ds, n_fit=10_000_000)
+
+    def note(c, n_fit):
+        return run_all.full_batch_note(c, run_all.iteration_flops(c.hidden, 8, 4, n_fit), n_fit)
+    big = note(cfg, 10_000_000)
     assert big and "--batch-size" in big and "10,000,000 rows" in big
-    assert run_all.full_batch_note(cfg, ds, n_fit=33_000) is None       # the course's size
-    import dataclasses
+    assert note(cfg, 33_000) is None       # the course's size
     mini = dataclasses.replace(cfg, batch_size=512)
-    assert run_all.full_batch_note(mini, ds, n_fit=10_000_000) is None
+    assert note(mini, 10_000_000) is None
