@@ -58,14 +58,16 @@ def underfit_notes(ctx):
     """The underfitting rules (``training.underfitting``) on every network Part B trained,
     against one gradient-boosting reference on the same split: ``{"reference_val_acc",
     "networks": {activation: {...}}}``, or None when Part B did not run."""
-    from training import underfitting
+    from training import REFERENCE_ROWS, underfitting
     b = ctx.results.get("B")
     if not hasattr(b, "networks") or ctx.plan is None or ctx.plan.reference is None:
         return None
     ref = ctx.plan.reference.result()
     nets = {act: underfitting(model, b.scores[act]["val"]["acc"], ref, len(ctx.data.y_val), ctx.cfg.iterations)
             for act, model in b.networks.items()}
-    return {"reference_val_acc": ref, "networks": nets}
+    n_fit = len(ctx.data.y_train)
+    return {"reference_val_acc": ref, "reference_rows": min(n_fit, REFERENCE_ROWS), "n_fit": n_fit,
+            "networks": nets}
 
 
 def underfit_text(u):

@@ -1963,6 +1963,11 @@ def reference_integrated_gradients(weights, biases, X, y, activation, target="ou
                                np.asarray(y if needs_y else m))
 
 
+# Rows per kernel call of ``feature_attribution``: its gradients take ATTRIBUTION_CHUNK x d
+# numbers at a time, not n x d (a 5-million-row file would need gigabytes).
+ATTRIBUTION_CHUNK = 1 << 16
+
+
 def _labels_and_sources(d, feature_names, feature_source):
     names = [f"x{i}" for i in range(d)] if feature_names is None else [str(f) for f in feature_names]
     if len(names) != d:
@@ -2038,19 +2043,30 @@ def feature_attribution(weights, biases, X, y, activation, target="output", samp
         raise ValueError("samples='correct' needs the true labels y; pass y or use samples='all'")
     if not isinstance(times_input, (bool, np.bool_)):
         raise ValueError(f"times_input must be True or False; got {times_input!r}")
-    G, pred, X_arr = _gradients_and_predictions(weights, biases, X, y, activation, target, dtype)
+    theta, sizes, code, X_arr, y_arr, tcode, cls = _attr_inputs(weights, biases, X, y,
+                                                                activation, target, dtype)
     names, source = _labels_and_sources(X_arr.shape[1], feature_names, feature_source)
-    if samples == "correct":
-        mask = pred == _check_y_index(y, X_arr.shape[0], len(biases[-1]))
-        if not mask.any():
-            raise ValueError("no sample is classified correctly, so there is nothing to average; "
-                             "check that X and y match the network or use samples='all'")
-    else:
-        mask = np.ones(X_arr.shape[0], dtype=bool)
-    A = G[mask].astype(np.float64)                       # (n_used, d)
-    if times_input:
-        A = A * X_arr[mask]
-    scores = np.abs(A).mean(axis=0)                      # (d,)
+    n = X_arr.shape[0]
+    mask = np.ones(n, dtype=bool)
+    total = np.zeros(X_arr.shape[1])
+    # Row chunks keep the gradients' memory at ATTRIBUTION_CHUNK rows whatever n is; each
+    # row's gradient is computed alone, so only the order of the final sum depends on it
+    # (one chunk up to ATTRIBUTION_CHUNK rows: the sum of one np.sum).
+    for lo in range(0, max(n, 1), ATTRIBUTION_CHUNK):
+        hi = min(n, lo + ATTRIBUTION_CHUNK)
+        yc = y_arr[lo:hi] if len(y_arr) else y_arr
+        G, pred, _ = _run_input_gradients(theta, sizes, code, X_arr[lo:hi], yc, tcode,
+                                          cls[lo:hi] if len(cls) else cls)
+        if samples == "correct":
+            mask[lo:hi] = pred == y_arr[lo:hi]
+        A = G[mask[lo:hi]].astype(np.float64)            # (rows used, d)
+        if times_input:
+            A = A * X_arr[lo:hi][mask[lo:hi]]
+        total += np.abs(A).sum(axis=0)
+    if not mask.any():
+        raise ValueError("no sample is classified correctly, so there is nothing to average; "
+                         "check that X and y match the network or use samples='all'")
+    scores = total / mask.sum()                          # (d,)
     order, total, counts = _aggregate_by_source(scores, source)
     return {
         "scores": scores,

@@ -144,7 +144,7 @@ def compute(ctx):
     tgt, num, cat = ds.target, list(ds.numeric), list(ds.categorical)
     st = eda.structure_table(ds.train, tgt)
     miss = eda.missing_table(ds.train, ds.test)
-    fit_df = d.train_df
+    fit_df = d.frame[num].iloc[d.train_rows]       # the fitted split's numeric columns
     cd = eda.class_distribution(ds.train[tgt])
     corr, pairs = eda.correlation_pairs(d.X_train, d.feature_names, threshold=cfg.corr_threshold)
     pp = eda.predictive_power(ds.train, tgt, num, cat, seed=cfg.seed)

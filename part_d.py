@@ -217,7 +217,7 @@ def diagnosis_step(ctx, networks, checks):
         perm[split] = dict(zip(pc["feature"], pc["perm_mean"].astype(float)))
     ds, d = ctx.dataset, ctx.data
     model = NetworkOnFrames(d.preprocessor, networks[act].model, ds.classes.tolist())
-    val_rows = ds.train.index.get_indexer(d.val_df.index)
+    val_rows = d.val_rows
     sample = row_sample(ds, ctx.cfg.seed)
     result = run_diagnosis(ds, ctx.cfg.seed, model=model, val_rows=val_rows, sample=sample)
     return NetworkDiagnosis(network=act, importance=perm, result=result, sample=sample)
@@ -701,7 +701,7 @@ def compute(ctx):
 
     diag = plan.d_diagnosis.result()
     # the accuracy estimate and the decomposition on the diagnosis's rows, while the workers train
-    val_pos = ds.train.index.get_indexer(d.val_df.index)
+    val_pos = d.val_rows
     sample = diag.sample if diag.sample is not None else row_sample(ds, cfg.seed, limit=max(len(ds.train), len(ds.test)))
     val_keep = np.isin(val_pos, sample.train_rows)
     perf, perf_skipped = None, ""

@@ -1171,6 +1171,11 @@ def _positional(columns):
     return bool(columns) and _is_position(columns[0])
 
 
+# Rows per piece of ``Preprocessor.transform``: scikit-learn's transformers make several
+# full-size temporaries; in pieces they are this many rows, whatever the file's size.
+TRANSFORM_CHUNK = 1 << 18
+
+
 class Preprocessor(TransformerMixin, BaseEstimator):
     """Leak-free feature encoding, fitted on training rows only (a scikit-learn transformer).
 
@@ -1469,7 +1474,12 @@ class Preprocessor(TransformerMixin, BaseEstimator):
         check_is_fitted(self, msg="Preprocessor is not fitted; call fit(train_df) first")
         X = self._frame(X, "transform", self._numeric, self._categorical)
         self._warn_unseen(X)
-        out = np.ascontiguousarray(self.transformer_.transform(X), dtype=np.float64)
+        if len(X) <= TRANSFORM_CHUNK:
+            out = np.ascontiguousarray(self.transformer_.transform(X), dtype=np.float64)
+        else:                               # row by row, so in pieces: memory of one piece
+            out = np.empty((len(X), self.n_features_), dtype=np.float64)
+            for lo in range(0, len(X), TRANSFORM_CHUNK):
+                out[lo:lo + TRANSFORM_CHUNK] = self.transformer_.transform(X.iloc[lo:lo + TRANSFORM_CHUNK])
         if out.shape != (len(X), self.n_features_):
             raise RuntimeError(f"transform produced shape {out.shape}, expected "
                                f"({len(X)}, {self.n_features_}); this is a bug in prep.Preprocessor")
@@ -1524,6 +1534,14 @@ def train_val_split(df, target, val_size=0.2, seed=42):
     train_df : DataFrame of shape (n_samples - n_val, n_columns)
     val_df : DataFrame of shape (n_val, n_columns)
     """
+    train_rows, val_rows = split_positions(df, target, val_size, seed)
+    return df.iloc[train_rows], df.iloc[val_rows]
+
+
+def split_positions(df, target, val_size=0.2, seed=42):
+    """``(train_rows, val_rows)``: the positions in ``df`` of ``train_val_split``'s two
+    frames, in their order (int64 arrays; the frames are ``df.iloc`` of them), with the
+    same checks. ``encode`` keeps these instead of copies of the frames."""
     if not isinstance(val_size, (int, float)) or not 0.0 < val_size < 1.0:
         raise ValueError(f"val_size must be a fraction in (0, 1), got {val_size!r}")
     if target not in df.columns:
@@ -1537,7 +1555,11 @@ def train_val_split(df, target, val_size=0.2, seed=42):
     if n_val < len(classes) or len(df) - n_val < len(classes):
         raise DataError(f"train: {len(df)} rows with val_size={val_size} cannot give both splits "
                         f"all {len(classes)} classes; use more rows or another val_size")
-    return train_test_split(df, test_size=val_size, random_state=seed, stratify=y)
+    # splitting the positions gives train_test_split(df, ...)'s rows: the split depends
+    # only on the row count, val_size, the seed and y
+    train_rows, val_rows = train_test_split(np.arange(len(df)), test_size=val_size,
+                                            random_state=seed, stratify=y)
+    return train_rows.astype(np.int64), val_rows.astype(np.int64)
 
 
 @dataclass(frozen=True, eq=False)
@@ -1554,8 +1576,12 @@ class Encoded:
         Fitted on the training split only (None in ``arrays()``).
     feature_names, feature_source : list of str
         The encoded features' names and the raw column each comes from.
-    train_df, val_df : pandas.DataFrame or None
-        The raw split frames (None in ``arrays()``).
+    frame : pandas.DataFrame or None
+        ``Dataset.train`` itself, not a copy (None in ``arrays()``).
+    train_rows, val_rows : ndarray of int64 or None
+        Positions in ``frame`` of the training and validation rows, in the order of
+        ``X_train`` and ``X_val``; ``train_df``/``val_df`` are those rows of ``frame``
+        (made when asked for: a large file is not held twice).
     """
     X_train: Any
     y_train: Any
@@ -1566,8 +1592,19 @@ class Encoded:
     preprocessor: Any = None
     feature_names: list = field(default_factory=list)
     feature_source: list = field(default_factory=list)
-    train_df: Any = None
-    val_df: Any = None
+    frame: Any = None
+    train_rows: Any = None
+    val_rows: Any = None
+
+    @property
+    def train_df(self):
+        """The raw training split: the ``train_rows`` of ``frame`` (None without it)."""
+        return None if self.frame is None else self.frame.iloc[self.train_rows]
+
+    @property
+    def val_df(self):
+        """The raw validation split: the ``val_rows`` of ``frame`` (None without it)."""
+        return None if self.frame is None else self.frame.iloc[self.val_rows]
 
     def X(self, split):
         """``X_train``, ``X_val`` or ``X_test`` for ``split`` in ``("train", "val", "test")``."""
@@ -1579,7 +1616,7 @@ class Encoded:
 
     def arrays(self):
         """The arrays alone (no preprocessor, no frames): what a worker process needs."""
-        return replace(self, preprocessor=None, train_df=None, val_df=None)
+        return replace(self, preprocessor=None, frame=None)
 
 
 def _split_name(split):
@@ -1610,30 +1647,34 @@ def encode(dataset, missing_indicators=False, val_size=0.2, seed=42):
         and ``feature_source`` (length d); ``train_df`` and ``val_df`` (the
         raw split frames).
     """
-    train_df, val_df = train_val_split(dataset.train, dataset.target, val_size=val_size, seed=seed)
+    frame = dataset.train
+    train_rows, val_rows = split_positions(frame, dataset.target, val_size=val_size, seed=seed)
     pre = Preprocessor(dataset.numeric, dataset.categorical, missing_indicators=missing_indicators)
 
-    def features(df):                      # the Preprocessor never sees the label column
-        return df.drop(columns=[dataset.target], errors="ignore")
+    def features(df, rows=None):           # the Preprocessor never sees the label column
+        cols = [c for c in df.columns if c != dataset.target]
+        return df[cols] if rows is None else df[cols].iloc[rows]
 
-    X_train = pre.fit_transform(features(train_df))
+    X_train = pre.fit_transform(features(frame, train_rows))
 
     vocabulary = pd.Index(dataset.classes)      # label value -> 0..K-1 (any label type)
 
-    def labels(df):
+    def labels(df, rows=None):
         raw = df[dataset.target].to_numpy()
+        raw = raw if rows is None else raw[rows]
         idx = vocabulary.get_indexer(raw)
         if (idx < 0).any():
             raise DataError(f"labels {_listing(pd.unique(raw[idx < 0]))} are not among the "
                             f"training classes {_listing(dataset.classes, 20)}; validate the data first")
         return idx.astype(np.int64)
 
-    return Encoded(X_train=X_train, y_train=labels(train_df),
-                   X_val=pre.transform(features(val_df)), y_val=labels(val_df),
+    return Encoded(X_train=X_train, y_train=labels(frame, train_rows),
+                   X_val=pre.transform(features(frame, val_rows)), y_val=labels(frame, val_rows),
                    X_test=pre.transform(features(dataset.test)),
                    y_test=labels(dataset.test) if dataset.test_labelled else None,
                    preprocessor=pre, feature_names=list(pre.feature_names_),
-                   feature_source=list(pre.feature_source_), train_df=train_df, val_df=val_df)
+                   feature_source=list(pre.feature_source_), frame=frame,
+                   train_rows=train_rows, val_rows=val_rows)
 
 
 # ---------------------------------------------------------------------------

@@ -639,6 +639,15 @@ def schedule(ctx):
     return plan_
 
 
+def _reference_sample(u):
+    """", fitted on a seeded sample of R of the N training rows" when the reference model
+    did not see every row (``training.REFERENCE_ROWS``), else ""."""
+    rows, n_fit = u.get("reference_rows"), u.get("n_fit")
+    if rows is None or n_fit is None or rows >= n_fit:
+        return ""
+    return f", fitted on a seeded sample of {rows:,} of the {n_fit:,} training rows"
+
+
 def run_parts(ctx, parts, log=print, console=None):
     """Run ``parts`` in order, each timed and isolated; return the codes of parts that failed.
 
@@ -818,7 +827,8 @@ def summary(ctx):
             from training import BELOW_REFERENCE, STILL_LEARNING
             frag.para(f"Underfitting is checked on every network: {STILL_LEARNING.description}; "
                       f"{BELOW_REFERENCE.description} (here "
-                      f"{m['underfit']['reference_val_acc']:.3f}).")
+                      f"{m['underfit']['reference_val_acc']:.3f}"
+                      + _reference_sample(m["underfit"]) + ").")
     else:
         frag.para("Accuracy: not run.")
     d, D = results.get("D"), _part_d()

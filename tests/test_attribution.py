@@ -158,6 +158,24 @@ def test_scores_are_mean_abs_gradient_and_gradient_times_input(trained):
     assert_allclose(res["scores"], np.abs(G[mask] * X[mask]).mean(axis=0))
 
 
+@pytest.mark.parametrize("target", ["output", "logit", "loss", 1])
+@pytest.mark.parametrize("times_input", [False, True])
+def test_row_chunks_change_nothing_but_the_order_of_the_sum(trained, monkeypatch, target, times_input):
+    """feature_attribution works in ATTRIBUTION_CHUNK-row pieces (memory bounded whatever
+    the rows): 7-row chunks (600 rows: 86 of them, the last short) give the one-call result."""
+    _, W, b, X, y = trained
+    one = feature_attribution(W, b, X, y, "relu", target=target, times_input=times_input)
+    monkeypatch.setattr(mlp, "ATTRIBUTION_CHUNK", 7)
+    chunked = feature_attribution(W, b, X, y, "relu", target=target, times_input=times_input)
+    assert np.array_equal(chunked["mask"], one["mask"])
+    assert chunked["n_samples"] == one["n_samples"]
+    assert_allclose(chunked["scores"], one["scores"], rtol=1e-12)
+    assert chunked["table"]["feature"].tolist() == one["table"]["feature"].tolist()
+    G = input_gradients(W, b, X, y, "relu", target)
+    used = np.abs(G[one["mask"]] * (X[one["mask"]] if times_input else 1)).mean(axis=0)
+    assert_allclose(chunked["scores"], used, rtol=1e-12)
+
+
 def test_by_source_sums_one_hot_groups(trained):
     _, W, b, X, y = trained
     names = ["num", "cat=a", "cat=b", "cat=c", "other", "last"]

@@ -399,3 +399,29 @@ def test_real_data_loads(shared_data_dir):
     e = prep.encode(ds)
     assert np.isfinite(e.X_train).all() and np.isfinite(e.X_test).all()
     assert e.X_train.shape[1] == e.X_test.shape[1] == len(e.feature_names)
+
+
+def test_encode_keeps_positions_not_copies_and_matches_the_frame_split():
+    """encode holds the training frame once (positions of the split, frames made when
+    asked): the same rows, in the same order, as train_val_split; arrays() drops it."""
+    df = small_frame(n=150).assign(y=lambda d: d["y"].map({0: "a", 1: "b", 2: "c"}))
+    df.index = np.arange(1000, 1150)[::-1]                 # an index that is not positions
+    ds = prep.validate_frames(df, small_frame(n=20, seed=9).assign(y="a"), target="y")
+    e = prep.encode(ds, val_size=0.2, seed=4)
+    tr, va = prep.train_val_split(ds.train, "y", val_size=0.2, seed=4)
+    assert e.frame is ds.train
+    pd.testing.assert_frame_equal(e.train_df, tr)
+    pd.testing.assert_frame_equal(e.val_df, va)
+    assert_array_equal(e.X_train, e.preprocessor.transform(tr.drop(columns="y")))
+    assert e.arrays().frame is None and e.arrays().train_df is None
+
+
+def test_transform_in_pieces_equals_one_piece(monkeypatch):
+    """Preprocessor.transform encodes large inputs TRANSFORM_CHUNK rows at a time; the
+    rows are encoded alone, so 7-row pieces give the one-piece matrix exactly (numeric
+    with NaN, a categorical, missing indicators)."""
+    df = small_frame(n=200)
+    pre = prep.Preprocessor(["a", "b"], ["color"], missing_indicators=True).fit(df)
+    one = pre.transform(df)
+    monkeypatch.setattr(prep, "TRANSFORM_CHUNK", 7)
+    assert_array_equal(pre.transform(df), one)
