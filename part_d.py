@@ -379,6 +379,11 @@ def _needs_val(params):
     return bool(params.get("early_stopping"))
 
 
+def _dtype(params):
+    """The dtype a network of ``params`` computes in: the arrays its worker is sent."""
+    return mlp.resolve_dtype(params.get("dtype"))
+
+
 def weighted_fit_job(label, params, data, weights, validate):
     """One training with per-row weights ``weights`` (shape (n_train,), ``MLP.fit``'s
     ``sample_weight``) and its ``evaluate`` scores (in a worker): a ``Fitted``."""
@@ -426,10 +431,10 @@ def mitigations_step(ctx, networks, diagnosis):
         name = planned.name
         key = ("fit", f"{act} {name}", validate, tuple(sorted(kw.items())))
         if weights is None:
-            fut = ctx.jobs.submit(key, fit_scored_job, f"{act} {name}", kw, data.arrays(), validate,
+            fut = ctx.jobs.submit(key, fit_scored_job, f"{act} {name}", kw, data.arrays(_dtype(kw)), validate,
                                   priority=JOB_PRIORITY, group="D")
         else:
-            fut = ctx.jobs.submit(key + ("weighted",), weighted_fit_job, f"{act} {name}", kw, data.arrays(),
+            fut = ctx.jobs.submit(key + ("weighted",), weighted_fit_job, f"{act} {name}", kw, data.arrays(_dtype(kw)),
                                   weights.weights, validate, priority=JOB_PRIORITY, group="D")
         out.append(Trained(planned, data, params, fut, weights=weights))
     return out
@@ -463,7 +468,8 @@ def combination_after(ctx, networks, diagnosis, trained):
                           base_f1=networks[act].scores["val"]["macro_f1"],
                           suspects=list(removal[0].drops) if removal else [],
                           act=act, cfg_params=fit_params(ctx.cfg),
-                          data=(removal[0].data if removal else ctx.data).arrays(), priority=JOB_PRIORITY,
+                          data=(removal[0].data if removal else ctx.data).arrays(_dtype(fit_params(ctx.cfg))),
+                          priority=JOB_PRIORITY,
                           group="D")
 
 

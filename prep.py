@@ -591,11 +591,18 @@ def _text_labels(series, what):
 def _categorical_values(series):
     """Object array of str with np.nan for missing (one representation everywhere)."""
     vals = series.to_numpy(dtype=object)
-    miss = pd.isna(vals)
-    out = np.empty(len(vals), dtype=object)
-    out[miss] = np.nan
-    out[~miss] = [str(v) for v in vals[~miss]]
-    return out
+    codes, uniques = pd.factorize(vals)            # missing: code -1
+    if not all(isinstance(v, str) for v in uniques):
+        # factorize makes 1, 1.0 and True one level; str() tells them apart, row by row
+        miss = pd.isna(vals)
+        out = np.empty(len(vals), dtype=object)
+        out[miss] = np.nan
+        out[~miss] = [str(v) for v in vals[~miss]]
+        return out
+    text = np.empty(len(uniques) + 1, dtype=object)
+    text[:-1] = [str(v) for v in uniques]          # once per level, not once per row
+    text[-1] = np.nan
+    return text[codes]
 
 
 def _as_numbers(series):
@@ -1595,6 +1602,7 @@ class Encoded:
     frame: Any = None
     train_rows: Any = None
     val_rows: Any = None
+    _casts: dict = field(default_factory=dict, repr=False)    # arrays(dtype)'s conversions
 
     @property
     def train_df(self):
@@ -1614,9 +1622,21 @@ class Encoded:
         """``y_train``, ``y_val`` or ``y_test`` for ``split`` in ``("train", "val", "test")``."""
         return getattr(self, f"y_{_split_name(split)}")
 
-    def arrays(self):
-        """The arrays alone (no preprocessor, no frames): what a worker process needs."""
-        return replace(self, preprocessor=None, frame=None)
+    def arrays(self, dtype=None):
+        """The arrays alone (no preprocessor, no frames): what a worker process needs.
+
+        ``dtype`` (e.g. float32, the dtype the worker's network computes in): ``X_train``,
+        ``X_val`` and ``X_test`` converted to it, made once per ``Encoded`` and shared by
+        every job that asks (a network converts its inputs to its dtype anyway, so it
+        trains and predicts the same; the worker receives and holds half the bytes)."""
+        if dtype is None or np.dtype(dtype) == np.dtype(np.float64):
+            return replace(self, preprocessor=None, frame=None, _casts={})
+        key = np.dtype(dtype).str
+        if key not in self._casts:
+            self._casts[key] = {name: None if getattr(self, name) is None else
+                                np.ascontiguousarray(getattr(self, name), dtype=dtype)
+                                for name in ("X_train", "X_val", "X_test")}
+        return replace(self, preprocessor=None, frame=None, _casts={}, **self._casts[key])
 
 
 def _split_name(split):

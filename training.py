@@ -75,8 +75,9 @@ def train_async(ctx, label, data=None, priority=0, validate=True, group=None, **
     curves, early stopping); without it only the training loss is tracked.
     ``group``: the code of the part whose console section shows its lines.
     """
-    d = ctx.data if data is None else data
     kw = fit_params(ctx.cfg, **params)
+    import mlp
+    d = (ctx.data if data is None else data).arrays(mlp.resolve_dtype(kw.get("dtype")))
     key = ("fit", label, validate, tuple(sorted(kw.items())))
     scheduler = ctx.cluster_address
     if kw.get("batch_size") is not None or kw.get("dropout"):

@@ -425,3 +425,21 @@ def test_transform_in_pieces_equals_one_piece(monkeypatch):
     one = pre.transform(df)
     monkeypatch.setattr(prep, "TRANSFORM_CHUNK", 7)
     assert_array_equal(pre.transform(df), one)
+
+
+def test_arrays_for_a_worker_in_the_networks_dtype_made_once():
+    """Encoded.arrays(float32): the X's converted once and shared by every job (a worker
+    then holds half the bytes); float64/None: the encoded arrays themselves; no frame,
+    no preprocessor and no cached conversions travel with them."""
+    df = small_frame(n=120)
+    ds = prep.validate_frames(df, small_frame(n=30, seed=2), target="y")
+    e = prep.encode(ds, val_size=0.25, seed=0)
+    a, b = e.arrays(np.float32), e.arrays("float32")
+    for name in ("X_train", "X_val", "X_test"):
+        assert getattr(a, name).dtype == np.float32 and getattr(a, name).flags.c_contiguous
+        assert getattr(a, name) is getattr(b, name)
+        assert_array_equal(getattr(a, name), getattr(e, name).astype(np.float32))
+        assert getattr(e.arrays(), name) is getattr(e, name)
+        assert getattr(e.arrays(np.float64), name) is getattr(e, name)
+    assert a.y_train is e.y_train and a.frame is None and a.preprocessor is None
+    assert a._casts == {} and e.arrays()._casts == {}
