@@ -379,6 +379,20 @@ def _needs_val(params):
     return bool(params.get("early_stopping"))
 
 
+def _same_encoding(ctx, encode):
+    """Whether ``prep.encode`` with the options ``encode`` would give the run's own matrices
+    (then the row trains on them instead of a second copy): missing-value indicators add
+    no column when no feature of the fitting split has a missing value."""
+    options = dict(encode)
+    if set(options) - {"missing_indicators"}:
+        return False
+    if not options.get("missing_indicators"):
+        return True
+    ds, rows = ctx.dataset, ctx.data.train_rows
+    return not any(ds.train[c].isna().to_numpy()[rows].any()
+                   for c in list(ds.numeric) + list(ds.categorical))
+
+
 def _dtype(params):
     """The dtype a network of ``params`` computes in: the arrays its worker is sent."""
     return mlp.resolve_dtype(params.get("dtype"))
@@ -411,7 +425,7 @@ def mitigations_step(ctx, networks, diagnosis):
     for planned in mitigations.plan(diagnosis.result):
         m = planned.mitigation
         params, data = m.options, ctx.data
-        if m.prepare is mitigations.Prepare.DATA:
+        if m.prepare is mitigations.Prepare.DATA and not (m.make is None and _same_encoding(ctx, m.encode)):
             dataset = ctx.dataset if m.make is None else m.make(ctx.dataset, planned.features, cfg.seed)
             data = prep.encode(dataset, val_size=cfg.val_size, seed=cfg.seed, **dict(m.encode))
         elif m.prepare is mitigations.Prepare.POST_HOC:

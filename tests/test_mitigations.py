@@ -6,6 +6,8 @@ the rows that answer them, combined options never overwrite each other, and addi
 a mitigation is one row: a row added to the table is trained and reported by
 Part D with nothing else changed.
 """
+import numpy as np
+import pandas as pd
 import pytest
 
 import mitigations
@@ -70,3 +72,32 @@ def test_adding_a_row_is_all_it_takes(tmp_path, monkeypatch):
     assert 0 <= row["val_acc"] <= 1 and 0 <= row["test_acc"] <= 1
     assert row["iterations"] == ctx.cfg.iterations                 # trained, for the run's iterations
     assert any(line.startswith("L2 1e-2: validation") for line in part_d._mitigation_lines(d))
+
+
+def test_indicators_reuse_the_run_matrices_only_when_they_would_be_the_same():
+    """Part D's "missing-value indicators" row trains on the run's own matrices (no second
+    encoded copy of a large file) exactly when encoding with indicators gives them: no
+    feature of the fitting split has a missing value (missing values in validation rows
+    only add no column, since the indicators are fitted on the fitting split)."""
+    from types import SimpleNamespace
+    import part_d
+    import prep
+    rng = np.random.default_rng(0)
+    df = pd.DataFrame({"a": rng.normal(size=200), "c": rng.choice(["x", "y"], 200),
+                       "y": rng.integers(0, 2, 200)})
+    for where in ("none", "val", "fit"):
+        frame = df.copy()
+        ds0 = prep.validate_frames(frame, frame.iloc[:20], target="y")
+        d0 = prep.encode(ds0, val_size=0.25, seed=1)
+        if where != "none":
+            pos = (d0.val_rows if where == "val" else d0.train_rows)[:3]
+            frame.loc[frame.index[pos], "a"] = np.nan
+        ds = prep.validate_frames(frame, frame.iloc[:20], target="y")
+        d = prep.encode(ds, val_size=0.25, seed=1)
+        ctx = SimpleNamespace(dataset=ds, data=d)
+        same = part_d._same_encoding(ctx, (("missing_indicators", True),))
+        with_ind = prep.encode(ds, val_size=0.25, seed=1, missing_indicators=True)
+        really_same = with_ind.X_train.shape == d.X_train.shape and np.array_equal(with_ind.X_train, d.X_train)
+        assert same == really_same == (where != "fit"), where
+    assert part_d._same_encoding(ctx, ())
+    assert not part_d._same_encoding(ctx, (("other", 1),))
