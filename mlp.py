@@ -2005,7 +2005,8 @@ def _ranking_table(names, scores, **extra):
 
 
 def feature_attribution(weights, biases, X, y, activation, target="output", samples="correct",
-                        feature_names=None, feature_source=None, times_input=False, dtype=None):
+                        feature_names=None, feature_source=None, times_input=False, dtype=None,
+                        where=None):
     """Rank input features by mean absolute input gradient (sensitivity analysis).
 
     Parameters
@@ -2024,6 +2025,9 @@ def feature_attribution(weights, biases, X, y, activation, target="output", samp
         column came from); default ``feature_names`` (one to one).
     times_input : bool
         Score mean |g * x| (gradient x input) instead of mean |g|.
+    where : ndarray of bool of shape (n_samples,), optional
+        Average only over these rows (and, with ``samples="correct"``, only the correctly
+        classified among them): the same scores as passing ``X[where]``, without the copy.
 
     Returns
     -------
@@ -2047,7 +2051,13 @@ def feature_attribution(weights, biases, X, y, activation, target="output", samp
                                                                 activation, target, dtype)
     names, source = _labels_and_sources(X_arr.shape[1], feature_names, feature_source)
     n = X_arr.shape[0]
-    mask = np.ones(n, dtype=bool)
+    if where is None:
+        mask = np.ones(n, dtype=bool)
+    else:
+        mask = np.array(where, dtype=bool)
+        if mask.shape != (n,):
+            raise ValueError(f"where must be a boolean array with one entry per row of X ({n}); "
+                             f"got shape {np.shape(where)}")
     total = np.zeros(X_arr.shape[1])
     # Row chunks keep the gradients' memory at ATTRIBUTION_CHUNK rows whatever n is; each
     # row's gradient is computed alone, so only the order of the final sum depends on it
@@ -2058,12 +2068,14 @@ def feature_attribution(weights, biases, X, y, activation, target="output", samp
         G, pred, _ = _run_input_gradients(theta, sizes, code, X_arr[lo:hi], yc, tcode,
                                           cls[lo:hi] if len(cls) else cls)
         if samples == "correct":
-            mask[lo:hi] = pred == y_arr[lo:hi]
+            mask[lo:hi] &= pred == y_arr[lo:hi]
         A = G[mask[lo:hi]].astype(np.float64)            # (rows used, d)
         if times_input:
             A = A * X_arr[lo:hi][mask[lo:hi]]
         total += np.abs(A).sum(axis=0)
     if not mask.any():
+        if samples == "all":
+            raise ValueError("where selects no row, so there is nothing to average; select at least one")
         raise ValueError("no sample is classified correctly, so there is nothing to average; "
                          "check that X and y match the network or use samples='all'")
     scores = total / mask.sum()                          # (d,)
@@ -2234,10 +2246,8 @@ def randomization_check(weights, biases, X, y, activation, seed=0, threshold=0.5
     rng = np.random.default_rng(seed)
     rand_w = [rng.normal(0.0, np.std(W), size=np.shape(W)) for W in weights]
     rand_b = [rng.normal(0.0, np.std(b), size=np.shape(b)) for b in biases]
-    mask = trained["mask"]
-    y_used = None if y is None else np.asarray(y)[mask]
-    random = feature_attribution(rand_w, rand_b, np.asarray(X)[mask], y_used, activation,
-                                 target=target, samples="all")
+    random = feature_attribution(rand_w, rand_b, X, y, activation, target=target, samples="all",
+                                 where=trained["mask"])
     result = compare_rankings(trained["scores"], random["scores"], threshold)
     result["trained_scores"] = trained["scores"]
     result["random_scores"] = random["scores"]

@@ -55,7 +55,7 @@ if "matplotlib.pyplot" not in sys.modules:
 import jobs as jobs_mod
 import report as rp
 from console import Console, Interrupt, ignore_sigint, unblock_sigint
-from context import Context, Schedule, Step, data_notes
+from context import Context, Schedule, Step, data_notes, release_freed_memory
 from context import console_path as shown
 from glossary import define_terms
 from prose import as_sentence, duration, plural_text
@@ -915,6 +915,7 @@ def load(cfg):
                          f"{len(dataset.numeric) + len(dataset.categorical)} columns "
                          f"({len(dataset.categorical)} categorical, one column per level); pass --drop for "
                          "categorical columns with many levels, or use fewer rows") from None
+    release_freed_memory()              # the reader's and the encoder's temporaries
     return dataset, data
 
 

@@ -280,3 +280,22 @@ def test_estimator_methods_delegate_to_module_functions():
     np.testing.assert_array_equal(got["scores"], want["scores"])
     with pytest.raises(ValueError, match="not one of the training classes"):
         model.input_gradients(X, np.full(40, "z"), target="loss")
+
+
+@pytest.mark.parametrize("samples", ["all", "correct"])
+def test_where_averages_over_the_chosen_rows_without_a_copy(trained, monkeypatch, samples):
+    """feature_attribution(where=m) gives the scores of X[m] (the randomisation check
+    uses it instead of copying the correctly classified rows), in pieces too."""
+    _, W, b, X, y = trained
+    m = np.random.default_rng(1).random(len(y)) < 0.4
+    ref = feature_attribution(W, b, X[m], y[m], "relu", samples=samples)
+    got = feature_attribution(W, b, X, y, "relu", samples=samples, where=m)
+    assert_allclose(got["scores"], ref["scores"], rtol=1e-12)
+    assert np.array_equal(got["mask"][m], ref["mask"]) and not got["mask"][~m].any()
+    monkeypatch.setattr(mlp, "ATTRIBUTION_CHUNK", 11)
+    assert_allclose(feature_attribution(W, b, X, y, "relu", samples=samples, where=m)["scores"],
+                    ref["scores"], rtol=1e-12)
+    with pytest.raises(ValueError, match="one entry per row"):
+        feature_attribution(W, b, X, y, "relu", where=m[:-1])
+    with pytest.raises(ValueError, match="selects no row"):
+        feature_attribution(W, b, X, y, "relu", samples="all", where=np.zeros(len(y), bool))
