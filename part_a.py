@@ -135,6 +135,11 @@ def figure_sample(frame, columns, seed, limit=FIGURE_ROWS):
     return frame.iloc[rows, [frame.columns.get_loc(c) for c in columns]]
 
 
+def _skew_and_spread(values):
+    """(skewness, standard deviation) of one numeric column's values (a pandas Series)."""
+    return float(values.skew()), float(values.std())
+
+
 def compute(ctx):
     """Part A's numbers: structure, columns that are no features (``Dataset.excluded``),
     missing values, class balance, encoding, correlations, each feature's predictive
@@ -144,7 +149,8 @@ def compute(ctx):
     tgt, num, cat = ds.target, list(ds.numeric), list(ds.categorical)
     st = eda.structure_table(ds.train, tgt)
     miss = eda.missing_table(ds.train, ds.test)
-    fit_df = d.frame[num].iloc[d.train_rows]       # the fitted split's numeric columns
+    # skewness and spread on the fitted split, one column at a time (no copy of the frame)
+    moments = {c: _skew_and_spread(d.frame[c].iloc[d.train_rows]) for c in num}
     cd = eda.class_distribution(ds.train[tgt])
     corr, pairs = eda.correlation_pairs(d.X_train, d.feature_names, threshold=cfg.corr_threshold)
     pp = eda.predictive_power(ds.train, tgt, num, cat, seed=cfg.seed)
@@ -157,8 +163,8 @@ def compute(ctx):
         n_missing_columns=int((miss["train_missing"].fillna(0) > 0).sum()),
         n_missing_test=int(miss["test_missing"].fillna(0).sum()),
         only_in_train=[c for c, v in miss["only_in_train"].items() if v],
-        skewness={c: float(fit_df[c].skew()) for c in num}, class_distribution=cd,
-        spread={c: float(fit_df[c].std()) for c in num}, statistics=d.preprocessor.statistics_,
+        skewness={c: m[0] for c, m in moments.items()}, class_distribution=cd,
+        spread={c: m[1] for c, m in moments.items()}, statistics=d.preprocessor.statistics_,
         n_onehot=sum(1 for s in d.feature_source if s in cat),
         feature_names=list(d.feature_names), feature_source=list(d.feature_source),
         train=ds.train, corr=corr, corr_threshold=cfg.corr_threshold, pairs=pairs,
