@@ -506,14 +506,24 @@ def _appended(mechanism, seed, size):
     tr, te = base.train.copy(), base.test.copy()
     numeric, categorical = list(base.numeric), list(base.categorical)
     if mechanism == "none_natural":
-        # a weak, noisy label: half of it a coin flip, so every model is close to the prior
-        # and its transfer gap is at the mercy of the proxy's own randomness
+        # a weak, noisy label: 30-60% of it a coin flip, so every model is close to the
+        # prior and its transfer gap is at the mercy of the proxy's own randomness. One
+        # flip rate for both files: a rate drawn per file (as before) makes test's labels
+        # noisier or cleaner than train's, a real change of P(y | x) (and of P(x | y)) and
+        # no control. Test's draw is still made (and ignored) so that every other draw of
+        # the case (which rows flip, the real-data-like columns) is the one it always was.
+        rate = None
         for f in (tr, te):
-            flip = rng.random(len(f)) < rng.uniform(0.3, 0.6)
+            u = rng.random(len(f))
+            r = rng.uniform(0.3, 0.6)
+            rate = r if rate is None else rate
+            flip = u < rate
             f.loc[flip, base.target] = rng.permutation(f[base.target].to_numpy())[flip]
     hn, hc = _realistic(rng, tr, te, numeric, categorical, ())
     numeric, categorical = numeric + hn, categorical + hc
     meta = dict(base.meta)
+    if mechanism == "none_natural":
+        meta["flip_rate"] = round(rate, 3)
     culprits = ()
     if mechanism == "missing_in_test":
         col = numeric[int(rng.integers(len(base.numeric)))]

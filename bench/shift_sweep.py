@@ -7,11 +7,14 @@ columns, other schemas and sizes).
     python bench/shift_sweep.py ... --shift-from DIR   # another checkout's shift.py (before)
 
 Seeds: development used seeds 0-9 (and --controls seeds 0-9); the held-out figures
-are seeds 1000 and up, not looked at while developing.
+are seeds 1000 and up, not looked at while developing. The controls round of issue 25
+(one label-flip rate for both files of none_natural) developed on --controls seeds 0-99
+and measured once on seeds 3000-3039 (the mechanisms too, 3000-3005).
 
 Sizes rotate over gen.SIZES (seed + mechanism index) so every size appears for
 every mechanism. Writes results.csv (one row per case, incrementally), runs/<case>.json
-(the Diagnosis' verdict, suspects, gap and every rule record) and summary.md.
+(<mechanism>_<seed>, with _<test rows> for --controls: the Diagnosis' verdict, suspects,
+gap and every rule record) and summary.md.
 """
 from __future__ import annotations
 
@@ -130,6 +133,8 @@ def main():
                 for mech in mechs for seed in range(a.first_seed, a.first_seed + a.seeds)]
     for mech, seed, size in plan:
         case = gen.make(mech, seed, size=size)
+        # controls run every seed at each size: the size is part of the record's name
+        stem = f"{mech}_{seed}" + (f"_{size[1]}" if a.controls else "")
         row = dict(mechanism=mech, seed=seed, n_train=size[0], n_test=size[1],
                    K=case.meta["K"], n_feat=case.meta["n_feat"], model=case.meta["model"],
                    label_type=case.meta["label_type"], variant=case.meta.get("variant", ""),
@@ -161,7 +166,7 @@ def main():
             row["culprits_top"] = (set(top[:len(case.culprits)]) == set(case.culprits)
                                    if case.culprits else "")
             row["n_suspects"] = len(sus)
-            with open(os.path.join(a.out, "runs", f"{mech}_{seed}.json"), "w") as f:
+            with open(os.path.join(a.out, "runs", f"{stem}.json"), "w") as f:
                 dd = d.to_dict()
                 dd.pop("evidence", None)
                 json.dump({"case": dict(culprits=case.culprits, meta=case.meta,
@@ -175,7 +180,7 @@ def main():
             row.update(seconds=round(time.perf_counter() - t0, 2), kinds="CRASH",
                        primary="", suspects="", right=False, strict=False,
                        error=" / ".join(tb.strip().splitlines()[-4:]))
-            with open(os.path.join(a.out, "runs", f"{mech}_{seed}.traceback.txt"), "w") as f:
+            with open(os.path.join(a.out, "runs", f"{stem}.traceback.txt"), "w") as f:
                 f.write(tb)
         rows.append(row)
         pd.DataFrame(rows).to_csv(csv, index=False)
