@@ -7,6 +7,7 @@ splits; ``best_network`` is THE rule that picks the network the later parts
 study.
 """
 import math
+import os
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -41,10 +42,13 @@ def _progress(label, n_iter, every=None, steps=PROGRESS_STEPS):
     return report
 
 
-def fit_job(label, params, X, y, X_val, y_val, scheduler=None):
+def fit_job(label, params, X, y, X_val, y_val, scheduler=None, files=None):
     """One training, in a worker process or in-process: the fitted ``mlp.MLP``; with
-    ``scheduler`` (a Dask scheduler's address) the rows go to its workers once and each
-    full-batch step is computed there (``cluster.fit``)."""
+    ``scheduler`` (a Dask scheduler's address) each full-batch step is computed on its
+    workers (``cluster.fit``), which hold the fitting rows: loaded by themselves from
+    ``files`` (a ``cluster.TrainingFiles``: the parts of a ``--train`` glob) when every
+    worker can read every part, else sent from here once (``cluster.scatter_rows``).
+    ``files`` may also be a str: why the parts cannot be loaded on the workers."""
     import mlp
     model = mlp.MLP(**params)
     progress = _progress(label, params["n_iter"])
@@ -52,9 +56,50 @@ def fit_job(label, params, X, y, X_val, y_val, scheduler=None):
         return model.fit(X, y, X_val, y_val, progress=progress)
     import cluster
     import distributed
+    dtype = mlp.resolve_dtype(model.dtype)
     with distributed.Client(scheduler, timeout="20s") as client:
-        parts = cluster.scatter_rows(client, X, y, dtype=mlp.resolve_dtype(model.dtype))
+        why = files if isinstance(files, str) or files is None else cluster.unreadable(client, files)
+        if why is None:
+            t0 = time.perf_counter()
+            parts = cluster.load_fitting_rows(client, files, X, y, dtype=dtype)
+            print(f"    {label}: the workers loaded the {parts.n:,} fitting rows from the "
+                  f"{len(files.paths)} parts of {files.pattern} "
+                  f"({time.perf_counter() - t0:.1f} s)", flush=True)
+        else:
+            if files is not None:
+                print(f"    {label}: the fitting rows are sent from this process ({why})",
+                      flush=True)
+            parts = cluster.scatter_rows(client, X, y, dtype=dtype)
         return cluster.fit(model, parts, X_val, y_val, progress=progress)
+
+
+def training_files(ctx):
+    """How the workers can load the run's fitting rows themselves: a
+    ``cluster.TrainingFiles`` when ``--train`` is a glob of parts, a str saying why not
+    (dates expanded by ``--expand-dates``: parsed over the whole column), None when
+    ``--train`` is no glob."""
+    import numpy as np
+    import cluster
+    import reader
+    cfg, ds, data = ctx.cfg, ctx.dataset, ctx.data
+    if not cfg.train or not reader.is_pattern(cfg.train):
+        return None
+    if ds.excluded is not None and len(ds.excluded) and \
+            ds.excluded["action"].astype(str).str.startswith("expanded").any():
+        return "--expand-dates parses dates over the whole column, not part by part"
+    if data.train_df is None or data.preprocessor is None:
+        return "the encoded split has no row indices"
+    paths = tuple(str(p) for p in reader.glob_paths(cfg.train))
+    kind = "bool" if ds.classes.dtype == bool else "int" if ds.classes.dtype.kind in "iu" else "str"
+    drop = [c for c in (cfg.drop or ()) if c != ds.target]
+    n_rows = len(ds.train) + (len(ds.test) if ds.split_from_one_file else 0)
+    return cluster.TrainingFiles(
+        pattern=str(cfg.train), paths=paths, sizes=tuple(os.path.getsize(p) for p in paths),
+        read=dict(sep=cfg.sep, na_values=list(cfg.na_values) if cfg.na_values else None,
+                  text_columns=[ds.target, *ds.categorical], skip_columns=drop),
+        preprocessor=data.preprocessor, target=ds.target, label_kind=kind,
+        labels=np.asarray(ds.classes), n_rows=n_rows,
+        fit_rows=data.train_df.index.to_numpy(dtype=np.int64))
 
 
 def fit_params(cfg, **params):
@@ -82,9 +127,10 @@ def train_async(ctx, label, data=None, priority=0, validate=True, group=None, **
     scheduler = ctx.cluster_address
     if kw.get("batch_size") is not None or kw.get("dropout"):
         scheduler = None                    # trained in one process (cluster.fit refuses them)
+    files = training_files(ctx) if scheduler is not None and data is None else None
     return ctx.jobs.submit(key, fit_job, label, kw, d.X_train, d.y_train,
                            d.X_val if validate else None, d.y_val if validate else None,
-                           scheduler=scheduler, priority=priority, group=group)
+                           scheduler=scheduler, files=files, priority=priority, group=group)
 
 
 @dataclass(frozen=True, eq=False)
