@@ -18,6 +18,7 @@ an ``ImportError`` of one line that says what to install.
 Public API: ``connect``, ``scatter_rows``, ``load_parts``, ``load_fitting_rows``
 (with ``TrainingFiles`` and ``unreadable``), ``RowParts``, ``fit``.
 """
+import pickle
 from dataclasses import dataclass
 from typing import Any
 
@@ -78,12 +79,14 @@ def close(client):
 class RowParts:
     """Training rows held by Dask workers: ``futures[i]`` is partition i, a tuple
     (X of shape (n_i, n_features), class indices (n_i,), weights (n_i,)); ``classes``
-    the labels the indices point into; ``n`` rows, ``n_features`` columns in all."""
+    the labels the indices point into; ``n`` rows, ``n_features`` columns in all;
+    ``sent`` the bytes this process sent to place them."""
     client: Any
     futures: list
     classes: np.ndarray
     n: int
     n_features: int
+    sent: int = 0       # bytes this process sent to place the rows (pickled sizes)
 
 
 def _part(X, yi, w):
@@ -119,7 +122,8 @@ def scatter_rows(client, X, y, n_parts=None, sample_weight=None, dtype=np.float6
         s = slice(bounds[i], bounds[i + 1])
         futures.append(client.scatter([_part(X[s], yi[s], w[s])],     # one object: a list
                                       workers=[workers[i % len(workers)]], hash=False)[0])
-    return RowParts(client, futures, classes, int(len(yi)), int(X.shape[1]))
+    sent = X.nbytes + 8 * len(yi) + 8 * len(w)
+    return RowParts(client, futures, classes, int(len(yi)), int(X.shape[1]), sent=sent)
 
 
 def _load_part(path, preprocessor, target, classes, dtype):
@@ -313,6 +317,8 @@ def load_fitting_rows(client, files, X, y, dtype=np.float64):
     order = np.argsort(fit_rows, kind="stable")
     ordered = fit_rows[order]
     pre = client.scatter(files.preprocessor, broadcast=True, hash=False)
+    sent = len(pickle.dumps(files.preprocessor)) * len(workers) + \
+        len(pickle.dumps((files.paths, files.read)))
     futures, expected, where = [], [], []
     for i, f in enumerate(raw):
         lo, hi = np.searchsorted(ordered, [offsets[i], offsets[i + 1]])
@@ -320,7 +326,9 @@ def load_fitting_rows(client, files, X, y, dtype=np.float64):
             continue
         mask = np.zeros(counts[i], dtype=bool)
         mask[ordered[lo:hi] - offsets[i]] = True
-        futures.append(client.submit(_encode_rows, f, np.packbits(mask), pre, files.target,
+        bits = np.packbits(mask)
+        sent += bits.nbytes
+        futures.append(client.submit(_encode_rows, f, bits, pre, files.target,
                                      files.label_kind, files.labels, classes, dtype, pure=False,
                                      workers=[workers[i % len(workers)]],
                                      allow_other_workers=False))
@@ -334,7 +342,21 @@ def load_fitting_rows(client, files, X, y, dtype=np.float64):
             raise ValueError(f"{files.paths[i]}: the workers encode other rows from it than this "
                              f"process did; every machine needs the same copy of the parts of "
                              f"{files.pattern}, unchanged during the run")
-    return RowParts(client, futures, classes, int(len(y)), int(X.shape[1]))
+    joined = []                 # one partition a worker: one gradient back per worker and step
+    for k, worker in enumerate(workers):
+        mine = [f for f, i in zip(futures, where) if i % len(workers) == k]
+        if len(mine) == 1:
+            joined.append(mine[0])
+        elif mine:
+            joined.append(client.submit(_join, *mine, pure=False, workers=[worker],
+                                        allow_other_workers=False))
+    del futures
+    return RowParts(client, joined, classes, int(len(y)), int(X.shape[1]), sent=sent)
+
+
+def _join(*parts):
+    """On a worker: its partitions as one."""
+    return tuple(np.concatenate([p[j] for p in parts]) for j in range(3))
 
 
 def _part_sums(part, theta, sizes, code, class_weight):

@@ -63,14 +63,19 @@ def fit_job(label, params, X, y, X_val, y_val, scheduler=None, files=None):
             t0 = time.perf_counter()
             parts = cluster.load_fitting_rows(client, files, X, y, dtype=dtype)
             print(f"    {label}: the workers loaded the {parts.n:,} fitting rows from the "
-                  f"{len(files.paths)} parts of {files.pattern} "
-                  f"({time.perf_counter() - t0:.1f} s)", flush=True)
+                  f"{len(files.paths)} parts of {files.pattern} in "
+                  f"{time.perf_counter() - t0:.1f} s; {_size(parts.sent)} sent (preprocessor, "
+                  f"row masks), the rows themselves {_size(X.nbytes)}, not sent", flush=True)
         else:
-            if files is not None:
-                print(f"    {label}: the fitting rows are sent from this process ({why})",
-                      flush=True)
             parts = cluster.scatter_rows(client, X, y, dtype=dtype)
+            if files is not None:
+                print(f"    {label}: the fitting rows were sent from this process "
+                      f"({_size(parts.sent)}): {why}", flush=True)
         return cluster.fit(model, parts, X_val, y_val, progress=progress)
+
+
+def _size(n_bytes):
+    return f"{n_bytes / 1e6:.1f} MB" if n_bytes >= 1e6 else f"{n_bytes / 1e3:.1f} kB"
 
 
 def training_files(ctx):

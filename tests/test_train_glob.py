@@ -8,9 +8,12 @@ them on a developer's machine) but installed by CI from requirements-cluster.txt
 the tests fail instead of skipping."""
 import json
 import os
+import pickle
 import subprocess
 import sys
+from dataclasses import replace
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pandas as pd
@@ -172,7 +175,7 @@ def _run(tmp_path, tag, train, *extra):
     out = tmp_path / tag
     done = subprocess.run([sys.executable, str(REPO / "run_all.py"), "--train", str(train),
                            "--target", "label", "--quick", "--parts", "B", "--activations",
-                           "relu,sigmoid", "--iterations", "30", "--dtype", "float64",
+                           "relu", "--iterations", "30", "--dtype", "float64",
                            "--threads", "1", "--out", str(out), *extra],
                           capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
@@ -198,19 +201,88 @@ def test_run_all_on_parts_is_the_run_on_one_file(runs):
     assert a["partB"]["final"] == b["partB"]["final"]
 
 
-def test_on_a_cluster_the_workers_load_the_parts_and_the_numbers_stay(runs):
+@pytest.fixture(scope="module")
+def client():
     _needs("distributed")
+    import cluster
+    c = cluster.connect("local:2")
+    yield c
+    cluster.close(c)
+
+
+def test_on_a_cluster_the_workers_load_the_parts_and_the_numbers_stay(runs, client):
     tmp, pattern, metrics = runs
     stdout, on_cluster = _run(tmp, "cluster", pattern, "--test-size", "0.25",
-                              "--scheduler", "local:2")
+                              "--scheduler", client.scheduler.address)
     assert "cluster: Part B trains on 2 Dask worker(s)" in stdout
     n_fit = metrics["parts"]["data"]["n_fit"]
     assert f"the workers loaded the {n_fit:,} fitting rows from the 4 parts" in stdout
     assert "sent from this process" not in stdout
     here = metrics["parts"]["partB"]["final"]
     there = on_cluster["partB"]["final"]
-    assert len(here) == len(there) == 2
+    assert len(here) == len(there) == 1
     for a, b in zip(here, there):
         assert a["train_acc"] == b["train_acc"] and a["val_acc"] == b["val_acc"]
         assert abs(a["final_loss"] - b["final_loss"]) < 1e-10
         assert abs(a["final_val_loss"] - b["final_val_loss"]) < 1e-10
+
+
+def _training_files(tmp_path):
+    """A glob of 3 parts with a separate test file, read, encoded, and what the workers
+    need to load its fitting rows (``training.training_files``)."""
+    import training
+    _, pattern = _write(tmp_path, _frame(300, 7), n_parts=3)
+    _frame(60, 8).to_csv(tmp_path / "test.csv", index=False)
+    ds = prep.load_files(pattern, tmp_path / "test.csv", target="label")
+    data = prep.encode(ds, seed=3)
+    cfg = SimpleNamespace(train=pattern, sep=None, na_values=None, drop=None)
+    return training.training_files(SimpleNamespace(cfg=cfg, dataset=ds, data=data)), data
+
+
+def _net():
+    import mlp
+    return mlp.MLP(hidden=(8,), n_iter=15, lr=0.3, dtype="float64", seed=1)
+
+
+def _max_diff(a, b):
+    return max(float(np.max(np.abs(p - q))) for p, q in zip(a.weights_ + a.biases_,
+                                                           b.weights_ + b.biases_))
+
+
+def test_the_workers_hold_the_fitting_rows_one_partition_each(client, tmp_path):
+    import cluster
+    files, d = _training_files(tmp_path)
+    assert cluster.unreadable(client, files) is None
+    parts = cluster.load_fitting_rows(client, files, d.X_train, d.y_train)
+    assert parts.n == len(d.y_train) and len(parts.futures) == 2
+    # sent: the preprocessor to each worker, the paths, one bit a row; no row
+    assert parts.sent < 2 * len(pickle.dumps(d.preprocessor)) + 1000
+    on_cluster = cluster.fit(_net(), parts, d.X_val, d.y_val)
+    assert _max_diff(on_cluster, _net().fit(d.X_train, d.y_train, d.X_val, d.y_val)) < 1e-10
+
+
+def test_parts_the_workers_cannot_read_are_sent_instead(client, tmp_path, capsys):
+    import cluster
+    import training
+    files, d = _training_files(tmp_path)
+    gone = replace(files, paths=files.paths[:2] + (str(tmp_path / "elsewhere.csv"),))
+    assert "cannot read" in cluster.unreadable(client, gone)
+    other = replace(files, sizes=(files.sizes[0] + 1,) + files.sizes[1:])
+    assert "bytes in" in cluster.unreadable(client, other)
+    model = training.fit_job("relu", _net().get_params(), d.X_train, d.y_train, d.X_val,
+                             d.y_val, scheduler=client.scheduler.address, files=gone)
+    assert "the fitting rows were sent from this process" in capsys.readouterr().out
+    assert _max_diff(model, _net().fit(d.X_train, d.y_train, d.X_val, d.y_val)) < 1e-10
+
+
+def test_a_part_that_reads_otherwise_on_the_workers_is_an_error(client, tmp_path):
+    import cluster
+    files, d = _training_files(tmp_path)
+    part = Path(files.paths[1])
+    df = pd.read_csv(part)
+    df.assign(x=df["x"] + 1).to_csv(part, index=False)
+    with pytest.raises(ValueError, match=r"part-1\.csv: the workers encode other rows from it"):
+        cluster.load_fitting_rows(client, files, d.X_train, d.y_train)
+    pd.concat([df, df.iloc[:1]]).to_csv(part, index=False)
+    with pytest.raises(ValueError, match=r"hold 301 rows on the workers, but 300"):
+        cluster.load_fitting_rows(client, files, d.X_train, d.y_train)
