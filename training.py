@@ -58,8 +58,8 @@ def fit_job(label, params, X, y, X_val, y_val, scheduler=None, files=None):
     import distributed
     dtype = mlp.resolve_dtype(model.dtype)
     with distributed.Client(scheduler, timeout="20s") as client:
-        why = files if isinstance(files, str) or files is None else cluster.unreadable(client, files)
-        if why is None:
+        why = files if files is None or isinstance(files, str) else cluster.unreadable(client, files)
+        if files is not None and why is None:
             t0 = time.perf_counter()
             parts = cluster.load_fitting_rows(client, files, X, y, dtype=dtype)
             print(f"    {label}: the workers loaded the {parts.n:,} fitting rows from the "
