@@ -227,15 +227,16 @@ def test_on_a_cluster_the_workers_load_the_parts_and_the_numbers_stay(runs, clie
         assert abs(a["final_val_loss"] - b["final_val_loss"]) < 1e-10
 
 
-def _training_files(tmp_path):
+def _training_files(tmp_path, labels="strings", na_values=None, drop=None):
     """A glob of 3 parts with a separate test file, read, encoded, and what the workers
     need to load its fitting rows (``training.training_files``)."""
     import training
-    _, pattern = _write(tmp_path, _frame(300, 7), n_parts=3)
-    _frame(60, 8).to_csv(tmp_path / "test.csv", index=False)
-    ds = prep.load_files(pattern, tmp_path / "test.csv", target="label")
+    _, pattern = _write(tmp_path, _frame(300, 7, labels), n_parts=3)
+    _frame(60, 8, labels).to_csv(tmp_path / "test.csv", index=False)
+    ds = prep.load_files(pattern, tmp_path / "test.csv", target="label", na_values=na_values,
+                         drop=drop)
     data = prep.encode(ds, seed=3)
-    cfg = SimpleNamespace(train=pattern, sep=None, na_values=None, drop=None)
+    cfg = SimpleNamespace(train=pattern, sep=None, na_values=na_values, drop=drop)
     return training.training_files(SimpleNamespace(cfg=cfg, dataset=ds, data=data)), data
 
 
@@ -249,9 +250,13 @@ def _max_diff(a, b):
                                                            b.weights_ + b.biases_))
 
 
-def test_the_workers_hold_the_fitting_rows_one_partition_each(client, tmp_path):
+@pytest.mark.parametrize("labels, na_values, drop", [("strings", None, None),
+                                                     ("ints", ["7"], ["w"]),
+                                                     ("true/false", None, ["room"])])
+def test_the_workers_hold_the_fitting_rows_one_partition_each(client, tmp_path, labels,
+                                                              na_values, drop):
     import cluster
-    files, d = _training_files(tmp_path)
+    files, d = _training_files(tmp_path, labels, na_values, drop)
     assert cluster.unreadable(client, files) is None
     parts = cluster.load_fitting_rows(client, files, d.X_train, d.y_train)
     assert parts.n == len(d.y_train) and len(parts.futures) == 2
