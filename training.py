@@ -92,7 +92,8 @@ def training_files(ctx):
     if ds.excluded is not None and len(ds.excluded) and \
             ds.excluded["action"].astype(str).str.startswith("expanded").any():
         return "--expand-dates parses dates over the whole column, not part by part"
-    if data.train_df is None or data.preprocessor is None:
+    frame, positions = getattr(data, "frame", None), getattr(data, "train_rows", None)
+    if frame is None or positions is None or data.preprocessor is None:
         return "the encoded split has no row indices"
     paths = tuple(str(p) for p in reader.glob_paths(cfg.train))
     kind = "bool" if ds.classes.dtype == bool else "int" if ds.classes.dtype.kind in "iu" else "str"
@@ -104,7 +105,7 @@ def training_files(ctx):
                   text_columns=[ds.target, *ds.categorical], skip_columns=drop),
         preprocessor=data.preprocessor, target=ds.target, label_kind=kind,
         labels=np.asarray(ds.classes), n_rows=n_rows,
-        fit_rows=data.train_df.index.to_numpy(dtype=np.int64))
+        fit_rows=frame.index[positions].to_numpy(dtype=np.int64))  # rows of the parts joined
 
 
 def fit_params(cfg, **params):
