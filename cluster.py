@@ -15,8 +15,10 @@ to the order of additions (float64: 1e-10, ``tests/test_cluster.py``).
 Dask is optional (``requirements-cluster.txt``); without it ``connect`` raises
 an ``ImportError`` of one line that says what to install.
 
-Public API: ``connect``, ``scatter_rows``, ``load_parts``, ``RowParts``, ``fit``.
+Public API: ``connect``, ``scatter_rows``, ``load_parts``, ``load_fitting_rows``
+(with ``TrainingFiles`` and ``unreadable``), ``RowParts``, ``fit``.
 """
+import pickle
 from dataclasses import dataclass
 from typing import Any
 
@@ -77,12 +79,14 @@ def close(client):
 class RowParts:
     """Training rows held by Dask workers: ``futures[i]`` is partition i, a tuple
     (X of shape (n_i, n_features), class indices (n_i,), weights (n_i,)); ``classes``
-    the labels the indices point into; ``n`` rows, ``n_features`` columns in all."""
+    the labels the indices point into; ``n`` rows, ``n_features`` columns in all;
+    ``sent`` the bytes this process sent to place them."""
     client: Any
     futures: list
     classes: np.ndarray
     n: int
     n_features: int
+    sent: int = 0       # bytes this process sent to place the rows (pickled sizes)
 
 
 def _part(X, yi, w):
@@ -118,14 +122,15 @@ def scatter_rows(client, X, y, n_parts=None, sample_weight=None, dtype=np.float6
         s = slice(bounds[i], bounds[i + 1])
         futures.append(client.scatter([_part(X[s], yi[s], w[s])],     # one object: a list
                                       workers=[workers[i % len(workers)]], hash=False)[0])
-    return RowParts(client, futures, classes, int(len(yi)), int(X.shape[1]))
+    sent = X.nbytes + 8 * len(yi) + 8 * len(w)
+    return RowParts(client, futures, classes, int(len(yi)), int(X.shape[1]), sent=sent)
 
 
 def _load_part(path, preprocessor, target, classes, dtype):
-    """On a worker: read one CSV or Parquet file, encode it with the run's fitted
-    preprocessor and index its labels into ``classes``."""
-    import pandas as pd
-    frame = pd.read_parquet(path) if str(path).endswith(".parquet") else pd.read_csv(path)
+    """On a worker: read one CSV or Parquet file (``reader.read_file``), encode it with the
+    run's fitted preprocessor and index its labels into ``classes``."""
+    import reader
+    frame = reader.read_file(path).frame
     if target not in frame.columns:
         raise ValueError(f"{path}: no label column {target!r}")
     X = np.asarray(preprocessor.transform(frame.drop(columns=[target])), dtype=dtype)
@@ -165,6 +170,193 @@ def load_parts(client, paths, preprocessor, target, classes, dtype=np.float64):
         raise ValueError(f"the parts encode to different widths {sorted(widths)}; "
                          f"use one preprocessor for all")
     return RowParts(client, futures, classes, int(sum(s[0] for s in shapes)), widths.pop())
+
+
+@dataclass(frozen=True, eq=False)
+class TrainingFiles:
+    """The parts of a training file (``--train`` with a glob) and how this process read
+    and encoded them, for the workers to load the fitting rows themselves
+    (``load_fitting_rows``).
+
+    Attributes
+    ----------
+    pattern : str, the glob as given
+    paths : tuple of str, the parts in the order joined (``reader.glob_paths``)
+    sizes : tuple of int, their sizes in bytes as this process sees them
+    read : dict, the ``reader.read_file`` options (sep, na_values, text_columns, skip_columns)
+    preprocessor : the run's fitted ``prep.Preprocessor``
+    target : str, the label column
+    label_kind : "int", "bool" or "str", how the training labels were parsed
+    labels : ndarray of shape (n_classes,), the label values (``Dataset.classes``)
+    n_rows : int, the rows of all the parts
+    fit_rows : ndarray of shape (n_fit,), int64: the fitting rows' indices into the parts
+        joined, in the order of this process's ``X_train``
+    """
+    pattern: str
+    paths: tuple
+    sizes: tuple
+    read: dict
+    preprocessor: Any
+    target: str
+    label_kind: str
+    labels: np.ndarray
+    n_rows: int
+    fit_rows: np.ndarray
+
+
+def _sizes_seen(paths):
+    """On a worker: the size of each file, -1 for one it cannot read."""
+    import os
+    return [os.path.getsize(p) if os.path.isfile(p) and os.access(p, os.R_OK) else -1
+            for p in paths]
+
+
+def unreadable(client, files):
+    """Why the workers cannot load ``files`` (a ``TrainingFiles``) themselves: a worker
+    that cannot read a part, or sees another size than this process; None when all can."""
+    seen = client.run(_sizes_seen, list(files.paths))
+    for worker, sizes in seen.items():
+        for path, here, there in zip(files.paths, files.sizes, sizes):
+            if there < 0:
+                return f"worker {worker} cannot read {path}"
+            if there != here:
+                return f"worker {worker} sees {there:,} bytes in {path}, this process {here:,}"
+    return None
+
+
+def _read_rows(path, read, columns):
+    """On a worker: one part as ``reader.read_file`` reads it, only ``columns`` kept."""
+    import reader
+    frame = reader.read_file(path, **read).frame
+    return frame[[c for c in frame.columns if c in set(columns)]]
+
+
+def _n_rows(frame):
+    return len(frame)
+
+
+def _encode_rows(frame, bits, preprocessor, target, label_kind, labels, classes, dtype):
+    """On a worker: the rows of a part that ``bits`` (``np.packbits`` of a mask) keeps,
+    encoded as this process encoded them: (X, class indices into ``classes``, weights)."""
+    import pandas as pd
+    import prep
+    rows = frame[np.unpackbits(bits, count=len(frame)).astype(bool)]
+    X = preprocessor.transform(rows.drop(columns=[target]))
+    values, _, _ = prep._parse_labels(rows[target], "a part", target, kind=label_kind)
+    idx = pd.Index(labels).get_indexer(values)
+    pos = np.searchsorted(classes, idx)
+    bad = (idx < 0) | (pos >= len(classes)) | (classes[np.minimum(pos, len(classes) - 1)] != idx)
+    if bad.any():
+        raise ValueError(f"label {values[bad][0]!r} is not one of the training classes")
+    return _part(np.asarray(X, dtype=dtype), pos, np.ones(len(pos)))
+
+
+def _digest(X, yi):
+    import hashlib
+    h = hashlib.blake2b(digest_size=16)
+    h.update(np.ascontiguousarray(X).tobytes())
+    h.update(np.ascontiguousarray(yi, dtype=np.int64).tobytes())
+    return h.hexdigest()
+
+
+def _part_digest(part):
+    return _digest(part[0], part[1])
+
+
+def load_fitting_rows(client, files, X, y, dtype=np.float64):
+    """The fitting rows of a training file's parts, loaded by the workers from files they
+    read themselves, checked bit for bit against this process's encoding of the same rows.
+
+    Each part goes to one worker (in turn), which reads it with the reader this process
+    used (``reader.read_file``, same options) and says how many rows it holds. The parts'
+    row counts place each part in the joined file; each worker then gets, once, a mask
+    of its part's rows that are fitting rows (one bit a row: the validation rows, and the
+    held-out test rows of ``--test-size``, are left out), encodes those rows with the
+    run's fitted preprocessor and keeps them. What crosses the network: the paths, the
+    read options, the preprocessor and the masks out; a row count and a 16-byte digest
+    of the encoded rows back per part. No row of data.
+
+    Parameters
+    ----------
+    client : distributed.Client
+    files : TrainingFiles
+    X : ndarray of shape (n_fit, n_features), this process's encoded fitting rows, in
+        the order of ``files.fit_rows`` (for the check only: it is not sent)
+    y : ndarray of shape (n_fit,), their class indices
+    dtype : the network's floating type
+
+    Returns
+    -------
+    RowParts
+        Partition i holds part i's fitting rows in file order (a part without
+        fitting rows is left out); ``classes`` = ``np.unique(y)``.
+
+    Raises
+    ------
+    ValueError
+        The parts hold another number of rows than this process read, or a part
+        encodes to other rows (another copy of the file, or changed since).
+    """
+    classes = np.unique(np.asarray(y))
+    workers = list(client.scheduler_info()["workers"])
+    columns = [*files.preprocessor.feature_names_in_, files.target]
+    raw = [client.submit(_read_rows, p, files.read, columns, pure=False,
+                         workers=[workers[i % len(workers)]], allow_other_workers=False)
+           for i, p in enumerate(files.paths)]
+    counts = client.gather([client.submit(_n_rows, f, pure=False) for f in raw])
+    if sum(counts) != files.n_rows:
+        raise ValueError(f"the parts of {files.pattern} hold {sum(counts):,} rows on the workers, "
+                         f"but {files.n_rows:,} when this process read them; the parts must stay "
+                         "unchanged during the run")
+    fit_rows = np.asarray(files.fit_rows, dtype=np.int64)
+    if len(fit_rows) != len(y) or len(np.unique(fit_rows)) != len(fit_rows) or \
+            (len(fit_rows) and (fit_rows.min() < 0 or fit_rows.max() >= files.n_rows)):
+        raise ValueError(f"fit_rows: {len(fit_rows):,} distinct row indices below "
+                         f"{files.n_rows:,} are needed, one per row of y ({len(y):,})")
+    offsets = np.concatenate([[0], np.cumsum(counts)])
+    order = np.argsort(fit_rows, kind="stable")
+    ordered = fit_rows[order]
+    pre = client.scatter(files.preprocessor, broadcast=True, hash=False)
+    sent = len(pickle.dumps(files.preprocessor)) * len(workers) + \
+        len(pickle.dumps((files.paths, files.read)))
+    futures, expected, where = [], [], []
+    for i, f in enumerate(raw):
+        lo, hi = np.searchsorted(ordered, [offsets[i], offsets[i + 1]])
+        if hi == lo:
+            continue
+        mask = np.zeros(counts[i], dtype=bool)
+        mask[ordered[lo:hi] - offsets[i]] = True
+        bits = np.packbits(mask)
+        sent += bits.nbytes
+        futures.append(client.submit(_encode_rows, f, bits, pre, files.target,
+                                     files.label_kind, files.labels, classes, dtype, pure=False,
+                                     workers=[workers[i % len(workers)]],
+                                     allow_other_workers=False))
+        rows = order[lo:hi]
+        expected.append(_digest(np.asarray(X[rows], dtype=dtype), np.searchsorted(classes, y[rows])))
+        where.append(i)
+    del raw
+    got = client.gather([client.submit(_part_digest, f, pure=False) for f in futures])
+    for i, a, b in zip(where, got, expected):
+        if a != b:
+            raise ValueError(f"{files.paths[i]}: the workers encode other rows from it than this "
+                             f"process did; every machine needs the same copy of the parts of "
+                             f"{files.pattern}, unchanged during the run")
+    joined = []                 # one partition a worker: one gradient back per worker and step
+    for k, worker in enumerate(workers):
+        mine = [f for f, i in zip(futures, where) if i % len(workers) == k]
+        if len(mine) == 1:
+            joined.append(mine[0])
+        elif mine:
+            joined.append(client.submit(_join, *mine, pure=False, workers=[worker],
+                                        allow_other_workers=False))
+    del futures
+    return RowParts(client, joined, classes, int(len(y)), int(X.shape[1]), sent=sent)
+
+
+def _join(*parts):
+    """On a worker: its partitions as one."""
+    return tuple(np.concatenate([p[j] for p in parts]) for j in range(3))
 
 
 def _part_sums(part, theta, sizes, code, class_weight):

@@ -15,10 +15,12 @@ import bz2
 import codecs
 import contextlib
 import csv
+import glob
 import gzip
 import importlib
 import io
 import lzma
+import os
 import re
 import time
 import warnings
@@ -36,6 +38,15 @@ DATA_SUFFIXES = (".csv", ".csv.gz", ".csv.bz2", ".csv.xz", ".csv.zip", ".zip", "
                  ".txt", ".parquet")
 _COMPRESSION = {".gz": "gzip", ".bz2": "bz2", ".xz": "xz", ".zip": "zip"}
 PARQUET_ENGINES = ("pyarrow", "fastparquet")   # optional: pandas reads Parquet with either
+
+
+# pandas holds text in its str dtype, in Arrow buffers when pyarrow is installed (it is, for
+# Parquet: requirements-cluster.txt). The reader and the validation work on Python str (the
+# memory plan counts them: STR_OVERHEAD), and every step between them would copy the text
+# from Arrow into Python str and back; so the str dtype keeps Python str, as without pyarrow
+# (unless the storage was chosen already).
+if pd.get_option("mode.string_storage") == "auto":
+    pd.set_option("mode.string_storage", "python")
 
 
 class DataError(ValueError):
@@ -71,8 +82,10 @@ def _compression(path):
 
 def _is_text_file(name):
     """True for a name the CSV reader opens (its errors count lines, header = line 1)."""
-    low = str(name).lower()
-    low = re.sub(r" \([^)]*\)$", "", low)       # "<file> (train part)"
+    low = re.sub(r" \([^)]*\)$", "", str(name))       # "<file> (train part)"
+    if is_pattern(low):             # the parts of a glob: rows count from 0 across them
+        return False
+    low = low.lower()
     return any(low.endswith(s) for s in DATA_SUFFIXES if s != ".parquet")
 
 
@@ -285,10 +298,14 @@ class RawTable:
         because of ``na_values``).
     skipped : tuple of str
         Columns of the file left out on request (``skip_columns``).
+    parts : tuple of (str, int)
+        For a glob pattern: each file read and its rows, in the order joined
+        (empty for one file).
     """
     frame: pd.DataFrame
     notes: tuple = ()
     skipped: tuple = ()
+    parts: tuple = ()
 
 
 def _markers(na_values):
@@ -386,6 +403,15 @@ def _sample_profile(text, sep, names, truncated):
     return len(df), len(text.encode("utf-8")), profile
 
 
+def _per_byte(sample):
+    """Bytes of memory one byte of CSV text costs to read, from ``_sample_profile``'s
+    (rows, bytes, profile) of the kept columns (no profile: a numeric cell per 2 bytes)."""
+    if sample is None or sample[0] == 0:
+        return READ_COPIES * 8.0 / 2.0
+    rows, nbytes, profile = sample
+    return _row_cost(profile) / (nbytes / rows)
+
+
 def _memory_plan(path, declared, sample, available):
     """(limit, per_byte): the decompressed text reading ``path`` may reach and the memory one
     byte of it costs; a DataError before any work when the stated size is over the limit.
@@ -397,11 +423,7 @@ def _memory_plan(path, declared, sample, available):
     """
     if available is None:
         return None, None
-    if sample is None or sample[0] == 0:          # no row profile: a numeric cell per 2 bytes
-        per_byte = READ_COPIES * 8.0 / 2.0
-    else:
-        rows, nbytes, profile = sample
-        per_byte = _row_cost(profile) / (nbytes / rows)
+    per_byte = _per_byte(sample)
     limit = int(READ_SHARE * available / per_byte)
     if declared is not None and declared > limit:
         raise DataError(_too_large(path, declared, per_byte, available, stated=True))
@@ -434,16 +456,28 @@ def _chunks(path, sep, names, dtypes, chunk_rows, limit):
                                      encoding="utf-8-sig", chunksize=chunk_rows)
 
 
-def _read_csv_file(path, sep, detected, text, markers, text_columns, skip_columns, progress):
-    """``read_file`` for a CSV: (frame, notes, skipped); see there."""
-    how = f"the {SEPARATORS.get(sep, repr(sep))} delimiter" + (" (detected)" if detected else "")
+def _how(sep, detected):
+    return f"the {SEPARATORS.get(sep, repr(sep))} delimiter" + (" (detected)" if detected else "")
+
+
+def _csv_header(text, sep, detected, path):
+    """The column names of a CSV's first line (stripped, "Unnamed: i" for an empty one); a
+    DataError for duplicate names or a single column."""
     with _long_fields():
         raw_header = next((r for r in csv.reader(io.StringIO(text), delimiter=sep) if r), [])
     header = _check_header(raw_header, path)
     header = [h if h else f"Unnamed: {i}" for i, h in enumerate(header)]
     if len(header) == 1:
-        raise DataError(f"{path} reads as one column {header[0][:60]!r} with {how}; "
+        raise DataError(f"{path} reads as one column {header[0][:60]!r} with {_how(sep, detected)}; "
                         "pass --sep with the file's delimiter (e.g. --sep ';')")
+    return header
+
+
+def _csv_layout(path, sep, detected, text, text_columns, skip_columns):
+    """What reading a CSV starts from: (header, positional names, name -> positional name,
+    skipped columns, kept positional names, sample profile of the kept columns (or None),
+    positional names read as text)."""
+    header = _csv_header(text, sep, detected, path)
     names = [f"_{i}" for i in range(len(header))]          # by position: names as written may be odd
     by_name = dict(zip(header, names))
     skipped = tuple(c for c in header if c in set(skip_columns))
@@ -453,6 +487,16 @@ def _read_csv_file(path, sep, detected, text, markers, text_columns, skip_column
     if sample is not None:                  # text in the sample: read as text (no True/False to bool)
         as_text |= {n for n, p in zip(names, sample[2]) if p is not None}
         sample = sample[:2] + ([p for n, p in zip(names, sample[2]) if n in set(keep)],)
+    return header, names, by_name, skipped, keep, sample, as_text
+
+
+def _read_csv_columns(path, sep, detected, text, markers, text_columns, skip_columns, progress):
+    """``read_file`` for a CSV before the frame is made: (columns, rows, n_markers,
+    skipped, header): ``columns`` maps each kept column name to its ndarray (int64,
+    float64 or object of str), ``n_markers`` to its count of ``na_values`` cells."""
+    how = _how(sep, detected)
+    header, names, by_name, skipped, keep, sample, as_text = _csv_layout(
+        path, sep, detected, text, text_columns, skip_columns)
     available = available_memory()
     limit, per_byte = _memory_plan(path, _declared_size(path), sample, available)
     bytes_per_row = sample[1] / sample[0] if sample and sample[0] else 64.0
@@ -507,7 +551,6 @@ def _read_csv_file(path, sep, detected, text, markers, text_columns, skip_column
             chunks, parts[n] = parts[n], None
             columns[c] = np.concatenate(chunks) if chunks else np.array([], dtype=object)
             del chunks
-        frame = pd.DataFrame(columns, index=pd.RangeIndex(rows), copy=False)
     except _TooLarge as exc:
         raise DataError(_too_large(path, exc.args[0], per_byte, available, stated=False)) from None
     except MemoryError:
@@ -530,8 +573,18 @@ def _read_csv_file(path, sep, detected, text, markers, text_columns, skip_column
                         "check the file or its extension") from None
     if progress is not None and last > t0:
         progress(f"read {path}: {rows:,} rows in {time.monotonic() - t0:.0f} s")
-    notes = tuple(_marker_note(path, c, n_markers[by_name[c]], rows, markers)
-                  for c in header if c not in skipped and n_markers[by_name[c]])
+    return columns, rows, {c: n_markers[by_name[c]] for c in columns}, skipped, header
+
+
+def _read_csv_file(path, sep, detected, text, markers, text_columns, skip_columns, progress):
+    """``read_file`` for a CSV: (frame, notes, skipped); see there."""
+    columns, rows, n_markers, skipped, _ = _read_csv_columns(
+        path, sep, detected, text, markers, text_columns, skip_columns, progress)
+    try:
+        frame = pd.DataFrame(columns, index=pd.RangeIndex(rows), copy=False)
+    except MemoryError:
+        raise DataError(_out_of_memory(path, rows)) from None
+    notes = tuple(_marker_note(path, c, n, rows, markers) for c, n in n_markers.items() if n)
     return frame, notes, skipped
 
 
@@ -545,11 +598,15 @@ def _marker_note(path, column, n, rows, markers):
             f"missing-value marker of na_values (--na-values) {_listing([repr(m) for m in markers])}")
 
 
+def _no_parquet_engine(path):
+    return (f"{path} is a Parquet file but no Parquet engine is installed; "
+            "pip install pyarrow (or fastparquet), or save the file as CSV")
+
+
 def _read_parquet(path, markers=(), skip_columns=()):
     engine = _parquet_engine()
     if engine is None:
-        raise DataError(f"{path} is a Parquet file but no Parquet engine is installed; "
-                        "pip install pyarrow (or fastparquet), or save the file as CSV")
+        raise DataError(_no_parquet_engine(path))
     try:
         df = pd.read_parquet(path, engine=engine)
     except MemoryError:
@@ -575,9 +632,211 @@ def _read_parquet(path, markers=(), skip_columns=()):
     return df.reset_index(drop=True), tuple(notes), skipped
 
 
+# -- a glob of parts, read as one file ------------------------------------------
+# ``--train 'data/part-*.csv'``: the files a pattern matches, in sorted path order, are
+# read as the one file their concatenation would be (rows in that order, the index
+# 0..n-1 across them). Each part is read like a file of its own (chunks, memory plan,
+# progress); a column that is numbers in some parts and text in others is read again
+# as text where it was numbers, as the one file would have been.
+GLOB_CHARS = "*?["
+
+
+def is_pattern(path):
+    """True when ``path`` is a glob pattern (``*``, ``?``, ``[``; ``**`` spans folders)
+    and names no existing file or folder as written."""
+    text = str(path)
+    return any(ch in text for ch in GLOB_CHARS) and not os.path.exists(os.path.expanduser(text))
+
+
+def glob_paths(pattern):
+    """The files ``pattern`` matches, in sorted path order (a DataError naming the
+    pattern when it matches none). Name parts so that they sort (part-00001.csv ...)."""
+    pattern = os.path.expanduser(str(pattern))
+    paths = sorted(p for p in glob.glob(pattern, recursive=True) if os.path.isfile(p))
+    if not paths:
+        raise DataError(f"{pattern} matches no file; check the pattern, and quote it so that the "
+                        "shell passes it as written (e.g. --train 'data/part-*.csv')")
+    return [Path(p) for p in paths]
+
+
+def _schema_difference(pattern, first, columns0, path, columns):
+    """The one-line error for a part whose columns differ from the first part's."""
+    missing = [c for c in columns0 if c not in columns]
+    extra = [c for c in columns if c not in columns0]
+    what = "; ".join(
+        ([f"missing {_listing([repr(c) for c in missing])}"] if missing else [])
+        + ([f"extra {_listing([repr(c) for c in extra])}"] if extra else [])) \
+        or "the same columns in another order"
+    return (f"{path}: its columns differ from those of {first}, the first part of {pattern} "
+            f"({what}); every part needs the same header: fix that part or narrow the pattern")
+
+
+@dataclass
+class _Part:
+    path: Path
+    columns: dict
+    rows: int
+    n_markers: dict
+
+
+def _glob_progress(progress, pattern, n_parts, total_bytes):
+    """A function (parts done, bytes done, rows) that reports at most every
+    ``PROGRESS_SECONDS``, and a function that reports the end if it reported before."""
+    t0 = time.monotonic()
+    last = [t0]
+
+    def step(done, done_bytes, rows):
+        now = time.monotonic()
+        if progress is not None and now - last[0] >= PROGRESS_SECONDS:
+            last[0] = now
+            share = done_bytes / total_bytes if total_bytes else 1.0
+            progress(f"reading {pattern}: {done} of {n_parts} parts, {share:.0%} of the bytes "
+                     f"({rows:,} rows, {now - t0:.0f} s)")
+
+    def end(rows):
+        if progress is not None and last[0] > t0:
+            progress(f"read {pattern}: {rows:,} rows from {n_parts} parts in "
+                     f"{time.monotonic() - t0:.0f} s")
+    return step, end
+
+
+def _read_csv_parts(pattern, paths, sep, markers, text_columns, skip_columns, progress):
+    """``read_file`` for the CSV parts ``paths`` of ``pattern``: (frame, notes, skipped, rows
+    per part)."""
+    detected = sep is None
+    # 1. every part's header and the memory all of them need, before any row is read
+    header0, need, text_bytes, per_bytes = None, 0.0, 0, []
+    for path in paths:
+        if path.stat().st_size == 0:
+            raise DataError(f"{path} is empty (0 bytes); every part of {pattern} needs the header "
+                            "line and data rows")
+        text = _sample_text(path)
+        if not text.strip():
+            raise DataError(f"{path} is empty (no header line); every part of {pattern} needs the "
+                            "header line and data rows")
+        if sep is None:                 # one delimiter for all: the first part's, as in one file
+            sep = _detect_sep(text, path)
+        header, _, _, _, _, sample, _ = _csv_layout(path, sep, detected, text, text_columns,
+                                                    skip_columns)
+        if header0 is None:
+            header0 = header
+        elif header != header0:
+            raise DataError(_schema_difference(pattern, paths[0], header0, path, header))
+        declared = _declared_size(path)
+        if declared is not None:
+            per_bytes.append(_per_byte(sample))
+            need += declared * per_bytes[-1]
+            text_bytes += declared
+        del text
+    available = available_memory()
+    if available is not None and need > READ_SHARE * available:
+        packed = " once decompressed" if any(_compression(p) for p in paths) else ""
+        raise DataError(f"{pattern} matches {len(paths)} files holding {_gb(text_bytes)} of text"
+                        f"{packed}, which need about {_gb(need)} of memory to read, but "
+                        f"{_gb(available)} is available; free memory, read fewer parts, or pass "
+                        "--drop with the columns you can spare")
+    # 2. each part as a file of its own
+    sizes = [p.stat().st_size for p in paths]
+    step, end = _glob_progress(progress, pattern, len(paths), sum(sizes))
+    parts, rows, skipped = [], 0, ()
+    for i, path in enumerate(paths):
+        columns, n, n_markers, skipped, _ = _read_csv_columns(
+            path, sep, detected, _sample_text(path), markers, text_columns, skip_columns, progress)
+        parts.append(_Part(path, columns, n, n_markers))
+        rows += n
+        step(i + 1, sum(sizes[:i + 1]), rows)
+    # 3. numbers in some parts and text in others: read as text where they were numbers
+    names = list(parts[0].columns)
+    filled = [p for p in parts if p.rows]
+    mixed = [c for c in names if len({p.columns[c].dtype == object for p in filled}) > 1]
+    for part in filled:
+        again = [c for c in mixed if part.columns[c].dtype != object]
+        if not again:
+            continue
+        columns, _, n_markers, _, header = _read_csv_columns(
+            part.path, sep, detected, _sample_text(part.path), markers,
+            list(text_columns) + again, [c for c in header0 if c not in again], None)
+        for c in again:
+            part.columns[c], part.n_markers[c] = columns[c], n_markers[c]
+    # 4. one column at a time, each part's copy freed as it is joined
+    try:
+        joined = {}
+        for c in names:
+            pieces = [p.columns.pop(c) for p in filled]
+            joined[c] = np.concatenate(pieces) if pieces else np.array([], dtype=object)
+            del pieces
+        frame = pd.DataFrame(joined, index=pd.RangeIndex(rows), copy=False)
+    except MemoryError:
+        raise DataError(_out_of_memory(pattern, rows)) from None
+    end(rows)
+    counts = {c: sum(p.n_markers[c] for p in parts) for c in names}
+    notes = tuple(_marker_note(pattern, c, n, rows, markers) for c, n in counts.items() if n)
+    return frame, notes, skipped, tuple((str(p.path), p.rows) for p in parts)
+
+
+def _kind_of(series):
+    """"numbers", "true/false" or "text" for a Parquet column (None when all missing)."""
+    if series.isna().all():
+        return None
+    if pd.api.types.is_bool_dtype(series):
+        return "true/false"
+    return "numbers" if series.dtype.kind in "iuf" else "text"
+
+
+def _read_parquet_parts(pattern, paths, markers, skip_columns, progress):
+    """``read_file`` for the Parquet parts ``paths`` of ``pattern``: the same columns of the
+    same kinds in every part (a Parquet file has one schema)."""
+    sizes = [p.stat().st_size for p in paths]
+    step, end = _glob_progress(progress, pattern, len(paths), sum(sizes))
+    frames, notes, first, rows = [], [], None, 0
+    for i, path in enumerate(paths):
+        df, part_notes, skipped = _read_parquet(path, markers, skip_columns)
+        columns = list(skipped) + list(df.columns)
+        kinds = {c: _kind_of(df[c]) for c in df.columns}
+        if first is None:
+            first = (columns, kinds)
+        elif columns != first[0]:
+            raise DataError(_schema_difference(pattern, paths[0], first[0], path, columns))
+        else:
+            for c, kind in kinds.items():
+                if kind is not None and first[1][c] is not None and kind != first[1][c]:
+                    raise DataError(f"{path}: column {c!r} holds {kind}, but in {paths[0]}, the "
+                                    f"first part of {pattern}, it holds {first[1][c]}; every "
+                                    "part needs the same column types: fix that part or narrow "
+                                    "the pattern")
+                first[1][c] = first[1][c] or kind
+        frames.append(df)
+        notes += part_notes
+        rows += len(df)
+        step(i + 1, sum(sizes[:i + 1]), rows)
+    try:
+        frame = pd.concat(frames, ignore_index=True) if len(frames) > 1 else frames[0]
+    except MemoryError:
+        raise DataError(_out_of_memory(pattern, rows)) from None
+    end(rows)
+    return frame, tuple(notes), skipped, tuple((str(p), len(f)) for p, f in zip(paths, frames))
+
+
+def _read_parts(pattern, sep, markers, text_columns, skip_columns, progress):
+    paths = glob_paths(pattern)
+    parquet = [p.suffix.lower() == ".parquet" for p in paths]
+    if any(parquet) and not all(parquet):
+        raise DataError(f"{pattern} matches Parquet and CSV files ({paths[parquet.index(True)]}, "
+                        f"{paths[parquet.index(False)]}); the parts of one file must all be "
+                        "Parquet or all CSV: narrow the pattern")
+    if all(parquet):
+        if _parquet_engine() is None:
+            raise DataError(_no_parquet_engine(pattern))
+        return RawTable(*_read_parquet_parts(str(pattern), paths, markers, skip_columns, progress))
+    return RawTable(*_read_csv_parts(str(pattern), paths, sep, markers, list(text_columns),
+                                     list(skip_columns), progress))
+
+
 def read_file(path, sep=None, na_values=None, text_columns=(), skip_columns=(), progress=None):
     """Read one data file: CSV (any of ``SEPARATORS``, plain or ``.gz``/``.bz2``/``.xz``/
-    ``.zip``) or Parquet (when an engine of ``PARQUET_ENGINES`` is installed).
+    ``.zip``) or Parquet (when an engine of ``PARQUET_ENGINES`` is installed), or the
+    files a glob pattern matches (``"data/part-*.csv"``, ``is_pattern``) as the one file
+    their concatenation in sorted path order would be.
 
     Only the empty field is missing, unless ``na_values`` names more markers.
     Numeric columns are parsed chunk by chunk into int64/float64 arrays (no
@@ -590,8 +849,15 @@ def read_file(path, sep=None, na_values=None, text_columns=(), skip_columns=(), 
     Parameters
     ----------
     path : str or Path
+        A file, or a glob pattern (``glob_paths``): every part needs the same
+        header (a Parquet part: the same columns of the same kinds), all CSV or
+        all Parquet; a CSV column that is numbers in some parts and text in
+        others is read as text throughout, as in one file. Each part is read,
+        chunked and memory-checked like a file, after the memory all of them
+        need is checked against ``available_memory()``.
     sep : str, optional
-        The CSV delimiter; default: detected from the first ``SNIFF_BYTES``.
+        The CSV delimiter; default: detected from the first ``SNIFF_BYTES``
+        (of the first part).
     na_values : list of str, optional
         Cells that mean "missing" besides the empty field (e.g. ``["NA",
         "-999"]``); a numeric marker also matches the number it writes. Each
@@ -609,17 +875,21 @@ def read_file(path, sep=None, na_values=None, text_columns=(), skip_columns=(), 
     Returns
     -------
     RawTable
-        ``frame`` of shape (n_rows, n_columns), ``notes`` and ``skipped``.
+        ``frame`` of shape (n_rows, n_columns), ``notes`` and ``skipped``
+        (``parts``: each part and its rows, for a pattern).
 
     Raises
     ------
     DataError
         Missing, empty, non-UTF-8, malformed or too large a file, duplicate
         column names, running out of memory, or Parquet without an engine;
-        one line with a fix.
+        a pattern matching no file, or a part whose columns differ from the
+        first part's; one line with a fix.
     """
-    path = Path(path)
     markers = _markers(na_values)
+    if is_pattern(path):
+        return _read_parts(path, sep, markers, text_columns, skip_columns, progress)
+    path = Path(path)
     if not path.is_file():
         raise DataError(f"{path} not found; put {path.name} in {path.parent} or pass --data-dir")
     if path.stat().st_size == 0:

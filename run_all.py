@@ -222,7 +222,10 @@ def build_parser():
                         ".zip, .tsv, .parquet; default: $MLP_DATA_DIR, ./data, <repo>/data, "
                         "<repo>/../shared/data; synthetic data if none has both)")
     p.add_argument("--train", metavar="FILE", default=None,
-                   help="training file, any name (instead of --data-dir)")
+                   help="training file, any name (instead of --data-dir); or a quoted glob of "
+                        "parts with the same columns, e.g. 'data/part-*.csv' or '*.parquet', "
+                        "read as one file in sorted path order (with --scheduler the workers "
+                        "load the training rows from the parts when they can read them)")
     p.add_argument("--test", metavar="FILE", default=None,
                    help="test file, any name; it may lack the label column (needs --train)")
     p.add_argument("--test-size", type=float, default=None, metavar="F",
@@ -418,6 +421,11 @@ def validate(ns):
     )
 
 
+def _is_glob(value):
+    """A --train value that is a glob of parts (``reader.is_pattern``, without importing it)."""
+    return any(ch in value for ch in "*?[") and not Path(value).expanduser().exists()
+
+
 def _data_options(ns):
     """``(train, test, sep, test_size)`` from --train/--test/--sep/--test-size, checked."""
     if ns.train is not None and ns.data_dir is not None:
@@ -426,7 +434,14 @@ def _data_options(ns):
     if ns.test is not None and ns.train is None:
         raise UsageError(f"--test: {ns.test!r} needs its training file; pass --train FILE too")
     for option, value in (("--train", ns.train), ("--test", ns.test)):
-        if value is not None and not Path(value).expanduser().is_file():
+        if option == "--train" and value is not None and _is_glob(value):
+            import reader
+            try:
+                reader.glob_paths(value)
+            except reader.DataError:
+                raise UsageError(f"--train: the pattern {value!r} matches no file; check it (and "
+                                 "quote it, so that the shell passes it as written)") from None
+        elif value is not None and not Path(value).expanduser().is_file():
             raise UsageError(f"{option}: file {value!r} not found; pass the path of an existing file")
     if ns.test_size is not None:
         if not (math.isfinite(ns.test_size) and 0 < ns.test_size < 1):

@@ -7,6 +7,7 @@ splits; ``best_network`` is THE rule that picks the network the later parts
 study.
 """
 import math
+import os
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -41,10 +42,13 @@ def _progress(label, n_iter, every=None, steps=PROGRESS_STEPS):
     return report
 
 
-def fit_job(label, params, X, y, X_val, y_val, scheduler=None):
+def fit_job(label, params, X, y, X_val, y_val, scheduler=None, files=None):
     """One training, in a worker process or in-process: the fitted ``mlp.MLP``; with
-    ``scheduler`` (a Dask scheduler's address) the rows go to its workers once and each
-    full-batch step is computed there (``cluster.fit``)."""
+    ``scheduler`` (a Dask scheduler's address) each full-batch step is computed on its
+    workers (``cluster.fit``), which hold the fitting rows: loaded by themselves from
+    ``files`` (a ``cluster.TrainingFiles``: the parts of a ``--train`` glob) when every
+    worker can read every part, else sent from here once (``cluster.scatter_rows``).
+    ``files`` may also be a str: why the parts cannot be loaded on the workers."""
     import mlp
     model = mlp.MLP(**params)
     progress = _progress(label, params["n_iter"])
@@ -52,9 +56,56 @@ def fit_job(label, params, X, y, X_val, y_val, scheduler=None):
         return model.fit(X, y, X_val, y_val, progress=progress)
     import cluster
     import distributed
+    dtype = mlp.resolve_dtype(model.dtype)
     with distributed.Client(scheduler, timeout="20s") as client:
-        parts = cluster.scatter_rows(client, X, y, dtype=mlp.resolve_dtype(model.dtype))
+        why = files if files is None or isinstance(files, str) else cluster.unreadable(client, files)
+        if files is not None and why is None:
+            t0 = time.perf_counter()
+            parts = cluster.load_fitting_rows(client, files, X, y, dtype=dtype)
+            print(f"    {label}: the workers loaded the {parts.n:,} fitting rows from the "
+                  f"{len(files.paths)} parts of {files.pattern} in "
+                  f"{time.perf_counter() - t0:.1f} s; {_size(parts.sent)} sent (preprocessor, "
+                  f"row masks), the rows themselves {_size(X.nbytes)}, not sent", flush=True)
+        else:
+            parts = cluster.scatter_rows(client, X, y, dtype=dtype)
+            if files is not None:
+                print(f"    {label}: the fitting rows were sent from this process "
+                      f"({_size(parts.sent)}): {why}", flush=True)
         return cluster.fit(model, parts, X_val, y_val, progress=progress)
+
+
+def _size(n_bytes):
+    return f"{n_bytes / 1e6:.1f} MB" if n_bytes >= 1e6 else f"{n_bytes / 1e3:.1f} kB"
+
+
+def training_files(ctx):
+    """How the workers can load the run's fitting rows themselves: a
+    ``cluster.TrainingFiles`` when ``--train`` is a glob of parts, a str saying why not
+    (dates expanded by ``--expand-dates``: parsed over the whole column), None when
+    ``--train`` is no glob."""
+    import numpy as np
+    import cluster
+    import reader
+    cfg, ds, data = ctx.cfg, ctx.dataset, ctx.data
+    if not cfg.train or not reader.is_pattern(cfg.train):
+        return None
+    if ds.excluded is not None and len(ds.excluded) and \
+            ds.excluded["action"].astype(str).str.startswith("expanded").any():
+        return "--expand-dates parses dates over the whole column, not part by part"
+    frame, positions = getattr(data, "frame", None), getattr(data, "train_rows", None)
+    if frame is None or positions is None or data.preprocessor is None:
+        return "the encoded split has no row indices"
+    paths = tuple(str(p) for p in reader.glob_paths(cfg.train))
+    kind = "bool" if ds.classes.dtype == bool else "int" if ds.classes.dtype.kind in "iu" else "str"
+    drop = [c for c in (cfg.drop or ()) if c != ds.target]
+    n_rows = len(ds.train) + (len(ds.test) if ds.split_from_one_file else 0)
+    return cluster.TrainingFiles(
+        pattern=str(cfg.train), paths=paths, sizes=tuple(os.path.getsize(p) for p in paths),
+        read=dict(sep=cfg.sep, na_values=list(cfg.na_values) if cfg.na_values else None,
+                  text_columns=[ds.target, *ds.categorical], skip_columns=drop),
+        preprocessor=data.preprocessor, target=ds.target, label_kind=kind,
+        labels=np.asarray(ds.classes), n_rows=n_rows,
+        fit_rows=frame.index[positions].to_numpy(dtype=np.int64))  # rows of the parts joined
 
 
 def fit_params(cfg, **params):
@@ -82,9 +133,10 @@ def train_async(ctx, label, data=None, priority=0, validate=True, group=None, **
     scheduler = ctx.cluster_address
     if kw.get("batch_size") is not None or kw.get("dropout"):
         scheduler = None                    # trained in one process (cluster.fit refuses them)
+    files = training_files(ctx) if scheduler is not None and data is None else None
     return ctx.jobs.submit(key, fit_job, label, kw, d.X_train, d.y_train,
                            d.X_val if validate else None, d.y_val if validate else None,
-                           scheduler=scheduler, priority=priority, group=group)
+                           scheduler=scheduler, files=files, priority=priority, group=group)
 
 
 @dataclass(frozen=True, eq=False)
