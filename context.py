@@ -268,4 +268,3 @@ def release_freed_memory():
     except (OSError, AttributeError):
         trim = None
     return bool(trim(0)) if trim is not None else False
-

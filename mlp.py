@@ -2058,7 +2058,7 @@ def feature_attribution(weights, biases, X, y, activation, target="output", samp
         if mask.shape != (n,):
             raise ValueError(f"where must be a boolean array with one entry per row of X ({n}); "
                              f"got shape {np.shape(where)}")
-    total = np.zeros(X_arr.shape[1])
+    abs_sum = np.zeros(X_arr.shape[1])
     # Row chunks keep the gradients' memory at ATTRIBUTION_CHUNK rows whatever n is; each
     # row's gradient is computed alone, so only the order of the final sum depends on it
     # (one chunk up to ATTRIBUTION_CHUNK rows: the sum of one np.sum).
@@ -2072,13 +2072,13 @@ def feature_attribution(weights, biases, X, y, activation, target="output", samp
         A = G[mask[lo:hi]].astype(np.float64)            # (rows used, d)
         if times_input:
             A = A * X_arr[lo:hi][mask[lo:hi]]
-        total += np.abs(A).sum(axis=0)
+        abs_sum += np.abs(A).sum(axis=0)
     if not mask.any():
         if samples == "all":
             raise ValueError("where selects no row, so there is nothing to average; select at least one")
         raise ValueError("no sample is classified correctly, so there is nothing to average; "
                          "check that X and y match the network or use samples='all'")
-    scores = total / mask.sum()                          # (d,)
+    scores = abs_sum / mask.sum()                        # (d,)
     order, total, counts = _aggregate_by_source(scores, source)
     return {
         "scores": scores,

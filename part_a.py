@@ -15,7 +15,7 @@ import numpy as np
 import plots
 import eda
 import prep
-from context import PartResult, show_table
+from context import PartResult, analysis_rows, show_table
 from prose import as_sentence, names_text
 from rules import Rule
 import report as rp
@@ -131,7 +131,7 @@ def figure_sample(frame, columns, seed, limit=FIGURE_ROWS):
     (in row order); no copy of the other rows is made."""
     if len(frame) <= limit:
         return frame[columns]
-    rows = np.sort(np.random.default_rng(seed).choice(len(frame), size=limit, replace=False))
+    rows = analysis_rows(len(frame), seed, cap=limit)
     return frame.iloc[rows, [frame.columns.get_loc(c) for c in columns]]
 
 

@@ -49,8 +49,6 @@ def attribution_checks(data, cfg, act, model):
             "permutation_rows": rows}
 
 
-
-
 IG_ROWS = 2000      # integrated gradients: correctly classified training rows (a seeded sample above it)
 IG_STEPS = 32       # Gauss-Legendre points along the path from the training mean
 

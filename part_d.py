@@ -33,7 +33,7 @@ import shift
 from context import PartResult, data_notes
 from prose import as_sentence, fmt, points_text, verb_for
 from rules import Rule
-from training import STILL_LEARNING, Fitted, best_network, evaluate, fit_params, fit_scored_job
+from training import STILL_LEARNING, Fitted, best_network, evaluate, fit_params, fit_scored_job, worker_arrays
 from training import loss_fall as falling
 import report as rp
 
@@ -393,11 +393,6 @@ def _same_encoding(ctx, encode):
                    for c in list(ds.numeric) + list(ds.categorical))
 
 
-def _dtype(params):
-    """The dtype a network of ``params`` computes in: the arrays its worker is sent."""
-    return mlp.resolve_dtype(params.get("dtype"))
-
-
 def weighted_fit_job(label, params, data, weights, validate):
     """One training with per-row weights ``weights`` (shape (n_train,), ``MLP.fit``'s
     ``sample_weight``) and its ``evaluate`` scores (in a worker): a ``Fitted``."""
@@ -445,10 +440,10 @@ def mitigations_step(ctx, networks, diagnosis):
         name = planned.name
         key = ("fit", f"{act} {name}", validate, tuple(sorted(kw.items())))
         if weights is None:
-            fut = ctx.jobs.submit(key, fit_scored_job, f"{act} {name}", kw, data.arrays(_dtype(kw)), validate,
+            fut = ctx.jobs.submit(key, fit_scored_job, f"{act} {name}", kw, worker_arrays(data, kw), validate,
                                   priority=JOB_PRIORITY, group="D")
         else:
-            fut = ctx.jobs.submit(key + ("weighted",), weighted_fit_job, f"{act} {name}", kw, data.arrays(_dtype(kw)),
+            fut = ctx.jobs.submit(key + ("weighted",), weighted_fit_job, f"{act} {name}", kw, worker_arrays(data, kw),
                                   weights.weights, validate, priority=JOB_PRIORITY, group="D")
         out.append(Trained(planned, data, params, fut, weights=weights))
     return out
@@ -482,7 +477,7 @@ def combination_after(ctx, networks, diagnosis, trained):
                           base_f1=networks[act].scores["val"]["macro_f1"],
                           suspects=list(removal[0].drops) if removal else [],
                           act=act, cfg_params=fit_params(ctx.cfg),
-                          data=(removal[0].data if removal else ctx.data).arrays(_dtype(fit_params(ctx.cfg))),
+                          data=worker_arrays(removal[0].data if removal else ctx.data, fit_params(ctx.cfg)),
                           priority=JOB_PRIORITY,
                           group="D")
 

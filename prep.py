@@ -1672,8 +1672,8 @@ def encode(dataset, missing_indicators=False, val_size=0.2, seed=42):
     pre = Preprocessor(dataset.numeric, dataset.categorical, missing_indicators=missing_indicators)
 
     def features(df, rows=None):           # the Preprocessor never sees the label column
-        cols = [c for c in df.columns if c != dataset.target]
-        return df[cols] if rows is None else df[cols].iloc[rows]
+        cols = [k for k, c in enumerate(df.columns) if c != dataset.target]
+        return df.iloc[:, cols] if rows is None else df.iloc[rows, cols]    # one copy of the rows
 
     X_train = pre.fit_transform(features(frame, train_rows))
 

@@ -421,11 +421,6 @@ def validate(ns):
     )
 
 
-def _is_glob(value):
-    """A --train value that is a glob of parts (``reader.is_pattern``, without importing it)."""
-    return any(ch in value for ch in "*?[") and not Path(value).expanduser().exists()
-
-
 def _data_options(ns):
     """``(train, test, sep, test_size)`` from --train/--test/--sep/--test-size, checked."""
     if ns.train is not None and ns.data_dir is not None:
@@ -434,14 +429,18 @@ def _data_options(ns):
     if ns.test is not None and ns.train is None:
         raise UsageError(f"--test: {ns.test!r} needs its training file; pass --train FILE too")
     for option, value in (("--train", ns.train), ("--test", ns.test)):
-        if option == "--train" and value is not None and _is_glob(value):
+        if value is None:
+            continue
+        if option == "--train":
             import reader
-            try:
-                reader.glob_paths(value)
-            except reader.DataError:
-                raise UsageError(f"--train: the pattern {value!r} matches no file; check it (and "
-                                 "quote it, so that the shell passes it as written)") from None
-        elif value is not None and not Path(value).expanduser().is_file():
+            if reader.is_pattern(value):            # a glob of parts
+                try:
+                    reader.glob_paths(value)
+                except reader.DataError:
+                    raise UsageError(f"--train: the pattern {value!r} matches no file; check it (and "
+                                     "quote it, so that the shell passes it as written)") from None
+                continue
+        if not Path(value).expanduser().is_file():
             raise UsageError(f"{option}: file {value!r} not found; pass the path of an existing file")
     if ns.test_size is not None:
         if not (math.isfinite(ns.test_size) and 0 < ns.test_size < 1):
@@ -581,15 +580,12 @@ def full_batch_note(cfg, flops, n_fit):
     run = per_network * RUN_TRAININGS / workers
     if run < FULL_BATCH_NOTE_SECONDS:
         return None
-    return (f"full-batch training on {int(n_fit):,} rows takes about {_duration(per_network)} "
-            f"per network ({cfg.iterations} iterations), about {_duration(run)} for the run's "
+    return (f"full-batch training on {int(n_fit):,} rows takes about {duration(per_network)} "
+            f"per network ({cfg.iterations} iterations), about {duration(run)} for the run's "
             f"trainings on {workers} core{'s' if workers != 1 else ''}; for large files pass "
             f"--batch-size 512 --solver adam --lr 0.001 (mini-batches: --iterations then counts "
             f"epochs, and a few epochs usually suffice)")
 
-
-def _duration(seconds):
-    return f"{seconds / 3600:.1f} h" if seconds >= 5400 else f"{seconds / 60:.0f} min"
 
 
 # ------------------------------------------------------------ schedule

@@ -83,7 +83,6 @@ def training_files(ctx):
     ``cluster.TrainingFiles`` when ``--train`` is a glob of parts, a str saying why not
     (dates expanded by ``--expand-dates``: parsed over the whole column), None when
     ``--train`` is no glob."""
-    import numpy as np
     import cluster
     import reader
     cfg, ds, data = ctx.cfg, ctx.dataset, ctx.data
@@ -118,6 +117,13 @@ def fit_params(cfg, **params):
     return kw
 
 
+def worker_arrays(data, params):
+    """What a worker training a network of ``params`` is sent: ``data.arrays`` in the
+    network's dtype (``prep.Encoded.arrays``: converted once, shared by every job)."""
+    import mlp
+    return data.arrays(mlp.resolve_dtype(params.get("dtype")))
+
+
 def train_async(ctx, label, data=None, priority=0, validate=True, group=None, **params):
     """Queue the training of an ``mlp.MLP`` on ``data`` (default: the run's encoded
     split) with the run's defaults overridden by ``params``; return its future.
@@ -127,8 +133,7 @@ def train_async(ctx, label, data=None, priority=0, validate=True, group=None, **
     ``group``: the code of the part whose console section shows its lines.
     """
     kw = fit_params(ctx.cfg, **params)
-    import mlp
-    d = (ctx.data if data is None else data).arrays(mlp.resolve_dtype(kw.get("dtype")))
+    d = worker_arrays(ctx.data if data is None else data, kw)
     key = ("fit", label, validate, tuple(sorted(kw.items())))
     scheduler = ctx.cluster_address
     if kw.get("batch_size") is not None or kw.get("dropout"):
@@ -200,20 +205,14 @@ def loss_fall(loss):
 REFERENCE_ROWS = 500_000
 
 
-def reference_rows(n_fit, seed, cap=REFERENCE_ROWS):
-    """Positions of the training rows the reference model is fitted on: all up to ``cap``,
-    else a seeded sample of ``cap`` in row order."""
-    if n_fit <= cap:
-        return np.arange(n_fit)
-    return np.sort(np.random.default_rng(seed).choice(n_fit, cap, replace=False))
-
-
 def reference_accuracy(data, seed):
     """Validation accuracy of a quick gradient-boosting model (scikit-learn's
     ``HistGradientBoostingClassifier``, defaults) fitted on the same training split
-    (``reference_rows`` of it): what the encoded features can give, for ``BELOW_REFERENCE``."""
+    (``context.analysis_rows`` of it, at most ``REFERENCE_ROWS``): what the encoded features
+    can give, for ``BELOW_REFERENCE``."""
     from sklearn.ensemble import HistGradientBoostingClassifier
-    rows = reference_rows(len(data.y_train), seed)
+    from context import analysis_rows
+    rows = analysis_rows(len(data.y_train), seed, cap=REFERENCE_ROWS)
     X, y = (data.X_train, data.y_train) if len(rows) == len(data.y_train) else \
         (data.X_train[rows], data.y_train[rows])
     model = HistGradientBoostingClassifier(random_state=seed).fit(X, y)

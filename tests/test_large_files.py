@@ -55,13 +55,13 @@ def test_figure_sample_is_seeded_bounded_and_in_row_order():
 def test_reference_model_fits_on_a_stated_seeded_sample_above_its_cap():
     """The underfitting reference (gradient boosting) sees every training row up to
     training.REFERENCE_ROWS and a seeded sample above it; the report says so."""
-    import training
+    from context import analysis_rows
     from run_all import _reference_sample
-    assert np.array_equal(training.reference_rows(900, 0, cap=1000), np.arange(900))
-    rows = training.reference_rows(5000, 3, cap=1000)
+    assert np.array_equal(analysis_rows(900, 0, cap=1000), np.arange(900))
+    rows = analysis_rows(5000, 3, cap=1000)
     assert len(rows) == 1000 and len(set(rows)) == 1000 and np.all(np.diff(rows) > 0)
-    assert np.array_equal(rows, training.reference_rows(5000, 3, cap=1000))
-    assert not np.array_equal(rows, training.reference_rows(5000, 4, cap=1000))
+    assert np.array_equal(rows, analysis_rows(5000, 3, cap=1000))
+    assert not np.array_equal(rows, analysis_rows(5000, 4, cap=1000))
     assert _reference_sample({"reference_rows": 900, "n_fit": 900}) == ""
     assert _reference_sample({"reference_rows": 500_000, "n_fit": 4_000_000}) == \
         ", fitted on a seeded sample of 500,000 of the 4,000,000 training rows"
