@@ -52,16 +52,25 @@ def test_figure_sample_is_seeded_bounded_and_in_row_order():
     assert np.array_equal(s1["label"].to_numpy(), s1["a"].to_numpy().astype(int) % 3)
 
 
-def test_reference_model_fits_on_a_stated_seeded_sample_above_its_cap():
+def test_reference_model_fits_on_a_stated_seeded_sample_above_its_cap(monkeypatch):
     """The underfitting reference (gradient boosting) sees every training row up to
-    training.REFERENCE_ROWS and a seeded sample above it; the report says so."""
-    from context import analysis_rows
+    training.REFERENCE_ROWS and a seeded sample above it (context.analysis_rows, tested in
+    test_large_data); the report says so."""
+    import types
+    import sklearn.ensemble
+    import training
     from run_all import _reference_sample
-    assert np.array_equal(analysis_rows(900, 0, cap=1000), np.arange(900))
-    rows = analysis_rows(5000, 3, cap=1000)
-    assert len(rows) == 1000 and len(set(rows)) == 1000 and np.all(np.diff(rows) > 0)
-    assert np.array_equal(rows, analysis_rows(5000, 3, cap=1000))
-    assert not np.array_equal(rows, analysis_rows(5000, 4, cap=1000))
+    seen = []
+    fit = sklearn.ensemble.HistGradientBoostingClassifier.fit
+    monkeypatch.setattr(sklearn.ensemble.HistGradientBoostingClassifier, "fit",
+                        lambda self, X, y: seen.append(len(X)) or fit(self, X, y))
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(600, 3))
+    y = (X[:, 0] > 0).astype(int)
+    data = types.SimpleNamespace(X_train=X[:500], y_train=y[:500], X_val=X[500:], y_val=y[500:])
+    assert training.reference_accuracy(data, 0) > 0.8 and seen == [500]
+    monkeypatch.setattr(training, "REFERENCE_ROWS", 200)
+    assert training.reference_accuracy(data, 0) > 0.8 and seen == [500, 200]
     assert _reference_sample({"reference_rows": 900, "n_fit": 900}) == ""
     assert _reference_sample({"reference_rows": 500_000, "n_fit": 4_000_000}) == \
         ", fitted on a seeded sample of 500,000 of the 4,000,000 training rows"
