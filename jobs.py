@@ -45,7 +45,8 @@ from collections import namedtuple
 from concurrent.futures import BrokenExecutor, CancelledError, Future, ProcessPoolExecutor
 
 # The pool never needs more: a run has about a dozen independent jobs, and each
-# worker holds its own copy of the data and the compiled kernels.
+# worker holds its own compiled kernels and copy of the small arrays (large matrices
+# are mapped from the main process: ``training.worker_arrays``, ``shared_arrays``).
 MAX_WORKERS = 8
 
 

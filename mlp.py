@@ -465,8 +465,9 @@ def _require_finite(A, name):
     A read-only array (e.g. a memory map) is copied: numba types it apart from a
     writeable one, and each kernel would compile again for it (about 30 s here).
     """
-    finite = np.isfinite(A)
-    if not finite.all():
+    step = max(1, (1 << 22) // max(1, A.shape[1]))      # rows per piece: a small mask, any size
+    if not all(np.isfinite(A[lo:lo + step]).all() for lo in range(0, len(A), step)):
+        finite = np.isfinite(A)
         rows = np.flatnonzero(~finite.all(axis=1))
         r = rows[0]
         c = np.flatnonzero(~finite[r])[0]

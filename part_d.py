@@ -108,7 +108,11 @@ def stratified_rows(labels, n, seed):
         raise ValueError(f"the sample size must be an integer >= 1, got {n!r}")
     if labels is None:
         raise ValueError("labels must be an array (pass np.zeros(n_rows) for an unstratified sample)")
-    codes = pd.factorize(pd.Series(np.asarray(labels, dtype=object)).astype(str))[0]
+    labels = np.asarray(labels)
+    if labels.dtype.kind in "biu":
+        codes = pd.factorize(labels)[0]     # integers: the same groups, no text made per row
+    else:
+        codes = pd.factorize(pd.Series(labels.astype(object)).astype(str))[0]
     total = len(codes)
     if total <= n:
         return np.arange(total, dtype=np.int64)

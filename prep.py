@@ -66,7 +66,6 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 from sklearn.base import BaseEstimator, TransformerMixin
-from sklearn.compose import ColumnTransformer
 from sklearn.impute import MissingIndicator, SimpleImputer
 from sklearn.model_selection import KFold, StratifiedKFold, train_test_split
 from sklearn.pipeline import Pipeline
@@ -1424,37 +1423,33 @@ class Preprocessor(TransformerMixin, BaseEstimator):
         if len(X) == 0:
             raise DataError("fit: no rows; fit the Preprocessor on at least one training row")
         key = self._key
-        parts = []
-        if numeric:
-            parts.append(("num", Pipeline([
-                ("impute", SimpleImputer(strategy="median", keep_empty_features=True)),
-                ("scale", StandardScaler())]), [key(c) for c in numeric]))
+        # Each part is fitted on its own columns and nothing is encoded to fit (a
+        # ColumnTransformer encodes every row to fit: several full-size copies); the numeric
+        # columns one at a time (the median imputer's masked arrays make about four copies of
+        # what it is given). The statistics are the ones the whole block gives: per column,
+        # over the same values in the same order. ``transform`` joins the parts' outputs in
+        # this order: numerics, one-hots, indicators.
+        parts = [Pipeline([("impute", SimpleImputer(strategy="median", keep_empty_features=True)),
+                           ("scale", StandardScaler())]).fit(X[[key(c)]]) for c in numeric]
+        columns = [[key(c)] for c in numeric]
+        stats = {c: {"median": float(p["impute"].statistics_[0]), "mean": float(p["scale"].mean_[0]),
+                     "scale": float(p["scale"].scale_[0])} for c, p in zip(numeric, parts)}
         if categorical:
-            parts.append(("cat", Pipeline([
+            cat = Pipeline([
                 ("impute", SimpleImputer(strategy="most_frequent", keep_empty_features=True)),
                 ("onehot", OneHotEncoder(handle_unknown="ignore", sparse_output=False,
-                                         dtype=np.float64))]), [key(c) for c in categorical]))
+                                         dtype=np.float64))]).fit(X[[key(c) for c in categorical]])
+            parts.append(cat)
+            columns.append([key(c) for c in categorical])
+            fills, cats = cat["impute"].statistics_, cat["onehot"].categories_
+            for j, c in enumerate(categorical):
+                stats[c] = {"fill": str(fills[j]), "categories": [str(v) for v in cats[j]]}
         indicator_columns = []
         if self.missing_indicators:
             indicator_columns = [c for c in numeric + categorical if X[key(c)].isna().any()]
             if indicator_columns:
-                parts.append(("missing", MissingIndicator(features="all", error_on_new=False),
-                              [key(c) for c in indicator_columns]))
-        transformer = ColumnTransformer(parts, remainder="drop", sparse_threshold=0.0)
-        transformer.fit(X)
-
-        stats = {}
-        if numeric:
-            num = transformer.named_transformers_["num"]
-            med, scaler = num["impute"].statistics_, num["scale"]
-            for j, c in enumerate(numeric):
-                stats[c] = {"median": float(med[j]), "mean": float(scaler.mean_[j]),
-                            "scale": float(scaler.scale_[j])}
-        if categorical:
-            cat = transformer.named_transformers_["cat"]
-            fills, cats = cat["impute"].statistics_, cat["onehot"].categories_
-            for j, c in enumerate(categorical):
-                stats[c] = {"fill": str(fills[j]), "categories": [str(v) for v in cats[j]]}
+                columns.append([key(c) for c in indicator_columns])
+                parts.append(MissingIndicator(features="all", error_on_new=False).fit(X[columns[-1]]))
         self._numeric, self._categorical = numeric, categorical
         if not _positional(numeric + categorical):     # positions: validate_data set them
             self.feature_names_in_ = np.asarray(numeric + categorical, dtype=object)
@@ -1463,7 +1458,7 @@ class Preprocessor(TransformerMixin, BaseEstimator):
         self.statistics_ = stats
         self.feature_names_, self.feature_source_ = self._encoded_names()
         self.n_features_ = len(self.feature_names_)
-        self.transformer_ = transformer
+        self.transformer_ = list(zip(parts, columns))     # (fitted transformer, its columns)
         return self
 
     def transform(self, X):
@@ -1481,12 +1476,17 @@ class Preprocessor(TransformerMixin, BaseEstimator):
         check_is_fitted(self, msg="Preprocessor is not fitted; call fit(train_df) first")
         X = self._frame(X, "transform", self._numeric, self._categorical)
         self._warn_unseen(X)
-        if len(X) <= TRANSFORM_CHUNK:
-            out = np.ascontiguousarray(self.transformer_.transform(X), dtype=np.float64)
-        else:                               # row by row, so in pieces: memory of one piece
-            out = np.empty((len(X), self.n_features_), dtype=np.float64)
-            for lo in range(0, len(X), TRANSFORM_CHUNK):
-                out[lo:lo + TRANSFORM_CHUNK] = self.transformer_.transform(X.iloc[lo:lo + TRANSFORM_CHUNK])
+        out = np.empty((len(X), self.n_features_), dtype=np.float64)
+        for lo in range(0, len(X), TRANSFORM_CHUNK):     # in pieces: memory of one piece
+            piece = X.iloc[lo:lo + TRANSFORM_CHUNK]
+            at = 0
+            for transformer, columns in self.transformer_:
+                part = transformer.transform(piece[columns])
+                out[lo:lo + len(piece), at:at + part.shape[1]] = part
+                at += part.shape[1]
+            if at != self.n_features_:
+                raise RuntimeError(f"transform produced {at} columns, expected {self.n_features_}; "
+                                   "this is a bug in prep.Preprocessor")
         if out.shape != (len(X), self.n_features_):
             raise RuntimeError(f"transform produced shape {out.shape}, expected "
                                f"({len(X)}, {self.n_features_}); this is a bug in prep.Preprocessor")
@@ -1622,21 +1622,31 @@ class Encoded:
         """``y_train``, ``y_val`` or ``y_test`` for ``split`` in ``("train", "val", "test")``."""
         return getattr(self, f"y_{_split_name(split)}")
 
-    def arrays(self, dtype=None):
+    def arrays(self, dtype=None, empty=None):
         """The arrays alone (no preprocessor, no frames): what a worker process needs.
 
         ``dtype`` (e.g. float32, the dtype the worker's network computes in): ``X_train``,
         ``X_val`` and ``X_test`` converted to it, made once per ``Encoded`` and shared by
         every job that asks (a network converts its inputs to its dtype anyway, so it
-        trains and predicts the same; the worker receives and holds half the bytes)."""
-        if dtype is None or np.dtype(dtype) == np.dtype(np.float64):
+        trains and predicts the same; the worker receives and holds half the bytes).
+        ``empty`` (``shape, dtype -> ndarray``, e.g. ``shared_arrays.empty``) allocates
+        the converted arrays, in float64 too; by default float64 is not copied."""
+        dtype = np.dtype(np.float64 if dtype is None else dtype)
+        if empty is None and dtype == np.dtype(np.float64):
             return replace(self, preprocessor=None, frame=None, _casts={})
-        key = np.dtype(dtype).str
+        key = (dtype.str, empty)
         if key not in self._casts:
             self._casts[key] = {name: None if getattr(self, name) is None else
-                                np.ascontiguousarray(getattr(self, name), dtype=dtype)
+                                _converted(getattr(self, name), dtype, empty or np.empty)
                                 for name in ("X_train", "X_val", "X_test")}
         return replace(self, preprocessor=None, frame=None, _casts={}, **self._casts[key])
+
+
+def _converted(X, dtype, empty):
+    """``X`` converted to ``dtype`` in a C-ordered array from ``empty(shape, dtype)``."""
+    out = empty(X.shape, dtype)
+    np.copyto(out, X, casting="unsafe")
+    return out
 
 
 def _split_name(split):

@@ -60,7 +60,7 @@ from context import console_path as shown
 from glossary import define_terms
 from prose import as_sentence, duration, plural_text
 from answer import answer_lines, underfit_notes, underfit_text, write_predictions
-from training import reference_accuracy, train_async
+from training import reference_accuracy, reference_arrays, train_async
 
 REPO_DIR = Path(__file__).resolve().parent
 
@@ -645,7 +645,8 @@ def schedule(ctx):
                                    before="B")
     if "B" in parts:
         # the underfitting rule's reference model, when the workers have nothing else to do
-        plan_.reference = ctx.jobs.submit(("reference", cfg.seed), reference_accuracy, d.arrays(), cfg.seed,
+        plan_.reference = ctx.jobs.submit(("reference", cfg.seed), reference_accuracy,
+                                          reference_arrays(d, cfg.seed), cfg.seed,
                                           priority=max(m.JOB_PRIORITY for m in (B, D, Q2)) + 1)
     return plan_
 
@@ -731,6 +732,7 @@ def run_parts(ctx, parts, log=print, console=None):
         finally:
             if console is not None:
                 console.end(code)
+            release_freed_memory()      # the part's temporaries, freed but still held by the C heap
         timing[key] = round(elapsed, 3)
     return failed
 

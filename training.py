@@ -9,7 +9,7 @@ study.
 import math
 import os
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -119,9 +119,14 @@ def fit_params(cfg, **params):
 
 def worker_arrays(data, params):
     """What a worker training a network of ``params`` is sent: ``data.arrays`` in the
-    network's dtype (``prep.Encoded.arrays``: converted once, shared by every job)."""
+    network's dtype (``prep.Encoded.arrays``: converted once, shared by every job), large
+    matrices in memory shared with the workers (``shared_arrays``: a worker maps them
+    instead of receiving a copy)."""
     import mlp
-    return data.arrays(mlp.resolve_dtype(params.get("dtype")))
+    import shared_arrays
+    d = data.arrays(mlp.resolve_dtype(params.get("dtype")), empty=shared_arrays.empty)
+    return replace(d, **{name: shared_arrays.for_workers(getattr(d, name))
+                         for name in ("X_train", "X_val", "X_test")})
 
 
 def train_async(ctx, label, data=None, priority=0, validate=True, group=None, **params):
@@ -205,11 +210,23 @@ def loss_fall(loss):
 REFERENCE_ROWS = 500_000
 
 
+def reference_arrays(data, seed):
+    """What the ``reference_accuracy`` job is sent: ``data.arrays()`` with only the training
+    rows it is fitted on (``context.analysis_rows``, at most ``REFERENCE_ROWS``) and no
+    test rows, so a large file is not copied to a worker whole."""
+    from context import analysis_rows
+    d = data.arrays()
+    rows = analysis_rows(len(d.y_train), seed, cap=REFERENCE_ROWS)
+    if len(rows) == len(d.y_train):
+        return replace(d, X_test=None, y_test=None)
+    return replace(d, X_train=d.X_train[rows], y_train=d.y_train[rows], X_test=None, y_test=None)
+
+
 def reference_accuracy(data, seed):
     """Validation accuracy of a quick gradient-boosting model (scikit-learn's
     ``HistGradientBoostingClassifier``, defaults) fitted on the same training split
-    (``context.analysis_rows`` of it, at most ``REFERENCE_ROWS``): what the encoded features
-    can give, for ``BELOW_REFERENCE``."""
+    (``context.analysis_rows`` of it, at most ``REFERENCE_ROWS``; ``reference_arrays``
+    sends only those): what the encoded features can give, for ``BELOW_REFERENCE``."""
     from sklearn.ensemble import HistGradientBoostingClassifier
     from context import analysis_rows
     rows = analysis_rows(len(data.y_train), seed, cap=REFERENCE_ROWS)

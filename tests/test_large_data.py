@@ -60,3 +60,16 @@ def test_part_b_states_its_sample(tmp_path, monkeypatch):
     assert "a seeded sample of 300 of the 720 training rows" in report
     metrics = json.loads((tmp_path / "o" / "metrics.json").read_text())
     assert metrics["partC"]["checks"]["relu"]["permutation_rows"]["train"] == [300, 720]
+
+
+def test_stratified_rows_of_integer_labels_equal_those_of_their_text():
+    """part_d.stratified_rows groups integer labels without making a string per row; the
+    sample is the one their text gives (the path every other label type takes)."""
+    import part_d
+    labels = np.random.default_rng(2).choice([7, -1, 30, 4], size=5000, p=[.5, .3, .15, .05])
+    for n in (10, 333, 4999):
+        got = part_d.stratified_rows(labels, n, seed=9)
+        assert np.array_equal(got, part_d.stratified_rows(labels.astype(str), n, seed=9))
+    flags = labels > 5
+    assert np.array_equal(part_d.stratified_rows(flags, 321, seed=1),
+                          part_d.stratified_rows(flags.astype(str), 321, seed=1))

@@ -601,3 +601,16 @@ def test_old_kernel_caches_are_pruned_to_the_newest_few(tmp_path):
     assert sorted(os.path.basename(p) for p in removed) == ["numba-a", "numba-b"]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["numba-c", "numba-d", "other"]
     assert kernels._prune_kernel_caches(str(tmp_path / "missing" / "numba-x")) == []
+
+
+@pytest.mark.parametrize("bad", [np.nan, np.inf])
+def test_fit_names_the_row_of_a_non_finite_cell_in_any_piece_of_a_large_matrix(bad):
+    """The finite check runs in row pieces (a small mask whatever the size): a bad cell in a
+    later piece is still found, and the error names its row and column."""
+    d = 1 << 21                                   # 2 rows per piece of the check
+    X = np.zeros((5, d), dtype=np.float32)
+    X[4, 7] = bad
+    with pytest.raises(ValueError, match=r"NaN or Inf in 1 rows .*\(row, column\) \(4, 7\)"):
+        mlp._require_finite(X, "X")
+    X[4, 7] = 0.0
+    assert mlp._require_finite(X, "X") is X

@@ -443,3 +443,36 @@ def test_arrays_for_a_worker_in_the_networks_dtype_made_once():
         assert getattr(e.arrays(np.float64), name) is getattr(e, name)
     assert a.y_train is e.y_train and a.frame is None and a.preprocessor is None
     assert a._casts == {} and e.arrays()._casts == {}
+
+
+@pytest.mark.parametrize("indicators", [False, True])
+def test_preprocessor_encodes_as_scikit_learns_column_transformer(indicators):
+    """Preprocessor fits its parts one by one (numeric columns singly, to keep fit's memory
+    small) and joins them itself; the matrix is bitwise the one a ColumnTransformer of the
+    same pipelines gives, statistics included."""
+    from sklearn.compose import ColumnTransformer
+    from sklearn.impute import MissingIndicator, SimpleImputer
+    from sklearn.pipeline import Pipeline
+    from sklearn.preprocessing import OneHotEncoder, StandardScaler
+    rng = np.random.default_rng(4)
+    n = 3001
+    df = pd.DataFrame({"a": rng.lognormal(size=n), "b": rng.normal(1e6, 3.0, n),
+                       "c": rng.integers(0, 5, n).astype(float), "k": rng.choice(["x", "y", "z"], n),
+                       "m": rng.choice(["p", "q"], n)})
+    df.loc[rng.random(n) < 0.1, "a"] = np.nan
+    df.loc[rng.random(n) < 0.05, "k"] = None
+    num, cat = ["a", "b", "c"], ["k", "m"]
+    pre = prep.Preprocessor(num, cat, missing_indicators=indicators).fit(df.iloc[:2000])
+    parts = [("num", Pipeline([("i", SimpleImputer(strategy="median", keep_empty_features=True)),
+                               ("s", StandardScaler())]), num),
+             ("cat", Pipeline([("i", SimpleImputer(strategy="most_frequent", keep_empty_features=True)),
+                               ("o", OneHotEncoder(handle_unknown="ignore", sparse_output=False))]), cat)]
+    if indicators:
+        parts.append(("missing", MissingIndicator(features="all", error_on_new=False), ["a", "k"]))
+    frame = df.astype({"k": object, "m": object})
+    ct = ColumnTransformer(parts, sparse_threshold=0.0).fit(frame.iloc[:2000])
+    np.testing.assert_array_equal(pre.transform(df.iloc[2000:]), ct.transform(frame.iloc[2000:]))
+    np.testing.assert_array_equal(pre.transform(df.iloc[:2000]), ct.transform(frame.iloc[:2000]))
+    scaler = ct.named_transformers_["num"]["s"]
+    assert [pre.statistics_[c]["mean"] for c in num] == list(scaler.mean_)
+    assert [pre.statistics_[c]["scale"] for c in num] == list(scaler.scale_)
