@@ -23,7 +23,7 @@ import report as rp
 from context import analysis_rows, PartResult, READABLE, show_table
 from prose import names_text, plain_number, plural_text, points_text
 from rules import Rule
-from training import Fitted, best_network, evaluate
+from training import Fitted, best_network, evaluate, worker_arrays
 
 
 # Priority of this part's worker jobs (lower runs first): Part B's trainings: the later parts wait for them.
@@ -196,8 +196,11 @@ class BResult(PartResult):
 
 
 def networks_step(data, models):
-    """Step ``B.networks``: Part B's trained networks with their ``evaluate`` scores."""
-    return {act: Fitted(model, evaluate(model, data)) for act, model in models.items()}
+    """Step ``B.networks``: Part B's trained networks with their ``evaluate`` scores, on the
+    matrices in each network's dtype that its workers trained on (``worker_arrays``: the
+    network converts its inputs to it anyway; no second conversion of every row here)."""
+    return {act: Fitted(model, evaluate(model, worker_arrays(data, model.get_params())))
+            for act, model in models.items()}
 
 
 def compute(ctx):
