@@ -57,6 +57,8 @@ def fit_job(label, params, X, y, X_val, y_val, scheduler=None, files=None):
     import cluster
     import distributed
     dtype = mlp.resolve_dtype(model.dtype)
+    # plain arrays for Dask (a shared_arrays view pickles as an address valid on this machine only)
+    X, X_val = np.asarray(X), None if X_val is None else np.asarray(X_val)
     with distributed.Client(scheduler, timeout="20s") as client:
         why = files if files is None or isinstance(files, str) else cluster.unreadable(client, files)
         if files is not None and why is None:

@@ -129,3 +129,35 @@ def test_the_reference_job_is_sent_only_the_rows_it_fits_on(monkeypatch):
     sent = training.reference_arrays(e, seed=5)
     assert sent.X_train.shape == (300, 3) and sent.X_test is None
     assert training.reference_accuracy(sent, 5) == training.reference_accuracy(e, 5)
+
+
+def test_a_cluster_training_gets_plain_arrays_not_addresses(monkeypatch):
+    """fit_job hands Dask plain arrays: a SharedArray would pickle as an address that only
+    means something on this machine (a remote Dask worker cannot map it)."""
+    pytest.importorskip("distributed")
+    import contextlib
+    import types
+    import cluster
+    import distributed
+    monkeypatch.setattr(shared_arrays, "MIN_BYTES", 1024)
+    seen = {}
+    monkeypatch.setattr(distributed, "Client", lambda *a, **k: contextlib.nullcontext(object()))
+
+    def scatter_rows(client, X, y, dtype):
+        seen["X"] = X
+        return types.SimpleNamespace(sent=0)
+
+    def fit(model, parts, X_val, y_val, progress):
+        seen["X_val"] = X_val
+        return model
+
+    monkeypatch.setattr(cluster, "scatter_rows", scatter_rows)
+    monkeypatch.setattr(cluster, "fit", fit)
+    X = shared_arrays.empty((400, 8), np.float32)
+    X[:] = 1.0
+    view = shared_arrays.for_workers(X)
+    assert isinstance(view, shared_arrays.SharedArray)
+    training.fit_job("t", dict(hidden=(4,), n_iter=1), view, np.zeros(400, dtype=np.int64), view,
+                     np.zeros(400, dtype=np.int64), scheduler="tcp://nowhere:1")
+    assert type(seen["X"]) is np.ndarray and type(seen["X_val"]) is np.ndarray
+    assert np.shares_memory(seen["X"], X)           # no copy made for it
