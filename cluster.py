@@ -376,6 +376,27 @@ def _part_stats(part, k):
     return np.bincount(yi, minlength=k), X.sum(axis=0, dtype=np.float64), len(yi)
 
 
+def _holders(parts):
+    """The worker holding each partition of ``parts`` (addresses, in partition order), once
+    every partition is in memory (those loaded on the workers are tasks)."""
+    import distributed
+    distributed.wait(parts.futures)
+    for f in parts.futures:
+        if f.status == "error":
+            f.result()                      # raises the partition's own error
+    where = parts.client.who_has(parts.futures)
+    return [sorted(where[f.key])[0] for f in parts.futures]
+
+
+def _on_holders(parts, holders, fn, *args):
+    """``fn(partition, *args)`` for each partition of ``parts``, run on its worker in
+    ``holders`` and only there: a task the scheduler moved to an idle worker (work stealing,
+    on a busy machine) would copy the partition over, and the rows would no longer stay
+    where they were loaded. Futures, in partition order."""
+    return [parts.client.submit(fn, f, *args, pure=False, workers=[w], allow_other_workers=False)
+            for f, w in zip(parts.futures, holders)]
+
+
 class _ClusterRows:
     """The rows of ``RowParts`` as ``MLP._train`` steps on them: full batch only."""
 
@@ -383,6 +404,7 @@ class _ClusterRows:
         self.parts, self.cw = parts, class_weight
         self.n, self.n_features = parts.n, parts.n_features
         self.client = parts.client
+        self.holders = _holders(parts)
 
     def weight(self, batch):
         if batch is not None:
@@ -393,8 +415,7 @@ class _ClusterRows:
     def loss_and_grad(self, batch, theta, sizes, code, l2, rate, key, step):
         client = self.client
         th = client.scatter(theta, broadcast=True, hash=False)      # out: one vector a worker
-        futures = [client.submit(_part_sums, f, th, sizes, code, self.cw, pure=False)
-                   for f in self.parts.futures]
+        futures = _on_holders(self.parts, self.holders, _part_sums, th, sizes, code, self.cw)
         sums = client.gather(futures)                                # back: one per partition
         total = 0.0
         loss = 0.0
@@ -440,8 +461,7 @@ def fit(model, parts, X_val=None, y_val=None, progress=None):
     try:
         classes = np.asarray(parts.classes)
         k = len(classes)
-        stats = parts.client.gather([parts.client.submit(_part_stats, f, k, pure=False)
-                                     for f in parts.futures])
+        stats = parts.client.gather(_on_holders(parts, _holders(parts), _part_stats, k))
         counts = sum(s[0] for s in stats)
         model.classes_ = classes
         model.n_features_in_ = parts.n_features

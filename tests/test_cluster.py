@@ -158,3 +158,25 @@ def test_partitions_stay_on_their_workers_and_may_be_uneven(client):
     assert where_before == where_after and all(len(w) == 1 for w in where_after.values())
     assert len({next(iter(w)) for w in where_after.values()}) == 2   # spread over both workers
     assert _max_diff(on_cluster, _net(n_iter=8).fit(X, y)) < 1e-10
+
+
+def test_every_step_task_is_pinned_to_the_worker_holding_its_partition(client, monkeypatch):
+    """The scheduler may move a task to an idle worker (work stealing on a busy machine),
+    copying the partition there: every task on a partition names the worker that holds it
+    and forbids others, so the rows stay where they were loaded."""
+    X, y = _data(7, n=600)
+    parts = cluster.scatter_rows(client, X, y, n_parts=3)
+    holder = {f.key: next(iter(ws)) for f, ws in zip(parts.futures, client.who_has(parts.futures).values())}
+    calls = []
+    submit = client.submit
+
+    def spy(fn, *args, **kwargs):
+        if args and getattr(args[0], "key", None) in holder:
+            calls.append((fn.__name__, args[0].key, kwargs.get("workers"), kwargs.get("allow_other_workers")))
+        return submit(fn, *args, **kwargs)
+
+    monkeypatch.setattr(client, "submit", spy)
+    cluster.fit(_net(n_iter=3), parts)
+    steps = [c for c in calls if c[0] == "_part_sums"]
+    assert len(steps) == 3 * 3 and {c[0] for c in calls} == {"_part_stats", "_part_sums"}
+    assert all(w == [holder[key]] and allow is False for _, key, w, allow in calls)
