@@ -162,9 +162,10 @@ def load_parts(client, paths, preprocessor, target, classes, dtype=np.float64):
     classes = np.asarray(classes)
     workers = list(client.scheduler_info()["workers"])
     futures = [client.submit(_load_part, p, preprocessor, target, classes, dtype, pure=False,
-                             workers=[workers[i % len(workers)]])
+                             workers=[workers[i % len(workers)]], allow_other_workers=False)
                for i, p in enumerate(paths)]
-    shapes = client.gather([client.submit(lambda part: part[0].shape, f) for f in futures])
+    shapes = client.gather([client.submit(_shape, f, pure=False, workers=[workers[i % len(workers)]],
+                                          allow_other_workers=False) for i, f in enumerate(futures)])
     widths = {s[1] for s in shapes}
     if len(widths) != 1:
         raise ValueError(f"the parts encode to different widths {sorted(widths)}; "
@@ -303,7 +304,8 @@ def load_fitting_rows(client, files, X, y, dtype=np.float64):
     raw = [client.submit(_read_rows, p, files.read, columns, pure=False,
                          workers=[workers[i % len(workers)]], allow_other_workers=False)
            for i, p in enumerate(files.paths)]
-    counts = client.gather([client.submit(_n_rows, f, pure=False) for f in raw])
+    counts = client.gather([client.submit(_n_rows, f, pure=False, workers=[workers[i % len(workers)]],
+                                          allow_other_workers=False) for i, f in enumerate(raw)])
     if sum(counts) != files.n_rows:
         raise ValueError(f"the parts of {files.pattern} hold {sum(counts):,} rows on the workers, "
                          f"but {files.n_rows:,} when this process read them; the parts must stay "
@@ -336,7 +338,8 @@ def load_fitting_rows(client, files, X, y, dtype=np.float64):
         expected.append(_digest(np.asarray(X[rows], dtype=dtype), np.searchsorted(classes, y[rows])))
         where.append(i)
     del raw
-    got = client.gather([client.submit(_part_digest, f, pure=False) for f in futures])
+    got = client.gather([client.submit(_part_digest, f, pure=False, workers=[workers[i % len(workers)]],
+                                       allow_other_workers=False) for f, i in zip(futures, where)])
     for i, a, b in zip(where, got, expected):
         if a != b:
             raise ValueError(f"{files.paths[i]}: the workers encode other rows from it than this "
@@ -352,6 +355,11 @@ def load_fitting_rows(client, files, X, y, dtype=np.float64):
                                         allow_other_workers=False))
     del futures
     return RowParts(client, joined, classes, int(len(y)), int(X.shape[1]), sent=sent)
+
+
+def _shape(part):
+    """On a worker: the shape of a partition's X."""
+    return part[0].shape
 
 
 def _join(*parts):
