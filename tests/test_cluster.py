@@ -150,11 +150,9 @@ def test_an_unreachable_scheduler_is_one_line_and_exit_2(tmp_path):
 def test_partitions_stay_on_their_workers_and_may_be_uneven(client):
     X, y = _data(6, n=1003)
     parts = cluster.scatter_rows(client, X, y, n_parts=5)          # more parts than workers
-    where_before = {f.key: set(ws) for f, ws in
-                    zip(parts.futures, client.who_has(parts.futures).values())}
+    where_before = {f.key: set(client.who_has(parts.futures)[f.key]) for f in parts.futures}
     on_cluster = cluster.fit(_net(n_iter=8), parts)
-    where_after = {f.key: set(ws) for f, ws in
-                   zip(parts.futures, client.who_has(parts.futures).values())}
+    where_after = {f.key: set(client.who_has(parts.futures)[f.key]) for f in parts.futures}
     assert where_before == where_after and all(len(w) == 1 for w in where_after.values())
     assert len({next(iter(w)) for w in where_after.values()}) == 2   # spread over both workers
     assert _max_diff(on_cluster, _net(n_iter=8).fit(X, y)) < 1e-10
@@ -166,7 +164,9 @@ def test_every_step_task_is_pinned_to_the_worker_holding_its_partition(client, m
     and forbids others, so the rows stay where they were loaded."""
     X, y = _data(7, n=600)
     parts = cluster.scatter_rows(client, X, y, n_parts=3)
-    holder = {f.key: next(iter(ws)) for f, ws in zip(parts.futures, client.who_has(parts.futures).values())}
+    where = client.who_has(parts.futures)           # a dict by key (not in the futures' order)
+    assert all(len(where[f.key]) == 1 for f in parts.futures)
+    holder = {f.key: next(iter(where[f.key])) for f in parts.futures}
     calls = []
     submit = client.submit
 
