@@ -61,3 +61,49 @@ def test_a_feature_whose_class_conditional_moved_still_fails_the_check():
     assert "prior_shift" not in d.verdict.kinds
     (em,) = _rule(d, "em_consistent") or (None,)
     assert em is None or not em.fired
+
+
+# -- suspect_closure: a closure that one proxy seed shows and the others do not ------------
+
+class _ScriptedTransfer(shift._Transfer):
+    """A ``_Transfer`` whose gaps are read from a table {(proxy seed, columns left out):
+    (gap, band)} instead of fitting proxies."""
+
+    def __init__(self, table):
+        self.table, self.seed, self.cache, self.rows = table, 0, {}, {}
+
+    def _gap_at(self, drop, fill, seed):
+        return self.table[(seed, frozenset(drop))], None
+
+
+def test_a_second_suspect_whose_closure_only_one_proxy_seed_shows_is_not_blamed():
+    """Column 0 closes most of the gap (1.0 -> 0.15 nats). Leaving column 1 out as well
+    closes 0.04 more with the first proxy seed (past its band 0.03) and nothing with two
+    other seeds: the closure is the proxy's own randomness (a second suspect's closure is
+    the difference of two refits), so column 1 is explained by column 0, not blamed. The
+    old rule, reading one seed against the per-row band only, blamed both."""
+    f = frozenset
+    table = {(0, f()): (1.0, 0.05), (0, f({0})): (0.15, 0.03), (0, f({1})): (0.95, 0.05),
+             (0, f({0, 1})): (0.11, 0.03),
+             (1000, f({0})): (0.15, 0.03), (1000, f({0, 1})): (0.15, 0.03),
+             (2000, f({0})): (0.14, 0.03), (2000, f({0, 1})): (0.145, 0.03)}
+    th = shift._check_thresholds(None)
+    blamed, explained, rules, partners = shift._explain_away(_ScriptedTransfer(table),
+                                                             ["culprit", "neighbour"], [0, 1], th)
+    assert blamed == [0] and explained == [1] and partners == []
+    second = [r for r in rules if r.subject == "neighbour"]
+    assert len(second) == 1 and not second[0].fired
+    assert second[0].noise_band > 0.04          # the band counts the spread over seeds
+
+
+def test_a_second_suspect_whose_closure_every_seed_shows_stays_blamed():
+    """The same, with column 1 closing 0.04 under every proxy seed: blamed beside column 0."""
+    f = frozenset
+    table = {(0, f()): (1.0, 0.05), (0, f({0})): (0.15, 0.03), (0, f({1})): (0.95, 0.05),
+             (0, f({0, 1})): (0.11, 0.01)}
+    for s in (1000, 2000):
+        table[(s, f({0}))], table[(s, f({0, 1}))] = (0.15, 0.03), (0.108 + s / 1e6, 0.01)
+    th = shift._check_thresholds(None)
+    blamed, explained, _, _ = shift._explain_away(_ScriptedTransfer(table),
+                                                  ["culprit", "neighbour"], [0, 1], th)
+    assert blamed == [0, 1] and explained == []
