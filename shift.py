@@ -19,9 +19,10 @@ The kinds, and the statistic that decides each (every rule is a named entry of
   shares recovers what the move cost it (its transfer gap as fitted against re-weighted;
   ``prior_reweighting``). Named beside ``covariate_shift`` when other inputs moved too
   (their P(x | y) changed). Without labels a move is claimed only when the calibrated model's own
-  mean prediction moved too (a weak model's estimate can walk far from it) and the
-  estimates of informative features and of halves of the features agree (never
-  passed when nothing carries enough information to check).
+  mean prediction moved too (a weak model's estimate can walk far from it), each
+  informative feature's test values fit train's P(x_j | y) mixed at the estimate (a
+  likelihood-ratio test) and the estimates of halves of the features agree with it
+  (never passed when nothing carries enough information to check).
 - ``relationship_broken`` / ``concept_shift``: the train-fitted model of
   P(y | x_j) for one feature (missing values excluded: missingness is its own
   check) loses log loss on test against the same model refitted within test by
@@ -145,7 +146,9 @@ RULES = {r.name: r for r in (
     _spec("suspect_closure",
              "transfer gap closed by leaving the suspect out as well as those blamed before it "
              "(nats; conditional_shift suspects taken greedily by closure)", 0.01,
-             "closure must exceed z=2.58 x standard error of the remaining gap",
+             "closure must exceed z=2.58 x standard error of the remaining gap; between that "
+             "limit and 3 x it, the closure is the mean over 3 proxy seeds and the band adds "
+             "its variance over them (as model_transfer_gap's)",
              "the suspect accounts for a part of the gap; the suspects left over when none "
              "closes more are explained by the blamed ones (their P(y | x_j) moved through "
              "them); when not even the first closes the gap, every suspect stays blamed"),
@@ -202,12 +205,17 @@ RULES = {r.name: r for r in (
              "the model's own predictions moved; without it an EM estimate that walks away "
              "from train's shares is a weak model's amplified noise, not a prior shift"),
     _spec("em_consistent",
-             "largest total variation between the EM class shares of the model and those of "
-             "one informative feature's P(y | x_j) or of a calibrated proxy of half the "
-             "features (no test labels)", 0.0,
-             "1.5 x 99th percentile of that feature's bootstrap EM spread + the model's band "
-             "(features and halves with >= 0.1 nats of information only; none: cannot be "
-             "checked, does not fire)",
+             "per informative feature: likelihood ratio of its test cells at its own EM class "
+             "shares against the model's (only the directions of the shares it can tell "
+             "count); per calibrated proxy of half the features: total variation between its "
+             "EM shares and the model's; the check furthest past its limit is reported (no "
+             "test labels)", 0.0,
+             "feature: 99% quantile (Bonferroni over the features) of a scaled chi-square "
+             "matched to the ratio's simulated null (train's class counts redrawn per cell, "
+             "test's cells drawn at the model's shares, those shares moved by their bootstrap "
+             "deviations); half: 1.5 x 99th percentile of its bootstrap EM spread + the "
+             "model's band (features and halves with >= 0.1 nats of information only; none: "
+             "cannot be checked, does not fire)",
              "every feature agrees on the estimated test class shares, as a prior shift "
              "implies"),
     _spec("prior_reweighting",
@@ -1168,6 +1176,21 @@ class _Transfer:
         sd = float(np.std(gaps, ddof=1))
         return float(np.mean(gaps)), _Z * math.sqrt(float(np.mean(np.square(ses))) + sd ** 2), sd
 
+    def closure_over_seeds(self, drop, j, n_seeds=_PROXY_SEEDS):
+        """What leaving column ``j`` out beside ``drop`` closes of the transfer gap, over
+        ``n_seeds`` proxy seeds (each seed refits both gaps): (mean closure, band), the
+        band z * sqrt(se^2 + sd^2) adding the spread over seeds to the per-row noise of
+        the gap left with ``drop`` out (as ``gap_over_seeds``)."""
+        g, b = self.gap(drop)
+        closures, ses = [g - self.gap(drop | {j})[0]], [b / _Z]
+        for s in range(1, n_seeds):
+            (g1, b1), _ = self._gap_at(drop, frozenset(), self.seed + 1000 * s)
+            (g2, _), _ = self._gap_at(drop | {j}, frozenset(), self.seed + 1000 * s)
+            closures.append(g1 - g2)
+            ses.append(b1 / _Z)
+        sd = float(np.std(closures, ddof=1))
+        return float(np.mean(closures)), _Z * math.sqrt(float(np.mean(np.square(ses))) + sd ** 2)
+
     def leave_out_cost(self, j):
         """Test log loss of the train-fitted proxy without column ``j`` - with it (as
         fitted): > 0 when the column still serves test."""
@@ -1201,10 +1224,13 @@ def _explain_away(tr, names, single, th):
         cands = [j for j in single if j not in blamed]
         res = {j: tr.gap(frozenset(blamed + [j])) for j in cands}
         best = max(cands, key=lambda j: gap - res[j][0])
-        closure = gap - res[best][0]
-        ok = closure > max(th["suspect_closure"], band)
+        closure, c_band = gap - res[best][0], band
+        lim = max(th["suspect_closure"], band)
+        if lim < closure < _SEED_ZONE * lim:    # near the limit: the proxy's randomness counts
+            closure, c_band = tr.closure_over_seeds(frozenset(blamed), best)
+        ok = closure > max(th["suspect_closure"], c_band)
         rules.append(_rule("suspect_closure", names[best], closure, th["suspect_closure"],
-                           band, ok))
+                           c_band, ok))
         if not ok:
             break
         blamed.append(best)
@@ -1299,21 +1325,82 @@ def _check_thresholds(thresholds):
     return th
 
 
-def _em_consistency(d, m, pi_em, band_full, rng, skip=(), min_info=0.1, boots=30):
-    """Do EM estimates of test's class shares from parts of the features agree with the
-    model's?
+def _mixture_em(M, cnt, start, iters=2000, tol=1e-10):
+    """Maximum-likelihood mixture weights of fixed components, batched: pi maximising
+    sum_c cnt[b, c] log (M[b] pi)_c, by EM (pi_y <- pi_y sum_c w_c M_cy / (M pi)_c).
+
+    M : ndarray of shape (B, n_cells, k), columns P(cell | y); cnt : (B, n_cells);
+    start : (B, k). Returns (B, k)."""
+    w = cnt / np.maximum(cnt.sum(1, keepdims=True), 1e-300)
+    pi = start.copy()
+    for _ in range(iters):
+        q = np.einsum("bck,bk->bc", M, pi)                       # (B, n_cells)
+        new = pi * np.einsum("bc,bck->bk", w / np.maximum(q, 1e-300), M)
+        if np.abs(new - pi).max() < tol:
+            return new
+        pi = new
+    return pi
+
+
+def _class_cells(N):
+    """P(cell | y) from per-cell class counts N (n_cells, k) or (B, n_cells, k), half a
+    count added to every cell (no cell impossible under a class)."""
+    return (N + 0.5) / (N.sum(-2, keepdims=True) + 0.5 * N.shape[-2])
+
+
+def _cells_lr(N, cnt, pi_ref, ref_dev, rng, sims=200):
+    """Does one column's test distribution of cells fit the class shares ``pi_ref``?
+
+    Under a prior shift with test shares pi, test's cell counts are multinomial with
+    P(cell) = sum_y P(cell | y) pi_y, P(cell | y) as in train. The statistic is the
+    likelihood ratio 2 sum_c cnt_c log(q_c(pi_hat) / q_c(pi_ref)), pi_hat the column's own
+    maximum-likelihood shares. A direction of the shares the column cannot tell apart
+    (fewer cells than classes, alike P(cell | y)) adds nothing to it, where a distance
+    between estimates would read it as disagreement. Its null distribution is simulated:
+    train's counts of each class redrawn from P(cell | y) (the column's own estimation
+    noise), test's cells drawn at pi_ref, and the reference shares moved by the model's
+    own bootstrap deviations ``ref_dev`` (its estimation noise).
+
+    Returns (statistic, scale c, degrees of freedom df) of the scaled chi-square c x
+    chi2(df) matching the null's mean and variance (Satterthwaite); df = 0 when the null
+    is degenerate (the column cannot check anything)."""
+    k = N.shape[1]
+    M = _class_cells(N)                                          # (n_cells, k)
+    est = _mixture_em(M[None], cnt[None], pi_ref[None])[0]
+    q0, q1 = M @ pi_ref, M @ est
+    lr = 2.0 * float(np.sum(cnt * (np.log(q1) - np.log(q0))))
+    n_y = N.sum(0).astype(np.int64)
+    Ns = np.stack([rng.multinomial(n_y[y], M[:, y], size=sims) for y in range(k)], axis=2)
+    Ms = _class_cells(Ns.astype(np.float64))                     # (sims, n_cells, k)
+    cs = rng.multinomial(int(cnt.sum()), q0 / q0.sum(), size=sims).astype(np.float64)
+    ref = np.clip(pi_ref + ref_dev[rng.integers(0, len(ref_dev), sims)], _EPS, None)
+    ref = ref / ref.sum(1, keepdims=True)                        # (sims, k)
+    ests = _mixture_em(Ms, cs, ref)
+    qa, qb = np.einsum("bck,bk->bc", Ms, ests), np.einsum("bck,bk->bc", Ms, ref)
+    null = 2.0 * np.sum(cs * (np.log(qa) - np.log(qb)), axis=1)
+    m, v = float(np.mean(null)), float(np.var(null, ddof=1))
+    if m <= 0 or v <= 0:
+        return lr, 0.0, 0.0
+    return lr, v / (2 * m), 2 * m * m / v
+
+
+def _em_consistency(d, m, pi_em, band_full, ref_dev, rng, skip=(), min_info=0.1, boots=30,
+                    alpha=0.01):
+    """Do the features agree with the model's EM estimate of test's class shares?
 
     Under a prior shift P(x | y) holds for every feature and every group of features, so
-    EM run on each informative feature's train-fitted P(y | x_j) estimates the same
-    shares, and so does EM on a proxy of either half of the features (assigned in turn
-    by their information, so both halves carry some; the proxy is calibrated on the
-    validation rows). A feature or half carrying < ``min_info`` nats is no check: when
-    none carries that much the consistency cannot be checked, and it does not pass.
-    Columns in ``skip`` (values train never showed) are left out. Returns (consistent,
-    largest TV beyond its band, that feature or half, its band).
-    """
+    test's distribution of each informative feature is train's class-conditional one
+    mixed at the model's shares: checked by a likelihood-ratio test on the feature's cells
+    (``_cells_lr``, Bonferroni over the features, level ``alpha``), which weighs only the
+    directions of the shares the feature can tell. A proxy of either half of the features
+    (assigned in turn by their information, so both halves carry some; calibrated on the
+    validation rows) must give EM shares within its bootstrap band of the model's. A
+    feature or half carrying < ``min_info`` nats is no check: when none carries that much
+    the consistency cannot be checked, and it does not pass. Columns in ``skip`` (values
+    train never showed) are left out. Returns (consistent, statistic of the worst check,
+    that feature or half, its critical value)."""
     Xtr, y_tr, Xte, k = d.Xtr, d.y_tr, d.Xte_seen, d.k
-    worst, who, band_w, infos = -np.inf, None, float("nan"), {}
+    worst, who, band_w, infos, lrs = -np.inf, None, float("nan"), {}, []
     for j, (c, kd) in enumerate(zip(d.names, d.kinds_of)):
         a, b = ~np.isnan(Xtr[:, j]), ~np.isnan(Xte[:, j])
         if j in skip or a.sum() < 50 or b.sum() < 50:
@@ -1326,17 +1413,22 @@ def _em_consistency(d, m, pi_em, band_full, rng, skip=(), min_info=0.1, boots=30
                                                  y_tr[sub[half:]]) - ll))
         if info < min_info:
             continue
-        cells = cm._cell(Xte[b, j])                            # one row of P per cell
-        uc, cnt = np.unique(cells, return_counts=True)
-        P = np.clip(cm.predict_proba_cells(uc), _EPS, None)    # (n_cells, k)
-        pr = np.clip(cm.prior, _EPS, None)
-        est = em_priors(P, pr, tol=1e-7, weights=cnt)
-        bs = [_tv(em_priors(P, pr, tol=1e-7, weights=wb + 1e-12), est)
-              for wb in rng.multinomial(int(cnt.sum()), cnt / cnt.sum(), size=boots)]
-        band = 1.5 * float(np.quantile(bs, 0.99)) + band_full   # 1.5: cell-model noise
-        excess = _tv(est, pi_em) - band
-        if excess > worst:
-            worst, who, band_w = excess, c, band
+        # P(cell | y) counted on the other half (the cells were chosen on the first)
+        cells_tr, cells_te = cm._cell(Xtr[sub[half:], j]), cm._cell(Xte[b, j])
+        cells_te = cells_te[cells_te >= 0]                     # a level the half never showed
+        N = np.zeros((cm.ncell, k))
+        np.add.at(N, (cells_tr[cells_tr >= 0], y_tr[sub[half:]][cells_tr >= 0]), 1.0)
+        cnt = np.bincount(cells_te, minlength=cm.ncell).astype(np.float64)
+        used = (N.sum(1) > 0) | (cnt > 0)
+        if used.sum() < 2 or (N.sum(0) == 0).any():
+            continue
+        lr, scale, df = _cells_lr(N[used], cnt[used], pi_em, ref_dev, rng)
+        if df > 0:
+            lrs.append((lr, scale, df, c))
+    for lr, scale, df, c in lrs:
+        crit = scale * float(stats.chi2.ppf(1 - alpha / len(lrs), df))
+        if lr / crit - 1 > worst:
+            worst, who, band_w = lr / crit - 1, c, crit
     order = sorted(infos, key=lambda j: -infos[j])
     halves = [order[0::4] + order[3::4], order[1::4] + order[2::4]] if len(order) >= 2 else []
     y_val = y_tr[m.val]
@@ -1355,12 +1447,12 @@ def _em_consistency(d, m, pi_em, band_full, rng, skip=(), min_info=0.1, boots=30
         bs = [_tv(em_priors(np.clip(C_te[b], _EPS, None), pr, tol=1e-6), est)
               for b in (rng.integers(0, len(C_te), len(C_te)) for _ in range(boots))]
         band = 1.5 * float(np.quantile(bs, 0.99)) + band_full
-        excess = _tv(est, pi_em) - band
-        if excess > worst:
-            worst, who, band_w = excess, "the features " + ", ".join(d.names[j] for j in cols), band
+        if _tv(est, pi_em) / band - 1 > worst:
+            worst, who, band_w = (_tv(est, pi_em) / band - 1,
+                                  "the features " + ", ".join(d.names[j] for j in cols), band)
     if who is None:           # nothing informative enough: cannot be checked, not passed
         return False, float("nan"), None, float("nan")
-    return bool(worst <= 0), float(worst + band_w), who, band_w
+    return bool(worst <= 0), float((worst + 1) * band_w), who, band_w
 
 
 def _null_tv(pi, n1, n2, rng, sims=300):
@@ -1544,13 +1636,14 @@ def _stage_priors(d, m, missing, new, rng):
         C_val, C_te = cal(P_val), cal(P_te)                  # calibrated on validation
         pi_te = em_priors(np.clip(C_te, _EPS, None), np.clip(C_val.mean(0), _EPS, None))
         bbse = bbse_priors(C_val, y_val, C_te, k)
-        tvs = []          # EM's spread over bootstraps of test rows and of validation rows
+        tvs, devs = [], []  # EM's spread over bootstraps of test rows and of validation rows
         for _ in range(30):
             bt, bv = rng.integers(0, len(C_te), len(C_te)), rng.integers(0, len(y_val), len(y_val))
             cb = _calibrator(P_val[bv], y_val[bv], k)
             est = em_priors(np.clip(cb(P_te[bt]), _EPS, None),
                             np.clip(cb(P_val[bv]).mean(0), _EPS, None), tol=1e-6)
             tvs.append(_tv(est, pi_te))
+            devs.append(est - pi_te)
         band_tv = float(np.quantile(tvs, 0.99)) + _null_tv(pi_tr, len(y_tr), len(P_te), rng)
         mean_tv, mean_band = _predictions_moved(C_val, y_val, C_te, pi_tr, rng)
         p_chi, source = float("nan"), "em"
@@ -1565,7 +1658,8 @@ def _stage_priors(d, m, missing, new, rng):
         rules.append(r)
         moved = moved and r.fired
     if moved and not d.labelled:      # EM assumes P(x | y) holds: check it feature by feature
-        ok, worst, who, band_w = _em_consistency(d, m, pi_te, band_tv, rng, skip=new.hidden)
+        ok, worst, who, band_w = _em_consistency(d, m, pi_te, band_tv, np.array(devs), rng,
+                                                 skip=new.hidden)
         rules.append(_rule("em_consistent", who, worst, th["em_consistent"], band_w, ok))
         moved = ok
     priors = Priors(d.classes, tuple(pi_tr), tuple(pi_te), source, tuple(m.P_te.mean(axis=0)), p_chi,

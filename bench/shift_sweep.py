@@ -9,7 +9,9 @@ columns, other schemas and sizes).
 Seeds: development used seeds 0-9 (and --controls seeds 0-9); the held-out figures
 are seeds 1000 and up, not looked at while developing. The controls round of issue 25
 (one label-flip rate for both files of none_natural) developed on --controls seeds 0-99
-and measured once on seeds 3000-3039 (the mechanisms too, 3000-3005).
+and measured once on seeds 3000-3039 (the mechanisms too, 3000-3005). The round of
+em_consistent and suspect_closure developed on seeds 0-9 and measured once on seeds
+5000-5005 (mechanisms) and 5000-5039 (controls); the next held-out round starts at 6000.
 
 Sizes rotate over gen.SIZES (seed + mechanism index) so every size appears for
 every mechanism. Writes results.csv (one row per case, incrementally), runs/<case>.json
