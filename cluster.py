@@ -161,11 +161,10 @@ def load_parts(client, paths, preprocessor, target, classes, dtype=np.float64):
     """
     classes = np.asarray(classes)
     workers = list(client.scheduler_info()["workers"])
-    futures = [client.submit(_load_part, p, preprocessor, target, classes, dtype, pure=False,
-                             workers=[workers[i % len(workers)]], allow_other_workers=False)
-               for i, p in enumerate(paths)]
-    shapes = client.gather([client.submit(_shape, f, pure=False, workers=[workers[i % len(workers)]],
-                                          allow_other_workers=False) for i, f in enumerate(futures)])
+    futures = [_on(client, workers[i % len(workers)], _load_part, p, preprocessor, target, classes,
+                   dtype) for i, p in enumerate(paths)]
+    shapes = client.gather([_on(client, workers[i % len(workers)], _shape, f)
+                            for i, f in enumerate(futures)])
     widths = {s[1] for s in shapes}
     if len(widths) != 1:
         raise ValueError(f"the parts encode to different widths {sorted(widths)}; "
@@ -301,11 +300,10 @@ def load_fitting_rows(client, files, X, y, dtype=np.float64):
     classes = np.unique(np.asarray(y))
     workers = list(client.scheduler_info()["workers"])
     columns = [*files.preprocessor.feature_names_in_, files.target]
-    raw = [client.submit(_read_rows, p, files.read, columns, pure=False,
-                         workers=[workers[i % len(workers)]], allow_other_workers=False)
+    raw = [_on(client, workers[i % len(workers)], _read_rows, p, files.read, columns)
            for i, p in enumerate(files.paths)]
-    counts = client.gather([client.submit(_n_rows, f, pure=False, workers=[workers[i % len(workers)]],
-                                          allow_other_workers=False) for i, f in enumerate(raw)])
+    counts = client.gather([_on(client, workers[i % len(workers)], _n_rows, f)
+                            for i, f in enumerate(raw)])
     if sum(counts) != files.n_rows:
         raise ValueError(f"the parts of {files.pattern} hold {sum(counts):,} rows on the workers, "
                          f"but {files.n_rows:,} when this process read them; the parts must stay "
@@ -330,16 +328,14 @@ def load_fitting_rows(client, files, X, y, dtype=np.float64):
         mask[ordered[lo:hi] - offsets[i]] = True
         bits = np.packbits(mask)
         sent += bits.nbytes
-        futures.append(client.submit(_encode_rows, f, bits, pre, files.target,
-                                     files.label_kind, files.labels, classes, dtype, pure=False,
-                                     workers=[workers[i % len(workers)]],
-                                     allow_other_workers=False))
+        futures.append(_on(client, workers[i % len(workers)], _encode_rows, f, bits, pre,
+                           files.target, files.label_kind, files.labels, classes, dtype))
         rows = order[lo:hi]
         expected.append(_digest(np.asarray(X[rows], dtype=dtype), np.searchsorted(classes, y[rows])))
         where.append(i)
     del raw
-    got = client.gather([client.submit(_part_digest, f, pure=False, workers=[workers[i % len(workers)]],
-                                       allow_other_workers=False) for f, i in zip(futures, where)])
+    got = client.gather([_on(client, workers[i % len(workers)], _part_digest, f)
+                         for f, i in zip(futures, where)])
     for i, a, b in zip(where, got, expected):
         if a != b:
             raise ValueError(f"{files.paths[i]}: the workers encode other rows from it than this "
@@ -351,8 +347,7 @@ def load_fitting_rows(client, files, X, y, dtype=np.float64):
         if len(mine) == 1:
             joined.append(mine[0])
         elif mine:
-            joined.append(client.submit(_join, *mine, pure=False, workers=[worker],
-                                        allow_other_workers=False))
+            joined.append(_on(client, worker, _join, *mine))
     del futures
     return RowParts(client, joined, classes, int(len(y)), int(X.shape[1]), sent=sent)
 
@@ -396,23 +391,27 @@ def _holders(parts):
     return [sorted(where[f.key])[0] for f in parts.futures]
 
 
+def _on(client, worker, fn, *args):
+    """``client.submit(fn, *args)`` run on ``worker`` and only there (never cached): every task
+    on a partition is pinned to the worker holding it, since a task the scheduler moved to an
+    idle worker (work stealing, on a busy machine) would copy the partition over, and the
+    rows would no longer stay where they were loaded."""
+    return client.submit(fn, *args, pure=False, workers=[worker], allow_other_workers=False)
+
+
 def _on_holders(parts, holders, fn, *args):
-    """``fn(partition, *args)`` for each partition of ``parts``, run on its worker in
-    ``holders`` and only there: a task the scheduler moved to an idle worker (work stealing,
-    on a busy machine) would copy the partition over, and the rows would no longer stay
-    where they were loaded. Futures, in partition order."""
-    return [parts.client.submit(fn, f, *args, pure=False, workers=[w], allow_other_workers=False)
-            for f, w in zip(parts.futures, holders)]
+    """``fn(partition, *args)`` for each partition of ``parts`` on its worker in ``holders``
+    (``_on``); futures, in partition order."""
+    return [_on(parts.client, w, fn, f, *args) for f, w in zip(parts.futures, holders)]
 
 
 class _ClusterRows:
     """The rows of ``RowParts`` as ``MLP._train`` steps on them: full batch only."""
 
-    def __init__(self, parts, class_weight):
-        self.parts, self.cw = parts, class_weight
+    def __init__(self, parts, class_weight, holders):
+        self.parts, self.cw, self.holders = parts, class_weight, holders
         self.n, self.n_features = parts.n, parts.n_features
         self.client = parts.client
-        self.holders = _holders(parts)
 
     def weight(self, batch):
         if batch is not None:
@@ -469,7 +468,8 @@ def fit(model, parts, X_val=None, y_val=None, progress=None):
     try:
         classes = np.asarray(parts.classes)
         k = len(classes)
-        stats = parts.client.gather(_on_holders(parts, _holders(parts), _part_stats, k))
+        holders = _holders(parts)
+        stats = parts.client.gather(_on_holders(parts, holders, _part_stats, k))
         counts = sum(s[0] for s in stats)
         model.classes_ = classes
         model.n_features_in_ = parts.n_features
@@ -479,7 +479,7 @@ def fit(model, parts, X_val=None, y_val=None, progress=None):
             Xv = model._check_X_val(X_val, dtype, parts.n_features)
             yv = model._encode(y_val, Xv.shape[0], "y_val")
         model.training_mean_ = sum(s[1] for s in stats) / parts.n
-        return model._train(_ClusterRows(parts, per_class), hidden, code, dtype, Xv, yv,
+        return model._train(_ClusterRows(parts, per_class, holders), hidden, code, dtype, Xv, yv,
                             progress)
     except BaseException:
         model._forget()

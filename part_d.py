@@ -437,8 +437,8 @@ def mitigations_step(ctx, networks, diagnosis):
             weights = m.make(data.X_train, data.X_test, cfg.seed)
         replay = m.replay(baseline, params) if m.replay is not None else None
         if replay is not None:
-            out.append(Trained(planned, data, params, _done(Fitted(replay, evaluate(replay, worker_arrays(data, replay.get_params())))),
-                               replayed=True))
+            scores = evaluate(replay, worker_arrays(data, replay.get_params()))
+            out.append(Trained(planned, data, params, _done(Fitted(replay, scores)), replayed=True))
             continue
         validate = _needs_val(params)
         kw = fit_params(cfg, activation=act, **params)

@@ -31,8 +31,8 @@ import numpy as np
 MIN_BYTES = 32 * 2 ** 20
 
 _LOCK = threading.Lock()
-_OWNED = []          # this process's live shared buffers: (start address, length, fd, mmap)
-_MAPPED = weakref.WeakValueDictionary()   # in a worker: (pid, fd) -> the parent's buffer,
+_OWNED = []          # this process's live shared buffers: (start address, length, fd, inode, mmap)
+_MAPPED = weakref.WeakValueDictionary()   # in a worker: (pid, fd, inode) -> the parent's buffer,
                                           # mapped while an array of this worker uses it
 _SUPPORTED = None    # whether memfd_create and /proc/<pid>/fd work here (checked once)
 
@@ -88,7 +88,7 @@ def empty(shape, dtype):
         return np.empty(shape, dtype=dtype)
     flat = np.frombuffer(buf, dtype=dtype)
     with _LOCK:
-        _OWNED.append((flat.__array_interface__["data"][0], n_bytes, fd, buf))
+        _OWNED.append((flat.__array_interface__["data"][0], n_bytes, fd, os.fstat(fd).st_ino, buf))
     # when no array of this buffer is left (views keep ``flat`` alive), forget it and close its
     # descriptor; the pages go with the last mapping (this process's and any worker's)
     weakref.finalize(flat, _release, fd)
@@ -102,14 +102,15 @@ def _release(fd):
 
 
 def _owner(a):
-    """(fd, offset, length) of the shared buffer holding C-contiguous ``a``, or None."""
+    """(fd, inode, offset, length) of the shared buffer holding C-contiguous ``a``, or None
+    (the inode tells this buffer from a later one given the same descriptor number)."""
     if not isinstance(a, np.ndarray) or not a.flags.c_contiguous or a.dtype.hasobject:
         return None
     start = a.__array_interface__["data"][0]
     with _LOCK:
-        for base, length, fd, _ in _OWNED:
+        for base, length, fd, ino, _ in _OWNED:
             if base <= start and start + a.nbytes <= base + length:
-                return fd, start - base, length
+                return fd, ino, start - base, length
     return None
 
 
@@ -131,27 +132,27 @@ class SharedArray(np.ndarray):
         place = _owner(self)
         if place is None:
             return np.asarray(self).__reduce_ex__(protocol)
-        fd, offset, length = place
-        return _attach, (os.getpid(), fd, length, offset, self.shape, self.dtype.str)
-
-    def __reduce__(self):
-        return self.__reduce_ex__(2)
+        fd, ino, offset, length = place
+        return _attach, (os.getpid(), fd, ino, length, offset, self.shape, self.dtype.str)
 
 
-def _attach(pid, fd, length, offset, shape, dtype):
+def _attach(pid, fd, ino, length, offset, shape, dtype):
     """The worker's side of ``SharedArray``'s pickle: the array at ``offset`` of process
-    ``pid``'s buffer ``fd``, mapped copy-on-write (once per buffer while this process uses it)."""
-    key = (pid, fd)
+    ``pid``'s buffer ``fd`` (inode ``ino``), mapped copy-on-write (once per buffer while this
+    process uses it)."""
+    key = (pid, fd, ino)
     with _LOCK:
         whole = _MAPPED.get(key)
         if whole is None and pid == os.getpid():        # unpickled where it was made
-            buf = next((b for _, _, f, b in _OWNED if f == fd), None)
+            buf = next((b for _, _, f, i, b in _OWNED if (f, i) == (fd, ino)), None)
             if buf is None:
                 raise RuntimeError(f"shared array buffer {fd} of this process is gone")
             whole = _MAPPED[key] = np.frombuffer(buf, dtype=np.uint8)
     if whole is None:
         try:
             with open(f"/proc/{pid}/fd/{fd}", "rb") as f:
+                if os.fstat(f.fileno()).st_ino != ino:
+                    raise OSError(0, "the descriptor now names another file")
                 buf = mmap.mmap(f.fileno(), length, access=mmap.ACCESS_COPY)
         except OSError as e:
             raise RuntimeError(f"cannot map the main process's shared data "

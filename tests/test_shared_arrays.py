@@ -161,3 +161,18 @@ def test_a_cluster_training_gets_plain_arrays_not_addresses(monkeypatch):
                      np.zeros(400, dtype=np.int64), scheduler="tcp://nowhere:1")
     assert type(seen["X"]) is np.ndarray and type(seen["X_val"]) is np.ndarray
     assert np.shares_memory(seen["X"], X)           # no copy made for it
+
+
+def test_an_address_of_a_released_buffer_never_reads_a_newer_one():
+    """A descriptor number is reused once closed: an address pickled before its buffer was
+    released must fail, not map the buffer that now has that number (its inode tells)."""
+    a = _large()
+    blob = pickle.dumps(shared_arrays.for_workers(a))
+    fd = shared_arrays._owner(a)[0]
+    del a
+    gc.collect()
+    b = _large()
+    b[:] = 5.0
+    assert shared_arrays._owner(b)[0] == fd            # the number was given again
+    with pytest.raises(RuntimeError, match="gone"):
+        pickle.loads(blob)
