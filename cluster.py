@@ -408,8 +408,10 @@ def _on_holders(parts, holders, fn, *args):
 class _ClusterRows:
     """The rows of ``RowParts`` as ``MLP._train`` steps on them: full batch only."""
 
-    def __init__(self, parts, class_weight, holders):
-        self.parts, self.cw, self.holders = parts, class_weight, holders
+    def __init__(self, parts, class_weight, holders=None):
+        """``holders``: ``_holders(parts)`` when the caller has it (asked here otherwise)."""
+        self.parts, self.cw = parts, class_weight
+        self.holders = _holders(parts) if holders is None else holders
         self.n, self.n_features = parts.n, parts.n_features
         self.client = parts.client
 
