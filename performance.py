@@ -368,10 +368,13 @@ def choose_calibrator(P_val, y_val, *, weights=None, folds=5, seed=0):
 # classifier's ratio is smoother than the true one. Its log correlates about 0.88 with the true
 # log ratio; where it is low, the rows test over-represents (hard ones, near the boundary)
 # are mixed with easy ones it cannot tell apart, so weighted validation stays too easy. With the
-# true log ratio as one more input the same classifier left 0.2-0.5 points; with more rows the
-# gap shrinks (2.3, 1.7, 1.4, 1.0 points at 5,000, 10,000, 20,000, 40,000 rows of each file);
-# a bigger classifier, more folds, Platt-rescaled odds, an outcome model of correctness on the
-# inputs, calibration with the ratio as a feature and ATC left 1.0-2.3 points. The weighted
+# true ratio the estimate's bias was 0.2-0.5 points, and with the true log ratio as one more
+# input the same classifier left 0.3-0.5; with more rows the bias shrinks (2.3, 1.7, 1.4, 1.0
+# points at 5,000, 10,000, 20,000, 40,000 rows of each file, logistic). A bigger classifier (300
+# trees of 31 leaves), 5 folds, Platt-rescaled odds, an outcome model of correctness on the
+# inputs and calibration with the ratio as a feature left 1.2-2.1 points of bias; ATC
+# (average thresholded confidence, Garg et al. 2022) with the weights left 0.5-1.0 points
+# (1.3-1.4 points off on average, at most 2.8). The weighted
 # estimate's change is therefore scaled by 1 + u with u unknown in this range, taken as uniform:
 # the point estimate uses its middle and the bootstrap draws u per replicate.
 RATIO_ATTENUATION = (0.0, 0.18)
@@ -453,9 +456,9 @@ class AccuracyEstimate:
         if self.weighted:
             how += ", validation rows weighted to test's inputs"
             if self.ratio_correction:
-                how += (f" (the change from validation enlarged by "
-                        f"{100 * abs(self.ratio_correction):.1f} points, for the weights' "
-                        f"measured under-correction)")
+                how += (f" and the change from validation enlarged by "
+                        f"{100 * abs(self.ratio_correction):.1f} points for the weights' "
+                        f"measured under-correction")
         how += {"none": "", "given": ", re-weighted to the given class shares",
                 "em": ", re-weighted to class shares estimated from the test predictions (EM)"
                 }[self.priors_source]
