@@ -330,7 +330,9 @@ def _offsets(sizes):
 # blocks (min(n_tiles, MAX_BLOCKS), independent of the thread count); blocks run
 # in parallel (prange), each accumulating into its own gradient buffer, and the
 # buffers are summed in block order afterwards. The result is therefore
-# bitwise identical for any number of numba threads. Per-tile products use
+# bitwise identical for any number of numba threads; with one thread the
+# wrappers call the ``*_one_thread`` twins, which run the same blocks in order
+# on the calling thread (no parallel launch). Per-tile products use
 # np.dot on 2-D slices (numba calls SciPy's BLAS gemm), which the wrappers limit
 # to one BLAS thread so it does not compete with the prange workers.
 # TILE is set by what the products cost: OpenBLAS (AVX-512 kernels) multiplies
@@ -377,16 +379,35 @@ def _transposed(Ws):
     return [np.ascontiguousarray(W.T) for W in Ws]
 
 
+ALIGN = 128    # bytes
+
+
+@njit(cache=True)
+def _aligned_empty(rows, cols, dt):
+    """np.empty((rows, cols), dt) starting on an ALIGN-byte boundary; with cols *
+    itemsize a multiple of ALIGN every row starts on one. numba's own allocations
+    are 32-byte aligned, so a tile's buffers lay at any multiple of 32 bytes from
+    each other, and that costs: ``_mul_act_grad`` on a (128, 64) float32 tile took
+    0.7 us when its two buffers were a multiple of 128 bytes apart and 1.3 us when
+    an odd multiple of 64 (both 64-byte aligned; measured on AMD Zen 4, cause not
+    pinned down). Where a buffer starts changes no result."""
+    buf = np.empty(rows * cols + ALIGN, dtype=dt)
+    skip = ((ALIGN - buf.ctypes.data % ALIGN) % ALIGN) // buf.itemsize
+    return buf[skip:skip + rows * cols].reshape(rows, cols)
+
+
 @njit(cache=True)
 def _tile_workspaces(sizes, tile, dt):
     """Per-block buffers reused by every tile: the activations acts[l] (tile,
-    sizes[l+1]) and two ping-pong rows for the deltas of the backward pass."""
+    sizes[l+1]) and two ping-pong rows for the deltas of the backward pass, each
+    on an ALIGN-byte boundary (``_aligned_empty``)."""
     L = sizes.shape[0] - 1
     maxw = 0
     for l in range(L + 1):
         maxw = max(maxw, sizes[l])
-    acts = [np.empty((tile, sizes[l + 1]), dtype=dt) for l in range(L)]
-    dbuf = np.empty((2, tile * maxw), dtype=dt)
+    acts = [_aligned_empty(tile, sizes[l + 1], dt) for l in range(L)]
+    row = -(-tile * maxw // ALIGN) * ALIGN                     # elements: the second row aligned too
+    dbuf = _aligned_empty(2, row, dt)
     return acts, dbuf
 
 
@@ -399,6 +420,16 @@ def _delta_view(dbuf, k, r, width):
 
 # ==================================================================== forward
 @njit(cache=True)
+def _add_bias_by_column(Z, b):
+    """Z += b (the logits' bias), one column at a time: with K = 4 columns a row at a
+    time ran 2.5x slower in float32 (0.36 against 0.14 us a 128-row tile)."""
+    for j in range(Z.shape[1]):
+        bj = b[j]
+        for i in range(Z.shape[0]):
+            Z[i, j] += bj
+
+
+@njit(cache=True)
 def _tile_forward(WTs, bs, code, Xt, acts):
     """acts[l] = g(acts[l-1] W[l]^T + b[l]) for hidden l; the last is the logits.
     WTs[l] is W[l]^T, contiguous (``_transposed``)."""
@@ -409,13 +440,10 @@ def _tile_forward(WTs, bs, code, Xt, acts):
         Z = acts[l][:r]                         # (r, sizes[l+1])
         np.dot(A, WTs[l], Z)
         b = bs[l]
-        m = Z.shape[1]
         if l < L - 1:
             _bias_act(Z, b, code)
         else:
-            for i in range(r):
-                for j in range(m):
-                    Z[i, j] += b[j]
+            _add_bias_by_column(Z, b)
         A = Z
     return A                                    # logits (r, K)
 
@@ -439,31 +467,48 @@ def _softmax_row(Z, i, ez):
     return best, zmax, ssum
 
 
+@njit(cache=True)
+def _forward_tile(t, WTs, bs, sizes, code, X, tile, log, out):
+    """Rows of tile t of ``_forward``'s output (each tile writes its own rows)."""
+    L = sizes.shape[0] - 1
+    K = sizes[L]
+    acts = [np.empty((tile, sizes[l + 1]), dtype=out.dtype) for l in range(L)]
+    ez = np.empty(K)
+    s = t * tile
+    e = min(s + tile, X.shape[0])
+    Z = _tile_forward(WTs, bs, code, X[s:e], acts)
+    for i in range(e - s):
+        _, zmax, ssum = _softmax_row(Z, i, ez)
+        lse = zmax + np.log(ssum)
+        for k in range(K):
+            if log:
+                out[s + i, k] = np.float64(Z[i, k]) - lse
+            else:
+                out[s + i, k] = np.exp(np.float64(Z[i, k]) - lse)
+
+
 @njit(cache=True, parallel=True)
 def _forward(theta, sizes, code, X, tile, log):
     """P = softmax(f(X)) (or log P when ``log``), shape (n, K), tile by tile."""
     n = X.shape[0]
-    L = sizes.shape[0] - 1
-    K = sizes[L]
-    dt = theta.dtype
-    out = np.empty((n, K), dtype=dt)
-    n_tiles = (n + tile - 1) // tile
+    out = np.empty((n, sizes[sizes.shape[0] - 1]), dtype=theta.dtype)
     Ws, bs = _layer_views(theta, sizes)
     WTs = _transposed(Ws)
-    for t in nb.prange(n_tiles):                # each tile writes its own rows
-        acts = [np.empty((tile, sizes[l + 1]), dtype=dt) for l in range(L)]
-        ez = np.empty(K)
-        s = t * tile
-        e = min(s + tile, n)
-        Z = _tile_forward(WTs, bs, code, X[s:e], acts)
-        for i in range(e - s):
-            _, zmax, ssum = _softmax_row(Z, i, ez)
-            lse = zmax + np.log(ssum)
-            for k in range(K):
-                if log:
-                    out[s + i, k] = np.float64(Z[i, k]) - lse
-                else:
-                    out[s + i, k] = np.exp(np.float64(Z[i, k]) - lse)
+    for t in nb.prange((n + tile - 1) // tile):
+        _forward_tile(t, WTs, bs, sizes, code, X, tile, log, out)
+    return out
+
+
+@njit(cache=True)
+def _forward_one_thread(theta, sizes, code, X, tile, log):
+    """``_forward`` on the calling thread, for one numba thread: the same tiles, no
+    parallel launch (see ``_loss_and_grad_one_thread``)."""
+    n = X.shape[0]
+    out = np.empty((n, sizes[sizes.shape[0] - 1]), dtype=theta.dtype)
+    Ws, bs = _layer_views(theta, sizes)
+    WTs = _transposed(Ws)
+    for t in range((n + tile - 1) // tile):
+        _forward_tile(t, WTs, bs, sizes, code, X, tile, log, out)
     return out
 
 
@@ -503,8 +548,8 @@ def _softmax_tile(Z, T, zmax, ssum, best):
     (numerics.exp_nonpositive): 0.2 ms per step of 33,078 rows against 0.7 ms
     for a row at a time with np.exp."""
     r, K = Z.shape
-    for i in range(r):
-        for k in range(K):
+    for k in range(K):                                         # class by class: contiguous stores
+        for i in range(r):
             T[k, i] = Z[i, k]                                  # (K, r)
     for i in range(r):
         zmax[i] = T[0, i]
@@ -541,8 +586,8 @@ def _output_delta(Zout, y, scale, s, sm, D, loss, correct):
         c[i] = scale[s + i] / ssum[i]
     # softmax + CE fused: dCE/dz_k = p_k - [k == y], the softmax Jacobian
     # contracted with -1/p_y collapses to P - Y.
-    for i in range(r):
-        for k in range(K):
+    for k in range(K):                                         # class by class, as T
+        for i in range(r):
             D[i, k] = c[i] * T[k, i]
     for i in range(r):
         yi = y[s + i]
@@ -563,8 +608,8 @@ def _add_weight_grad(D, A, gbuf, gW):
     if fi < fo:
         gt = gbuf[:fi * fo].reshape(fi, fo)
         np.dot(A.T, D, gt)                                     # (fan_in, fan_out)
-        for a in range(fo):
-            for c in range(fi):
+        for c in range(fi):                                    # gt row by row: 1.3x faster
+            for a in range(fo):
                 gW[a, c] += gt[c, a]
     else:
         gt = gbuf[:fo * fi].reshape(fo, fi)
@@ -576,10 +621,29 @@ def _add_weight_grad(D, A, gbuf, gW):
 
 @njit(cache=True)
 def _add_col_sums(D, gb):
-    """gb += column sums of D, rows in order (the output layer's bias gradient)."""
-    for i in range(D.shape[0]):
-        for a in range(D.shape[1]):
-            gb[a] += D[i, a]
+    """gb += column sums of D, rows in order (the output layer's bias gradient). Each
+    column's sum runs in a register, the same additions in the same order: through
+    gb in memory, a row at a time, a (128, 4) tile took 0.42 us against 0.23."""
+    for a in range(D.shape[1]):
+        acc = gb[a]
+        for i in range(D.shape[0]):
+            acc += D[i, a]
+        gb[a] = acc
+
+
+@njit(cache=True)
+def _block_workspace(theta, sizes, tile):
+    """What ``_block_loss_grad_in`` reads and overwrites: the layers' views (Ws, bs),
+    W^T copies, tile buffers, the weight-gradient buffer and the softmax workspace.
+    One block at a time may use it."""
+    L = sizes.shape[0] - 1
+    Ws, bs = _layer_views(theta, sizes)
+    maxp = 0
+    for l in range(L):
+        maxp = max(maxp, sizes[l + 1] * sizes[l])
+    acts, dbuf = _tile_workspaces(sizes, tile, theta.dtype)
+    gtmp = _aligned_empty(1, maxp, theta.dtype)[0]
+    return Ws, bs, _transposed(Ws), acts, dbuf, gtmp, _softmax_workspace(tile, sizes[L])
 
 
 @njit(cache=True)
@@ -588,17 +652,16 @@ def _block_loss_grad(theta, sizes, code, X, y, scale, start, stop, tile, g):
 
     Returns (sum_i scale_i * CE_i in float64, number of correct argmax predictions).
     """
-    dt = theta.dtype
+    return _block_loss_grad_in(_block_workspace(theta, sizes, tile), sizes, code, X, y, scale,
+                               start, stop, tile, g)
+
+
+@njit(cache=True)
+def _block_loss_grad_in(ws, sizes, code, X, y, scale, start, stop, tile, g):
+    """``_block_loss_grad`` in the workspace ``ws`` (``_block_workspace``)."""
+    Ws, bs, WTs, acts, dbuf, gtmp, sm = ws
     L = sizes.shape[0] - 1
-    Ws, bs = _layer_views(theta, sizes)
-    WTs = _transposed(Ws)
     gWs, gbs = _layer_views(g, sizes)
-    maxp = 0
-    for l in range(L):
-        maxp = max(maxp, sizes[l + 1] * sizes[l])
-    acts, dbuf = _tile_workspaces(sizes, tile, dt)
-    gtmp = np.empty(maxp, dtype=dt)
-    sm = _softmax_workspace(tile, sizes[L])
     loss = 0.0
     correct = 0
     for s in range(start, stop, tile):
@@ -619,43 +682,73 @@ def _block_loss_grad(theta, sizes, code, X, y, scale, start, stop, tile, g):
     return loss, correct
 
 
-@njit(cache=True, parallel=True)
+@njit(cache=True)
 def _reduce_blocks(theta, sizes, G, losses, corrects, l2):
     """Sum the per-block gradients, losses and counts in block order (independent
-    of the thread count; parameters in parallel, each summed over the blocks in
-    order) and add l2/2 sum_l ||W_l||^2 and its gradient."""
+    of the thread count: each parameter summed over the blocks in order) and add
+    l2/2 sum_l ||W_l||^2 and its gradient. Serial, one block's row at a time (it
+    vectorises): 11 us for 16 blocks of the 12-64-64-4 network (float32), where
+    a parallel loop over chunks of parameters took 58 us of work plus a parallel
+    launch of ~50 us, with one thread or two."""
     P = theta.shape[0]
-    nb_ = G.shape[0]
-    grad = np.empty(P)
-    n_chunks = (P + 1023) // 1024
-    for c in nb.prange(n_chunks):
-        for p in range(c * 1024, min(P, (c + 1) * 1024)):
-            grad[p] = 0.0
-        for b in range(nb_):
-            for p in range(c * 1024, min(P, (c + 1) * 1024)):
-                grad[p] += G[b, p]
+    grad = np.zeros(P)
+    for b in range(G.shape[0]):
+        Gb = G[b]
+        for p in range(P):
+            grad[p] += Gb[p]
     loss = 0.0
     correct = 0
-    for b in range(nb_):
+    for b in range(G.shape[0]):
         loss += losses[b]
         correct += corrects[b]
     loss = _add_l2(theta, sizes, l2, grad, loss)
     return loss, grad.astype(theta.dtype), correct
 
 
+@njit(cache=True)
+def _block_buffers(n_blocks, theta):
+    """What the blocks fill: gradients G (n_blocks, >= n_params), losses and counts.
+    The rows of G are padded to a multiple of ALIGN elements, so each starts on an
+    ALIGN-byte boundary (``_aligned_empty``); ``_layer_views`` and ``_reduce_blocks``
+    read only the first n_params."""
+    cols = -(-theta.shape[0] // ALIGN) * ALIGN
+    return (_aligned_empty(n_blocks, cols, theta.dtype), np.zeros(n_blocks),
+            np.zeros(n_blocks, dtype=np.int64))
+
+
+@njit(cache=True)
+def _fill_block(b, theta, sizes, code, X, y, scale, tile, G, losses, corrects):
+    """Block b of ``_loss_and_grad``: G[b] (zeroed here, by the thread that fills it),
+    losses[b] and corrects[b]."""
+    G[b] = 0
+    start, stop = _block_rows(b, G.shape[0], X.shape[0], tile)
+    lb, cb = _block_loss_grad(theta, sizes, code, X, y, scale, start, stop, tile, G[b])
+    losses[b] = lb
+    corrects[b] = cb
+
+
 @njit(cache=True, parallel=True)
 def _loss_and_grad(theta, sizes, code, X, y, scale, l2, tile, n_blocks):
     """L = sum_i scale_i CE_i + l2/2 sum_l ||W_l||^2 and dL/dtheta; also #correct."""
-    n = X.shape[0]
-    G = np.empty((n_blocks, theta.shape[0]), dtype=theta.dtype)    # per-block gradients
-    losses = np.zeros(n_blocks)
-    corrects = np.zeros(n_blocks, dtype=np.int64)
+    G, losses, corrects = _block_buffers(n_blocks, theta)
     for b in nb.prange(n_blocks):
-        G[b] = 0                                # zeroed by the thread that fills it
-        start, stop = _block_rows(b, n_blocks, n, tile)
-        lb, cb = _block_loss_grad(theta, sizes, code, X, y, scale, start, stop, tile, G[b])
-        losses[b] = lb
-        corrects[b] = cb
+        _fill_block(b, theta, sizes, code, X, y, scale, tile, G, losses, corrects)
+    return _reduce_blocks(theta, sizes, G, losses, corrects, l2)
+
+
+@njit(cache=True)
+def _loss_and_grad_one_thread(theta, sizes, code, X, y, scale, l2, tile, n_blocks):
+    """``_loss_and_grad`` on the calling thread, for one numba thread: the same blocks
+    in the same order, so the same bits, without the parallel launch (with one
+    thread it hands the loop to the pool's worker and waits for it: ~50 us a call)
+    and with one workspace for all blocks."""
+    G, losses, corrects = _block_buffers(n_blocks, theta)
+    ws = _block_workspace(theta, sizes, tile)
+    for b in range(n_blocks):
+        G[b] = 0
+        start, stop = _block_rows(b, n_blocks, X.shape[0], tile)
+        losses[b], corrects[b] = _block_loss_grad_in(ws, sizes, code, X, y, scale, start, stop,
+                                                     tile, G[b])
     return _reduce_blocks(theta, sizes, G, losses, corrects, l2)
 
 
@@ -759,9 +852,9 @@ def _block_loss_grad_dropout(theta, sizes, code, X, y, scale, start, stop, tile,
     for l in range(L):
         maxp = max(maxp, sizes[l + 1] * sizes[l])
     acts, dbuf = _tile_workspaces(sizes, tile, dt)
-    kept = [np.empty((tile, sizes[l + 1]), dtype=dt) for l in range(L)]
-    masks = [np.empty((tile, sizes[l + 1]), dtype=dt) for l in range(L)]
-    gtmp = np.empty(maxp, dtype=dt)
+    kept = [_aligned_empty(tile, sizes[l + 1], dt) for l in range(L)]
+    masks = [_aligned_empty(tile, sizes[l + 1], dt) for l in range(L)]
+    gtmp = _aligned_empty(1, maxp, dt)[0]
     sm = _softmax_workspace(tile, sizes[L])
     loss = 0.0
     correct = 0
@@ -788,21 +881,38 @@ def _block_loss_grad_dropout(theta, sizes, code, X, y, scale, start, stop, tile,
     return loss, correct
 
 
+@njit(cache=True)
+def _fill_block_dropout(b, theta, sizes, code, X, y, scale, tile, G, losses, corrects, key,
+                        iteration, rate):
+    """Block b of ``_loss_and_grad_dropout`` (see ``_fill_block``)."""
+    G[b] = 0
+    start, stop = _block_rows(b, G.shape[0], X.shape[0], tile)
+    lb, cb = _block_loss_grad_dropout(theta, sizes, code, X, y, scale, start, stop, tile,
+                                      G[b], key, iteration, rate)
+    losses[b] = lb
+    corrects[b] = cb
+
+
 @njit(cache=True, parallel=True)
 def _loss_and_grad_dropout(theta, sizes, code, X, y, scale, l2, tile, n_blocks, key, iteration,
                            rate):
     """``_loss_and_grad`` with inverted dropout (rate, masks from key and iteration)."""
-    n = X.shape[0]
-    G = np.empty((n_blocks, theta.shape[0]), dtype=theta.dtype)
-    losses = np.zeros(n_blocks)
-    corrects = np.zeros(n_blocks, dtype=np.int64)
+    G, losses, corrects = _block_buffers(n_blocks, theta)
     for b in nb.prange(n_blocks):
-        G[b] = 0
-        start, stop = _block_rows(b, n_blocks, n, tile)
-        lb, cb = _block_loss_grad_dropout(theta, sizes, code, X, y, scale, start, stop, tile,
-                                          G[b], key, iteration, rate)
-        losses[b] = lb
-        corrects[b] = cb
+        _fill_block_dropout(b, theta, sizes, code, X, y, scale, tile, G, losses, corrects, key,
+                            iteration, rate)
+    return _reduce_blocks(theta, sizes, G, losses, corrects, l2)
+
+
+@njit(cache=True)
+def _loss_and_grad_dropout_one_thread(theta, sizes, code, X, y, scale, l2, tile, n_blocks, key,
+                                      iteration, rate):
+    """``_loss_and_grad_dropout`` on the calling thread, for one numba thread: the same
+    blocks in the same order, no parallel launch (see ``_loss_and_grad_one_thread``)."""
+    G, losses, corrects = _block_buffers(n_blocks, theta)
+    for b in range(n_blocks):
+        _fill_block_dropout(b, theta, sizes, code, X, y, scale, tile, G, losses, corrects, key,
+                            iteration, rate)
     return _reduce_blocks(theta, sizes, G, losses, corrects, l2)
 
 

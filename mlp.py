@@ -55,10 +55,13 @@ from kernels import (  # noqa: F401  (the kernels first: they set numba's cache 
     TILE,
     _dropout_masks,
     _forward,
+    _forward_one_thread,
     _input_gradients,
     _integrated_gradients,
     _loss_and_grad,
     _loss_and_grad_dropout,
+    _loss_and_grad_dropout_one_thread,
+    _loss_and_grad_one_thread,
     _loss_and_grad_serial,
     _n_blocks,
     _offsets,
@@ -69,6 +72,7 @@ from kernels import (  # noqa: F401  (the kernels first: they set numba's cache 
     unpack,
 )
 
+import numba
 import numpy as np
 from sklearn.base import BaseEstimator, ClassifierMixin, clone
 from sklearn.utils.multiclass import check_classification_targets, unique_labels
@@ -252,12 +256,14 @@ def _run_loss_and_grad(theta, sizes, code, X, y, w, l2, dropout=0.0, key=0, iter
     scale = w / w.sum()
     args = (theta, sizes, np.int64(code), X, y, scale, np.float64(l2), np.int64(TILE),
             np.int64(_n_blocks(X.shape[0], TILE)))
+    one = numba.get_num_threads() == 1          # then no parallel launch (same blocks, same bits)
     with _single_threaded_blas():
         if dropout == 0:
-            loss, grad, correct = _loss_and_grad(*args)
+            loss, grad, correct = (_loss_and_grad_one_thread if one else _loss_and_grad)(*args)
         else:
-            loss, grad, correct = _loss_and_grad_dropout(*args, np.uint64(key),
-                                                         np.int64(iteration), np.float64(dropout))
+            kernel = _loss_and_grad_dropout_one_thread if one else _loss_and_grad_dropout
+            loss, grad, correct = kernel(*args, np.uint64(key), np.int64(iteration),
+                                         np.float64(dropout))
     return float(loss), grad, int(correct)
 
 
@@ -322,8 +328,9 @@ def dropout_masks(hidden, n_samples, dropout, dropout_key, iteration=0):
 
 
 def _run_forward(theta, sizes, code, X, log=False):
+    kernel = _forward_one_thread if numba.get_num_threads() == 1 else _forward
     with _single_threaded_blas():
-        return _forward(theta, sizes, np.int64(code), X, np.int64(TILE), bool(log))
+        return kernel(theta, sizes, np.int64(code), X, np.int64(TILE), bool(log))
 
 
 def loss_and_grads(weights, biases, X, y, activation, l2=0.0, sample_weight=None,

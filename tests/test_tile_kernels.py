@@ -1,7 +1,8 @@
 """The tile routines the training kernel is built from, each against a plain NumPy
 reference of the same math: the softmax pieces over class-major rows, the output
 delta, the weight gradient in both orientations and the activation derivative
-that also sums the bias gradient. Small data, float64 and float32.
+that also sums the bias gradient; the aligned buffers, and the one-thread kernels
+against the parallel ones bit for bit. Small data, float64 and float32.
 """
 import numpy as np
 import pytest
@@ -101,3 +102,41 @@ def test_transposed_weights_are_contiguous_copies():
     for W, WT in zip(Ws, WTs):
         assert_array_equal(WT, W.T)
         assert WT.flags.c_contiguous
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("rows, cols", [(1, 1), (128, 64), (3, 12), (2, 8192)])
+def test_aligned_empty_starts_rows_on_the_boundary(dtype, rows, cols):
+    A = kernels._aligned_empty(rows, cols, dtype)
+    assert A.shape == (rows, cols) and A.dtype == dtype and A.flags.c_contiguous
+    assert A.ctypes.data % kernels.ALIGN == 0
+    if (cols * np.dtype(dtype).itemsize) % kernels.ALIGN == 0:
+        assert all(A[i].ctypes.data % kernels.ALIGN == 0 for i in range(rows))
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("n", [1, 129, 3 * 128 * 16 + 77])
+def test_one_thread_twins_give_the_parallel_kernels_bits(dtype, n):
+    """The ``*_one_thread`` kernels (what the wrappers call with one numba thread) run
+    the same blocks in the same order as the parallel ones: the same bits."""
+    rng = np.random.default_rng(n)
+    sizes = np.array([5, 9, 7, 3], dtype=np.int64)
+    theta = rng.normal(0, 0.5, size=kernels.n_params(sizes)).astype(dtype)
+    X = rng.normal(size=(n, 5)).astype(dtype)
+    y = rng.integers(0, 3, size=n).astype(np.int64)
+    w = rng.uniform(0.1, 2.0, size=n)
+    tile = np.int64(kernels.TILE)
+    for code in range(len(kernels.ACTIVATION_TABLE)):
+        args = (theta, sizes, np.int64(code), X, y, w / w.sum(), np.float64(0.01), tile,
+                np.int64(kernels._n_blocks(n, kernels.TILE)))
+        drop = (np.uint64(5), np.int64(2), np.float64(0.3))
+        pairs = [(kernels._loss_and_grad(*args), kernels._loss_and_grad_one_thread(*args)),
+                 (kernels._loss_and_grad_dropout(*args, *drop),
+                  kernels._loss_and_grad_dropout_one_thread(*args, *drop))]
+        for (l1, g1, c1), (l2, g2, c2) in pairs:
+            assert l1 == l2 and c1 == c2
+            assert_array_equal(g1.view(np.uint8), g2.view(np.uint8))
+        for log in (False, True):
+            fw = (theta, sizes, np.int64(code), X, tile, log)
+            assert_array_equal(kernels._forward(*fw).view(np.uint8),
+                               kernels._forward_one_thread(*fw).view(np.uint8))
