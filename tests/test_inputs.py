@@ -581,3 +581,29 @@ def test_cli_file_options_reach_the_loader(tmp_path):
     assert list(dataset.classes) == ["high", "low", "mid"]
     assert data.y_test.shape == (30,)
     assert parse("--sep", "tab").sep == "\t" and parse("--sep", "\\t").sep == "\t"
+
+
+def test_large_training_files_are_held_in_float32_and_categories(tmp_path, monkeypatch):
+    """From ``NARROW_ROWS`` training rows on (float32 networks), the main process holds the
+    workers' float32 matrices, not float64 copies, and text columns as categoricals with
+    the same values; below it, and with --dtype float64, nothing changes."""
+    import shared_arrays
+    tr = write(tmp_path / "tr.csv", frame(300))
+    te = write(tmp_path / "te.csv", frame(90, seed=1))
+    args = ("--train", str(tr), "--test", str(te), "--target", "label")
+    ds_wide, wide = run_all.load(parse(*args))
+    assert wide.X_train.dtype == np.float64 and not isinstance(ds_wide.train["colour"].dtype,
+                                                                pd.CategoricalDtype)
+    monkeypatch.setattr(run_all, "NARROW_ROWS", 300)
+    ds, data = run_all.load(parse(*args))
+    for split in ("train", "val", "test"):
+        assert data.X(split).dtype == np.float32
+        assert_array_equal(data.X(split), wide.X(split).astype(np.float32))
+    assert data.arrays(np.float32, empty=shared_arrays.empty).X_train is data.X_train   # no copy
+    for name in ("train", "test"):
+        got, want = getattr(ds, name)["colour"], getattr(ds_wide, name)["colour"]
+        assert isinstance(got.dtype, pd.CategoricalDtype)
+        assert list(got.astype(object)) == list(want.astype(object))
+    assert any("held in float32" in n for n in run_all.data_notes(ds))
+    _, wide64 = run_all.load(parse(*args, "--dtype", "float64"))
+    assert wide64.X_train.dtype == np.float64
