@@ -771,9 +771,28 @@ def _cross_fit(Xv, Xt, rng, max_rows, folds, bootstrap):
         it = rng.choice(it, m, replace=bootstrap)
         clf = _domain_classifier(int(rng.integers(2 ** 31)))
         clf.fit(np.vstack([Xv[iv], Xt[it]]), np.r_[np.zeros(m), np.ones(m)])
-        pv[fold_v == f] = clf.predict_proba(Xv[fold_v == f])[:, 1]
-        pt[fold_t == f] = clf.predict_proba(Xt[fold_t == f])[:, 1]
+        _predict_into(clf, Xv, np.flatnonzero(fold_v == f), pv)
+        _predict_into(clf, Xt, np.flatnonzero(fold_t == f), pt)
     return pv, pt, m
+
+
+# Rows a domain classifier scores at once: its prediction is row by row, so pieces give the
+# same numbers, and a file of millions of rows is not copied (and converted) whole.
+PREDICT_CHUNK = 1 << 18
+
+
+def _predict_into(clf, X, rows, out):
+    """``out[rows] = P(test | X[rows])``, in pieces of ``PREDICT_CHUNK`` rows."""
+    for start in range(0, len(rows), PREDICT_CHUNK):
+        r = rows[start:start + PREDICT_CHUNK]
+        out[r] = clf.predict_proba(X[r])[:, 1]
+
+
+def _float_matrix(X):
+    """``X`` as a C-ordered float array: float32 kept as it is (the classifier converts each
+    piece it scores, to the same float64 values), anything else as float64."""
+    X = np.asarray(X)
+    return np.ascontiguousarray(X, dtype=X.dtype if X.dtype == np.float32 else np.float64)
 
 
 def _odds(p):
@@ -823,8 +842,7 @@ def fit_density_ratio(X_val, X_test, *, P_val=None, P_test=None, threshold=20.0,
     -------
     DensityRatio
     """
-    Xv = np.ascontiguousarray(X_val, dtype=np.float64)
-    Xt = np.ascontiguousarray(X_test, dtype=np.float64)
+    Xv, Xt = _float_matrix(X_val), _float_matrix(X_test)
     if Xv.ndim != 2 or Xt.ndim != 2 or Xv.shape[1] != Xt.shape[1]:
         raise ValueError(f"X_val and X_test must be 2-D with the same number of columns; got "
                          f"{Xv.shape} and {Xt.shape}")

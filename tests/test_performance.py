@@ -11,6 +11,8 @@ import math
 import numpy as np
 import pytest
 from scipy.optimize import minimize
+from numpy.testing import assert_array_equal
+from sklearn.ensemble import HistGradientBoostingClassifier
 from sklearn.linear_model import LogisticRegression
 
 import performance as pf
@@ -317,3 +319,27 @@ def test_results_are_frozen(fitted):
     e = pf.estimate_accuracy(Pv, c.y_val, Pt, n_boot=5)
     with pytest.raises(dataclasses.FrozenInstanceError):
         e.estimate = 1.0
+
+
+def test_density_ratio_scores_in_pieces_and_keeps_float32(monkeypatch):
+    """The domain classifier scores at most ``PREDICT_CHUNK`` rows at once (a file of millions
+    of rows is not copied whole) with the same numbers, and float32 inputs give the ratio of
+    the same values in float64 without a float64 copy of the file."""
+    rng = np.random.default_rng(5)
+    Xv = rng.normal(size=(900, 4)).astype(np.float32)
+    Xt = (rng.normal(size=(700, 4)) + [0.8, 0, 0, 0]).astype(np.float32)
+    whole = pf.fit_density_ratio(Xv.astype(np.float64), Xt.astype(np.float64), n_refit=1, seed=3)
+    seen = []
+    original = HistGradientBoostingClassifier.predict_proba
+
+    def spy(self, X):
+        seen.append((len(X), X.dtype))
+        return original(self, X)
+
+    monkeypatch.setattr(HistGradientBoostingClassifier, "predict_proba", spy)
+    monkeypatch.setattr(pf, "PREDICT_CHUNK", 128)
+    pieces = pf.fit_density_ratio(Xv, Xt, n_refit=1, seed=3)
+    assert seen and max(n for n, _ in seen) <= 128 and {d for _, d in seen} == {np.dtype(np.float32)}
+    for name in ("val", "test", "val_refits", "test_refits"):
+        assert_array_equal(getattr(pieces, name), getattr(whole, name))
+    assert pieces.auc == whole.auc
