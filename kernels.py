@@ -717,12 +717,12 @@ def _block_buffers(n_blocks, theta):
 
 
 @njit(cache=True)
-def _fill_block(b, theta, sizes, code, X, y, scale, tile, G, losses, corrects):
-    """Block b of ``_loss_and_grad``: G[b] (zeroed here, by the thread that fills it),
-    losses[b] and corrects[b]."""
+def _fill_block(b, ws, sizes, code, X, y, scale, tile, G, losses, corrects):
+    """Block b of ``_loss_and_grad`` in the workspace ``ws`` (``_block_workspace``):
+    G[b] (zeroed here, by the thread that fills it), losses[b] and corrects[b]."""
     G[b] = 0
     start, stop = _block_rows(b, G.shape[0], X.shape[0], tile)
-    lb, cb = _block_loss_grad(theta, sizes, code, X, y, scale, start, stop, tile, G[b])
+    lb, cb = _block_loss_grad_in(ws, sizes, code, X, y, scale, start, stop, tile, G[b])
     losses[b] = lb
     corrects[b] = cb
 
@@ -732,7 +732,8 @@ def _loss_and_grad(theta, sizes, code, X, y, scale, l2, tile, n_blocks):
     """L = sum_i scale_i CE_i + l2/2 sum_l ||W_l||^2 and dL/dtheta; also #correct."""
     G, losses, corrects = _block_buffers(n_blocks, theta)
     for b in nb.prange(n_blocks):
-        _fill_block(b, theta, sizes, code, X, y, scale, tile, G, losses, corrects)
+        _fill_block(b, _block_workspace(theta, sizes, tile), sizes, code, X, y, scale, tile, G,
+                    losses, corrects)
     return _reduce_blocks(theta, sizes, G, losses, corrects, l2)
 
 
@@ -745,10 +746,7 @@ def _loss_and_grad_one_thread(theta, sizes, code, X, y, scale, l2, tile, n_block
     G, losses, corrects = _block_buffers(n_blocks, theta)
     ws = _block_workspace(theta, sizes, tile)
     for b in range(n_blocks):
-        G[b] = 0
-        start, stop = _block_rows(b, n_blocks, X.shape[0], tile)
-        losses[b], corrects[b] = _block_loss_grad_in(ws, sizes, code, X, y, scale, start, stop,
-                                                     tile, G[b])
+        _fill_block(b, ws, sizes, code, X, y, scale, tile, G, losses, corrects)
     return _reduce_blocks(theta, sizes, G, losses, corrects, l2)
 
 
@@ -832,9 +830,7 @@ def _tile_forward_dropout(WTs, bs, code, Xt, s, acts, kept, masks, key, iteratio
                     Kp[i, j] = Z[i, j] * M[i, j]
             A = Kp
         else:
-            for i in range(r):
-                for j in range(Z.shape[1]):
-                    Z[i, j] += b[j]
+            _add_bias_by_column(Z, b)
             A = Z
     return A                                                   # logits (r, K)
 
@@ -845,17 +841,10 @@ def _block_loss_grad_dropout(theta, sizes, code, X, y, scale, start, stop, tile,
     """``_block_loss_grad`` with inverted dropout on the hidden layers."""
     dt = theta.dtype
     L = sizes.shape[0] - 1
-    Ws, bs = _layer_views(theta, sizes)
-    WTs = _transposed(Ws)
+    Ws, bs, WTs, acts, dbuf, gtmp, sm = _block_workspace(theta, sizes, tile)
     gWs, gbs = _layer_views(g, sizes)
-    maxp = 0
-    for l in range(L):
-        maxp = max(maxp, sizes[l + 1] * sizes[l])
-    acts, dbuf = _tile_workspaces(sizes, tile, dt)
     kept = [_aligned_empty(tile, sizes[l + 1], dt) for l in range(L)]
     masks = [_aligned_empty(tile, sizes[l + 1], dt) for l in range(L)]
-    gtmp = _aligned_empty(1, maxp, dt)[0]
-    sm = _softmax_workspace(tile, sizes[L])
     loss = 0.0
     correct = 0
     for s in range(start, stop, tile):

@@ -256,7 +256,7 @@ def _run_loss_and_grad(theta, sizes, code, X, y, w, l2, dropout=0.0, key=0, iter
     scale = w / w.sum()
     args = (theta, sizes, np.int64(code), X, y, scale, np.float64(l2), np.int64(TILE),
             np.int64(_n_blocks(X.shape[0], TILE)))
-    one = numba.get_num_threads() == 1          # then no parallel launch (same blocks, same bits)
+    one = _one_numba_thread()
     with _single_threaded_blas():
         if dropout == 0:
             loss, grad, correct = (_loss_and_grad_one_thread if one else _loss_and_grad)(*args)
@@ -327,8 +327,14 @@ def dropout_masks(hidden, n_samples, dropout, dropout_key, iteration=0):
                                np.float64(dropout)))
 
 
+def _one_numba_thread():
+    """numba runs one thread: the wrappers call the ``*_one_thread`` kernels (the same
+    blocks in the same order, so the same bits, without a parallel launch)."""
+    return numba.get_num_threads() == 1
+
+
 def _run_forward(theta, sizes, code, X, log=False):
-    kernel = _forward_one_thread if numba.get_num_threads() == 1 else _forward
+    kernel = _forward_one_thread if _one_numba_thread() else _forward
     with _single_threaded_blas():
         return kernel(theta, sizes, np.int64(code), X, np.int64(TILE), bool(log))
 

@@ -903,22 +903,28 @@ def _versions():
 
 
 # From this many training rows on, with the default float32 networks, the main process holds
-# the encoded matrices in float32 only and the text columns as categoricals (``hold_narrow``):
+# the encoded matrices in float32 only and the categorical columns as pandas categoricals
+# (``holds_narrow``, ``hold_narrow``):
 # 5,000,000 x 10 float64 matrices alone are 0.44 GB. Below it nothing changes, so the course
 # data's results stay those of float64 matrices.
 NARROW_ROWS = 2_000_000
 NARROW_NOTE = ("{rows:,} training rows: to save memory, the encoded features are held in float32 "
-               "(the networks' own dtype) and the text columns as categories; Parts C and D compute "
+               "(the networks' own dtype) and the categorical columns as categories; Parts C and D compute "
                "on those float32 features")
 
 
+def holds_narrow(cfg, dataset):
+    """Does the run hold its data narrow (``hold_narrow``)? float32 networks and at least
+    ``NARROW_ROWS`` training rows."""
+    return cfg.dtype == "float32" and len(dataset.train) >= NARROW_ROWS
+
+
 def hold_narrow(cfg, dataset, data):
-    """``data`` with its matrices in float32 and ``dataset``'s text columns made categorical
-    (in place), when ``cfg.dtype`` is float32 and there are at least ``NARROW_ROWS`` training
-    rows; else ``data`` unchanged. The float32 matrices are the ones the workers map
+    """``data`` with its matrices in float32 and ``dataset``'s categorical columns made pandas
+    categoricals (in place) when ``holds_narrow``; else ``data`` unchanged. The float32 matrices are the ones the workers map
     (``data.arrays(float32, empty=shared_arrays.empty)``), so none is copied; the note
     (``NARROW_NOTE``) joins ``dataset.notes`` (console) and the report (``main``)."""
-    if cfg.dtype != "float32" or len(dataset.train) < NARROW_ROWS:
+    if not holds_narrow(cfg, dataset):
         return data
     import numpy as np
     import pandas as pd
@@ -1200,7 +1206,7 @@ def main(argv=None):
                       report=rp.Report("body"), metrics={"data": _data_metrics(dataset, data),
                                                          "timing": {"data": round(t_data, 3)}},
                       jobs=pool, parts=parts, course=course)
-        if data.X_train.dtype.itemsize == 4:          # hold_narrow: said in the report too
+        if holds_narrow(cfg, dataset):                # hold_narrow: said in the report too
             ctx.report.para(as_sentence(NARROW_NOTE.format(rows=len(dataset.train))))
             ctx.metrics["data"]["held_in_float32"] = True
         extra = [p for p in parts if p not in cfg.parts]

@@ -10,8 +10,8 @@ import math
 
 import numpy as np
 import pytest
-from scipy.optimize import minimize
 from numpy.testing import assert_array_equal
+from scipy.optimize import minimize
 from sklearn.ensemble import HistGradientBoostingClassifier
 from sklearn.linear_model import LogisticRegression
 
