@@ -1461,22 +1461,33 @@ class Preprocessor(TransformerMixin, BaseEstimator):
         self.transformer_ = list(zip(parts, columns))     # (fitted transformer, its columns)
         return self
 
-    def transform(self, X):
+    def transform(self, X, out=None):
         """Encode ``X`` with the fitted statistics (which never change here).
 
         Parameters
         ----------
         X : DataFrame or array-like of shape (n_samples, n_columns), with the
             fitted columns (for positions: the fitted width)
+        out : ndarray of shape (n_samples, n_features), floating, or None
+            Where to write the encoding (returned): each piece is computed in
+            float64 and cast to ``out``'s dtype (float32 holds a large file in
+            half the memory, with the values ``astype(float32)`` of the float64
+            encoding would give). None: a new float64 array.
 
         Returns
         -------
-        ndarray of shape (n_samples, n_features), float64
+        ndarray of shape (n_samples, n_features), float64 (or ``out``)
         """
         check_is_fitted(self, msg="Preprocessor is not fitted; call fit(train_df) first")
         X = self._frame(X, "transform", self._numeric, self._categorical)
         self._warn_unseen(X)
-        out = np.empty((len(X), self.n_features_), dtype=np.float64)
+        if out is None:
+            out = np.empty((len(X), self.n_features_), dtype=np.float64)
+        elif not (isinstance(out, np.ndarray) and out.shape == (len(X), self.n_features_)
+                  and out.dtype.kind == "f" and out.flags.writeable):
+            raise ValueError(f"out must be a writable floating ndarray of shape ({len(X)}, "
+                             f"{self.n_features_}), got {getattr(out, 'dtype', type(out).__name__)} "
+                             f"of shape {getattr(out, 'shape', None)}")
         for lo in range(0, len(X), TRANSFORM_CHUNK):     # in pieces: memory of one piece
             piece = X.iloc[lo:lo + TRANSFORM_CHUNK]
             at = 0
@@ -1655,7 +1666,7 @@ def _split_name(split):
     return split
 
 
-def encode(dataset, missing_indicators=False, val_size=0.2, seed=42):
+def encode(dataset, missing_indicators=False, val_size=0.2, seed=42, dtype=None, empty=None):
     """Split ``dataset.train``, fit a Preprocessor on the training split only, encode all three.
 
     Parameters
@@ -1666,12 +1677,19 @@ def encode(dataset, missing_indicators=False, val_size=0.2, seed=42):
     val_size : float in (0, 1)
     seed : int
         Split seed.
+    dtype : numpy dtype or None
+        The matrices' dtype (None: float64), written directly: float32 never
+        holds a float64 copy (``Preprocessor.transform``'s ``out``).
+    empty : callable or None
+        ``(shape, dtype) -> ndarray`` allocating them (e.g.
+        ``shared_arrays.empty``; None: ``np.empty``); ``arrays(dtype, empty)``
+        of the result then returns these very matrices.
 
     Returns
     -------
     Encoded
         ``X_train`` (n_tr, d), ``X_val`` (n_val, d), ``X_test`` (n_test, d)
-        float64; ``y_train``, ``y_val``, ``y_test`` int64 class indices
+        float64 (or ``dtype``); ``y_train``, ``y_val``, ``y_test`` int64 class indices
         0..K-1 into ``dataset.classes`` (``dataset.decode`` maps them back;
         ``y_test`` is None when ``dataset.test_labelled`` is False); ``preprocessor``; ``feature_names``
         and ``feature_source`` (length d); ``train_df`` and ``val_df`` (the
@@ -1685,7 +1703,16 @@ def encode(dataset, missing_indicators=False, val_size=0.2, seed=42):
         cols = [k for k, c in enumerate(df.columns) if c != dataset.target]
         return df.iloc[:, cols] if rows is None else df.iloc[rows, cols]    # one copy of the rows
 
-    X_train = pre.fit_transform(features(frame, train_rows))
+    dtype = np.dtype(np.float64 if dtype is None else dtype)
+    alloc = empty or np.empty
+
+    def encoded(df):
+        return pre.transform(df, out=alloc((len(df), pre.n_features_), dtype))
+
+    raw = features(frame, train_rows)
+    pre.fit(raw)
+    X_train = encoded(raw)
+    del raw
 
     vocabulary = pd.Index(dataset.classes)      # label value -> 0..K-1 (any label type)
 
@@ -1698,13 +1725,15 @@ def encode(dataset, missing_indicators=False, val_size=0.2, seed=42):
                             f"training classes {_listing(dataset.classes, 20)}; validate the data first")
         return idx.astype(np.int64)
 
-    return Encoded(X_train=X_train, y_train=labels(frame, train_rows),
-                   X_val=pre.transform(features(frame, val_rows)), y_val=labels(frame, val_rows),
-                   X_test=pre.transform(features(dataset.test)),
+    X = {"X_train": X_train, "X_val": encoded(features(frame, val_rows)),
+         "X_test": encoded(features(dataset.test))}
+    # arrays(dtype, empty) is asked with these very arguments: it returns these matrices
+    casts = {} if empty is None and dtype == np.float64 else {(dtype.str, empty): dict(X)}
+    return Encoded(**X, y_train=labels(frame, train_rows), y_val=labels(frame, val_rows),
                    y_test=labels(dataset.test) if dataset.test_labelled else None,
                    preprocessor=pre, feature_names=list(pre.feature_names_),
                    feature_source=list(pre.feature_source_), frame=frame,
-                   train_rows=train_rows, val_rows=val_rows)
+                   train_rows=train_rows, val_rows=val_rows, _casts=casts)
 
 
 # ---------------------------------------------------------------------------

@@ -919,25 +919,19 @@ def holds_narrow(cfg, dataset):
     return cfg.dtype == "float32" and len(dataset.train) >= NARROW_ROWS
 
 
-def hold_narrow(cfg, dataset, data):
-    """``data`` with its matrices in float32 and ``dataset``'s categorical columns made pandas
-    categoricals (in place) when ``holds_narrow``; else ``data`` unchanged. The float32 matrices are the ones the workers map
-    (``data.arrays(float32, empty=shared_arrays.empty)``), so none is copied; the note
-    (``NARROW_NOTE``) joins ``dataset.notes`` (console) and the report (``main``)."""
-    if not holds_narrow(cfg, dataset):
-        return data
-    import numpy as np
+def hold_narrow(dataset):
+    """Make ``dataset``'s categorical columns pandas categoricals (in place, before encoding:
+    a text column holds one Python string a cell) and add ``NARROW_NOTE`` to ``dataset.notes``
+    (console; the report says it too, ``main``). For a run that ``holds_narrow``; ``load`` then
+    encodes straight into the float32 matrices the workers map (``prep.encode``'s ``dtype`` and
+    ``empty``), so no float64 matrix is made."""
     import pandas as pd
-    import shared_arrays
-    cast = data.arrays(np.float32, empty=shared_arrays.empty)
-    data = replace(data, X_train=cast.X_train, X_val=cast.X_val, X_test=cast.X_test)
-    frames = {id(f): f for f in (dataset.train, dataset.test, data.frame) if f is not None}
+    frames = {id(f): f for f in (dataset.train, dataset.test) if f is not None}
     for frame in frames.values():
         for c in dataset.categorical:
             if c in frame.columns and not isinstance(frame[c].dtype, pd.CategoricalDtype):
                 frame[c] = frame[c].astype("category")
     dataset.notes = tuple(dataset.notes) + (NARROW_NOTE.format(rows=len(dataset.train)),)
-    return data
 
 
 def load(cfg):
@@ -959,14 +953,19 @@ def load(cfg):
     note = check_sizes(cfg, dataset)
     if note:
         print(f"note: {note}", flush=True)
+    narrow = {}
+    if holds_narrow(cfg, dataset):
+        import numpy as np
+        import shared_arrays
+        hold_narrow(dataset)
+        narrow = {"dtype": np.float32, "empty": shared_arrays.empty}
     try:
-        data = prep.encode(dataset, missing_indicators=False, val_size=cfg.val_size, seed=cfg.seed)
+        data = prep.encode(dataset, missing_indicators=False, val_size=cfg.val_size, seed=cfg.seed, **narrow)
     except MemoryError:
         raise UsageError(f"not enough memory to encode {len(dataset.train):,} training rows of "
                          f"{len(dataset.numeric) + len(dataset.categorical)} columns "
                          f"({len(dataset.categorical)} categorical, one column per level); pass --drop for "
                          "categorical columns with many levels, or use fewer rows") from None
-    data = hold_narrow(cfg, dataset, data)
     release_freed_memory()              # the reader's and the encoder's temporaries
     return dataset, data
 
