@@ -255,16 +255,41 @@ def analysis_rows(n, seed, cap=None):
     return np.sort(np.random.default_rng(seed).choice(n, cap, replace=False))
 
 
+# glibc's mallopt parameter for the size from which a block is its own mapping
+# (``return_large_blocks``).
+_M_MMAP_THRESHOLD = -3
+LARGE_BLOCK = 8 << 20
+
+
+def _libc():
+    import ctypes
+    import ctypes.util
+    name = ctypes.util.find_library("c")
+    try:
+        return ctypes.CDLL(name) if name else None
+    except OSError:
+        return None
+
+
+def return_large_blocks(threshold=LARGE_BLOCK):
+    """Make every C-heap block of at least ``threshold`` bytes its own mapping, given back
+    to the system when freed (glibc's ``mallopt(M_MMAP_THRESHOLD)``; nothing elsewhere).
+    By default glibc raises that threshold to 32 MB after the first large block is freed,
+    so the row-sized temporaries of a file of millions of rows (32 MB a column of 4
+    million float64) then come from the heap and stay counted in the process after they
+    are freed, in every worker. Set in the main process before the workers fork: they
+    inherit it. True when set."""
+    libc = _libc()
+    try:
+        return bool(libc.mallopt(_M_MMAP_THRESHOLD, int(threshold))) if libc is not None else False
+    except AttributeError:
+        return False
+
+
 def release_freed_memory():
     """Give the C heap's freed pages back to the system (glibc's ``malloc_trim``; nothing
     elsewhere). Reading and encoding a large file leave hundreds of MB of freed, scattered
     heap that would otherwise stay counted in the process for the whole run. True when
     memory was released."""
-    import ctypes
-    import ctypes.util
-    name = ctypes.util.find_library("c")
-    try:
-        trim = ctypes.CDLL(name).malloc_trim if name else None
-    except (OSError, AttributeError):
-        trim = None
+    trim = getattr(_libc(), "malloc_trim", None)
     return bool(trim(0)) if trim is not None else False

@@ -418,6 +418,8 @@ def forward(weights, biases, X, activation, dtype=None):
 
 
 INITS = ("normal", "glorot", "he")
+# Rows ``MLP.predict`` scores at once (its memory: one piece's probabilities).
+PREDICT_ROWS = 1 << 16
 _HISTORY_KEYS = ("loss", "val_loss", "train_acc", "val_acc", "grad_abs_mean")
 # what ``fit`` learns; removed when a fit starts and when it fails
 _FITTED = ("weights_", "biases_", "classes_", "n_features_in_", "feature_names_in_", "history_",
@@ -1256,10 +1258,18 @@ class MLP(ClassifierMixin, BaseEstimator):
         P : ndarray of shape (n_samples, n_classes), columns in ``classes_`` order
         """
         check_is_fitted(self)
+        return self._forward(self._check_X(X, self.weights_[0].dtype.type))
+
+    def _forward(self, X, log=False, rows=None):
+        """The kernel's (log) probabilities of checked ``X``; with ``rows``, a generator of
+        ``(start, P)`` for pieces of that many rows (one packing of the weights)."""
         dtype = self.weights_[0].dtype.type
-        X = self._check_X(X, dtype)
         theta, sizes = pack(self.weights_, self.biases_, dtype)
-        return _run_forward(theta, sizes, activation_code(self.activation), X)
+        code = activation_code(self.activation)
+        if rows is None:
+            return _run_forward(theta, sizes, code, X, log=log)
+        return ((lo, _run_forward(theta, sizes, code, X[lo:lo + rows], log=log))
+                for lo in range(0, len(X), rows))
 
     def predict_log_proba(self, X):
         """Log class probabilities, computed as logits minus log-sum-exp (no log of 0).
@@ -1273,15 +1283,19 @@ class MLP(ClassifierMixin, BaseEstimator):
         log_P : ndarray of shape (n_samples, n_classes), columns in ``classes_`` order
         """
         check_is_fitted(self)
-        dtype = self.weights_[0].dtype.type
-        X = self._check_X(X, dtype)
-        theta, sizes = pack(self.weights_, self.biases_, dtype)
-        return _run_forward(theta, sizes, activation_code(self.activation), X, log=True)
+        return self._forward(self._check_X(X, self.weights_[0].dtype.type), log=True)
 
     def predict(self, X):
-        """Most probable class label for each row; shape (n_samples,)."""
+        """Most probable class label for each row; shape (n_samples,).
+
+        The rows are scored in pieces of ``PREDICT_ROWS`` (the same probabilities, row by row):
+        the (n_samples, n_classes) probabilities of a file of millions of rows are never held."""
         check_is_fitted(self)
-        return self.classes_[np.argmax(self.predict_proba(X), axis=1)]
+        X = self._check_X(X, self.weights_[0].dtype.type)
+        out = np.empty(len(X), dtype=self.classes_.dtype)
+        for lo, P in self._forward(X, rows=PREDICT_ROWS):
+            out[lo:lo + len(P)] = self.classes_[np.argmax(P, axis=1)]
+        return out
 
     # ------------------------------------------------------- build, save, load
     @classmethod

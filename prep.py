@@ -1681,7 +1681,7 @@ def encode(dataset, missing_indicators=False, val_size=0.2, seed=42, dtype=None,
         The matrices' dtype (None: float64), written directly: float32 never
         holds a float64 copy (``Preprocessor.transform``'s ``out``).
     empty : callable or None
-        ``(shape, dtype) -> ndarray`` allocating them (e.g.
+        ``(shape, dtype) -> ndarray`` allocating them and the labels (e.g.
         ``shared_arrays.empty``; None: ``np.empty``); ``arrays(dtype, empty)``
         of the result then returns these very matrices.
 
@@ -1723,7 +1723,9 @@ def encode(dataset, missing_indicators=False, val_size=0.2, seed=42, dtype=None,
         if (idx < 0).any():
             raise DataError(f"labels {_listing(pd.unique(raw[idx < 0]))} are not among the "
                             f"training classes {_listing(dataset.classes, 20)}; validate the data first")
-        return idx.astype(np.int64)
+        out = alloc(idx.shape, np.int64)
+        out[:] = idx
+        return out
 
     X = {"X_train": X_train, "X_val": encoded(features(frame, val_rows)),
          "X_test": encoded(features(dataset.test))}

@@ -55,7 +55,7 @@ if "matplotlib.pyplot" not in sys.modules:
 import jobs as jobs_mod
 import report as rp
 from console import Console, Interrupt, ignore_sigint, unblock_sigint
-from context import Context, Schedule, Step, data_notes, release_freed_memory
+from context import Context, Schedule, Step, data_notes, release_freed_memory, return_large_blocks
 from context import console_path as shown
 from glossary import define_terms
 from prose import as_sentence, duration, plural_text
@@ -1146,6 +1146,7 @@ def main(argv=None):
                   f"edit does; about {COLD_COMPILE_SECONDS} s on a quiet 2-core machine before the first "
                   "training reports, longer on a busy one; later runs load them from the cache)", flush=True)
         gc.freeze()     # the imported modules' objects: never collected, not copied into forks
+        return_large_blocks()   # freed row-sized temporaries leave the process (workers inherit it)
         parts = plan(cfg.parts)
         start_now = workers > 0 and bool({"B", "Q2"} & set(parts))  # C and D need B
         # the workers' lines wait for their part's header (Console)

@@ -27,8 +27,9 @@ import weakref
 
 import numpy as np
 
-# Arrays smaller than this are pickled as usual: sharing pays for itself only on large data.
-MIN_BYTES = 32 * 2 ** 20
+# Arrays smaller than this are pickled as usual: sharing pays for itself only on large data
+# (a 5-million-row file's labels, 32 MB in int64, and test matrix, 20 MB, are shared).
+MIN_BYTES = 4 * 2 ** 20
 
 _LOCK = threading.Lock()
 _OWNED = []          # this process's live shared buffers: (start address, length, fd, inode, mmap)

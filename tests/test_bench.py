@@ -161,3 +161,25 @@ def test_floor_step_makes_the_flops_it_is_asked_for(bench):
     step()
     assert made == 2 * 32 ** 3 * round(10 ** 7 / (2 * 32 ** 3))
     assert abs(made - 10 ** 7) <= 32 ** 3
+
+
+@pytest.mark.skipif(not Path("/proc/self/smaps_rollup").exists(), reason="reads Linux's /proc")
+def test_peak_memory_counts_the_command_and_its_children(tmp_path):
+    """bench/peak_memory.py: the exit code passes through; the largest process's peak and the
+    sum over the command and the child it starts cover what each of them allocated."""
+    import subprocess
+    import sys
+    script = Path(__file__).resolve().parents[1] / "bench" / "peak_memory.py"
+    hold = "b = bytearray(60 << 20); b[::4096] = b'x' * len(b[::4096]); import time; time.sleep(1.5)"
+    parent = (f"import subprocess, sys; c = subprocess.Popen([sys.executable, '-c', {hold!r}]); "
+              f"{hold}; c.wait(); sys.exit(3)")
+    out = tmp_path / "m.json"
+    done = subprocess.run([sys.executable, str(script), "--interval", "0.05", "--json", str(out), "--",
+                           sys.executable, "-c", parent], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 3, done.stderr
+    r = json.loads(out.read_text())
+    assert r["exit_code"] == 3 and "largest process's peak resident set" in done.stderr
+    assert r["largest_process_peak_rss_kb"] >= 60 << 10
+    assert r["peak_total_pss_kb"] >= 2 * (60 << 10) and r["peak_total_rss_kb"] >= r["peak_total_pss_kb"]
+    bad = subprocess.run([sys.executable, str(script)], capture_output=True, text=True)
+    assert bad.returncode == 2 and "give the command to measure after --" in bad.stderr

@@ -1,6 +1,10 @@
 """Large files on one machine: numeric columns read as numbers, Part A's correlations
 summed over row chunks (equal to the all-rows formula), box plots on a stated, seeded
 sample."""
+import os
+import pathlib
+import sys
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -87,6 +91,46 @@ def test_freed_heap_goes_back_to_the_system_on_glibc():
     assert released is True or platform.libc_ver()[0] != "glibc"
 
 
+_HEAP_PROBE = """
+import sys
+import numpy as np
+sys.path.insert(0, sys.argv[1])
+from context import return_large_blocks
+if sys.argv[2] == "set":
+    assert return_large_blocks() is True
+def private_mb():
+    for line in open("/proc/self/smaps_rollup"):
+        if line.startswith("Private_Dirty"):
+            return int(line.split()[1]) / 1024
+a = np.ones(30 << 17); del a            # a 30 MB block freed: glibc's threshold rises to 30 MB
+before = private_mb()
+b = np.ones(20 << 17); del b            # 20 MB, touched, freed
+print(private_mb() - before)
+"""
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's mallopt and /proc are Linux's")
+def test_freed_large_blocks_leave_the_process():
+    """``context.return_large_blocks`` (set by run_all before the workers fork): a freed
+    row-sized temporary goes back to the system; by default glibc keeps it on the heap after
+    a first large block was freed (measured in a fresh interpreter each)."""
+    import platform
+    import subprocess
+    if platform.libc_ver()[0] != "glibc":
+        pytest.skip("mallopt(M_MMAP_THRESHOLD) is glibc's")
+    root = str(pathlib.Path(__file__).resolve().parents[1])
+
+    # glibc's own defaults: no MALLOC_* tuning (Dask's local cluster, started by other tests,
+    # sets MALLOC_TRIM_THRESHOLD_ in this process's environment)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MALLOC_")}
+
+    def kept(mode):
+        out = subprocess.run([sys.executable, "-c", _HEAP_PROBE, root, mode], capture_output=True,
+                             text=True, check=True, env=env).stdout
+        return float(out)
+    assert kept("default") > 15 and kept("set") < 5
+
+
 def test_every_networks_predictions_are_held_in_the_smallest_integer_dtype():
     """``training.evaluate`` keeps each split's predictions (the main process holds them for
     every network: 44 MB a network in int64 on a 5-million-row file) in the smallest integer
@@ -110,3 +154,23 @@ def test_every_networks_predictions_are_held_in_the_smallest_integer_dtype():
         assert p.dtype == np.uint8
         np.testing.assert_array_equal(p, net.predict(X))
     assert scores["train"]["acc"] == pytest.approx(np.mean(net.predict(X) == y))
+
+
+def test_scores_from_label_pair_counts_are_scikit_learns_to_the_bit():
+    """``training.label_scores`` (scikit-learn on the distinct pairs, weighted by their counts)
+    gives ``accuracy_score`` and macro ``f1_score`` exactly, classes missing from either side
+    included, without scikit-learn's sorted copies of every row."""
+    import warnings
+    from sklearn.metrics import accuracy_score, f1_score
+    from training import label_scores
+    rng = np.random.default_rng(5)
+    warnings.simplefilter("ignore")          # scikit-learn's own zero-division warnings
+    for _ in range(300):
+        n, k = int(rng.integers(1, 2000)), int(rng.integers(1, 9))
+        y = rng.integers(0, k, n)
+        p = np.where(rng.random(n) < rng.random(), y, rng.integers(0, k + 2, n)).astype(np.uint8)
+        assert label_scores(y, p) == (accuracy_score(y, p), f1_score(y, p, average="macro"))
+    with pytest.raises(ValueError, match="class indices"):
+        label_scores(np.array([0, 1]), np.array([-1, 1]))
+    with pytest.raises(ValueError, match="1-D of one non-zero length"):
+        label_scores(np.array([0, 1]), np.array([1]))

@@ -614,3 +614,22 @@ def test_fit_names_the_row_of_a_non_finite_cell_in_any_piece_of_a_large_matrix(b
         mlp._require_finite(X, "X")
     X[4, 7] = 0.0
     assert mlp._require_finite(X, "X") is X
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_predict_scores_in_pieces_with_the_whole_files_probabilities(monkeypatch, dtype):
+    """``MLP.predict`` scores ``PREDICT_ROWS`` rows at a time (a multiple of the kernel's tile)
+    and gives ``classes_[argmax(predict_proba)]`` of the whole file, string classes too."""
+    assert mlp.PREDICT_ROWS % kernels.TILE == 0
+    rng = np.random.default_rng(3)
+    X = rng.normal(size=(1000, 5))
+    y = np.array(["low", "mid", "high"], dtype=object)[(X[:, 0] > 0).astype(int) + (X[:, 1] > 0.5)]
+    net = mlp.MLP(hidden=(16,), n_iter=40, seed=1, dtype=dtype).fit(X, y)
+    whole = net.classes_[np.argmax(net.predict_proba(X), axis=1)]
+    pieces = []
+    forward = mlp._run_forward
+    monkeypatch.setattr(mlp, "_run_forward", lambda *a, **k: pieces.append(len(a[3])) or forward(*a, **k))
+    monkeypatch.setattr(mlp, "PREDICT_ROWS", 2 * kernels.TILE)
+    got = net.predict(X)
+    assert pieces == [256, 256, 256, 232] and got.dtype == net.classes_.dtype
+    assert_array_equal(got, whole)

@@ -343,3 +343,24 @@ def test_density_ratio_scores_in_pieces_and_keeps_float32(monkeypatch):
     for name in ("val", "test", "val_refits", "test_refits"):
         assert_array_equal(getattr(pieces, name), getattr(whole, name))
     assert pieces.auc == whole.auc
+
+
+@pytest.mark.parametrize("chunk", [7, 1 << 18])
+def test_domain_auc_counts_ordered_pairs_in_pieces(monkeypatch, chunk):
+    """``performance._auc`` (pair counts, ties half, in pieces of the first file's rows) is
+    scikit-learn's ROC AUC to rounding, ties included; the odds keep their formula's bits."""
+    from sklearn.metrics import roc_auc_score
+    monkeypatch.setattr(pf, "PREDICT_CHUNK", chunk)
+    rng = np.random.default_rng(11)
+    for _ in range(40):
+        n0, n1 = (int(v) for v in rng.integers(1, 600, 2))
+        neg, pos = rng.normal(size=n0), rng.normal(rng.random(), size=n1)
+        if rng.random() < 0.5:                     # many ties
+            neg, pos = np.round(neg, 1), np.round(pos, 1)
+        want = roc_auc_score(np.r_[np.zeros(n0), np.ones(n1)], np.r_[neg, pos])
+        assert pf._auc(neg, pos) == pytest.approx(want, abs=1e-12)
+    assert pf._auc(np.zeros(3), np.ones(2)) == 1.0 and pf._auc(np.ones(3), np.ones(2)) == 0.5
+    p = rng.random(1000)
+    p[:3] = [0.0, 1.0, 0.5]
+    q = np.clip(p, 1e-6, 1 - 1e-6)
+    assert_array_equal(pf._odds(p), q / (1 - q))

@@ -215,7 +215,7 @@ def test_encode_fits_on_the_training_split_only():
 
 def test_encode_writes_float32_directly_with_the_bits_of_the_float64_encoding():
     """``encode(dtype=float32, empty=...)`` gives ``astype(float32)`` of the float64
-    encoding, allocated by ``empty``, returned as is by ``arrays(float32, empty)``, and
+    encoding, allocated by ``empty`` (the labels too), returned as is by ``arrays(float32, empty)``, and
     holds no float64 matrix on the way (its traced peak is well below the float64 one)."""
     import tracemalloc
     df = small_frame(n=20_000, seed=3)
@@ -229,13 +229,14 @@ def test_encode_writes_float32_directly_with_the_bits_of_the_float64_encoding():
         return np.empty(shape, dtype)
 
     narrow = prep.encode(ds, val_size=0.25, seed=0, dtype=np.float32, empty=empty)
-    assert made == [((15_000, 5), np.float32), ((5_000, 5), np.float32), ((5_000, 5), np.float32)]
+    assert made == [((15_000, 5), np.float32), ((5_000, 5), np.float32), ((5_000, 5), np.float32),
+                    ((15_000,), np.int64), ((5_000,), np.int64), ((5_000,), np.int64)]   # labels too
     for split in ("train", "val", "test"):
         assert narrow.X(split).dtype == np.float32
         assert_array_equal(narrow.X(split), wide.X(split).astype(np.float32))
         assert_array_equal(narrow.y(split), wide.y(split))
     assert narrow.arrays(np.float32, empty=empty).X_train is narrow.X_train
-    assert len(made) == 3                            # no second conversion
+    assert len(made) == 6                            # no second conversion
 
     def peak(**kw):
         tracemalloc.start()

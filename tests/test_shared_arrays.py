@@ -4,6 +4,7 @@ import os
 import pickle
 
 import numpy as np
+import pandas as pd
 import pytest
 
 import jobs
@@ -110,6 +111,13 @@ def test_worker_arrays_share_the_networks_matrices_and_train_the_same(monkeypatc
         a = getattr(d, name)
         assert isinstance(a, shared_arrays.SharedArray) and a.dtype == np.float32
         np.testing.assert_array_equal(a, getattr(e, name).astype(np.float32))
+    assert not isinstance(d.y_train, shared_arrays.SharedArray)     # labels made by np.empty: pickled
+    # prep.encode(empty=shared_arrays.empty) makes the labels in shared memory: they are shared too
+    frame = pd.DataFrame({"a": X[:2500, 0], "b": X[:2500, 1], "label": y[:2500]})
+    ds = prep.validate_frames(frame.iloc[:2000], frame.iloc[2000:], target="label")
+    narrow = training.worker_arrays(prep.encode(ds, dtype=np.float32, empty=shared_arrays.empty), params)
+    for name in ("X_train", "X_val", "X_test", "y_train", "y_val", "y_test"):
+        assert isinstance(getattr(narrow, name), shared_arrays.SharedArray), name
     assert training.worker_arrays(e, params).X_train.base is d.X_train.base      # made once
     local = mlp.MLP(**params).fit(e.X_train, e.y_train, e.X_val, e.y_val)
     with jobs.Jobs(1) as pool:
