@@ -1258,9 +1258,9 @@ class MLP(ClassifierMixin, BaseEstimator):
         P : ndarray of shape (n_samples, n_classes), columns in ``classes_`` order
         """
         check_is_fitted(self)
-        return self._forward(self._check_X(X, self.weights_[0].dtype.type))
+        return self._probabilities(self._check_X(X, self.weights_[0].dtype.type))
 
-    def _forward(self, X, log=False, rows=None):
+    def _probabilities(self, X, log=False, rows=None):
         """The kernel's (log) probabilities of checked ``X``; with ``rows``, a generator of
         ``(start, P)`` for pieces of that many rows (one packing of the weights)."""
         dtype = self.weights_[0].dtype.type
@@ -1283,7 +1283,7 @@ class MLP(ClassifierMixin, BaseEstimator):
         log_P : ndarray of shape (n_samples, n_classes), columns in ``classes_`` order
         """
         check_is_fitted(self)
-        return self._forward(self._check_X(X, self.weights_[0].dtype.type), log=True)
+        return self._probabilities(self._check_X(X, self.weights_[0].dtype.type), log=True)
 
     def predict(self, X):
         """Most probable class label for each row; shape (n_samples,).
@@ -1293,7 +1293,7 @@ class MLP(ClassifierMixin, BaseEstimator):
         check_is_fitted(self)
         X = self._check_X(X, self.weights_[0].dtype.type)
         out = np.empty(len(X), dtype=self.classes_.dtype)
-        for lo, P in self._forward(X, rows=PREDICT_ROWS):
+        for lo, P in self._probabilities(X, rows=PREDICT_ROWS):
             out[lo:lo + len(P)] = self.classes_[np.argmax(P, axis=1)]
         return out
 
