@@ -803,8 +803,8 @@ def _auc(neg, pos):
     """ROC AUC of scores ``pos`` (n_pos,) against ``neg`` (n_neg,): the share of (neg, pos)
     pairs ordered ``pos > neg``, ties counted half (Mann-Whitney; equal to
     ``roc_auc_score`` to rounding: the pair counts are whole numbers, divided once). One
-    sorted copy of ``pos`` and pieces of ``neg`` (``PREDICT_CHUNK``): ``roc_auc_score`` on
-    a file of millions of rows makes about ten sorted copies of all of them."""
+    sorted copy of ``pos`` and pieces of ``neg`` (``PREDICT_CHUNK``), where ``roc_auc_score``
+    joins both files and sorts, reorders and sums copies of all their rows."""
     ranked = np.sort(pos)
     above = ties = 0
     for start in range(0, len(neg), PREDICT_CHUNK):

@@ -1586,7 +1586,7 @@ class Encoded:
 
     Attributes
     ----------
-    X_train, X_val, X_test : ndarray of shape (n_rows, n_features), float64
+    X_train, X_val, X_test : ndarray of shape (n_rows, n_features), float64 (or ``encode``'s ``dtype``)
     y_train, y_val, y_test : ndarray of shape (n_rows,), int64 or None
         Class indices 0..K-1 into ``Dataset.classes``; ``y_test`` is None when
         the test file has no labels.

@@ -926,8 +926,7 @@ def hold_narrow(dataset):
     encodes straight into the float32 matrices the workers map (``prep.encode``'s ``dtype`` and
     ``empty``), so no float64 matrix is made."""
     import pandas as pd
-    frames = {id(f): f for f in (dataset.train, dataset.test) if f is not None}
-    for frame in frames.values():
+    for frame in (dataset.train, dataset.test):
         for c in dataset.categorical:
             if c in frame.columns and not isinstance(frame[c].dtype, pd.CategoricalDtype):
                 frame[c] = frame[c].astype("category")

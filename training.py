@@ -191,8 +191,8 @@ def label_scores(y, p):
     """``(accuracy_score(y, p), f1_score(y, p, average="macro"))`` of class indices ``y``, ``p``
     (n,), computed by scikit-learn on the distinct (label, prediction) pairs weighted by their
     counts: the same numbers (every sum it forms is a whole number, exact in float64) from
-    at most n_classes**2 rows instead of n (scikit-learn's own makes several sorted copies
-    of n rows: on a 4-million-row training split, about 200 MB in each worker)."""
+    at most n_classes**2 rows instead of n (scikit-learn's own sorts and encodes copies of
+    all n rows, in each worker that scores a network)."""
     from sklearn.metrics import accuracy_score, f1_score
     y, p = np.asarray(y), np.asarray(p)
     if y.shape != p.shape or y.ndim != 1 or len(y) == 0:
