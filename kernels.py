@@ -495,7 +495,7 @@ def _forward(theta, sizes, code, X, tile, log):
     Ws, bs = _layer_views(theta, sizes)
     WTs = _transposed(Ws)
     for t in nb.prange((n + tile - 1) // tile):
-        _forward_tile(t, WTs, bs, sizes, code, X, tile, log, out)
+        _forward_tile(np.int64(t), WTs, bs, sizes, code, X, tile, log, out)
     return out
 
 
@@ -663,7 +663,7 @@ def _block_loss_grad_in(ws, sizes, code, X, y, scale, start, stop, tile, g):
     L = sizes.shape[0] - 1
     gWs, gbs = _layer_views(g, sizes)
     loss = 0.0
-    correct = 0
+    correct = np.int64(0)        # not the literal 0: one compiled _output_delta
     for s in range(start, stop, tile):
         Xt, Zout, D = _tile_logits(WTs, bs, code, X, s, stop, tile, acts, dbuf)
         r = Xt.shape[0]
@@ -731,9 +731,11 @@ def _fill_block(b, ws, sizes, code, X, y, scale, tile, G, losses, corrects):
 def _loss_and_grad(theta, sizes, code, X, y, scale, l2, tile, n_blocks):
     """L = sum_i scale_i CE_i + l2/2 sum_l ||W_l||^2 and dL/dtheta; also #correct."""
     G, losses, corrects = _block_buffers(n_blocks, theta)
+    # the index as int64 (prange's is unsigned): the _fill_block that
+    # _loss_and_grad_one_thread calls, compiled once for both
     for b in nb.prange(n_blocks):
-        _fill_block(b, _block_workspace(theta, sizes, tile), sizes, code, X, y, scale, tile, G,
-                    losses, corrects)
+        _fill_block(np.int64(b), _block_workspace(theta, sizes, tile), sizes, code, X, y, scale,
+                    tile, G, losses, corrects)
     return _reduce_blocks(theta, sizes, G, losses, corrects, l2)
 
 
@@ -846,7 +848,7 @@ def _block_loss_grad_dropout(theta, sizes, code, X, y, scale, start, stop, tile,
     kept = [_aligned_empty(tile, sizes[l + 1], dt) for l in range(L)]
     masks = [_aligned_empty(tile, sizes[l + 1], dt) for l in range(L)]
     loss = 0.0
-    correct = 0
+    correct = np.int64(0)        # not the literal 0: one compiled _output_delta
     for s in range(start, stop, tile):
         Xt = X[s:min(s + tile, stop)]                          # (r, d)
         r = Xt.shape[0]
@@ -888,8 +890,8 @@ def _loss_and_grad_dropout(theta, sizes, code, X, y, scale, l2, tile, n_blocks, 
     """``_loss_and_grad`` with inverted dropout (rate, masks from key and iteration)."""
     G, losses, corrects = _block_buffers(n_blocks, theta)
     for b in nb.prange(n_blocks):
-        _fill_block_dropout(b, theta, sizes, code, X, y, scale, tile, G, losses, corrects, key,
-                            iteration, rate)
+        _fill_block_dropout(np.int64(b), theta, sizes, code, X, y, scale, tile, G, losses,
+                            corrects, key, iteration, rate)
     return _reduce_blocks(theta, sizes, G, losses, corrects, l2)
 
 
