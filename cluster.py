@@ -64,7 +64,35 @@ def connect(scheduler):
         client = distributed.Client(cluster)
         client._owned_cluster = cluster          # closed by close()
         return client
-    return distributed.Client(scheduler, timeout="10s")      # an unreachable address: 10 s
+    _check_listening(scheduler)
+    return distributed.Client(scheduler, timeout=f"{CONNECT_TIMEOUT}s")
+
+
+CONNECT_TIMEOUT = 10    # seconds Dask keeps trying an address that does not answer
+
+
+def _check_listening(scheduler):
+    """Raise ``ConnectionRefusedError`` at once when nothing listens at the TCP address
+    ``scheduler`` (a refused connection: a wrong port, or no scheduler started there),
+    instead of Dask retrying it for ``CONNECT_TIMEOUT`` seconds. Any other outcome (it
+    answers, or does not answer at all) is left to Dask."""
+    import socket
+
+    from distributed.comm import get_address_host_port, parse_address
+    try:
+        if parse_address(scheduler)[0] != "tcp":
+            return
+        host, port = get_address_host_port(scheduler)
+    except ValueError:
+        return                                  # Dask says what is wrong with the address
+    try:
+        socket.create_connection((host, port), timeout=1.0).close()
+    except ConnectionRefusedError:
+        raise ConnectionRefusedError(
+            f"nothing listens at {scheduler} (connection refused): start the scheduler there "
+            f"(dask scheduler --port {port}) or give the address it prints") from None
+    except OSError:
+        pass                                    # no answer: Dask retries until its timeout
 
 
 def close(client):

@@ -144,7 +144,34 @@ def test_an_unreachable_scheduler_is_one_line_and_exit_2(tmp_path):
                           capture_output=True, text=True, timeout=300)
     assert done.returncode == 2
     err = done.stderr.strip().splitlines()
-    assert len(err) == 1 and err[0].startswith("error: --scheduler:"), done.stderr[-1000:]
+    assert len(err) == 1 and err[0].startswith("error: --scheduler: nothing listens at "
+                                               "tcp://127.0.0.1:9"), done.stderr[-1000:]
+
+
+def _closed_port():
+    import socket
+    with socket.socket() as s:                  # a port the system just handed out, then freed
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.mark.parametrize("form", ["tcp://127.0.0.1:{}", "127.0.0.1:{}"])
+def test_a_refused_address_fails_at_once_and_says_what_to_start(form):
+    import time
+    address = form.format(_closed_port())
+    t0 = time.monotonic()
+    with pytest.raises(ConnectionRefusedError, match="nothing listens at .*dask scheduler --port"):
+        cluster.connect(address)
+    assert time.monotonic() - t0 < cluster.CONNECT_TIMEOUT / 2    # Dask alone retries 10 s
+
+
+def test_a_listening_address_is_left_to_dask():
+    import socket
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        s.listen()
+        cluster._check_listening(f"tcp://127.0.0.1:{s.getsockname()[1]}")   # no error
+    cluster._check_listening("inproc://10.0.0.1/1/1")                     # not TCP: not probed
 
 
 def test_partitions_stay_on_their_workers_and_may_be_uneven(client):
