@@ -1094,7 +1094,7 @@ def _input_gradients(theta, sizes, code, X, y, target, cls):
     G = np.empty((n, d), dtype=X.dtype)
     pred = np.empty(n, dtype=np.int64)
     value = np.empty(n)
-    tile = TILE
+    tile = np.int64(TILE)      # not a literal: the _tile_logits the training compiled
     n_blocks = min((n + tile - 1) // tile, MAX_BLOCKS)
     for b in prange(n_blocks):
         start, stop = _block_rows(b, n_blocks, n, tile)
@@ -1128,8 +1128,8 @@ def _block_integrated_gradients(theta, sizes, code, X, B, y, cls, target, alphas
                 bi = 0 if one else s + i
                 for j in range(d):
                     P[i, j] = B[bi, j] + a * (X[s + i, j] - B[bi, j])
-            _tile_input_gradients(Ws, WTs, bs, sizes, code, P, 0, r, tile, y[s:], cls[s:], target,
-                                  acts, dbuf, o, Gt[:r], pred, value)
+            _tile_input_gradients(Ws, WTs, bs, sizes, code, P, np.int64(0), r, tile, y[s:],
+                                  cls[s:], target, acts, dbuf, o, Gt[:r], pred, value)
             for i in range(r):
                 for j in range(d):
                     acc[i, j] += wts[k] * Gt[i, j]
@@ -1149,7 +1149,7 @@ def _integrated_gradients(theta, sizes, code, X, B, y, cls, target, alphas, wts)
     """
     n, d = X.shape
     A = np.empty((n, d))
-    tile = TILE
+    tile = np.int64(TILE)      # not a literal: the _tile_logits the training compiled
     n_blocks = min((n + tile - 1) // tile, MAX_BLOCKS)
     for b in prange(n_blocks):
         start, stop = _block_rows(b, n_blocks, n, tile)
