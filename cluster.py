@@ -28,6 +28,7 @@ import mlp
 from kernels import _add_l2
 
 INSTALL = "pip install -r requirements-cluster.txt"
+CONNECT_TIMEOUT = 10    # seconds Dask keeps trying an address that does not answer
 
 
 def _distributed():
@@ -52,6 +53,13 @@ def connect(scheduler):
     Returns
     -------
     client : distributed.Client
+
+    Raises
+    ------
+    ConnectionRefusedError
+        At once, when nothing listens at a TCP address (``_check_listening``).
+    OSError
+        After ``CONNECT_TIMEOUT`` seconds, when the address does not answer.
     """
     distributed = _distributed()
     if scheduler.startswith("local:"):
@@ -66,9 +74,6 @@ def connect(scheduler):
         return client
     _check_listening(scheduler)
     return distributed.Client(scheduler, timeout=f"{CONNECT_TIMEOUT}s")
-
-
-CONNECT_TIMEOUT = 10    # seconds Dask keeps trying an address that does not answer
 
 
 def _check_listening(scheduler):
