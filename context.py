@@ -274,10 +274,10 @@ def _libc():
 def return_large_blocks(threshold=LARGE_BLOCK):
     """Make every C-heap block of at least ``threshold`` bytes its own mapping, given back
     to the system when freed (glibc's ``mallopt(M_MMAP_THRESHOLD)``; nothing elsewhere).
-    By default glibc raises that threshold to 32 MB after the first large block is freed,
-    so the row-sized temporaries of a file of millions of rows (32 MB a column of 4
-    million float64) then come from the heap and stay counted in the process after they
-    are freed, in every worker. Set in the main process before the workers fork: they
+    By default glibc raises that threshold to the size of each freed mapped block (up to
+    32 MB on 64-bit systems): after the first large temporary, the row-sized ones of a
+    file of millions of rows (32 MB a column of 4 million float64) come from the heap and
+    stay counted in the process after they are freed, in every worker. Set in the main process before the workers fork: they
     inherit it. True when set."""
     libc = _libc()
     try:

@@ -959,7 +959,8 @@ def load(cfg):
         hold_narrow(dataset)
         narrow = {"dtype": np.float32, "empty": shared_arrays.empty}
     try:
-        data = prep.encode(dataset, missing_indicators=False, val_size=cfg.val_size, seed=cfg.seed, **narrow)
+        data = prep.encode(dataset, missing_indicators=False, val_size=cfg.val_size, seed=cfg.seed,
+                           **narrow)
     except MemoryError:
         raise UsageError(f"not enough memory to encode {len(dataset.train):,} training rows of "
                          f"{len(dataset.numeric) + len(dataset.categorical)} columns "

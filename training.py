@@ -59,7 +59,7 @@ def fit_job(label, params, X, y, X_val, y_val, scheduler=None, files=None):
     dtype = mlp.resolve_dtype(model.dtype)
     # plain arrays for Dask (a shared_arrays view pickles as an address valid on this machine only)
     X, y = np.asarray(X), np.asarray(y)
-    X_val, y_val = (None, None) if X_val is None else (np.asarray(X_val), np.asarray(y_val))
+    X_val, y_val = (None if v is None else np.asarray(v) for v in (X_val, y_val))
     with distributed.Client(scheduler, timeout="20s") as client:
         why = files if files is None or isinstance(files, str) else cluster.unreadable(client, files)
         if files is not None and why is None:
