@@ -42,29 +42,18 @@ line 2). Blank lines are skipped by the CSV reader and are not counted.
 """
 from __future__ import annotations
 
-import bz2
-import codecs
-import contextlib
-import csv
 import decimal
-import gzip
-import importlib
-import io
-import lzma
 import math
 import os
 import re
 import shlex
-import time
 import warnings
-import zipfile
 from dataclasses import dataclass, field, replace
 from typing import Any
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from scipy import stats
 from sklearn.base import BaseEstimator, TransformerMixin
 from sklearn.impute import MissingIndicator, SimpleImputer
 from sklearn.model_selection import KFold, StratifiedKFold, train_test_split
@@ -72,7 +61,7 @@ from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import OneHotEncoder, StandardScaler
 from sklearn.utils.validation import check_is_fitted, validate_data
 from reader import (  # noqa: F401  (DataError and the file constants are prep's too)
-    MAX_LISTED, DATA_SUFFIXES, DataError, _is_text_file, _listing, read_file, CHUNK_BYTES, SNIFF_BYTES, available_memory, read_table)
+    DATA_SUFFIXES, DataError, _is_text_file, _listing, read_file)
 
 DEFAULT_TARGET = "price_class"
 TRAIN_FILE, TEST_FILE = "train.csv", "test.csv"
@@ -1177,9 +1166,66 @@ def _positional(columns):
     return bool(columns) and _is_position(columns[0])
 
 
-# Rows per piece of ``Preprocessor.transform``: scikit-learn's transformers make several
-# full-size temporaries; in pieces they are this many rows, whatever the file's size.
+# Rows per piece of ``Preprocessor.transform``: the transformers make several full-size
+# temporaries; in pieces they are this many rows, whatever the file's size, and fewer
+# when the piece's columns would hold more than TRANSFORM_BYTES as float64 (a wide file).
 TRANSFORM_CHUNK = 1 << 18
+TRANSFORM_BYTES = 1 << 27
+# Bytes of numeric columns ``Preprocessor.fit`` fits at once: a wide file's columns in
+# groups (one scikit-learn call per group, not per column), a tall file's one at a time
+# (the median imputer's masked arrays make about four copies of what it is given).
+FIT_GROUP_BYTES = 1 << 24
+
+
+class _MedianScaled:
+    """The numeric columns' encoding, all at once: a missing value becomes the fitted
+    median, then ``(x - mean) / scale``; the operations of scikit-learn's
+    ``SimpleImputer`` then ``StandardScaler`` (``transform``), element for element,
+    without their per-call checks (a wide file has hundreds of numeric columns).
+
+    Parameters
+    ----------
+    median, mean, scale : ndarray of shape (n_numeric,), float64
+        The fitted ``statistics_``, ``mean_`` and ``scale_`` of each column.
+    """
+
+    def __init__(self, median, mean, scale):
+        self.median, self.mean, self.scale = median, mean, scale
+
+    def transform(self, frame):
+        """Encoded columns of ``frame`` (float64 columns, in the fitted order), ndarray
+        of shape (n_rows, n_numeric)."""
+        x = frame.to_numpy(dtype=np.float64, copy=True)
+        np.copyto(x, self.median, where=np.isnan(x))
+        x -= self.mean
+        x /= self.scale
+        return x
+
+
+def _median_scale_stats(frame):
+    """Per column of ``frame`` (float64 columns, NaN for missing): the median of the
+    present values (0 when none is), and ``StandardScaler``'s ``mean_`` and ``scale_``
+    of the column with its missing values set to that median, from scikit-learn.
+
+    Returns
+    -------
+    median, mean, scale : ndarray of shape (n_columns,), float64
+
+    Columns are fitted in groups of at most ``FIT_GROUP_BYTES`` bytes, each group as a
+    column-major block: NumPy sums each column of it as it sums a lone column, so the
+    statistics are those of fitting every column on its own
+    (``tests/test_prep.py::test_grouped_fit_has_the_statistics_of_one_column_fits``).
+    """
+    n, k = frame.shape
+    step = max(1, FIT_GROUP_BYTES // max(1, 8 * n))
+    median, mean, scale = (np.empty(k) for _ in range(3))
+    for lo in range(0, k, step):
+        block = np.asfortranarray(frame.iloc[:, lo:lo + step].to_numpy(dtype=np.float64))
+        imputer = SimpleImputer(strategy="median", keep_empty_features=True).fit(block)
+        scaler = StandardScaler().fit(np.asfortranarray(imputer.transform(block)))
+        hi = lo + block.shape[1]
+        median[lo:hi], mean[lo:hi], scale[lo:hi] = imputer.statistics_, scaler.mean_, scaler.scale_
+    return median, mean, scale
 
 
 class Preprocessor(TransformerMixin, BaseEstimator):
@@ -1425,15 +1471,15 @@ class Preprocessor(TransformerMixin, BaseEstimator):
         key = self._key
         # Each part is fitted on its own columns and nothing is encoded to fit (a
         # ColumnTransformer encodes every row to fit: several full-size copies); the numeric
-        # columns one at a time (the median imputer's masked arrays make about four copies of
-        # what it is given). The statistics are the ones the whole block gives: per column,
-        # over the same values in the same order. ``transform`` joins the parts' outputs in
-        # this order: numerics, one-hots, indicators.
-        parts = [Pipeline([("impute", SimpleImputer(strategy="median", keep_empty_features=True)),
-                           ("scale", StandardScaler())]).fit(X[[key(c)]]) for c in numeric]
-        columns = [[key(c)] for c in numeric]
-        stats = {c: {"median": float(p["impute"].statistics_[0]), "mean": float(p["scale"].mean_[0]),
-                     "scale": float(p["scale"].scale_[0])} for c, p in zip(numeric, parts)}
+        # columns in groups that bound the imputer's copies (``_median_scale_stats``).
+        # ``transform`` joins the parts' outputs in this order: numerics, one-hots, indicators.
+        parts, columns, stats = [], [], {}
+        if numeric:
+            columns.append([key(c) for c in numeric])
+            median, mean, scale = _median_scale_stats(X[columns[0]])
+            parts.append(_MedianScaled(median, mean, scale))
+            stats = {c: {"median": float(median[j]), "mean": float(mean[j]), "scale": float(scale[j])}
+                     for j, c in enumerate(numeric)}
         if categorical:
             cat = Pipeline([
                 ("impute", SimpleImputer(strategy="most_frequent", keep_empty_features=True)),
@@ -1488,8 +1534,9 @@ class Preprocessor(TransformerMixin, BaseEstimator):
             raise ValueError(f"out must be a writable floating ndarray of shape ({len(X)}, "
                              f"{self.n_features_}), got {getattr(out, 'dtype', type(out).__name__)} "
                              f"of shape {getattr(out, 'shape', None)}")
-        for lo in range(0, len(X), TRANSFORM_CHUNK):     # in pieces: memory of one piece
-            piece = X.iloc[lo:lo + TRANSFORM_CHUNK]
+        rows = max(1, min(TRANSFORM_CHUNK, TRANSFORM_BYTES // (8 * X.shape[1])))
+        for lo in range(0, len(X), rows):     # in pieces: memory of one piece
+            piece = X.iloc[lo:lo + rows]
             at = 0
             for transformer, columns in self.transformer_:
                 part = transformer.transform(piece[columns])
