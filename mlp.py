@@ -2198,7 +2198,7 @@ def permutation_check(estimator, X, y, attribution_scores, feature_names, featur
         cols = [i for i, s in enumerate(source) if s == src]
         for r in range(n_repeats):
             perm = rng.permutation(n)
-            Xp[:, cols] = X_arr[perm][:, cols]          # one row permutation for the group
+            Xp[:, cols] = X_arr[np.ix_(perm, cols)]     # one row permutation for the group
             drops[g, r] = baseline - float(estimator.score(Xp, y_arr))
         Xp[:, cols] = X_arr[:, cols]
     orig = pd.DataFrame({"feature": order, "n_columns": counts, "attribution": attr_src,

@@ -160,8 +160,10 @@ def compute(ctx):
         ig = integrated[act]["by_source"].set_index("feature")
         side[f"{act} IG rank"] = side["feature"].map(ig["rank"]).astype(int)
     if pp is not None:
+        # a wide file's Part A scores only its strongest columns (eda.PP_MAX_FEATURES):
+        # the others have no pps and no rank
         side["Part A pps"] = side["feature"].map(pp["pps"])
-        side["Part A rank"] = side["Part A pps"].rank(ascending=False, method="min").astype(int)
+        side["Part A rank"] = side["Part A pps"].rank(ascending=False, method="min").astype("Int64")
     first = f"{next(iter(results))} rank"
     side = side.sort_values(first).reset_index(drop=True)
 
@@ -189,8 +191,10 @@ def compute(ctx):
     if pp is not None:
         for act, res in results.items():
             bs = res["output"]["by_source"]
-            common = [f for f in bs["feature"] if f in pp.index]
-            rho = spearmanr(bs.set_index("feature").loc[common, "score"], pp.loc[common, "pps"]).statistic
+            scored = pp["pps"].dropna()
+            common = [f for f in bs["feature"] if f in scored.index]
+            rho = spearmanr(bs.set_index("feature").loc[common, "score"], scored.loc[common]).statistic \
+                if len(common) > 2 else float("nan")
             checks[act]["spearman_vs_partA"] = float(rho)
     dom = a.dominance if a is not None else {}
     dominant = dom["feature"] if dom.get("dominant") else None
@@ -299,8 +303,12 @@ def render(res, out):
                 + (f", {top['score'] / second['score']:.1f}× the next column {rp.literal(second['feature'], code=True)})"
                    if second is not None and second["score"] > 0 else ")"))
         if res.pps is not None:
-            text += (f"; its ranking agrees with Part A's single-feature predictive power with Spearman "
-                     f"{res.checks[act]['spearman_vs_partA']:+.2f}, and Part A's strongest feature is "
+            scored = int(res.pps["pps"].notna().sum())
+            over = "" if scored == len(res.pps) else f" over the {scored:,} of {len(res.pps):,} columns Part A scored"
+            rho = res.checks[act]["spearman_vs_partA"]
+            agreement = (f"agrees with Part A's single-feature predictive power with Spearman {rho:+.2f}{over}"
+                         if np.isfinite(rho) else "cannot be compared with Part A's (fewer than three columns scored)")
+            text += (f"; its ranking {agreement}, and Part A's strongest feature is "
                      f"{rp.literal(res.pps.index[0], code=True)}")
         lines.append(text + ".")
     if res.dominant_agree:

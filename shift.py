@@ -76,7 +76,7 @@ from sklearn.model_selection import StratifiedKFold
 from sklearn.tree import DecisionTreeClassifier
 from threadpoolctl import threadpool_limits
 
-from prep import (_balanced_accuracy, _check_features, _check_range, _codes, _folds, pps_score,
+from prep import (_balanced_accuracy, _check_features, _check_range, _folds, pps_score,
                   to_jsonable)
 from rules import Rule
 
@@ -769,9 +769,19 @@ def _hot_deck(X, rng):
     return X
 
 
+# Cells (rows x columns) of the permuted copies ``_adversarial`` scores in one
+# ``predict_proba`` call: a wide file's columns in a few calls, not one call per column.
+ADVERSARIAL_BATCH_CELLS = 1 << 22
+
+
 def _adversarial(Xtr, Xte, cat_mask, seed, max_rows=3000, cv=3, max_iter=40, drops=True):
     """Train-vs-test AUC with missingness hidden (hot deck) and, with ``drops``, the
-    per-feature permutation AUC drops: (auc, drops of shape (d,), zeros without)."""
+    per-feature permutation AUC drops: (auc, drops of shape (d,), zeros without).
+
+    Each column's permuted copy of a fold is scored on its own (its own permutation,
+    drawn in column order, and its own AUC); the copies of several columns go through
+    the model in one call (``ADVERSARIAL_BATCH_CELLS``), which gives each row the
+    probability a call of its own would."""
     rng = np.random.default_rng(seed)
     n = min(len(Xtr), len(Xte), max_rows)
     X = np.vstack([Xtr[rng.choice(len(Xtr), n, replace=False)],
@@ -785,10 +795,16 @@ def _adversarial(Xtr, Xte, cat_mask, seed, max_rows=3000, cv=3, max_iter=40, dro
             categorical_features=cat_mask if cat_mask.any() else None).fit(X[tr], z[tr])
         oof[te] = m.predict_proba(X[te])[:, 1]
         auc = roc_auc_score(z[te], oof[te])
-        for j in range(X.shape[1] if drops else 0):
-            Xp = X[te].copy()
-            Xp[:, j] = Xp[rng.permutation(len(te)), j]
-            drop[j] += (auc - roc_auc_score(z[te], m.predict_proba(Xp)[:, 1])) / cv
+        Xte_fold, d = X[te], X.shape[1] if drops else 0
+        step = max(1, ADVERSARIAL_BATCH_CELLS // (len(te) * X.shape[1]))
+        for lo in range(0, d, step):
+            cols = range(lo, min(d, lo + step))
+            Xp = np.tile(Xte_fold, (len(cols), 1))           # one permuted copy per column
+            for b, j in enumerate(cols):
+                Xp[b * len(te):(b + 1) * len(te), j] = Xte_fold[rng.permutation(len(te)), j]
+            p = m.predict_proba(Xp)[:, 1].reshape(len(cols), len(te))
+            for b, j in enumerate(cols):
+                drop[j] += (auc - roc_auc_score(z[te], p[b])) / cv
     return float(roc_auc_score(z, oof)), drop
 
 

@@ -388,3 +388,35 @@ def test_a_partner_of_a_single_feature_suspect_is_named_in_an_interaction(seed):
     line = next(x for x in shift.explain(d) if x.startswith(partner.feature + ": leaving it out"))
     assert ("its own relationship with the label changed too" in line) == changed
     assert f"closes {partner.statistic:.0%} of the transfer gap left at that step" in line
+
+
+def test_adversarial_drops_do_not_depend_on_how_many_columns_share_a_call(monkeypatch):
+    """The adversarial stage scores each column's permuted copy of a fold; copies of several
+    columns share one predict_proba call (ADVERSARIAL_BATCH_CELLS). Every batch size gives
+    the AUC and drops of one call per column, bit for bit, and a wide table needs a few
+    calls per fold, not one per column (999 columns took 107 s that way)."""
+    from sklearn.ensemble import HistGradientBoostingClassifier
+    rng = np.random.default_rng(8)
+    d = 30
+    Xtr, Xte = rng.normal(size=(300, d)), rng.normal(size=(250, d))
+    Xte[:, 7] += 1.0                                      # one shifted column
+    cat = np.zeros(d, dtype=bool)
+    cat[[2, 11]] = True
+    Xtr[:, cat], Xte[:, cat] = rng.integers(0, 4, (300, 2)), rng.integers(0, 5, (250, 2))
+    Xtr[rng.random(Xtr.shape) < 0.05] = np.nan
+    calls = []
+    proba = HistGradientBoostingClassifier.predict_proba
+    monkeypatch.setattr(HistGradientBoostingClassifier, "predict_proba",
+                        lambda self, X: calls.append(len(X)) or proba(self, X))
+    results = {}
+    for cells in (1, 250 * d * 4, shift.ADVERSARIAL_BATCH_CELLS):
+        monkeypatch.setattr(shift, "ADVERSARIAL_BATCH_CELLS", cells)
+        calls.clear()
+        results[cells] = shift._adversarial(Xtr, Xte, cat, seed=3)
+        results[cells] = (results[cells], len(calls))
+    (auc, drops), n_calls = results[1]
+    assert n_calls == 3 + 3 * d                           # 3 folds: the fold, then each column
+    assert int(np.argmax(drops)) == 7 and auc > 0.6
+    for cells, ((a, dr), n) in results.items():
+        assert a == auc and np.array_equal(dr, drops), cells
+    assert results[shift.ADVERSARIAL_BATCH_CELLS][1] == 3 + 3
