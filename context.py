@@ -18,6 +18,21 @@ import report as rp
 
 
 REPO_DIR = Path(__file__).resolve().parent
+# Rows of a table the report shows; a longer table (a wide file's per-column tables) is
+# shown by its first rows, and its CSV in tables/ holds every row.
+REPORT_MAX_ROWS = 40
+
+
+def _first_rows(df, name, caption):
+    """(``df``, ``caption``) for the report: a table longer than ``REPORT_MAX_ROWS`` cut to
+    its first rows (the tables come sorted by what matters, or in the file's column
+    order), the caption saying so and where every row is."""
+    if len(df) <= REPORT_MAX_ROWS:
+        return df, caption
+    note = (f"the first {REPORT_MAX_ROWS} of {len(df):,} rows; every row is in "
+            f"tables/{name if name.endswith('.csv') else name + '.csv'}")
+    first = df.iloc[:REPORT_MAX_ROWS] if hasattr(df, "iloc") else df[:REPORT_MAX_ROWS]
+    return first, f"{caption} ({note})" if caption else note[0].upper() + note[1:]
 
 
 @dataclass
@@ -50,11 +65,12 @@ class Output:
         return path
 
     def save_table(self, df, name, caption=None, floatfmt=".4g", show=True):
-        """Write ``df`` as ``out/tables/<name>.csv`` atomically and (if ``show``) add it to the report."""
+        """Write ``df`` as ``out/tables/<name>.csv`` atomically and (if ``show``) add it to the
+        report: at most its first ``REPORT_MAX_ROWS`` rows, the caption saying so."""
         path = self.path("tables", name if name.endswith(".csv") else name + ".csv")
         rp.write_atomic(path, rp.csv_text(df, index=not plain_index(df)))   # formula cells neutralised
         if show:
-            self.report.table(df, caption=caption, floatfmt=floatfmt)
+            self.report.table(*_first_rows(df, name, caption), floatfmt=floatfmt)
         return path
 
 
@@ -212,9 +228,10 @@ READABLE = {"train_acc": "train accuracy", "val_acc": "validation accuracy", "te
 
 def show_table(out, df, name, caption=None, shown=None, **table_kw):
     """Write ``df`` in full as ``out/tables/<name>.csv`` and show ``shown`` (default ``df``)
-    in the report with ``Report.table``'s options (``floatfmt``, ``formats``, ``na``, ``key``)."""
+    in the report with ``Report.table``'s options (``floatfmt``, ``formats``, ``na``, ``key``);
+    at most its first ``REPORT_MAX_ROWS`` rows."""
     path = out.save_table(df, name, show=False)
-    out.report.table(df if shown is None else shown, caption=caption, **table_kw)
+    out.report.table(*_first_rows(df if shown is None else shown, name, caption), **table_kw)
     return path
 
 

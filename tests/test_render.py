@@ -194,3 +194,21 @@ def test_recommended_mitigation_is_the_validation_winner():
                     "its test accuracy is 0.410."]
     acc = run_all._summary_accuracy({"D": _D(2, fix=1)})
     assert list(acc) == ["relu", "relu + L2 1e-3 (recommended)", "relu + remove shortcut (the diagnosis's fix)"]
+
+
+@pytest.mark.parametrize("n", [context.REPORT_MAX_ROWS, context.REPORT_MAX_ROWS + 1, 999])
+def test_a_long_table_is_shown_by_its_first_rows_and_saved_whole(tmp_path, n):
+    """A wide file's per-column tables (999 rows) made reports of 5,000 table rows: the
+    report shows at most REPORT_MAX_ROWS of a table and says where every row is; the CSV
+    keeps them all, with show_table and save_table alike."""
+    out = context.Output(tmp_path, rp.Report("t"))
+    df = pd.DataFrame({"column": [f"x{j}" for j in range(n)], "share": np.linspace(0, 1, n)})
+    context.show_table(out, df, "a_long", caption="Per column")
+    out.save_table(df, "b_long")
+    shown = min(n, context.REPORT_MAX_ROWS)
+    md = out.report.to_markdown()
+    for name in ("a_long", "b_long"):
+        assert len(pd.read_csv(tmp_path / "tables" / f"{name}.csv")) == n
+        assert (f"the first {shown} of {n:,} rows; every row is in tables/{name}.csv" in md.lower()) == (n > shown)
+    assert "| x0 " in md and f"| x{shown - 1} " in md and f"| x{shown} " not in md
+    assert md.count("| x") == 2 * shown
