@@ -69,6 +69,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+import sklearn
 from scipy import optimize, stats
 from sklearn.ensemble import HistGradientBoostingClassifier
 from sklearn.metrics import roc_auc_score
@@ -1517,7 +1518,10 @@ def diagnose(train, test, target, numeric, categorical, *, model=None, seed=0,
     t0 = time.perf_counter()
     d = _prepare(train, test, target, numeric, categorical, thresholds, seed, max_rows)
     rng = np.random.default_rng(seed)
-    with threadpool_limits(limits=1, user_api="openmp"):
+    # scikit-learn's checks of its own parameters skipped (the diagnosis passes constants;
+    # the data are still checked): on a wide file they were thousands of calls' overhead
+    with threadpool_limits(limits=1, user_api="openmp"), \
+            sklearn.config_context(skip_parameter_validation=True):
         m = _stage_model(d, model, val_rows, rng)
         new = _stage_new_values(d, m)
         missing = [_missingness(c, d.train[c].isna().to_numpy(), d.y_tr, d.test[c].isna().to_numpy(),
