@@ -246,7 +246,9 @@ def _ml_shares(QT, pi_from, start, tol=1e-9, max_iter=100):
     in a few steps where EM can take hundreds. A share a step would take below
     zero is set to zero and held there while the gradient says so (an active
     set; at the optimum a zero share has dL/dpi_c <= 1). EM finishes if Newton
-    has not settled after ``max_iter`` steps.
+    has not settled after ``max_iter`` steps, or when its Hessian cannot be solved
+    (classes the probabilities cannot tell apart, or a class the fitting split
+    almost never had: a share of 1e-5 makes A's row 1e5 times the others).
     """
     A = QT / pi_from[:, None]                                # (k, n)
     k = len(A)
@@ -269,7 +271,12 @@ def _ml_shares(QT, pi_from, start, tol=1e-9, max_iter=100):
         gf = g[idx]
         # on the simplex: pi + (d, -sum d), so gradient gf[:-1] - gf[-1], Hessian likewise
         Mr = M[:-1, :-1] - M[:-1, -1:] - M[-1:, :-1] + M[-1, -1]
-        d = np.linalg.solve(Mr + 1e-12 * np.eye(len(Mr)), gf[:-1] - gf[-1])
+        try:
+            d = np.linalg.solve(Mr + 1e-12 * np.eye(len(Mr)), gf[:-1] - gf[-1])
+        except np.linalg.LinAlgError:
+            break
+        if not np.isfinite(d).all():
+            break
         step = np.zeros(k)
         step[idx] = np.r_[d, -d.sum()]
         down = step < 0

@@ -364,3 +364,27 @@ def test_domain_auc_counts_ordered_pairs_in_pieces(monkeypatch, chunk):
     p[:3] = [0.0, 1.0, 0.5]
     q = np.clip(p, 1e-6, 1 - 1e-6)
     assert_array_equal(pf._odds(p), q / (1 - q))
+
+
+@pytest.mark.parametrize("failure", ["singular", "nan"])
+def test_ml_shares_finish_with_em_when_newton_cannot_be_solved(monkeypatch, failure):
+    """Classes a small fitting split never had get a share of 1e-12, which makes their
+    rows of A 1e12 times the others and Newton's Hessian singular (20 classes on 700 rows
+    stopped Part D with LinAlgError). Then EM finishes from where Newton was: its fixed
+    point, a distribution, and no error."""
+    rng = np.random.default_rng(4)
+    k = 5
+    Q = rng.dirichlet(np.ones(k) * 2.0, size=400)
+    pi_from = np.array([0.3, 0.2, 0.2, 0.2, 0.1])
+
+    def solve(a, b):
+        if failure == "singular":
+            raise np.linalg.LinAlgError("Singular matrix")
+        return np.full(len(b), np.nan)
+
+    monkeypatch.setattr(pf.np.linalg, "solve", solve)
+    got = pf._ml_shares(np.ascontiguousarray(Q.T), pi_from, pi_from)
+    monkeypatch.undo()
+    ref = shift.em_priors(Q, pi_from, tol=1e-12, max_iter=100000)
+    assert np.all(got >= 0) and got.sum() == pytest.approx(1.0)
+    np.testing.assert_allclose(got, ref, atol=1e-6)
