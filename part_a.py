@@ -267,12 +267,13 @@ def render(res, out):
     r.heading("Class distribution", 3)
     cd = res.class_distribution
     counts = cd["table"]["count"]
-    shown = counts.sort_values(ascending=False, kind="stable").index[:CLASSES_SHOWN]
-    fig = plots.class_distribution(counts.loc[shown].to_numpy(), list(shown))
+    # by position: with labels True/False, .loc would read the labels as a row mask
+    top = counts.iloc[np.argsort(-counts.to_numpy(), kind="stable")[:CLASSES_SHOWN]]
+    fig = plots.class_distribution(top.to_numpy(), list(top.index))
     note = ""
     if len(counts) > CLASSES_SHOWN:
         note = (f" (the {CLASSES_SHOWN} largest of {len(counts):,} classes, "
-                f"{counts.loc[shown].sum() / counts.sum():.0%} of the rows)")
+                f"{top.sum() / counts.sum():.0%} of the rows)")
     out.save_figure(fig, "a_class_distribution.png", "Class counts and shares in the training file" + note)
     r.para(f"The majority class, {rp.literal(cd['majority_class'], code=True)}, holds {cd['majority_baseline_accuracy']:.1%} of "
            f"the rows (the accuracy of always predicting it); the smallest class, {rp.literal(cd['minority_class'], code=True)}, "

@@ -68,6 +68,27 @@ def test_a_result_lists_the_screened_columns_and_render_writes_the_table(tmp_pat
         assert needle in section, needle
 
 
+def test_boolean_labels_get_their_class_figure(tmp_path, monkeypatch):
+    """Labels True/False: the class chart shows both classes, largest first (indexing the
+    counts by label read the labels as a row mask and Part A stopped)."""
+    rng = np.random.default_rng(2)
+    frames = []
+    for n in (300, 100):
+        df = pd.DataFrame({"a": rng.normal(size=n), "b": rng.choice(["x", "y"], n)})
+        df["label"] = df["a"] > 0.4
+        frames.append(df)
+    drawn = []
+    chart = part_a.plots.class_distribution
+    monkeypatch.setattr(part_a.plots, "class_distribution",
+                        lambda counts, labels: drawn.append((list(counts), labels)) or chart(counts, labels))
+    ctx, res = _part_a(tmp_path, *frames)
+    part_a.render(res, ctx.output)
+    (counts, labels), = drawn
+    train_counts = frames[0]["label"].value_counts()
+    assert labels == [False, True] and counts == [train_counts[False], train_counts[True]]
+    assert (tmp_path / "figures" / "a_class_distribution.png").is_file()
+
+
 def test_kept_and_expanded_columns_say_so(tmp_path):
     ctx, res = _part_a(tmp_path, *_frames(), keep=["origin"], expand_dates=True)
     actions = dict(zip(res.excluded["column"], res.excluded["action"]))
