@@ -269,7 +269,8 @@ def render(res, out):
     counts = cd["table"]["count"]
     # by position: with labels True/False, .loc would read the labels as a row mask
     top = counts.iloc[np.argsort(-counts.to_numpy(), kind="stable")[:CLASSES_SHOWN]]
-    fig = plots.class_distribution(top.to_numpy(), list(top.index))
+    shown = list(top.index)
+    fig = plots.class_distribution(top.to_numpy(), shown)
     note = ""
     if len(counts) > CLASSES_SHOWN:
         note = (f" (the {CLASSES_SHOWN} largest of {len(counts):,} classes, "
