@@ -492,7 +492,8 @@ def dominance(pp_table, ratio=2.0, min_pps=0.3):
         ``dominant`` (bool), ``feature`` and ``pps`` of the best feature,
         ``runner_up`` and ``runner_up_pps``, ``observed_ratio`` (best /
         runner-up; inf when the runner-up has pps 0, None when there is a
-        single feature), ``ratio`` and ``min_pps``.
+        single feature), ``ratio`` and ``min_pps``. A single feature is never
+        dominant: there is no other feature for it to dominate.
     """
     if not isinstance(pp_table, pd.DataFrame) or "pps" not in pp_table.columns:
         raise ValueError("pp_table must be the DataFrame returned by predictive_power "
@@ -509,7 +510,7 @@ def dominance(pp_table, ratio=2.0, min_pps=0.3):
         dom = best_pps >= min_pps and best_pps >= ratio * ru_pps
     else:
         ru, ru_pps, obs = None, None, None
-        dom = best_pps >= min_pps
+        dom = False
     return {"dominant": bool(dom), "feature": best, "pps": best_pps, "runner_up": ru,
             "runner_up_pps": ru_pps, "observed_ratio": obs, "ratio": float(ratio),
             "min_pps": float(min_pps)}

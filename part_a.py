@@ -361,10 +361,12 @@ def render(res, out):
                  f"{dom['pps']:.2f}, {dom['observed_ratio']:.1f}× the runner-up {rp.literal(dom['runner_up'], code=True)} "
                  f"({dom['runner_up_pps']:.2f}). A single feature that predicts a label this well "
                  "deserves a check that the relationship also holds on new data (Part D).")
+    elif dom["runner_up"] is None:
+        text += "The file has a single feature, so no feature can dominate another."
     else:
         ratio = dom["observed_ratio"]
         text += ("No feature dominates" + (f": the best reaches {ratio:.1f}× the runner-up"
-                 if ratio is not None else "") + f" (rule: {DOMINANCE.description}).")
+                 if np.isfinite(ratio) else "") + f" (rule: {DOMINANCE.description}).")
     r.para(text)
     if res.predictive_note:
         r.para(as_sentence(res.predictive_note))

@@ -89,6 +89,22 @@ def test_boolean_labels_get_their_class_figure(tmp_path, monkeypatch):
     assert (tmp_path / "figures" / "a_class_distribution.png").is_file()
 
 
+def test_a_single_feature_is_never_dominant(tmp_path):
+    """A file with one feature: Part A renders (it stopped on the missing runner-up) and
+    says no feature can dominate another, however well the feature predicts."""
+    rng = np.random.default_rng(3)
+    frames = []
+    for n in (300, 100):
+        df = pd.DataFrame({"v": rng.normal(size=n)})
+        df["label"] = (df["v"] > 0).astype(int)
+        frames.append(df)
+    ctx, res = _part_a(tmp_path, *frames)
+    assert res.predictive_power.loc["v", "pps"] > 0.8
+    assert not res.dominance["dominant"] and res.dominance["runner_up"] is None
+    part_a.render(res, ctx.output)
+    assert "The file has a single feature, so no feature can dominate another." in ctx.report.to_markdown()
+
+
 def test_kept_and_expanded_columns_say_so(tmp_path):
     ctx, res = _part_a(tmp_path, *_frames(), keep=["origin"], expand_dates=True)
     actions = dict(zip(res.excluded["column"], res.excluded["action"]))
