@@ -721,8 +721,13 @@ def validate_frames(train, test, target=DEFAULT_TARGET, categorical=None, drop=N
     numeric, cats, notes = [], [], []
     for col in features:
         if train[col].isna().all():
-            raise DataError(f"{ntr}: column {col!r} is entirely empty; pass --drop {col} "
-                            "or fill it in")
+            if not screen or col in keep:
+                raise DataError(f"{ntr}: column {col!r} is entirely empty; pass --drop {col} "
+                                "or fill it in")
+            cats.append(col)            # no value at all: screening leaves it out as constant
+            cols_tr[col] = _categorical_values(train[col])
+            cols_te[col] = _categorical_values(test[col])
+            continue
         parsed = None
         if col not in categorical:      # parsed once: to decide the kind and as the values
             parsed = _as_numbers(train[col])

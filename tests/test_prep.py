@@ -296,8 +296,6 @@ BAD_CASES = {
                             r"test.csv: column 'x' has non-numeric values in line 5 \(e.g. 'n/a\?'\)"),
     "many non-numeric": (csv_text(GOOD_TRAIN + [f"bad{i},a,1" for i in range(7)]), csv_text(GOOD_TEST),
                          r"lines 14, 15, 16, 17, 18 and 2 more \(e.g. 'bad0'\)"),
-    "empty column": (csv_text([f"{i},,{i % 2}" for i in range(5)]), csv_text(["1,,0"]),
-                     r"column 'kind' is entirely empty; pass --drop kind"),
     "label missing": (csv_text(GOOD_TRAIN[:1] + ["1,a,"] + GOOD_TRAIN[1:]), csv_text(GOOD_TEST),
                       r"target 'price_class' is missing in line 3; fill in"),
     "label text": (csv_text(GOOD_TRAIN + ["1,a,cheap"]), csv_text(GOOD_TEST),
@@ -321,6 +319,22 @@ def test_bad_csv_raises_one_line_data_error(tmp_path, case):
     with pytest.raises(DataError, match=pattern) as info:
         prep.load_csv_pair(d)
     assert "\n" not in str(info.value)
+
+
+def test_an_empty_column_is_left_out_unless_kept(tmp_path):
+    """A column with no value in the training file is screened out as constant (it stopped
+    the run before); kept with --keep-columns, or with screening off, it is still an error
+    that says what to do."""
+    d = write_pair(tmp_path, csv_text([f"{i}.5,,{i % 2}" for i in range(8)]), csv_text(["1.0,,0", "2.0,b,1"]))
+    ds = prep.load_csv_pair(d)
+    assert ds.numeric == ["x"] and ds.categorical == [] and "kind" not in ds.train.columns
+    row = ds.excluded.set_index("column").loc["kind"]
+    assert row["rule"] == "constant" and row["action"] == "excluded" and row["n_present"] == 0
+    with pytest.raises(DataError, match=r"column 'kind' is entirely empty; pass --drop kind"):
+        prep.load_csv_pair(d, keep=["kind"])
+    train, test = (pd.read_csv(d / name) for name in ("train.csv", "test.csv"))
+    with pytest.raises(DataError, match=r"column 'kind' is entirely empty; pass --drop kind"):
+        prep.validate_frames(train, test, target="price_class", screen=False)
 
 
 def test_missing_file(tmp_path):
