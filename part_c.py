@@ -205,6 +205,18 @@ def compute(ctx):
                    seconds_attribution=seconds, integrated=integrated)
 
 
+def _agreement_with_part_a(pps, rho):
+    """How a network's ranking agrees with Part A's predictive power ``pps`` (its table,
+    NaN where a wide file's column was not scored), given their Spearman ``rho``."""
+    scored = int(pps["pps"].notna().sum())
+    if not np.isfinite(rho):
+        why = ("fewer than three columns scored" if scored < 3 else
+               "Part A's scores or the attribution are all equal: Spearman is undefined")
+        return f"cannot be compared with Part A's ({why})"
+    over = "" if scored == len(pps) else f" over the {scored:,} of {len(pps):,} columns Part A scored"
+    return f"agrees with Part A's single-feature predictive power with Spearman {rho:+.2f}{over}"
+
+
 def _integrated_lines(res):
     """Integrated gradients beside the sensitivity, per network: how they were taken, the
     completeness check, the rank agreement and the columns whose ranks differ."""
@@ -303,13 +315,8 @@ def render(res, out):
                 + (f", {top['score'] / second['score']:.1f}× the next column {rp.literal(second['feature'], code=True)})"
                    if second is not None and second["score"] > 0 else ")"))
         if res.pps is not None:
-            scored = int(res.pps["pps"].notna().sum())
-            over = "" if scored == len(res.pps) else f" over the {scored:,} of {len(res.pps):,} columns Part A scored"
-            rho = res.checks[act]["spearman_vs_partA"]
-            agreement = (f"agrees with Part A's single-feature predictive power with Spearman {rho:+.2f}{over}"
-                         if np.isfinite(rho) else "cannot be compared with Part A's (fewer than three columns scored)")
-            text += (f"; its ranking {agreement}, and Part A's strongest feature is "
-                     f"{rp.literal(res.pps.index[0], code=True)}")
+            text += (f"; its ranking {_agreement_with_part_a(res.pps, res.checks[act]['spearman_vs_partA'])}, "
+                     f"and Part A's strongest feature is {rp.literal(res.pps.index[0], code=True)}")
         lines.append(text + ".")
     if res.dominant_agree:
         lines.append(f"The feature Part A flagged as suspiciously dominant, {rp.literal(res.dominant, code=True)}, is the "

@@ -36,3 +36,16 @@ def test_part_c_compares_only_the_columns_part_a_scored(tmp_path, monkeypatch):
     assert np.isfinite(metrics["partC"]["checks"]["relu"]["spearman_vs_partA"])
     md = (out / "report.md").read_text()
     assert "over the 4 of 7 columns Part A scored" in md
+
+
+def test_the_agreement_sentence_says_why_spearman_is_undefined():
+    """A Spearman that is NaN gets the reason its numbers give: fewer than three scored
+    columns, or scores that are all equal (not 'fewer than three' when all were scored)."""
+    import part_c
+
+    def sentence(pps, rho):
+        return part_c._agreement_with_part_a(pd.DataFrame({"pps": pps}), rho)
+    assert "(fewer than three columns scored)" in sentence([0.5, 0.2, np.nan, np.nan], float("nan"))
+    assert "all equal: Spearman is undefined" in sentence([0.0, 0.0, 0.0, 0.0], float("nan"))
+    assert sentence([0.5, 0.2, 0.1, 0.0], 0.4).endswith("Spearman +0.40")
+    assert sentence([0.5, 0.2, 0.1, np.nan], 0.4).endswith("Spearman +0.40 over the 3 of 4 columns Part A scored")
